@@ -1,0 +1,31 @@
+# Set-up and entry points. The venv is built from requirements.lock (exact pins) so that
+# torch resolves to the 2.13.0 CPU wheel on CPU machines (shared/OFFLINE.md).
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: install quickstart test test-fast compile
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $@
+
+install: $(STAMP)
+
+# Fresh machine: venv + pinned deps, check the generated pipeline is current, rebuild everything.
+quickstart: install
+	$(BIN)/repro compile --check
+	$(BIN)/dvc repro
+
+compile: install
+	$(BIN)/repro compile
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
