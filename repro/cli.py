@@ -1,0 +1,151 @@
+"""The `repro` command: one short function per verb; knobs live in specs, not flags."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+import yaml
+from pydantic import ValidationError
+
+from repro import paths
+from repro.spec.load import SpecError, SpecIssue, load_spec, load_specs, validation_issues
+
+EXIT_BAD_INPUT = 2
+
+
+def _fail(issues: list[SpecIssue]) -> None:
+    for issue in issues:
+        click.echo(issue.render(), err=True)
+    click.echo(f"{len(issues)} problem(s); nothing was run.", err=True)
+    sys.exit(EXIT_BAD_INPUT)
+
+
+def _spec_files(targets: tuple[str, ...]) -> list[Path]:
+    files: list[Path] = []
+    for t in targets:
+        p = Path(t)
+        files.extend(sorted(p.rglob("*.yaml")) if p.is_dir() else [p])
+    return files
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="repro")
+def main() -> None:
+    """Declarative reproduction of LM pretraining experiments, compiled to DVC."""
+
+
+@main.command()
+@click.argument("targets", nargs=-1, required=True)
+def validate(targets: tuple[str, ...]) -> None:
+    """Validate spec files (or folders of them, recursively)."""
+    issues: list[SpecIssue] = []
+    for path in _spec_files(targets):
+        try:
+            spec = load_spec(path)
+            click.echo(f"ok  {path}  ({spec.name})")
+        except SpecError as e:
+            issues.extend(e.issues)
+    if issues:
+        _fail(issues)
+
+
+def compiled_texts(specs_dir: Path) -> tuple[str, str]:
+    """dvc.yaml and params.yaml text for the experiment specs directly under specs_dir."""
+    from repro.compile.graph import GraphError, compile_graph
+    from repro.compile.render import render_dvc_yaml, render_params_yaml
+
+    files = sorted(specs_dir.glob("*.yaml"))
+    if not files:
+        _fail([SpecIssue(str(specs_dir), None, "", "no *.yaml experiment specs found",
+                         "add a spec or pass --specs")])
+    try:
+        graph = compile_graph(load_specs(files))
+    except SpecError as e:
+        _fail(e.issues)
+    except GraphError as e:
+        _fail([SpecIssue(str(specs_dir), None, "report", str(e), "")])
+    return render_dvc_yaml(graph), render_params_yaml(graph)
+
+
+@main.command("compile")
+@click.option("--check", is_flag=True, help="Exit 1 if dvc.yaml/params.yaml are stale; write nothing.")
+@click.option("--specs", "specs_dir", default=str(paths.SPECS_DIR), show_default=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Folder whose top-level *.yaml files are the experiments to compile.")
+@click.option("--root", default=".", type=click.Path(file_okay=False, path_type=Path),
+              help="Where dvc.yaml and params.yaml are written.")
+def compile_cmd(check: bool, specs_dir: Path, root: Path) -> None:
+    """Compile specs into dvc.yaml + params.yaml (byte-identical on re-run)."""
+    from repro.stages.base import atomic_write_text
+
+    dvc_text, params_text = compiled_texts(specs_dir)
+    targets = {root / str(paths.DVC_YAML): dvc_text, root / str(paths.PARAMS_YAML): params_text}
+    if check:
+        stale = [str(p) for p, text in targets.items()
+                 if not p.exists() or p.read_text(encoding="utf-8") != text]
+        if stale:
+            click.echo(f"stale: {', '.join(stale)}; run `repro compile`", err=True)
+            sys.exit(1)
+        click.echo("dvc.yaml and params.yaml are up to date")
+        return
+    for path, text in targets.items():
+        if not path.exists() or path.read_text(encoding="utf-8") != text:
+            atomic_write_text(path, text)
+            click.echo(f"wrote {path}")
+        else:
+            click.echo(f"unchanged {path}")
+
+
+def _pairs(values: tuple[str, ...], flag: str) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for v in values:
+        key, sep, path = v.partition("=")
+        if not sep or not key or not path:
+            raise click.BadParameter(f"expected KEY=PATH, got {v!r}", param_hint=flag)
+        out[key] = Path(path)
+    return out
+
+
+@main.command(hidden=False)
+@click.argument("kind")
+@click.argument("stage_id")
+@click.option("--in", "inputs", multiple=True, metavar="KEY=PATH", help="Stage input.")
+@click.option("--out", "outputs", multiple=True, metavar="KEY=PATH", help="Stage output.")
+@click.option("--params", "params_file", default=str(paths.PARAMS_YAML), show_default=True,
+              type=click.Path(dir_okay=False, path_type=Path))
+def stage(kind: str, stage_id: str, inputs: tuple[str, ...], outputs: tuple[str, ...],
+          params_file: Path) -> None:
+    """Run one pipeline stage (called by the commands in dvc.yaml).
+
+    Reads the stage's section of params.yaml (so `dvc exp run -S` overrides apply) and
+    validates it with the same models as the spec.
+    """
+    from repro.stages import STAGE_CONFIGS, stage_runner
+    from repro.stages.base import StageIO, seed_everything, set_offline_env
+
+    if kind not in STAGE_CONFIGS:
+        raise click.BadParameter(f"unknown stage kind {kind!r}; one of {sorted(STAGE_CONFIGS)}")
+    display = str(params_file)
+    try:
+        params = yaml.safe_load(params_file.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as e:
+        _fail([SpecIssue(display, None, "", f"cannot read params: {e}", "run `repro compile`")])
+    if stage_id not in params:
+        _fail([SpecIssue(display, None, stage_id, "no such section",
+                         "dvc.yaml and params.yaml disagree; run `repro compile`")])
+    model = STAGE_CONFIGS[kind]
+    try:
+        cfg = model.model_validate(params[stage_id])
+    except ValidationError as e:
+        issues = validation_issues(e, params[stage_id], {}, display, model)
+        _fail([SpecIssue(i.file, i.line, f"{stage_id}.{i.field}", i.message, i.fix) for i in issues])
+    set_offline_env()
+    seed_everything(getattr(cfg, "seed", 0))
+    io = StageIO(stage_id, _pairs(inputs, "--in"), _pairs(outputs, "--out"))
+    stage_runner(kind)(cfg, io)
+
+
+if __name__ == "__main__":
+    main()

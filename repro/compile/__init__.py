@@ -1,0 +1,1 @@
+"""Compiler: specs -> stage graph -> dvc.yaml + params.yaml."""

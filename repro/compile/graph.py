@@ -1,0 +1,307 @@
+"""Specs -> stage graph. Pure: no I/O, no DVC; rendering lives in `repro.compile.render`.
+
+Design note. A stage's identity is the hash of (kind, its config as it will appear in
+params.yaml, the identities of its inputs). The stage id `<kind>-<label>-<hash8>` names its
+dvc.yaml entry, its params.yaml section and its output folder, so:
+  * two experiments that need the same curated data, tokenizer or token shards produce the
+    same stage and share it (it appears once);
+  * changing one field changes that stage's id and the ids of its descendants, nothing else;
+  * each stage's params section holds only the settings that stage reads, so
+    `dvc exp run -S <id>.<field>=...` reruns that stage and what depends on it.
+A training schedule spans stages; each training stage gets only the slice of the schedule
+it needs (`ScheduleSegment`), so a later stage's budget enters an earlier stage only when
+the decay overlaps it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+from repro import paths
+from repro.spec.schema import (
+    BuiltinSource,
+    ExperimentSpec,
+    PretrainedTokenizer,
+    TrainBPETokenizer,
+)
+from repro.stages.configs import (
+    CurateConfig,
+    EvalTasksConfig,
+    EvaluateConfig,
+    Model,
+    ReportConfig,
+    ScheduleSegment,
+    SourceConfig,
+    SplitConfig,
+    TokenizeConfig,
+    TokenizerConfig,
+    TrainConfig,
+)
+
+# Output keys of each stage kind, and which of them are metrics / plots / uncached.
+OUTPUT_KEYS: dict[str, tuple[str, ...]] = {
+    "source": ("corpus",),
+    "curate": ("docs", "metrics"),
+    "split": ("split", "metrics"),
+    "tokenizer": ("tokenizer",),
+    "tokenize": ("tokens", "metrics"),
+    "train": ("checkpoint", "metrics", "loss"),
+    "evaltasks": ("task",),
+    "evaluate": ("results", "metrics"),
+    "report": ("report",),
+}
+
+
+class GraphError(ValueError):
+    """A problem that spans specs (e.g. a report naming an unknown experiment)."""
+
+
+@dataclass(frozen=True)
+class OutputRef:
+    """An input that is another stage's output."""
+
+    stage_id: str
+    key: str
+
+
+@dataclass(frozen=True)
+class ExternalPath:
+    """An input that is a local file or folder outside the pipeline."""
+
+    path: str
+
+
+Input = OutputRef | ExternalPath
+
+
+@dataclass(frozen=True)
+class Stage:
+    kind: str
+    label: str
+    config: Model
+    inputs: tuple[tuple[str, Input], ...] = ()
+    id: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        identity = {
+            "kind": self.kind,
+            "config": self.config.model_dump(mode="json"),
+            "inputs": {k: _ref_identity(v) for k, v in self.inputs},
+        }
+        digest = hashlib.sha256(
+            json.dumps(identity, sort_keys=True, separators=(",", ":")).encode()
+        ).hexdigest()[:8]
+        object.__setattr__(self, "id", f"{self.kind}-{_slug(self.label)}-{digest}")
+
+    def outputs(self) -> dict[str, PurePosixPath]:
+        """Output key -> path, built by repro.paths."""
+        out: dict[str, PurePosixPath] = {}
+        for key in OUTPUT_KEYS[self.kind]:
+            if key == "metrics":
+                out[key] = paths.stage_metrics(self.id)
+            elif key == "loss":
+                out[key] = paths.stage_plot(self.id, "loss.csv")
+            elif key == "report":
+                out[key] = paths.report_dir(self.config.name)  # type: ignore[attr-defined]
+            else:
+                out[key] = paths.stage_output(self.kind, self.id)
+        return out
+
+
+def _ref_identity(ref: Input) -> str:
+    return f"{ref.stage_id}:{ref.key}" if isinstance(ref, OutputRef) else f"path:{ref.path}"
+
+
+def _slug(label: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")[:40] or "x"
+
+
+@dataclass
+class StageGraph:
+    """Stages in topological (insertion) order, deduplicated by id."""
+
+    stages: dict[str, Stage] = field(default_factory=dict)
+
+    def add(self, stage: Stage) -> Stage:
+        for _, ref in stage.inputs:
+            if isinstance(ref, OutputRef) and ref.stage_id not in self.stages:
+                raise GraphError(f"{stage.id} reads {ref.stage_id}, which is not in the graph")
+        return self.stages.setdefault(stage.id, stage)
+
+    def path_of(self, ref: Input) -> PurePosixPath:
+        if isinstance(ref, ExternalPath):
+            return PurePosixPath(ref.path)
+        return self.stages[ref.stage_id].outputs()[ref.key]
+
+    def descendants(self, stage_id: str) -> set[str]:
+        found: set[str] = set()
+        frontier = {stage_id}
+        while frontier:
+            frontier = {
+                s.id for s in self.stages.values()
+                if s.id not in found and any(
+                    isinstance(r, OutputRef) and r.stage_id in frontier for _, r in s.inputs)
+            }
+            found |= frontier
+        return found
+
+
+@dataclass(frozen=True)
+class ExperimentStages:
+    """Handles on one experiment's stages, used to wire reports."""
+
+    train: tuple[Stage, ...]
+    evaluate: tuple[Stage, ...]
+
+
+def _is_remote(path: str) -> bool:
+    return "://" in path
+
+
+def _dataset_stages(graph: StageGraph, spec: ExperimentSpec, name: str) -> Stage:
+    """source? -> curate -> split for one dataset; returns the split stage."""
+    ds = spec.datasets[name]
+    curate_inputs: list[tuple[str, Input]] = []
+    if isinstance(ds.source, BuiltinSource):
+        source = graph.add(Stage("source", ds.source.name, SourceConfig(source=ds.source)))
+        curate_inputs.append(("raw", OutputRef(source.id, "corpus")))
+    elif hasattr(ds.source, "path") and not _is_remote(ds.source.path):
+        curate_inputs.append(("raw", ExternalPath(ds.source.path)))
+    curate = graph.add(Stage(
+        "curate", name,
+        CurateConfig(dataset=name, source=ds.source, steps=ds.steps, executor=ds.executor),
+        tuple(curate_inputs),
+    ))
+    return graph.add(Stage(
+        "split", name,
+        SplitConfig(heldout=ds.heldout, seed=spec.experiment.seed),
+        (("docs", OutputRef(curate.id, "docs")),),
+    ))
+
+
+def _tokenizer_stage(graph: StageGraph, spec: ExperimentSpec, splits: dict[str, Stage]) -> Stage:
+    tok = spec.tokenizer
+    if isinstance(tok, TrainBPETokenizer):
+        names = list(tok.datasets) or sorted(spec.datasets)
+        inputs = tuple((f"train:{n}", OutputRef(splits[n].id, "split")) for n in names)
+        label = f"bpe{tok.vocab_size}"
+    else:
+        assert isinstance(tok, PretrainedTokenizer)
+        names, label = [], tok.name_or_path.rsplit("/", 1)[-1]
+        local = not _is_remote(tok.name_or_path) and tok.name_or_path.startswith((".", "/"))
+        inputs = (("pretrained", ExternalPath(tok.name_or_path)),) if local else ()
+    return graph.add(Stage("tokenizer", label, TokenizerConfig(tokenizer=tok, datasets=names), inputs))
+
+
+def schedule_segments(spec: ExperimentSpec) -> list[tuple[int, int, ScheduleSegment]]:
+    """(step_start, steps, segment) per training stage."""
+    tr = spec.training
+    steps = [s.tokens // tr.batch_tokens for s in tr.stages]
+    total = sum(steps)
+    decay_steps = round(tr.schedule.decay_fraction * total)
+    decay_start = total - decay_steps
+    out, start = [], 0
+    for n in steps:
+        overlaps = decay_steps > 0 and decay_start < start + n
+        out.append((start, n, ScheduleSegment(
+            peak_lr=tr.optimizer.lr,
+            warmup_steps=tr.schedule.warmup_steps,
+            decay_start_step=decay_start if overlaps else None,
+            decay_end_step=total if overlaps else None,
+            decay_shape=tr.schedule.decay_shape,
+            min_lr_ratio=tr.schedule.min_lr_ratio,
+        )))
+        start += n
+    return out
+
+
+def _experiment(graph: StageGraph, spec: ExperimentSpec) -> ExperimentStages:
+    used = set(spec.datasets)
+    splits = {n: _dataset_stages(graph, spec, n) for n in sorted(used)}
+    tokenizer = _tokenizer_stage(graph, spec, splits)
+    mixture_sets = {n for s in spec.training.stages for n in s.mixture}
+    tokens = {
+        n: graph.add(Stage(
+            "tokenize", n, TokenizeConfig(dataset=n, seed=spec.experiment.seed),
+            (("split", OutputRef(splits[n].id, "split")),
+             ("tokenizer", OutputRef(tokenizer.id, "tokenizer"))),
+        ))
+        for n in sorted(mixture_sets)
+    }
+    trains: list[Stage] = []
+    tr = spec.training
+    for stage_spec, (start, n, segment) in zip(tr.stages, schedule_segments(spec)):
+        inputs: list[tuple[str, Input]] = [("tokenizer", OutputRef(tokenizer.id, "tokenizer"))]
+        inputs += [(f"tokens:{d}", OutputRef(tokens[d].id, "tokens")) for d in sorted(stage_spec.mixture)]
+        if trains:
+            inputs.append(("init", OutputRef(trains[-1].id, "checkpoint")))
+        trains.append(graph.add(Stage(
+            "train", f"{spec.name}-{stage_spec.name}",
+            TrainConfig(
+                experiment=spec.name, stage=stage_spec.name, model=spec.model,
+                optimizer=tr.optimizer, schedule=segment, seq_len=tr.seq_len,
+                batch_tokens=tr.batch_tokens, micro_batch_size=tr.micro_batch_size,
+                step_start=start, steps=n, mixture=dict(sorted(stage_spec.mixture.items())),
+                seed=spec.experiment.seed, log_every_steps=tr.log_every_steps,
+            ),
+            tuple(inputs),
+        )))
+    tasks = {
+        t.task_name: graph.add(Stage(
+            "evaltasks", t.task_name, EvalTasksConfig(task=t, seed=spec.experiment.seed),
+            (("split", OutputRef(splits[t.dataset].id, "split")),),
+        ))
+        for t in spec.evaluation.local_tasks
+    }
+    ev = spec.evaluation
+    checkpoints = trains if ev.checkpoints == "every_stage" else trains[-1:]
+    evals = tuple(
+        graph.add(Stage(
+            "evaluate", f"{spec.name}-{ckpt.config.stage}",  # type: ignore[attr-defined]
+            EvaluateConfig(experiment=spec.name, checkpoint=ckpt.config.stage,  # type: ignore[attr-defined]
+                           evaluation=ev, seed=spec.experiment.seed),
+            (("checkpoint", OutputRef(ckpt.id, "checkpoint")),
+             *((f"task:{name}", OutputRef(t.id, "task")) for name, t in sorted(tasks.items()))),
+        ))
+        for ckpt in checkpoints
+    )
+    return ExperimentStages(tuple(trains), evals)
+
+
+def compile_graph(specs: list[ExperimentSpec]) -> StageGraph:
+    """Build the stage graph of a set of experiments (pure)."""
+    graph = StageGraph()
+    by_name: dict[str, ExperimentStages] = {}
+    for spec in sorted(specs, key=lambda s: s.name):
+        by_name[spec.name] = _experiment(graph, spec)
+    for spec in sorted(specs, key=lambda s: s.name):
+        if spec.report is None:
+            continue
+        rep = spec.report
+        names = list(dict.fromkeys([rep.baseline, *rep.experiments, spec.name]))
+        missing = [n for n in names if n not in by_name]
+        if missing:
+            raise GraphError(
+                f"report {rep.name!r} in experiment {spec.name!r} compares {missing}, "
+                f"which no compiled spec defines; known experiments: {sorted(by_name)}"
+            )
+        inputs: list[tuple[str, Input]] = []
+        for n in names:
+            for t in by_name[n].train:
+                label = f"{n}:{t.config.stage}"  # type: ignore[attr-defined]
+                inputs += [(f"train:{label}", OutputRef(t.id, "metrics")),
+                           (f"loss:{label}", OutputRef(t.id, "loss"))]
+            for e in by_name[n].evaluate:
+                inputs.append((f"eval:{n}:{e.config.checkpoint}", OutputRef(e.id, "metrics")))  # type: ignore[attr-defined]
+        graph.add(Stage("report", rep.name,
+                        ReportConfig(name=rep.name, baseline=rep.baseline, experiments=names),
+                        tuple(inputs)))
+    reports = [s.config.name for s in graph.stages.values() if s.kind == "report"]  # type: ignore[attr-defined]
+    dupes = sorted({r for r in reports if reports.count(r) > 1})
+    if dupes:
+        raise GraphError(f"report name(s) {dupes} are defined by more than one spec; rename one")
+    return graph

@@ -1,0 +1,68 @@
+"""Every path the pipeline uses, built in one place.
+
+Stage outputs live under a folder named by the stage id (kind, label, content hash), so
+two experiments needing the same curated data or tokenizer resolve to the same path.
+Metrics, plots and reports are small, committed to git (`cache: false`) and diffable.
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+
+SPECS_DIR = PurePosixPath("specs")
+DVC_YAML = PurePosixPath("dvc.yaml")
+PARAMS_YAML = PurePosixPath("params.yaml")
+PACKAGE_DIR = PurePosixPath("repro")
+REPORTS_DIR = PurePosixPath("reports")
+METRICS_DIR = PurePosixPath("metrics")
+PLOTS_DIR = PurePosixPath("plots")
+
+# Where each stage kind writes its main (DVC-cached) output.
+_DATA_ROOTS = {
+    "source": "data/raw",
+    "curate": "data/curated",
+    "split": "data/split",
+    "tokenizer": "artifacts/tokenizer",
+    "tokenize": "data/tokens",
+    "train": "artifacts/checkpoints",
+    "evaltasks": "data/evaltasks",
+    "evaluate": "results/eval",
+}
+
+
+def stage_output(kind: str, stage_id: str) -> PurePosixPath:
+    """The main cached output folder of a stage."""
+    return PurePosixPath(_DATA_ROOTS[kind]) / stage_id
+
+
+def stage_metrics(stage_id: str) -> PurePosixPath:
+    """The stage's DVC metrics file (committed)."""
+    return METRICS_DIR / f"{stage_id}.json"
+
+
+def stage_plot(stage_id: str, name: str) -> PurePosixPath:
+    """A DVC plots file of the stage (committed)."""
+    return PLOTS_DIR / stage_id / name
+
+
+def report_dir(report_name: str) -> PurePosixPath:
+    """Folder of a comparison report (committed)."""
+    return REPORTS_DIR / report_name
+
+
+def stage_code(kind: str) -> list[PurePosixPath]:
+    """Code a stage kind depends on: its module plus the package folders it uses.
+    Changing these reruns the stage; the schema and CLI are excluded because they only
+    validate and dispatch."""
+    extra = {
+        "source": ["repro/data"],
+        "curate": ["repro/data"],
+        "split": [],
+        "tokenizer": [],
+        "tokenize": [],
+        "train": ["repro/model", "repro/train"],
+        "evaltasks": ["repro/eval"],
+        "evaluate": ["repro/eval"],
+        "report": ["repro/report"],
+    }[kind]
+    return [PACKAGE_DIR / "stages" / f"{kind}.py", *map(PurePosixPath, extra)]

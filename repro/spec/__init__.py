@@ -1,0 +1,1 @@
+"""Spec schema, loading and errors."""

@@ -1,0 +1,694 @@
+"""Spec schema v1: the pydantic models an experiment YAML is validated against.
+
+Every model is closed (`extra="forbid"`), frozen and documented, so a typo is an error and
+a validated spec can be hashed and shared between stages. Stage configs in
+`repro.compile.configs` are assembled from these same models, so a value read back from
+`params.yaml` (possibly overridden with `dvc exp run -S`) is checked by the same rules.
+Defaults follow the published recipes in shared FACTS.md; each cites its source.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SCHEMA_VERSION = 1
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
+Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)]
+PositiveInt = Annotated[int, Field(gt=0)]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class Model(BaseModel):
+    """Base of every spec model: closed, frozen, described."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+# --------------------------------------------------------------------------- sources
+
+
+class BuiltinSource(Model):
+    """A raw corpus the pipeline builds itself from what any Python installation has."""
+
+    kind: Literal["builtin"] = "builtin"
+    name: Literal["pydoc_web", "stdlib_code"]
+    """`pydoc_web`: standard-library documentation rendered to HTML pages with pydoc and
+    packed into a WARC file; `stdlib_code`: the standard library's own `.py` files."""
+    max_docs: PositiveInt | None = None
+    """Keep at most this many documents (the first ones in sorted module order)."""
+
+
+class WarcSource(Model):
+    """WARC or WARC.gz files from a local folder or any fsspec URL (s3://, hf://...)."""
+
+    kind: Literal["warc"] = "warc"
+    path: str
+    """Folder or URL prefix holding the WARC files."""
+    glob: str = "*.warc*"
+    """Glob pattern selecting files under `path`."""
+    limit: int = -1
+    """Read at most this many documents per task (-1: all)."""
+
+
+class JsonlSource(Model):
+    """JSONL(.gz) documents from a local folder or any fsspec URL."""
+
+    kind: Literal["jsonl"] = "jsonl"
+    path: str
+    """Folder or URL prefix holding the JSONL files."""
+    glob: str = "*.jsonl*"
+    """Glob pattern selecting files under `path`."""
+    text_key: str = "text"
+    """Field holding the document text."""
+    id_key: str = "id"
+    """Field holding the document id."""
+    limit: int = -1
+    """Read at most this many documents per task (-1: all)."""
+
+
+class ParquetSource(Model):
+    """Parquet documents from a local folder or any fsspec URL."""
+
+    kind: Literal["parquet"] = "parquet"
+    path: str
+    """Folder or URL prefix holding the Parquet files."""
+    glob: str = "*.parquet"
+    """Glob pattern selecting files under `path`."""
+    text_key: str = "text"
+    """Column holding the document text."""
+    id_key: str = "id"
+    """Column holding the document id."""
+    limit: int = -1
+    """Read at most this many documents per task (-1: all)."""
+
+
+class HFDatasetSource(Model):
+    """A dataset on the Hugging Face hub, read by name (streamed)."""
+
+    kind: Literal["hf_dataset"] = "hf_dataset"
+    repo: str
+    """Hub dataset id, e.g. `HuggingFaceFW/fineweb-edu`."""
+    subset: str | None = None
+    """Dataset configuration name, if any."""
+    split: str = "train"
+    """Split to read."""
+    text_key: str = "text"
+    """Column holding the document text."""
+    limit: int = -1
+    """Read at most this many documents (-1: all)."""
+
+
+Source = Annotated[
+    Union[BuiltinSource, WarcSource, JsonlSource, ParquetSource, HFDatasetSource],
+    Field(discriminator="kind"),
+]
+
+
+# ----------------------------------------------------------------------- curation steps
+
+
+class UrlFilterStep(Model):
+    """datatrove URLFilter: bundled domain/URL blocklists and banned words (FineWeb step 1)."""
+
+    kind: Literal["url_filter"] = "url_filter"
+    soft_word_threshold: PositiveInt = 2
+    """Drop a URL holding at least this many soft-banned words (FACTS 1.2: 2)."""
+
+
+class TrafilaturaStep(Model):
+    """datatrove Trafilatura HTML extraction (FACTS 1.3)."""
+
+    kind: Literal["trafilatura"] = "trafilatura"
+    favour_precision: bool = True
+    """Prefer precision over recall (FineWeb: True)."""
+    deduplicate: bool = True
+    """Let trafilatura drop repeated segments (FineWeb: True)."""
+    timeout_s: Annotated[float, Field(gt=0)] = 1.0
+    """Per-document extraction timeout in seconds (FineWeb: 1 s)."""
+
+
+class LanguageStep(Model):
+    """Offline language identification with lingua (datatrove's fastText filter downloads
+    its model at run time, which fails offline; see shared OFFLINE.md)."""
+
+    kind: Literal["language"] = "language"
+    languages: list[Annotated[str, Field(pattern=r"^[a-z]{2}$")]] = Field(
+        default_factory=lambda: ["en"], min_length=1
+    )
+    """ISO 639-1 codes to keep (FineWeb keeps English only; FACTS 1.4)."""
+    candidates: list[Annotated[str, Field(pattern=r"^[a-z]{2}$")]] = Field(
+        default_factory=lambda: ["en", "fr", "es", "de", "it", "pt"]
+    )
+    """Languages the detector chooses between: SmolLM3's six European languages. Lingua's
+    confidences are relative to this set, so it is part of the filter's identity."""
+    threshold: Fraction = 0.65
+    """Minimum confidence of the top language. 0.65 is FineWeb's fastText threshold
+    (FACTS 1.4); lingua's confidences are not fastText scores, so treat it as a starting
+    point to calibrate, not a calibrated value."""
+    max_chars: PositiveInt = 2000
+    """Identify the language from the first this-many characters (bounds the cost)."""
+
+    @model_validator(mode="after")
+    def _kept_are_candidates(self) -> LanguageStep:
+        missing = sorted(set(self.languages) - set(self.candidates))
+        if missing:
+            raise ValueError(
+                f"languages {missing} are not among candidates {self.candidates}; "
+                "add them to `candidates`"
+            )
+        return self
+
+
+class GopherRepetitionStep(Model):
+    """datatrove GopherRepetitionFilter with its defaults (FACTS 1.5)."""
+
+    kind: Literal["gopher_repetition"] = "gopher_repetition"
+    dup_line_frac: Fraction = 0.3
+    """Maximum fraction of duplicated lines."""
+    dup_para_frac: Fraction = 0.3
+    """Maximum fraction of duplicated paragraphs."""
+    dup_line_char_frac: Fraction = 0.2
+    """Maximum fraction of characters in duplicated lines."""
+    dup_para_char_frac: Fraction = 0.2
+    """Maximum fraction of characters in duplicated paragraphs."""
+    top_n_grams: list[tuple[int, float]] = [(2, 0.20), (3, 0.18), (4, 0.16)]
+    """(n, max fraction of characters in the most frequent n-gram)."""
+    dup_n_grams: list[tuple[int, float]] = [
+        (5, 0.15), (6, 0.14), (7, 0.13), (8, 0.12), (9, 0.11), (10, 0.10)
+    ]
+    """(n, max fraction of characters in duplicated n-grams)."""
+
+
+class GopherQualityStep(Model):
+    """datatrove GopherQualityFilter with its defaults (FACTS 1.6)."""
+
+    kind: Literal["gopher_quality"] = "gopher_quality"
+    min_doc_words: PositiveInt = 50
+    """Minimum number of words."""
+    max_doc_words: PositiveInt = 100_000
+    """Maximum number of words."""
+    min_avg_word_length: float = 3
+    """Minimum mean word length."""
+    max_avg_word_length: float = 10
+    """Maximum mean word length."""
+    max_symbol_word_ratio: Fraction = 0.1
+    """Maximum '#' and ellipsis per word."""
+    max_bullet_lines_ratio: Fraction = 0.9
+    """Maximum fraction of lines starting with a bullet."""
+    max_ellipsis_lines_ratio: Fraction = 0.3
+    """Maximum fraction of lines ending with an ellipsis."""
+    max_non_alpha_words_ratio: Fraction = 0.8
+    """At least this fraction of words must contain a letter (datatrove's name)."""
+    min_stop_words: int = 2
+    """Minimum count of {the, be, to, of, and, that, have, with}."""
+
+
+class C4QualityStep(Model):
+    """datatrove C4QualityFilter, a filter that also rewrites text (FACTS 1.7)."""
+
+    kind: Literal["c4_quality"] = "c4_quality"
+    filter_no_terminal_punct: bool = False
+    """FineWeb disables the terminal-punctuation line filter (it removed ~7% of tokens)."""
+    min_num_sentences: int = 5
+    """Drop documents with fewer sentences left."""
+    min_words_per_line: int = 3
+    """Drop lines with fewer words."""
+    max_word_length: PositiveInt = 1000
+    """Drop lines holding a longer word."""
+    filter_lorem_ipsum: bool = True
+    """Drop documents containing 'lorem ipsum'."""
+    filter_javascript: bool = True
+    """Drop lines mentioning javascript."""
+    filter_curly_bracket: bool = True
+    """Drop documents containing '{'."""
+    filter_policy: bool = True
+    """Drop cookie/terms-of-use lines."""
+
+
+class FineWebQualityStep(Model):
+    """datatrove FineWebQualityFilter with the FineWeb thresholds (FACTS 1.8, 1.9)."""
+
+    kind: Literal["fineweb_quality"] = "fineweb_quality"
+    line_punct_thr: Fraction = 0.12
+    """Minimum fraction of lines ending in terminal punctuation."""
+    short_line_thr: Fraction = 0.67
+    """Maximum fraction of short lines."""
+    short_line_length: PositiveInt = 30
+    """A line this short or shorter counts as short."""
+    char_duplicates_ratio: Fraction = 0.01
+    """Maximum fraction of characters in duplicated lines (code and paper Table 2: 0.01)."""
+    new_line_ratio: Fraction = 0.3
+    """Maximum newlines per word ("list ratio")."""
+
+
+class CodeQualityStep(Model):
+    """The-Stack-style code filters: line lengths, alphanumeric fraction, generated files."""
+
+    kind: Literal["code_quality"] = "code_quality"
+    max_line_length: PositiveInt = 1000
+    """Drop files with a longer line (The Stack: 1000)."""
+    max_avg_line_length: PositiveInt = 100
+    """Drop files whose mean line length is above this (The Stack: 100)."""
+    min_alnum_fraction: Fraction = 0.25
+    """Drop files with a smaller fraction of alphanumeric characters (The Stack: 0.25)."""
+    drop_autogenerated: bool = True
+    """Drop files whose first lines carry an auto-generated marker."""
+
+
+class ExactDedupStep(Model):
+    """Drop documents whose normalised text hash was already seen."""
+
+    kind: Literal["exact_dedup"] = "exact_dedup"
+
+
+class MinhashStep(Model):
+    """datatrove MinHash near-dedup with the FineWeb parameters (FACTS 1.10)."""
+
+    kind: Literal["minhash"] = "minhash"
+    n_grams: PositiveInt = 5
+    """Word n-gram size (FineWeb: 5)."""
+    num_buckets: PositiveInt = 14
+    """LSH buckets (FineWeb: 14)."""
+    hashes_per_bucket: PositiveInt = 8
+    """Hashes per bucket (FineWeb: 8; 112 hashes in all)."""
+    use_64bit_hashes: bool = True
+    """64-bit hashes (FineWeb 2024 example)."""
+    seed: int = 1
+    """Hash seed (datatrove default)."""
+
+
+class PIIStep(Model):
+    """datatrove PIIFormatter: emails and public IPs replaced (FACTS 1.12)."""
+
+    kind: Literal["pii"] = "pii"
+    remove_emails: bool = True
+    """Replace e-mail addresses."""
+    remove_ips: bool = True
+    """Replace IP addresses."""
+    only_remove_public_ips: bool = True
+    """Leave private IPs (FineWeb: True)."""
+
+
+CurationStep = Annotated[
+    Union[
+        UrlFilterStep,
+        TrafilaturaStep,
+        LanguageStep,
+        GopherRepetitionStep,
+        GopherQualityStep,
+        C4QualityStep,
+        FineWebQualityStep,
+        CodeQualityStep,
+        ExactDedupStep,
+        MinhashStep,
+        PIIStep,
+    ],
+    Field(discriminator="kind"),
+]
+
+
+class ExecutorSpec(Model):
+    """How datatrove runs the curation pipeline."""
+
+    kind: Literal["local"] = "local"
+    """Executor backend (local processes)."""
+    tasks: PositiveInt = 1
+    """Number of datatrove tasks (input shards). Changes output file layout, so it is
+    part of the stage identity."""
+    workers: PositiveInt = 1
+    """Concurrent worker processes (does not change outputs)."""
+
+
+class HeldoutSpec(Model):
+    """Documents set aside from training for evaluation tasks."""
+
+    fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.05
+    """Fraction of curated documents held out (chosen by hash of the document id)."""
+    max_docs: PositiveInt = 200
+    """Cap on held-out documents."""
+
+
+class DatasetSpec(Model):
+    """One curated dataset: where it comes from and what curation keeps."""
+
+    source: Source
+    """Where raw documents come from."""
+    steps: list[CurationStep] = []
+    """Curation steps in order. Readers and writers are implied; MinHash runs after the
+    per-document steps, as in FineWeb."""
+    executor: ExecutorSpec = ExecutorSpec()
+    """How the curation pipeline is run."""
+    heldout: HeldoutSpec = HeldoutSpec()
+    """Documents kept out of training for evaluation."""
+
+    @model_validator(mode="after")
+    def _steps_are_unique(self) -> DatasetSpec:
+        kinds = [s.kind for s in self.steps]
+        dupes = sorted({k for k in kinds if kinds.count(k) > 1})
+        if dupes:
+            raise ValueError(f"curation step(s) {dupes} appear more than once; keep one of each")
+        if self.source.kind == "builtin" and self.source.name == "stdlib_code":
+            if any(k in ("trafilatura", "url_filter") for k in kinds):
+                raise ValueError("code sources carry no HTML or URLs: remove trafilatura/url_filter")
+        return self
+
+
+# -------------------------------------------------------------------------- tokenizer
+
+
+class TrainBPETokenizer(Model):
+    """Train a byte-level BPE tokenizer with HF `tokenizers` on curated data."""
+
+    kind: Literal["train_bpe"] = "train_bpe"
+    vocab_size: Annotated[int, Field(ge=260, le=1_000_000)] = 8192
+    """Vocabulary size including special tokens."""
+    datasets: list[Name] = []
+    """Datasets (their training split) to train on; empty means all datasets."""
+    min_frequency: PositiveInt = 2
+    """Minimum pair frequency for a merge."""
+    max_docs_per_dataset: PositiveInt | None = None
+    """Cap on documents read per dataset (None: all)."""
+
+
+class PretrainedTokenizer(Model):
+    """Load an existing tokenizer by local path or hub name."""
+
+    kind: Literal["pretrained"] = "pretrained"
+    name_or_path: str
+    """Local folder or hub id, e.g. `HuggingFaceTB/SmolLM3-3B`."""
+    revision: str | None = None
+    """Hub revision (commit) to pin."""
+
+
+TokenizerSpec = Annotated[
+    Union[TrainBPETokenizer, PretrainedTokenizer], Field(discriminator="kind")
+]
+
+
+# ------------------------------------------------------------------------------ model
+
+
+class ModelSpec(Model):
+    """SmolLM3-family decoder (transformers `SmolLM3Config`). Defaults: SmolLM3-3B."""
+
+    hidden_size: PositiveInt = 2048
+    """Model width (SmolLM3-3B: 2048; FACTS 3.1)."""
+    num_layers: PositiveInt = 36
+    """Transformer blocks (SmolLM3-3B: 36)."""
+    num_heads: PositiveInt = 16
+    """Attention heads (SmolLM3-3B: 16)."""
+    num_kv_heads: PositiveInt = 4
+    """Key/value heads for GQA (SmolLM3-3B: 4)."""
+    intermediate_size: PositiveInt = 11008
+    """SwiGLU inner width (SmolLM3-3B: 11008)."""
+    nope_interval: int = 4
+    """Every n-th layer (1-based) skips RoPE (SmolLM3: 4, i.e. 0-based layers 3, 7, ...;
+    FACTS 3.2). 0 disables NoPE."""
+    tie_embeddings: bool = True
+    """Share input embedding and LM head (SmolLM3: tied)."""
+    rope_theta: Annotated[float, Field(gt=0)] = 50_000.0
+    """RoPE base during 4k pretraining (SmolLM3: 50,000; FACTS 3.4)."""
+    max_position_embeddings: PositiveInt = 4096
+    """Longest sequence the model is configured for."""
+    rms_norm_eps: Annotated[float, Field(gt=0)] = 1e-6
+    """RMSNorm epsilon (SmolLM3: 1e-6)."""
+    init_std: Annotated[float, Field(gt=0)] = 0.02
+    """Weight init standard deviation (SmolLM3: 0.02)."""
+
+    @model_validator(mode="after")
+    def _shapes(self) -> ModelSpec:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}; "
+                "choose num_heads dividing hidden_size"
+            )
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(
+                f"num_kv_heads {self.num_kv_heads} does not divide num_heads {self.num_heads}; "
+                "GQA needs num_heads to be a multiple of num_kv_heads"
+            )
+        if self.nope_interval < 0:
+            raise ValueError("nope_interval must be >= 0 (0 disables NoPE)")
+        return self
+
+
+# --------------------------------------------------------------------------- training
+
+
+class AdamWSpec(Model):
+    """torch.optim.AdamW; defaults from SmolLM3 (FACTS 3.8)."""
+
+    kind: Literal["adamw"] = "adamw"
+    lr: Annotated[float, Field(gt=0)] = 2e-4
+    """Peak learning rate (SmolLM3: 2e-4)."""
+    betas: tuple[Fraction, Fraction] = (0.9, 0.95)
+    """Adam betas (SmolLM3: 0.9, 0.95)."""
+    eps: Annotated[float, Field(gt=0)] = 1e-8
+    """Adam epsilon (SmolLM3: 1e-8)."""
+    weight_decay: Annotated[float, Field(ge=0)] = 0.1
+    """Decoupled weight decay (SmolLM3: 0.1)."""
+    no_decay_patterns: list[str] = [r".*embed_tokens.*"]
+    """Regexes of parameter names excluded from weight decay (SmolLM3/nanotron excludes
+    only the token embedding, so norm gains are decayed; FACTS 3.8)."""
+    grad_clip: Annotated[float, Field(gt=0)] | None = 1.0
+    """Clip the global gradient norm to this value (SmolLM3: 1.0); None disables."""
+
+    @field_validator("no_decay_patterns")
+    @classmethod
+    def _regexes_compile(cls, patterns: list[str]) -> list[str]:
+        for p in patterns:
+            try:
+                re.compile(p)
+            except re.error as e:
+                raise ValueError(f"no_decay_patterns entry {p!r} is not a valid regex: {e}")
+        return patterns
+
+
+OptimizerSpec = Annotated[Union[AdamWSpec], Field(discriminator="kind")]
+
+
+class ScheduleSpec(Model):
+    """Warmup-stable-decay learning-rate schedule spanning all training stages."""
+
+    warmup_steps: int = Field(default=2000, ge=0)
+    """Linear warmup steps (SmolLM3: 2000)."""
+    decay_shape: Literal["linear", "1-sqrt", "cosine"] = "linear"
+    """Shape of the final decay (SmolLM3: linear; Hägele et al. favour 1-sqrt; FACTS 8.2)."""
+    decay_fraction: Annotated[float, Field(ge=0.0, le=1.0)] = 0.1
+    """Fraction of all training steps spent decaying, at the end (SmolLM3 ≈ 11%; MiniCPM
+    ~10%; FACTS 3.9, 8.1). 1.0 with `cosine` gives a plain warmup-cosine schedule."""
+    min_lr_ratio: Fraction = 0.0
+    """LR at the end of decay, as a fraction of the peak (SmolLM3: 0)."""
+
+
+class TrainingStageSpec(Model):
+    """One curriculum stage: a token budget and a data mixture."""
+
+    name: Name
+    """Stage name, unique within the experiment."""
+    tokens: PositiveInt
+    """Token budget of this stage."""
+    mixture: dict[Name, Annotated[float, Field(gt=0)]]
+    """Dataset name -> sampling weight; weights must sum to 1."""
+
+    @field_validator("mixture")
+    @classmethod
+    def _weights_sum_to_one(cls, mixture: dict[str, float]) -> dict[str, float]:
+        if not mixture:
+            raise ValueError("mixture is empty; give at least one dataset with weight 1.0")
+        total = sum(mixture.values())
+        if not math.isclose(total, 1.0, abs_tol=1e-6):
+            raise ValueError(
+                f"mixture weights sum to {total:.6g}, not 1; rescale them "
+                f"(e.g. divide each by {total:.6g})"
+            )
+        return mixture
+
+
+class TrainingSpec(Model):
+    """Sequence length, batch, optimizer, schedule and curriculum stages."""
+
+    seq_len: PositiveInt = 4096
+    """Tokens per training sequence (SmolLM3 pretraining: 4096)."""
+    batch_tokens: PositiveInt = 2_359_296
+    """Tokens per optimizer step (SmolLM3: 3 x 192 x 4096; FACTS 3.5)."""
+    micro_batch_size: PositiveInt = 1
+    """Sequences per forward/backward pass; gradient accumulation makes up the rest."""
+    optimizer: OptimizerSpec = AdamWSpec()
+    """Optimizer."""
+    schedule: ScheduleSpec = ScheduleSpec()
+    """Learning-rate schedule."""
+    stages: list[TrainingStageSpec] = Field(min_length=1)
+    """Curriculum stages, trained in order, each continuing from the previous one."""
+    log_every_steps: PositiveInt = 10
+    """Record the loss curve every this-many steps."""
+
+    @model_validator(mode="after")
+    def _batch_and_stages(self) -> TrainingSpec:
+        if self.batch_tokens % self.seq_len:
+            raise ValueError(
+                f"batch_tokens {self.batch_tokens} is not a multiple of seq_len {self.seq_len}; "
+                f"use {max(1, self.batch_tokens // self.seq_len) * self.seq_len}"
+            )
+        sequences = self.batch_tokens // self.seq_len
+        if sequences % self.micro_batch_size:
+            raise ValueError(
+                f"micro_batch_size {self.micro_batch_size} does not divide the "
+                f"{sequences} sequences per step; pick a divisor of {sequences}"
+            )
+        names = [s.name for s in self.stages]
+        if len(set(names)) != len(names):
+            raise ValueError(f"training stage names must be unique, got {names}")
+        for s in self.stages:
+            if s.tokens < self.batch_tokens:
+                raise ValueError(
+                    f"stage {s.name!r} has {s.tokens} tokens, less than one step "
+                    f"({self.batch_tokens} batch_tokens); raise its budget"
+                )
+        return self
+
+    @property
+    def sequences_per_step(self) -> int:
+        return self.batch_tokens // self.seq_len
+
+
+# ------------------------------------------------------------------------- evaluation
+
+
+class LocalTaskSpec(Model):
+    """An lm-eval task generated from a dataset's held-out documents."""
+
+    kind: Literal["bpb", "cloze"]
+    """`bpb`: bits per byte by rolling loglikelihood; `cloze`: pick the true next sentence
+    among distractors (multiple choice)."""
+    dataset: Name
+    """Dataset whose held-out split the task is built from."""
+    max_docs: PositiveInt = 100
+    """Documents (bpb) or questions (cloze) in the task."""
+    num_choices: Annotated[int, Field(ge=2, le=10)] = 4
+    """Choices per cloze question (ignored for bpb)."""
+
+    @property
+    def task_name(self) -> str:
+        return f"repro_{self.kind}_{self.dataset}".replace("-", "_")
+
+
+class EvaluationSpec(Model):
+    """lm-eval evaluation of the trained checkpoint."""
+
+    tasks: list[str] = []
+    """Standard lm-eval task names (need their datasets from the hub or a local cache)."""
+    local_tasks: list[LocalTaskSpec] = []
+    """Tasks generated from held-out curated documents."""
+    num_fewshot: int = Field(default=0, ge=0)
+    """Few-shot examples per request."""
+    limit: PositiveInt | None = None
+    """Evaluate at most this many documents per task (None: all)."""
+    batch_size: Union[PositiveInt, Literal["auto"]] = 8
+    """lm-eval batch size, or `auto`."""
+    checkpoints: Literal["final", "every_stage"] = "final"
+    """Evaluate only the final checkpoint, or the end of every training stage."""
+
+    @model_validator(mode="after")
+    def _some_task(self) -> EvaluationSpec:
+        if not self.tasks and not self.local_tasks:
+            raise ValueError("no evaluation tasks; add `tasks` or `local_tasks`")
+        names = [t.task_name for t in self.local_tasks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"local tasks repeat: {names}; keep one per kind and dataset")
+        return self
+
+
+# ----------------------------------------------------------------------------- report
+
+
+class ReportSpec(Model):
+    """A comparison report across experiments, written under `reports/<name>/`."""
+
+    name: Name
+    """Report name (folder under reports/)."""
+    experiments: list[Name] = Field(min_length=1)
+    """Experiments compared (this one is added if missing)."""
+    baseline: Name
+    """Experiment the others are compared against."""
+
+
+# -------------------------------------------------------------------------- experiment
+
+
+class ExperimentMeta(Model):
+    """Identity of the experiment."""
+
+    name: Name
+    """Unique experiment name; used in stage names and reports."""
+    description: str = ""
+    """What this experiment tests."""
+    seed: int = Field(default=0, ge=0)
+    """Seed for every random choice (data order, init, sampling)."""
+
+
+class ExperimentSpec(Model):
+    """A whole experiment: data, tokenizer, model, training, evaluation, report."""
+
+    schema_version: Literal[1]
+    """Spec format version; must be 1."""
+    experiment: ExperimentMeta
+    """Name, description and seed."""
+    datasets: dict[Name, DatasetSpec] = Field(min_length=1)
+    """Named datasets and their curation."""
+    tokenizer: TokenizerSpec
+    """Tokenizer to train or load."""
+    model: ModelSpec
+    """Model architecture."""
+    training: TrainingSpec
+    """Training recipe."""
+    evaluation: EvaluationSpec
+    """Evaluation."""
+    report: ReportSpec | None = None
+    """Optional comparison report this experiment produces."""
+
+    @model_validator(mode="after")
+    def _references(self) -> ExperimentSpec:
+        known = sorted(self.datasets)
+        for i, stage in enumerate(self.training.stages):
+            for name in stage.mixture:
+                if name not in self.datasets:
+                    raise ValueError(
+                        f"training.stages[{i}].mixture names dataset {name!r}, "
+                        f"which is not declared; declared datasets: {known}"
+                    )
+        if isinstance(self.tokenizer, TrainBPETokenizer):
+            for name in self.tokenizer.datasets:
+                if name not in self.datasets:
+                    raise ValueError(
+                        f"tokenizer.datasets names {name!r}, which is not declared; "
+                        f"declared datasets: {known}"
+                    )
+        for task in self.evaluation.local_tasks:
+            if task.dataset not in self.datasets:
+                raise ValueError(
+                    f"evaluation.local_tasks names dataset {task.dataset!r}, which is not "
+                    f"declared; declared datasets: {known}"
+                )
+        if self.report is not None:
+            members = set(self.report.experiments) | {self.experiment.name}
+            if self.report.baseline not in members:
+                raise ValueError(
+                    f"report.baseline {self.report.baseline!r} is not among the compared "
+                    f"experiments {sorted(members)}"
+                )
+        seq = self.training.seq_len
+        if seq > self.model.max_position_embeddings:
+            raise ValueError(
+                f"training.seq_len {seq} exceeds model.max_position_embeddings "
+                f"{self.model.max_position_embeddings}; raise max_position_embeddings"
+            )
+        return self
+
+    @property
+    def name(self) -> str:
+        return self.experiment.name

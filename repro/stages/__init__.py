@@ -1,0 +1,26 @@
+"""Stage kinds: one module each, `run(cfg, io)`; this registry maps a kind to its module
+and config model (imported lazily: a stage process only pays for its own imports)."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Callable
+
+from repro.stages import configs
+
+STAGE_CONFIGS: dict[str, type[configs.Model]] = {
+    "source": configs.SourceConfig,
+    "curate": configs.CurateConfig,
+    "split": configs.SplitConfig,
+    "tokenizer": configs.TokenizerConfig,
+    "tokenize": configs.TokenizeConfig,
+    "train": configs.TrainConfig,
+    "evaltasks": configs.EvalTasksConfig,
+    "evaluate": configs.EvaluateConfig,
+    "report": configs.ReportConfig,
+}
+
+
+def stage_runner(kind: str) -> Callable:
+    """The `run(cfg, io)` function of a stage kind."""
+    return importlib.import_module(f"repro.stages.{kind}").run

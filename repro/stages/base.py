@@ -1,0 +1,127 @@
+"""The stage contract and the chores every stage shares.
+
+A stage is a module in `repro.stages` exposing `run(cfg: <Its>Config, io: StageIO) -> None`.
+It imports neither the compiler nor DVC: it gets validated settings and the paths of its
+inputs and outputs, and writes every output atomically (temporary path, then rename), so a
+failure leaves nothing partial behind for DVC to cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+
+@dataclass(frozen=True)
+class StageIO:
+    """Where a stage reads and writes. Keys are fixed per stage kind (see repro.paths)."""
+
+    name: str
+    inputs: Mapping[str, Path] = field(default_factory=dict)
+    outputs: Mapping[str, Path] = field(default_factory=dict)
+
+    def input(self, key: str) -> Path:
+        try:
+            return self.inputs[key]
+        except KeyError:
+            raise KeyError(f"stage {self.name} has no input {key!r}; inputs: {sorted(self.inputs)}")
+
+    def output(self, key: str) -> Path:
+        try:
+            return self.outputs[key]
+        except KeyError:
+            raise KeyError(f"stage {self.name} has no output {key!r}; outputs: {sorted(self.outputs)}")
+
+    def inputs_with_prefix(self, prefix: str) -> dict[str, Path]:
+        """Inputs named `<prefix>:<suffix>`, keyed by suffix, in sorted order."""
+        return {k.split(":", 1)[1]: v for k, v in sorted(self.inputs.items())
+                if k.startswith(prefix + ":")}
+
+
+def _tmp_sibling(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+@contextlib.contextmanager
+def atomic_dir(path: Path) -> Iterator[Path]:
+    """Yield a temporary directory that replaces `path` only if the block succeeds."""
+    path = Path(path)
+    tmp = _tmp_sibling(path)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if path.exists():
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    os.replace(tmp, path)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_sibling(path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def dumps_json(obj: Any) -> str:
+    """Canonical JSON for outputs: sorted keys, stable floats, trailing newline."""
+    return json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, dumps_json(obj))
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+OFFLINE_ENV = {
+    # Nothing touches the network unless a spec names a remote source.
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "DO_NOT_TRACK": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+def set_offline_env(allow_network: bool = False) -> None:
+    if not allow_network:
+        os.environ.update(OFFLINE_ENV)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (if imported by the stage)."""
+    random.seed(seed)
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed % (2**32))
+    except ImportError:
+        pass
+    import sys
+
+    if "torch" in sys.modules:
+        import torch
+
+        torch.manual_seed(seed)

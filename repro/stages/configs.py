@@ -1,0 +1,157 @@
+"""Stage configs: the settings one stage reads from its section of `params.yaml`.
+
+They are assembled from the spec models (same classes, same validation), so a value set with
+`dvc exp run -S` is checked exactly as if it had been written in the spec. A config holds
+only what changes the stage's output; anything else would make DVC rerun for nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from repro.spec.schema import (
+    BuiltinSource,
+    CurationStep,
+    EvaluationSpec,
+    ExecutorSpec,
+    HeldoutSpec,
+    LocalTaskSpec,
+    Model,
+    ModelSpec,
+    Name,
+    OptimizerSpec,
+    PositiveInt,
+    Source,
+    TokenizerSpec,
+)
+
+
+class SourceConfig(Model):
+    """Build a builtin raw corpus."""
+
+    source: BuiltinSource
+    """Which corpus and how many documents."""
+
+
+class CurateConfig(Model):
+    """Run one dataset's curation pipeline."""
+
+    dataset: Name
+    """Dataset name (labels metrics and samples)."""
+    source: Source
+    """Where raw documents come from (builtin corpora arrive as the `raw` input)."""
+    steps: list[CurationStep]
+    """Curation steps in order."""
+    executor: ExecutorSpec
+    """How datatrove runs the pipeline."""
+
+
+class SplitConfig(Model):
+    """Split curated documents into training and held-out sets."""
+
+    heldout: HeldoutSpec
+    """Held-out fraction and cap."""
+    seed: int
+    """Seed of the hash that assigns documents to the held-out set."""
+
+
+class TokenizerConfig(Model):
+    """Train or load the tokenizer."""
+
+    tokenizer: TokenizerSpec
+    """Tokenizer settings."""
+    datasets: list[Name]
+    """Datasets (training splits) the tokenizer is trained on, in input order."""
+
+
+class TokenizeConfig(Model):
+    """Tokenize a dataset's training split into packed shards."""
+
+    dataset: Name
+    """Dataset name."""
+    seed: int
+    """Seed for the document shuffle."""
+
+
+class ScheduleSegment(Model):
+    """The part of the global LR schedule a training stage needs, resolved to steps, so
+    that a later stage's budget only enters an earlier stage if its decay overlaps it."""
+
+    peak_lr: float = Field(gt=0)
+    """Peak learning rate."""
+    warmup_steps: int = Field(ge=0)
+    """Global warmup steps."""
+    decay_start_step: int | None
+    """Global step where decay starts; None if this stage ends before the decay."""
+    decay_end_step: int | None
+    """Global step where decay ends (the last training step); None as above."""
+    decay_shape: Literal["linear", "1-sqrt", "cosine"]
+    """Decay shape."""
+    min_lr_ratio: float = Field(ge=0, le=1)
+    """LR at the end of decay relative to the peak."""
+
+
+class TrainConfig(Model):
+    """One curriculum stage of training."""
+
+    experiment: Name
+    """Experiment this stage belongs to (labels outputs)."""
+    stage: Name
+    """Training stage name."""
+    model: ModelSpec
+    """Architecture (used to build the model in the first stage, checked in later ones)."""
+    optimizer: OptimizerSpec
+    """Optimizer settings."""
+    schedule: ScheduleSegment
+    """LR schedule as seen by this stage."""
+    seq_len: PositiveInt
+    """Tokens per sequence."""
+    batch_tokens: PositiveInt
+    """Tokens per optimizer step."""
+    micro_batch_size: PositiveInt
+    """Sequences per forward/backward pass."""
+    step_start: int = Field(ge=0)
+    """Global step this stage starts at."""
+    steps: PositiveInt
+    """Optimizer steps in this stage (= tokens // batch_tokens)."""
+    mixture: dict[Name, float]
+    """Dataset -> sampling weight for this stage."""
+    seed: int
+    """Seed for init and data order."""
+    log_every_steps: PositiveInt
+    """Loss-curve resolution."""
+
+
+class EvalTasksConfig(Model):
+    """Build one local lm-eval task from held-out documents."""
+
+    task: LocalTaskSpec
+    """Task kind, source dataset and size."""
+    seed: int
+    """Seed for document and distractor choice."""
+
+
+class EvaluateConfig(Model):
+    """Evaluate one checkpoint with lm-eval."""
+
+    experiment: Name
+    """Experiment evaluated."""
+    checkpoint: Name
+    """Training stage whose checkpoint is evaluated."""
+    evaluation: EvaluationSpec
+    """Tasks, few-shot, limit, batch size."""
+    seed: int
+    """lm-eval random seeds."""
+
+
+class ReportConfig(Model):
+    """Compare experiments."""
+
+    name: Name
+    """Report name."""
+    baseline: Name
+    """Experiment compared against."""
+    experiments: list[Name]
+    """Experiments in the report, in display order."""
