@@ -1,0 +1,61 @@
+"""Every shipped spec validates; reference specs match the published recipes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from repro.compile.graph import schedule_segments
+from repro.spec.load import load_spec
+
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED = sorted((REPO / "specs").rglob("*.yaml"))
+
+
+def test_specs_are_shipped():
+    names = {p.relative_to(REPO / "specs").as_posix() for p in SHIPPED}
+    assert {"qs-nope.yaml", "qs-rope.yaml", "reference/smollm3-3b.yaml",
+            "reference/fineweb-ablation.yaml", "ci/tiny.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.relative_to(REPO / "specs").as_posix())
+def test_shipped_spec_validates(path: Path):
+    spec = load_spec(path)
+    assert spec.schema_version == 1
+    assert spec.name
+
+
+def test_smollm3_reference_matches_published_recipe():
+    spec = load_spec(REPO / "specs/reference/smollm3-3b.yaml")
+    m, t = spec.model, spec.training
+    assert (m.num_layers, m.hidden_size, m.intermediate_size) == (36, 2048, 11008)
+    assert (m.num_heads, m.num_kv_heads, m.nope_interval, m.rope_theta) == (16, 4, 4, 50_000)
+    assert t.batch_tokens == 3 * 192 * 4096
+    steps = [s.tokens // t.batch_tokens for s in t.stages]
+    assert steps == [3_450_000, 748_000, 522_000]            # FACTS 3.5
+    segs = schedule_segments(spec)
+    # Decay covers exactly stage 3; stages 1-2 do not see it (FACTS 3.9).
+    assert [s.decay_start_step for _, _, s in segs] == [None, None, 4_198_000]
+    assert segs[-1][2].decay_end_step == 4_720_000
+    assert t.optimizer.lr == 2e-4 and t.schedule.warmup_steps == 2000
+
+
+def test_fineweb_ablation_reference():
+    spec = load_spec(REPO / "specs/reference/fineweb-ablation.yaml")
+    assert spec.model.num_kv_heads == spec.model.num_heads == 32
+    assert spec.training.stages[0].tokens == 28_000_000_000
+    assert spec.evaluation.limit == 1000
+    kinds = [s.kind for s in spec.datasets["web"].steps]
+    assert kinds == ["url_filter", "trafilatura", "language", "gopher_repetition",
+                     "gopher_quality", "c4_quality", "fineweb_quality", "minhash", "pii"]
+    c4 = spec.datasets["web"].steps[5]
+    assert c4.filter_no_terminal_punct is False              # FACTS 1.7
+
+
+def test_extends_is_a_short_ablation():
+    base = load_spec(REPO / "specs/qs-nope.yaml")
+    ablation = load_spec(REPO / "specs/qs-rope.yaml")
+    assert ablation.model.nope_interval == 0 and base.model.nope_interval == 4
+    assert ablation.datasets == base.datasets
+    assert ablation.training == base.training
