@@ -1,0 +1,80 @@
+"""End to end: the smallest shipped spec (specs/ci/tiny.yaml) through `dvc repro` in a
+scratch copy of the repository, then `dvc exp run -S` on an evaluation setting."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def _run(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    proc = subprocess.run(args, cwd=cwd, env=env, text=True, capture_output=True, timeout=timeout)
+    assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    return proc
+
+
+def _ran_stages(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+@pytest.fixture(scope="module")
+def tiny_repo(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("repo")
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO,
+                           text=True, capture_output=True, check=True).stdout.split()
+    for rel in files:
+        if (REPO / rel).is_file():
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, root / rel)
+    for generated in ("dvc.lock", "metrics", "plots", "reports"):
+        target = root / generated
+        shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+    _run([sys.executable, "-m", "repro.cli", "compile", "--specs", "specs/ci"], root)
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
+                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
+        _run(cmd, root)
+    return root
+
+
+def test_tiny_spec_runs_end_to_end(tiny_repo: Path):
+    out = _run(["dvc", "repro"], tiny_repo)
+    stages = yaml.safe_load((tiny_repo / "dvc.yaml").read_text())["stages"]
+    assert _ran_stages(out.stdout) == set(stages)
+    report = tiny_repo / "reports/ci-tiny"
+    assert (report / "report.md").is_file() and (report / "report.html").is_file()
+    eval_metrics = next((tiny_repo / "metrics").glob("evaluate-*.json"))
+    tasks = yaml.safe_load(eval_metrics.read_text())["tasks"]
+    assert tasks["repro_bpb_web"]["bits_per_byte"] > 0
+    assert 0.0 <= tasks["repro_cloze_web"]["acc"] <= 1.0
+    # Nothing changed: a second `dvc repro` runs nothing.
+    again = _run(["dvc", "repro"], tiny_repo)
+    assert _ran_stages(again.stdout) == set()
+    _run(["git", "add", "-A"], tiny_repo)
+    _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "run"], tiny_repo)
+
+
+def test_forced_rebuild_gives_identical_lock(tiny_repo: Path):
+    lock = (tiny_repo / "dvc.lock").read_text()
+    _run(["dvc", "repro", "--force"], tiny_repo)
+    assert (tiny_repo / "dvc.lock").read_text() == lock
+
+
+def test_exp_run_eval_setting_reruns_only_evaluate_and_report(tiny_repo: Path):
+    params = yaml.safe_load((tiny_repo / "params.yaml").read_text())
+    evaluate = next(k for k in params if k.startswith("evaluate-"))
+    out = _run(["dvc", "exp", "run", "-S", f"{evaluate}.evaluation.limit=3"], tiny_repo)
+    ran = _ran_stages(out.stdout)
+    assert {s.split("-")[0] for s in ran} == {"evaluate", "report"}, out.stdout
+    show = _run(["dvc", "exp", "show", "--json"], tiny_repo).stdout
+    assert f"{evaluate}.evaluation.limit" in show or '"limit": 3' in show
