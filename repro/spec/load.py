@@ -90,8 +90,18 @@ def _parse(path: Path, display: str) -> RawSpec:
     return RawSpec(data, origin)
 
 
+_PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in
+               ("map", "seq", "str", "int", "float", "bool", "null", "timestamp")}
+
+
 def _construct(node: yaml.Node, loc: Loc, display: str, origin: dict) -> Any:
     origin[loc] = (display, node.start_mark.line + 1)
+    if node.tag not in _PLAIN_TAGS:
+        raise SpecError(
+            [SpecIssue(display, node.start_mark.line + 1, _dotted(loc),
+                       f"YAML tag {node.tag!r} is not allowed",
+                       "remove the tag; specs are plain data (no objects, no code)")]
+        )
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
@@ -108,12 +118,7 @@ def _construct(node: yaml.Node, loc: Loc, display: str, origin: dict) -> Any:
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_construct(v, loc + (i,), display, origin) for i, v in enumerate(node.value)]
-    if node.tag.startswith("tag:yaml.org,2002:"):
-        return _scalar(node)
-    raise SpecError(
-        [SpecIssue(display, node.start_mark.line + 1, _dotted(loc),
-                   f"YAML tag {node.tag!r} is not allowed", "remove the tag; specs are plain data")]
-    )
+    return _scalar(node)
 
 
 def _scalar(node: yaml.ScalarNode) -> Any:
