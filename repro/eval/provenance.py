@@ -1,0 +1,87 @@
+"""What identifies an evaluated checkpoint, and chance-level scores that depend on it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterable
+
+TOKENS_SEEN_KEYS = ("tokens_seen", "tokens_total", "num_input_tokens_seen", "total_tokens",
+                    "tokens")
+"""Keys of trainer_state.json tried in order for the cumulative training tokens: ours
+first, then HF Trainer's `num_input_tokens_seen`, then plausible alternatives."""
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def checkpoint_sha256(checkpoint: Path) -> str:
+    """sha256 of model.safetensors; for a sharded save, of the index and shards in order
+    (hash of `name sha256` lines)."""
+    checkpoint = Path(checkpoint)
+    single = checkpoint / "model.safetensors"
+    if single.exists():
+        return _sha256_file(single)
+    index = checkpoint / "model.safetensors.index.json"
+    if index.exists():
+        shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        lines = "".join(f"{name} {_sha256_file(checkpoint / name)}\n"
+                        for name in ["model.safetensors.index.json", *shards])
+        return hashlib.sha256(lines.encode()).hexdigest()
+    raise FileNotFoundError(f"{checkpoint} holds no model.safetensors(.index.json); "
+                            "input `checkpoint` must be a save_pretrained folder")
+
+
+def trainer_state(checkpoint: Path) -> dict[str, Any]:
+    """The checkpoint's trainer_state.json, or {} if it is missing or unreadable (a
+    checkpoint from elsewhere is still evaluable)."""
+    try:
+        state = json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def tokens_seen(state: dict[str, Any]) -> tuple[int | None, str | None]:
+    """Cumulative training tokens and the trainer_state key they were read from;
+    (None, None) if no known key holds a count."""
+    for key in TOKENS_SEEN_KEYS:
+        if _count(state.get(key)):
+            return state[key], key
+    return None, None
+
+
+def training_seq_len(state: dict[str, Any]) -> int | None:
+    """Sequence length the checkpoint was trained at (the train stage's `seq_len`)."""
+    value = state.get("seq_len")
+    return value if _count(value) and value > 0 else None
+
+
+def uniform_rolling_baseline(tokenizer: Any, vocab_size: int, texts: Iterable[str],
+                             byte_counts: Iterable[int],
+                             word_counts: Iterable[int]) -> dict[str, float]:
+    """Scores of a model that spreads probability uniformly over its `vocab_size` outputs,
+    measured as lm-eval measures a rolling-loglikelihood task: every token of the document,
+    encoded without special tokens, is predicted once. It depends on the tokenizer (better
+    compression -> fewer tokens -> fewer bits), so it is the chance level of *this* model."""
+    n_tokens = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
+    n_bytes, n_words = sum(byte_counts), sum(word_counts)
+    nats = n_tokens * math.log(vocab_size)
+    out = {}
+    if n_bytes:
+        bpb = nats / n_bytes / math.log(2)
+        out |= {"bits_per_byte": bpb, "byte_perplexity": 2.0 ** bpb}
+    if n_words and nats / n_words < 700:  # beyond that exp() overflows a float
+        out["word_perplexity"] = math.exp(nats / n_words)
+    return out

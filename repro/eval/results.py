@@ -1,0 +1,144 @@
+"""Turn an lm-eval result into the evaluate stage's outputs.
+
+- `results.json`: per task metrics, sample counts, versions, cleaned configs, provenance
+  (lm-eval version, task data hash, checkpoint hash, tokens seen, settings);
+- `samples_<task>.jsonl`: one line per document (for paired bootstrap between runs);
+- the DVC metrics dict of the contract (numbers only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from repro.eval.extract import bits_per_byte_stderr, clean_config, sample_rows, task_metrics
+from repro.eval.provenance import uniform_rolling_baseline
+
+RESULTS_FORMAT_VERSION = 1
+RESULTS_FILE = "results.json"
+
+
+def samples_file(task: str) -> str:
+    return f"samples_{task}.jsonl"
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What the stage knows besides lm-eval's result."""
+
+    experiment: str
+    checkpoint: str
+    checkpoint_sha256: str
+    tokens_seen: int | None
+    tokens_seen_key: str | None
+    settings: dict[str, Any]
+    """num_fewshot, limit, batch_size, seed, device, dtype, bootstrap_iters."""
+    path_placeholders: dict[str, str]
+    """Absolute paths (checkpoint, temporary task folder) -> placeholders in configs."""
+
+
+def _baseline(manifest: Mapping[str, Any] | None, rows: list[dict], texts: list[str],
+              tokenizer: Any, vocab_size: int) -> tuple[dict[str, float], str]:
+    """Chance level of a task; see local_tasks.random_baseline for the manifest's."""
+    if manifest is None:
+        return {}, "none (standard lm-eval task)"
+    if manifest["output_type"] == "loglikelihood_rolling" and tokenizer is not None:
+        base = uniform_rolling_baseline(tokenizer, vocab_size, texts,
+                                        [r["bytes"] for r in rows],
+                                        [r.get("words", 0) for r in rows])
+        return base, (f"uniform distribution over the model's {vocab_size} output tokens, "
+                      "on the evaluated documents tokenized by the checkpoint's tokenizer")
+    if manifest["output_type"] == "multiple_choice":
+        return dict(manifest["random_baseline"]), "uniform choice: 1/num_choices"
+    return dict(manifest["random_baseline"]), "from the task manifest"
+
+
+def assemble(raw: Mapping[str, Any], info: RunInfo, manifests: Mapping[str, dict],
+             tokenizer: Any = None, vocab_size: int | None = None
+             ) -> tuple[dict[str, Any], dict[str, list[dict]], dict[str, Any]]:
+    """(results.json content, {task: sample rows}, metrics dict)."""
+    task_results = dict(raw["results"]) | dict(raw.get("groups") or {})
+    configs = raw.get("configs", {})
+    tasks_out: dict[str, Any] = {}
+    samples_out: dict[str, list[dict]] = {}
+    metrics_tasks: dict[str, dict[str, float]] = {}
+    baselines: dict[str, dict[str, float]] = {}
+
+    for name in sorted(task_results):
+        manifest = manifests.get(name)
+        metrics = task_metrics(task_results[name])
+        config = configs.get(name, {})
+        output_type = config.get("output_type")
+        entry: dict[str, Any] = {"metrics": metrics}
+        if name in raw.get("samples", {}):
+            samples = raw["samples"][name]
+            rows = sample_rows(samples, output_type)
+            if output_type == "loglikelihood_rolling" and "bits_per_byte" in metrics:
+                se = bits_per_byte_stderr(rows)
+                if se is not None:
+                    metrics["bits_per_byte_stderr"] = se
+                    entry["stderr_notes"] = {
+                        "bits_per_byte_stderr": "repro: delta method for a ratio over "
+                        "documents (lm-eval reports none for bits_per_byte)"}
+            text_of = {int(s["doc_id"]): s["doc"].get("text", "") for s in samples
+                       if isinstance(s.get("doc"), Mapping)}
+            texts = [text_of.get(r["doc_id"], "") for r in rows]
+            base, how = _baseline(manifest, rows, texts, tokenizer, vocab_size or 0)
+            samples_out[name] = rows
+            entry["samples_file"] = samples_file(name)
+        else:  # a group: its metrics aggregate its tasks'
+            base, how = {}, "none (group)"
+        entry |= {
+            "metrics": dict(sorted(metrics.items())),
+            "n_samples": raw.get("n-samples", {}).get(name),
+            "n_shot": raw.get("n-shot", {}).get(name),
+            "version": raw.get("versions", {}).get(name),
+            "higher_is_better": raw.get("higher_is_better", {}).get(name),
+            "random_baseline": base,
+            "random_baseline_definition": how,
+            "config": clean_config(
+                {k: v for k, v in config.items()
+                 if not (manifest is not None and k == "dataset_kwargs")},
+                info.path_placeholders),
+        }
+        if manifest is not None:
+            entry["source"] = {
+                "kind": "local", "task_kind": manifest["kind"], "dataset": manifest["dataset"],
+                "data_sha256": manifest["data_sha256"], "num_docs": manifest["num_docs"],
+                "task_version": manifest["version"], "seed": manifest.get("seed")}
+        else:
+            entry["source"] = {"kind": "lm_eval",
+                               "dataset_path": config.get("dataset_path"),
+                               "dataset_name": config.get("dataset_name")}
+        tasks_out[name] = entry
+        metrics_tasks[name] = dict(sorted(metrics.items()))
+        if base:
+            baselines[name] = base
+
+    results = {
+        "format_version": RESULTS_FORMAT_VERSION,
+        "experiment": info.experiment,
+        "checkpoint": {
+            "stage": info.checkpoint,
+            "model_sha256": info.checkpoint_sha256,
+            "tokens_seen": info.tokens_seen,
+            "tokens_seen_source": (f"trainer_state.json:{info.tokens_seen_key}"
+                                   if info.tokens_seen_key else None),
+            "num_parameters": raw.get("config", {}).get("model_num_parameters"),
+        },
+        "lm_eval": {
+            "version": raw.get("lm_eval_version"),
+            "transformers_version": raw.get("transformers_version"),
+            "max_length": raw.get("max_length"),
+        },
+        "settings": info.settings,
+        "tasks": tasks_out,
+    }
+    metrics_out = {
+        "experiment": info.experiment,
+        "checkpoint": info.checkpoint,
+        "tokens_seen": info.tokens_seen,
+        "tasks": metrics_tasks,
+        "random_baseline": baselines,
+    }
+    return results, samples_out, metrics_out

@@ -1,0 +1,34 @@
+"""Curate stage: run a dataset's curation steps with datatrove and write the funnel.
+
+Outputs: `docs` (kept documents as JSONL, `removed/<nn>_<kind>/` with what each filter
+removed, `samples.json`) and `metrics` (the funnel: documents/characters per step and
+removal reasons). See repro.data.pipeline for how the steps are laid out as datatrove runs.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from repro.stages.base import StageIO, atomic_dir, atomic_write_text, dumps_json, write_json
+from repro.stages.configs import CurateConfig
+
+
+def run(cfg: CurateConfig, io: StageIO) -> None:
+    from repro.data import samples
+    from repro.data.pipeline import REMOVED_DIR, Curation, step_label
+
+    raw = io.inputs.get("raw")
+    # scratch and datatrove logs outside the outputs (they hold timings and absolute paths)
+    work = Path(tempfile.mkdtemp(prefix="repro-curate-"))
+    try:
+        with atomic_dir(io.output("docs")) as out:
+            funnel = Curation(cfg.dataset, cfg.source, cfg.steps, cfg.executor,
+                              Path(raw) if raw is not None else None, out, work).run()
+            labels = [step_label(i, s) for i, s in enumerate(cfg.steps, 1)]
+            atomic_write_text(out / "samples.json",
+                              dumps_json(samples.collect(out, out / REMOVED_DIR, labels)))
+        write_json(io.output("metrics"), funnel.as_metrics())
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -1,0 +1,32 @@
+"""Source stage: build a builtin raw corpus from the local Python installation.
+
+`pydoc_web` -> `corpus/pydoc_web.warc` (HTML response records, see repro.data.pydoc_web);
+`stdlib_code` -> `corpus/stdlib_code.jsonl`. Nothing third-party is committed: the text is
+produced at run time, deterministically for a given Python installation.
+"""
+
+from __future__ import annotations
+
+from repro.stages.base import StageIO, atomic_dir
+from repro.stages.configs import SourceConfig
+
+
+def run(cfg: SourceConfig, io: StageIO) -> None:
+    src = cfg.source
+    with atomic_dir(io.output("corpus")) as out:
+        if src.name == "pydoc_web":
+            from repro.data.pydoc_web import iter_pages
+            from repro.data.warc import write_warc
+
+            n = write_warc(iter_pages(src.max_docs), out / "pydoc_web.warc")
+        elif src.name == "stdlib_code":
+            from tqdm import tqdm
+
+            from repro.data.stdlib_code import iter_documents, write_jsonl
+
+            docs = tqdm(iter_documents(src.max_docs), desc="stdlib files", unit="file")
+            n = write_jsonl(docs, out / "stdlib_code.jsonl")
+        else:  # pragma: no cover - the schema's Literal already rejects other names
+            raise ValueError(f"unknown builtin source {src.name!r}")
+    if n == 0:
+        raise RuntimeError(f"builtin source {src.name} produced no documents")

@@ -1,0 +1,20 @@
+"""Split stage: set aside held-out documents for evaluation, the rest is for training.
+
+A document is held out when a stable hash of (seed, document id) falls below `fraction`,
+so the choice depends on nothing but the document's id and the seed (not on file layout
+or task count); the held-out set is capped at `max_docs`, keeping the lowest hashes.
+"""
+
+from __future__ import annotations
+
+from repro.stages.base import StageIO, atomic_dir, write_json
+from repro.stages.configs import SplitConfig
+
+
+def run(cfg: SplitConfig, io: StageIO) -> None:
+    from repro.data.split import split_documents, write_split
+
+    result = split_documents(io.input("docs"), cfg.heldout.fraction, cfg.heldout.max_docs, cfg.seed)
+    with atomic_dir(io.output("split")) as out:
+        write_split(result, out)
+    write_json(io.output("metrics"), result.metrics())

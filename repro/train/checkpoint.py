@@ -1,0 +1,46 @@
+"""Checkpoint folder of a training stage: what the next stage and lm-eval load.
+
+  config.json, generation_config.json, model.safetensors   model.save_pretrained (fp32)
+  tokenizer.json, tokenizer_config.json, ...               copied from the tokenizer stage
+  optimizer.pt                                             torch.save(optimizer.state_dict())
+  trainer_state.json                                       global_step, tokens_seen,
+                                                           data_positions, seq_len, ...
+Every file is byte-identical across reruns: safetensors sorts tensors and stores no time;
+torch.save's zip has no timestamps and its serialization id is derived from the content
+(checked in tests/train/test_loop.py).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+
+from repro.stages.base import dumps_json, read_json
+
+OPTIMIZER_FILE = "optimizer.pt"
+TRAINER_STATE_FILE = "trainer_state.json"
+
+
+def save_checkpoint(folder: Path, model, optimizer: torch.optim.Optimizer, tokenizer_dir: Path,
+                    trainer_state: dict) -> None:
+    folder = Path(folder)
+    model.save_pretrained(str(folder), safe_serialization=True)
+    for f in sorted(Path(tokenizer_dir).iterdir()):
+        if f.is_file() and not (folder / f.name).exists():  # never overwrite the model's files
+            shutil.copyfile(f, folder / f.name)
+    torch.save(optimizer.state_dict(), folder / OPTIMIZER_FILE)
+    (folder / TRAINER_STATE_FILE).write_text(dumps_json(trainer_state), encoding="utf-8")
+
+
+def read_trainer_state(folder: Path) -> dict:
+    path = Path(folder) / TRAINER_STATE_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing; is {folder} a checkpoint written by a `train` stage?")
+    return read_json(path)
+
+
+def load_optimizer_state(folder: Path) -> dict:
+    # weights_only: the file holds tensors and plain containers only.
+    return torch.load(Path(folder) / OPTIMIZER_FILE, map_location="cpu", weights_only=True)

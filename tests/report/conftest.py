@@ -1,0 +1,28 @@
+"""Tiny in-memory experiment runs for the report library tests."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from repro.report.collect import ExperimentRun, StageRun
+
+
+def _stage(name: str, step_start: int, step_end: int, loss: float) -> StageRun:
+    steps = list(range(step_start + 1, step_end + 1))
+    curve = pl.DataFrame({"step": steps, "tokens": [s * 10 for s in steps],
+                          "loss": [loss + 1 / s for s in steps], "lr": [1e-3] * len(steps)},
+                         schema={"step": pl.Int64, "tokens": pl.Int64,
+                                 "loss": pl.Float64, "lr": pl.Float64})
+    return StageRun(name, step_end, (step_end - step_start) * 10, step_end * 10, loss, curve)
+
+
+@pytest.fixture
+def make_run():
+    def make(name: str, tasks: dict, random_baseline: dict | None = None,
+             loss: float = 2.0) -> ExperimentRun:
+        stages = (_stage("s1", 0, 4, loss + 1), _stage("s2", 4, 8, loss))
+        ev = {"experiment": name, "checkpoint": "s2", "tokens_seen": 80, "tasks": tasks,
+              "random_baseline": random_baseline or {}}
+        return ExperimentRun(name, stages, {"s2": ev})
+    return make

@@ -1,0 +1,182 @@
+"""curate stage end to end on a tiny WARC made here: the steps of the web recipe run
+through datatrove's executor with 2 tasks, the funnel adds up, removed documents land in
+removed/<nn>_<kind>/, exact and near duplicates are found across tasks, and a rerun is
+byte-identical."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from repro.data.pydoc_web import Page
+from repro.data.warc import record_id, write_warc
+from repro.spec import schema as S
+from repro.stages import curate
+from repro.stages.base import StageIO
+from repro.stages.configs import CurateConfig
+
+NOUNS = ("garden river teacher market letter window village doctor journey kitchen story "
+         "mountain student harbour festival bridge library forest engine painting").split()
+VERBS = ("visited described repaired painted followed carried noticed opened built "
+         "remembered").split()
+ADJS = "quiet old bright narrow famous careful small distant busy gentle".split()
+FRENCH = ("Le comité s'est réuni mardi pour discuter de la nouvelle bibliothèque de la ville. "
+          "La plupart des membres ont convenu qu'elle devrait ouvrir au début de l'année "
+          "prochaine, mais plusieurs habitants ont demandé que les horaires soient plus longs "
+          "le samedi. Le maire a promis de publier le projet complet avant la fin du mois, "
+          "avec le budget prévu pour les travaux et les nouveaux livres.")
+
+
+def article(seed: int, paragraphs: int = 4) -> list[str]:
+    """English prose: distinct random sentences, so distinct seeds share few 5-grams."""
+    rng = random.Random(seed)
+    pars = []
+    for _ in range(paragraphs):
+        sents = []
+        for _ in range(5):
+            sents.append(f"The {rng.choice(ADJS)} {rng.choice(NOUNS)} {rng.choice(VERBS)} the "
+                         f"{rng.choice(ADJS)} {rng.choice(NOUNS)} with the {rng.choice(NOUNS)} "
+                         f"and that {rng.choice(NOUNS)} of the {rng.choice(ADJS)} {rng.choice(NOUNS)}.")
+        pars.append(" ".join(sents))
+    return pars
+
+
+def html(title: str, pars: list[str]) -> str:
+    body = "".join(f"<p>{p}</p>\n" for p in pars)
+    return (f"<!DOCTYPE html><html><head><title>{title}</title></head><body><article>"
+            f"<h1>{title}</h1>\n{body}</article></body></html>")
+
+
+def pages() -> list[Page]:
+    """Record order matters: with 2 tasks, record i goes to task i % 2."""
+    dup = article(1)
+    near = article(2, paragraphs=6)
+    near_copy = list(near)
+    near_copy[-1] = near_copy[-1].replace("The", "A", 1)
+    return [
+        Page("https://example.org/a.html", "a", html("Dup", dup)),               # task 0
+        # task 1: the same text once case-folded
+        Page("https://example.org/b.html", "b", html("Dup", [p.replace("The ", "THE ") for p in dup])),
+        Page("https://example.org/c.html", "c", html("Near", near)),              # 0
+        Page("https://example.org/d.html", "d", html("Near", near_copy)),         # 1: near dup
+        Page("https://example.org/fr.html", "fr", html("Bibliothèque", [FRENCH, FRENCH[:200]])),
+        Page("https://example.org/contact.html", "contact",
+             html("Contact", article(4) + ["Write to the editor at jane.doe@mail-host.com with the news."])),
+        Page("https://example.org/e.html", "e", html("Plain", article(5))),
+    ]
+
+
+STEPS = [
+    S.TrafilaturaStep(), S.LanguageStep(languages=["en"]),
+    S.GopherQualityStep(), S.ExactDedupStep(), S.MinhashStep(), S.PIIStep(),
+]
+
+
+def run_curate(tmp: Path, name: str) -> tuple[Path, dict]:
+    raw = tmp / "raw"
+    if not raw.exists():
+        raw.mkdir()
+        write_warc(pages(), raw / "pydoc_web.warc", progress=False)
+    cfg = CurateConfig(dataset="web", source=S.BuiltinSource(name="pydoc_web"), steps=STEPS,
+                       executor=S.ExecutorSpec(tasks=2, workers=1))
+    out, metrics = tmp / name, tmp / "metrics" / f"{name}.json"
+    curate.run(cfg, StageIO("curate", {"raw": raw}, {"docs": out, "metrics": metrics}))
+    return out, json.loads(metrics.read_text())
+
+
+def read_ids(folder: Path) -> set[str]:
+    return {json.loads(line)["id"] for f in sorted(folder.glob("*.jsonl"))
+            for line in f.read_text().splitlines()}
+
+
+@pytest.fixture(scope="module")
+def curated(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("curate")
+    return tmp, *run_curate(tmp, "docs")
+
+
+def test_funnel(curated):
+    _, _, m = curated
+    assert m["dataset"] == "web" and m["docs_in"] == 7
+    steps = m["steps"]
+    assert list(steps) == ["01_trafilatura", "02_language", "03_gopher_quality",
+                           "04_exact_dedup", "05_minhash", "06_pii"]
+    prev = m["docs_in"]
+    for label, s in steps.items():
+        assert s["docs_in"] == prev, label
+        assert s["docs_in"] - s["docs_out"] == sum(s["removed"].values()), label
+        prev = s["docs_out"]
+    assert m["docs_out"] == prev == 4
+    assert steps["01_trafilatura"]["removed"] == {}
+    assert steps["02_language"]["removed"] == {"other_language": 1}
+    assert steps["03_gopher_quality"]["removed"] == {}
+    assert steps["04_exact_dedup"]["removed"] == {"duplicate": 1}
+    assert steps["05_minhash"]["removed"] == {"near_duplicate": 1}
+    assert m["chars_out"] == steps["06_pii"]["chars_out"] > 0
+
+
+def test_outputs(curated):
+    _, out, _ = curated
+    removed = out / "removed"
+    assert sorted(p.name for p in removed.iterdir()) == ["02_language", "04_exact_dedup", "05_minhash"]
+    assert read_ids(removed / "02_language") == {record_id("https://example.org/fr.html")}
+    # one of each duplicate pair survives (they were read by different tasks)
+    kept = read_ids(out)
+    assert len(kept & {record_id("https://example.org/a.html"), record_id("https://example.org/b.html")}) == 1
+    assert len(kept & {record_id("https://example.org/c.html"), record_id("https://example.org/d.html")}) == 1
+    docs = [json.loads(line) for f in sorted(out.glob("*.jsonl")) for line in f.read_text().splitlines()]
+    contact = next(d for d in docs if d["metadata"]["url"].endswith("contact.html"))
+    assert "jane.doe@mail-host.com" not in contact["text"] and "example." in contact["text"]
+    for d in docs:
+        assert d["metadata"]["language"] == "en" and "file_path" not in d["metadata"]
+    samples = json.loads((out / "samples.json").read_text())
+    assert len(samples["kept"]) == 4
+    assert set(samples["removed"]) == {"02_language", "04_exact_dedup", "05_minhash"}
+    assert all(len(v) == 1 for v in samples["removed"].values())
+
+
+def test_rerun_is_byte_identical(curated):
+    tmp, out, m = curated
+    out2, m2 = run_curate(tmp, "docs2")
+    assert m2 == m
+
+    def digest(root: Path) -> dict[str, str]:
+        return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(root.rglob("*")) if p.is_file()}
+
+    assert digest(out) == digest(out2)
+
+
+def test_code_recipe_with_an_empty_task(tmp_path):
+    """Code steps from JSONL; every document of task 1 is filtered out, so later passes see
+    one task with data and one without."""
+    good = "def add(a, b):\n    return a + b\n\n\nprint(add(1, 2))\n"
+    other = "import os\n\n\ndef home():\n    return os.path.expanduser('~')\n"
+    docs = [
+        ("a.py", good),                                          # task 0
+        ("gen.py", "# Auto-generated file. Do not edit.\n" + other),  # task 1
+        ("b.py", good.replace("    ", "  ")),                    # task 0: exact dup once normalised
+        ("long.py", "x = '" + "a" * 2000 + "'\n"),              # task 1
+        ("c.py", other),                                         # task 0
+    ]
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    with open(raw / "stdlib_code.jsonl", "w") as f:
+        for rel, text in docs:
+            meta = {"path": rel, "language": "python"}
+            f.write(json.dumps({"id": rel, "text": text, "metadata": meta}) + "\n")
+    cfg = CurateConfig(dataset="code", source=S.BuiltinSource(name="stdlib_code"),
+                       steps=[S.CodeQualityStep(), S.ExactDedupStep(), S.MinhashStep()],
+                       executor=S.ExecutorSpec(tasks=2, workers=1))
+    out, metrics = tmp_path / "docs", tmp_path / "m.json"
+    curate.run(cfg, StageIO("curate", {"raw": raw}, {"docs": out, "metrics": metrics}))
+    m = json.loads(metrics.read_text())
+    assert m["steps"]["01_code_quality"]["removed"] == {"autogenerated": 1, "max_line_length": 1}
+    assert m["steps"]["02_exact_dedup"]["removed"] == {"duplicate": 1}
+    assert m["steps"]["03_minhash"]["removed"] == {}
+    assert read_ids(out) == {"a.py", "c.py"}
+    assert read_ids(out / "removed" / "02_exact_dedup") == {"b.py"}

@@ -1,0 +1,154 @@
+"""evaluate stage: lm-eval on a tiny random SmolLM3 checkpoint and tiny local tasks.
+
+Checks the metrics contract, finite values, provenance, byte-identical reruns, and that
+nothing machine-specific (absolute paths) reaches the outputs."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+from repro.eval.local_tasks import DATA_FILE, MANIFEST_FILE, Doc, build_task
+from repro.spec.schema import LocalTaskSpec
+from repro.stages.base import StageIO, dumps_json
+from repro.stages.configs import EvaluateConfig
+
+assert os.environ.get("HF_HUB_OFFLINE") == "1", "tests must run offline (tests/conftest.py)"
+
+NOUNS = "parser module socket thread buffer codec archive decoder table queue".split()
+VERBS = "returns reads writes closes opens encodes builds parses joins checks".split()
+TASKS = [LocalTaskSpec(kind="bpb", dataset="web", max_docs=4),
+         LocalTaskSpec(kind="cloze", dataset="web", max_docs=6, num_choices=3)]
+
+
+def heldout_docs() -> list[Doc]:
+    rng = random.Random(0)
+    return [Doc(f"doc{d}", "\n".join(
+        f"The {rng.choice(NOUNS)} {rng.choice(VERBS)} the {rng.choice(NOUNS)} of item {d}. "
+        f"Then it {rng.choice(VERBS)} a {rng.choice(NOUNS)} again." for _ in range(6)))
+        for d in range(5)]
+
+
+def make_checkpoint(folder: Path, texts: list[str]) -> None:
+    """A tiny random SmolLM3 with a byte-level BPE tokenizer trained here (special tokens
+    as the tokenizer stage makes them: <|endoftext|> = bos = eos = 0, <|pad|> = 1)."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast, SmolLM3Config, SmolLM3ForCausalLM
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(texts, trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<|endoftext|>", "<|pad|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>",
+                                   eos_token="<|endoftext|>", pad_token="<|pad|>")
+    torch.manual_seed(0)
+    config = SmolLM3Config(vocab_size=len(fast), hidden_size=32, intermediate_size=64,
+                           num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                           # short windows so rolling loglikelihood spans several of them
+                           max_position_embeddings=64, tie_word_embeddings=True,
+                           pad_token_id=1, bos_token_id=0, eos_token_id=0)
+    SmolLM3ForCausalLM(config).save_pretrained(folder)
+    fast.save_pretrained(folder)
+    (folder / "trainer_state.json").write_text(json.dumps({"global_step": 3, "tokens_seen": 4096,
+                                                                "seq_len": 32}))
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("evaluate")
+    docs = heldout_docs()
+    make_checkpoint(root / "ckpt", [d.text for d in docs])
+    found = {"checkpoint": root / "ckpt"}
+    for spec in TASKS:
+        data, manifest = build_task(spec, docs, seed=0)
+        folder = root / spec.task_name
+        folder.mkdir()
+        (folder / DATA_FILE).write_bytes(data)
+        (folder / MANIFEST_FILE).write_text(dumps_json(manifest))
+        found[f"task:{spec.task_name}"] = folder
+    return found
+
+
+def config(**evaluation) -> EvaluateConfig:
+    return EvaluateConfig.model_validate({
+        "experiment": "exp", "checkpoint": "decay", "seed": 0,
+        "evaluation": {"local_tasks": [t.model_dump() for t in TASKS], "batch_size": 4,
+                       **evaluation}})
+
+
+def run(inputs: dict[str, Path], out: Path, cfg: EvaluateConfig | None = None) -> Path:
+    from repro.stages import evaluate
+
+    evaluate.run(cfg or config(), StageIO("evaluate-x", inputs,
+                                          {"results": out / "results",
+                                           "metrics": out / "metrics" / "m.json"}))
+    return out
+
+
+def test_metrics_results_and_determinism(inputs, tmp_path):
+    a = run(inputs, tmp_path / "a")
+    b = run(inputs, tmp_path / "b")
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert [str(f) for f in files] == [
+        "metrics/m.json", "results/results.json", "results/samples_repro_bpb_web.jsonl",
+        "results/samples_repro_cloze_web.jsonl"]
+    for f in files:
+        assert (a / f).read_bytes() == (b / f).read_bytes(), f"{f} differs between runs"
+        text = (a / f).read_text()
+        assert str(tmp_path) not in text and "/tmp" not in text, f"{f} holds a path"
+
+    metrics = json.loads((a / "metrics/m.json").read_text())
+    assert metrics["experiment"] == "exp" and metrics["checkpoint"] == "decay"
+    assert metrics["tokens_seen"] == 4096
+    bpb = metrics["tasks"]["repro_bpb_web"]
+    cloze = metrics["tasks"]["repro_cloze_web"]
+    assert set(bpb) >= {"bits_per_byte", "byte_perplexity", "word_perplexity"}
+    assert set(cloze) == {"acc", "acc_stderr", "acc_norm", "acc_norm_stderr"}
+    for values in metrics["tasks"].values():
+        assert all(isinstance(v, float) and math.isfinite(v) for v in values.values())
+    assert bpb["bits_per_byte"] > 0
+    assert 0 <= cloze["acc"] <= 1
+    assert metrics["random_baseline"]["repro_cloze_web"] == {"acc": pytest.approx(1 / 3),
+                                                             "acc_norm": pytest.approx(1 / 3)}
+    # a random-init model is close to uniform over its vocabulary
+    base = metrics["random_baseline"]["repro_bpb_web"]["bits_per_byte"]
+    assert bpb["bits_per_byte"] == pytest.approx(base, rel=0.2)
+
+    results = json.loads((a / "results/results.json").read_text())
+    manifest = json.loads((inputs["task:repro_cloze_web"] / MANIFEST_FILE).read_text())
+    task = results["tasks"]["repro_cloze_web"]
+    assert task["source"]["data_sha256"] == manifest["data_sha256"]
+    assert task["version"] == manifest["version"] and task["n_samples"]["effective"] == 6
+    assert results["lm_eval"]["version"]
+    assert len(results["checkpoint"]["model_sha256"]) == 64
+    assert results["checkpoint"]["tokens_seen_source"] == "trainer_state.json:tokens_seen"
+    assert results["settings"]["num_fewshot"] == 0
+    # scored with windows of the training length, not max_position_embeddings (64)
+    assert results["settings"]["max_length"] == 32 == results["lm_eval"]["max_length"]
+
+    rows = [json.loads(x) for x in (a / "results/samples_repro_cloze_web.jsonl").read_text().splitlines()]
+    assert [r["doc_id"] for r in rows] == list(range(6))
+    assert all(len(r["loglikelihoods"]) == 3 for r in rows)
+    assert sum(r["acc"] for r in rows) / 6 == pytest.approx(cloze["acc"])
+    rows = [json.loads(x) for x in (a / "results/samples_repro_bpb_web.jsonl").read_text().splitlines()]
+    total = sum(-r["loglikelihood"] for r in rows) / math.log(2) / sum(r["bytes"] for r in rows)
+    assert total == pytest.approx(bpb["bits_per_byte"])
+
+
+def test_limit_and_missing_task_input(inputs, tmp_path):
+    out = run(inputs, tmp_path / "lim", config(limit=2, num_fewshot=1))
+    results = json.loads((out / "results/results.json").read_text())
+    assert all(t["n_samples"]["effective"] == 2 for t in results["tasks"].values())
+    assert all(t["n_shot"] == 1 for t in results["tasks"].values())
+    partial = {k: v for k, v in inputs.items() if k != "task:repro_bpb_web"}
+    with pytest.raises(ValueError, match="do not match"):
+        run(partial, tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
