@@ -122,7 +122,22 @@ def _htmldoc():
     return pydoc.HTMLDoc()
 
 
+def _install_paths() -> list[tuple[str, str]]:
+    """Paths of this particular checkout/venv that leak into docs through default values
+    (e.g. `platform.architecture(executable=sys.executable)`), longest first."""
+    import os
+    import sys
+
+    found = {sys.executable: "/usr/bin/python3", sys.prefix: "/usr",
+             sys.exec_prefix: "/usr", os.getcwd(): "/home/user"}
+    return sorted(((k, v) for k, v in found.items() if k and k != "/"),
+                  key=lambda kv: -len(kv[0]))
+
+
 def _normalise(text: str) -> str:
+    """Make a page independent of the run: memory addresses and install paths."""
+    for path, stand_in in _install_paths():
+        text = text.replace(path, stand_in)
     return _ADDRESS.sub("0x0", text)
 
 

@@ -71,3 +71,15 @@ def test_warc_is_deterministic_and_readable(tmp_path):
         assert r.rec_headers["WARC-Target-URI"] == page.url
         assert r.http_headers["Content-Type"] == "text/html; charset=utf-8"
     assert record_id("u1") != record_id("u2")
+
+
+def test_install_paths_are_normalised():
+    """A clone in another folder (or another venv) must build the same corpus."""
+    import os
+    import platform
+    import sys
+
+    page = pydoc_web.module_page("platform", platform)
+    assert page is not None
+    assert sys.executable not in page.html and sys.prefix not in page.html
+    assert os.getcwd() not in pydoc_web._normalise(f"cwd is {os.getcwd()}/x")
