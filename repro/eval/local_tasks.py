@@ -274,3 +274,22 @@ def read_manifest(task_dir: Path) -> dict[str, Any]:
         raise ValueError(f"{data} does not match its manifest (sha256 {digest} != "
                          f"{manifest['data_sha256']}); rebuild the task with `dvc repro`")
     return manifest
+
+
+def check_choices_fit(task_dir: Path, manifest: dict[str, Any], tokenizer: Any,
+                      max_length: int | None) -> None:
+    """Fail early, with the fix, when a multiple-choice answer is longer than the scoring
+    window (lm-eval would only raise a bare AssertionError mid-run)."""
+    if max_length is None or manifest.get("output_type") != "multiple_choice":
+        return
+    data = Path(task_dir) / manifest.get("data_file", DATA_FILE)
+    longest = 0
+    for line in data.read_text(encoding="utf-8").splitlines():
+        for choice in json.loads(line)["choices"]:
+            longest = max(longest, len(tokenizer(" " + choice)["input_ids"]))
+    if longest > max_length:
+        raise ValueError(
+            f"task {manifest['name']}: an answer is {longest} tokens, longer than the "
+            f"{max_length}-token evaluation window (the training seq_len); raise "
+            "training.seq_len or use a tokenizer with a larger vocabulary"
+        )

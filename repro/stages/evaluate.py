@@ -10,7 +10,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from repro.eval.local_tasks import jsonl_bytes, read_manifest
+from repro.eval.local_tasks import check_choices_fit, jsonl_bytes, read_manifest
 from repro.eval.lm_eval_runner import BOOTSTRAP_ITERS, run_lm_eval
 from repro.eval.provenance import checkpoint_sha256, tokens_seen, trainer_state, training_seq_len
 from repro.eval.results import RESULTS_FILE, RunInfo, assemble, samples_file
@@ -38,6 +38,9 @@ def run(cfg: EvaluateConfig, io: StageIO) -> None:
     # extrapolation as well as modelling quality.
     max_length = training_seq_len(state)
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    for name, (manifest, task_dir) in local.items():
+        check_choices_fit(task_dir, manifest, tokenizer, max_length)
 
     with tempfile.TemporaryDirectory(prefix="repro-lm-eval-") as tmp:
         workdir = Path(tmp)
@@ -57,7 +60,6 @@ def run(cfg: EvaluateConfig, io: StageIO) -> None:
                   "max_length_source": ("trainer_state.json:seq_len" if max_length
                                         else "lm-eval default (model config)")},
         path_placeholders=placeholders)
-    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     vocab_size = AutoConfig.from_pretrained(checkpoint).vocab_size
     results, samples, metrics = assemble(raw, info, {n: m for n, (m, _) in local.items()},
                                          tokenizer, vocab_size)

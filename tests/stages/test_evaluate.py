@@ -152,3 +152,15 @@ def test_limit_and_missing_task_input(inputs, tmp_path):
     with pytest.raises(ValueError, match="do not match"):
         run(partial, tmp_path / "bad")
     assert not (tmp_path / "bad").exists()
+
+
+def test_answer_longer_than_window_is_a_clear_error(inputs, tmp_path):
+    import shutil
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(inputs["checkpoint"], ckpt)
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    (ckpt / "trainer_state.json").write_text(json.dumps({**state, "seq_len": 2}))
+    with pytest.raises(ValueError, match="evaluation window"):
+        run({**inputs, "checkpoint": ckpt}, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
