@@ -56,6 +56,11 @@ OUTPUT_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
+EXECUTION_ONLY: dict[str, set[str]] = {"curate": {"executor"}}
+"""Config fields left out of a stage's identity: they change how it runs, not what it makes
+(curation outputs are independent of executor and task count; see repro.data.pipeline)."""
+
+
 class GraphError(ValueError):
     """A problem that spans specs (e.g. a report naming an unknown experiment)."""
 
@@ -89,7 +94,9 @@ class Stage:
     def __post_init__(self) -> None:
         identity = {
             "kind": self.kind,
-            "config": self.config.model_dump(mode="json"),
+            # execution-only settings (how many processes, which cluster) do not change
+            # outputs, so a stage moved from a laptop to Ray or Slurm keeps its id and cache
+            "config": self.config.model_dump(mode="json", exclude=EXECUTION_ONLY.get(self.kind)),
             "inputs": {k: _ref_identity(v) for k, v in self.inputs},
         }
         digest = hashlib.sha256(
@@ -173,7 +180,8 @@ def _dataset_stages(graph: StageGraph, spec: ExperimentSpec, name: str) -> Stage
         curate_inputs.append(("raw", ExternalPath(ds.source.path)))
     curate = graph.add(Stage(
         "curate", name,
-        CurateConfig(dataset=name, source=ds.source, steps=ds.steps, executor=ds.executor),
+        CurateConfig(dataset=name, source=ds.source, steps=ds.steps, shards=ds.shards,
+                     executor=ds.executor),
         tuple(curate_inputs),
     ))
     return graph.add(Stage(

@@ -14,7 +14,7 @@ from datatrove.pipeline.writers.disk_base import DiskWriter
 
 class LinguaLanguageFilter(BaseFilter):
     """Keep a document if lingua's top language (among `candidates`) is in `languages`
-    with confidence >= `threshold`, judged on its first `max_chars` characters.
+    with confidence >= that language's threshold, judged on its first `max_chars` characters.
     Records `language` and `language_score` in the metadata of every document."""
 
     name = "🌍 Lingua language ID"
@@ -23,14 +23,17 @@ class LinguaLanguageFilter(BaseFilter):
         self,
         languages: list[str],
         candidates: list[str],
-        threshold: float,
+        thresholds: dict[str, float],
         max_chars: int,
         exclusion_writer: DiskWriter | None = None,
     ):
         super().__init__(exclusion_writer)
         self.languages = set(languages)
         self.candidates = sorted(set(candidates) | set(languages))
-        self.threshold = threshold
+        missing = sorted(set(languages) - set(thresholds))
+        if missing:
+            raise ValueError(f"no threshold for kept language(s) {missing}")
+        self.thresholds = dict(thresholds)
         self.max_chars = max_chars
         self._detector = None  # built lazily in the worker: it is not picklable
 
@@ -60,7 +63,7 @@ class LinguaLanguageFilter(BaseFilter):
         doc.metadata["language_score"] = round(score, 4)
         if lang not in self.languages:
             return False, "other_language"
-        if score < self.threshold:
+        if score < self.thresholds[lang]:
             return False, "low_confidence"
         return True
 

@@ -98,7 +98,8 @@ def per_document_step(step: S.CurationStep, exclusion_writer: DiskWriter | None)
         from repro.data.language import LinguaLanguageFilter
 
         return LinguaLanguageFilter(languages=step.languages, candidates=step.candidates,
-                                    threshold=step.threshold, max_chars=step.max_chars,
+                                    thresholds={lang: step.thresholds.get(lang, step.default_threshold) for lang in step.languages},
+                                    max_chars=step.max_chars,
                                     exclusion_writer=ex)
     if isinstance(step, S.GopherRepetitionStep):
         from datatrove.pipeline.filters import GopherRepetitionFilter

@@ -15,6 +15,8 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from repro.spec.language_thresholds import LINGUA_THRESHOLDS
+
 SCHEMA_VERSION = 1
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)]
@@ -35,9 +37,11 @@ class BuiltinSource(Model):
     """A raw corpus the pipeline builds itself from what any Python installation has."""
 
     kind: Literal["builtin"] = "builtin"
-    name: Literal["pydoc_web", "stdlib_code"]
+    name: Literal["pydoc_web", "pydoc_pdf", "stdlib_code"]
     """`pydoc_web`: standard-library documentation rendered to HTML pages with pydoc and
-    packed into a WARC file; `stdlib_code`: the standard library's own `.py` files."""
+    packed into a WARC file; `pydoc_pdf`: the same documentation typeset as PDF files (some
+    pages rendered as images only, with no text layer, so OCR routing is exercised);
+    `stdlib_code`: the standard library's own `.py` files."""
     max_docs: PositiveInt | None = None
     """Keep at most this many documents (the first ones in sorted module order)."""
 
@@ -50,6 +54,9 @@ class WarcSource(Model):
     """Folder or URL prefix holding the WARC files."""
     glob: str = "*.warc*"
     """Glob pattern selecting files under `path`."""
+    content: Literal["html", "pdf"] = "html"
+    """Which response records to read, by MIME type: HTML pages (web chain) or PDF files
+    (PDF chain, as FinePDFs selects PDFs from Common Crawl by MIME; FACTS 2.2)."""
     limit: int = -1
     """Read at most this many documents per task (-1: all)."""
 
@@ -102,8 +109,23 @@ class HFDatasetSource(Model):
     """Read at most this many documents (-1: all)."""
 
 
+class FilesSource(Model):
+    """A folder (local or any fsspec URL) of files, one document per file."""
+
+    kind: Literal["files"] = "files"
+    path: str
+    """Folder or URL prefix holding the files."""
+    glob: str = "**/*"
+    """Glob pattern selecting files under `path` (recursive by default)."""
+    format: Literal["auto", "html", "pdf", "text", "code"] = "auto"
+    """How to read each file: `auto` decides by extension (.html/.htm, .pdf, source-code
+    extensions, anything else as text). Code files get their language from the extension."""
+    limit: int = -1
+    """Read at most this many documents per task (-1: all)."""
+
+
 Source = Annotated[
-    Union[BuiltinSource, WarcSource, JsonlSource, ParquetSource, HFDatasetSource],
+    Union[BuiltinSource, WarcSource, JsonlSource, ParquetSource, HFDatasetSource, FilesSource],
     Field(discriminator="kind"),
 ]
 
@@ -131,6 +153,52 @@ class TrafilaturaStep(Model):
     """Per-document extraction timeout in seconds (FineWeb: 1 s)."""
 
 
+class ResiliparseStep(Model):
+    """HTML extraction with resiliparse, a faster alternative to trafilatura (datatrove
+    0.10.1 has no resiliparse extractor; shared OFFLINE.md, PERF.md)."""
+
+    kind: Literal["resiliparse"] = "resiliparse"
+    main_content: bool = True
+    """Keep only the main content (drop navigation, headers, footers)."""
+    preserve_formatting: bool = True
+    """Keep line breaks and paragraphs (the line-based quality filters need them)."""
+    list_bullets: bool = True
+    """Prefix list items with a bullet."""
+    alt_texts: bool = False
+    """Include image alt texts."""
+    links: bool = False
+    """Include link targets."""
+    comments: bool = False
+    """Include comment sections."""
+    timeout_s: Annotated[float, Field(gt=0)] = 1.0
+    """Per-document extraction timeout in seconds (as trafilatura's)."""
+
+
+class PdfExtractStep(Model):
+    """Text extraction from PDF bytes with pypdfium2, page by page, with an OCR routing
+    decision per document in the FinePDFs style (FACTS 2.3): a document whose text layer is
+    empty or garbled goes to OCR. FinePDFs routes with an XGBoost classifier on PyMuPDF
+    features (ocr_prob >= 0.2) or any garbled text; that model is not available offline, so
+    the routing here uses the features it is built on, with thresholds in the spec."""
+
+    kind: Literal["pdf_extract"] = "pdf_extract"
+    ocr_backend: Literal["none", "tesseract"] = "none"
+    """Backend for documents routed to OCR. `none`: they are set aside under
+    `removed/<step>` with reason `ocr_pending` (counted, never silently lost);
+    `tesseract`: pytesseract on page images (needs the tesseract binary)."""
+    min_chars_per_page: Annotated[int, Field(ge=0)] = 20
+    """A page with fewer extracted characters counts as having no text layer."""
+    max_textless_page_fraction: Fraction = 0.5
+    """Route to OCR when more than this fraction of pages has no text layer."""
+    max_garbled_ratio: Fraction = 0.0
+    """Route to OCR when the fraction of garbled characters (U+FFFD, private-use and
+    control characters) exceeds this (FinePDFs: any garbled text, i.e. > 0)."""
+    max_pages: PositiveInt | None = None
+    """Extract at most this many pages per document (None: all)."""
+    ocr_dpi: PositiveInt = 200
+    """Rendering resolution of pages sent to OCR."""
+
+
 class LanguageStep(Model):
     """Offline language identification with lingua (datatrove's fastText filter downloads
     its model at run time, which fails offline; see shared OFFLINE.md)."""
@@ -145,10 +213,16 @@ class LanguageStep(Model):
     )
     """Languages the detector chooses between: SmolLM3's six European languages. Lingua's
     confidences are relative to this set, so it is part of the filter's identity."""
-    threshold: Fraction = 0.65
-    """Minimum confidence of the top language. 0.65 is FineWeb's fastText threshold
-    (FACTS 1.4); lingua's confidences are not fastText scores, so treat it as a starting
-    point to calibrate, not a calibrated value."""
+    thresholds: dict[Annotated[str, Field(pattern=r"^[a-z]{2}$")], Fraction] = Field(
+        default_factory=lambda: dict(LINGUA_THRESHOLDS)
+    )
+    """Per-language minimum confidence of the top language, in the FineWeb-2 style
+    (FACTS 1.14). Defaults come from `repro.spec.language_thresholds`, calibrated for
+    lingua (whose confidences are not fastText scores); a kept language missing here uses
+    `default_threshold`."""
+    default_threshold: Fraction = 0.65
+    """Threshold for kept languages without an entry in `thresholds` (FineWeb's fastText
+    threshold, FACTS 1.4)."""
     max_chars: PositiveInt = 2000
     """Identify the language from the first this-many characters (bounds the cost)."""
 
@@ -263,6 +337,9 @@ class ExactDedupStep(Model):
     """Drop documents whose normalised text hash was already seen."""
 
     kind: Literal["exact_dedup"] = "exact_dedup"
+    on: Literal["text", "pdf_bytes"] = "text"
+    """`text`: normalised text; `pdf_bytes`: the original PDF file's bytes (FinePDFs dedups
+    PDFs on bytes; FACTS 2.3)."""
 
 
 class MinhashStep(Model):
@@ -297,6 +374,8 @@ CurationStep = Annotated[
     Union[
         UrlFilterStep,
         TrafilaturaStep,
+        ResiliparseStep,
+        PdfExtractStep,
         LanguageStep,
         GopherRepetitionStep,
         GopherQualityStep,
@@ -311,16 +390,59 @@ CurationStep = Annotated[
 ]
 
 
-class ExecutorSpec(Model):
-    """How datatrove runs the curation pipeline."""
+class SlurmSpec(Model):
+    """Slurm settings, mapped onto datatrove's SlurmPipelineExecutor."""
 
-    kind: Literal["local"] = "local"
-    """Executor backend (local processes)."""
+    partition: str
+    """Partition (queue) jobs are submitted to."""
+    time: str = "24:00:00"
+    """Wall-clock limit per job (HH:MM:SS)."""
+    cpus_per_task: PositiveInt = 1
+    """CPUs per datatrove task."""
+    mem_per_cpu_gb: Annotated[float, Field(gt=0)] = 2.0
+    """Memory per CPU in GB."""
+    qos: str | None = None
+    """Quality of service, if the cluster uses one."""
+    account: str | None = None
+    """Account charged, if the cluster needs one."""
+    env_command: str | None = None
+    """Shell line run before each task (e.g. `source .venv/bin/activate`)."""
+    sbatch_args: dict[str, str] = {}
+    """Extra `#SBATCH --key=value` options."""
+
+
+class RaySpec(Model):
+    """Ray settings, mapped onto datatrove's RayPipelineExecutor."""
+
+    address: str | None = None
+    """Cluster address (`ray://host:10001` or `auto`); None starts a local Ray instance."""
+    cpus_per_task: PositiveInt = 1
+    """CPUs reserved per datatrove task."""
+    mem_per_cpu_gb: Annotated[float, Field(gt=0)] = 2.0
+    """Memory per CPU in GB."""
+
+
+class ExecutorSpec(Model):
+    """How datatrove runs the curation pipeline. Execution only: outputs are identical
+    whatever the executor, task and worker counts (they depend on the dataset's `shards`),
+    so changing these never changes a stage's identity or its outputs."""
+
+    kind: Literal["local", "slurm", "ray"] = "local"
+    """`local`: processes on this machine; `slurm`: sbatch job arrays; `ray`: Ray tasks."""
     tasks: PositiveInt = 1
-    """Number of datatrove tasks (input shards). Changes output file layout, so it is
-    part of the stage identity."""
+    """datatrove tasks for the per-document steps (input files are split among them)."""
     workers: PositiveInt = 1
-    """Concurrent worker processes (does not change outputs)."""
+    """Tasks run at once (local: worker processes; slurm: array parallelism; ray: in flight)."""
+    slurm: SlurmSpec | None = None
+    """Slurm settings (required when kind is `slurm`)."""
+    ray: RaySpec = RaySpec()
+    """Ray settings (used when kind is `ray`)."""
+
+    @model_validator(mode="after")
+    def _backend_settings(self) -> ExecutorSpec:
+        if self.kind == "slurm" and self.slurm is None:
+            raise ValueError("executor kind `slurm` needs a `slurm:` block with at least `partition`")
+        return self
 
 
 class HeldoutSpec(Model):
@@ -341,9 +463,17 @@ class DatasetSpec(Model):
     """Curation steps in order. Readers and writers are implied; MinHash runs after the
     per-document steps, as in FineWeb."""
     executor: ExecutorSpec = ExecutorSpec()
-    """How the curation pipeline is run."""
+    """How the curation pipeline is run (does not change outputs)."""
+    shards: PositiveInt = 4
+    """Output files of the curated dataset, and the parallelism of the dedup passes.
+    Documents are assigned to shards by a hash of their id and sorted by id inside each,
+    which makes outputs independent of the executor and its task count."""
     heldout: HeldoutSpec = HeldoutSpec()
     """Documents kept out of training for evaluation."""
+    max_epochs: Annotated[float, Field(gt=0)] = 4.0
+    """Most times training may repeat this dataset's tokens, summed over all training
+    stages; the token ledger refuses a mixture that needs more. Default 4: repeating data
+    up to ~4 epochs costs little (Muennighoff et al. 2023, arXiv 2305.16264)."""
 
     @model_validator(mode="after")
     def _steps_are_unique(self) -> DatasetSpec:
@@ -354,6 +484,17 @@ class DatasetSpec(Model):
         if self.source.kind == "builtin" and self.source.name == "stdlib_code":
             if any(k in ("trafilatura", "url_filter") for k in kinds):
                 raise ValueError("code sources carry no HTML or URLs: remove trafilatura/url_filter")
+        extractors = [k for k in kinds if k in ("trafilatura", "resiliparse", "pdf_extract")]
+        if len(extractors) > 1:
+            raise ValueError(f"steps {extractors} each extract text; keep one extractor")
+        if extractors:
+            position = kinds.index(extractors[0])
+            if position > 1 or (position == 1 and kinds[0] != "url_filter"):
+                raise ValueError(f"`{extractors[0]}` must be the first step (or follow "
+                                 "`url_filter`): the steps after it work on extracted text")
+        for step in self.steps:
+            if getattr(step, "on", "text") == "pdf_bytes" and "pdf_extract" not in kinds:
+                raise ValueError("exact_dedup `on: pdf_bytes` needs a `pdf_extract` step")
         return self
 
 
@@ -366,6 +507,10 @@ class TrainBPETokenizer(Model):
     kind: Literal["train_bpe"] = "train_bpe"
     vocab_size: Annotated[int, Field(ge=260, le=1_000_000)] = 8192
     """Vocabulary size including special tokens."""
+    special_tokens: list[str] = Field(default_factory=lambda: ["<|endoftext|>", "<|pad|>"],
+                                      min_length=2)
+    """Special tokens, given ids 0, 1, ... in this order. The first is end of text (used as
+    BOS and EOS, as SmolLM3's tokenizer has no BOS; FACTS 2.7), the second is padding."""
     datasets: list[Name] = []
     """Datasets (their training split) to train on; empty means all datasets."""
     min_frequency: PositiveInt = 2
@@ -577,6 +722,19 @@ class LocalTaskSpec(Model):
         return f"repro_{self.kind}_{self.dataset}".replace("-", "_")
 
 
+class DecontaminationSpec(Model):
+    """N-gram decontamination of training data against the evaluation tasks' documents
+    (datatrove's NGramsDecont: an n-gram of the gold answer, or spanning prompt and
+    answer, found in a training document removes it)."""
+
+    n_grams: PositiveInt = 12
+    """N-gram length in words (datatrove default: 12)."""
+    find_query_ngrams: bool = False
+    """Also match n-grams lying wholly inside the prompt (datatrove default: False)."""
+    find_overlap_ngrams: bool = True
+    """Match n-grams spanning prompt and answer (datatrove default: True)."""
+
+
 class EvaluationSpec(Model):
     """lm-eval evaluation of the trained checkpoint."""
 
@@ -592,6 +750,8 @@ class EvaluationSpec(Model):
     """lm-eval batch size, or `auto`."""
     checkpoints: Literal["final", "every_stage"] = "final"
     """Evaluate only the final checkpoint, or the end of every training stage."""
+    decontamination: DecontaminationSpec | None = DecontaminationSpec()
+    """Remove training documents that overlap the evaluation tasks; None disables."""
 
     @model_validator(mode="after")
     def _some_task(self) -> EvaluationSpec:

@@ -44,8 +44,10 @@ class CurateConfig(Model):
     """Where raw documents come from (builtin corpora arrive as the `raw` input)."""
     steps: list[CurationStep]
     """Curation steps in order."""
+    shards: PositiveInt
+    """Output files; documents go to a shard by a hash of their id (see DatasetSpec)."""
     executor: ExecutorSpec
-    """How datatrove runs the pipeline."""
+    """How datatrove runs the pipeline (execution only: not part of the stage identity)."""
 
 
 class SplitConfig(Model):

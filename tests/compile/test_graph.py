@@ -58,8 +58,12 @@ def test_each_stage_reads_only_its_params_section_and_it_validates():
     params = yaml.safe_load(render_params_yaml(graph))
     assert set(dvc) == set(params)
     for sid, entry in dvc.items():
-        assert entry["params"] == [sid]
         kind = graph.stages[sid].kind
+        if kind == "curate":  # every field but the execution-only executor
+            fields = set(STAGE_CONFIGS[kind].model_fields) - {"executor"}
+            assert sorted(entry["params"]) == sorted(f"{sid}.{f}" for f in fields)
+        else:
+            assert entry["params"] == [sid]
         assert STAGE_CONFIGS[kind].model_validate(params[sid]) == graph.stages[sid].config
 
 
@@ -118,6 +122,22 @@ def test_one_field_changes_exactly_the_descendants(tmp_path):
     assert len(roots) == 1
     assert changed == {roots[0]} | new.descendants(roots[0])
     assert all(new.stages[i].kind not in ("source", "curate") for i in changed)
+
+
+def test_executor_settings_keep_the_stage_identity(tmp_path):
+    """Moving curation to Ray (or changing task counts) keeps every stage id: outputs do
+    not depend on how the pipeline is executed."""
+    base = _graph()
+    new = compile_graph(_variant(tmp_path, "datasets:\n  web:\n    executor: {kind: ray, tasks: 7, workers: 3}\n"))
+    assert _ids(base) == _ids(new)
+
+
+def test_shards_change_curation_and_descendants(tmp_path):
+    base = _graph()
+    new = compile_graph(_variant(tmp_path, "datasets:\n  web:\n    shards: 3\n"))
+    changed = _changed(base, new)
+    roots = [i for i in changed if new.stages[i].kind == "curate"]
+    assert len(roots) == 1 and changed == {roots[0]} | new.descendants(roots[0])
 
 
 def test_report_naming_unknown_experiment_fails():

@@ -16,7 +16,7 @@ CANDIDATES = ["en", "fr", "es", "de", "it", "pt"]
 
 
 def make(threshold=0.65, max_chars=2000):
-    return LinguaLanguageFilter(languages=["en"], candidates=CANDIDATES, threshold=threshold,
+    return LinguaLanguageFilter(languages=["en"], candidates=CANDIDATES, thresholds={"en": threshold},
                                 max_chars=max_chars)
 
 
