@@ -81,6 +81,8 @@ class Funnel:
     docs_in: int = 0
     chars_in: int = 0
     steps: dict[str, StepCounts] = field(default_factory=dict)
+    read_skips: dict[str, int] = field(default_factory=dict)
+    """Inputs the reader could not turn into documents, by reason (corrupt gzip, ...)."""
 
     def add(self, label: str, counts: StepCounts) -> None:
         self.steps[label] = counts
@@ -96,6 +98,7 @@ class Funnel:
     def as_metrics(self) -> dict:
         return {
             "dataset": self.dataset,
+            "read_skipped": dict(self.read_skips),
             "docs_in": self.docs_in,
             "docs_out": self.docs_out,
             "chars_in": self.chars_in,

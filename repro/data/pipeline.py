@@ -1,15 +1,18 @@
-"""Run a dataset's curation steps as datatrove pipelines on the local executor.
+"""Run a dataset's curation steps as datatrove passes on the executor the spec chose.
 
 Steps run in the order the spec lists them, laid out as in datatrove's examples/fineweb.py:
-per-document steps run in one pipeline per stretch of steps; a global step (`minhash`,
+per-document steps run in one pass per stretch of steps; a global step (`minhash`,
 `exact_dedup`) ends the stretch, whose output is written to a scratch folder; the dedup
 passes run over that folder (all tasks' documents together, so duplicates are found across
-tasks), and the next stretch starts by reading the folder back through the dedup filter. Scratch folders and datatrove's
-logs live in `work`, outside the outputs, so that nothing run-dependent reaches them.
+tasks), and the next stretch starts by reading the folder back through the dedup filter.
+Every intermediate folder is canonically sharded (repro.data.shards), and a last pass
+rewrites kept and removed documents as one file per shard, sorted by id: outputs depend on
+the steps and `shards`, never on the executor or its task count. Scratch folders and
+datatrove's logs live in `work`, outside the outputs (they hold timings and paths).
 
 Outputs in `out`:
-  `<rank>.jsonl`              kept documents (JsonlWriter, uncompressed: gzip stores mtimes)
-  `removed/<nn>_<kind>/<rank>.jsonl`  documents each filtering step removed
+  `<shard>.jsonl`                       kept documents, sorted by id
+  `removed/<nn>_<kind>/<shard>.jsonl`   documents each filtering step removed
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ from pathlib import Path
 from datatrove.pipeline.base import PipelineStep
 from datatrove.utils.stats import PipelineStats
 
+from repro.data.executors import PassRunner
 from repro.data.funnel import Funnel, StepCounts, Tally, removal_reasons, tally_counts
-from repro.data.readers import segment_reader, source_reader
+from repro.data.readers import source_reader
+from repro.data.shards import CanonicalShardReader, Canonicalize, ShardedJsonlWriter
 from repro.data.steps import (
     DEFAULT_REASON,
     FILTER_KINDS,
@@ -36,19 +41,16 @@ from repro.spec import schema as S
 REMOVED_DIR = "removed"
 """Subfolder of the docs output holding removed documents, one folder per step."""
 
-OUTPUT_FILENAME = "${rank}.jsonl"
-
 
 def step_label(index: int, step: S.CurationStep) -> str:
     """`<nn>_<kind>`, 1-based: names the step in metrics and under removed/."""
     return f"{index:02d}_{step.kind}"
 
 
-def _jsonl_writer(folder: Path):
-    from datatrove.pipeline.writers import JsonlWriter
-
-    # compression=None: datatrove's default gzip writes a timestamp into every file
-    return JsonlWriter(str(folder), output_filename=OUTPUT_FILENAME, compression=None)
+def _reader_skips(stats) -> dict[str, int]:
+    """{reason: count} of inputs the reader could not read (its `skipped_<reason>` stats)."""
+    return {k.removeprefix("skipped_"): int(v.total) for k, v in sorted(stats.stats.items())
+            if k.startswith("skipped_") and int(v.total)}
 
 
 @dataclass
@@ -58,67 +60,54 @@ class _Entry:
     block: PipelineStep
 
 
-class _Executor:
-    """Runs pipelines with datatrove's LocalPipelineExecutor, logs under `work/logs`."""
-
-    def __init__(self, spec: S.ExecutorSpec, work: Path):
-        self.spec = spec
-        self.work = work
-        self.runs = 0
-
-    def run(self, pipeline: list[PipelineStep], tasks: int) -> PipelineStats:
-        from datatrove.executor import LocalPipelineExecutor
-
-        self.runs += 1
-        executor = LocalPipelineExecutor(
-            pipeline,
-            tasks=tasks,
-            workers=min(self.spec.workers, tasks),
-            logging_dir=str(self.work / "logs" / f"{self.runs:02d}"),
-            skip_completed=False,  # every run starts from nothing: outputs must be complete
-        )
-        return executor.run()
-
-
 class Curation:
     """One dataset's curation: `run()` fills `out` and returns the funnel."""
 
     def __init__(self, dataset: str, source: S.Source, steps: list[S.CurationStep],
-                 executor: S.ExecutorSpec, raw: Path | None, out: Path, work: Path):
+                 executor: S.ExecutorSpec, raw: Path | None, out: Path, work: Path,
+                 shards: int = 1):
         self.dataset = dataset
         self.source = source
         self.steps = steps
         self.tasks = executor.tasks
+        self.shards = shards
         self.raw = raw
         self.out = Path(out)
         self.work = Path(work)
-        self.executor = _Executor(executor, self.work)
+        self.executor = PassRunner(executor, self.work, dataset)
         self.funnel = Funnel(dataset)
         self._prev = (0, 0)  # (docs, chars) reaching the next step
+        self._removed: list[str] = []  # labels of steps with an exclusion writer
 
     # ------------------------------------------------------------------ helpers
+
+    def _removed_dir(self, label: str) -> Path:
+        return self.work / REMOVED_DIR / label
 
     def _exclusion_writer(self, label: str, kind: str):
         if kind not in FILTER_KINDS:
             return None
-        return _jsonl_writer(self.out / REMOVED_DIR / label)
+        self._removed.append(label)
+        return ShardedJsonlWriter(self._removed_dir(label), self.shards)
 
     def _run_stretch(self, head: list[PipelineStep], entries: list[_Entry], dest: Path,
-                     input_tally: bool) -> None:
-        """Run head -> (step, tally)* -> writer(dest) and record the steps' counts."""
+                     first: bool) -> None:
+        """Run head -> (step, tally)* -> writer(dest) and record the steps' counts. The first
+        stretch reads the source with the executor's tasks; later ones read canonical shards."""
         pipeline = list(head)
-        if input_tally:
+        if first:
             pipeline.append(Tally("input"))
-        first = len(pipeline)
+        start = len(pipeline)
         for e in entries:
             pipeline += [e.block, Tally(e.label)]
-        pipeline.append(_jsonl_writer(dest))
-        stats = self.executor.run(pipeline, self.tasks)
-        if input_tally:
-            self._prev = tally_counts(stats.stats[first - 1])
+        pipeline.append(ShardedJsonlWriter(dest, self.shards))
+        stats: PipelineStats = self.executor.run(pipeline, self.tasks if first else self.shards)
+        if first:
+            self._prev = tally_counts(stats.stats[start - 1])
             self.funnel.docs_in, self.funnel.chars_in = self._prev
+            self.funnel.read_skips = _reader_skips(stats.stats[0])
         for j, e in enumerate(entries):
-            block_stats, tally = stats.stats[first + 2 * j], stats.stats[first + 2 * j + 1]
+            block_stats, tally = stats.stats[start + 2 * j], stats.stats[start + 2 * j + 1]
             docs, chars = tally_counts(tally)
             removed = self._prev[0] - docs
             self.funnel.add(e.label, StepCounts(
@@ -138,9 +127,9 @@ class Curation:
 
         config = minhash_config(step)
         base = self.work / label
-        self.executor.run([segment_reader(segment),
+        self.executor.run([CanonicalShardReader(segment, self.shards),
                            MinhashDedupSignature(output_folder=str(base / "signatures"),
-                                                 config=config)], self.tasks)
+                                                 config=config)], self.shards)
         # datatrove's bucket stage runs one task per bucket (tasks must be a multiple)
         self.executor.run([MinhashDedupBuckets(input_folder=str(base / "signatures"),
                                                output_folder=str(base / "buckets"),
@@ -161,11 +150,11 @@ class Curation:
             ExactFindDedups,
         )
 
-        config = exact_dedup_config()
+        config = exact_dedup_config(step)
         base = self.work / label
-        self.executor.run([segment_reader(segment),
+        self.executor.run([CanonicalShardReader(segment, self.shards),
                            ExactDedupSignature(output_folder=str(base / "signatures"),
-                                               config=config, finder_workers=1)], self.tasks)
+                                               config=config, finder_workers=1)], self.shards)
         self.executor.run([ExactFindDedups(data_folder=str(base / "signatures"),
                                            output_folder=str(base / "dups"), config=config)], 1)
         return ExactDedupFilter(data_folder=str(base / "dups"), config=config,
@@ -175,7 +164,7 @@ class Curation:
 
     def run(self) -> Funnel:
         head: list[PipelineStep] = [source_reader(self.source, self.raw), DropMetadata()]
-        first_stretch = True
+        first = True
         entries: list[_Entry] = []
         for index, step in enumerate(self.steps, 1):
             label = step_label(index, step)
@@ -184,13 +173,17 @@ class Curation:
                 entries.append(_Entry(label, step.kind, block))
                 continue
             segment = self.work / f"segment_{index:02d}"
-            self._run_stretch(head, entries, segment, input_tally=first_stretch)
-            first_stretch = False
+            self._run_stretch(head, entries, segment, first)
+            first = False
             if isinstance(step, S.MinhashStep):
                 block = self._minhash_filter(step, label, segment)
             else:
                 block = self._exact_dedup_filter(step, label, segment)
-            head = [segment_reader(segment)]
+            head = [CanonicalShardReader(segment, self.shards)]
             entries = [_Entry(label, step.kind, block)]
-        self._run_stretch(head, entries, self.out, input_tally=first_stretch)
+        kept = self.work / "kept"
+        self._run_stretch(head, entries, kept, first)
+        jobs = [(kept, self.out)] + [(self._removed_dir(label), self.out / REMOVED_DIR / label)
+                                     for label in self._removed]
+        self.executor.run([Canonicalize(jobs, self.shards)], self.shards)
         return self.funnel

@@ -20,12 +20,20 @@ def run(cfg: CurateConfig, io: StageIO) -> None:
     from repro.data.pipeline import REMOVED_DIR, Curation, step_label
 
     raw = io.inputs.get("raw")
-    # scratch and datatrove logs outside the outputs (they hold timings and absolute paths)
-    work = Path(tempfile.mkdtemp(prefix="repro-curate-"))
+    docs = Path(io.output("docs"))
+    # scratch and datatrove logs stay outside the outputs (they hold timings and absolute
+    # paths); Ray and Slurm tasks may run on other machines, so their scratch goes next to
+    # the output, which is on the filesystem they share, rather than in this machine's /tmp
+    if cfg.executor.kind == "local":
+        work = Path(tempfile.mkdtemp(prefix="repro-curate-"))
+    else:
+        docs.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".work-{docs.name}-", dir=docs.parent))
     try:
-        with atomic_dir(io.output("docs")) as out:
+        with atomic_dir(docs) as out:
             funnel = Curation(cfg.dataset, cfg.source, cfg.steps, cfg.executor,
-                              Path(raw) if raw is not None else None, out, work).run()
+                              Path(raw) if raw is not None else None, out, work,
+                              shards=cfg.shards).run()
             labels = [step_label(i, s) for i, s in enumerate(cfg.steps, 1)]
             atomic_write_text(out / "samples.json",
                               dumps_json(samples.collect(out, out / REMOVED_DIR, labels)))
