@@ -23,13 +23,14 @@ GLOBAL_KINDS = frozenset({"exact_dedup", "minhash"})
 """Steps that need the whole dataset (all tasks) before deciding on a document."""
 
 FILTER_KINDS = frozenset({
-    "url_filter", "language", "gopher_repetition", "gopher_quality", "c4_quality",
+    "url_filter", "pdf_extract", "language", "gopher_repetition", "gopher_quality", "c4_quality",
     "fineweb_quality", "code_quality", "exact_dedup", "minhash",
 })
 """Steps that remove documents and accept an exclusion writer (removed/ output)."""
 
 DEFAULT_REASON = {
     "trafilatura": "empty_extraction",
+    "resiliparse": "empty_extraction",
     "exact_dedup": "duplicate",
     "minhash": "near_duplicate",
 }
@@ -94,6 +95,14 @@ def per_document_step(step: S.CurationStep, exclusion_writer: DiskWriter | None)
     if isinstance(step, S.TrafilaturaStep):
         return WarmTrafilatura(favour_precision=step.favour_precision,
                                deduplicate=step.deduplicate, timeout=step.timeout_s)
+    if isinstance(step, S.ResiliparseStep):
+        from repro.data.extractors import ResiliparseExtractor
+
+        return ResiliparseExtractor(step)
+    if isinstance(step, S.PdfExtractStep):
+        from repro.data.pdf import PdfExtractor
+
+        return PdfExtractor(step, exclusion_writer=ex)
     if isinstance(step, S.LanguageStep):
         from repro.data.language import LinguaLanguageFilter
 
@@ -164,7 +173,14 @@ def minhash_config(step: S.MinhashStep):
     )
 
 
-def exact_dedup_config():
+def pdf_bytes_key(doc: Document) -> str:
+    """Key compared by `exact_dedup` with `content: pdf_bytes`: the SHA-256 of the original PDF
+    file, recorded by the PDF extractor (FinePDFs dedups PDFs on their bytes; FACTS 2.3)."""
+    return doc.metadata["pdf_sha256"]
+
+
+def exact_dedup_config(step: S.ExactDedupStep):
     from datatrove.pipeline.dedup.exact_dedup import ExactDedupConfig
 
-    return ExactDedupConfig(content_getter=normalised_text)
+    getter = pdf_bytes_key if step.content == "pdf_bytes" else normalised_text
+    return ExactDedupConfig(content_getter=getter)

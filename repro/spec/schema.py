@@ -337,7 +337,7 @@ class ExactDedupStep(Model):
     """Drop documents whose normalised text hash was already seen."""
 
     kind: Literal["exact_dedup"] = "exact_dedup"
-    on: Literal["text", "pdf_bytes"] = "text"
+    content: Literal["text", "pdf_bytes"] = "text"
     """`text`: normalised text; `pdf_bytes`: the original PDF file's bytes (FinePDFs dedups
     PDFs on bytes; FACTS 2.3)."""
 
@@ -493,8 +493,8 @@ class DatasetSpec(Model):
                 raise ValueError(f"`{extractors[0]}` must be the first step (or follow "
                                  "`url_filter`): the steps after it work on extracted text")
         for step in self.steps:
-            if getattr(step, "on", "text") == "pdf_bytes" and "pdf_extract" not in kinds:
-                raise ValueError("exact_dedup `on: pdf_bytes` needs a `pdf_extract` step")
+            if getattr(step, "content", "text") == "pdf_bytes" and "pdf_extract" not in kinds:
+                raise ValueError("exact_dedup `content: pdf_bytes` needs a `pdf_extract` step")
         return self
 
 

@@ -16,7 +16,19 @@ SHIPPED = sorted((REPO / "specs").rglob("*.yaml"))
 def test_specs_are_shipped():
     names = {p.relative_to(REPO / "specs").as_posix() for p in SHIPPED}
     assert {"qs-nope.yaml", "qs-rope.yaml", "reference/smollm3-3b.yaml",
-            "reference/fineweb-ablation.yaml", "ci/tiny.yaml"} <= names
+            "reference/fineweb-ablation.yaml", "ci/tiny.yaml",
+            "examples/debian-reference.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.relative_to(REPO / "specs").as_posix())
+def test_shipped_spec_compiles(path: Path):
+    """Compiled with its sibling specs, as `repro compile --specs <its folder>` would."""
+    from repro.compile.graph import compile_graph
+    from repro.spec.load import load_specs
+
+    graph = compile_graph(load_specs(sorted(path.parent.glob("*.yaml"))))
+    name = load_spec(path).name
+    assert any(s.kind == "train" and s.config.experiment == name for s in graph.stages.values())
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.relative_to(REPO / "specs").as_posix())
@@ -39,6 +51,12 @@ def test_smollm3_reference_matches_published_recipe():
     assert [s.decay_start_step for _, _, s in segs] == [None, None, 4_198_000]
     assert segs[-1][2].decay_end_step == 4_720_000
     assert t.optimizer.lr == 2e-4 and t.schedule.warmup_steps == 2000
+
+
+def test_example_debian_reference_curates_web_and_pdf():
+    spec = load_spec(REPO / "specs/examples/debian-reference.yaml")
+    assert spec.datasets["pdf"].steps[1].content == "pdf_bytes"
+    assert spec.datasets["web"].steps[1].languages == ["en", "fr", "es", "de", "it", "pt"]
 
 
 def test_fineweb_ablation_reference():
