@@ -1,6 +1,8 @@
 """Source stage: build a builtin raw corpus from the local Python installation.
 
 `pydoc_web` -> `corpus/pydoc_web.warc` (HTML response records, see repro.data.pydoc_web);
+`pydoc_pdf` -> `corpus/pydoc_pdf.warc` (application/pdf response records: the same
+documentation typeset as PDF files, some image-only, some duplicated; repro.data.pydoc_pdf);
 `stdlib_code` -> `corpus/stdlib_code.jsonl`. Nothing third-party is committed: the text is
 produced at run time, deterministically for a given Python installation.
 """
@@ -19,6 +21,10 @@ def run(cfg: SourceConfig, io: StageIO) -> None:
             from repro.data.warc import write_warc
 
             n = write_warc(iter_pages(src.max_docs), out / "pydoc_web.warc")
+        elif src.name == "pydoc_pdf":
+            from repro.data.pydoc_pdf import write_corpus
+
+            n = write_corpus(out / "pydoc_pdf.warc", src.max_docs)
         elif src.name == "stdlib_code":
             from tqdm import tqdm
 

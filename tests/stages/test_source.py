@@ -42,3 +42,24 @@ def test_stdlib_code(tmp_path):
     for d in docs:
         assert set(d) == {"id", "text", "metadata"}
         assert d["metadata"] == {"path": d["id"], "language": "python"}
+
+
+def test_pydoc_pdf(tmp_path):
+    from repro.data.pydoc_pdf import DUPLICATE_OFFSET
+
+    n = DUPLICATE_OFFSET + 2  # originals 0..DUPLICATE_OFFSET, then the copy of the last one
+    a = build(tmp_path, "pydoc_pdf", "a", n)
+    b = build(tmp_path, "pydoc_pdf", "b", n)
+    assert sorted(p.name for p in a.iterdir()) == ["pydoc_pdf.warc"]
+    assert (a / "pydoc_pdf.warc").read_bytes() == (b / "pydoc_pdf.warc").read_bytes()
+    with open(a / "pydoc_pdf.warc", "rb") as f:
+        records = [(r.rec_type, r.rec_headers["WARC-Target-URI"],
+                    r.http_headers.get_header("Content-Type"), r.content_stream().read())
+                   for r in ArchiveIterator(f)]
+    assert len(records) == n
+    assert all(t == "response" and u.startswith("https://docs.python.invalid/")
+               and ct == "application/pdf" and body.startswith(b"%PDF-")
+               for t, u, ct, body in records)
+    urls = [u for _, u, _, _ in records]
+    assert len(set(urls)) == n
+    assert records[-1][3] == records[-2][3]  # the copy: same bytes under another URL
