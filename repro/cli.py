@@ -144,7 +144,13 @@ def stage(kind: str, stage_id: str, inputs: tuple[str, ...], outputs: tuple[str,
     set_offline_env()
     seed_everything(getattr(cfg, "seed", 0))
     io = StageIO(stage_id, _pairs(inputs, "--in"), _pairs(outputs, "--out"))
-    stage_runner(kind)(cfg, io)
+    from repro.errors import ReproError
+
+    try:
+        stage_runner(kind)(cfg, io)
+    except ReproError as e:  # the message names what is wrong and the fix
+        click.echo(f"error: stage {stage_id}: {e}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
 
 
 if __name__ == "__main__":

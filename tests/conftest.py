@@ -17,3 +17,66 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 @pytest.fixture
 def repo_root() -> Path:
     return REPO
+
+
+# ------------------------------------------------------------ raw-input builders (data tests)
+
+
+def _write_warc(path: Path, records: list[tuple[str, bytes, str]], gz: bool = False) -> Path:
+    """A WARC file of `response` records (url, body, MIME type); gzipped per record if `gz`.
+    Dates and record ids are fixed, so the same records give the same bytes."""
+    from io import BytesIO
+
+    from warcio.statusandheaders import StatusAndHeaders
+    from warcio.warcwriter import WARCWriter
+
+    from repro.data.warc import WARC_DATE, record_id
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as out:
+        writer = WARCWriter(out, gzip=gz)
+        for url, body, mime in records:
+            http = StatusAndHeaders("200 OK", [("Content-Type", mime),
+                                               ("Content-Length", str(len(body)))],
+                                    protocol="HTTP/1.1")
+            writer.write_record(writer.create_warc_record(
+                url, "response", payload=BytesIO(body), http_headers=http,
+                warc_headers_dict={"WARC-Date": WARC_DATE, "WARC-Record-ID": record_id(url),
+                                   "WARC-Identified-Payload-Type": mime}))
+    return path
+
+
+def _make_pdf(text: str) -> bytes:
+    """A one-page PDF whose text layer holds `text` (fpdf2, core font)."""
+    from fpdf import FPDF
+
+    pdf = FPDF()
+    pdf.add_page()
+    pdf.set_font("Helvetica", size=12)
+    pdf.multi_cell(0, 8, text)
+    return bytes(pdf.output())
+
+
+def _html_page(i: int, words: int = 120) -> bytes:
+    body = " ".join(f"Sentence number {i} part {j} tells the reader something new." for j in
+                    range(words // 8))
+    return (f"<html><head><title>Page {i}</title></head><body><article><h1>Page {i}</h1>"
+            f"<p>{body}</p><p>{body[::-1]}</p></article></body></html>").encode("utf-8")
+
+
+@pytest.fixture(scope="session")
+def write_warc():
+    """`write_warc(path, [(url, body, mime), ...], gz=False) -> path`."""
+    return _write_warc
+
+
+@pytest.fixture(scope="session")
+def make_pdf():
+    """`make_pdf(text) -> bytes` of a one-page PDF with a text layer."""
+    return _make_pdf
+
+
+@pytest.fixture(scope="session")
+def html_page():
+    """`html_page(i) -> bytes`: a distinct, extractable HTML page per `i`."""
+    return _html_page

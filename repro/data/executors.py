@@ -20,13 +20,14 @@ from pathlib import Path
 from datatrove.pipeline.base import PipelineStep
 from datatrove.utils.stats import PipelineStats
 
+from repro.errors import ReproError
 from repro.spec import schema as S
 
 SLURM_POLL_S = float(os.environ.get("REPRO_SLURM_POLL_S", "30"))
 """Seconds between checks on a running Slurm pass."""
 
 
-class ExecutorError(RuntimeError):
+class ExecutorError(ReproError, RuntimeError):
     """A pass did not complete on its executor."""
 
 

@@ -25,7 +25,7 @@ from datatrove.utils.stats import PipelineStats
 
 from repro.data.executors import PassRunner
 from repro.data.funnel import Funnel, StepCounts, Tally, removal_reasons, tally_counts
-from repro.data.readers import source_reader
+from repro.data.readers import reader_skips, source_reader
 from repro.data.shards import CanonicalShardReader, Canonicalize, ShardedJsonlWriter
 from repro.data.steps import (
     DEFAULT_REASON,
@@ -45,12 +45,6 @@ REMOVED_DIR = "removed"
 def step_label(index: int, step: S.CurationStep) -> str:
     """`<nn>_<kind>`, 1-based: names the step in metrics and under removed/."""
     return f"{index:02d}_{step.kind}"
-
-
-def _reader_skips(stats) -> dict[str, int]:
-    """{reason: count} of inputs the reader could not read (its `skipped_<reason>` stats)."""
-    return {k.removeprefix("skipped_"): int(v.total) for k, v in sorted(stats.stats.items())
-            if k.startswith("skipped_") and int(v.total)}
 
 
 @dataclass
@@ -105,7 +99,7 @@ class Curation:
         if first:
             self._prev = tally_counts(stats.stats[start - 1])
             self.funnel.docs_in, self.funnel.chars_in = self._prev
-            self.funnel.read_skips = _reader_skips(stats.stats[0])
+            self.funnel.read_skips = reader_skips(stats.stats[0])
         for j, e in enumerate(entries):
             block_stats, tally = stats.stats[start + 2 * j], stats.stats[start + 2 * j + 1]
             docs, chars = tally_counts(tally)

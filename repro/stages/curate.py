@@ -19,7 +19,11 @@ def run(cfg: CurateConfig, io: StageIO) -> None:
     from repro.data import samples
     from repro.data.pipeline import REMOVED_DIR, Curation, step_label
 
+    from repro.data.source_check import check_source
+
     raw = io.inputs.get("raw")
+    # a missing or unreadable source is one clear error before any work starts
+    check_source(cfg.source, Path(raw) if raw is not None else None)
     docs = Path(io.output("docs"))
     # scratch and datatrove logs stay outside the outputs (they hold timings and absolute
     # paths); Ray and Slurm tasks may run on other machines, so their scratch goes next to
