@@ -492,6 +492,14 @@ class DatasetSpec(Model):
             if position > 1 or (position == 1 and kinds[0] != "url_filter"):
                 raise ValueError(f"`{extractors[0]}` must be the first step (or follow "
                                  "`url_filter`): the steps after it work on extracted text")
+        src = self.source
+        pdf_source = ((src.kind == "builtin" and src.name == "pydoc_pdf")
+                      or (src.kind == "warc" and src.content == "pdf")
+                      or (src.kind == "files" and src.format == "pdf"))
+        if pdf_source and "pdf_extract" not in kinds:
+            raise ValueError("this source yields PDF files: add a `pdf_extract` step first")
+        if "pdf_extract" in kinds and src.kind in ("jsonl", "parquet", "hf_dataset"):
+            raise ValueError(f"`pdf_extract` needs PDF bytes; a {src.kind} source yields text")
         for step in self.steps:
             if getattr(step, "content", "text") == "pdf_bytes" and "pdf_extract" not in kinds:
                 raise ValueError("exact_dedup `content: pdf_bytes` needs a `pdf_extract` step")

@@ -77,3 +77,19 @@ def test_extends_is_a_short_ablation():
     assert ablation.model.nope_interval == 0 and base.model.nope_interval == 4
     assert ablation.datasets == base.datasets
     assert ablation.training == base.training
+
+
+@pytest.mark.parametrize("source,steps,message", [
+    ({"kind": "builtin", "name": "pydoc_pdf"}, [{"kind": "language"}], "pdf_extract"),
+    ({"kind": "warc", "path": "x", "content": "pdf"}, [], "pdf_extract"),
+    ({"kind": "files", "path": "x", "format": "pdf"}, [{"kind": "minhash"}], "pdf_extract"),
+    ({"kind": "jsonl", "path": "x"}, [{"kind": "pdf_extract"}], "yields text"),
+    ({"kind": "files", "path": "x"}, [{"kind": "language"}, {"kind": "trafilatura"}], "first step"),
+    ({"kind": "files", "path": "x"}, [{"kind": "trafilatura"}, {"kind": "resiliparse"}], "one extractor"),
+    ({"kind": "files", "path": "x"}, [{"kind": "exact_dedup", "content": "pdf_bytes"}], "pdf_extract"),
+])
+def test_curation_chain_rules(source, steps, message):
+    from repro.spec.schema import DatasetSpec
+
+    with pytest.raises(ValueError, match=message):
+        DatasetSpec.model_validate({"source": source, "steps": steps})
