@@ -16,12 +16,14 @@ PACKAGE_DIR = PurePosixPath("repro")
 REPORTS_DIR = PurePosixPath("reports")
 METRICS_DIR = PurePosixPath("metrics")
 PLOTS_DIR = PurePosixPath("plots")
+LEDGER_DIR = PurePosixPath("data/ledger")
 
 # Where each stage kind writes its main (DVC-cached) output.
 _DATA_ROOTS = {
     "source": "data/raw",
     "curate": "data/curated",
     "split": "data/split",
+    "decontaminate": "data/decontaminated",
     "tokenizer": "artifacts/tokenizer",
     "tokenize": "data/tokens",
     "train": "artifacts/checkpoints",
@@ -33,6 +35,14 @@ _DATA_ROOTS = {
 def stage_output(kind: str, stage_id: str) -> PurePosixPath:
     """The main cached output folder of a stage."""
     return PurePosixPath(_DATA_ROOTS[kind]) / stage_id
+
+
+def ledger_gate(experiment: str) -> PurePosixPath:
+    """The file a passing token ledger writes and every training stage of the experiment
+    depends on. Named by the experiment, not the ledger's id, and its content is fixed, so a
+    ledger change that still passes (a new max_epochs, a later stage's budget) reruns no
+    training stage that it does not otherwise change."""
+    return LEDGER_DIR / f"{experiment}.ok"
 
 
 def stage_metrics(stage_id: str) -> PurePosixPath:
@@ -57,9 +67,12 @@ def stage_code(kind: str) -> list[PurePosixPath]:
     extra = {
         "source": ["repro/data"],
         "curate": ["repro/data"],
-        "split": [],
+        "split": ["repro/data/split.py"],
+        "decontaminate": ["repro/data/decont.py"],
         "tokenizer": [],
         "tokenize": [],
+        "funnel": ["repro/data/token_funnel.py", "repro/stages/tokenize.py"],
+        "ledger": ["repro/train/data.py"],
         "train": ["repro/model", "repro/train"],
         "evaltasks": ["repro/eval"],
         "evaluate": ["repro/eval"],

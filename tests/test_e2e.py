@@ -78,3 +78,36 @@ def test_exp_run_eval_setting_reruns_only_evaluate_and_report(tiny_repo: Path):
     assert {s.split("-")[0] for s in ran} == {"evaluate", "report"}, out.stdout
     show = _run(["dvc", "exp", "show", "--json"], tiny_repo).stdout
     assert f"{evaluate}.evaluation.limit" in show or '"limit": 3' in show
+
+
+def _stale_stages(repo: Path) -> set[str]:
+    """Stages `dvc status` reports as changed (nothing is run)."""
+    proc = subprocess.run(["dvc", "status", "--json"], cwd=repo, text=True, capture_output=True,
+                          env=dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}"))
+    assert proc.returncode == 0, proc.stderr
+    return set(yaml.safe_load(proc.stdout or "{}"))
+
+
+def test_threshold_change_reruns_curation_and_downstream_only(tiny_repo: Path):
+    """A curation threshold edited in params.yaml (as `dvc exp run -S` would) makes the
+    curate stage stale and nothing upstream (DVC then reruns what reads its changed output:
+    the compiler tests check that set); an executor change (execution only) makes nothing
+    stale."""
+    params_path = tiny_repo / "params.yaml"
+    original = params_path.read_text()
+    params = yaml.safe_load(original)
+    curate = next(k for k in params if k.startswith("curate-") and any(
+        s["kind"] == "gopher_quality" for s in params[k]["steps"]))
+    try:
+        assert _stale_stages(tiny_repo) == set()
+        step = next(s for s in params[curate]["steps"] if s["kind"] == "gopher_quality")
+        step["min_doc_words"] += 1
+        params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+        assert _stale_stages(tiny_repo) == {curate}
+
+        params = yaml.safe_load(original)
+        params[curate]["executor"] = {**params[curate]["executor"], "tasks": 5, "workers": 2}
+        params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+        assert _stale_stages(tiny_repo) == set()
+    finally:
+        params_path.write_text(original)

@@ -11,6 +11,16 @@ dvc.yaml entry, its params.yaml section and its output folder, so:
 A training schedule spans stages; each training stage gets only the slice of the schedule
 it needs (`ScheduleSegment`), so a later stage's budget enters an earlier stage only when
 the decay overlaps it.
+
+Data path of one dataset (each arrow: the right stage reads the left one's output):
+  source? -> curate -> split -> decontaminate? -> tokenize -> ledger -> train (experiment)
+  split -> evaltasks -> decontaminate (every evaluation task of the experiment)
+  split -> tokenizer (trained on the training splits before decontamination, so evaluation
+           tasks never change the tokenizer)
+  curate, split, decontaminate, tokenizer -> funnel (per dataset and tokenizer) -> report
+Every training stage of an experiment waits for its ledger's gate, an order-only input: it
+orders the stages (training never starts on a mixture that would repeat a dataset more than
+its `max_epochs`) but is left out of the stage's identity, since it changes no output.
 """
 
 from __future__ import annotations
@@ -30,8 +40,12 @@ from repro.spec.schema import (
 )
 from repro.stages.configs import (
     CurateConfig,
+    DecontaminateConfig,
     EvalTasksConfig,
     EvaluateConfig,
+    FunnelConfig,
+    LedgerConfig,
+    LedgerStage,
     Model,
     ReportConfig,
     ScheduleSegment,
@@ -47,8 +61,11 @@ OUTPUT_KEYS: dict[str, tuple[str, ...]] = {
     "source": ("corpus",),
     "curate": ("docs", "metrics"),
     "split": ("split", "metrics"),
+    "decontaminate": ("docs", "metrics"),
     "tokenizer": ("tokenizer",),
     "tokenize": ("tokens", "metrics"),
+    "funnel": ("metrics",),
+    "ledger": ("gate", "metrics"),
     "train": ("checkpoint", "metrics", "loss"),
     "evaltasks": ("task",),
     "evaluate": ("results", "metrics"),
@@ -59,6 +76,11 @@ OUTPUT_KEYS: dict[str, tuple[str, ...]] = {
 EXECUTION_ONLY: dict[str, set[str]] = {"curate": {"executor"}}
 """Config fields left out of a stage's identity: they change how it runs, not what it makes
 (curation outputs are independent of executor and task count; see repro.data.pipeline)."""
+
+
+ORDER_ONLY_INPUTS: frozenset[str] = frozenset({"ledger"})
+"""Input keys that order a stage after another without changing what it makes (the token
+ledger's gate before training): left out of the stage's identity."""
 
 
 class GraphError(ValueError):
@@ -97,7 +119,7 @@ class Stage:
             # execution-only settings (how many processes, which cluster) do not change
             # outputs, so a stage moved from a laptop to Ray or Slurm keeps its id and cache
             "config": self.config.model_dump(mode="json", exclude=EXECUTION_ONLY.get(self.kind)),
-            "inputs": {k: _ref_identity(v) for k, v in self.inputs},
+            "inputs": {k: _ref_identity(v) for k, v in self.inputs if k not in ORDER_ONLY_INPUTS},
         }
         digest = hashlib.sha256(
             json.dumps(identity, sort_keys=True, separators=(",", ":")).encode()
@@ -114,6 +136,8 @@ class Stage:
                 out[key] = paths.stage_plot(self.id, "loss.csv")
             elif key == "report":
                 out[key] = paths.report_dir(self.config.name)  # type: ignore[attr-defined]
+            elif key == "gate":
+                out[key] = paths.ledger_gate(self.config.experiment)  # type: ignore[attr-defined]
             else:
                 out[key] = paths.stage_output(self.kind, self.id)
         return out
@@ -163,14 +187,17 @@ class ExperimentStages:
 
     train: tuple[Stage, ...]
     evaluate: tuple[Stage, ...]
+    funnels: dict[str, Stage]
+    """Dataset -> its funnel stage (datasets in the training mixture)."""
+    ledger: Stage
 
 
 def _is_remote(path: str) -> bool:
     return "://" in path
 
 
-def _dataset_stages(graph: StageGraph, spec: ExperimentSpec, name: str) -> Stage:
-    """source? -> curate -> split for one dataset; returns the split stage."""
+def _dataset_stages(graph: StageGraph, spec: ExperimentSpec, name: str) -> tuple[Stage, Stage]:
+    """source? -> curate -> split for one dataset; returns (curate, split)."""
     ds = spec.datasets[name]
     curate_inputs: list[tuple[str, Input]] = []
     if isinstance(ds.source, BuiltinSource):
@@ -184,11 +211,12 @@ def _dataset_stages(graph: StageGraph, spec: ExperimentSpec, name: str) -> Stage
                      executor=ds.executor),
         tuple(curate_inputs),
     ))
-    return graph.add(Stage(
+    split = graph.add(Stage(
         "split", name,
         SplitConfig(heldout=ds.heldout, seed=spec.experiment.seed),
         (("docs", OutputRef(curate.id, "docs")),),
     ))
+    return curate, split
 
 
 def _tokenizer_stage(graph: StageGraph, spec: ExperimentSpec, splits: dict[str, Stage]) -> Stage:
@@ -227,19 +255,59 @@ def schedule_segments(spec: ExperimentSpec) -> list[tuple[int, int, ScheduleSegm
     return out
 
 
-def _experiment(graph: StageGraph, spec: ExperimentSpec) -> ExperimentStages:
-    used = set(spec.datasets)
-    splits = {n: _dataset_stages(graph, spec, n) for n in sorted(used)}
-    tokenizer = _tokenizer_stage(graph, spec, splits)
-    mixture_sets = {n for s in spec.training.stages for n in s.mixture}
-    tokens = {
+def _ledger_stage(graph: StageGraph, spec: ExperimentSpec, tokens: dict[str, Stage]) -> Stage:
+    tr = spec.training
+    stages = [LedgerStage(name=s.name, steps=n, mixture=dict(sorted(s.mixture.items())))
+              for s, (_, n, _) in zip(tr.stages, schedule_segments(spec))]
+    return graph.add(Stage(
+        "ledger", spec.name,
+        LedgerConfig(experiment=spec.name, seq_len=tr.seq_len, batch_tokens=tr.batch_tokens,
+                     stages=stages,
+                     max_epochs={n: spec.datasets[n].max_epochs for n in sorted(tokens)}),
+        tuple((f"tokens:{n}", OutputRef(t.id, "tokens")) for n, t in sorted(tokens.items())),
+    ))
+
+
+def _training_docs(graph: StageGraph, spec: ExperimentSpec, splits: dict[str, Stage],
+                   tasks: dict[str, Stage], names: list[str]) -> dict[str, Stage]:
+    """Per dataset, the stage whose output holds its training documents: the split, or its
+    decontamination against every evaluation task of the experiment when
+    `evaluation.decontamination` is set. Experiments with the same tasks share it."""
+    ev = spec.evaluation
+    if ev.decontamination is None:
+        return {n: splits[n] for n in names}
+    task_inputs = tuple((f"task:{name}", OutputRef(t.id, "task")) for name, t in sorted(tasks.items()))
+    return {
         n: graph.add(Stage(
-            "tokenize", n, TokenizeConfig(dataset=n, seed=spec.experiment.seed),
-            (("split", OutputRef(splits[n].id, "split")),
-             ("tokenizer", OutputRef(tokenizer.id, "tokenizer"))),
+            "decontaminate", n,
+            DecontaminateConfig(dataset=n, decontamination=ev.decontamination,
+                                local_tasks=sorted(tasks), tasks=list(ev.tasks)),
+            (("split", OutputRef(splits[n].id, "split")), *task_inputs),
         ))
-        for n in sorted(mixture_sets)
+        for n in names
     }
+
+
+def _docs_ref(stage: Stage) -> OutputRef:
+    return OutputRef(stage.id, "split" if stage.kind == "split" else "docs")
+
+
+def _funnel_stage(graph: StageGraph, name: str, curate: Stage, split: Stage, docs: Stage,
+                  tokenizer: Stage) -> Stage:
+    inputs: list[tuple[str, Input]] = [
+        ("curated", OutputRef(curate.id, "docs")),
+        ("curate_metrics", OutputRef(curate.id, "metrics")),
+        ("split", OutputRef(split.id, "split")),
+        ("tokenizer", OutputRef(tokenizer.id, "tokenizer")),
+    ]
+    if docs.kind == "decontaminate":
+        inputs.append(("decontaminated", OutputRef(docs.id, "docs")))
+    return graph.add(Stage("funnel", name, FunnelConfig(dataset=name), tuple(inputs)))
+
+
+def _train_stages(graph: StageGraph, spec: ExperimentSpec, tokenizer: Stage,
+                  tokens: dict[str, Stage], ledger: Stage) -> list[Stage]:
+    """One stage per curriculum stage, each continuing the previous one's checkpoint."""
     trains: list[Stage] = []
     tr = spec.training
     for stage_spec, (start, n, segment) in zip(tr.stages, schedule_segments(spec)):
@@ -247,6 +315,7 @@ def _experiment(graph: StageGraph, spec: ExperimentSpec) -> ExperimentStages:
         inputs += [(f"tokens:{d}", OutputRef(tokens[d].id, "tokens")) for d in sorted(stage_spec.mixture)]
         if trains:
             inputs.append(("init", OutputRef(trains[-1].id, "checkpoint")))
+        inputs.append(("ledger", OutputRef(ledger.id, "gate")))  # order only
         trains.append(graph.add(Stage(
             "train", f"{spec.name}-{stage_spec.name}",
             TrainConfig(
@@ -258,6 +327,13 @@ def _experiment(graph: StageGraph, spec: ExperimentSpec) -> ExperimentStages:
             ),
             tuple(inputs),
         )))
+    return trains
+
+
+def _experiment(graph: StageGraph, spec: ExperimentSpec) -> ExperimentStages:
+    data = {n: _dataset_stages(graph, spec, n) for n in sorted(spec.datasets)}
+    splits = {n: split for n, (_, split) in data.items()}
+    tokenizer = _tokenizer_stage(graph, spec, splits)
     tasks = {
         t.task_name: graph.add(Stage(
             "evaltasks", t.task_name, EvalTasksConfig(task=t, seed=spec.experiment.seed),
@@ -265,6 +341,18 @@ def _experiment(graph: StageGraph, spec: ExperimentSpec) -> ExperimentStages:
         ))
         for t in spec.evaluation.local_tasks
     }
+    trained = sorted({n for s in spec.training.stages for n in s.mixture})
+    docs = _training_docs(graph, spec, splits, tasks, trained)
+    tokens = {
+        n: graph.add(Stage(
+            "tokenize", n, TokenizeConfig(dataset=n, seed=spec.experiment.seed),
+            (("docs", _docs_ref(docs[n])), ("tokenizer", OutputRef(tokenizer.id, "tokenizer"))),
+        ))
+        for n in trained
+    }
+    funnels = {n: _funnel_stage(graph, n, *data[n], docs[n], tokenizer) for n in trained}
+    ledger = _ledger_stage(graph, spec, tokens)
+    trains = _train_stages(graph, spec, tokenizer, tokens, ledger)
     ev = spec.evaluation
     checkpoints = trains if ev.checkpoints == "every_stage" else trains[-1:]
     evals = tuple(
@@ -277,7 +365,7 @@ def _experiment(graph: StageGraph, spec: ExperimentSpec) -> ExperimentStages:
         ))
         for ckpt in checkpoints
     )
-    return ExperimentStages(tuple(trains), evals)
+    return ExperimentStages(tuple(trains), evals, funnels, ledger)
 
 
 def compile_graph(specs: list[ExperimentSpec]) -> StageGraph:
@@ -305,6 +393,9 @@ def compile_graph(specs: list[ExperimentSpec]) -> StageGraph:
                            (f"loss:{label}", OutputRef(t.id, "loss"))]
             for e in by_name[n].evaluate:
                 inputs.append((f"eval:{n}:{e.config.checkpoint}", OutputRef(e.id, "metrics")))  # type: ignore[attr-defined]
+            inputs.append((f"ledger:{n}", OutputRef(by_name[n].ledger.id, "metrics")))
+            inputs += [(f"funnel:{n}:{d}", OutputRef(f.id, "metrics"))
+                       for d, f in sorted(by_name[n].funnels.items())]
         graph.add(Stage("report", rep.name,
                         ReportConfig(name=rep.name, baseline=rep.baseline, experiments=names),
                         tuple(inputs)))

@@ -4,12 +4,15 @@ The compiler wires, per experiment and training stage, `train:<experiment>:<stag
 metrics json), `loss:<experiment>:<stage>` (loss CSV `step,tokens,loss,lr`) and, per evaluated
 checkpoint, `eval:<experiment>:<stage>` (evaluate metrics json). The final stage of an
 experiment is the one with the largest `step_end`; its evaluation is the one compared.
+Per experiment it also wires the data accounts: `ledger:<experiment>` (token ledger metrics)
+and `funnel:<experiment>:<dataset>` (funnel metrics of each dataset it trains on); a report
+without them leaves its data section out.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -46,6 +49,10 @@ class ExperimentRun:
     stages: tuple[StageRun, ...]
     evals: Mapping[str, Mapping[str, Any]]
     """Training stage name -> evaluate metrics json (non-finite numbers made None)."""
+    ledger: Mapping[str, Any] | None = None
+    """Token ledger metrics (repro.stages.ledger), if wired."""
+    funnels: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Dataset -> funnel metrics (repro.data.token_funnel)."""
 
     @property
     def final(self) -> StageRun:
@@ -77,17 +84,17 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
-def _split(key: str, prefix: str) -> tuple[str, str]:
+def _split(key: str, prefix: str, what: str = "stage") -> tuple[str, str]:
     experiment, sep, stage = key.partition(":")
     if not sep or not experiment or not stage:
-        raise ReportInputError(f"input {prefix}:{key} is not named {prefix}:<experiment>:<stage>")
+        raise ReportInputError(f"input {prefix}:{key} is not named {prefix}:<experiment>:<{what}>")
     return experiment, stage
 
 
-def _by_experiment(io: StageIO, prefix: str) -> dict[str, dict[str, Path]]:
+def _by_experiment(io: StageIO, prefix: str, what: str = "stage") -> dict[str, dict[str, Path]]:
     out: dict[str, dict[str, Path]] = {}
     for key, path in io.inputs_with_prefix(prefix).items():
-        experiment, stage = _split(key, prefix)
+        experiment, stage = _split(key, prefix, what)
         out.setdefault(experiment, {})[stage] = Path(path)
     return out
 
@@ -125,6 +132,8 @@ def load_runs(io: StageIO, experiments: list[str], baseline: str) -> list[Experi
         raise ReportInputError(f"baseline {baseline!r} is not among the report's experiments "
                                f"{experiments}; add it to `experiments`")
     train, loss, evals = (_by_experiment(io, p) for p in ("train", "loss", "eval"))
+    funnels = _by_experiment(io, "funnel", "dataset")
+    ledgers = {k: Path(v) for k, v in io.inputs_with_prefix("ledger").items()}
     present = sorted(set(train) | set(evals))
     # Check the baseline first: every delta in the report depends on it.
     for name in [baseline, *(e for e in experiments if e != baseline)]:
@@ -147,7 +156,9 @@ def load_runs(io: StageIO, experiments: list[str], baseline: str) -> list[Experi
             raise ReportInputError(f"experiment {name!r}: training stages share a step_end "
                                    f"({[(s.name, s.step_end) for s in stages]}); cannot order them")
         run = ExperimentRun(name, tuple(stages),
-                            {s: _clean(read_json(p)) for s, p in sorted(evals[name].items())})
+                            {s: _clean(read_json(p)) for s, p in sorted(evals[name].items())},
+                            ledger=read_json(ledgers[name]) if name in ledgers else None,
+                            funnels={d: read_json(p) for d, p in sorted(funnels.get(name, {}).items())})
         if run.final.name not in run.evals:
             raise ReportInputError(
                 f"experiment {name!r}: final stage {run.final.name!r} (largest step_end "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from repro.report import data
 from repro.report.collect import ExperimentRun
 from repro.report.render import Block, Bullets, Heading, Image, Paragraph, Table
 from repro.report.tables import NOISE_SIGMAS, STDERR, Direction, MetricColumn
@@ -137,6 +138,7 @@ def build(name: str, baseline: str, runs: list[ExperimentRun], cols: list[Metric
     blocks += [
         Heading(2, "Training curves"),
         Image(PLOT_FILE, "Training loss and learning rate vs tokens, all experiments"),
+        *data.blocks(runs),
         Heading(2, "How to read this report"),
         Bullets(_legend(cols)),
     ]

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from repro.report import data
 from repro.report.collect import ExperimentRun, finite
 
 Direction = Literal["lower", "higher"]
@@ -180,4 +181,5 @@ def summary_record(name: str, baseline: str, runs: list[ExperimentRun],
                                      "tasks": ev.get("tasks") or {},
                                      "random_baseline": ev.get("random_baseline") or {}}
                                  for s, ev in r.evals.items()} for r in runs},
+        "data": data.summary(runs),
     }

@@ -7,13 +7,14 @@ only what changes the stage's output; anything else would make DVC rerun for not
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
 from repro.spec.schema import (
     BuiltinSource,
     CurationStep,
+    DecontaminationSpec,
     EvaluationSpec,
     ExecutorSpec,
     HeldoutSpec,
@@ -68,13 +69,63 @@ class TokenizerConfig(Model):
     """Datasets (training splits) the tokenizer is trained on, in input order."""
 
 
+class DecontaminateConfig(Model):
+    """Remove a dataset's training documents that share word n-grams with the experiment's
+    evaluation tasks (local tasks arrive as `task:<name>` inputs; standard lm-eval tasks are
+    loaded by name)."""
+
+    dataset: Name
+    """Dataset whose training split is decontaminated."""
+    decontamination: DecontaminationSpec
+    """N-gram length and which n-grams of each task item are matched."""
+    local_tasks: list[Name]
+    """Names of the local tasks (evaltasks outputs) decontaminated against, sorted."""
+    tasks: list[str]
+    """Standard lm-eval task names decontaminated against, in spec order."""
+
+
+class FunnelConfig(Model):
+    """Assemble one dataset's funnel (curation steps, held-out split, decontamination) with
+    token counts made by the experiment's tokenizer."""
+
+    dataset: Name
+    """Dataset name."""
+
+
 class TokenizeConfig(Model):
-    """Tokenize a dataset's training split into packed shards."""
+    """Tokenize a dataset's training documents (split or decontaminated) into packed shards."""
 
     dataset: Name
     """Dataset name."""
     seed: int
     """Seed for the document shuffle."""
+
+
+class LedgerStage(Model):
+    """What one training stage draws: a number of steps and a mixture."""
+
+    name: Name
+    """Training stage name."""
+    steps: PositiveInt
+    """Optimizer steps (the stage's tokens // batch_tokens, as training runs them)."""
+    mixture: dict[Name, float]
+    """Dataset -> sampling weight."""
+
+
+class LedgerConfig(Model):
+    """An experiment's token ledger: tokens available per dataset against what its training
+    stages draw; the gate every training stage of the experiment waits for."""
+
+    experiment: Name
+    """Experiment whose training is checked (names the gate file)."""
+    seq_len: PositiveInt
+    """Tokens per training sequence (a window holds seq_len + 1 tokens)."""
+    batch_tokens: PositiveInt
+    """Tokens per optimizer step."""
+    stages: list[LedgerStage]
+    """Training stages in order."""
+    max_epochs: dict[Name, Annotated[float, Field(gt=0)]]
+    """Dataset -> most passes training may make over its tokens (DatasetSpec.max_epochs)."""
 
 
 class ScheduleSegment(Model):

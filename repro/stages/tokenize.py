@@ -1,4 +1,7 @@
-"""Stage `tokenize`: one dataset's training split -> packed token shards.
+"""Stage `tokenize`: one dataset's training documents -> packed token shards.
+
+Input `docs` is a folder holding `train.jsonl`: the decontaminate stage's output, or the
+split's when decontamination is off.
 
 datatrove's DocumentTokenizer does the work (HF `tokenizers` batch encoding, EOS appended to
 every document, document order shuffled with a seeded numpy permutation), so the shards use
@@ -14,22 +17,47 @@ logs and stats with timestamps and hostnames, which would break byte-identical o
 one task over one file needs no scheduling. datatrove's own `.metadata` file is off because
 it records the tokenizer's path.
 
+Document boundaries are kept twice: the `.index` file lists every document's end, and EOS
+appears exactly once per document, at its end. Text that spells a special token (a document
+quoting "<|endoftext|>") is encoded as ordinary text, not as the special token, so no
+document holds a stray EOS (HF tokenizers match special tokens inside text by default).
+
 datatrove's reader skips documents with empty text (they would be a lone EOS).
 
-Metrics: docs, tokens (in the shards, one EOS per document included), bytes (UTF-8 text),
-bytes_per_token (text bytes per text token, EOS excluded: the tokenizer's compression).
+Metrics: docs, tokens (in the shards, one EOS per document included), text_tokens (tokens
+minus EOS), bytes (UTF-8 text), bytes_per_token (text bytes per text token: the tokenizer's
+compression).
 """
 
 from __future__ import annotations
 
 import json
+from functools import cached_property
 from pathlib import Path
 from typing import Iterator
+
+from datatrove.pipeline.tokens import DocumentTokenizer
 
 from repro.stages.base import StageIO, atomic_dir, dumps_json, write_json
 from repro.stages.configs import TokenizeConfig
 
 SAVE_FILENAME = "train"
+TRAIN_FILE = "train.jsonl"
+
+
+def text_only(tokenizer):
+    """Make a `tokenizers.Tokenizer` encode special-token strings found in text as plain
+    text (the post-processor still appends the real EOS by id)."""
+    tokenizer.encode_special_tokens = True
+    return tokenizer
+
+
+class TextOnlyDocumentTokenizer(DocumentTokenizer):
+    """datatrove's DocumentTokenizer whose tokenizer treats special-token text as text."""
+
+    @cached_property
+    def tokenizer(self):
+        return text_only(DocumentTokenizer.tokenizer.func(self))
 
 
 def _eos_token(tokenizer_dir: Path) -> str:
@@ -62,21 +90,22 @@ class _Counted:
 def run(cfg: TokenizeConfig, io: StageIO) -> None:
     import numpy as np
     from datatrove.pipeline.readers import JsonlReader
-    from datatrove.pipeline.tokens import DocumentTokenizer
 
-    split, tok_dir = io.input("split"), io.input("tokenizer")
+    docs, tok_dir = io.input("docs"), io.input("tokenizer")
     eos_token = _eos_token(tok_dir)
     with atomic_dir(io.output("tokens")) as tmp:
-        reader = JsonlReader(str(split), glob_pattern="train.jsonl", text_key="text", id_key="id",
+        reader = JsonlReader(str(docs), glob_pattern=TRAIN_FILE, text_key="text", id_key="id",
                              doc_progress=True)
-        writer = DocumentTokenizer(
-            str(tmp), tokenizer_name_or_path=str(tok_dir / "tokenizer.json"), eos_token=eos_token,
-            save_filename=SAVE_FILENAME, save_final_metadata=False, seed=cfg.seed,
+        writer = TextOnlyDocumentTokenizer(
+            output_folder=str(tmp), tokenizer_name_or_path=str(tok_dir / "tokenizer.json"),
+            eos_token=eos_token, save_filename=SAVE_FILENAME, save_final_metadata=False,
+            seed=cfg.seed,
         )
         counted = _Counted(reader.run(None, rank=0, world_size=1))
         writer.run(iter(counted), rank=0, world_size=1)
         if counted.n == 0:
-            raise ValueError(f"dataset {cfg.dataset}: {split}/train.jsonl holds no documents to tokenize")
+            raise ValueError(f"dataset {cfg.dataset}: {docs}/{TRAIN_FILE} holds no documents to "
+                             "tokenize (did decontamination or curation remove them all?)")
         files = sorted(p.name for p in tmp.glob("*.ds"))
         dtype = "uint32" if writer.token_size == 4 else "uint16"
         num_tokens = sum((tmp / f).stat().st_size for f in files) // writer.token_size
@@ -104,6 +133,7 @@ def run(cfg: TokenizeConfig, io: StageIO) -> None:
         "dataset": cfg.dataset,
         "docs": int(num_docs),
         "tokens": int(num_tokens),
+        "text_tokens": int(text_tokens),
         "bytes": counted.bytes,
         "bytes_per_token": round(counted.bytes / text_tokens, 6) if text_tokens else 0.0,
     })

@@ -4,12 +4,12 @@ stage; one field changed -> that stage and its descendants change, nothing else)
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 import yaml
 
-from repro.compile.graph import GraphError, compile_graph
+from repro.compile.graph import GraphError, OutputRef, compile_graph
 from repro.compile.render import HEADER, render_dvc_yaml, render_params_yaml
 from repro.spec.load import load_spec, load_specs
 from repro.stages import STAGE_CONFIGS
@@ -46,9 +46,12 @@ def test_render_is_byte_identical_and_headed():
 def test_shared_data_stages_appear_once():
     graph = _graph()
     kinds = [s.kind for s in graph.stages.values()]
-    # Two experiments, one set of data stages: 2 sources, 2 curate, 2 split, 1 tokenizer, 2 tokenize.
+    # Two experiments, one set of data stages: 2 sources, 2 curate, 2 split, 1 tokenizer,
+    # 2 decontaminate (same evaluation tasks), 2 tokenize, 2 funnels; a ledger each.
     assert kinds.count("curate") == 2 and kinds.count("tokenizer") == 1
+    assert kinds.count("decontaminate") == 2 and kinds.count("funnel") == 2
     assert kinds.count("tokenize") == 2 and kinds.count("evaltasks") == 3
+    assert kinds.count("ledger") == 2
     assert kinds.count("train") == 4 and kinds.count("evaluate") == 2 and kinds.count("report") == 1
 
 
@@ -109,8 +112,9 @@ training:
 """))
     changed = _kinds_labels(new, _changed(base, new))
     assert ("train", "qs-rope-stable") not in changed
-    assert changed == [("evaluate", "qs-rope-decay"), ("report", "quickstart"),
-                       ("train", "qs-rope-decay")]
+    # The ledger sees the new budget; the stable stage waits for it without depending on it.
+    assert changed == [("evaluate", "qs-rope-decay"), ("ledger", "qs-rope"),
+                       ("report", "quickstart"), ("train", "qs-rope-decay")]
 
 
 def test_one_field_changes_exactly_the_descendants(tmp_path):
@@ -144,3 +148,130 @@ def test_report_naming_unknown_experiment_fails():
     spec = load_spec(REPO / "specs/qs-nope.yaml")
     with pytest.raises(GraphError, match="qs-rope"):
         compile_graph([spec])
+
+
+# ----------------------------------------------------------- decontamination, funnel, ledger
+
+
+def _of_kind(graph, kind):
+    return [s for s in graph.stages.values() if s.kind == kind]
+
+
+def _input(stage, key):
+    return dict(stage.inputs)[key]
+
+
+def test_decontaminate_sits_between_split_and_tokenize():
+    graph = _graph()
+    tasks = {s.id for s in _of_kind(graph, "evaltasks")}
+    for dec in _of_kind(graph, "decontaminate"):
+        split = _input(dec, "split")
+        assert graph.stages[split.stage_id].kind == "split"
+        assert graph.stages[split.stage_id].label == dec.config.dataset
+        # every evaluation task of the experiment, whichever dataset it comes from
+        assert {r.stage_id for k, r in dec.inputs if k.startswith("task:")} == tasks
+        assert dec.config.local_tasks == sorted(k.split(":", 1)[1] for k, _ in dec.inputs
+                                                if k.startswith("task:"))
+    for tok in _of_kind(graph, "tokenize"):
+        docs = _input(tok, "docs")
+        assert graph.stages[docs.stage_id].kind == "decontaminate" and docs.key == "docs"
+        assert graph.stages[docs.stage_id].config.dataset == tok.config.dataset
+    # the tokenizer still trains on the splits (evaluation tasks never change it)
+    [tokenizer] = _of_kind(graph, "tokenizer")
+    assert {graph.stages[r.stage_id].kind for _, r in tokenizer.inputs} == {"split"}
+
+
+def test_experiments_with_the_same_tasks_share_decontamination(tmp_path):
+    """qs-rope adds an evaluation task: its decontamination (and what follows) is its own,
+    while curation, splits, the tokenizer and the shared tasks stay shared."""
+    base = _graph()
+    new = compile_graph(_variant(tmp_path, """
+evaluation:
+  local_tasks:
+    - {kind: bpb, dataset: web}
+    - {kind: bpb, dataset: code}
+    - {kind: cloze, dataset: web}
+    - {kind: cloze, dataset: code}
+"""))
+    changed = _changed(base, new)
+    kinds = {new.stages[i].kind for i in changed}
+    assert kinds == {"evaltasks", "decontaminate", "tokenize", "funnel", "ledger", "train",
+                     "evaluate", "report"}
+    assert len(_of_kind(new, "decontaminate")) == 4  # 2 per task set
+    assert len(_of_kind(new, "evaltasks")) == 4  # the three shared ones and the new one
+
+
+def test_ngram_change_reruns_decontamination_and_after_but_not_curation(tmp_path):
+    base = _graph()
+    new = compile_graph(_variant(tmp_path, "evaluation: {decontamination: {n_grams: 8}}\n"))
+    changed = _changed(base, new)
+    roots = {i for i in changed if new.stages[i].kind == "decontaminate"}
+    assert len(roots) == 2
+    assert changed == roots | set().union(*(new.descendants(r) for r in roots))
+    assert {new.stages[i].kind for i in changed} == {
+        "decontaminate", "tokenize", "funnel", "ledger", "train", "evaluate", "report"}
+    kept = {base.stages[i].kind for i in _ids(base) & _ids(new)}
+    assert {"source", "curate", "split", "tokenizer", "evaltasks"} <= kept
+
+
+def test_decontamination_off_tokenizes_the_split(tmp_path):
+    graph = compile_graph(_variant(tmp_path, "evaluation: {decontamination: null}\n"))
+    rope = [s for s in _of_kind(graph, "ledger") if s.config.experiment == "qs-rope"][0]
+    [report] = _of_kind(graph, "report")
+    for key, ref in rope.inputs:
+        tok = graph.stages[ref.stage_id]
+        assert graph.stages[_input(tok, "docs").stage_id].kind == "split"
+        funnel = graph.stages[_input(report, f"funnel:qs-rope:{key.split(':')[1]}").stage_id]
+        assert _input(funnel, "split") == _input(tok, "docs")
+        assert "decontaminated" not in dict(funnel.inputs)
+    assert len(_of_kind(graph, "decontaminate")) == 2  # qs-nope's only
+
+
+def test_standard_tasks_reach_decontamination(tmp_path):
+    graph = compile_graph(_variant(tmp_path, "evaluation: {tasks: [arc_easy, hellaswag]}\n"))
+    decs = [s for s in _of_kind(graph, "decontaminate") if s.config.tasks]
+    assert len(decs) == 2 and all(d.config.tasks == ["arc_easy", "hellaswag"] for d in decs)
+
+
+def test_every_training_stage_waits_for_its_ledger():
+    graph = _graph()
+    ledgers = {s.config.experiment: s for s in _of_kind(graph, "ledger")}
+    assert sorted(ledgers) == ["qs-nope", "qs-rope"]
+    for train in _of_kind(graph, "train"):
+        ledger = ledgers[train.config.experiment]
+        assert _input(train, "ledger") == OutputRef(ledger.id, "gate")
+        assert graph.path_of(_input(train, "ledger")) == PurePosixPath(
+            f"data/ledger/{train.config.experiment}.ok")
+        # the ledger reads the tokens this stage trains on
+        assert {r for k, r in train.inputs if k.startswith("tokens:")} <= {r for _, r in ledger.inputs}
+    for exp, ledger in ledgers.items():
+        trains = [t.config for t in _of_kind(graph, "train") if t.config.experiment == exp]
+        assert [(s.name, s.steps, s.mixture) for s in ledger.config.stages] == [
+            (t.stage, t.steps, t.mixture) for t in trains]
+        assert (ledger.config.seq_len, ledger.config.batch_tokens) == (
+            trains[0].seq_len, trains[0].batch_tokens)
+        assert ledger.config.max_epochs == {"code": 4.0, "web": 4.0}
+
+
+def test_max_epochs_changes_only_the_ledger_and_report(tmp_path):
+    """The ledger's gate is an order-only input: a new limit re-checks the ledger but keeps
+    every training stage (and their DVC dependencies: the gate path is per experiment)."""
+    base = _graph()
+    new = compile_graph(_variant(tmp_path, "datasets:\n  web:\n    max_epochs: 8\n"))
+    assert _kinds_labels(new, _changed(base, new)) == [("ledger", "qs-rope"), ("report", "quickstart")]
+    old_dvc = yaml.safe_load(render_dvc_yaml(base))["stages"]
+    new_dvc = yaml.safe_load(render_dvc_yaml(new))["stages"]
+    for sid in (s.id for s in _of_kind(new, "train")):
+        assert new_dvc[sid] == old_dvc[sid]
+
+
+def test_report_reads_funnels_and_ledgers():
+    graph = _graph()
+    [report] = _of_kind(graph, "report")
+    inputs = dict(report.inputs)
+    ledgers = {s.config.experiment: s.id for s in _of_kind(graph, "ledger")}
+    funnels = {s.config.dataset: s.id for s in _of_kind(graph, "funnel")}
+    for exp in ("qs-nope", "qs-rope"):
+        assert inputs[f"ledger:{exp}"] == OutputRef(ledgers[exp], "metrics")
+        for d in ("code", "web"):
+            assert inputs[f"funnel:{exp}:{d}"] == OutputRef(funnels[d], "metrics")

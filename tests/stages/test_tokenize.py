@@ -1,5 +1,6 @@
-"""tokenize stage: shards keep document boundaries (index = documents, EOS at every end),
-hold exactly the documents of the split, and are byte-identical across runs."""
+"""tokenize stage: shards keep document boundaries (index = documents, EOS at every end and
+nowhere else, even for text spelling a special token), hold exactly the documents of the
+input, and are byte-identical across runs."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ def make_split(folder: Path, docs: int = 40) -> list[str]:
     folder.mkdir(parents=True, exist_ok=True)
     texts = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 60))) for _ in range(docs)]
     texts[3] = ""  # datatrove's reader skips empty documents
+    texts[5] = "a document quoting <|endoftext|> and <|pad|> as text"
     with open(folder / "train.jsonl", "w", encoding="utf-8") as f:
         for i, t in enumerate(texts):
             f.write(json.dumps({"id": f"d{i}", "text": t}) + "\n")
@@ -38,7 +40,7 @@ def setup(tmp: Path) -> list[str]:
 def tokenize_to(tmp: Path, name: str, seed: int = 0) -> tuple[Path, Path]:
     out, metrics = tmp / name, tmp / "metrics" / f"{name}.json"
     tokenize.run(TokenizeConfig(dataset="d", seed=seed),
-                 StageIO("tz", {"split": tmp / "split", "tokenizer": tmp / "tok"},
+                 StageIO("tz", {"docs": tmp / "split", "tokenizer": tmp / "tok"},
                          {"tokens": out, "metrics": metrics}))
     return out, metrics
 
@@ -56,7 +58,8 @@ def test_shards_keep_document_boundaries(tmp_path):
     ends = np.fromfile(out / f"{f}.index", dtype="<u8").astype(np.int64)
     assert len(tokens) == meta["num_tokens"] == ends[-1] and len(ends) == len(texts)
     assert (tokens[ends - 1] == 0).all()  # EOS closes every document
-    assert (tokens == 0).sum() == len(texts)  # and appears nowhere else
+    assert (tokens == 0).sum() == len(texts)  # and appears nowhere else, even in texts[5]
+    assert (tokens == 1).sum() == 0  # no pad either
     tok = Tokenizer.from_file(str(tmp_path / "tok" / "tokenizer.json"))
     starts = np.concatenate([[0], ends[:-1]])
     decoded = [tok.decode(tokens[s:e - 1].tolist()) for s, e in zip(starts, ends)]
@@ -65,6 +68,7 @@ def test_shards_keep_document_boundaries(tmp_path):
     m = json.loads(metrics_path.read_text())
     n_bytes = sum(len(t.encode()) for t in texts)
     assert (m["docs"], m["tokens"], m["bytes"]) == (len(texts), len(tokens), n_bytes)
+    assert m["text_tokens"] == len(tokens) - len(texts)
     assert abs(m["bytes_per_token"] - n_bytes / (len(tokens) - len(texts))) < 1e-5
 
 
@@ -79,3 +83,27 @@ def test_tokenize_is_deterministic_and_seeded(tmp_path):
     assert ma.read_bytes() == mb.read_bytes()
     f = json.loads((a / "meta.json").read_text())["files"][0]
     assert (a / f).read_bytes() != (c / f).read_bytes()  # another seed, another document order
+
+
+def test_boundaries_come_back_from_the_index_alone(tmp_path):
+    """Each document's tokens are recoverable from the .index file (not only from EOS), and
+    decode to exactly one source document, each used once."""
+    from tokenizers import Tokenizer
+
+    texts = [t for t in setup(tmp_path) if t]
+    out, _ = tokenize_to(tmp_path, "tokens")
+    meta = json.loads((out / "meta.json").read_text())
+    [f] = meta["files"]
+    tokens = np.fromfile(out / f, dtype="<u2")
+    ends = np.fromfile(out / f"{f}.index", dtype="<u8").astype(np.int64)
+    assert (np.diff(ends) > 0).all() and ends[-1] == len(tokens)
+    tok = Tokenizer.from_file(str(tmp_path / "tok" / "tokenizer.json"))
+    tok.encode_special_tokens = True
+    lengths = {t: len(tok.encode(t, add_special_tokens=False).ids) + 1 for t in texts}
+    starts = np.concatenate([[0], ends[:-1]])
+    remaining = list(texts)
+    for s, e in zip(starts, ends):
+        doc = tok.decode(tokens[s:e - 1].tolist(), skip_special_tokens=False)
+        assert lengths[doc] == e - s
+        remaining.remove(doc)
+    assert remaining == []

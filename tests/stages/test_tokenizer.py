@@ -1,5 +1,6 @@
-"""tokenizer stage: BPE training is deterministic, special tokens sit at fixed ids, the
-document cap applies, and pretrained tokenizers load from a folder or fail offline clearly."""
+"""tokenizer stage: BPE training is deterministic, the spec's special tokens sit at ids
+0..n-1 (first eos/bos, second pad), the document cap applies, and pretrained tokenizers load
+from a folder or fail offline clearly."""
 
 from __future__ import annotations
 
@@ -48,6 +49,36 @@ def test_bpe_is_deterministic_with_fixed_special_ids(tmp_path):
     assert (tok.eos_token_id, tok.bos_token_id, tok.pad_token_id) == (0, 0, 1)
     text = "the big cat é 東京\n  def return"
     assert tok.decode(tok(text)["input_ids"]) == text  # byte-level: lossless
+
+
+def test_special_tokens_come_from_the_spec(tmp_path):
+    from transformers import AutoTokenizer
+
+    specials = ["<s_end>", "<s_pad>", "<fim_prefix>", "<fim_suffix>"]
+    out = train(tmp_path, "custom", special_tokens=specials)
+    tok = AutoTokenizer.from_pretrained(str(out))
+    assert tok.convert_tokens_to_ids(specials) == [0, 1, 2, 3]
+    assert (tok.eos_token, tok.bos_token, tok.pad_token) == ("<s_end>", "<s_end>", "<s_pad>")
+    assert (tok.eos_token_id, tok.bos_token_id, tok.pad_token_id) == (0, 0, 1)
+    assert set(specials[2:]) <= set(tok.all_special_tokens)
+    assert len(tok) == 300
+    # the default pair gives a different tokenizer file (ids 0 and 1 hold other strings)
+    default = train(tmp_path, "default")
+    assert (out / "tokenizer.json").read_bytes() != (default / "tokenizer.json").read_bytes()
+
+
+@pytest.mark.parametrize("specials,vocab,match", [
+    (["<a>", "<b>", "<a>"], 300, "repeats"),
+    (["<a>", ""], 300, "empty string"),
+    ([f"<t{i}>" for i in range(5)], 260, "at least 261"),
+])
+def test_bad_special_tokens_name_the_fix(tmp_path, specials, vocab, match):
+    web = make_split(tmp_path / "web", 1)
+    cfg = TokenizerConfig(tokenizer=TrainBPETokenizer(vocab_size=vocab, special_tokens=specials),
+                          datasets=["web"])
+    with pytest.raises(ValueError, match=match):
+        run(cfg, StageIO("tok", {"train:web": web}, {"tokenizer": tmp_path / "t"}))
+    assert not (tmp_path / "t").exists()
 
 
 def test_max_docs_per_dataset_caps_each_dataset(tmp_path):

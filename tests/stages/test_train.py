@@ -38,7 +38,7 @@ def data(tmp_path_factory) -> Path:
                           {"tokenizer": root / "tok"}))
     for name in ("web", "code"):
         tokenize.run(TokenizeConfig(dataset=name, seed=0),
-                     StageIO("tz", {"split": root / name, "tokenizer": root / "tok"},
+                     StageIO("tz", {"docs": root / name, "tokenizer": root / "tok"},
                              {"tokens": root / f"tokens-{name}", "metrics": root / f"m-{name}.json"}))
     return root
 

@@ -1,0 +1,130 @@
+"""Stage `ledger`: an experiment's token ledger, the gate its training stages wait for.
+
+Per dataset of the mixture: the tokens available (the tokenize stage's shards) against the
+tokens every training stage draws from it, and the epochs that implies. Fails, before any
+training starts, when a dataset would be repeated more than its `max_epochs`.
+
+The numbers are what training really does (repro.train.data, reused here, not re-derived):
+training reads windows of seq_len + 1 tokens that do not overlap and drops each shard's
+tail shorter than a window; each sequence slot of a step goes to a dataset by smooth
+weighted round robin, restarted at every stage. So a dataset offers `windows` windows, a
+stage draws one window per slot it wins, and epochs = windows drawn so far / windows. Drawn
+tokens are counted as training counts them, seq_len per window (the extra token is the last
+target). The round robin is simulated exactly up to EXACT_SLOTS slots per stage; beyond that
+a dataset's slots are weight x slots rounded, which the round robin never misses by more
+than one slot per stage.
+
+Inputs: `tokens:<dataset>` (tokenize outputs). Outputs: `metrics` (the ledger) and `gate`
+(a fixed text, written only when the ledger passes; see repro.paths.ledger_gate).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from repro.stages.base import StageIO, atomic_write_text, write_json
+from repro.stages.configs import LedgerConfig, LedgerStage
+
+EXACT_SLOTS = 2_000_000
+"""Simulate the round robin slot by slot up to this many slots per stage (about a second)."""
+
+
+class LedgerError(ValueError):
+    """Training would repeat a dataset more than its max_epochs."""
+
+
+def stage_windows(stage: LedgerStage, sequences_per_step: int) -> dict[str, int]:
+    """Windows each dataset gives the stage: one per sequence slot it wins."""
+    from repro.train.data import slot_sources
+
+    slots = stage.steps * sequences_per_step
+    if slots <= EXACT_SLOTS:
+        counts = Counter(slot_sources(stage.mixture, slots))
+        return {n: counts.get(n, 0) for n in sorted(stage.mixture)}
+    total = sum(stage.mixture.values())
+    return {n: round(w / total * slots) for n, w in sorted(stage.mixture.items())}
+
+
+def ledger(cfg: LedgerConfig, available: dict[str, dict[str, int]]) -> dict[str, Any]:
+    """The ledger (metrics) from the config and, per dataset, {tokens, windows} available."""
+    seqs = cfg.batch_tokens // cfg.seq_len
+    drawn: dict[str, int] = {n: 0 for n in available}
+    per_stage: dict[str, dict[str, dict[str, Any]]] = {n: {} for n in available}
+    for stage in cfg.stages:
+        for n, windows in stage_windows(stage, seqs).items():
+            drawn[n] += windows
+            per_stage[n][stage.name] = {
+                "weight": stage.mixture[n],
+                "tokens_planned": round(stage.mixture[n] * stage.steps * cfg.batch_tokens),
+                "windows": windows,
+                "tokens": windows * cfg.seq_len,
+                "epochs_end": round(drawn[n] / available[n]["windows"], 4),
+            }
+    datasets = {}
+    for n in sorted(available):
+        a = available[n]
+        datasets[n] = {
+            "tokens_available": a["tokens"],
+            "windows_available": a["windows"],
+            "tokens_drawn": drawn[n] * cfg.seq_len,
+            "windows_drawn": drawn[n],
+            "epochs": round(drawn[n] / a["windows"], 4),
+            "max_epochs": cfg.max_epochs[n],
+            "stages": per_stage[n],
+        }
+    return {"experiment": cfg.experiment, "seq_len": cfg.seq_len,
+            "window_tokens": cfg.seq_len + 1,
+            # False: some stage was too long to simulate; its windows are off by <= 1
+            "round_robin_simulated": all(s.steps * seqs <= EXACT_SLOTS for s in cfg.stages),
+            "stages": [s.name for s in cfg.stages], "datasets": datasets}
+
+
+def check(book: dict[str, Any]) -> None:
+    """Raise LedgerError naming every dataset repeated beyond its max_epochs, and the fix."""
+    problems = []
+    for n, d in book["datasets"].items():
+        epochs = d["windows_drawn"] / d["windows_available"]  # unrounded
+        if epochs > d["max_epochs"]:
+            stages = ", ".join(f"{s} {v['tokens']:,} tokens (weight {v['weight']:g})"
+                               for s, v in d["stages"].items())
+            problems.append(
+                f"dataset {n!r} would be repeated {epochs:.2f} times, more than its max_epochs "
+                f"{d['max_epochs']:g}: training draws {d['tokens_drawn']:,} tokens ({stages}) "
+                f"from {d['tokens_available']:,} tokens ({d['windows_available']:,} windows of "
+                f"{book['window_tokens']} tokens)")
+    if problems:
+        raise LedgerError(
+            f"token ledger of experiment {book['experiment']!r}: " + "; ".join(problems)
+            + ". Fix: lower the dataset's mixture weight or the training stages' token "
+              "budgets, give it more data (a larger source, milder curation), or raise "
+              "datasets.<name>.max_epochs in the spec if repeating it that often is intended.")
+
+
+def available_tokens(folder: Path, seq_len: int) -> dict[str, int]:
+    """{tokens, windows} of a tokenize output, counted by the loader training uses."""
+    from repro.train.data import TokenShards
+
+    shards = TokenShards(folder, seq_len)
+    return {"tokens": int(shards.meta["num_tokens"]), "windows": shards.num_windows}
+
+
+def run(cfg: LedgerConfig, io: StageIO) -> None:
+    tokens = io.inputs_with_prefix("tokens")
+    mixture = sorted({n for s in cfg.stages for n in s.mixture})
+    missing = [n for n in mixture if n not in tokens]
+    if missing:
+        raise KeyError(f"stage {io.name}: the mixture names {missing} but inputs hold tokens "
+                       f"for {sorted(tokens)}; rerun `repro compile`")
+    no_limit = [n for n in mixture if n not in cfg.max_epochs]
+    if no_limit:
+        raise KeyError(f"stage {io.name}: no max_epochs for {no_limit}; rerun `repro compile`")
+    book = ledger(cfg, {n: available_tokens(tokens[n], cfg.seq_len) for n in mixture})
+    for n, d in book["datasets"].items():
+        print(f"[{io.name}] {n}: {d['tokens_drawn']:,} tokens drawn of {d['tokens_available']:,} "
+              f"available: {d['epochs']:.2f} epochs (max {d['max_epochs']:g})", file=sys.stderr)
+    check(book)
+    write_json(io.output("metrics"), book)
+    atomic_write_text(io.output("gate"), f"token ledger of {cfg.experiment} passed\n")
