@@ -46,11 +46,13 @@ def test_render_is_byte_identical_and_headed():
 def test_shared_data_stages_appear_once():
     graph = _graph()
     kinds = [s.kind for s in graph.stages.values()]
-    # Two experiments, one set of data stages: 2 sources, 2 curate, 2 split, 1 tokenizer,
-    # 2 decontaminate (same evaluation tasks), 2 tokenize, 2 funnels; a ledger each.
-    assert kinds.count("curate") == 2 and kinds.count("tokenizer") == 1
-    assert kinds.count("decontaminate") == 2 and kinds.count("funnel") == 2
-    assert kinds.count("tokenize") == 2 and kinds.count("evaltasks") == 3
+    # Two experiments, one set of data stages: per dataset a source, a curate, a split, a
+    # decontaminate (same evaluation tasks), a tokenize and a funnel; 1 tokenizer; a ledger each.
+    n = len(load_spec(REPO / "specs/qs-nope.yaml").datasets)
+    assert n == 3
+    for kind in ("source", "curate", "split", "decontaminate", "tokenize", "funnel"):
+        assert kinds.count(kind) == n, kind
+    assert kinds.count("tokenizer") == 1 and kinds.count("evaltasks") == 4
     assert kinds.count("ledger") == 2
     assert kinds.count("train") == 4 and kinds.count("evaluate") == 2 and kinds.count("report") == 1
 
@@ -106,8 +108,8 @@ def test_decay_stage_change_keeps_stable_stage(tmp_path):
     new = compile_graph(_variant(tmp_path, """
 training:
   stages:
-    - {name: stable, tokens: 655360, mixture: {web: 0.7, code: 0.3}}
-    - {name: decay, tokens: 327680, mixture: {web: 0.5, code: 0.5}}
+    - {name: stable, tokens: 655360, mixture: {web: 0.6, pdf: 0.1, code: 0.3}}
+    - {name: decay, tokens: 327680, mixture: {web: 0.4, pdf: 0.2, code: 0.4}}
   schedule: {warmup_steps: 10, decay_shape: 1-sqrt, decay_fraction: 0.3333333333333333}
 """))
     changed = _kinds_labels(new, _changed(base, new))
@@ -197,8 +199,8 @@ evaluation:
     kinds = {new.stages[i].kind for i in changed}
     assert kinds == {"evaltasks", "decontaminate", "tokenize", "funnel", "ledger", "train",
                      "evaluate", "report"}
-    assert len(_of_kind(new, "decontaminate")) == 4  # 2 per task set
-    assert len(_of_kind(new, "evaltasks")) == 4  # the three shared ones and the new one
+    assert len(_of_kind(new, "decontaminate")) == 6  # one per dataset and task set
+    assert len(_of_kind(new, "evaltasks")) == 5  # the four shared ones and the new one
 
 
 def test_ngram_change_reruns_decontamination_and_after_but_not_curation(tmp_path):
@@ -206,7 +208,7 @@ def test_ngram_change_reruns_decontamination_and_after_but_not_curation(tmp_path
     new = compile_graph(_variant(tmp_path, "evaluation: {decontamination: {n_grams: 8}}\n"))
     changed = _changed(base, new)
     roots = {i for i in changed if new.stages[i].kind == "decontaminate"}
-    assert len(roots) == 2
+    assert len(roots) == 3  # qs-rope's, one per dataset
     assert changed == roots | set().union(*(new.descendants(r) for r in roots))
     assert {new.stages[i].kind for i in changed} == {
         "decontaminate", "tokenize", "funnel", "ledger", "train", "evaluate", "report"}
@@ -224,13 +226,13 @@ def test_decontamination_off_tokenizes_the_split(tmp_path):
         funnel = graph.stages[_input(report, f"funnel:qs-rope:{key.split(':')[1]}").stage_id]
         assert _input(funnel, "split") == _input(tok, "docs")
         assert "decontaminated" not in dict(funnel.inputs)
-    assert len(_of_kind(graph, "decontaminate")) == 2  # qs-nope's only
+    assert len(_of_kind(graph, "decontaminate")) == 3  # qs-nope's only
 
 
 def test_standard_tasks_reach_decontamination(tmp_path):
     graph = compile_graph(_variant(tmp_path, "evaluation: {tasks: [arc_easy, hellaswag]}\n"))
     decs = [s for s in _of_kind(graph, "decontaminate") if s.config.tasks]
-    assert len(decs) == 2 and all(d.config.tasks == ["arc_easy", "hellaswag"] for d in decs)
+    assert len(decs) == 3 and all(d.config.tasks == ["arc_easy", "hellaswag"] for d in decs)
 
 
 def test_every_training_stage_waits_for_its_ledger():
@@ -250,7 +252,7 @@ def test_every_training_stage_waits_for_its_ledger():
             (t.stage, t.steps, t.mixture) for t in trains]
         assert (ledger.config.seq_len, ledger.config.batch_tokens) == (
             trains[0].seq_len, trains[0].batch_tokens)
-        assert ledger.config.max_epochs == {"code": 4.0, "web": 4.0}
+        assert ledger.config.max_epochs == {"code": 4.0, "pdf": 4.0, "web": 4.0}
 
 
 def test_max_epochs_changes_only_the_ledger_and_report(tmp_path):
