@@ -71,3 +71,63 @@ class LinguaLanguageFilter(BaseFilter):
         state = self.__dict__.copy()
         state["_detector"] = None
         return state
+
+
+# ----------------------------------------------------------------------- calibration
+
+
+def precision_recall(scores, labels, threshold: float) -> tuple[float, float]:
+    """(precision, recall) of "keep if score >= threshold" against boolean `labels`.
+    Precision of an empty selection is 1 (nothing wrongly kept); recall with no positives
+    is 0."""
+    import numpy as np
+
+    s = np.asarray(scores, dtype=float)
+    y = np.asarray(labels, dtype=bool)
+    kept = s >= threshold
+    tp = int(np.sum(kept & y))
+    n_kept, n_pos = int(kept.sum()), int(y.sum())
+    return (tp / n_kept if n_kept else 1.0), (tp / n_pos if n_pos else 0.0)
+
+
+def calibrate_threshold(scores, labels, beta: float = 0.1, min_precision: float = 0.9,
+                        min_recall: float = 0.0) -> tuple[float, float, float]:
+    """Threshold on `scores` maximising F-beta subject to precision >= `min_precision` and
+    recall >= `min_recall`; returns (threshold, precision, recall).
+
+    This is how FinePDFs picks its per-language GlotLID thresholds (beta = 0.1, so precision
+    weighs far more than recall; precision >= 0.9, recall >= 0.1; FACTS 2.5). A document is
+    kept when its score is >= the threshold, so the candidates are the distinct positive
+    scores (a score of 0 means "not detected as this language" and is never kept); the
+    threshold returned is the score of the least confident document kept. Among equal
+    F-beta the lower threshold (more recall) wins. Raises ValueError when no threshold
+    meets the constraints, naming the best precision reachable."""
+    import numpy as np
+
+    s = np.asarray(scores, dtype=float)
+    y = np.asarray(labels, dtype=bool)
+    if s.shape != y.shape or s.ndim != 1:
+        raise ValueError(f"scores {s.shape} and labels {y.shape} must be 1-D and equally long")
+    if not y.any():
+        raise ValueError("no positive labels: nothing to calibrate on")
+    order = np.argsort(-s, kind="stable")
+    s, y = s[order], y[order]
+    tp = np.cumsum(y)
+    kept = np.arange(1, len(s) + 1)
+    # the cut after position i keeps every score >= s[i]: use the last index of each value
+    last = np.r_[s[1:] != s[:-1], True] & (s > 0)
+    if not last.any():
+        raise ValueError("no positive scores: the language was never detected")
+    thr, tp, kept = s[last], tp[last], kept[last]
+    precision = tp / kept
+    recall = tp / y.sum()
+    b2 = beta * beta
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fbeta = np.where(tp > 0, (1 + b2) * precision * recall / (b2 * precision + recall), 0.0)
+    ok = (precision >= min_precision) & (recall >= min_recall)
+    if not ok.any():
+        raise ValueError(
+            f"no threshold reaches precision >= {min_precision} with recall >= {min_recall}; "
+            f"best precision reachable is {precision[recall >= min_recall].max(initial=0.0):.3f}")
+    best = np.flatnonzero(ok & (fbeta == fbeta[ok].max()))[-1]  # lowest threshold among ties
+    return float(thr[best]), float(precision[best]), float(recall[best])

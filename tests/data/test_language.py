@@ -49,3 +49,91 @@ def test_picklable_without_detector():
     clone = pickle.loads(pickle.dumps(f))
     assert clone._detector is None
     assert clone.filter(Document(text=EN, id="y")) is True
+
+
+# ----------------------------------------------------------------------- calibration
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from repro.data.language import calibrate_threshold, precision_recall  # noqa: E402
+
+
+def brute_force(scores, labels, beta, min_precision, min_recall):
+    """Reference: try every distinct positive score as threshold."""
+    best = None
+    for t in sorted({s for s in scores if s > 0}, reverse=True):
+        p, r = precision_recall(scores, labels, t)
+        if p < min_precision or r < min_recall or r == 0:
+            continue
+        f = (1 + beta**2) * p * r / (beta**2 * p + r)
+        if best is None or f >= best[0] - 1e-12:
+            best = (f, t, p, r)
+    return best
+
+
+def test_separable_scores_give_the_lowest_positive_score():
+    scores = [0.95, 0.9, 0.85, 0.4, 0.3, 0.2]
+    labels = [True, True, True, False, False, False]
+    assert calibrate_threshold(scores, labels) == (0.85, 1.0, 1.0)
+
+
+def test_precision_constraint_binds():
+    # above 0.7: 4 positives, 0 negatives; at 0.6 a negative comes in (P 0.8)
+    scores = [0.99, 0.95, 0.9, 0.8, 0.6, 0.5, 0.4, 0.3]
+    labels = [True, True, True, True, False, True, False, True]
+    t, p, r = calibrate_threshold(scores, labels, beta=0.1, min_precision=0.9)
+    assert (t, p) == (0.8, 1.0)
+    assert r == pytest.approx(4 / 6)
+
+
+def test_large_beta_trades_precision_for_recall():
+    scores = [0.99, 0.95, 0.9, 0.8, 0.6, 0.5, 0.4, 0.3]
+    labels = [True, True, True, True, False, True, False, True]
+    t, p, r = calibrate_threshold(scores, labels, beta=10.0, min_precision=0.5)
+    assert t == 0.3 and r == 1.0 and p == pytest.approx(6 / 8)
+    # beta = 0.1 with the same constraint still prefers the pure set
+    assert calibrate_threshold(scores, labels, beta=0.1, min_precision=0.5)[0] == 0.8
+
+
+def test_min_recall_rules_out_tiny_selections():
+    scores = [0.99, 0.9, 0.8, 0.7, 0.6, 0.5]
+    labels = [True, False, True, True, True, True]
+    # only 0.99 is pure (P 1, R 0.2); min_recall 0.5 forces a lower threshold
+    assert calibrate_threshold(scores, labels, min_precision=0.5)[0] == 0.99
+    t, p, r = calibrate_threshold(scores, labels, min_precision=0.5, min_recall=0.5)
+    assert t == 0.5 and p == pytest.approx(5 / 6) and r == 1.0
+
+
+def test_zero_scores_are_never_kept():
+    scores = [0.9, 0.8, 0.0, 0.0]
+    labels = [True, True, True, False]
+    t, p, r = calibrate_threshold(scores, labels, min_precision=0.0)
+    assert t == 0.8 and p == 1.0 and r == pytest.approx(2 / 3)
+
+
+def test_infeasible_precision_is_an_error():
+    scores = [0.9, 0.8, 0.7]
+    labels = [False, True, False]
+    with pytest.raises(ValueError, match="best precision reachable is 0.500"):
+        calibrate_threshold(scores, labels, min_precision=0.9)
+    with pytest.raises(ValueError, match="no positive labels"):
+        calibrate_threshold(scores, [False] * 3)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_matches_brute_force_on_random_data(seed):
+    rng = np.random.default_rng(seed)
+    n = 200
+    labels = rng.random(n) < 0.3
+    # positives score higher on average; rounding makes ties
+    scores = np.round(np.clip(rng.normal(0.55 + 0.25 * labels, 0.2), 0, 1), 2)
+    beta, min_p, min_r = [(0.1, 0.9, 0.1), (1.0, 0.6, 0.0), (0.5, 0.8, 0.2)][seed % 3]
+    ref = brute_force(list(scores), list(labels), beta, min_p, min_r)
+    if ref is None:
+        with pytest.raises(ValueError):
+            calibrate_threshold(scores, labels, beta, min_p, min_r)
+        return
+    t, p, r = calibrate_threshold(scores, labels, beta, min_p, min_r)
+    assert (t, p, r) == pytest.approx(ref[1:])
+    assert (p, r) == pytest.approx(precision_recall(scores, labels, t))
