@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install quickstart test test-fast compile
+.PHONY: install quickstart test test-fast compile bench-curation calibrate-language debian-corpus
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -29,3 +29,14 @@ test: install
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# Benchmarks and calibrations (run by hand; see bench/README.md).
+bench-curation: install
+	$(BIN)/python -m bench.curation
+
+calibrate-language: install
+	$(BIN)/python bench/calibrate_language.py --write-spec
+
+# Optional real multilingual corpus for specs/examples/debian-reference.yaml (Debian only).
+debian-corpus:
+	scripts/fetch-debian-reference.sh data/external/debian-reference
