@@ -5,6 +5,13 @@ Ubuntu machine with its package registry reachable, or the .deb files already in
 
     python bench/calibrate_language.py                  # print the table, write a JSON report
     python bench/calibrate_language.py --write-spec     # also rewrite repro/spec/language_thresholds.py
+    python bench/calibrate_language.py --high-accuracy  # compare: lingua's high-accuracy mode
+    python bench/calibrate_language.py --candidates en,fr,de,es,it,pt   # compare: a smaller set
+
+By default it calibrates exactly the detector of the schema's default `LanguageStep()`:
+candidates "all" (lingua's 75 languages) in low-accuracy mode (trigram models only), reading
+the first `max_chars` characters. `--write-spec` refuses any other configuration, since the
+spec's thresholds are that step's defaults.
 
 Why: FineWeb keeps English at fastText score >= 0.65 (FACTS 1.4) and FineWeb-2 sets a floor
 per language (FACTS 1.14), but lingua's confidences are relative to the candidate set and are
@@ -27,16 +34,20 @@ characters the filter reads, `LanguageStep.max_chars`, the rest log-uniform from
   tables and headings in page order, prose >= 30% of characters); coreutils messages; and
   mixed-language documents (10-35% of another of the six languages or of a command listing
   inserted into prose).
-- negatives: the other five languages' documents; coreutils messages in languages outside
-  the six (OTHER_LANGUAGES); standard-library code; command listings alone.
+- negatives: the other five languages' documents; coreutils messages in other languages
+  (OTHER_LANGUAGES; all but Galician are among lingua's 75); standard-library code; command
+  listings alone.
 Every document is labelled with one language or none. Documents are split 50/50 by a hash of
 their id into a calibration half (thresholds chosen on it) and a held-out half (reported).
 Precision depends on this mix, above all on how many out-of-set documents it holds; the
 report gives, per language, which negative sources are kept at the chosen threshold. Where
 no threshold reaches precision 0.9 (what is wrongly kept scores as high as the language
 itself: long text in a language outside the candidates, or code), FineWeb's 0.65 is written
-and the table and the spec comment say so. `--candidates all` calibrates for lingua's 75
-languages instead of the six, to show what a larger candidate set buys.
+and the table and the spec comment say so. With only the six as candidates (`--candidates
+en,fr,de,es,it,pt`) that happens to en, de and es: Danish, Dutch and Norwegian score 1.0 as
+German, Turkish, Czech and Catalan as Spanish, code as English. With all 75 only English is
+left without one: standard-library code still scores up to 1.0 as English (lingua has no
+"not a language" class).
 """
 
 from __future__ import annotations
@@ -64,9 +75,12 @@ if str(REPO) not in sys.path:  # `python bench/calibrate_language.py` from anywh
     sys.path.insert(0, str(REPO))
 
 from repro.data.language import LinguaLanguageFilter, calibrate_threshold, precision_recall  # noqa: E402
+from repro.spec.schema import LanguageStep  # noqa: E402
 
+DEFAULT_STEP = LanguageStep()
+"""The configuration calibrated by default and the only one `--write-spec` writes for."""
 LANGUAGES = ("en", "fr", "de", "es", "it", "pt")
-"""The six candidates of `LanguageStep` (SmolLM3's European languages)."""
+"""The languages given thresholds: SmolLM3's six European languages."""
 MANUAL = tuple(f"debian-reference-{lang}" for lang in LANGUAGES)
 CATALOG = "coreutils"
 PACKAGES = MANUAL + (CATALOG,)
@@ -74,7 +88,7 @@ OTHER_LANGUAGES = ("nl", "sv", "da", "nb", "ca", "gl", "ro", "eo", "pl", "cs", "
                    "hu", "ru", "ja")
 """coreutils catalogs used as out-of-set negatives: Germanic and Romance neighbours of the
 six (the hard cases), other Latin-script languages, and two non-Latin scripts."""
-MAX_CHARS = 2000
+MAX_CHARS = DEFAULT_STEP.max_chars  # 2,000
 BETA, MIN_PRECISION, MIN_RECALL = 0.1, 0.9, 0.1  # FinePDFs (FACTS 2.5)
 FALLBACK = 0.65
 """Written for a language whose precision target no threshold reaches: FineWeb's fastText
@@ -333,10 +347,22 @@ def build(found: dict, seed: int, per_source: int) -> list[Doc]:
 # ----------------------------------------------------------------------- calibration
 
 
-def detect_all(docs: list[Doc], candidates: list[str]) -> list[tuple[str | None, float]]:
-    detector = LinguaLanguageFilter(languages=candidates, candidates=candidates,
-                                    thresholds={c: 0.0 for c in candidates}, max_chars=MAX_CHARS)
+def detect_all(docs: list[Doc], candidates: list[str] | str,
+               high_accuracy: bool) -> list[tuple[str | None, float]]:
+    """(language, confidence) of every document, by the filter the curation step builds."""
+    detector = LinguaLanguageFilter(languages=list(LANGUAGES), candidates=candidates,
+                                    thresholds={c: 0.0 for c in LANGUAGES}, max_chars=MAX_CHARS,
+                                    high_accuracy=high_accuracy)
     return [detector.detect(d.text) for d in docs]
+
+
+def describe(candidates: list[str] | str, high_accuracy: bool, n_all: int) -> str:
+    """Candidates and accuracy mode in words (table header, spec comment)."""
+    which = (f"all of lingua's {n_all} languages" if candidates == "all"
+             else ",".join(candidates))
+    mode = ("high-accuracy mode (1- to 5-gram models)" if high_accuracy
+            else "low-accuracy mode (trigram models only)")
+    return f"candidates {which}, {mode}"
 
 
 def calibrate(docs: list[Doc], preds: list[tuple[str | None, float]], current: dict[str, float]):
@@ -413,8 +439,9 @@ def write_spec(report: dict) -> None:
         "# Data: " + ", ".join(f"{p} {v}" for p, v in data["packages"].items())
         + f" (Debian), Python {data['python']} standard library as code.",
         f"# Rule: max F-beta, beta={BETA}, precision >= {MIN_PRECISION}, recall >= {MIN_RECALL}"
-        " (FinePDFs, FACTS 2.5), on the calibration half; candidates: "
-        + ",".join(report["candidates"]) + ".",
+        " (FinePDFs, FACTS 2.5), on the calibration half.",
+        f"# Detector: lingua {report['lingua']}, {report['configuration']}, first {MAX_CHARS}"
+        " characters: the schema's default `LanguageStep()`.",
         "# Held-out half, precision / recall at each threshold (mix described in the script):",
     ]
     for lang, r in rows.items():
@@ -446,24 +473,41 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--per-source", type=int, default=400,
                         help="documents per (language, source) before the 50/50 split")
-    parser.add_argument("--candidates", default=",".join(LANGUAGES),
-                        help="lingua candidates (comma-separated ISO 639-1), or 'all'")
+    default_candidates = (DEFAULT_STEP.candidates if DEFAULT_STEP.candidates == "all"
+                          else ",".join(DEFAULT_STEP.candidates))
+    parser.add_argument("--candidates", default=default_candidates,
+                        help="lingua candidates: comma-separated ISO 639-1 codes, or 'all' "
+                        f"(default, as LanguageStep: {default_candidates})")
+    parser.add_argument("--high-accuracy", action=argparse.BooleanOptionalAction,
+                        default=DEFAULT_STEP.high_accuracy,
+                        help="lingua's high-accuracy mode (default, as LanguageStep: "
+                        f"{DEFAULT_STEP.high_accuracy})")
     parser.add_argument("--out", type=Path, default=None, help="JSON report (default: <cache>/thresholds.json)")
     parser.add_argument("--write-spec", action="store_true", help=f"rewrite {SPEC_FILE.relative_to(REPO)}")
     args = parser.parse_args(argv)
+    candidates = "all" if args.candidates == "all" else sorted(set(args.candidates.split(",")))
+    default = (DEFAULT_STEP.candidates if DEFAULT_STEP.candidates == "all"
+               else sorted(set(DEFAULT_STEP.candidates)))
+    missing = sorted(set(LANGUAGES) - set(candidates)) if candidates != "all" else []
+    if missing:
+        parser.error(f"--candidates must include the calibrated languages; missing {missing}")
+    if args.write_spec and (candidates != default
+                            or args.high_accuracy != DEFAULT_STEP.high_accuracy):
+        parser.error("--write-spec writes the defaults of LanguageStep, so it calibrates only "
+                     f"its configuration: --candidates {default_candidates} and "
+                     f"--{'' if DEFAULT_STEP.high_accuracy else 'no-'}high-accuracy")
+
+    import importlib.metadata
+
+    from lingua import Language
 
     from repro.spec.language_thresholds import LINGUA_THRESHOLDS
 
     found = fetch(args.cache)
     t0 = time.perf_counter()
     docs = build(found, args.seed, args.per_source)
-    if args.candidates == "all":
-        from lingua import Language
-
-        candidates = sorted(lang.iso_code_639_1.name.lower() for lang in Language.all())
-    else:
-        candidates = args.candidates.split(",")
-    preds = detect_all(docs, candidates)
+    configuration = describe(candidates, args.high_accuracy, len(Language.all()))
+    preds = detect_all(docs, candidates, args.high_accuracy)
     rows = calibrate(docs, preds, LINGUA_THRESHOLDS)
     counts: dict[str, int] = {}
     for d in docs:
@@ -471,7 +515,10 @@ def main(argv: list[str] | None = None) -> dict:
         counts[key] = counts.get(key, 0) + 1
     report = {
         "date": dt.date.today().isoformat(), "seed": args.seed, "docs": len(docs),
-        "candidates": candidates, "beta": BETA, "min_precision": MIN_PRECISION,
+        "candidates": candidates, "high_accuracy": args.high_accuracy,
+        "configuration": configuration,
+        "lingua": importlib.metadata.version("lingua-language-detector"),
+        "beta": BETA, "min_precision": MIN_PRECISION,
         "min_recall": MIN_RECALL,
         "data": {"packages": {p: v for p, (v, _) in found.items()},
                  "python": ".".join(map(str, sys.version_info[:3]))},
@@ -481,7 +528,7 @@ def main(argv: list[str] | None = None) -> dict:
     out = args.out or args.cache / "thresholds.json"
     out.write_text(json.dumps(report, indent=2))
     print(f"{len(docs)} documents ({sum(d.split == 'cal' for d in docs)} calibration), "
-          f"candidates {','.join(candidates) if len(candidates) < 10 else f'{len(candidates)} languages'}; "
+          f"lingua {report['lingua']}, {configuration}; "
           f"data: {', '.join(f'{p} {v}' for p, (v, _) in found.items())}")
     print(table(rows))
     print(f"report: {out}")

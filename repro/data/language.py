@@ -22,14 +22,17 @@ class LinguaLanguageFilter(BaseFilter):
     def __init__(
         self,
         languages: list[str],
-        candidates: list[str],
+        candidates: list[str] | str,
         thresholds: dict[str, float],
         max_chars: int,
         exclusion_writer: DiskWriter | None = None,
+        high_accuracy: bool = False,
     ):
         super().__init__(exclusion_writer)
         self.languages = set(languages)
-        self.candidates = sorted(set(candidates) | set(languages))
+        # "all": every language lingua knows (its confidences are relative to the set)
+        self.candidates = "all" if candidates == "all" else sorted(set(candidates) | set(languages))
+        self.high_accuracy = high_accuracy
         missing = sorted(set(languages) - set(thresholds))
         if missing:
             raise ValueError(f"no threshold for kept language(s) {missing}")
@@ -42,11 +45,17 @@ class LinguaLanguageFilter(BaseFilter):
         if self._detector is None:
             from lingua import IsoCode639_1, Language, LanguageDetectorBuilder
 
-            langs = [Language.from_iso_code_639_1(getattr(IsoCode639_1, c.upper()))
-                     for c in self.candidates]
+            if self.candidates == "all":
+                builder = LanguageDetectorBuilder.from_all_languages()
+            else:
+                builder = LanguageDetectorBuilder.from_languages(*[
+                    Language.from_iso_code_639_1(getattr(IsoCode639_1, c.upper()))
+                    for c in self.candidates])
             # preloaded models: loading them lazily per document would dominate the run time
-            self._detector = (LanguageDetectorBuilder.from_languages(*langs)
-                              .with_preloaded_language_models().build())
+            builder = builder.with_preloaded_language_models()
+            if not self.high_accuracy:
+                builder = builder.with_low_accuracy_mode()
+            self._detector = builder.build()
         return self._detector
 
     def detect(self, text: str) -> tuple[str | None, float]:

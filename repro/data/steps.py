@@ -108,7 +108,7 @@ def per_document_step(step: S.CurationStep, exclusion_writer: DiskWriter | None)
 
         return LinguaLanguageFilter(languages=step.languages, candidates=step.candidates,
                                     thresholds={lang: step.thresholds.get(lang, step.default_threshold) for lang in step.languages},
-                                    max_chars=step.max_chars,
+                                    max_chars=step.max_chars, high_accuracy=step.high_accuracy,
                                     exclusion_writer=ex)
     if isinstance(step, S.GopherRepetitionStep):
         from datatrove.pipeline.filters import GopherRepetitionFilter

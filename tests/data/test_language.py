@@ -1,22 +1,41 @@
-"""Lingua language filter: keeps English, drops French, and low-confidence text."""
+"""Lingua language filter: keeps English, drops French and low-confidence text; the default
+step (all of lingua's languages, low-accuracy mode) does not take Danish or Dutch for German."""
 
 from __future__ import annotations
 
+import inspect
 import pickle
 
+import pytest
 from datatrove.data import Document
 
 from repro.data.language import LinguaLanguageFilter
+from repro.data.steps import per_document_step
+from repro.spec import language_thresholds
+from repro.spec import schema as S
 
 EN = ("The committee met on Tuesday to discuss the new library, and most of the members "
       "agreed that it should open early next year.")
 FR = ("Le comité s'est réuni mardi pour discuter de la nouvelle bibliothèque, et la plupart "
       "des membres ont convenu qu'elle devrait ouvrir au début de l'année prochaine.")
-CANDIDATES = ["en", "fr", "es", "de", "it", "pt"]
+DE = ("Der Ausschuss traf sich am Dienstag, um über die neue Bibliothek zu sprechen, und die "
+      "meisten Mitglieder waren sich einig, dass sie Anfang nächsten Jahres öffnen sollte. Die "
+      "Gemeinde hat bereits Geld für das Gebäude zurückgelegt, aber es muss noch entschieden "
+      "werden, wie viele Bücher gekauft werden und ob die Bibliothek sonntags geöffnet ist.")
+DA = ("Udvalget mødtes i tirsdags for at drøfte det nye bibliotek, og de fleste af medlemmerne "
+      "var enige om, at det bør åbne tidligt næste år. Kommunen har allerede afsat penge til "
+      "bygningen, men der mangler stadig en beslutning om, hvor mange bøger der skal købes ind, "
+      "og om biblioteket skal have åbent om søndagen.")
+NL = ("De commissie kwam dinsdag bijeen om de nieuwe bibliotheek te bespreken, en de meeste "
+      "leden waren het erover eens dat die begin volgend jaar open moet gaan. De gemeente heeft "
+      "al geld voor het gebouw opzij gezet, maar er moet nog worden besloten hoeveel boeken er "
+      "worden gekocht en of de bibliotheek op zondag open is.")
+SIX = ["en", "fr", "es", "de", "it", "pt"]
 
 
-def make(threshold=0.65, max_chars=2000):
-    return LinguaLanguageFilter(languages=["en"], candidates=CANDIDATES, thresholds={"en": threshold},
+def make(threshold=0.65, max_chars=2000, candidates="all"):
+    # low-accuracy mode (the default): all 75 languages build in ~0.3 s, models cached per process
+    return LinguaLanguageFilter(languages=["en"], candidates=candidates, thresholds={"en": threshold},
                                 max_chars=max_chars)
 
 
@@ -51,10 +70,70 @@ def test_picklable_without_detector():
     assert clone.filter(Document(text=EN, id="y")) is True
 
 
+# ------------------------------------------------------------------ the default step
+
+
+def _confidence_languages(f: LinguaLanguageFilter) -> set[str]:
+    """The languages the detector chooses between (it gives each a confidence)."""
+    return {v.language.iso_code_639_1.name.lower()
+            for v in f.detector.compute_language_confidence_values(EN)}
+
+
+def test_default_step_uses_all_languages_in_low_accuracy_mode():
+    from lingua import Language
+
+    step = S.LanguageStep()
+    assert step.candidates == "all" and step.high_accuracy is False
+    f = per_document_step(step, None)
+    assert (f.candidates, f.high_accuracy) == ("all", False)
+    everything = {lang.iso_code_639_1.name.lower() for lang in Language.all()}
+    assert len(everything) == 75 and _confidence_languages(f) == everything
+    assert f.filter(Document(text=EN, id="en")) is True
+    # the flag reaches the filter (not built here: high accuracy takes seconds and 1.3 GB)
+    assert per_document_step(S.LanguageStep(high_accuracy=True), None).high_accuracy is True
+
+
+def test_danish_and_dutch_not_kept_as_german_by_default():
+    """With only SmolLM3's six as candidates lingua has no better answer than German for
+    Danish or Dutch and scores them ~1.0, which no threshold can reject (the calibration
+    problem); with all languages (the default) they are recognised and dropped."""
+    six = LinguaLanguageFilter(languages=["de"], candidates=SIX, thresholds={"de": 0.999},
+                               max_chars=2000)
+    assert _confidence_languages(six) == set(SIX)
+    for text in (DA, NL):
+        assert six.filter(Document(text=text, id="x")) is True  # the problem, as it was
+
+    f = per_document_step(S.LanguageStep(languages=["de"]), None)  # default thresholds
+    assert f.filter(Document(text=DE, id="de")) is True
+    for lang, text in (("da", DA), ("nl", NL)):
+        doc = Document(text=text, id=lang)
+        assert f.filter(doc) == (False, "other_language")
+        assert doc.metadata["language"] == lang
+
+
+def test_candidates_validated_by_the_schema():
+    assert S.LanguageStep(candidates=SIX).candidates == SIX
+    with pytest.raises(ValueError, match="not among candidates"):
+        S.LanguageStep(languages=["de"], candidates=["en", "fr"])
+    with pytest.raises(ValueError):
+        S.LanguageStep(candidates="some")
+
+
+def test_spec_thresholds_were_calibrated_for_the_default_step():
+    """bench/calibrate_language.py --write-spec records the detector it calibrated; the
+    thresholds are only meaningful for that configuration (rerun it when a default changes)."""
+    source = " ".join(line.lstrip("# ") for line in
+                      inspect.getsource(language_thresholds).splitlines())
+    step = S.LanguageStep()
+    assert step.candidates == "all" and "candidates all of lingua's 75 languages" in source
+    assert not step.high_accuracy and "low-accuracy mode" in source
+    assert f"first {step.max_chars} characters" in source
+    assert set(step.thresholds) == set(SIX)
+
+
 # ----------------------------------------------------------------------- calibration
 
 import numpy as np  # noqa: E402
-import pytest  # noqa: E402
 
 from repro.data.language import calibrate_threshold, precision_recall  # noqa: E402
 
