@@ -136,6 +136,9 @@ class DocumentNGramsIndexer(NGramsDecontIndexer):
     tokenizer and hash function are built in __init__.
     """
 
+    max_items_per_ngram: int | None = None
+    """See DecontaminationSpec.max_items_per_ngram (None: keep every n-gram)."""
+
     def __new__(cls, *args: Any, **kwargs: Any) -> DocumentNGramsIndexer:
         return object.__new__(cls)
 
@@ -144,12 +147,17 @@ class DocumentNGramsIndexer(NGramsDecontIndexer):
 
         if world_size != 1:
             raise ValueError("decontamination index building requires a single worker")
-        hashes: dict[str, set[int]] = {}
+        # per task: n-gram hash -> number of items holding it
+        seen: dict[str, Counter[int]] = {}
         for doc in data or ():
             task = doc.metadata["task"]
-            hashes.setdefault(task, set()).update(
-                self.compute_hashes(doc.text, doc.metadata.get("query")))
+            seen.setdefault(task, Counter()).update(
+                set(self.compute_hashes(doc.text, doc.metadata.get("query"))))
             self.stat_update(f"items_{task}")
+        limit = self.max_items_per_ngram
+        hashes = {task: {h for h, n in counts.items() if limit is None or n <= limit}
+                  for task, counts in seen.items()}
+        self.ignored = {task: len(seen[task]) - len(h) for task, h in hashes.items()}
         self.counts = {task: len(h) for task, h in hashes.items()}
         for task, task_hashes in sorted(hashes.items()):
             # sorted: the index bytes are the same run to run (sets have no fixed order)
@@ -165,6 +173,7 @@ def build_index(items: Iterable[EvalItem], spec: DecontaminationSpec, folder: Pa
     Tasks named in `tasks` but without items get an entry with zeros (so a task that
     contributes nothing shows up in the metrics instead of vanishing)."""
     indexer = DocumentNGramsIndexer(str(folder), config=datatrove_config(spec))
+    indexer.max_items_per_ngram = spec.max_items_per_ngram
     items_per_task: Counter[str] = Counter()
 
     def documents() -> Iterator[Document]:
@@ -174,9 +183,10 @@ def build_index(items: Iterable[EvalItem], spec: DecontaminationSpec, folder: Pa
                            metadata={"query": item.query, "task": item.task})
 
     indexer.run(documents())
-    out = {t: {"items": 0, "ngrams": 0} for t in tasks}
+    out = {t: {"items": 0, "ngrams": 0, "ngrams_ignored": 0} for t in tasks}
     for task, n in items_per_task.items():
-        out[task] = {"items": n, "ngrams": indexer.counts.get(task, 0)}
+        out[task] = {"items": n, "ngrams": indexer.counts.get(task, 0),
+                     "ngrams_ignored": indexer.ignored.get(task, 0)}
     return dict(sorted(out.items()))
 
 

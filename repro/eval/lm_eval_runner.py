@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
+from repro.errors import ReproError
 from repro.eval.local_tasks import DATA_FILE, METRICS
 
 BOOTSTRAP_ITERS = 100_000
@@ -19,7 +20,7 @@ BOOTSTRAP_ITERS = 100_000
 the local tasks' metrics: acc uses the closed form, perplexities get no stderr)."""
 
 
-class TaskUnavailableError(RuntimeError):
+class TaskUnavailableError(ReproError, RuntimeError):
     """A requested lm-eval task cannot be loaded here."""
 
 

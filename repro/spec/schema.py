@@ -747,6 +747,11 @@ class DecontaminationSpec(Model):
     """Also match n-grams lying wholly inside the prompt (datatrove default: False)."""
     find_overlap_ngrams: bool = True
     """Match n-grams spanning prompt and answer (datatrove default: True)."""
+    max_items_per_ngram: PositiveInt | None = None
+    """Ignore an n-gram found in more than this many items of one task: it is the task's
+    template or the corpus's boilerplate (pydoc's "Data descriptors defined here: ..."),
+    not an item's content, and would remove every training document sharing it. None keeps
+    every n-gram (datatrove's behaviour)."""
 
 
 class EvaluationSpec(Model):

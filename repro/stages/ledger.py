@@ -25,6 +25,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from repro.errors import ReproError
 from repro.stages.base import StageIO, atomic_write_text, write_json
 from repro.stages.configs import LedgerConfig, LedgerStage
 
@@ -32,7 +33,7 @@ EXACT_SLOTS = 2_000_000
 """Simulate the round robin slot by slot up to this many slots per stage (about a second)."""
 
 
-class LedgerError(ValueError):
+class LedgerError(ReproError, ValueError):
     """Training would repeat a dataset more than its max_epochs."""
 
 

@@ -108,8 +108,8 @@ def test_decay_stage_change_keeps_stable_stage(tmp_path):
     new = compile_graph(_variant(tmp_path, """
 training:
   stages:
-    - {name: stable, tokens: 655360, mixture: {web: 0.6, pdf: 0.1, code: 0.3}}
-    - {name: decay, tokens: 327680, mixture: {web: 0.4, pdf: 0.2, code: 0.4}}
+    - {name: stable, tokens: 655360, mixture: {web: 0.6, pdf: 0.05, code: 0.35}}
+    - {name: decay, tokens: 327680, mixture: {web: 0.4, pdf: 0.1, code: 0.5}}
   schedule: {warmup_steps: 10, decay_shape: 1-sqrt, decay_fraction: 0.3333333333333333}
 """))
     changed = _kinds_labels(new, _changed(base, new))

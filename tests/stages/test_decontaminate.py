@@ -136,7 +136,8 @@ def test_indexer_needs_no_lighteval(tmp_path):
     counts = build_index([EvalItem("t", "", BPB_DOC)], DecontaminationSpec(n_grams=5),
                          tmp_path / "idx", tasks=["t", "empty"])
     words = len(BPB_DOC.split())
-    assert counts == {"empty": {"items": 0, "ngrams": 0}, "t": {"items": 1, "ngrams": words - 4}}
+    assert counts == {"empty": {"items": 0, "ngrams": 0, "ngrams_ignored": 0},
+                      "t": {"items": 1, "ngrams": words - 4, "ngrams_ignored": 0}}
     assert (tmp_path / "idx" / "t.index.hashes").stat().st_size == 8 * (words - 4)
     assert isinstance(DocumentNGramsIndexer(str(tmp_path / "y")), DocumentNGramsIndexer)
 
@@ -184,3 +185,28 @@ def test_standard_task_offline_names_the_task_and_the_fix(tmp_path, monkeypatch)
     assert "decontamination" in message and "'arc_easy'" in message
     assert "HF_DATASETS_OFFLINE" in message and "HF_DATASETS_CACHE" in message
     assert not (tmp_path / "o").exists() and not (tmp_path / "m.json").exists()
+
+
+BOILERPLATE = "data descriptors defined here dict dictionary for instance variables if defined"
+
+
+def test_boilerplate_ngrams_shared_by_items_can_be_ignored(tmp_path):
+    """An n-gram in several items of one task is boilerplate: with max_items_per_ngram=1 a
+    training document sharing only it is kept; one sharing an item's own words is not."""
+    items = [EvalItem("t", "", f"{BOILERPLATE} {words}") for words in (
+        "alpha beta gamma delta epsilon zeta eta theta iota kappa",
+        "one two three four five six seven eight nine ten")]
+    train = [{"id": "boiler", "text": f"Intro. {BOILERPLATE}. Outro."},
+             {"id": "content", "text": "x one two three four five six seven eight nine ten y"}]
+    from repro.data.decont import find_contaminated
+
+    def removed(limit):
+        folder = tmp_path / f"idx-{limit}"
+        counts = build_index(items, DecontaminationSpec(n_grams=6, max_items_per_ngram=limit), folder)
+        found = find_contaminated(train, folder, DecontaminationSpec(n_grams=6))
+        return counts["t"], {row["id"] for row, match in found if match is not None}
+
+    counts, hit = removed(None)
+    assert hit == {"boiler", "content"} and counts["ngrams_ignored"] == 0
+    counts, hit = removed(1)
+    assert hit == {"content"} and counts["ngrams_ignored"] == len(BOILERPLATE.split()) - 5
