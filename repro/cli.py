@@ -51,7 +51,37 @@ def validate(targets: tuple[str, ...]) -> None:
         _fail(issues)
 
 
-def compiled_texts(specs_dir: Path) -> tuple[str, str]:
+def _ledger_gate(graph, files: list[Path], root: Path) -> None:
+    """Refuse a mixture the token counts measured so far (committed tokenize metrics) show
+    would repeat a dataset more than its max_epochs; unknown counts are left to the ledger
+    stage, which checks before training starts."""
+    import json
+
+    from repro.compile.graph import OutputRef
+    from repro.stages.ledger import LedgerError, check_known_counts
+
+    issues = []
+    for stage in graph.stages.values():
+        if stage.kind != "ledger":
+            continue
+        tokens = {}
+        for key, ref in stage.inputs:
+            metrics = root / str(paths.stage_metrics(ref.stage_id)) if isinstance(ref, OutputRef) else None
+            if key.startswith("tokens:") and metrics is not None and metrics.is_file():
+                tokens[key.split(":", 1)[1]] = int(json.loads(metrics.read_text())["tokens"])
+        try:
+            check_known_counts(stage.config, tokens)
+        except LedgerError as e:
+            spec = next((str(f) for f in files if load_spec(f).name == stage.config.experiment),
+                        str(files[0]))
+            issues.append(SpecIssue(spec, None, "training.stages", str(e).split(". Fix: ")[0],
+                                    "lower the mixture weight or token budget, or raise "
+                                    "datasets.<name>.max_epochs"))
+    if issues:
+        _fail(issues)
+
+
+def compiled_texts(specs_dir: Path, root: Path = Path(".")) -> tuple[str, str]:
     """dvc.yaml and params.yaml text for the experiment specs directly under specs_dir."""
     from repro.compile.graph import GraphError, compile_graph
     from repro.compile.render import render_dvc_yaml, render_params_yaml
@@ -66,6 +96,7 @@ def compiled_texts(specs_dir: Path) -> tuple[str, str]:
         _fail(e.issues)
     except GraphError as e:
         _fail([SpecIssue(str(specs_dir), None, "report", str(e), "")])
+    _ledger_gate(graph, files, root)
     return render_dvc_yaml(graph), render_params_yaml(graph)
 
 
@@ -80,7 +111,7 @@ def compile_cmd(check: bool, specs_dir: Path, root: Path) -> None:
     """Compile specs into dvc.yaml + params.yaml (byte-identical on re-run)."""
     from repro.stages.base import atomic_write_text
 
-    dvc_text, params_text = compiled_texts(specs_dir)
+    dvc_text, params_text = compiled_texts(specs_dir, root)
     targets = {root / str(paths.DVC_YAML): dvc_text, root / str(paths.PARAMS_YAML): params_text}
     if check:
         stale = [str(p) for p, text in targets.items()

@@ -58,3 +58,35 @@ def test_stage_rejects_bad_override(tmp_path, monkeypatch):
     result = runner.invoke(main, ["stage", "evaluate", sid, "--out", "metrics=m.json"])
     assert result.exit_code == 2
     assert f"{sid}.evaluation.num_fewshot" in result.output and "Traceback" not in result.output
+
+
+def test_compile_refuses_a_mixture_the_measured_tokens_cannot_feed(tmp_path, monkeypatch):
+    """With committed tokenize metrics, `repro compile` refuses a budget that would repeat a
+    dataset past its max_epochs (the ledger stage would refuse it later); within the limit,
+    and without measured counts, it compiles."""
+
+    root = _project(tmp_path)
+    shutil.copytree(REPO / "metrics", root / "metrics")
+    monkeypatch.chdir(root)
+    runner = CliRunner()
+    assert runner.invoke(main, ["compile"]).exit_code == 0
+    spec = root / "specs/qs-rope.yaml"
+    base = spec.read_text()
+    # 64x the quickstart's budget: web (about 230k tokens measured) would be read ~130 times
+    spec.write_text(base + """training:
+  stages:
+    - {name: stable, tokens: 41943040, mixture: {web: 0.6, pdf: 0.05, code: 0.35}}
+    - {name: decay, tokens: 10485760, mixture: {web: 0.4, pdf: 0.1, code: 0.5}}
+""")
+    result = runner.invoke(main, ["compile"])
+    assert result.exit_code == 2, result.output
+    assert "qs-rope.yaml" in result.output and "'web'" in result.output
+    assert "max_epochs" in result.output and "Traceback" not in result.output
+    # the same budget with a matching allowance compiles
+    spec.write_text(spec.read_text() + "datasets:\n  web: {max_epochs: 1000}\n  pdf: {max_epochs: 1000}\n"
+                    "  code: {max_epochs: 1000}\n")
+    assert runner.invoke(main, ["compile"]).exit_code == 0
+    # without measured token counts there is nothing to check at compile time
+    shutil.rmtree(root / "metrics")
+    spec.write_text(base + "training: {stages: [{name: stable, tokens: 41943040, mixture: {web: 1.0}}]}\n")
+    assert runner.invoke(main, ["compile"]).exit_code == 0

@@ -104,6 +104,18 @@ def check(book: dict[str, Any]) -> None:
               "datasets.<name>.max_epochs in the spec if repeating it that often is intended.")
 
 
+def check_known_counts(cfg: LedgerConfig, tokens: dict[str, int]) -> None:
+    """The compile-time gate: with token counts already measured (committed tokenize
+    metrics), refuse a mixture that is sure to exceed max_epochs. `tokens // (seq_len + 1)`
+    bounds the windows from above (shard tails are dropped), so the epochs estimated here
+    never exceed the real ones: this refuses only what the ledger stage would refuse."""
+    known = {n: {"tokens": t, "windows": max(1, t // (cfg.seq_len + 1))}
+             for n, t in tokens.items() if n in cfg.max_epochs}
+    needed = {n for s in cfg.stages for n in s.mixture}
+    if needed <= set(known):
+        check(ledger(cfg, {n: known[n] for n in sorted(needed)}))
+
+
 def available_tokens(folder: Path, seq_len: int) -> dict[str, int]:
     """{tokens, windows} of a tokenize output, counted by the loader training uses."""
     from repro.train.data import TokenShards
