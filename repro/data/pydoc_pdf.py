@@ -23,9 +23,11 @@ builds on the same Python installation give the same bytes.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import hashlib
+import inspect
 import pydoc
 import textwrap
 import unicodedata
@@ -114,6 +116,41 @@ class _SafeTextDoc(pydoc.TextDoc):
         return line
 
 
+class _Opaque:
+    """Stands in for a default value that is not a plain literal: printed as `...`."""
+
+    def __repr__(self) -> str:
+        return "..."
+
+
+class _SafeInspect:
+    """What pydoc sees as its `inspect` module while a page is rendered: the real one, but
+    signatures show non-literal defaults as `...`, as pydoc_web's pages do (a default such
+    as cgi's `environ=os.environ` would otherwise print the whole environment)."""
+
+    def __getattr__(self, name: str):
+        return getattr(inspect, name)
+
+    @staticmethod
+    def signature(obj, *args, **kwargs):
+        sig = inspect.signature(obj, *args, **kwargs)
+        params = [p.replace(default=_Opaque())
+                  if p.default is not p.empty and _literal(p.default) is None else p
+                  for p in sig.parameters.values()]
+        return sig.replace(parameters=params)
+
+
+@contextlib.contextmanager
+def _safe_signatures() -> Iterator[None]:
+    """Swap pydoc's module-global `inspect` (only pydoc's name, not the inspect module)."""
+    real = pydoc.inspect
+    pydoc.inspect = _SafeInspect()
+    try:
+        yield
+    finally:
+        pydoc.inspect = real
+
+
 @functools.lru_cache(maxsize=None)
 def _textdoc() -> _SafeTextDoc:
     return _SafeTextDoc()
@@ -148,7 +185,7 @@ def _cut(text: str, limit: int) -> str:
 def module_text(name: str, mod, limit: int | None = MAX_CHARS) -> str:
     """pydoc's plain-text documentation of a module, run-independent, latin-1, cut to
     `limit` characters; empty when pydoc has nothing to say."""
-    with _quiet():
+    with _quiet(), _safe_signatures():
         try:
             text = _textdoc().docmodule(mod, name)
         except Exception:  # noqa: BLE001 - a module whose members break pydoc is left out

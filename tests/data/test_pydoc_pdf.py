@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from repro.data import pydoc_pdf as PP
@@ -106,3 +108,23 @@ def test_module_data_reprs_do_not_leak_the_environment(monkeypatch):
 def test_to_latin1_is_deterministic_and_printable():
     assert PP.to_latin1("caf\u00e9 \u2014 \u201cquoted\u201d \u0141\u00f3d\u017a \u4e2d\tx\x0cy") == \
         'caf\u00e9 -- "quoted" L\u00f3dz ?  x y'
+
+
+def test_no_module_text_leaks_the_environment(monkeypatch):
+    """Every module the corpus renders, signatures included: cgi's `environ=os.environ`
+    default once printed the whole environment into the PDFs."""
+    import warnings
+
+    canary = "canary-7d21e0-do-not-leak"
+    monkeypatch.setenv("REPRO_TEST_CANARY", canary)
+    leaked = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in PP.module_names():
+            mod = PP._import(name)
+            if mod is not None and canary in PP.module_text(name, mod, limit=None):
+                leaked.append(name)
+    assert leaked == []
+    import cgi  # noqa: F401 - deprecated, still in 3.11: the module that leaked
+
+    assert "environ=..." in PP.module_text("cgi", sys.modules["cgi"], limit=None)
