@@ -551,6 +551,16 @@ TokenizerSpec = Annotated[
 # ------------------------------------------------------------------------------ model
 
 
+class YarnSpec(Model):
+    """YaRN context extension at inference (transformers `rope_type: yarn`)."""
+
+    factor: Annotated[float, Field(gt=1.0)] = 2.0
+    """Context multiplier (SmolLM3: 2, 64k -> 128k; FACTS 3.10)."""
+    original_max_position_embeddings: PositiveInt | None = None
+    """Context the model was trained for; default: the last training stage's
+    max_position_embeddings."""
+
+
 class ModelSpec(Model):
     """SmolLM3-family decoder (transformers `SmolLM3Config`). Defaults: SmolLM3-3B."""
 
@@ -577,6 +587,9 @@ class ModelSpec(Model):
     """RMSNorm epsilon (SmolLM3: 1e-6)."""
     init_std: Annotated[float, Field(gt=0)] = 0.02
     """Weight init standard deviation (SmolLM3: 0.02)."""
+    inference_yarn: YarnSpec | None = None
+    """YaRN RoPE scaling written into the exported config for inference only (training
+    always uses plain RoPE). SmolLM3 extends 64k to 128k with YaRN x2 (FACTS 3.10)."""
 
     @model_validator(mode="after")
     def _shapes(self) -> ModelSpec:
@@ -627,7 +640,149 @@ class AdamWSpec(Model):
         return patterns
 
 
-OptimizerSpec = Annotated[Union[AdamWSpec], Field(discriminator="kind")]
+class MuonSpec(Model):
+    """torch.optim.Muon on the 2-D hidden matrices (attention q/k/v/o and MLP), AdamW on
+    everything else: token embedding, LM head (tied or not), norm gains and biases (FACTS
+    5.4). Both are scheduled by the same LR schedule, each from its own peak."""
+
+    kind: Literal["muon"] = "muon"
+    lr: Annotated[float, Field(gt=0)] = 0.02
+    """Peak Muon LR (Keller Jordan's example: 0.02; FACTS 5.4). With
+    `adjust_lr: match_rms_adamw` use an AdamW-sized LR instead (Moonlight; FACTS 5.3)."""
+    momentum: Fraction = 0.95
+    """Momentum (torch default 0.95; FACTS 5.1)."""
+    nesterov: bool = True
+    """Nesterov momentum (torch default; FACTS 5.1)."""
+    ns_steps: Annotated[int, Field(ge=1, le=20)] = 5
+    """Newton-Schulz iterations (torch default 5)."""
+    weight_decay: Annotated[float, Field(ge=0)] = 0.01
+    """Decoupled weight decay on the Muon matrices (Keller's example: 0.01; FACTS 5.4)."""
+    adjust_lr: Literal["original", "match_rms_adamw"] = "original"
+    """torch's adjust_lr_fn: `original` scales by sqrt(max(1, A/B)); `match_rms_adamw`
+    by 0.2*sqrt(max(A, B)), so AdamW's LR and weight decay carry over (FACTS 5.3)."""
+    adamw: AdamWSpec = AdamWSpec(lr=3e-4, weight_decay=0.01)
+    """AdamW for the non-matrix parameters (Keller's example: lr 3e-4, betas 0.9/0.95,
+    wd 0.01; FACTS 5.4)."""
+    grad_clip: Annotated[float, Field(gt=0)] | None = 1.0
+    """Clip the global gradient norm (all parameters) to this value; None disables."""
+
+
+OptimizerSpec = Annotated[Union[AdamWSpec, MuonSpec], Field(discriminator="kind")]
+
+
+class QKClipSpec(Model):
+    """QK-Clip (Kimi K2's MuonClip; FACTS 5.7): after each step, for each attention head
+    whose largest pre-softmax logit q.k/sqrt(d) in the step's batch exceeded `tau`, shrink
+    its query and key projections so the logit would have been `tau`. With GQA a key head is
+    shared by several query heads; we scale only W_q of the offending head by tau/S_max (our
+    choice: the source covers MHA/MLA only), which leaves the other heads untouched."""
+
+    tau: Annotated[float, Field(gt=0)] = 100.0
+    """Logit threshold (Kimi K2: 100)."""
+
+
+class MTPSpec(Model):
+    """Multi-token prediction: extra training signal from predicting tokens further ahead.
+    The modules are training-only: the exported checkpoint is the plain model (loads with
+    AutoModelForCausalLM) and the MTP weights are saved beside it in `mtp.safetensors`."""
+
+    kind: Literal["sequential", "parallel"] = "sequential"
+    """`sequential`: DeepSeek-V3 modules, module k combines the previous depth's hidden
+    state with the embedding of token t+k and runs one transformer block, sharing the
+    embedding and output head (FACTS 6.2). `parallel`: Gloeckle et al.'s independent heads,
+    one transformer block each on the shared trunk (FACTS 6.1)."""
+    depth: Annotated[int, Field(ge=1, le=8)] = 1
+    """Extra tokens predicted (DeepSeek-V3: D = 1)."""
+    loss_weight: Annotated[float, Field(ge=0)] = 0.3
+    """lambda: total loss = CE + lambda/D * sum_k CE_k (DeepSeek-V3: 0.3 for the first 10T
+    tokens; FACTS 6.2)."""
+    later_loss_weight: Annotated[float, Field(ge=0)] | None = None
+    """lambda after `later_from_tokens` (DeepSeek-V3: 0.1 for the last 4.8T tokens)."""
+    later_from_tokens: PositiveInt | None = None
+    """Tokens seen (all stages) from which `later_loss_weight` applies."""
+
+    @model_validator(mode="after")
+    def _later_pair(self) -> MTPSpec:
+        if (self.later_loss_weight is None) != (self.later_from_tokens is None):
+            raise ValueError("set both later_loss_weight and later_from_tokens, or neither")
+        return self
+
+    def weight_at(self, tokens_seen: int) -> float:
+        if self.later_from_tokens is not None and tokens_seen >= self.later_from_tokens:
+            return float(self.later_loss_weight)
+        return self.loss_weight
+
+
+class DistillationSpec(Model):
+    """Knowledge distillation: loss = alpha * T^2 * KL(teacher || student) at temperature T
+    + (1 - alpha) * CE (Hinton et al.; FACTS 7.1)."""
+
+    teacher: str
+    """`experiment:<name>`: the final checkpoint of another experiment compiled in the same
+    pipeline (a DVC dependency, trained first); otherwise a local checkpoint folder or a hub
+    model name. Its vocabulary must match the student's."""
+    alpha: Fraction = 0.5
+    """Weight of the distillation term."""
+    temperature: Annotated[float, Field(gt=0)] = 1.0
+    """Softmax temperature T for both teacher and student in the KL term."""
+    logits: Literal["full", "top_k", "sampled"] = "full"
+    """Teacher targets: the full distribution (teacher run alongside the student); `top_k`
+    (renormalised k largest, biased; FACTS 7.7) or `sampled` (k tokens sampled from the
+    teacher, Gemma 3 / random-sampling KD, unbiased; FACTS 7.3, 7.7), both computed once by
+    their own `teacher-logits` stage and read from disk."""
+    k: Annotated[int, Field(ge=1, le=4096)] = 256
+    """Logits kept per token for `top_k` / `sampled` (Gemma 3: 256)."""
+    trust_remote_code: bool = False
+    """Let transformers run code shipped with a hub teacher (off unless set)."""
+
+
+class StabilitySpec(Model):
+    """What to do when training goes wrong. Decisions depend only on values the run
+    computes deterministically, so a rerun makes the same ones."""
+
+    on_nonfinite: Literal["skip", "rollback", "stop"] = "stop"
+    """NaN/Inf loss or gradient norm: skip the batch (no update), roll back to the last
+    in-run checkpoint and lower the LR, or stop with an error."""
+    on_spike: Literal["none", "skip", "rollback", "stop"] = "none"
+    """Loss spike (z-score above `spike_z` over the previous `spike_window` steps)."""
+    spike_window: Annotated[int, Field(ge=5)] = 50
+    """Steps in the running window the z-score is computed over."""
+    spike_z: Annotated[float, Field(gt=0)] = 6.0
+    """z-score above which a step's loss is a spike."""
+    rollback_lr_factor: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    """LR multiplier applied after each rollback (cumulative)."""
+    max_events: PositiveInt = 10
+    """Stop after this many skips/rollbacks in one stage: the run is not recovering."""
+
+
+class MonitorSpec(Model):
+    """Feature-learning monitor on a fixed probe batch: per-layer update/weight RMS ratio,
+    max attention logit per layer and effective rank of hidden states."""
+
+    every_steps: PositiveInt = 50
+    """Record the monitor every this-many steps (and at the last step of each stage)."""
+    probe_sequences: PositiveInt = 4
+    """Sequences in the probe batch (the first windows of the stage's first source)."""
+
+
+class DistributedSpec(Model):
+    """How many processes train, and how. Data parallel keeps the global batch: each of the
+    `nproc` ranks takes every nproc-th sequence of the step."""
+
+    kind: Literal["single", "ddp", "fsdp2"] = "single"
+    """`ddp`: torch DistributedDataParallel; `fsdp2`: torch.distributed.fsdp.fully_shard
+    (GPUs). Both launch `nproc` processes with torchrun."""
+    nproc: PositiveInt = 1
+    """Processes (one per GPU; on CPU, each gets an equal share of the cores)."""
+    backend: Literal["auto", "gloo", "nccl"] = "auto"
+    """Collective backend; auto: nccl with CUDA, else gloo."""
+
+    @model_validator(mode="after")
+    def _nproc(self) -> DistributedSpec:
+        if self.kind == "single" and self.nproc != 1:
+            raise ValueError(f"distributed.kind single runs one process, nproc is {self.nproc}; "
+                             "set kind: ddp to use several")
+        return self
 
 
 class ScheduleSpec(Model):
@@ -644,8 +799,18 @@ class ScheduleSpec(Model):
     """LR at the end of decay, as a fraction of the peak (SmolLM3: 0)."""
 
 
+class StageScheduleSpec(ScheduleSpec):
+    """A stage that restarts the LR schedule, as SmolLM3's long-context stages do (lr 2e-5,
+    1000 warmup steps, cosine to 0; FACTS 3.10). Its warmup and decay span this stage only."""
+
+    lr: Annotated[float, Field(gt=0)]
+    """Peak LR of this stage (for Muon: of the AdamW part; the Muon LR is scaled by the
+    same ratio to the optimizer's LR)."""
+
+
 class TrainingStageSpec(Model):
-    """One curriculum stage: a token budget and a data mixture."""
+    """One curriculum stage: a token budget and a data mixture; optionally a longer context
+    (sequence length, RoPE theta) and its own LR schedule."""
 
     name: Name
     """Stage name, unique within the experiment."""
@@ -653,6 +818,19 @@ class TrainingStageSpec(Model):
     """Token budget of this stage."""
     mixture: dict[Name, Annotated[float, Field(gt=0)]]
     """Dataset name -> sampling weight; weights must sum to 1."""
+    seq_len: PositiveInt | None = None
+    """Sequence length from this stage on (SmolLM3 long context: 4k -> 32k -> 64k;
+    FACTS 3.10); default: the previous stage's."""
+    rope_theta: Annotated[float, Field(gt=0)] | None = None
+    """RoPE base from this stage on (SmolLM3: 2e6 at 32k, 5e6 at 64k); default: the
+    previous stage's."""
+    max_position_embeddings: PositiveInt | None = None
+    """Model context from this stage on; default: the previous stage's."""
+    reset_optimizer: bool = False
+    """Start this stage with fresh optimizer state (SmolLM3's 64k stage; FACTS 3.10)."""
+    schedule: StageScheduleSpec | None = None
+    """Restart the LR schedule for this stage; default: the stage follows the experiment's
+    schedule, which spans every stage that has none of its own."""
 
     @field_validator("mixture")
     @classmethod
@@ -685,30 +863,91 @@ class TrainingSpec(Model):
     """Curriculum stages, trained in order, each continuing from the previous one."""
     log_every_steps: PositiveInt = 10
     """Record the loss curve every this-many steps."""
+    doc_masking: bool = True
+    """Intra-document attention: within a packed sequence no token attends across an EOS
+    boundary and positions restart at every document (SmolLM3: on; FACTS 3.3)."""
+    z_loss: Annotated[float, Field(ge=0)] = 0.0
+    """Weight of the z-loss (mean squared log-partition of the logits); 0 disables
+    (SmolLM3: off; FACTS 3.8)."""
+    qk_clip: QKClipSpec | None = None
+    """QK-Clip after every step (Kimi K2); None disables."""
+    mtp: MTPSpec | None = None
+    """Multi-token prediction; None disables."""
+    distillation: DistillationSpec | None = None
+    """Knowledge distillation from a teacher; None trains on the data alone."""
+    stability: StabilitySpec = StabilitySpec()
+    """NaN/Inf and loss-spike handling."""
+    monitor: MonitorSpec | None = MonitorSpec()
+    """Feature-learning monitor; None disables."""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """`bf16`: autocast matmuls to bfloat16 with fp32 master weights and gradient
+    accumulation (SmolLM3 trained in bf16; FACTS 3.1, 3.8); `fp32` everywhere."""
+    compile: bool = False
+    """torch.compile the model (GPUs; on CPU it needs a C++ compiler and pays off little)."""
+    distributed: DistributedSpec = DistributedSpec()
+    """Single process, DDP or FSDP2."""
+    checkpoint_every_steps: PositiveInt | None = 100
+    """Save resumable state this often inside a stage, so a crash costs at most this many
+    steps; resuming is bitwise exact. Changes no output (not part of the stage identity)."""
 
     @model_validator(mode="after")
     def _batch_and_stages(self) -> TrainingSpec:
-        if self.batch_tokens % self.seq_len:
-            raise ValueError(
-                f"batch_tokens {self.batch_tokens} is not a multiple of seq_len {self.seq_len}; "
-                f"use {max(1, self.batch_tokens // self.seq_len) * self.seq_len}"
-            )
-        sequences = self.batch_tokens // self.seq_len
-        if sequences % self.micro_batch_size:
-            raise ValueError(
-                f"micro_batch_size {self.micro_batch_size} does not divide the "
-                f"{sequences} sequences per step; pick a divisor of {sequences}"
-            )
         names = [s.name for s in self.stages]
         if len(set(names)) != len(names):
             raise ValueError(f"training stage names must be unique, got {names}")
-        for s in self.stages:
+        restarted = None
+        for i, (s, seq_len) in enumerate(zip(self.stages, self.stage_seq_lens())):
+            where = f"training.stages[{i}] ({s.name!r})"
+            if self.batch_tokens % seq_len:
+                raise ValueError(
+                    f"batch_tokens {self.batch_tokens} is not a multiple of {where}'s seq_len "
+                    f"{seq_len}; use {max(1, self.batch_tokens // seq_len) * seq_len}"
+                )
+            sequences = self.batch_tokens // seq_len
+            if sequences % self.micro_batch_size:
+                raise ValueError(
+                    f"micro_batch_size {self.micro_batch_size} does not divide the "
+                    f"{sequences} sequences per step of {where}; pick a divisor of {sequences}"
+                )
+            if sequences % self.distributed.nproc:
+                raise ValueError(
+                    f"distributed.nproc {self.distributed.nproc} does not divide the {sequences} "
+                    f"sequences per step of {where}; pick a divisor of {sequences}"
+                )
             if s.tokens < self.batch_tokens:
                 raise ValueError(
                     f"stage {s.name!r} has {s.tokens} tokens, less than one step "
                     f"({self.batch_tokens} batch_tokens); raise its budget"
                 )
+            if s.schedule is not None:
+                restarted = s.name
+            elif restarted is not None:
+                raise ValueError(
+                    f"{where} follows stage {restarted!r}, which restarts the LR schedule, but "
+                    "has no schedule of its own; give it a `schedule` (the experiment's "
+                    "schedule spans only the stages before the first restart)"
+                )
+        if self.distillation is not None and self.mtp is not None:
+            raise ValueError("training.distillation and training.mtp cannot be combined yet; "
+                             "use one of them per experiment")
         return self
+
+    def stage_seq_lens(self) -> list[int]:
+        """Each stage's sequence length (a stage inherits the previous stage's)."""
+        out, current = [], self.seq_len
+        for s in self.stages:
+            current = s.seq_len or current
+            out.append(current)
+        return out
+
+    def stage_rope(self, model: ModelSpec) -> list[tuple[float, int]]:
+        """Each stage's (rope_theta, max_position_embeddings), inherited like seq_len."""
+        out, theta, max_pos = [], model.rope_theta, model.max_position_embeddings
+        for s in self.stages:
+            theta = s.rope_theta or theta
+            max_pos = s.max_position_embeddings or max_pos
+            out.append((theta, max_pos))
+        return out
 
     @property
     def sequences_per_step(self) -> int:
@@ -860,12 +1099,16 @@ class ExperimentSpec(Model):
                     f"report.baseline {self.report.baseline!r} is not among the compared "
                     f"experiments {sorted(members)}"
                 )
-        seq = self.training.seq_len
-        if seq > self.model.max_position_embeddings:
-            raise ValueError(
-                f"training.seq_len {seq} exceeds model.max_position_embeddings "
-                f"{self.model.max_position_embeddings}; raise max_position_embeddings"
-            )
+        tr = self.training
+        for i, (seq, (_, max_pos)) in enumerate(zip(tr.stage_seq_lens(), tr.stage_rope(self.model))):
+            if seq > max_pos:
+                field = ("model.max_position_embeddings" if i == 0 or not any(
+                    s.max_position_embeddings for s in tr.stages[:i + 1])
+                    else f"training.stages[{i}].max_position_embeddings")
+                raise ValueError(
+                    f"training.stages[{i}] ({tr.stages[i].name!r}) trains on sequences of "
+                    f"{seq} tokens, more than {field} {max_pos}; raise {field} to at least {seq}"
+                )
         return self
 
     @property
