@@ -27,6 +27,7 @@ _DATA_ROOTS = {
     "tokenizer": "artifacts/tokenizer",
     "tokenize": "data/tokens",
     "train": "artifacts/checkpoints",
+    "teacherlogits": "data/teacher",
     "evaltasks": "data/evaltasks",
     "evaluate": "results/eval",
 }
@@ -48,6 +49,18 @@ def ledger_gate(experiment: str) -> PurePosixPath:
 def stage_metrics(stage_id: str) -> PurePosixPath:
     """The stage's DVC metrics file (committed)."""
     return METRICS_DIR / f"{stage_id}.json"
+
+
+def stage_perf(stage_id: str) -> PurePosixPath:
+    """Timing metrics of a stage (tokens/s, MFU): committed, but measured, so they differ
+    between runs; `repro verify` leaves them out of its comparison."""
+    return METRICS_DIR / f"{stage_id}.perf.json"
+
+
+def resume_dir(stage_id: str) -> PurePosixPath:
+    """In-stage resumable state of a training stage (not a DVC output: it must survive the
+    crash DVC would clean up after). Removed when the stage completes."""
+    return PurePosixPath(".repro/resume") / stage_id
 
 
 def stage_plot(stage_id: str, name: str) -> PurePosixPath:
@@ -74,6 +87,7 @@ def stage_code(kind: str) -> list[PurePosixPath]:
         "funnel": ["repro/data/token_funnel.py", "repro/stages/tokenize.py"],
         "ledger": ["repro/train/data.py"],
         "train": ["repro/model", "repro/train"],
+        "teacherlogits": ["repro/model", "repro/train/distill.py", "repro/train/data.py"],
         "evaltasks": ["repro/eval"],
         "evaluate": ["repro/eval"],
         "report": ["repro/report"],

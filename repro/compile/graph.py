@@ -51,6 +51,7 @@ from repro.stages.configs import (
     ScheduleSegment,
     SourceConfig,
     SplitConfig,
+    TeacherLogitsConfig,
     TokenizeConfig,
     TokenizerConfig,
     TrainConfig,
@@ -66,16 +67,18 @@ OUTPUT_KEYS: dict[str, tuple[str, ...]] = {
     "tokenize": ("tokens", "metrics"),
     "funnel": ("metrics",),
     "ledger": ("gate", "metrics"),
-    "train": ("checkpoint", "metrics", "loss"),
+    "train": ("checkpoint", "metrics", "loss", "monitor", "perf"),
+    "teacherlogits": ("targets",),
     "evaltasks": ("task",),
     "evaluate": ("results", "metrics"),
     "report": ("report",),
 }
 
 
-EXECUTION_ONLY: dict[str, set[str]] = {"curate": {"executor"}}
+EXECUTION_ONLY: dict[str, set[str]] = {"curate": {"executor"}, "train": {"checkpoint_every_steps"}}
 """Config fields left out of a stage's identity: they change how it runs, not what it makes
-(curation outputs are independent of executor and task count; see repro.data.pipeline)."""
+(curation outputs are independent of executor and task count, see repro.data.pipeline; a
+training stage resumed from an in-stage checkpoint ends bitwise equal, see repro.train.resume)."""
 
 
 ORDER_ONLY_INPUTS: frozenset[str] = frozenset({"ledger"})
@@ -134,6 +137,10 @@ class Stage:
                 out[key] = paths.stage_metrics(self.id)
             elif key == "loss":
                 out[key] = paths.stage_plot(self.id, "loss.csv")
+            elif key == "monitor":
+                out[key] = paths.stage_plot(self.id, "monitor.csv")
+            elif key == "perf":
+                out[key] = paths.stage_perf(self.id)
             elif key == "report":
                 out[key] = paths.report_dir(self.config.name)  # type: ignore[attr-defined]
             elif key == "gate":
@@ -233,24 +240,44 @@ def _tokenizer_stage(graph: StageGraph, spec: ExperimentSpec, splits: dict[str, 
     return graph.add(Stage("tokenizer", label, TokenizerConfig(tokenizer=tok, datasets=names), inputs))
 
 
+def reference_lr(spec: ExperimentSpec) -> float:
+    """The LR an experiment's schedule peaks at: AdamW's, or the AdamW part's for Muon
+    (every optimizer group is scaled by the same factor, see repro.train.optim)."""
+    opt = spec.training.optimizer
+    return opt.adamw.lr if opt.kind == "muon" else opt.lr
+
+
 def schedule_segments(spec: ExperimentSpec) -> list[tuple[int, int, ScheduleSegment]]:
-    """(step_start, steps, segment) per training stage."""
+    """(step_start, steps, segment) per training stage. The experiment's schedule spans the
+    stages before the first one with a schedule of its own; each such stage restarts it
+    (warmup and decay within the stage, as SmolLM3's long-context stages; FACTS 3.10)."""
     tr = spec.training
     steps = [s.tokens // tr.batch_tokens for s in tr.stages]
-    total = sum(steps)
+    first_restart = next((i for i, s in enumerate(tr.stages) if s.schedule is not None), len(steps))
+    total = sum(steps[:first_restart])
     decay_steps = round(tr.schedule.decay_fraction * total)
     decay_start = total - decay_steps
     out, start = [], 0
-    for n in steps:
-        overlaps = decay_steps > 0 and decay_start < start + n
-        out.append((start, n, ScheduleSegment(
-            peak_lr=tr.optimizer.lr,
-            warmup_steps=tr.schedule.warmup_steps,
-            decay_start_step=decay_start if overlaps else None,
-            decay_end_step=total if overlaps else None,
-            decay_shape=tr.schedule.decay_shape,
-            min_lr_ratio=tr.schedule.min_lr_ratio,
-        )))
+    for i, (stage, n) in enumerate(zip(tr.stages, steps)):
+        if stage.schedule is not None:
+            own = stage.schedule
+            own_decay = round(own.decay_fraction * n)
+            out.append((start, n, ScheduleSegment(
+                peak_lr=own.lr, start_step=start, warmup_steps=own.warmup_steps,
+                decay_start_step=start + n - own_decay if own_decay else None,
+                decay_end_step=start + n if own_decay else None,
+                decay_shape=own.decay_shape, min_lr_ratio=own.min_lr_ratio,
+            )))
+        else:
+            overlaps = decay_steps > 0 and decay_start < start + n
+            out.append((start, n, ScheduleSegment(
+                peak_lr=reference_lr(spec),
+                warmup_steps=tr.schedule.warmup_steps,
+                decay_start_step=decay_start if overlaps else None,
+                decay_end_step=total if overlaps else None,
+                decay_shape=tr.schedule.decay_shape,
+                min_lr_ratio=tr.schedule.min_lr_ratio,
+            )))
         start += n
     return out
 
@@ -305,32 +332,97 @@ def _funnel_stage(graph: StageGraph, name: str, curate: Stage, split: Stage, doc
     return graph.add(Stage("funnel", name, FunnelConfig(dataset=name), tuple(inputs)))
 
 
+TEACHER_EXPERIMENT_PREFIX = "experiment:"
+
+
+def teacher_experiment(spec: ExperimentSpec) -> str | None:
+    """The experiment a spec distils from, when its teacher is `experiment:<name>`."""
+    d = spec.training.distillation
+    if d is not None and d.teacher.startswith(TEACHER_EXPERIMENT_PREFIX):
+        return d.teacher[len(TEACHER_EXPERIMENT_PREFIX):]
+    return None
+
+
+def _teacher_input(spec: ExperimentSpec, teachers: dict[str, Stage]) -> Input | None:
+    """The teacher checkpoint as a stage input: another experiment's final checkpoint, or a
+    local folder; None for a hub name (loaded by name at run time)."""
+    d = spec.training.distillation
+    if d is None:
+        return None
+    name = teacher_experiment(spec)
+    if name is not None:
+        return OutputRef(teachers[name].id, "checkpoint")
+    if not d.teacher.startswith(("/", "./", "../")):
+        return None  # a hub name
+    return ExternalPath(d.teacher)
+
+
+def _teacher_logits_stages(graph: StageGraph, spec: ExperimentSpec, teacher: Input,
+                           tokens: dict[str, Stage]) -> dict[tuple[str, int], Stage]:
+    """For `top_k` / `sampled` targets: one stage per (dataset, sequence length) that runs
+    the teacher once over every window and stores its sparse targets (FACTS 7.3, 7.7)."""
+    d = spec.training.distillation
+    assert d is not None
+    out: dict[tuple[str, int], Stage] = {}
+    tr = spec.training
+    for stage, seq_len in zip(tr.stages, tr.stage_seq_lens()):
+        for name in sorted(stage.mixture):
+            if (name, seq_len) in out:
+                continue
+            out[(name, seq_len)] = graph.add(Stage(
+                "teacherlogits", f"{spec.name}-{name}-{seq_len}",
+                TeacherLogitsConfig(dataset=name, seq_len=seq_len, mode=d.logits, k=d.k,
+                                    temperature=d.temperature, seed=spec.experiment.seed,
+                                    doc_masking=tr.doc_masking, teacher=d.teacher,
+                                    trust_remote_code=d.trust_remote_code),
+                (("teacher", teacher), ("tokens", OutputRef(tokens[name].id, "tokens")))
+                if teacher is not None else (("tokens", OutputRef(tokens[name].id, "tokens")),),
+            ))
+    return out
+
+
 def _train_stages(graph: StageGraph, spec: ExperimentSpec, tokenizer: Stage,
-                  tokens: dict[str, Stage], ledger: Stage) -> list[Stage]:
+                  tokens: dict[str, Stage], ledger: Stage, teachers: dict[str, Stage]) -> list[Stage]:
     """One stage per curriculum stage, each continuing the previous one's checkpoint."""
     trains: list[Stage] = []
     tr = spec.training
-    for stage_spec, (start, n, segment) in zip(tr.stages, schedule_segments(spec)):
+    teacher = _teacher_input(spec, teachers)
+    caches = (_teacher_logits_stages(graph, spec, teacher, tokens)
+              if tr.distillation is not None and tr.distillation.logits != "full" else {})
+    shapes = zip(tr.stages, schedule_segments(spec), tr.stage_seq_lens(), tr.stage_rope(spec.model))
+    for i, (stage_spec, (start, n, segment), seq_len, (theta, max_pos)) in enumerate(shapes):
         inputs: list[tuple[str, Input]] = [("tokenizer", OutputRef(tokenizer.id, "tokenizer"))]
         inputs += [(f"tokens:{d}", OutputRef(tokens[d].id, "tokens")) for d in sorted(stage_spec.mixture)]
         if trains:
             inputs.append(("init", OutputRef(trains[-1].id, "checkpoint")))
+        if caches:
+            inputs += [(f"teacher_targets:{d}", OutputRef(caches[(d, seq_len)].id, "targets"))
+                       for d in sorted(stage_spec.mixture)]
+        elif teacher is not None:
+            inputs.append(("teacher", teacher))
         inputs.append(("ledger", OutputRef(ledger.id, "gate")))  # order only
+        model = spec.model.model_copy(update={"rope_theta": theta, "max_position_embeddings": max_pos})
         trains.append(graph.add(Stage(
             "train", f"{spec.name}-{stage_spec.name}",
             TrainConfig(
-                experiment=spec.name, stage=stage_spec.name, model=spec.model,
-                optimizer=tr.optimizer, schedule=segment, seq_len=tr.seq_len,
+                experiment=spec.name, stage=stage_spec.name, model=model,
+                optimizer=tr.optimizer, reset_optimizer=stage_spec.reset_optimizer,
+                schedule=segment, seq_len=seq_len,
                 batch_tokens=tr.batch_tokens, micro_batch_size=tr.micro_batch_size,
                 step_start=start, steps=n, mixture=dict(sorted(stage_spec.mixture.items())),
                 seed=spec.experiment.seed, log_every_steps=tr.log_every_steps,
+                doc_masking=tr.doc_masking, z_loss=tr.z_loss, qk_clip=tr.qk_clip, mtp=tr.mtp,
+                distillation=tr.distillation, stability=tr.stability, monitor=tr.monitor,
+                precision=tr.precision, compile=tr.compile, distributed=tr.distributed,
+                checkpoint_every_steps=tr.checkpoint_every_steps,
+                final_stage=i == len(tr.stages) - 1,
             ),
             tuple(inputs),
         )))
     return trains
 
 
-def _experiment(graph: StageGraph, spec: ExperimentSpec) -> ExperimentStages:
+def _experiment(graph: StageGraph, spec: ExperimentSpec, teachers: dict[str, Stage]) -> ExperimentStages:
     data = {n: _dataset_stages(graph, spec, n) for n in sorted(spec.datasets)}
     splits = {n: split for n, (_, split) in data.items()}
     tokenizer = _tokenizer_stage(graph, spec, splits)
@@ -352,7 +444,7 @@ def _experiment(graph: StageGraph, spec: ExperimentSpec) -> ExperimentStages:
     }
     funnels = {n: _funnel_stage(graph, n, *data[n], docs[n], tokenizer) for n in trained}
     ledger = _ledger_stage(graph, spec, tokens)
-    trains = _train_stages(graph, spec, tokenizer, tokens, ledger)
+    trains = _train_stages(graph, spec, tokenizer, tokens, ledger, teachers)
     ev = spec.evaluation
     checkpoints = trains if ev.checkpoints == "every_stage" else trains[-1:]
     evals = tuple(
@@ -368,12 +460,43 @@ def _experiment(graph: StageGraph, spec: ExperimentSpec) -> ExperimentStages:
     return ExperimentStages(tuple(trains), evals, funnels, ledger)
 
 
+def _teachers_first(specs: list[ExperimentSpec]) -> list[ExperimentSpec]:
+    """Experiments in name order, except that a teacher comes before its students."""
+    by_name = {s.name: s for s in specs}
+    ordered: list[ExperimentSpec] = []
+    state: dict[str, str] = {}
+
+    def visit(spec: ExperimentSpec, chain: list[str]) -> None:
+        if state.get(spec.name) == "done":
+            return
+        if state.get(spec.name) == "visiting":
+            raise GraphError("distillation teachers form a cycle: " + " -> ".join(chain + [spec.name]))
+        state[spec.name] = "visiting"
+        teacher = teacher_experiment(spec)
+        if teacher is not None:
+            if teacher not in by_name:
+                raise GraphError(
+                    f"experiment {spec.name!r} distils from experiment {teacher!r} "
+                    f"(training.distillation.teacher), which no compiled spec defines; "
+                    f"known experiments: {sorted(by_name)}"
+                )
+            visit(by_name[teacher], chain + [spec.name])
+        state[spec.name] = "done"
+        ordered.append(spec)
+
+    for spec in sorted(specs, key=lambda s: s.name):
+        visit(spec, [])
+    return ordered
+
+
 def compile_graph(specs: list[ExperimentSpec]) -> StageGraph:
     """Build the stage graph of a set of experiments (pure)."""
     graph = StageGraph()
     by_name: dict[str, ExperimentStages] = {}
-    for spec in sorted(specs, key=lambda s: s.name):
-        by_name[spec.name] = _experiment(graph, spec)
+    for spec in _teachers_first(specs):
+        teacher = teacher_experiment(spec)
+        teachers = {teacher: by_name[teacher].train[-1]} if teacher else {}
+        by_name[spec.name] = _experiment(graph, spec, teachers)
     for spec in sorted(specs, key=lambda s: s.name):
         if spec.report is None:
             continue

@@ -56,10 +56,12 @@ def _stage_entry(stage: Stage, graph: StageGraph) -> dict[str, Any]:
     }
     outs, metrics, plots = [], [], []
     for key, path in stage.outputs().items():
-        if key == "metrics":
+        if key in ("metrics", "perf"):
             metrics.append({str(path): {"cache": False}})
         elif key == "loss":
             plots.append({str(path): {"cache": False, "x": "tokens", "y": "loss"}})
+        elif key == "monitor":
+            plots.append({str(path): {"cache": False, "x": "tokens"}})
         elif key == "report":
             outs.append({str(path): {"cache": False}})
         else:

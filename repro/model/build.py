@@ -83,11 +83,13 @@ def build_model(spec: ModelSpec, ids: TokenIds, seed: int):
     return SmolLM3ForCausalLM(smollm3_config(spec, ids)).float()
 
 
-# Config fields that define the architecture (what a later stage must agree on).
+# Config fields that define the architecture (what a later stage must agree on). RoPE theta
+# and max_position_embeddings are left out: a long-context stage changes them on purpose
+# (SmolLM3 4k -> 32k -> 64k, theta 5e4 -> 2e6 -> 5e6; FACTS 3.10), and neither is a weight.
 ARCH_FIELDS = (
     "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-    "num_key_value_heads", "hidden_act", "max_position_embeddings", "rms_norm_eps",
-    "no_rope_layers", "tie_word_embeddings", "attention_bias", "mlp_bias", "rope_parameters",
+    "num_key_value_heads", "hidden_act", "rms_norm_eps",
+    "no_rope_layers", "tie_word_embeddings", "attention_bias", "mlp_bias",
 )
 
 
@@ -96,20 +98,19 @@ def architecture_diff(actual, expected) -> list[str]:
     diffs = []
     for f in ARCH_FIELDS:
         a, e = getattr(actual, f, None), getattr(expected, f, None)
-        if f == "rope_parameters":
-            a = (a or {}).get("rope_theta"), (a or {}).get("rope_type")
-            e = (e or {}).get("rope_theta"), (e or {}).get("rope_type")
         if a != e:
             diffs.append(f"{f}: checkpoint has {a!r}, this stage's spec gives {e!r}")
     return diffs
 
 
 def load_model(path, spec: ModelSpec, ids: TokenIds):
-    """A checkpoint saved by an earlier stage, checked against this stage's spec."""
+    """A checkpoint saved by an earlier stage, checked against this stage's spec, with this
+    stage's RoPE theta and context length (the weights do not depend on either)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     found = AutoConfig.from_pretrained(path)
-    diffs = architecture_diff(found, smollm3_config(spec, ids))
+    expected = smollm3_config(spec, ids)
+    diffs = architecture_diff(found, expected)
     if diffs:
         raise ValueError(
             f"checkpoint {path} does not match the model this stage expects:\n  "
@@ -117,8 +118,29 @@ def load_model(path, spec: ModelSpec, ids: TokenIds):
             + "\nA curriculum stage continues the previous stage's model: keep `model` and the "
             "tokenizer the same across an experiment's stages."
         )
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation=ATTN_IMPLEMENTATION)
+    model = AutoModelForCausalLM.from_pretrained(path, config=expected, dtype=torch.float32,
+                                                 attn_implementation=ATTN_IMPLEMENTATION)
     return model
+
+
+def export_inference_config(folder, spec: ModelSpec) -> None:
+    """Write the spec's inference-time YaRN scaling into an exported config.json (training
+    used plain RoPE; SmolLM3 serves 128k with YaRN x2 over its 64k training; FACTS 3.10)."""
+    import json
+    from pathlib import Path
+
+    yarn = spec.inference_yarn
+    if yarn is None:
+        return
+    path = Path(folder) / "config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    original = yarn.original_max_position_embeddings or spec.max_position_embeddings
+    config["rope_parameters"] = {
+        "rope_type": "yarn", "rope_theta": float(spec.rope_theta), "factor": float(yarn.factor),
+        "original_max_position_embeddings": original,
+    }
+    config["max_position_embeddings"] = int(original * yarn.factor)
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def count_params(model: torch.nn.Module) -> tuple[int, int]:

@@ -719,8 +719,9 @@ class DistillationSpec(Model):
 
     teacher: str
     """`experiment:<name>`: the final checkpoint of another experiment compiled in the same
-    pipeline (a DVC dependency, trained first); otherwise a local checkpoint folder or a hub
-    model name. Its vocabulary must match the student's."""
+    pipeline (a DVC dependency, trained first); a path starting with `/`, `./` or `../`: a
+    local checkpoint folder (a DVC dependency); anything else: a hub model name. Its
+    vocabulary must match the student's."""
     alpha: Fraction = 0.5
     """Weight of the distillation term."""
     temperature: Annotated[float, Field(gt=0)] = 1.0

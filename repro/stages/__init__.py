@@ -18,6 +18,7 @@ STAGE_CONFIGS: dict[str, type[configs.Model]] = {
     "funnel": configs.FunnelConfig,
     "ledger": configs.LedgerConfig,
     "train": configs.TrainConfig,
+    "teacherlogits": configs.TeacherLogitsConfig,
     "evaltasks": configs.EvalTasksConfig,
     "evaluate": configs.EvaluateConfig,
     "report": configs.ReportConfig,

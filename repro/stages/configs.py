@@ -15,15 +15,21 @@ from repro.spec.schema import (
     BuiltinSource,
     CurationStep,
     DecontaminationSpec,
+    DistillationSpec,
+    DistributedSpec,
     EvaluationSpec,
     ExecutorSpec,
     HeldoutSpec,
     LocalTaskSpec,
     Model,
     ModelSpec,
+    MonitorSpec,
+    MTPSpec,
     Name,
     OptimizerSpec,
     PositiveInt,
+    QKClipSpec,
+    StabilitySpec,
     Source,
     TokenizerSpec,
 )
@@ -129,17 +135,21 @@ class LedgerConfig(Model):
 
 
 class ScheduleSegment(Model):
-    """The part of the global LR schedule a training stage needs, resolved to steps, so
+    """The part of an LR schedule a training stage needs, resolved to global steps, so
     that a later stage's budget only enters an earlier stage if its decay overlaps it."""
 
     peak_lr: float = Field(gt=0)
-    """Peak learning rate."""
+    """Peak LR of the optimizer's reference group (AdamW's; for Muon, its AdamW part);
+    every group is scaled by the same factor lr(step) / reference LR."""
+    start_step: int = Field(default=0, ge=0)
+    """Global step before the schedule's first update: 0 for the experiment's schedule, the
+    stage's first step - 1 for a stage that restarts it (warmup counts from here)."""
     warmup_steps: int = Field(ge=0)
-    """Global warmup steps."""
+    """Warmup steps, counted from start_step."""
     decay_start_step: int | None
     """Global step where decay starts; None if this stage ends before the decay."""
     decay_end_step: int | None
-    """Global step where decay ends (the last training step); None as above."""
+    """Global step where decay ends (the schedule's last step); None as above."""
     decay_shape: Literal["linear", "1-sqrt", "cosine"]
     """Decay shape."""
     min_lr_ratio: float = Field(ge=0, le=1)
@@ -154,17 +164,20 @@ class TrainConfig(Model):
     stage: Name
     """Training stage name."""
     model: ModelSpec
-    """Architecture (used to build the model in the first stage, checked in later ones)."""
+    """Architecture as of this stage (rope_theta and max_position_embeddings resolved for
+    the stage); built in the first stage, checked in later ones."""
     optimizer: OptimizerSpec
     """Optimizer settings."""
+    reset_optimizer: bool = False
+    """Start this stage with fresh optimizer state."""
     schedule: ScheduleSegment
     """LR schedule as seen by this stage."""
     seq_len: PositiveInt
-    """Tokens per sequence."""
+    """Tokens per sequence in this stage."""
     batch_tokens: PositiveInt
     """Tokens per optimizer step."""
     micro_batch_size: PositiveInt
-    """Sequences per forward/backward pass."""
+    """Sequences per forward/backward pass (per process)."""
     step_start: int = Field(ge=0)
     """Global step this stage starts at."""
     steps: PositiveInt
@@ -175,6 +188,55 @@ class TrainConfig(Model):
     """Seed for init and data order."""
     log_every_steps: PositiveInt
     """Loss-curve resolution."""
+    doc_masking: bool = True
+    """Intra-document attention masking and per-document positions."""
+    z_loss: float = Field(default=0.0, ge=0)
+    """z-loss weight."""
+    qk_clip: QKClipSpec | None = None
+    """QK-Clip settings."""
+    mtp: MTPSpec | None = None
+    """Multi-token prediction."""
+    distillation: DistillationSpec | None = None
+    """Distillation (the teacher itself comes in as the `teacher` input or by hub name)."""
+    stability: StabilitySpec = StabilitySpec()
+    """NaN/Inf and spike handling."""
+    monitor: MonitorSpec | None = None
+    """Feature-learning monitor."""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """Autocast precision."""
+    compile: bool = False
+    """torch.compile the model."""
+    distributed: DistributedSpec = DistributedSpec()
+    """Processes and parallelism."""
+    checkpoint_every_steps: PositiveInt | None = None
+    """In-stage resumable checkpoints (execution only: not part of the stage identity)."""
+    final_stage: bool = False
+    """Whether this is the experiment's last training stage (its checkpoint is the export
+    that gets `model.inference_yarn`)."""
+
+
+class TeacherLogitsConfig(Model):
+    """Sparse teacher targets for every window of one dataset at one sequence length."""
+
+    dataset: Name
+    """Dataset whose token windows the teacher scores."""
+    seq_len: PositiveInt
+    """Window length (the student stage's seq_len)."""
+    mode: Literal["top_k", "sampled"]
+    """Top-k (renormalised) or sampled targets."""
+    k: PositiveInt
+    """Targets kept per token."""
+    temperature: float = Field(gt=0)
+    """Teacher softmax temperature."""
+    seed: int
+    """Seed of the sampling generators."""
+    doc_masking: bool
+    """Give the teacher the student's per-document positions and mask."""
+    teacher: str
+    """Teacher reference as written in the spec (the checkpoint itself is the `teacher`
+    input when it is a pipeline experiment or a local folder)."""
+    trust_remote_code: bool = False
+    """Allow a hub teacher's own code."""
 
 
 class EvalTasksConfig(Model):

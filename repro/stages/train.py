@@ -1,34 +1,62 @@
-"""Stage `train`: one curriculum stage of SmolLM3 pretraining, fp32 on CPU.
+"""Stage `train`: one curriculum stage of SmolLM3 pretraining.
 
-The first stage builds the model from the spec with torch seeded by cfg.seed and a fresh
-AdamW; a later stage gets the previous stage's checkpoint as `init` and continues its model,
-optimizer state, global step and per-source data positions. Library code is in
-repro.model (config/build/check) and repro.train (data, schedule, optimizer, loop, checkpoint).
+The first stage builds the model from the spec with torch seeded by cfg.seed; a later stage
+gets the previous stage's checkpoint as `init` and continues its model, optimizer state
+(unless `reset_optimizer`), MTP modules, global step and per-source data positions; it may
+change the sequence length and RoPE theta (long-context stages). Library code is in
+repro.model (config/build/MTP) and repro.train (data, schedule, optimizers, objective,
+loop, resume, stability, monitor, distributed, checkpoint).
 
-Reruns are byte-identical: no randomness besides seeded init and the seeded sampler,
-torch deterministic algorithms on, and a fixed thread count (REPRO_NUM_THREADS, else the
-CPUs this process may use). Float reductions can depend on the thread count, so compare
-reruns made with the same count.
+Everything that can be wrong with the inputs (vocabulary, architecture, teacher, step
+count, empty data) is checked before the first step. Reruns are byte-identical: no
+randomness besides seeded init and the seeded sampler, torch deterministic algorithms on,
+and a fixed thread count (REPRO_NUM_THREADS, else the CPUs this process may use; float
+reductions depend on it, so compare reruns made with the same count). The `perf` output
+(tokens/s, MFU) is measured and differs between runs by nature.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import sys
+from dataclasses import astuple
+from pathlib import Path
 
 import torch
 
-from repro.model.build import TokenIds, build_model, count_params, load_model
+from repro import paths
+from repro.model.build import (
+    TokenIds,
+    build_model,
+    count_params,
+    export_inference_config,
+    load_model,
+    smollm3_config,
+)
 from repro.stages.base import StageIO, atomic_dir, atomic_write_text, write_json
 from repro.stages.configs import TrainConfig
-from repro.train.checkpoint import load_optimizer_state, read_trainer_state, save_checkpoint
+from repro.train import distributed as dist_mod
+from repro.train import resume
+from repro.train.checkpoint import (
+    check_export_parity,
+    load_optimizer_state,
+    read_trainer_state,
+    save_checkpoint,
+)
 from repro.train.data import MixtureSampler, TokenShards
-from repro.train.loop import loss_csv, train_steps
-from repro.train.optim import build_adamw, load_state
+from repro.train.data_order import LEDGER_FILE, ledger_csv, read_ledger
+from repro.train.loop import LoopSettings, Trainer, loss_csv
+from repro.train.objective import ObjectiveSettings, TrainModule
+from repro.train.optim import build_optimizer, grad_clip, load_state, reference_lr
+from repro.train.stability import StabilityGuard
+
+ORDER_DIR = Path(".repro/data-order")  # ledgers of completed runs, for the rerun check
 
 
-def setup_torch() -> int:
-    threads = int(os.environ.get("REPRO_NUM_THREADS") or len(os.sched_getaffinity(0)))
+def setup_torch(world: int = 1) -> int:
+    threads = int(os.environ.get("REPRO_NUM_THREADS") or max(1, len(os.sched_getaffinity(0)) // world))
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
     return threads
@@ -59,47 +87,184 @@ def load_sources(cfg: TrainConfig, io: StageIO, ids: TokenIds) -> dict[str, Toke
     return sources
 
 
-def start_or_resume(cfg: TrainConfig, io: StageIO, ids: TokenIds):
-    """(model, optimizer, data positions, tokens seen): fresh for the first stage, else
-    continued from the `init` checkpoint after checking it is the run this stage continues."""
+def config_fingerprint(cfg: TrainConfig, io: StageIO) -> str:
+    """What a resumable state must have been written by: this config (execution-only
+    fields aside) and these input paths."""
+    body = {"config": cfg.model_dump(mode="json", exclude={"checkpoint_every_steps"}),
+            "inputs": {k: str(v) for k, v in sorted(io.inputs.items())}}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _model_and_state(cfg: TrainConfig, io: StageIO, ids: TokenIds):
+    """(model, init trainer state or None, init checkpoint path or None)."""
     if "init" not in io.inputs:
         if cfg.step_start != 0:
             raise ValueError(f"stage {cfg.stage} starts at step {cfg.step_start} but has no `init` checkpoint")
-        model = build_model(cfg.model, ids, cfg.seed)
-        return model, build_adamw(model, cfg.optimizer), {}, 0
+        return build_model(cfg.model, ids, cfg.seed), None, None
     init = io.input("init")
     state = read_trainer_state(init)
+    if state.get("experiment") != cfg.experiment:
+        raise ValueError(
+            f"checkpoint {init} was written by experiment {state.get('experiment')!r}, not "
+            f"{cfg.experiment!r}: a stage continues only its own experiment's previous stage. "
+            "Run `repro compile` and `dvc repro` so every stage is rebuilt from its own spec"
+        )
     if state["global_step"] != cfg.step_start:
         raise ValueError(
             f"checkpoint {init} ended at global step {state['global_step']} but stage "
             f"{cfg.stage} starts at step {cfg.step_start}; the stage budgets disagree: "
             "run `repro compile` and `dvc repro` so every stage is rebuilt consistently"
         )
-    model = load_model(init, cfg.model, ids)
-    optimizer = build_adamw(model, cfg.optimizer)
-    load_state(optimizer, load_optimizer_state(init), cfg.optimizer)
-    return model, optimizer, state["data_positions"], state["tokens_seen"]
+    return load_model(init, cfg.model, ids), state, init
+
+
+def _mtp_modules(cfg: TrainConfig, model, init: Path | None):
+    if cfg.mtp is None:
+        return None
+    from repro.model.mtp import build_mtp, load_mtp
+
+    if init is not None and (init / "mtp.safetensors").exists():
+        return load_mtp(init, cfg.mtp, model.config)
+    return build_mtp(cfg.mtp, model.config, cfg.seed)
+
+
+def _teacher(cfg: TrainConfig, io: StageIO, ids: TokenIds):
+    """(teacher model for `full` targets, {dataset: TeacherCache} for cached ones)."""
+    d = cfg.distillation
+    if d is None:
+        return None, {}
+    from repro.train.distill import TeacherCache, load_teacher
+
+    if d.logits != "full":
+        caches = io.inputs_with_prefix("teacher_targets")
+        missing = sorted(set(cfg.mixture) - set(caches))
+        if missing:
+            raise KeyError(f"stage {io.name}: no cached teacher targets for {missing}; run `repro compile`")
+        out = {}
+        for name in sorted(cfg.mixture):
+            cache = TeacherCache(caches[name])
+            cache.check(mode=d.logits, k=d.k, temperature=d.temperature, seq_len=cfg.seq_len,
+                        doc_masking=cfg.doc_masking)
+            out[name] = cache
+        return None, out
+    ref = str(io.inputs["teacher"]) if "teacher" in io.inputs else d.teacher
+    return load_teacher(ref, ids.vocab_size, trust_remote_code=d.trust_remote_code), {}
+
+
+def _monitor_hooks(cfg: TrainConfig, module: TrainModule, sources: dict[str, TokenShards], eos: int):
+    """(monitor(step, tokens, before) -> rows, snapshot() -> before), or Nones."""
+    if cfg.monitor is None:
+        return None, None
+    from repro.train.monitor import monitor_rows, probe_metrics, snapshot, update_rms_ratios
+    from repro.train.positions import document_position_ids
+
+    first = sources[sorted(sources)[0]]
+    count = min(cfg.monitor.probe_sequences, first.num_windows)
+    probe = torch.from_numpy(__import__("numpy").stack([first.window(i) for i in range(count)]))[:, :-1]
+    positions = document_position_ids(probe, eos) if cfg.doc_masking else None
+
+    def monitor(step: int, tokens: int, before: dict) -> list[tuple]:
+        metrics = {"update_rms_ratio": update_rms_ratios(before, module.model),
+                   **probe_metrics(module.model, probe, positions)}
+        # plain tuples: they travel in the resumable state (weights_only loading)
+        return [astuple(r) for r in monitor_rows(step, tokens, metrics)]
+
+    return monitor, (lambda: snapshot(module.model))
 
 
 def run(cfg: TrainConfig, io: StageIO) -> None:
-    setup_torch()
+    if cfg.distributed.nproc > 1 and not dist_mod.under_torchrun():
+        payload = Path(paths.resume_dir(io.name)) / "launch.json"
+        payload.parent.mkdir(parents=True, exist_ok=True)
+        payload.write_text(json.dumps({
+            "name": io.name, "config": cfg.model_dump(mode="json"),
+            "inputs": {k: str(v) for k, v in io.inputs.items()},
+            "outputs": {k: str(v) for k, v in io.outputs.items()},
+        }), encoding="utf-8")
+        rc = dist_mod.relaunch_with_torchrun(cfg.distributed, payload)
+        if rc != 0:
+            raise RuntimeError(f"torchrun with {cfg.distributed.nproc} processes exited with status {rc}; "
+                               "the ranks' errors are printed above")
+        return
+    ctx = dist_mod.init(cfg.distributed)
+    try:
+        _run(cfg, io, ctx)
+    finally:
+        dist_mod.shutdown(ctx)
+
+
+def _run(cfg: TrainConfig, io: StageIO, ctx: dist_mod.DistContext) -> None:
+    setup_torch(ctx.world)
     tok_dir = io.input("tokenizer")
     ids = token_ids(tok_dir)
     sources = load_sources(cfg, io, ids)
-    model, optimizer, positions, tokens_before = start_or_resume(cfg, io, ids)
+    model, init_state, init = _model_and_state(cfg, io, ids)
+    teacher, caches = _teacher(cfg, io, ids)
+    mtp = _mtp_modules(cfg, model, init)
+    model.to(ctx.device)
+    if mtp is not None:
+        mtp.to(ctx.device)
+    if teacher is not None:
+        teacher.to(ctx.device)
+    compiled = torch.compile(model) if cfg.compile else None
+    module = TrainModule(model, ObjectiveSettings(ids.eos, cfg.doc_masking, cfg.z_loss, cfg.mtp, cfg.distillation),
+                         mtp=mtp, teacher=teacher, teacher_cache=caches, compiled=compiled)
+    forward = dist_mod.wrap_model(module, ctx)
+    optimizer = build_optimizer(module, cfg.optimizer)
+    positions, tokens_before = {}, 0
+    if init_state is not None:
+        positions, tokens_before = init_state["data_positions"], init_state["tokens_seen"]
+        if not cfg.reset_optimizer:
+            load_state(optimizer, load_optimizer_state(init), cfg.optimizer)
     seqs = cfg.batch_tokens // cfg.seq_len
     sampler = MixtureSampler(sources, dict(cfg.mixture), seqs, cfg.seed, dict(positions))
     start_positions = dict(sampler.positions)
-    print(f"[{io.name}] steps {cfg.step_start + 1}..{cfg.step_start + cfg.steps}, "
-          f"{torch.get_num_threads()} torch threads", file=sys.stderr)
-    rows = train_steps(
-        model, optimizer, sampler, cfg.schedule,
-        step_start=cfg.step_start, steps=cfg.steps, micro_batch_size=cfg.micro_batch_size,
-        grad_clip=cfg.optimizer.grad_clip, log_every=cfg.log_every_steps,
-        tokens_start=tokens_before, seq_len=cfg.seq_len,
-    )
 
-    tokens = cfg.steps * seqs * cfg.seq_len
+    previous = ORDER_DIR / f"{io.name}.csv"
+    monitor, snap = _monitor_hooks(cfg, module, sources, ids.eos)
+    probe_factory = qk_apply = None
+    if cfg.qk_clip is not None:
+        from repro.train.attention_probe import MaxLogitProbe
+        from repro.train.qk_clip import apply_qk_clip
+
+        probe_factory = lambda: MaxLogitProbe(model)  # noqa: E731
+        qk_apply = lambda logits: apply_qk_clip(model, logits, cfg.qk_clip.tau)  # noqa: E731
+    settings = LoopSettings(
+        step_start=cfg.step_start, steps=cfg.steps, seq_len=cfg.seq_len,
+        micro_batch_size=cfg.micro_batch_size, log_every=cfg.log_every_steps,
+        tokens_start=tokens_before, schedule=cfg.schedule, reference_lr=reference_lr(cfg.optimizer),
+        grad_clip=grad_clip(cfg.optimizer), qk_clip_tau=cfg.qk_clip.tau if cfg.qk_clip else None,
+        checkpoint_every=cfg.checkpoint_every_steps, resume_dir=Path(paths.resume_dir(io.name)),
+        config_fingerprint=config_fingerprint(cfg, io),
+        previous_order=read_ledger(previous) if previous.exists() else {},
+        previous_order_source=str(previous), precision=cfg.precision,
+        monitor_every=cfg.monitor.every_steps if cfg.monitor else None,
+    )
+    # the loop compares global steps with the rerun ledger; its own list is stage-relative
+    trainer = Trainer(module, optimizer, sampler, settings, ctx, StabilityGuard(cfg.stability),
+                      train_forward=forward, monitor=monitor, monitor_snapshot=snap,
+                      max_logit_probe=probe_factory, apply_qk_clip=qk_apply)
+    if ctx.is_main:
+        print(f"[{io.name}] steps {cfg.step_start + 1}..{cfg.step_start + cfg.steps}, "
+              f"{torch.get_num_threads()} torch threads x {ctx.world} process(es), {ctx.device}",
+              file=sys.stderr)
+    result = trainer.run()
+    state_dict = dist_mod.full_state_dict(model, ctx)  # every rank (FSDP2 gathers)
+    if not ctx.is_main:
+        return
+    model.load_state_dict(state_dict)
+    _write_outputs(cfg, io, ctx, model, module, optimizer, sampler, sources, start_positions,
+                   tokens_before, result, tok_dir, ids)
+    resume.clear(Path(paths.resume_dir(io.name)))
+    ORDER_DIR.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(previous, ledger_csv(cfg.step_start + 1, result.fingerprints))
+
+
+def _write_outputs(cfg, io, ctx, model, module, optimizer, sampler, sources, start_positions,
+                   tokens_before, result, tok_dir, ids) -> None:
+    from repro.train.flops import flops_per_token, measure_peak_flops, mfu
+
+    tokens = cfg.steps * (cfg.batch_tokens // cfg.seq_len) * cfg.seq_len
     step_end = cfg.step_start + cfg.steps
     trainer_state = {
         "experiment": cfg.experiment,
@@ -109,10 +274,25 @@ def run(cfg: TrainConfig, io: StageIO) -> None:
         "data_positions": sampler.positions,  # windows consumed per source, all stages so far
         "seq_len": cfg.seq_len,
         "seed": cfg.seed,
+        "lr_scale": result.lr_scale,  # < 1 after stability rollbacks
     }
+    model.eval()
     with atomic_dir(io.output("checkpoint")) as tmp:
         save_checkpoint(tmp, model, optimizer, tok_dir, trainer_state)
-    atomic_write_text(io.output("loss"), loss_csv(rows))
+        (tmp / LEDGER_FILE).write_text(ledger_csv(cfg.step_start + 1, result.fingerprints), encoding="utf-8")
+        if module.mtp is not None:
+            from repro.model.mtp import save_mtp
+
+            save_mtp(tmp, module.mtp, cfg.mtp)
+        # the export parity gate: what lm-eval will load must compute what we trained
+        probe = torch.from_numpy(sources[sorted(sources)[0]].window(0)[None, :-1].copy())
+        parity = check_export_parity(model, tmp, probe)
+        if cfg.final_stage and cfg.model.inference_yarn is not None:
+            export_inference_config(tmp, cfg.model)
+    atomic_write_text(io.output("loss"), loss_csv(result.rows))
+    from repro.train.monitor import MonitorRow, monitor_csv
+
+    atomic_write_text(io.output("monitor"), monitor_csv([MonitorRow(*r) for r in result.monitor_rows]))
 
     total, non_emb = count_params(model)
     planned = {n: round(w * cfg.steps * cfg.batch_tokens) for n, w in sorted(cfg.mixture.items())}
@@ -121,6 +301,7 @@ def run(cfg: TrainConfig, io: StageIO) -> None:
     for n in planned:
         print(f"[{io.name}] {n}: planned {planned[n]} tokens, consumed {consumed[n]}, "
               f"{epochs[n]:.2f} epochs of its windows so far", file=sys.stderr)
+    last = result.rows[-1]
     write_json(io.output("metrics"), {
         "experiment": cfg.experiment,
         "stage": cfg.stage,
@@ -128,10 +309,33 @@ def run(cfg: TrainConfig, io: StageIO) -> None:
         "step_end": step_end,
         "tokens": tokens,
         "tokens_total": tokens_before + tokens,
-        "final_loss": round(rows[-1].loss, 6),
+        "final_loss": round(last.loss, 6),
+        **{f"final_{k}": round(v, 6) for k, v in last.parts},
         "params_total": total,
         "params_non_embedding": non_emb,
         "mixture_planned_tokens": planned,
         "mixture_consumed_tokens": consumed,
         "epochs": epochs,  # passes over each source's windows through this stage
+        "stability_events": result.events,
+        "qk_clip_events": result.qk_clip_events,
+        "lr_scale": result.lr_scale,
+        "export_parity_max_abs_diff": parity,
+        "data_order_sha256": hashlib.sha256("".join(result.fingerprints).encode()).hexdigest()[:16],
+    })
+    # measured, not reproducible: kept apart from the metrics above
+    flops = flops_per_token(smollm3_config(cfg.model, ids), cfg.seq_len)  # PaLM app. B: 6N + attention
+    peak = measure_peak_flops(seconds=0.5)
+    tps = (result.steps_timed * cfg.batch_tokens / result.seconds) if result.seconds > 0 else 0.0
+    write_json(io.output("perf"), {
+        "tokens_per_s": round(tps, 1),
+        "tokens_per_s_per_process": round(tps / ctx.world, 1),
+        "train_flops_per_token": flops["total"],
+        "flops_formula": "6N (matmul params incl. LM head) + 6*L*H*Q*T causal attention (PaLM app. B)",
+        "peak_flops_measured": round(peak, 1),
+        "mfu": round(mfu(tps / ctx.world, flops["total"], peak), 5),
+        "processes": ctx.world,
+        "threads_per_process": torch.get_num_threads(),
+        "seconds": round(result.seconds, 2),
+        "steps_timed": result.steps_timed,
+        "resumed_from_step": cfg.step_start + result.resumed_from if result.resumed_from else None,
     })

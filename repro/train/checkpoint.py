@@ -44,3 +44,32 @@ def read_trainer_state(folder: Path) -> dict:
 def load_optimizer_state(folder: Path) -> dict:
     # weights_only: the file holds tensors and plain containers only.
     return torch.load(Path(folder) / OPTIMIZER_FILE, map_location="cpu", weights_only=True)
+
+
+class ExportParityError(RuntimeError):
+    """The exported checkpoint does not compute what the trained model computes."""
+
+
+def check_export_parity(model, folder: Path, input_ids: torch.Tensor, atol: float = 1e-5) -> float:
+    """Reload `folder` with plain AutoModelForCausalLM and compare its logits with `model`'s
+    on `input_ids`; the max absolute difference, or ExportParityError above `atol`. This is
+    what lm-eval and every downstream user will load, so it is checked before anything
+    evaluates it."""
+    from transformers import AutoModelForCausalLM
+
+    reloaded = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        ours = model(input_ids=input_ids.to(device), use_cache=False).logits.float().cpu()
+        theirs = reloaded(input_ids=input_ids, use_cache=False).logits.float()
+    model.train(was_training)
+    diff = float((ours - theirs).abs().max())
+    if not diff <= atol:
+        raise ExportParityError(
+            f"the exported checkpoint {folder} reloaded with AutoModelForCausalLM gives logits "
+            f"differing from the trained model's by up to {diff:.3g} (tolerance {atol:g}) on a "
+            "fixed batch: the export lost or changed weights or config; nothing was evaluated"
+        )
+    return diff

@@ -127,8 +127,15 @@ class MixtureSampler:
 
     def take(self, slots: list[str]) -> np.ndarray:
         """The next window of each slot's source: (len(slots), seq_len + 1) int64."""
-        rows = []
+        return self.take_with_meta(slots)[0]
+
+    def take_with_meta(self, slots: list[str]) -> tuple[np.ndarray, list[tuple[str, int]]]:
+        """`take`, plus each row's (source, window index): the key of cached teacher
+        targets for that window."""
+        rows, meta = [], []
         for name in slots:
-            rows.append(self.sources[name].window(self._window_index(name, self.positions[name])))
+            index = self._window_index(name, self.positions[name])
+            rows.append(self.sources[name].window(index))
+            meta.append((name, index))
             self.positions[name] += 1
-        return np.stack(rows)
+        return np.stack(rows), meta

@@ -1,93 +1,321 @@
-"""The training loop: one optimizer step per global step, gradient accumulation over micro
-batches, global-norm clipping, LR from the schedule, loss logged every few steps.
+"""The training loop of one curriculum stage.
+
+One optimizer step per global step: the mixture sampler draws the step's windows (every
+rank draws the same ones; each rank trains on rows rank, rank + world, ...), micro batches
+accumulate gradients, the stability guard looks at the step's mean loss and gradient norm
+before the update, then the optimizer steps and QK-Clip (if on) rescales attention heads.
 
 It is the plain torch loop (no Trainer/accelerate): on CPU every layer of indirection
-shows in the step time, and nothing here needs more. The loss is token-mean cross entropy
-over the whole step (micro-batch losses weighted by their share of the step's sequences),
-which is what the gradient is of.
+shows in the step time (bench/training.py measures it against a minimal hand-written loop).
+The loss is the token mean over the whole step (micro-batch losses weighted by their share
+of the step's sequences), which is what the gradient is of.
+
+Exactness. Given the same thread count, a stage's outputs are bitwise reproducible: the
+only inputs are the seeded init, the deterministic sampler and deterministic kernels. The
+loop's whole state is packed every `checkpoint_every` updates (repro.train.resume); a
+killed stage resumes from it and ends with bitwise-identical weights, and the stability
+guard's rollbacks restore the same state from memory.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 import sys
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 
 from repro.stages.configs import ScheduleSegment
+from repro.train import resume
 from repro.train.data import MixtureSampler
+from repro.train.data_order import check_against, fingerprint
+from repro.train.distributed import DistContext, all_max_, all_mean
+from repro.train.objective import TrainModule
+from repro.train.optim import set_lr_multiplier
 from repro.train.schedule import lr_at
+from repro.train.stability import StabilityGuard
 
 
 @dataclass(frozen=True)
 class LogRow:
-    """One point of the loss curve: the mean loss of the steps since the previous point."""
+    """One point of the loss curve: means over the updates since the previous point."""
 
     step: int  # global step (1-based) of the last update in the window
     tokens: int  # tokens trained on through this step, all stages
-    loss: float
-    lr: float  # LR of that last update
+    loss: float  # the optimised loss (CE, or the distillation mix, plus auxiliary terms)
+    lr: float  # LR of the reference group at that last update
+    grad_norm: float  # global gradient norm before clipping
+    parts: tuple[tuple[str, float], ...] = ()  # ce, z_loss, mtp, kd ... window means
 
 
-def causal_lm_loss(model: torch.nn.Module, windows: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross entropy of (batch, seq_len + 1) windows."""
-    inputs, targets = windows[:, :-1], windows[:, 1:]  # (batch, seq_len) each
-    logits = model(input_ids=inputs, use_cache=False).logits  # (batch, seq_len, vocab)
-    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
-
-
-def train_steps(
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    sampler: MixtureSampler,
-    schedule: ScheduleSegment,
-    *,
-    step_start: int,
-    steps: int,
-    micro_batch_size: int,
-    grad_clip: float | None,
-    log_every: int,
-    tokens_start: int,
-    seq_len: int,
-    progress: bool = True,
-) -> list[LogRow]:
-    """Run updates step_start+1 .. step_start+steps; return the loss curve."""
-    from tqdm import tqdm
-
-    seqs = sampler.sequences_per_step
-    plan = sampler.plan(steps)
-    model.train()
-    rows: list[LogRow] = []
-    window: list[torch.Tensor] = []
-    bar = tqdm(range(steps), desc="train", unit="step", file=sys.stderr, disable=not progress, dynamic_ncols=True)
-    for k in bar:
-        n = step_start + k + 1
-        lr = lr_at(schedule, n)
-        for g in optimizer.param_groups:
-            g["lr"] = lr
-        batch = torch.from_numpy(sampler.take(plan[k * seqs:(k + 1) * seqs]))  # (seqs, seq_len + 1)
-        step_loss = torch.zeros(())
-        for micro in batch.split(micro_batch_size):
-            share = micro.size(0) / seqs
-            loss = causal_lm_loss(model, micro)
-            (loss * share).backward()
-            step_loss += loss.detach() * share
-        if grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        window.append(step_loss)
-        if n % log_every == 0 or k == steps - 1:
-            mean = float(torch.stack(window).mean())
-            rows.append(LogRow(n, tokens_start + (k + 1) * seqs * seq_len, mean, lr))
-            window = []
-            bar.set_postfix(loss=f"{mean:.4f}", lr=f"{lr:.2e}")
-    return rows
+LOSS_COLUMNS = ("step", "tokens", "loss", "lr", "grad_norm")
 
 
 def loss_csv(rows: list[LogRow]) -> str:
-    """The loss curve as CSV: `step,tokens,loss,lr`."""
-    lines = ["step,tokens,loss,lr"]
-    lines += [f"{r.step},{r.tokens},{r.loss:.6f},{r.lr:.6g}" for r in rows]
+    """The loss curve as CSV: step,tokens,loss,lr,grad_norm, then one column per loss part."""
+    part_names = sorted({k for r in rows for k, _ in r.parts})
+    lines = [",".join(LOSS_COLUMNS + tuple(part_names))]
+    for r in rows:
+        parts = dict(r.parts)
+        cells = [str(r.step), str(r.tokens), f"{r.loss:.6f}", f"{r.lr:.6g}", f"{r.grad_norm:.6g}"]
+        cells += [f"{parts[k]:.6f}" if k in parts else "" for k in part_names]
+        lines.append(",".join(cells))
     return "\n".join(lines) + "\n"
+
+
+@dataclass
+class LoopSettings:
+    step_start: int
+    steps: int
+    seq_len: int
+    micro_batch_size: int
+    log_every: int
+    tokens_start: int
+    schedule: ScheduleSegment
+    reference_lr: float
+    grad_clip: float | None
+    qk_clip_tau: float | None = None
+    checkpoint_every: int | None = None
+    resume_dir: Path | None = None
+    config_fingerprint: str = ""
+    previous_order: dict[int, str] = field(default_factory=dict)  # rerun check
+    previous_order_source: str = ""
+    precision: str = "fp32"
+    monitor_every: int | None = None
+    progress: bool = True
+
+
+@dataclass
+class LoopResult:
+    rows: list[LogRow]
+    fingerprints: list[str]
+    events: list[dict]
+    qk_clip_events: int
+    monitor_rows: list
+    seconds: float  # wall time of the updates done by this process (not of a resumed part)
+    steps_timed: int
+    resumed_from: int  # updates already done when this process started (0: fresh)
+    lr_scale: float
+
+
+class Trainer:
+    """Runs the updates of one stage; state in, state out, outputs left to the caller."""
+
+    def __init__(self, module: TrainModule, optimizer: torch.optim.Optimizer, sampler: MixtureSampler,
+                 settings: LoopSettings, ctx: DistContext, guard: StabilityGuard,
+                 train_forward: torch.nn.Module | None = None,
+                 monitor: Callable[[int, int, dict], list] | None = None,
+                 monitor_snapshot: Callable[[], dict] | None = None,
+                 max_logit_probe: Callable[[], contextlib.AbstractContextManager] | None = None,
+                 apply_qk_clip: Callable[[dict], list] | None = None) -> None:
+        self.module = module
+        self.forward = train_forward or module  # DDP wrapper or the module itself
+        self.optimizer = optimizer
+        self.sampler = sampler
+        self.s = settings
+        self.ctx = ctx
+        self.guard = guard
+        self.monitor = monitor
+        self.monitor_snapshot = monitor_snapshot
+        self.max_logit_probe = max_logit_probe
+        self.apply_qk_clip = apply_qk_clip
+        self.seqs = sampler.sequences_per_step
+        self.plan = sampler.plan(settings.steps)
+        # loop state (everything below is packed into the resumable state)
+        self.done = 0
+        self.lr_scale = 1.0
+        self.rows: list[LogRow] = []
+        self.fingerprints: list[str] = []
+        self.window: list[tuple[float, float, dict[str, float]]] = []
+        self.monitor_rows: list = []
+        self.qk_events = 0
+
+    # ---------------------------------------------------------------- resumable state
+    def pack_state(self) -> bytes:
+        from repro.train.distributed import full_state_dict
+
+        return resume.pack({
+            "config_fingerprint": self.s.config_fingerprint,
+            "done": self.done,
+            "model": full_state_dict(self.module.model, self.ctx),
+            "mtp": self.module.mtp.state_dict() if self.module.mtp is not None else None,
+            "optimizer": self.optimizer.state_dict(),
+            "positions": dict(self.sampler.positions),
+            "lr_scale": self.lr_scale,
+            "guard": self.guard.state_dict(),
+            "rows": [(r.step, r.tokens, r.loss, r.lr, r.grad_norm, list(r.parts)) for r in self.rows],
+            "fingerprints": list(self.fingerprints),
+            "window": [(a, b, sorted(c.items())) for a, b, c in self.window],
+            "monitor_rows": [tuple(m) for m in self.monitor_rows],
+            "qk_events": self.qk_events,
+            "rng": torch.get_rng_state(),
+        })
+
+    def load_state(self, state: dict, *, keep_events: bool = False, keep_lr_scale: bool = False) -> None:
+        self.module.model.load_state_dict(state["model"])
+        if self.module.mtp is not None and state["mtp"] is not None:
+            self.module.mtp.load_state_dict(state["mtp"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.sampler.positions = dict(state["positions"])
+        self.done = int(state["done"])
+        if not keep_lr_scale:
+            self.lr_scale = float(state["lr_scale"])
+        events = list(self.guard.events)
+        self.guard.load_state_dict(state["guard"])
+        if keep_events:  # a rollback undoes the updates, not the record of why
+            self.guard.events = events
+        self.rows = [LogRow(a, b, c, d, e, tuple(tuple(p) for p in f)) for a, b, c, d, e, f in state["rows"]]
+        self.fingerprints = list(state["fingerprints"])
+        self.window = [(a, b, dict(c)) for a, b, c in state["window"]]
+        self.monitor_rows = [tuple(m) for m in state["monitor_rows"]]
+        self.qk_events = int(state["qk_events"])
+        torch.set_rng_state(state["rng"])
+
+    def _verify_replay(self, start_positions: dict[str, int]) -> None:
+        """The saved fingerprints must be what the sampler draws again from the stage's
+        start: the resumed run continues the very same data order."""
+        replay = MixtureSampler(self.sampler.sources, self.sampler.weights, self.seqs, self.sampler.seed,
+                                dict(start_positions))
+        for k in range(self.done):
+            fp = fingerprint(replay.take(self.plan[k * self.seqs:(k + 1) * self.seqs]))
+            check_against({k: self.fingerprints[k]}, k, fp, f"the resumable state in {self.s.resume_dir}")
+        if replay.positions != self.sampler.positions:
+            raise resume.ResumeError(
+                f"resumable state in {self.s.resume_dir} has data positions {self.sampler.positions}, "
+                f"but replaying its {self.done} steps gives {replay.positions}; delete the folder "
+                "to restart the stage"
+            )
+
+    # ------------------------------------------------------------------------ steps
+    def _lr_multiplier(self, n: int) -> float:
+        return lr_at(self.s.schedule, n) / self.s.reference_lr * self.lr_scale
+
+    def _autocast(self):
+        if self.s.precision == "bf16":
+            return torch.autocast(device_type=self.ctx.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _backward(self, local: torch.Tensor, meta: list, tokens_seen: int) -> tuple[torch.Tensor, dict]:
+        """Forward/backward over the micro batches of this rank's rows; the step's loss."""
+        micro = self.s.micro_batch_size
+        chunks = list(range(0, local.size(0), micro))
+        step_loss = torch.zeros((), dtype=torch.float64)
+        parts_sum: dict[str, torch.Tensor] = {}
+        for j, begin in enumerate(chunks):
+            rows = local[begin:begin + micro].to(self.ctx.device)
+            share = rows.size(0) / local.size(0)
+            sync = j == len(chunks) - 1
+            no_sync = getattr(self.forward, "no_sync", None)
+            ctx = no_sync() if (no_sync is not None and not sync) else contextlib.nullcontext()
+            with ctx:  # DDP: gradients are averaged over ranks on the last micro batch only
+                with self._autocast():
+                    loss, parts = self.forward(rows, meta[begin:begin + micro], tokens_seen)
+                (loss * share).backward()
+            step_loss += loss.detach().double().cpu() * share
+            for k, v in parts.items():
+                parts_sum[k] = parts_sum.get(k, torch.zeros((), dtype=torch.float64)) + v.detach().double().cpu() * share
+        return step_loss, parts_sum
+
+    def _grad_norm(self) -> float:
+        params = [p for p in self.module.parameters() if p.grad is not None]
+        clip = self.s.grad_clip if self.s.grad_clip is not None else math.inf
+        # clip_grad_norm_ returns the norm before clipping; with inf it only measures
+        norm = torch.nn.utils.clip_grad_norm_(params, clip, foreach=True)
+        return float(norm)
+
+    def _checkpoint(self) -> bytes:
+        blob = self.pack_state()
+        if self.ctx.is_main and self.s.resume_dir is not None:
+            resume.write_state(self.s.resume_dir, blob)
+        return blob
+
+    def run(self) -> LoopResult:
+        from tqdm import tqdm
+
+        s = self.s
+        start_positions = dict(self.sampler.positions)
+        resumed_from = 0
+        if s.resume_dir is not None:
+            state = resume.read_state(s.resume_dir, s.config_fingerprint)
+            if state is not None:
+                self.load_state(state)
+                self._verify_replay(start_positions)
+                resumed_from = self.done
+                if self.ctx.is_main:
+                    print(f"resuming at update {self.done} of {s.steps} from {s.resume_dir}", file=sys.stderr)
+        rollback_target = self.pack_state() if self.guard.spec.on_nonfinite == "rollback" or \
+            self.guard.spec.on_spike == "rollback" else None
+        self.module.train()
+        bar = tqdm(total=s.steps, initial=self.done, desc="train", unit="step", file=sys.stderr,
+                   disable=not (s.progress and self.ctx.is_main), dynamic_ncols=True)
+        t0, timed = time.perf_counter(), 0
+        while self.done < s.steps:
+            k = self.done
+            n = s.step_start + k + 1
+            mult = self._lr_multiplier(n)
+            set_lr_multiplier(self.optimizer, mult)
+            batch_np, meta = self.sampler.take_with_meta(self.plan[k * self.seqs:(k + 1) * self.seqs])
+            fp = fingerprint(batch_np)
+            check_against(s.previous_order, n, fp, s.previous_order_source)
+            batch = torch.from_numpy(batch_np)
+            local = batch[self.ctx.rank::self.ctx.world]
+            local_meta = meta[self.ctx.rank::self.ctx.world]
+            tokens_seen = s.tokens_start + k * self.seqs * s.seq_len
+            monitored = self.monitor is not None and s.monitor_every and (n % s.monitor_every == 0 or k == s.steps - 1)
+            before = self.monitor_snapshot() if monitored and self.monitor_snapshot else None
+            probe = self.max_logit_probe() if (s.qk_clip_tau is not None and self.max_logit_probe) else None
+            with probe if probe is not None else contextlib.nullcontext():
+                local_loss, parts = self._backward(local, local_meta, tokens_seen)
+            step_loss = float(all_mean(self.ctx, local_loss))
+            parts = {k2: float(all_mean(self.ctx, v)) for k2, v in sorted(parts.items())}
+            grad_norm = self._grad_norm()
+            action = self.guard.check(n, step_loss, grad_norm)
+            if action == "rollback":
+                self.optimizer.zero_grad(set_to_none=True)
+                self.lr_scale *= self.guard.spec.rollback_lr_factor
+                scale = self.lr_scale
+                self.load_state(resume.unpack(rollback_target), keep_events=True, keep_lr_scale=True)
+                self.lr_scale = scale
+                if self.ctx.is_main:
+                    print(f"step {n}: rolled back to update {self.done}, LR scale now {scale:g}", file=sys.stderr)
+                bar.n = self.done
+                bar.refresh()
+                continue
+            if action == "ok":
+                self.optimizer.step()
+                if probe is not None and self.apply_qk_clip is not None:
+                    logits = {layer: all_max_(self.ctx, v) for layer, v in probe.result().items()}
+                    self.qk_events += len(self.apply_qk_clip(logits))
+            self.optimizer.zero_grad(set_to_none=True)
+            self.fingerprints.append(fp)
+            self.window.append((step_loss, grad_norm, parts))
+            self.done += 1
+            timed += 1
+            if monitored:
+                self.monitor_rows += self.monitor(n, s.tokens_start + self.done * self.seqs * s.seq_len, before)
+            if n % s.log_every == 0 or self.done == s.steps:
+                self._log(n, mult * s.reference_lr)
+                bar.set_postfix(loss=f"{self.rows[-1].loss:.4f}", lr=f"{self.rows[-1].lr:.2e}")
+            bar.update(1)
+            if s.checkpoint_every and self.done % s.checkpoint_every == 0 and self.done < s.steps:
+                blob = self._checkpoint()
+                if rollback_target is not None:
+                    rollback_target = blob
+        bar.close()
+        seconds = time.perf_counter() - t0
+        return LoopResult(self.rows, self.fingerprints, [e.as_dict() for e in self.guard.events], self.qk_events,
+                          self.monitor_rows, seconds, timed, resumed_from, self.lr_scale)
+
+    def _log(self, n: int, lr: float) -> None:
+        losses = [w[0] for w in self.window]
+        norms = [w[1] for w in self.window]
+        names = sorted({k for w in self.window for k in w[2]})
+        parts = tuple((k, float(np.mean([w[2][k] for w in self.window if k in w[2]]))) for k in names)
+        tokens = self.s.tokens_start + self.done * self.seqs * self.s.seq_len
+        self.rows.append(LogRow(n, tokens, float(np.mean(losses)), lr, float(np.mean(norms)), parts))
+        self.window = []

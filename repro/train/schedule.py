@@ -4,7 +4,8 @@ Steps are counted from 1: step n is the n-th optimizer update of the whole run, 
 with `step_start` s and `steps` k applies updates s+1 .. s+k, and the compiler's
 `decay_end_step` (the run's last step) is the step whose LR reaches the floor.
 
-  warmup  n <= warmup_steps:  peak * n / warmup_steps (linear from 0; the first update is not 0)
+  warmup  m = n - start_step <= warmup_steps: peak * m / warmup_steps (linear from 0; the
+          first update is not 0; start_step is 0 unless a stage restarts the schedule)
   stable  until decay_start_step: peak
   decay   progress p = (n - decay_start) / (decay_end - decay_start) in [0, 1]
           lr = floor + (peak - floor) * f(p), floor = min_lr_ratio * peak
@@ -37,8 +38,11 @@ def lr_at(seg: ScheduleSegment, step: int) -> float:
     if step < 1:
         raise ValueError(f"steps are counted from 1, got {step}")
     lr = seg.peak_lr
-    if seg.warmup_steps and step <= seg.warmup_steps:
-        lr = seg.peak_lr * step / seg.warmup_steps
+    local = step - seg.start_step  # updates since the schedule (re)started
+    if local < 1:
+        raise ValueError(f"step {step} comes before this schedule starts (after step {seg.start_step})")
+    if seg.warmup_steps and local <= seg.warmup_steps:
+        lr = seg.peak_lr * local / seg.warmup_steps
     if seg.decay_start_step is not None and step > seg.decay_start_step:
         if seg.decay_end_step is None:
             raise ValueError("decay_start_step is set but decay_end_step is not; set both or neither")

@@ -43,30 +43,48 @@ def data(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(autouse=True)
+def workspace(tmp_path, monkeypatch):
+    """Stages keep resumable state and data-order ledgers under .repro/ of the working
+    directory (the DVC workspace): give each test its own."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("REPRO_NUM_THREADS", "1")
+
+
 def segment(decay_start=None, decay_end=None):
     return ScheduleSegment(peak_lr=1e-2, warmup_steps=2, decay_start_step=decay_start,
                            decay_end_step=decay_end, decay_shape="1-sqrt", min_lr_ratio=0.1)
 
 
-def config(stage="s1", start=0, steps=6, mixture=None, model=MODEL, schedule=None):
+def config(stage="s1", start=0, steps=6, mixture=None, model=MODEL, schedule=None, **kw):
     return TrainConfig(
-        experiment="exp", stage=stage, model=model, optimizer=AdamWSpec(lr=1e-2), schedule=schedule or segment(),
-        seq_len=32, batch_tokens=256, micro_batch_size=4, step_start=start, steps=steps,
-        mixture=mixture or {"web": 0.5, "code": 0.5}, seed=0, log_every_steps=2,
+        experiment="exp", stage=stage, model=model, optimizer=kw.pop("optimizer", AdamWSpec(lr=1e-2)),
+        schedule=schedule or segment(), seq_len=32, batch_tokens=256,
+        micro_batch_size=kw.pop("micro_batch_size", 4),
+        step_start=start, steps=steps, mixture=mixture or {"web": 0.5, "code": 0.5}, seed=0,
+        log_every_steps=2, **kw,
     )
 
 
-def run(data: Path, out: Path, cfg: TrainConfig, init: Path | None = None) -> Path:
+def stage_io(data: Path, out: Path, init: Path | None = None, name: str = "train", **extra) -> StageIO:
     inputs = {"tokenizer": data / "tok", "tokens:web": data / "tokens-web", "tokens:code": data / "tokens-code"}
     if init is not None:
         inputs["init"] = init
-    train.run(cfg, StageIO("train", inputs, {"checkpoint": out / "ck", "metrics": out / "metrics" / "m.json",
-                                             "loss": out / "plots" / "loss.csv"}))
+    inputs.update(extra)
+    return StageIO(name, inputs, {"checkpoint": out / "ck", "metrics": out / "metrics" / "m.json",
+                                  "loss": out / "plots" / "loss.csv", "monitor": out / "plots" / "monitor.csv",
+                                  "perf": out / "metrics" / "perf.json"})
+
+
+def run(data: Path, out: Path, cfg: TrainConfig, init: Path | None = None, name: str = "train", **extra) -> Path:
+    train.run(cfg, stage_io(data, out, init, name, **extra))
     return out
 
 
 def files(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    """Every output file but the measured timings."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != "perf.json"}
 
 
 def test_train_is_byte_identical_and_learns(data, tmp_path):
@@ -75,7 +93,8 @@ def test_train_is_byte_identical_and_learns(data, tmp_path):
     fa = files(a)
     assert fa == files(b)
     assert {"ck/model.safetensors", "ck/optimizer.pt", "ck/trainer_state.json", "ck/tokenizer.json",
-            "ck/config.json", "metrics/m.json", "plots/loss.csv"} <= set(fa)
+            "ck/config.json", "ck/data_order.csv", "metrics/m.json", "plots/loss.csv",
+            "plots/monitor.csv"} <= set(fa)
     rows = list(csv.DictReader((a / "plots" / "loss.csv").open()))
     assert [int(r["step"]) for r in rows] == [2, 4, 6, 8, 10]
     assert [int(r["tokens"]) for r in rows] == [512, 1024, 1536, 2048, 2560]
@@ -110,7 +129,128 @@ def test_continuing_checks_step_and_architecture(data, tmp_path):
     first = run(data, tmp_path / "first", config(steps=2))
     with pytest.raises(ValueError, match="ended at global step 2 but stage s2 starts at step 3"):
         run(data, tmp_path / "x", config("s2", 3, 2), init=first / "ck")
+    other = first / "ck" / "trainer_state.json"
+    with pytest.raises(ValueError, match="written by experiment 'exp', not 'other'"):
+        run(data, tmp_path / "z", config("s2", 2, 2).model_copy(update={"experiment": "other"}),
+            init=first / "ck")
+    assert other.exists()
     with pytest.raises(ValueError, match="num_hidden_layers: checkpoint has 2"):
         run(data, tmp_path / "y", config("s2", 2, 2, model=MODEL.model_copy(update={"num_layers": 3})),
             init=first / "ck")
     assert not (tmp_path / "x" / "ck").exists() and not (tmp_path / "y" / "ck").exists()
+
+
+# ------------------------------------------------------------------ crash, resume, order
+
+def _payload(tmp: Path, cfg: TrainConfig, io: StageIO) -> Path:
+    p = tmp / "payload.json"
+    p.write_text(json.dumps({"name": io.name, "config": cfg.model_dump(mode="json"),
+                             "inputs": {k: str(v) for k, v in io.inputs.items()},
+                             "outputs": {k: str(v) for k, v in io.outputs.items()}}))
+    return p
+
+
+def test_sigkill_then_rerun_resumes_bitwise(data, tmp_path, monkeypatch):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cfg = config(steps=60, checkpoint_every_steps=5, stability={"on_nonfinite": "stop"})
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    monkeypatch.chdir(ref)
+    run(data, ref, cfg)
+
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    io = stage_io(data, work)
+    env = dict(os.environ, REPRO_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "repro.train.worker", str(_payload(work, cfg, io))],
+                            cwd=work, env=env, stderr=subprocess.DEVNULL)
+    state = work / ".repro" / "resume" / "train" / "state.pt"
+    deadline = time.time() + 120
+    while not state.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    assert proc.poll() is None, "the run ended before its first in-stage checkpoint"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (work / "ck").exists()  # nothing partial: outputs appear only when complete
+
+    train.run(cfg, io)  # what `dvc repro` does after the crash
+    perf = json.loads((work / "metrics" / "perf.json").read_text())
+    assert perf["resumed_from_step"] is not None and perf["resumed_from_step"] % 5 == 0
+    for f in ("ck/model.safetensors", "ck/optimizer.pt", "ck/data_order.csv", "plots/loss.csv",
+              "metrics/m.json", "plots/monitor.csv"):
+        assert (work / f).read_bytes() == (ref / f).read_bytes(), f
+    assert not state.exists()  # cleaned up once the stage completed
+
+
+def test_rerun_with_a_different_data_order_stops(data, tmp_path):
+    cfg = config(steps=4)
+    run(data, tmp_path / "a", cfg)
+    ledger = tmp_path / ".repro" / "data-order" / "train.csv"
+    lines = ledger.read_text().splitlines()
+    assert lines[0] == "step,fingerprint" and len(lines) == 5
+    lines[3] = "3,0000000000000000"
+    ledger.write_text("\n".join(lines) + "\n")
+    from repro.train.data_order import DataOrderError
+
+    with pytest.raises(DataOrderError, match="step 3: batch fingerprint [0-9a-f]{16} differs from 0000000000000000"):
+        run(data, tmp_path / "b", cfg)
+
+
+def test_resume_state_of_another_config_is_refused(data, tmp_path):
+    from repro.train import resume
+
+    resume.write_state(tmp_path / ".repro" / "resume" / "train", resume.pack({"config_fingerprint": "feedface"}))
+    with pytest.raises(resume.ResumeError, match="belongs to another spec. Delete"):
+        run(data, tmp_path / "a", config(steps=2))
+
+
+def test_nonfinite_rollback_is_deterministic(data, tmp_path, monkeypatch):
+    """A NaN injected once at one step: `rollback` restores the last in-stage checkpoint,
+    halves the LR and carries on; two runs take the same decisions and end bitwise equal."""
+    from repro.train import objective
+
+    real = objective.TrainModule.forward
+
+    def runner(out: Path) -> Path:
+        seen = set()
+
+        def flaky(self, windows, meta, tokens_seen):
+            loss, parts = real(self, windows, meta, tokens_seen)
+            if tokens_seen == 256 * 7 and tokens_seen not in seen:  # the 8th update, first time only
+                seen.add(tokens_seen)
+                loss = loss * float("nan")
+            return loss, parts
+
+        monkeypatch.setattr(objective.TrainModule, "forward", flaky)
+        return run(data, out, config(steps=10, checkpoint_every_steps=4,
+                                     stability={"on_nonfinite": "rollback", "rollback_lr_factor": 0.5}))
+
+    a, b = runner(tmp_path / "a"), runner(tmp_path / "b")
+    assert files(a) == files(b)
+    m = json.loads((a / "metrics" / "m.json").read_text())
+    assert [(e["step"], e["kind"], e["action"]) for e in m["stability_events"]] == [(8, "nonfinite", "rollback")]
+    assert m["lr_scale"] == 0.5
+    rows = list(csv.DictReader((a / "plots" / "loss.csv").open()))
+    assert [int(r["step"]) for r in rows] == [2, 4, 6, 8, 10]  # steps 5-7 were redone after the rollback
+
+
+def test_ddp_two_processes_match_one(data, tmp_path, monkeypatch):
+    """torchrun with 2 gloo processes, each on half of every step's sequences, follows the
+    single-process loss curve (same global batch) up to float summation order."""
+    single = run(data, tmp_path / "single", config(steps=6))
+    monkeypatch.setenv("REPRO_NUM_THREADS", "1")
+    ddp = run(data, tmp_path / "ddp", config(steps=6, distributed={"kind": "ddp", "nproc": 2},
+                                              micro_batch_size=2), name="train-ddp")
+    a = list(csv.DictReader((single / "plots" / "loss.csv").open()))
+    b = list(csv.DictReader((ddp / "plots" / "loss.csv").open()))
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    for ra, rb in zip(a, b):
+        assert float(rb["loss"]) == pytest.approx(float(ra["loss"]), rel=1e-4, abs=1e-5)
+    perf = json.loads((ddp / "metrics" / "perf.json").read_text())
+    assert perf["processes"] == 2

@@ -13,8 +13,12 @@ from repro.spec.schema import AdamWSpec, ModelSpec
 from repro.stages.configs import ScheduleSegment
 from repro.train.checkpoint import load_optimizer_state, read_trainer_state, save_checkpoint
 from repro.train.data import MixtureSampler, TokenShards
-from repro.train.loop import loss_csv, train_steps
+from repro.spec.schema import StabilitySpec
+from repro.train.distributed import DistContext
+from repro.train.loop import LoopSettings, Trainer, loss_csv
+from repro.train.objective import ObjectiveSettings, TrainModule
 from repro.train.optim import build_adamw
+from repro.train.stability import StabilityGuard
 
 SPEC = ModelSpec(hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=64,
                  max_position_embeddings=64)
@@ -37,14 +41,22 @@ def test_loop_logs_and_export_reloads_with_same_logits(tmp_path):
     from transformers import AutoModelForCausalLM
 
     model = build_model(SPEC, IDS, 0)
-    opt = build_adamw(model, AdamWSpec())
+    module = TrainModule(model, ObjectiveSettings(eos_id=IDS.eos, doc_masking=True))
+    opt = build_adamw(module, AdamWSpec())
     sampler = MixtureSampler({"d": shards(tmp_path)}, {"d": 1.0}, 4, 0, {})
-    rows = train_steps(model, opt, sampler, SCHEDULE, step_start=0, steps=7, micro_batch_size=2,
-                       grad_clip=1.0, log_every=3, tokens_start=100, seq_len=16, progress=False)
+    settings = LoopSettings(step_start=0, steps=7, seq_len=16, micro_batch_size=2, log_every=3,
+                            tokens_start=100, schedule=SCHEDULE, reference_lr=1e-2, grad_clip=1.0,
+                            progress=False)
+    result = Trainer(module, opt, sampler, settings, DistContext(0, 1, torch.device("cpu"), "single"),
+                     StabilityGuard(StabilitySpec())).run()
+    rows = result.rows
     assert [(r.step, r.tokens) for r in rows] == [(3, 292), (6, 484), (7, 548)]  # last window partial
     assert rows[-1].loss < rows[0].loss
-    assert loss_csv(rows).splitlines()[0] == "step,tokens,loss,lr"
-    assert loss_csv(rows).splitlines()[1] == f"3,292,{rows[0].loss:.6f},0.01"
+    assert len(result.fingerprints) == 7 and len(set(result.fingerprints)) == 7
+    csv = loss_csv(rows).splitlines()
+    assert csv[0] == "step,tokens,loss,lr,grad_norm,ce"
+    assert csv[1].startswith(f"3,292,{rows[0].loss:.6f},0.01,")
+    assert dict(rows[0].parts)["ce"] == rows[0].loss  # plain CE: the loss is its only part
 
     (tmp_path / "tok").mkdir()
     (tmp_path / "tok" / "tokenizer_config.json").write_text("{}")

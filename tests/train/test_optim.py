@@ -1,21 +1,69 @@
-"""Weight-decay grouping by parameter-name regex, and optimizer state reloading."""
+"""Optimizers from the spec: weight-decay grouping, the Muon/AdamW split (FACTS 5.4), LR
+multipliers, state reloading across stages, and bitwise determinism."""
 
 from __future__ import annotations
 
+import io
+
 import pytest
 import torch
+import torch.nn.functional as F
 
 from repro.model.build import TokenIds, build_model
-from repro.spec.schema import AdamWSpec, ModelSpec
-from repro.train.optim import build_adamw, load_state, param_groups
+from repro.spec.schema import AdamWSpec, ModelSpec, MuonSpec
+from repro.train.optim import (
+    MuonWithAdamW,
+    build_adamw,
+    build_optimizer,
+    grad_clip,
+    load_state,
+    param_groups,
+    reference_lr,
+    set_lr_multiplier,
+)
 
 SPEC = ModelSpec(hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=64,
                  max_position_embeddings=64)
 IDS = TokenIds(vocab_size=100, bos=0, eos=0, pad=1)
+BATCH = torch.randint(2, 100, (4, 17), generator=torch.Generator().manual_seed(0))
+MUON = MuonSpec(lr=0.02, adamw=AdamWSpec(lr=3e-3, weight_decay=0.01))
+ADAMW = AdamWSpec(lr=3e-3)
 
 
 def names(group):
     return [n for n, _ in group["params"]]
+
+
+def loss_of(model) -> torch.Tensor:
+    logits = model(input_ids=BATCH[:, :-1]).logits
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), BATCH[:, 1:].reshape(-1))
+
+
+def train(model, opt, steps: int, first: int = 0) -> list[float]:
+    """`steps` updates with a step-dependent LR multiplier (exercises set_lr_multiplier)."""
+    losses = []
+    for k in range(first, first + steps):
+        set_lr_multiplier(opt, 1.0 / (1 + k))
+        loss = loss_of(model)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    return losses
+
+
+def weights(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.state_dict().items()}
+
+
+def assert_bitwise_equal(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for n in a:
+        assert torch.equal(a[n], b[n]), n
+
+
+# --------------------------------------------------------------------------- AdamW grouping
 
 
 def test_default_excludes_only_the_embedding():
@@ -39,16 +87,133 @@ def test_patterns_match_full_names():
     assert not any("norm" in n for n in names(decay))
 
 
+def test_empty_no_decay_group_is_fine():
+    model = build_model(SPEC, IDS, 0)
+    opt = build_optimizer(model, AdamWSpec(no_decay_patterns=[]))
+    assert [len(g["params"]) for g in opt.param_groups][1] == 0
+    train(model, opt, 1)
+
+
 def test_load_state_reapplies_spec_and_checks_groups():
     model = build_model(SPEC, IDS, 0)
     opt = build_adamw(model, AdamWSpec())
     model(input_ids=torch.tensor([[2, 3, 4]])).logits.sum().backward()
     opt.step()
     state = opt.state_dict()
-    again = build_adamw(model, AdamWSpec(weight_decay=0.05, betas=(0.8, 0.9)))
-    load_state(again, state, AdamWSpec(weight_decay=0.05, betas=(0.8, 0.9)))
-    assert again.param_groups[0]["weight_decay"] == 0.05 and again.param_groups[0]["betas"] == (0.8, 0.9)
+    later = AdamWSpec(weight_decay=0.05, betas=(0.8, 0.9), lr=1e-4)
+    again = build_optimizer(model, later)
+    load_state(again, state, later)
+    g = again.param_groups[0]
+    assert g["weight_decay"] == 0.05 and g["betas"] == (0.8, 0.9) and g["base_lr"] == 1e-4
+    assert again.param_groups[1]["weight_decay"] == 0.0
     assert int(again.state_dict()["state"][0]["step"]) == 1
     other = build_adamw(model, AdamWSpec(no_decay_patterns=[r".*norm.*"]))
     with pytest.raises(ValueError, match="no_decay_patterns"):
         load_state(other, state, AdamWSpec(no_decay_patterns=[r".*norm.*"]))
+
+
+# --------------------------------------------------------------------------- Muon
+
+
+def test_muon_gets_exactly_the_hidden_matrices():
+    model = build_model(SPEC, IDS, 0)
+    opt = build_optimizer(model, MUON)
+    assert isinstance(opt, MuonWithAdamW)
+    muon_group, decay, no_decay = opt.param_groups
+    assert (muon_group["group"], decay["group"], no_decay["group"]) == ("muon", "decay", "no_decay")
+    expected = [f"model.layers.{i}.{m}.weight" for i in range(SPEC.num_layers)
+                for m in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                          "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")]
+    assert muon_group["param_names"] == expected
+    assert no_decay["param_names"] == ["model.embed_tokens.weight"]  # tied with lm_head -> AdamW
+    assert "model.norm.weight" in decay["param_names"]
+    assert all(p.ndim == 1 for p in decay["params"])
+    # every parameter exactly once
+    ids = [id(p) for g in opt.param_groups for p in g["params"]]
+    assert len(ids) == len(set(ids)) == len(list(model.parameters()))
+    assert muon_group["lr"] == muon_group["base_lr"] == 0.02 and decay["base_lr"] == 3e-3
+    assert muon_group["weight_decay"] == MUON.weight_decay and decay["weight_decay"] == 0.01
+    assert muon_group["adjust_lr_fn"] == "original" and muon_group["momentum"] == 0.95
+
+
+def test_untied_lm_head_goes_to_adamw():
+    model = build_model(SPEC.model_copy(update={"tie_embeddings": False}), IDS, 0)
+    opt = build_optimizer(model, MUON)
+    assert "lm_head.weight" in opt.adamw.param_groups[0]["param_names"]
+    assert "lm_head.weight" not in opt.muon.param_groups[0]["param_names"]
+
+
+def test_muon_reduces_the_loss():
+    model = build_model(SPEC, IDS, 0)
+    opt = build_optimizer(model, MUON)
+    before = loss_of(model).item()
+    for _ in range(8):
+        loss_of(model).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    after = loss_of(model).item()
+    assert after < before - 0.3, (before, after)
+
+
+def test_lr_multiplier_and_reference():
+    model = build_model(SPEC, IDS, 0)
+    opt = build_optimizer(model, MUON)
+    set_lr_multiplier(opt, 0.5)
+    assert [g["lr"] for g in opt.param_groups] == [0.01, 1.5e-3, 1.5e-3]
+    assert opt.muon.param_groups[0]["lr"] == 0.01  # the groups are the sub-optimizers' own
+    assert reference_lr(MUON) == 3e-3 and reference_lr(ADAMW) == 3e-3
+    assert grad_clip(MUON) == 1.0 and grad_clip(AdamWSpec(grad_clip=None)) is None
+
+
+def test_muon_load_state_reapplies_spec_and_checks_kind():
+    model = build_model(SPEC, IDS, 0)
+    opt = build_optimizer(model, MUON)
+    train(model, opt, 1)
+    state = opt.state_dict()
+    later = MuonSpec(lr=0.01, momentum=0.9, weight_decay=0.0, adjust_lr="match_rms_adamw",
+                     adamw=AdamWSpec(lr=1e-3, betas=(0.8, 0.9), weight_decay=0.02))
+    again = build_optimizer(model, later)
+    load_state(again, state, later)
+    m, d, nd = again.param_groups
+    assert (m["base_lr"], m["momentum"], m["weight_decay"], m["adjust_lr_fn"]) == (0.01, 0.9, 0.0, "match_rms_adamw")
+    assert (d["base_lr"], d["betas"], d["weight_decay"], nd["weight_decay"]) == (1e-3, (0.8, 0.9), 0.02, 0.0)
+    assert len(again.state) == len(list(model.parameters()))
+    with pytest.raises(ValueError, match="kind"):
+        load_state(build_optimizer(model, ADAMW), state, ADAMW)
+    with pytest.raises(ValueError, match="kind"):
+        load_state(again, build_optimizer(model, ADAMW).state_dict(), later)
+    changed = MUON.model_copy(update={"adamw": AdamWSpec(no_decay_patterns=[r".*norm.*"])})
+    with pytest.raises(ValueError, match="no_decay_patterns"):
+        load_state(build_optimizer(model, changed), state, changed)
+
+
+# --------------------------------------------------------------------------- determinism
+
+
+@pytest.mark.parametrize("spec", [ADAMW, MUON], ids=["adamw", "muon"])
+def test_same_seed_same_weights(spec):
+    runs = []
+    for _ in range(2):
+        model = build_model(SPEC, IDS, 0)
+        train(model, build_optimizer(model, spec), 3)
+        runs.append(weights(model))
+    assert_bitwise_equal(*runs)
+
+
+@pytest.mark.parametrize("spec", [ADAMW, MUON], ids=["adamw", "muon"])
+def test_save_load_resume_is_bitwise_identical(spec):
+    model = build_model(SPEC, IDS, 0)
+    opt = build_optimizer(model, spec)
+    train(model, opt, 3)
+    buf = io.BytesIO()
+    torch.save(opt.state_dict(), buf)  # as checkpoint.save_checkpoint does
+    resumed = build_model(SPEC, IDS, 1)  # different init, overwritten by the saved weights
+    resumed.load_state_dict(weights(model))
+    opt2 = build_optimizer(resumed, spec)
+    buf.seek(0)
+    load_state(opt2, torch.load(buf, map_location="cpu", weights_only=True), spec)
+
+    a = train(model, opt, 3, first=3)
+    b = train(resumed, opt2, 3, first=3)
+    assert a == b
+    assert_bitwise_equal(weights(model), weights(resumed))

@@ -1,0 +1,140 @@
+"""Process groups for data-parallel training (torchrun; gloo on CPU, NCCL on GPU).
+
+A stage whose spec asks for `ddp` or `fsdp2` with nproc > 1 re-launches itself under
+`torch.distributed.run` (torchrun) with the same command line; each rank then joins the
+group from torchrun's environment. Data parallelism keeps the global batch: every rank
+draws the same step (the sampler is deterministic), takes rows rank, rank + world, ...,
+and gradients are averaged, so the update equals the single-process one up to float
+summation order. Rank 0 writes every output.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from repro.spec.schema import DistributedSpec
+
+
+@dataclass(frozen=True)
+class DistContext:
+    rank: int
+    world: int
+    device: torch.device
+    kind: str  # single | ddp | fsdp2
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def under_torchrun() -> bool:
+    return "TORCHELASTIC_RUN_ID" in os.environ or ("RANK" in os.environ and "WORLD_SIZE" in os.environ)
+
+
+def relaunch_with_torchrun(spec: DistributedSpec, payload: Path) -> int:
+    """Run `repro.train.worker payload` under torchrun with spec.nproc processes; the exit
+    code. The payload (the stage's validated config and paths, written by the caller) makes
+    the ranks independent of how this process was started (CLI, DVC or a test)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc_per_node={spec.nproc}", "-m", "repro.train.worker", str(payload)]
+    # torchrun sets OMP_NUM_THREADS=1 unless it is set; each rank takes an equal share of
+    # the cores instead (REPRO_NUM_THREADS, read by the stage's setup_torch).
+    env = dict(os.environ)
+    if "REPRO_NUM_THREADS" not in env:
+        env["REPRO_NUM_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // spec.nproc))
+    env.setdefault("OMP_NUM_THREADS", env["REPRO_NUM_THREADS"])
+    return subprocess.call(cmd, env=env)
+
+
+def init(spec: DistributedSpec) -> DistContext:
+    """Join the process group (under torchrun) or describe the single process."""
+    cuda = torch.cuda.is_available()
+    if spec.kind == "single" or spec.nproc == 1 or not under_torchrun():
+        device = torch.device("cuda", 0) if cuda else torch.device("cpu")
+        return DistContext(0, 1, device, "single")
+    import torch.distributed as dist
+
+    backend = spec.backend if spec.backend != "auto" else ("nccl" if cuda else "gloo")
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    device = torch.device("cuda", local) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend)
+    world = dist.get_world_size()
+    if world != spec.nproc:
+        raise RuntimeError(f"torchrun started {world} processes but distributed.nproc is {spec.nproc}")
+    return DistContext(dist.get_rank(), world, device, spec.kind)
+
+
+def all_mean(ctx: DistContext, value: torch.Tensor) -> torch.Tensor:
+    """Mean of a scalar tensor over ranks (identity on one process)."""
+    if not ctx.enabled:
+        return value
+    import torch.distributed as dist
+
+    out = value.detach().clone()
+    dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out / ctx.world
+
+
+def all_max_(ctx: DistContext, value: torch.Tensor) -> torch.Tensor:
+    """In-place max over ranks (for QK-clip's per-head logits)."""
+    if ctx.enabled:
+        import torch.distributed as dist
+
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return value
+
+
+def barrier(ctx: DistContext) -> None:
+    if ctx.enabled:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def shutdown(ctx: DistContext) -> None:
+    if ctx.enabled:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def wrap_model(model: torch.nn.Module, ctx: DistContext) -> torch.nn.Module:
+    """DDP or FSDP2 around the model; the model itself when single-process."""
+    if not ctx.enabled:
+        return model
+    if ctx.kind == "ddp":
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        return DDP(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+    if ctx.kind == "fsdp2":
+        from torch.distributed.fsdp import fully_shard
+
+        for layer in model.model.layers:
+            fully_shard(layer)
+        fully_shard(model)
+        return model
+    raise ValueError(f"unknown distributed kind {ctx.kind!r}")
+
+
+def full_state_dict(model: torch.nn.Module, ctx: DistContext) -> dict[str, torch.Tensor]:
+    """The unsharded model state on CPU (all ranks must call it under FSDP2)."""
+    if ctx.kind == "fsdp2" and ctx.enabled:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    inner = model.module if hasattr(model, "module") else model
+    return {k: v.detach().cpu() for k, v in inner.state_dict().items()}

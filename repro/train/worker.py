@@ -1,0 +1,30 @@
+"""Entry point of one torchrun rank: `python -m repro.train.worker PAYLOAD`.
+
+PAYLOAD is a JSON file holding the train stage's config (as in params.yaml) and its input
+and output paths; the stage wrote it before launching torchrun. Every rank validates the
+config with the same pydantic model and runs the stage; rank 0 writes the outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from repro.stages.base import StageIO
+from repro.stages.configs import TrainConfig
+
+
+def main(argv: list[str]) -> int:
+    payload = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
+    cfg = TrainConfig.model_validate(payload["config"])
+    io = StageIO(payload["name"], {k: Path(v) for k, v in payload["inputs"].items()},
+                 {k: Path(v) for k, v in payload["outputs"].items()})
+    from repro.stages import train
+
+    train.run(cfg, io)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
