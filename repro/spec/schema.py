@@ -905,15 +905,18 @@ class TrainingSpec(Model):
                     f"{seq_len}; use {max(1, self.batch_tokens // seq_len) * seq_len}"
                 )
             sequences = self.batch_tokens // seq_len
-            if sequences % self.micro_batch_size:
+            nproc = self.distributed.nproc
+            if sequences % nproc:
                 raise ValueError(
-                    f"micro_batch_size {self.micro_batch_size} does not divide the "
-                    f"{sequences} sequences per step of {where}; pick a divisor of {sequences}"
-                )
-            if sequences % self.distributed.nproc:
-                raise ValueError(
-                    f"distributed.nproc {self.distributed.nproc} does not divide the {sequences} "
+                    f"distributed.nproc {nproc} does not divide the {sequences} "
                     f"sequences per step of {where}; pick a divisor of {sequences}"
+                )
+            per_rank = sequences // nproc
+            if per_rank % self.micro_batch_size:
+                raise ValueError(
+                    f"micro_batch_size {self.micro_batch_size} does not divide the {per_rank} "
+                    f"sequences per step{' and process' if nproc > 1 else ''} of {where}; "
+                    f"pick a divisor of {per_rank}"
                 )
             if s.tokens < self.batch_tokens:
                 raise ValueError(

@@ -254,3 +254,123 @@ def test_ddp_two_processes_match_one(data, tmp_path, monkeypatch):
         assert float(rb["loss"]) == pytest.approx(float(ra["loss"]), rel=1e-4, abs=1e-5)
     perf = json.loads((ddp / "metrics" / "perf.json").read_text())
     assert perf["processes"] == 2
+
+
+# --------------------------------------------------------------------- recipe options
+
+def _csv(path: Path) -> list[dict]:
+    return list(csv.DictReader(path.open()))
+
+
+def test_muon_trains_and_is_reproducible(data, tmp_path):
+    from repro.spec.schema import MuonSpec
+
+    cfg = config(steps=8, optimizer=MuonSpec(lr=0.02, adamw=AdamWSpec(lr=1e-2)),
+                 schedule=segment().model_copy(update={"peak_lr": 1e-2}))
+    a, b = run(data, tmp_path / "a", cfg), run(data, tmp_path / "b", cfg)
+    assert files(a) == files(b)
+    rows = _csv(a / "plots" / "loss.csv")
+    assert float(rows[-1]["loss"]) < float(rows[0]["loss"]) - 0.3
+    opt = __import__("torch").load(a / "ck" / "optimizer.pt", weights_only=True)
+    assert opt["kind"] == "muon+adamw"
+
+
+def test_mtp_trains_exports_plain_model_and_continues(data, tmp_path):
+    from safetensors import safe_open
+    from transformers import AutoModelForCausalLM
+
+    from repro.spec.schema import MTPSpec
+
+    mtp = MTPSpec(kind="sequential", depth=2, loss_weight=0.3)
+    first = run(data, tmp_path / "first", config(steps=4, mtp=mtp))
+    rows = _csv(first / "plots" / "loss.csv")
+    assert {"ce", "mtp_1", "mtp_2"} <= set(rows[0])
+    # loss = CE + 0.3/2 * (mtp_1 + mtp_2) on every logged window
+    for r in rows:
+        want = float(r["ce"]) + 0.15 * (float(r["mtp_1"]) + float(r["mtp_2"]))
+        assert float(r["loss"]) == pytest.approx(want, rel=1e-4)
+    ck = first / "ck"
+    assert (ck / "mtp.safetensors").exists()
+    with safe_open(str(ck / "model.safetensors"), "pt") as f:
+        assert not any("mtp" in k or "depths" in k for k in f.keys())
+    AutoModelForCausalLM.from_pretrained(str(ck))  # the plain model, no MTP
+    second = run(data, tmp_path / "second", config("s2", 4, 2, mtp=mtp), init=ck)
+    assert (second / "ck" / "mtp.safetensors").read_bytes() != (ck / "mtp.safetensors").read_bytes()
+
+
+def _teacher(data, tmp_path) -> Path:
+    big = MODEL.model_copy(update={"hidden_size": 64, "intermediate_size": 128})
+    return run(data, tmp_path / "teacher", config(steps=6, model=big).model_copy(update={"experiment": "teacher"}),
+               name="teacher") / "ck"
+
+
+def test_distillation_full_and_cached_targets(data, tmp_path):
+    from repro.spec.schema import DistillationSpec
+    from repro.stages import teacherlogits
+    from repro.stages.configs import TeacherLogitsConfig
+
+    teacher = _teacher(data, tmp_path)
+    full = DistillationSpec(teacher=str(teacher), alpha=0.5, temperature=2.0)
+    out = run(data, tmp_path / "full", config(steps=4, distillation=full), teacher=teacher)
+    rows = _csv(out / "plots" / "loss.csv")
+    assert {"ce", "kd_kl"} <= set(rows[0])
+    for r in rows:  # loss = alpha T^2 KL + (1 - alpha) CE
+        assert float(r["loss"]) == pytest.approx(0.5 * 4 * float(r["kd_kl"]) + 0.5 * float(r["ce"]), rel=1e-4)
+
+    sampled = DistillationSpec(teacher=str(teacher), logits="sampled", k=8, temperature=2.0)
+    targets = {}
+    for name in ("web", "code"):
+        targets[f"teacher_targets:{name}"] = tmp_path / f"targets-{name}"
+        teacherlogits.run(
+            TeacherLogitsConfig(dataset=name, seq_len=32, mode="sampled", k=8, temperature=2.0, seed=0,
+                                doc_masking=True, teacher=str(teacher)),
+            StageIO("tl", {"teacher": teacher, "tokens": data / f"tokens-{name}"},
+                    {"targets": targets[f"teacher_targets:{name}"]}))
+    a = run(data, tmp_path / "sa", config(steps=4, distillation=sampled), **targets)
+    b = run(data, tmp_path / "sb", config(steps=4, distillation=sampled), **targets)
+    assert files(a) == files(b)
+    assert float(_csv(a / "plots" / "loss.csv")[-1]["kd_kl"]) >= 0
+    # a cache made for other settings is refused before training
+    other = sampled.model_copy(update={"k": 16})
+    with pytest.raises(ValueError, match="k"):
+        run(data, tmp_path / "sc", config(steps=2, distillation=other), **targets)
+
+
+def test_distillation_bad_teachers_fail_before_training(data, tmp_path):
+    from repro.model.build import TokenIds, build_model
+    from repro.spec.schema import DistillationSpec
+
+    with pytest.raises(FileNotFoundError, match="missing-teacher"):
+        run(data, tmp_path / "a", config(steps=2, distillation=DistillationSpec(teacher="./missing-teacher")),
+            teacher=tmp_path / "missing-teacher")
+    wrong = tmp_path / "wrong-vocab"
+    build_model(MODEL, TokenIds(vocab_size=999, bos=0, eos=0, pad=1), 0).save_pretrained(str(wrong))
+    with pytest.raises(ValueError, match="999"):
+        run(data, tmp_path / "b", config(steps=2, distillation=DistillationSpec(teacher=str(wrong))), teacher=wrong)
+    assert not (tmp_path / "a" / "ck").exists() and not (tmp_path / "b" / "ck").exists()
+
+
+def test_qk_clip_z_loss_and_bf16(data, tmp_path):
+    from repro.spec.schema import QKClipSpec
+
+    out = run(data, tmp_path / "a", config(steps=4, qk_clip=QKClipSpec(tau=1e-3), z_loss=1e-4, precision="bf16"))
+    m = json.loads((out / "metrics" / "m.json").read_text())
+    assert m["qk_clip_events"] > 0  # tau 1e-3 is below the logits of a fresh model
+    assert "z_loss" in _csv(out / "plots" / "loss.csv")[0]
+    assert m["export_parity_max_abs_diff"] == 0.0
+
+
+def test_long_context_stage_changes_rope_and_exports_yarn(data, tmp_path):
+    from repro.spec.schema import YarnSpec
+
+    first = run(data, tmp_path / "first", config(steps=2))
+    longer = MODEL.model_copy(update={"rope_theta": 2e6, "max_position_embeddings": 128,
+                                      "inference_yarn": YarnSpec(factor=2.0)})
+    cfg = config("lc", 2, 2, model=longer, reset_optimizer=True, final_stage=True).model_copy(update={"seq_len": 64})
+    out = run(data, tmp_path / "lc", cfg, init=first / "ck")
+    conf = json.loads((out / "ck" / "config.json").read_text())
+    assert conf["rope_parameters"] == {"rope_type": "yarn", "rope_theta": 2e6, "factor": 2.0,
+                                       "original_max_position_embeddings": 128}
+    assert conf["max_position_embeddings"] == 256
+    state = json.loads((out / "ck" / "trainer_state.json").read_text())
+    assert state["seq_len"] == 64 and state["global_step"] == 4
