@@ -931,6 +931,11 @@ class TrainingSpec(Model):
                     "has no schedule of its own; give it a `schedule` (the experiment's "
                     "schedule spans only the stages before the first restart)"
                 )
+        if self.distributed.kind == "fsdp2" and self.optimizer.kind == "muon":
+            raise ValueError(
+                "distributed.kind fsdp2 shards every matrix across processes, but Muon's "
+                "Newton-Schulz step needs whole matrices; use kind: ddp with Muon, or AdamW with fsdp2"
+            )
         if self.distillation is not None and self.mtp is not None:
             raise ValueError("training.distillation and training.mtp cannot be combined yet; "
                              "use one of them per experiment")

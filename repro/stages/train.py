@@ -215,7 +215,8 @@ def _run(cfg: TrainConfig, io: StageIO, ctx: dist_mod.DistContext) -> None:
     if init_state is not None:
         positions, tokens_before = init_state["data_positions"], init_state["tokens_seen"]
         if not cfg.reset_optimizer:
-            load_state(optimizer, load_optimizer_state(init), cfg.optimizer)
+            load_state(optimizer, load_optimizer_state(init), cfg.optimizer,
+                       loader=lambda st: dist_mod.load_optimizer_state(module, optimizer, st, ctx))
     seqs = cfg.batch_tokens // cfg.seq_len
     sampler = MixtureSampler(sources, dict(cfg.mixture), seqs, cfg.seed, dict(positions))
     start_positions = dict(sampler.positions)
@@ -249,18 +250,37 @@ def _run(cfg: TrainConfig, io: StageIO, ctx: dist_mod.DistContext) -> None:
               f"{torch.get_num_threads()} torch threads x {ctx.world} process(es), {ctx.device}",
               file=sys.stderr)
     result = trainer.run()
-    state_dict = dist_mod.full_state_dict(model, ctx)  # every rank (FSDP2 gathers)
+    # every rank takes part: under FSDP2 the shards are gathered here
+    full = dist_mod.module_state(module, ctx)
+    optim_state = dist_mod.optimizer_state(module, optimizer, ctx)
     if not ctx.is_main:
         return
-    model.load_state_dict(state_dict)
-    _write_outputs(cfg, io, ctx, model, module, optimizer, sampler, sources, start_positions,
+    if ctx.kind == "fsdp2" and ctx.enabled:
+        module = _unsharded_copy(cfg, model, full)
+    _write_outputs(cfg, io, ctx, module.model, module, optim_state, sampler, sources, start_positions,
                    tokens_before, result, tok_dir, ids)
     resume.clear(Path(paths.resume_dir(io.name)))
     ORDER_DIR.mkdir(parents=True, exist_ok=True)
     atomic_write_text(previous, ledger_csv(cfg.step_start + 1, result.fingerprints))
 
 
-def _write_outputs(cfg, io, ctx, model, module, optimizer, sampler, sources, start_positions,
+def _unsharded_copy(cfg: TrainConfig, sharded_model, full: dict) -> TrainModule:
+    """A plain (single-process) copy of the trained modules from their gathered state, for
+    export: FSDP2's parameters are shards."""
+    from transformers import SmolLM3ForCausalLM
+
+    model = SmolLM3ForCausalLM(sharded_model.config).float()
+    model.load_state_dict({k[len("model."):]: v for k, v in full.items() if k.startswith("model.")})
+    mtp = None
+    if cfg.mtp is not None:
+        from repro.model.mtp import build_mtp
+
+        mtp = build_mtp(cfg.mtp, model.config, cfg.seed)
+        mtp.load_state_dict({k[len("mtp."):]: v for k, v in full.items() if k.startswith("mtp.")})
+    return TrainModule(model, ObjectiveSettings(0, cfg.doc_masking), mtp=mtp)
+
+
+def _write_outputs(cfg, io, ctx, model, module, optim_state, sampler, sources, start_positions,
                    tokens_before, result, tok_dir, ids) -> None:
     from repro.train.flops import flops_per_token, measure_peak_flops, mfu
 
@@ -278,7 +298,7 @@ def _write_outputs(cfg, io, ctx, model, module, optimizer, sampler, sources, sta
     }
     model.eval()
     with atomic_dir(io.output("checkpoint")) as tmp:
-        save_checkpoint(tmp, model, optimizer, tok_dir, trainer_state)
+        save_checkpoint(tmp, model, optim_state, tok_dir, trainer_state)
         (tmp / LEDGER_FILE).write_text(ledger_csv(cfg.step_start + 1, result.fingerprints), encoding="utf-8")
         if module.mtp is not None:
             from repro.model.mtp import save_mtp

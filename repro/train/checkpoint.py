@@ -23,14 +23,16 @@ OPTIMIZER_FILE = "optimizer.pt"
 TRAINER_STATE_FILE = "trainer_state.json"
 
 
-def save_checkpoint(folder: Path, model, optimizer: torch.optim.Optimizer, tokenizer_dir: Path,
+def save_checkpoint(folder: Path, model, optimizer_state: dict, tokenizer_dir: Path,
                     trainer_state: dict) -> None:
+    """optimizer_state: the optimizer's state_dict() (unsharded; see
+    repro.train.distributed.optimizer_state)."""
     folder = Path(folder)
     model.save_pretrained(str(folder), safe_serialization=True)
     for f in sorted(Path(tokenizer_dir).iterdir()):
         if f.is_file() and not (folder / f.name).exists():  # never overwrite the model's files
             shutil.copyfile(f, folder / f.name)
-    torch.save(optimizer.state_dict(), folder / OPTIMIZER_FILE)
+    torch.save(optimizer_state, folder / OPTIMIZER_FILE)
     (folder / TRAINER_STATE_FILE).write_text(dumps_json(trainer_state), encoding="utf-8")
 
 

@@ -123,18 +123,81 @@ def wrap_model(model: torch.nn.Module, ctx: DistContext) -> torch.nn.Module:
     if ctx.kind == "fsdp2":
         from torch.distributed.fsdp import fully_shard
 
-        for layer in model.model.layers:
+        # one FSDP unit per decoder layer (its all-gather overlaps the previous layer's
+        # compute), then the root for embedding, final norm and head (torchtitan's layout)
+        hf = model.model if hasattr(model, "settings") else model  # TrainModule -> HF model
+        for layer in hf.model.layers:
             fully_shard(layer)
         fully_shard(model)
         return model
     raise ValueError(f"unknown distributed kind {ctx.kind!r}")
 
 
-def full_state_dict(model: torch.nn.Module, ctx: DistContext) -> dict[str, torch.Tensor]:
-    """The unsharded model state on CPU (all ranks must call it under FSDP2)."""
-    if ctx.kind == "fsdp2" and ctx.enabled:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+def _sharded(ctx: DistContext) -> bool:
+    return ctx.kind == "fsdp2" and ctx.enabled
 
-        return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    inner = model.module if hasattr(model, "module") else model
-    return {k: v.detach().cpu() for k, v in inner.state_dict().items()}
+
+def _full_options(load: bool = False):
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    # saving gathers onto rank 0 (cpu_offload: the others get {}); loading broadcasts rank
+    # 0's copy, so a rollback target held only by rank 0 restores every rank
+    return StateDictOptions(full_state_dict=True, cpu_offload=True, broadcast_from_rank0=load)
+
+
+def module_state(module: torch.nn.Module, ctx: DistContext) -> dict[str, torch.Tensor]:
+    """The unsharded state of `module` on CPU. Under FSDP2 every rank must call it (the
+    shards are gathered); elsewhere it is a plain detached copy."""
+    if _sharded(ctx):
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+        return get_model_state_dict(module, options=_full_options())  # rank 0 only: {} elsewhere
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+
+def load_module_state(module: torch.nn.Module, state: dict[str, torch.Tensor], ctx: DistContext) -> None:
+    if _sharded(ctx):
+        from torch.distributed.checkpoint.state_dict import set_model_state_dict
+
+        set_model_state_dict(module, state, options=_full_options(load=True))
+    else:
+        module.load_state_dict(state)
+
+
+def optimizer_state(module: torch.nn.Module, optimizer, ctx: DistContext) -> dict:
+    """The optimizer's state in torch's ordinary (index-keyed) format, unsharded, so a
+    checkpoint written under FSDP2 continues on one process and vice versa."""
+    if not _sharded(ctx):
+        return optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    full = get_optimizer_state_dict(module, optimizer, options=_full_options())
+    if not full:  # with cpu_offload only rank 0 receives the gathered state
+        return {}
+    order = [name for g in optimizer.param_groups for name in g["param_names"]]
+    index = {name: i for i, name in enumerate(order)}
+    groups = []
+    for g, saved in zip(optimizer.param_groups, full["param_groups"]):
+        groups.append({**{k: v for k, v in saved.items() if k != "params"},
+                       "params": [index[n] for n in g["param_names"]], "param_names": list(g["param_names"])})
+    return {"state": {index[n]: v for n, v in full["state"].items()}, "param_groups": groups}
+
+
+def load_optimizer_state(module: torch.nn.Module, optimizer, state: dict, ctx: DistContext) -> None:
+    if not _sharded(ctx):
+        optimizer.load_state_dict(state)
+        return
+    if not state:  # a rank other than 0 holding no copy: rank 0 broadcasts
+        from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+
+        set_optimizer_state_dict(module, optimizer, {}, options=_full_options(load=True))
+        return
+    from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+
+    names = [n for g in state["param_groups"] for n in g["param_names"]]
+    by_index = {i: n for g in state["param_groups"] for i, n in zip(g["params"], g["param_names"])}
+    full = {"state": {by_index[i]: v for i, v in state["state"].items()},
+            "param_groups": [{**{k: v for k, v in g.items() if k != "params"}, "params": list(g["param_names"])}
+                             for g in state["param_groups"]]}
+    assert len(set(names)) == len(names)
+    set_optimizer_state_dict(module, optimizer, full, options=_full_options(load=True))

@@ -137,14 +137,13 @@ class Trainer:
 
     # ---------------------------------------------------------------- resumable state
     def pack_state(self) -> bytes:
-        from repro.train.distributed import full_state_dict
+        from repro.train.distributed import module_state, optimizer_state
 
         return resume.pack({
             "config_fingerprint": self.s.config_fingerprint,
             "done": self.done,
-            "model": full_state_dict(self.module.model, self.ctx),
-            "mtp": self.module.mtp.state_dict() if self.module.mtp is not None else None,
-            "optimizer": self.optimizer.state_dict(),
+            "module": module_state(self.module, self.ctx),  # the model and MTP modules
+            "optimizer": optimizer_state(self.module, self.optimizer, self.ctx),
             "positions": dict(self.sampler.positions),
             "lr_scale": self.lr_scale,
             "guard": self.guard.state_dict(),
@@ -157,10 +156,10 @@ class Trainer:
         })
 
     def load_state(self, state: dict, *, keep_events: bool = False, keep_lr_scale: bool = False) -> None:
-        self.module.model.load_state_dict(state["model"])
-        if self.module.mtp is not None and state["mtp"] is not None:
-            self.module.mtp.load_state_dict(state["mtp"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        from repro.train.distributed import load_module_state, load_optimizer_state
+
+        load_module_state(self.module, state["module"], self.ctx)
+        load_optimizer_state(self.module, self.optimizer, state["optimizer"], self.ctx)
         self.sampler.positions = dict(state["positions"])
         self.done = int(state["done"])
         if not keep_lr_scale:

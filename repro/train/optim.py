@@ -218,12 +218,14 @@ def _names(groups: list[dict]) -> list:
     return [g.get("param_names") for g in groups]
 
 
-def load_state(optimizer: Optimizer, state: dict, spec: AdamWSpec | MuonSpec) -> None:
+def load_state(optimizer: Optimizer, state: dict, spec: AdamWSpec | MuonSpec, loader=None) -> None:
     """Load a saved optimizer state into `optimizer` (built by `build_optimizer` for the same
     model and spec kind), then re-apply the spec's hyper-parameters: the saved groups carry
     the previous stage's values (torch's load_state_dict replaces each group's settings with
     the saved ones), and a stage may change betas, eps, weight decay, momentum or peak LR.
-    Raises ValueError when the optimizer kind or the parameter grouping differs."""
+    Raises ValueError when the optimizer kind or the parameter grouping differs. `loader`
+    replaces `optimizer.load_state_dict` for AdamW (FSDP2 loads through
+    repro.train.distributed.load_optimizer_state)."""
     saved_kind = "muon" if state.get("kind") == MUON_STATE_KIND else "adamw"
     kind = "muon" if isinstance(spec, MuonSpec) else "adamw"
     if saved_kind != kind:
@@ -242,7 +244,7 @@ def load_state(optimizer: Optimizer, state: dict, spec: AdamWSpec | MuonSpec) ->
         adamw, adamw_spec = optimizer.adamw, spec.adamw
     else:
         _check_names("AdamW", _names(optimizer.param_groups), _names(state["param_groups"]))
-        optimizer.load_state_dict(state)
+        (loader or optimizer.load_state_dict)(state)
         adamw, adamw_spec = optimizer, spec
     for g, s in zip(adamw.param_groups, _adamw_settings(adamw_spec), strict=True):
         g.update(s)

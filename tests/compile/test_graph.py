@@ -16,7 +16,7 @@ from repro.stages import STAGE_CONFIGS
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden"
-QUICKSTART = [REPO / "specs/qs-nope.yaml", REPO / "specs/qs-rope.yaml"]
+QUICKSTART = sorted((REPO / "specs").glob("*.yaml"))  # the root pipeline
 
 
 def _graph(specs=None):
@@ -46,15 +46,18 @@ def test_render_is_byte_identical_and_headed():
 def test_shared_data_stages_appear_once():
     graph = _graph()
     kinds = [s.kind for s in graph.stages.values()]
-    # Two experiments, one set of data stages: per dataset a source, a curate, a split, a
+    # Six experiments, one set of data stages: per dataset a source, a curate, a split, a
     # decontaminate (same evaluation tasks), a tokenize and a funnel; 1 tokenizer; a ledger each.
     n = len(load_spec(REPO / "specs/qs-nope.yaml").datasets)
     assert n == 3
     for kind in ("source", "curate", "split", "decontaminate", "tokenize", "funnel"):
         assert kinds.count(kind) == n, kind
     assert kinds.count("tokenizer") == 1 and kinds.count("evaltasks") == 4
-    assert kinds.count("ledger") == 2
-    assert kinds.count("train") == 4 and kinds.count("evaluate") == 2 and kinds.count("report") == 1
+    experiments = len(QUICKSTART)
+    assert experiments == 6
+    assert kinds.count("ledger") == experiments
+    assert kinds.count("train") == 2 * experiments and kinds.count("evaluate") == experiments
+    assert kinds.count("report") == 1
 
 
 def test_each_stage_reads_only_its_params_section_and_it_validates():
@@ -86,10 +89,10 @@ def _kinds_labels(graph, ids):
 
 
 def _variant(tmp_path: Path, text: str) -> list:
-    (tmp_path / "qs-nope.yaml").write_text((REPO / "specs/qs-nope.yaml").read_text())
-    (tmp_path / "qs-rope.yaml").write_text((REPO / "specs/qs-rope.yaml").read_text())
-    (tmp_path / "qs-rope.yaml").write_text((REPO / "specs/qs-rope.yaml").read_text() + text)
-    return load_specs([tmp_path / "qs-nope.yaml", tmp_path / "qs-rope.yaml"])
+    """The root pipeline's specs with `text` appended to qs-rope.yaml."""
+    for f in QUICKSTART:
+        (tmp_path / f.name).write_text(f.read_text() + (text if f.name == "qs-rope.yaml" else ""))
+    return load_specs([tmp_path / f.name for f in QUICKSTART])
 
 
 def test_same_settings_same_stages(tmp_path):
@@ -239,7 +242,7 @@ def test_standard_tasks_reach_decontamination(tmp_path):
 def test_every_training_stage_waits_for_its_ledger():
     graph = _graph()
     ledgers = {s.config.experiment: s for s in _of_kind(graph, "ledger")}
-    assert sorted(ledgers) == ["qs-nope", "qs-rope"]
+    assert sorted(ledgers) == sorted(load_spec(f).name for f in QUICKSTART)
     for train in _of_kind(graph, "train"):
         ledger = ledgers[train.config.experiment]
         assert _input(train, "ledger") == OutputRef(ledger.id, "gate")
@@ -278,3 +281,46 @@ def test_report_reads_funnels_and_ledgers():
         assert inputs[f"ledger:{exp}"] == OutputRef(ledgers[exp], "metrics")
         for d in ("code", "web"):
             assert inputs[f"funnel:{exp}:{d}"] == OutputRef(funnels[d], "metrics")
+
+
+# ------------------------------------------------------------------------ distillation
+
+def test_distillation_teacher_is_trained_first_and_is_a_dependency():
+    graph = _graph()
+    trains = {(s.config.experiment, s.config.stage): s for s in _of_kind(graph, "train")}
+    teacher_final = trains[("qs-teacher", "decay")]
+    for stage in ("stable", "decay"):
+        assert _input(trains[("qs-distill", stage)], "teacher") == OutputRef(teacher_final.id, "checkpoint")
+    assert "teacher" not in dict(trains[("qs-nope", "stable")].inputs)
+    assert trains[("qs-distill", "stable")].id in graph.descendants(teacher_final.id)
+
+
+def test_cached_teacher_targets_get_their_own_stage(tmp_path):
+    specs = _variant(tmp_path, "")
+    distill = next(s for s in specs if s.name == "qs-distill")
+    d = distill.training.distillation.model_copy(update={"logits": "top_k", "k": 8})
+    tr = distill.training.model_copy(update={"distillation": d})
+    specs = [s if s.name != "qs-distill" else s.model_copy(update={"training": tr}) for s in specs]
+    graph = compile_graph(specs)
+    caches = _of_kind(graph, "teacherlogits")
+    assert sorted(c.config.dataset for c in caches) == ["code", "pdf", "web"]
+    student = next(s for s in _of_kind(graph, "train") if s.config.experiment == "qs-distill")
+    keys = dict(student.inputs)
+    assert "teacher" not in keys and {f"teacher_targets:{n}" for n in ("code", "pdf", "web")} <= set(keys)
+
+
+def test_unknown_or_cyclic_teachers_fail(tmp_path):
+    specs = _variant(tmp_path, "")
+    distill = next(s for s in specs if s.name == "qs-distill")
+
+    def with_teacher(spec, teacher):
+        d = spec.training.distillation or distill.training.distillation
+        tr = spec.training.model_copy(update={"distillation": d.model_copy(update={"teacher": teacher})})
+        return spec.model_copy(update={"training": tr})
+
+    unknown = [with_teacher(s, "experiment:nobody") if s.name == "qs-distill" else s for s in specs]
+    with pytest.raises(GraphError, match="distils from experiment 'nobody'"):
+        compile_graph(unknown)
+    cyclic = [with_teacher(s, "experiment:qs-distill") if s.name == "qs-teacher" else s for s in specs]
+    with pytest.raises(GraphError, match="cycle: .*qs-distill -> qs-teacher -> qs-distill|cycle: .*qs-teacher -> qs-distill -> qs-teacher"):
+        compile_graph(cyclic)

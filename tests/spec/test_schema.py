@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from repro.compile.graph import schedule_segments
+from repro.spec.schema import ExperimentSpec
 from repro.spec.load import load_spec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,12 +46,66 @@ def test_smollm3_reference_matches_published_recipe():
     assert (m.num_heads, m.num_kv_heads, m.nope_interval, m.rope_theta) == (16, 4, 4, 50_000)
     assert t.batch_tokens == 3 * 192 * 4096
     steps = [s.tokens // t.batch_tokens for s in t.stages]
-    assert steps == [3_450_000, 748_000, 522_000]            # FACTS 3.5
-    segs = schedule_segments(spec)
+    assert steps[:3] == [3_450_000, 748_000, 522_000]        # FACTS 3.5
+    segs = schedule_segments(spec)[:3]
     # Decay covers exactly stage 3; stages 1-2 do not see it (FACTS 3.9).
     assert [s.decay_start_step for _, _, s in segs] == [None, None, 4_198_000]
     assert segs[-1][2].decay_end_step == 4_720_000
     assert t.optimizer.lr == 2e-4 and t.schedule.warmup_steps == 2000
+    assert t.doc_masking and t.precision == "bf16" and m.inference_yarn.factor == 2.0
+
+
+def test_smollm3_long_context_stages():
+    """LC1 4k->32k (theta 2e6, 20,000 steps = 47.2B tokens), LC2 32k->64k (theta 5e6,
+    22,000 steps = 51.9B, optimizer reset), each restarting lr 2e-5 / 1000 warmup / cosine
+    (FACTS 3.10); the main WSD still decays over exactly stage 3."""
+    spec = load_spec(REPO / "specs/reference/smollm3-3b.yaml")
+    t = spec.training
+    lc1, lc2 = t.stages[3], t.stages[4]
+    assert [s.tokens // t.batch_tokens for s in (lc1, lc2)] == [20_000, 22_000]
+    assert t.stage_seq_lens()[3:] == [32768, 65536]
+    assert t.stage_rope(spec.model)[3:] == [(2e6, 32768), (5e6, 65536)]
+    assert (lc1.reset_optimizer, lc2.reset_optimizer) == (False, True)
+    segs = schedule_segments(spec)
+    assert segs[2][2].decay_end_step == 4_720_000  # the restarts do not stretch the WSD
+    for (start, n, seg), stage in zip(segs[3:], (lc1, lc2)):
+        assert (seg.peak_lr, seg.start_step, seg.warmup_steps, seg.decay_shape) == (2e-5, start, 1000, "cosine")
+        assert seg.decay_start_step == start + 1000 and seg.decay_end_step == start + n
+
+
+def _training(**kw):
+    from repro.spec.schema import TrainingSpec
+
+    base = {"seq_len": 64, "batch_tokens": 512, "micro_batch_size": 2,
+            "stages": [{"name": "a", "tokens": 5120, "mixture": {"web": 1.0}}]}
+    base.update(kw)
+    return TrainingSpec.model_validate(base)
+
+
+@pytest.mark.parametrize("kw,message", [
+    ({"stages": [{"name": "a", "tokens": 5120, "mixture": {"web": 1.0}, "schedule": {"lr": 1e-4}},
+                 {"name": "b", "tokens": 5120, "mixture": {"web": 1.0}}]}, "restarts the LR schedule"),
+    ({"stages": [{"name": "a", "tokens": 5120, "mixture": {"web": 1.0}, "seq_len": 96}]}, "not a multiple of"),
+    ({"distributed": {"kind": "ddp", "nproc": 3}}, "nproc 3 does not divide the 8"),
+    ({"distributed": {"kind": "ddp", "nproc": 8}}, "micro_batch_size 2 does not divide the 1 sequences per step and process"),
+    ({"distributed": {"kind": "single", "nproc": 2}}, "set kind: ddp"),
+    ({"distributed": {"kind": "fsdp2", "nproc": 2}, "optimizer": {"kind": "muon"}}, "Newton-Schulz"),
+    ({"mtp": {"later_loss_weight": 0.1}}, "set both later_loss_weight and later_from_tokens"),
+    ({"mtp": {}, "distillation": {"teacher": "x/y"}}, "cannot be combined"),
+])
+def test_training_options_are_checked(kw, message):
+    with pytest.raises(ValueError, match=message):
+        _training(**kw)
+
+
+def test_stage_context_must_fit_max_positions():
+    base = load_spec(REPO / "specs/qs-nope.yaml").model_dump(mode="json")
+    base["training"]["stages"][1]["seq_len"] = 1024
+    with pytest.raises(ValueError, match=r"training.stages\[1\] \('decay'\) trains on sequences of 1024 tokens, "
+                                         r"more than model.max_position_embeddings 512"):
+        ExperimentSpec.model_validate(base)
+    base["training"]["stages"][1]["max_position_embeddings"] = 1024
+    ExperimentSpec.model_validate(base)
 
 
 def test_example_debian_reference_curates_web_and_pdf():

@@ -374,3 +374,16 @@ def test_long_context_stage_changes_rope_and_exports_yarn(data, tmp_path):
     assert conf["max_position_embeddings"] == 256
     state = json.loads((out / "ck" / "trainer_state.json").read_text())
     assert state["seq_len"] == 64 and state["global_step"] == 4
+
+
+def test_fsdp2_two_processes_match_one(data, tmp_path):
+    """FSDP2 (fully_shard per decoder layer and at the root) on 2 gloo processes: same loss
+    curve as one process, and rank 0 exports the gathered, unsharded model."""
+    single = run(data, tmp_path / "single", config(steps=4))
+    fsdp = run(data, tmp_path / "fsdp", config(steps=4, distributed={"kind": "fsdp2", "nproc": 2},
+                                                micro_batch_size=2), name="train-fsdp")
+    a, b = _csv(single / "plots" / "loss.csv"), _csv(fsdp / "plots" / "loss.csv")
+    for ra, rb in zip(a, b, strict=True):
+        assert float(rb["loss"]) == pytest.approx(float(ra["loss"]), rel=1e-4, abs=1e-5)
+    m = json.loads((fsdp / "metrics" / "m.json").read_text())
+    assert m["export_parity_max_abs_diff"] == 0.0

@@ -46,3 +46,16 @@ def test_min_lr_ratio_floor():
 def test_steps_count_from_one():
     with pytest.raises(ValueError, match="from 1"):
         lr_at(seg(), 0)
+
+
+def test_restarted_schedule_warms_up_from_its_own_start():
+    """A long-context stage restarting the schedule at step 100: warmup counts from there,
+    cosine to 0 at its last step (FACTS 3.10)."""
+    seg = ScheduleSegment(peak_lr=2e-5, start_step=100, warmup_steps=10, decay_start_step=110,
+                          decay_end_step=200, decay_shape="cosine", min_lr_ratio=0.0)
+    assert lr_at(seg, 101) == pytest.approx(2e-6)
+    assert lr_at(seg, 110) == pytest.approx(2e-5)
+    assert lr_at(seg, 155) == pytest.approx(1e-5)
+    assert lr_at(seg, 200) == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="before this schedule starts"):
+        lr_at(seg, 100)
