@@ -387,3 +387,14 @@ def test_fsdp2_two_processes_match_one(data, tmp_path):
         assert float(rb["loss"]) == pytest.approx(float(ra["loss"]), rel=1e-4, abs=1e-5)
     m = json.loads((fsdp / "metrics" / "m.json").read_text())
     assert m["export_parity_max_abs_diff"] == 0.0
+
+
+@pytest.mark.slow
+def test_torch_compile_matches_eager(data, tmp_path):
+    """`compile: true` (inductor on CPU here, GPUs in production) trains the same model:
+    loss curve within float tolerance of eager, export parity exact."""
+    eager = run(data, tmp_path / "eager", config(steps=4))
+    compiled = run(data, tmp_path / "compiled", config(steps=4, compile=True), name="train-compiled")
+    for ra, rb in zip(_csv(eager / "plots" / "loss.csv"), _csv(compiled / "plots" / "loss.csv"), strict=True):
+        assert float(rb["loss"]) == pytest.approx(float(ra["loss"]), rel=1e-4, abs=1e-5)
+    assert json.loads((compiled / "metrics" / "m.json").read_text())["export_parity_max_abs_diff"] == 0.0
