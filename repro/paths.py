@@ -63,6 +63,12 @@ def resume_dir(stage_id: str) -> PurePosixPath:
     return PurePosixPath(".repro/resume") / stage_id
 
 
+def data_order_ledger(stage_id: str) -> PurePosixPath:
+    """The batch fingerprints of a training stage's last completed run, kept so a rerun of
+    the same stage is checked step by step against it (see repro.train.data_order)."""
+    return PurePosixPath(".repro/data-order") / f"{stage_id}.csv"
+
+
 def stage_plot(stage_id: str, name: str) -> PurePosixPath:
     """A DVC plots file of the stage (committed)."""
     return PLOTS_DIR / stage_id / name

@@ -52,8 +52,6 @@ from repro.train.objective import ObjectiveSettings, TrainModule
 from repro.train.optim import build_optimizer, grad_clip, load_state, reference_lr
 from repro.train.stability import StabilityGuard
 
-ORDER_DIR = Path(".repro/data-order")  # ledgers of completed runs, for the rerun check
-
 
 def setup_torch(world: int = 1) -> int:
     threads = int(os.environ.get("REPRO_NUM_THREADS") or max(1, len(os.sched_getaffinity(0)) // world))
@@ -221,7 +219,7 @@ def _run(cfg: TrainConfig, io: StageIO, ctx: dist_mod.DistContext) -> None:
     sampler = MixtureSampler(sources, dict(cfg.mixture), seqs, cfg.seed, dict(positions))
     start_positions = dict(sampler.positions)
 
-    previous = ORDER_DIR / f"{io.name}.csv"
+    previous = Path(paths.data_order_ledger(io.name))
     monitor, snap = _monitor_hooks(cfg, module, sources, ids.eos)
     probe_factory = qk_apply = None
     if cfg.qk_clip is not None:
@@ -260,7 +258,7 @@ def _run(cfg: TrainConfig, io: StageIO, ctx: dist_mod.DistContext) -> None:
     _write_outputs(cfg, io, ctx, module.model, module, optim_state, sampler, sources, start_positions,
                    tokens_before, result, tok_dir, ids)
     resume.clear(Path(paths.resume_dir(io.name)))
-    ORDER_DIR.mkdir(parents=True, exist_ok=True)
+    previous.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(previous, ledger_csv(cfg.step_start + 1, result.fingerprints))
 
 

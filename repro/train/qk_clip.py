@@ -43,7 +43,8 @@ def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
 def _check_attention(attn: torch.nn.Module) -> None:
     for name in ("q_norm", "k_norm"):
         if getattr(attn, name, None) is not None:
-            raise NotImplementedError(f"QK-Clip by weight scaling is undone by {name}; this model has one")
+            raise ValueError(f"QK-Clip rescales W_q/W_k, which {name} would undo: this model has a {name}, "
+                             "so training.qk_clip cannot apply; remove qk_clip from the spec")
 
 
 def _scale_rows(proj: torch.nn.Linear, rows: slice, factor: float) -> None:
