@@ -60,7 +60,7 @@ def test_loop_logs_and_export_reloads_with_same_logits(tmp_path):
 
     (tmp_path / "tok").mkdir()
     (tmp_path / "tok" / "tokenizer_config.json").write_text("{}")
-    save_checkpoint(tmp_path / "ck", model, opt, tmp_path / "tok", {"global_step": 7})
+    save_checkpoint(tmp_path / "ck", model, opt.state_dict(), tmp_path / "tok", {"global_step": 7})
     assert read_trainer_state(tmp_path / "ck") == {"global_step": 7}
     assert (tmp_path / "ck" / "tokenizer_config.json").read_text() == "{}"
     assert int(load_optimizer_state(tmp_path / "ck")["state"][0]["step"]) == 7
