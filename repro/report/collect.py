@@ -107,9 +107,12 @@ def read_loss_csv(path: Path) -> Any:
     if missing:
         raise ReportInputError(f"loss CSV {path} lacks column(s) {missing}; expected header "
                                f"{','.join(LOSS_COLUMNS)}")
+    # Compare next-token cross entropy, not the objective: with MTP or distillation the
+    # optimised loss adds other terms, and the `ce` column holds the comparable part.
+    loss = "ce" if "ce" in df.columns else "loss"
     return df.select(
         pl.col("step").cast(pl.Int64), pl.col("tokens").cast(pl.Int64),
-        pl.col("loss").cast(pl.Float64), pl.col("lr").cast(pl.Float64),
+        pl.col(loss).cast(pl.Float64).alias("loss"), pl.col("lr").cast(pl.Float64),
     ).with_columns(pl.col("loss").fill_nan(None), pl.col("lr").fill_nan(None))
 
 
@@ -122,7 +125,7 @@ def _stage_run(name: str, metrics_path: Path, loss_path: Path) -> StageRun:
     return StageRun(
         name=name, step_end=step_end, tokens=tokens,
         tokens_total=int(m.get("tokens_total", tokens)),
-        final_loss=finite(m.get("final_loss")), loss=read_loss_csv(loss_path),
+        final_loss=finite(m.get("final_ce", m.get("final_loss"))), loss=read_loss_csv(loss_path),
     )
 
 

@@ -95,8 +95,10 @@ def _legend(cols: list[MetricColumn]) -> tuple[str, ...]:
         "acc_norm first divides each choice's log-likelihood by its length.",
         "above random: (score − r) / (1 − r), r being the task's chance score: 0 is chance, "
         "1 is perfect, negative is below chance.",
-        "final train loss: mean training loss (nats per token) over the last log window of the "
-        "final stage. It is per token, so it only compares experiments sharing a tokenizer.",
+        "final train loss: mean next-token cross entropy (nats per token) over the last log "
+        "window of the final stage; for multi-token prediction and distillation runs it is the "
+        "cross-entropy part of their objective, so all experiments compare alike. It is per "
+        "token, so it only compares experiments sharing a tokenizer.",
         "± is the standard error lm-eval reports. Δ = experiment − baseline; better/worse "
         "follow each metric's direction.",
         f"within noise: |Δ| < {NOISE_SIGMAS:g}·√(se² + se_baseline²). This is an "

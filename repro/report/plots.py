@@ -57,7 +57,7 @@ def loss_png(runs: list[ExperimentRun], baseline: str) -> bytes:
         if not drawn:
             ax_loss.text(0.5, 0.5, "no training loss logged", transform=ax_loss.transAxes,
                          ha="center", va="center")
-        ax_loss.set_ylabel("training loss (lower is better)")
+        ax_loss.set_ylabel("next-token cross entropy (lower is better)")
         ax_loss.set_title("Training loss vs tokens (dotted lines: training stage boundaries)")
         ax_loss.grid(alpha=0.3)
         if drawn:

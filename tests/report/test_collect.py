@@ -35,3 +35,12 @@ def test_bad_input_name(tmp_path):
     io = StageIO("r", {"train:noexperiment": tmp_path / "x"}, {})
     with pytest.raises(ReportInputError, match="train:<experiment>:<stage>"):
         load_runs(io, ["a"], "a")
+
+
+def test_loss_curves_compare_cross_entropy_when_the_objective_has_more_terms(tmp_path):
+    """MTP and distillation runs log their objective as `loss` and its CE part as `ce`:
+    the report plots and tabulates CE so every experiment compares alike."""
+    p = tmp_path / "loss.csv"
+    p.write_text("step,tokens,loss,lr,grad_norm,ce,mtp_1\n5,40,7.5,0.1,1.0,5.5,6.7\n10,80,7.0,0.1,0.9,5.0,6.6\n")
+    df = read_loss_csv(p)
+    assert df["loss"].to_list() == [5.5, 5.0]
