@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install quickstart test test-fast compile bench-curation calibrate-language debian-corpus
+.PHONY: install quickstart test test-fast compile bench-curation bench-training calibrate-language debian-corpus
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -33,6 +33,9 @@ test-fast: install
 # Benchmarks and calibrations (run by hand; see bench/README.md).
 bench-curation: install
 	$(BIN)/python -m bench.curation
+
+bench-training: install
+	$(BIN)/python -m bench.training
 
 calibrate-language: install
 	$(BIN)/python bench/calibrate_language.py --write-spec
