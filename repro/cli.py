@@ -34,6 +34,9 @@ def _spec_files(targets: tuple[str, ...]) -> list[Path]:
 @click.version_option(package_name="repro")
 def main() -> None:
     """Declarative reproduction of LM pretraining experiments, compiled to DVC."""
+    from repro.numerics import pin_numerics_env
+
+    pin_numerics_env()  # before any stage imports torch
 
 
 @main.command()

@@ -12,6 +12,9 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+from repro.numerics import pin_numerics_env  # noqa: E402
+
+pin_numerics_env()  # before any test imports torch: reruns compare bitwise
 
 
 @pytest.fixture

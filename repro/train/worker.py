@@ -11,8 +11,12 @@ import json
 import sys
 from pathlib import Path
 
-from repro.stages.base import StageIO
-from repro.stages.configs import TrainConfig
+from repro.numerics import pin_numerics_env
+
+pin_numerics_env()  # before torch is imported below (torchrun passes the parent's env anyway)
+
+from repro.stages.base import StageIO  # noqa: E402
+from repro.stages.configs import TrainConfig  # noqa: E402
 
 
 def main(argv: list[str]) -> int:
