@@ -148,3 +148,12 @@ def test_curation_chain_rules(source, steps, message):
 
     with pytest.raises(ValueError, match=message):
         DatasetSpec.model_validate({"source": source, "steps": steps})
+
+
+def test_mtp_loss_weight_follows_deepseek_schedule():
+    """DeepSeek-V3: lambda 0.3 for the first 10T tokens, 0.1 for the rest (FACTS 6.2)."""
+    from repro.spec.schema import MTPSpec
+
+    mtp = MTPSpec(loss_weight=0.3, later_loss_weight=0.1, later_from_tokens=10 * 10**12)
+    assert (mtp.weight_at(0), mtp.weight_at(10 * 10**12 - 1), mtp.weight_at(10 * 10**12)) == (0.3, 0.3, 0.1)
+    assert MTPSpec().weight_at(10**15) == 0.3  # no schedule: constant

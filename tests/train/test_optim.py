@@ -217,3 +217,26 @@ def test_save_load_resume_is_bitwise_identical(spec):
     b = train(resumed, opt2, 3, first=3)
     assert a == b
     assert_bitwise_equal(weights(model), weights(resumed))
+
+
+def test_match_rms_adamw_scales_the_muon_update_by_its_shape():
+    """adjust_lr `match_rms_adamw` gives the update RMS AdamW would have (0.2*sqrt(max(A,B)),
+    Moonlight; FACTS 5.3), `original` sqrt(max(1, A/B)): same gradient, different step."""
+    import torch
+
+    from repro.spec.schema import MuonSpec
+    from repro.train.optim import build_optimizer
+
+    steps = {}
+    for mode in ("original", "match_rms_adamw"):
+        torch.manual_seed(0)
+        lin = torch.nn.Module()
+        lin.model = torch.nn.Module()
+        lin.model.layers = torch.nn.ModuleList([torch.nn.Linear(16, 64, bias=False)])
+        before = lin.model.layers[0].weight.detach().clone()
+        opt = build_optimizer(lin, MuonSpec(lr=0.01, weight_decay=0.0, adjust_lr=mode))
+        lin.model.layers[0].weight.grad = torch.ones_like(before)
+        opt.step()
+        steps[mode] = (lin.model.layers[0].weight.detach() - before).norm().item()
+    # weight (64, 16): original scales by sqrt(64/16) = 2, match_rms_adamw by 0.2*sqrt(64) = 1.6
+    assert steps["match_rms_adamw"] / steps["original"] == pytest.approx(1.6 / 2.0, rel=1e-3)
