@@ -69,6 +69,13 @@ def data_order_ledger(stage_id: str) -> PurePosixPath:
     return PurePosixPath(".repro/data-order") / f"{stage_id}.csv"
 
 
+def lm_eval_cache(checkpoint_sha256: str) -> PurePosixPath:
+    """lm-eval's response cache for one checkpoint (by the sha256 of its weights, so a
+    retrained checkpoint never reads another's responses). Not a DVC output: it only saves
+    time, and removing it is always safe."""
+    return PurePosixPath(".repro/cache/lm_eval") / checkpoint_sha256
+
+
 def stage_plot(stage_id: str, name: str) -> PurePosixPath:
     """A DVC plots file of the stage (committed)."""
     return PLOTS_DIR / stage_id / name
@@ -77,6 +84,17 @@ def stage_plot(stage_id: str, name: str) -> PurePosixPath:
 def report_dir(report_name: str) -> PurePosixPath:
     """Folder of a comparison report (committed)."""
     return REPORTS_DIR / report_name
+
+
+def report_scores_dir(report_name: str) -> PurePosixPath:
+    """Score-vs-tokens CSVs of a report, one per experiment (committed; DVC plots)."""
+    return PLOTS_DIR / "reports" / report_name
+
+
+def snapshot_dir(stage_id: str, step: int) -> PurePosixPath:
+    """A model snapshot saved inside a training stage after global step `step`, for
+    evaluation over training (DVC-cached, one output per snapshot)."""
+    return PurePosixPath("artifacts/snapshots") / stage_id / f"step-{step:07d}"
 
 
 def stage_code(kind: str) -> list[PurePosixPath]:

@@ -3,6 +3,7 @@ scratch copy of the repository, then `dvc exp run -S` on an evaluation setting."
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -57,6 +58,13 @@ def test_tiny_spec_runs_end_to_end(tiny_repo: Path):
     tasks = yaml.safe_load(eval_metrics.read_text())["tasks"]
     assert tasks["repro_bpb_web"]["bits_per_byte"] > 0
     assert 0.0 <= tasks["repro_cloze_web"]["acc"] <= 1.0
+    # evaluation over training: a snapshot inside the first stage, for both runs (replicas)
+    evaluated = {yaml.safe_load(p.read_text())["checkpoint"]
+                 for p in (tiny_repo / "metrics").glob("evaluate-*.json")}
+    assert evaluated == {"stable-step2", "stable", "decay"}
+    assert len(list((tiny_repo / "metrics").glob("evaluate-*.json"))) == 6
+    scores = (tiny_repo / "plots/reports/ci-tiny/ci-tiny.csv").read_text().splitlines()
+    assert scores[0].startswith("tokens,") and len(scores) == 4  # header + 3 checkpoints
     # Nothing changed: a second `dvc repro` runs nothing.
     again = _run(["dvc", "repro"], tiny_repo)
     assert _ran_stages(again.stdout) == set()
@@ -88,6 +96,19 @@ def test_exp_run_eval_setting_reruns_only_evaluate_and_report(tiny_repo: Path):
     assert {s.split("-")[0] for s in ran} == {"evaluate", "report"}, out.stdout
     show = _run(["dvc", "exp", "show", "--json"], tiny_repo).stdout
     assert f"{evaluate}.evaluation.limit" in show or '"limit": 3' in show
+    # the experiment compares with the committed run through DVC's own diff commands
+    exp = _run(["dvc", "exp", "list", "--name-only"], tiny_repo).stdout.split()[-1]
+    metrics = json.loads(_run(["dvc", "metrics", "diff", "--json", "HEAD", exp], tiny_repo).stdout)
+    changed = {path for path, diffs in metrics.items() if diffs}
+    assert f"metrics/{evaluate}.json" in changed, metrics
+    assert all(p.startswith("metrics/evaluate-") for p in changed), changed
+    plots = json.loads(_run(["dvc", "plots", "diff", "--json", "HEAD", exp], tiny_repo).stdout)
+    curves = [k for k in plots if "vs tokens" in k]
+    assert curves, sorted(plots)
+    # both revisions draw the curve of the experiment's scores CSV
+    revs = {d.get("rev") for k in curves for d in plots[k][0]["content"]["data"]["values"]} \
+        if "content" in plots[curves[0]][0] else {"HEAD", exp}
+    assert {"HEAD", exp} <= revs
 
 
 def _stale_stages(repo: Path) -> set[str]:

@@ -71,8 +71,10 @@ OUTPUT_KEYS: dict[str, tuple[str, ...]] = {
     "teacherlogits": ("targets",),
     "evaltasks": ("task",),
     "evaluate": ("results", "metrics"),
-    "report": ("report",),
+    "report": ("report", "scores"),
 }
+SNAPSHOT = "snapshot"
+"""Train output keys `snapshot:<global step>`, one per `TrainConfig.snapshot_steps` entry."""
 
 
 EXECUTION_ONLY: dict[str, set[str]] = {"curate": {"executor"}, "train": {"checkpoint_every_steps"}}
@@ -132,7 +134,10 @@ class Stage:
     def outputs(self) -> dict[str, PurePosixPath]:
         """Output key -> path, built by repro.paths."""
         out: dict[str, PurePosixPath] = {}
-        for key in OUTPUT_KEYS[self.kind]:
+        keys = list(OUTPUT_KEYS[self.kind])
+        if self.kind == "train":
+            keys += [f"{SNAPSHOT}:{step}" for step in self.config.snapshot_steps]  # type: ignore[attr-defined]
+        for key in keys:
             if key == "metrics":
                 out[key] = paths.stage_metrics(self.id)
             elif key == "loss":
@@ -143,6 +148,10 @@ class Stage:
                 out[key] = paths.stage_perf(self.id)
             elif key == "report":
                 out[key] = paths.report_dir(self.config.name)  # type: ignore[attr-defined]
+            elif key == "scores":
+                out[key] = paths.report_scores_dir(self.config.name)  # type: ignore[attr-defined]
+            elif key.startswith(SNAPSHOT + ":"):
+                out[key] = paths.snapshot_dir(self.id, int(key.split(":", 1)[1]))
             elif key == "gate":
                 out[key] = paths.ledger_gate(self.config.experiment)  # type: ignore[attr-defined]
             else:
@@ -189,14 +198,39 @@ class StageGraph:
 
 
 @dataclass(frozen=True)
+class EvaluatedCheckpoint:
+    """An evaluate stage and the checkpoint it scores: a training stage's name (its end) or
+    `<stage>-step<N>` (a snapshot inside it)."""
+
+    label: str
+    stage: Stage
+    final: bool
+    """The experiment run's final checkpoint (the one reports compare)."""
+
+
+@dataclass(frozen=True)
+class RunStages:
+    """One run (the main run or a replica) of an experiment."""
+
+    label: str
+    """Replica label, e.g. `seed0` or `seed2-data7` (repro.spec.schema.replica_label)."""
+    train: tuple[Stage, ...]
+    evaluate: tuple[EvaluatedCheckpoint, ...]
+
+
+@dataclass(frozen=True)
 class ExperimentStages:
     """Handles on one experiment's stages, used to wire reports."""
 
-    train: tuple[Stage, ...]
-    evaluate: tuple[Stage, ...]
+    runs: tuple[RunStages, ...]
+    """The main run first, then the replicas."""
     funnels: dict[str, Stage]
     """Dataset -> its funnel stage (datasets in the training mixture)."""
     ledger: Stage
+
+    @property
+    def main(self) -> RunStages:
+        return self.runs[0]
 
 
 def _is_remote(path: str) -> bool:
@@ -381,9 +415,35 @@ def _teacher_logits_stages(graph: StageGraph, spec: ExperimentSpec, teacher: Inp
     return out
 
 
+def _run_prefix(spec: ExperimentSpec, run: tuple[str, int, int]) -> str:
+    """Stage label prefix of a run: the experiment name for the main run (so adding replicas
+    leaves its stages, and their cache, untouched), `<experiment>-<replica>` otherwise."""
+    label, seed, data_seed = run
+    is_main = (seed, data_seed) == (spec.experiment.seed, spec.experiment.seed)
+    return spec.name if is_main else f"{spec.name}-{label}"
+
+
+def snapshot_steps(spec: ExperimentSpec) -> list[list[int]]:
+    """Per training stage, the global steps strictly inside it at which a snapshot is saved
+    for evaluation over training: every `evaluation.every_tokens` tokens, counted from the
+    start of training (each stage's last step is its checkpoint, evaluated anyway)."""
+    every = spec.evaluation.every_tokens
+    segments = schedule_segments(spec)
+    if every is None:
+        return [[] for _ in segments]
+    interval = every // spec.training.batch_tokens
+    return [[k for k in range(start + 1, start + n) if k % interval == 0]
+            for start, n, _ in segments]
+
+
 def _train_stages(graph: StageGraph, spec: ExperimentSpec, tokenizer: Stage,
-                  tokens: dict[str, Stage], ledger: Stage, teachers: dict[str, Stage]) -> list[Stage]:
-    """One stage per curriculum stage, each continuing the previous one's checkpoint."""
+                  tokens: dict[str, Stage], ledger: Stage, teachers: dict[str, Stage],
+                  run: tuple[str, int, int]) -> list[Stage]:
+    """One stage per curriculum stage, each continuing the previous one's checkpoint, for one
+    run (label, seed, data_seed) of the experiment. The main run keeps the plain labels."""
+    _, seed, data_seed = run
+    prefix = _run_prefix(spec, run)
+    snapshots = snapshot_steps(spec)
     trains: list[Stage] = []
     tr = spec.training
     teacher = _teacher_input(spec, teachers)
@@ -403,14 +463,15 @@ def _train_stages(graph: StageGraph, spec: ExperimentSpec, tokenizer: Stage,
         inputs.append(("ledger", OutputRef(ledger.id, "gate")))  # order only
         model = spec.model.model_copy(update={"rope_theta": theta, "max_position_embeddings": max_pos})
         trains.append(graph.add(Stage(
-            "train", f"{spec.name}-{stage_spec.name}",
+            "train", f"{prefix}-{stage_spec.name}",
             TrainConfig(
                 experiment=spec.name, stage=stage_spec.name, model=model,
                 optimizer=tr.optimizer, reset_optimizer=stage_spec.reset_optimizer,
                 schedule=segment, seq_len=seq_len,
                 batch_tokens=tr.batch_tokens, micro_batch_size=tr.micro_batch_size,
                 step_start=start, steps=n, mixture=dict(sorted(stage_spec.mixture.items())),
-                seed=spec.experiment.seed, log_every_steps=tr.log_every_steps,
+                seed=seed, data_seed=None if data_seed == seed else data_seed,
+                snapshot_steps=snapshots[i], log_every_steps=tr.log_every_steps,
                 doc_masking=tr.doc_masking, z_loss=tr.z_loss, qk_clip=tr.qk_clip, mtp=tr.mtp,
                 distillation=tr.distillation, stability=tr.stability, monitor=tr.monitor,
                 precision=tr.precision, compile=tr.compile, distributed=tr.distributed,
@@ -444,20 +505,39 @@ def _experiment(graph: StageGraph, spec: ExperimentSpec, teachers: dict[str, Sta
     }
     funnels = {n: _funnel_stage(graph, n, *data[n], docs[n], tokenizer) for n in trained}
     ledger = _ledger_stage(graph, spec, tokens)
-    trains = _train_stages(graph, spec, tokenizer, tokens, ledger, teachers)
+    runs = tuple(_run(graph, spec, tokenizer, tokens, ledger, teachers, tasks, run)
+                 for run in spec.experiment.runs())
+    return ExperimentStages(runs, funnels, ledger)
+
+
+def _run(graph: StageGraph, spec: ExperimentSpec, tokenizer: Stage, tokens: dict[str, Stage],
+         ledger: Stage, teachers: dict[str, Stage], tasks: dict[str, Stage],
+         run: tuple[str, int, int]) -> RunStages:
+    """Training and evaluation stages of one run. Every run uses the same evaluation tasks
+    and lm-eval seed, so runs answer the same items and reports can pair them."""
+    trains = _train_stages(graph, spec, tokenizer, tokens, ledger, teachers, run)
     ev = spec.evaluation
-    checkpoints = trains if ev.checkpoints == "every_stage" else trains[-1:]
+    checkpoints: list[tuple[str, OutputRef, bool]] = []
+    for i, t in enumerate(trains):
+        name = t.config.stage  # type: ignore[attr-defined]
+        if ev.every_tokens is not None:
+            checkpoints += [(f"{name}-step{step}", OutputRef(t.id, f"{SNAPSHOT}:{step}"), False)
+                            for step in t.config.snapshot_steps]  # type: ignore[attr-defined]
+        last = i == len(trains) - 1
+        if last or ev.every_tokens is not None or ev.checkpoints == "every_stage":
+            checkpoints.append((name, OutputRef(t.id, "checkpoint"), last))
+    label = run[0]
     evals = tuple(
-        graph.add(Stage(
-            "evaluate", f"{spec.name}-{ckpt.config.stage}",  # type: ignore[attr-defined]
-            EvaluateConfig(experiment=spec.name, checkpoint=ckpt.config.stage,  # type: ignore[attr-defined]
-                           evaluation=ev, seed=spec.experiment.seed),
-            (("checkpoint", OutputRef(ckpt.id, "checkpoint")),
+        EvaluatedCheckpoint(ckpt, graph.add(Stage(
+            "evaluate", f"{_run_prefix(spec, run)}-{ckpt}",
+            EvaluateConfig(experiment=spec.name, checkpoint=ckpt, evaluation=ev,
+                           seed=spec.experiment.seed),
+            (("checkpoint", ref),
              *((f"task:{name}", OutputRef(t.id, "task")) for name, t in sorted(tasks.items()))),
-        ))
-        for ckpt in checkpoints
+        )), final)
+        for ckpt, ref, final in checkpoints
     )
-    return ExperimentStages(tuple(trains), evals, funnels, ledger)
+    return RunStages(label, tuple(trains), evals)
 
 
 def _teachers_first(specs: list[ExperimentSpec]) -> list[ExperimentSpec]:
@@ -495,7 +575,8 @@ def compile_graph(specs: list[ExperimentSpec]) -> StageGraph:
     by_name: dict[str, ExperimentStages] = {}
     for spec in _teachers_first(specs):
         teacher = teacher_experiment(spec)
-        teachers = {teacher: by_name[teacher].train[-1]} if teacher else {}
+        # a student distils from the teacher experiment's main run
+        teachers = {teacher: by_name[teacher].main.train[-1]} if teacher else {}
         by_name[spec.name] = _experiment(graph, spec, teachers)
     for spec in sorted(specs, key=lambda s: s.name):
         if spec.report is None:
@@ -510,17 +591,22 @@ def compile_graph(specs: list[ExperimentSpec]) -> StageGraph:
             )
         inputs: list[tuple[str, Input]] = []
         for n in names:
-            for t in by_name[n].train:
-                label = f"{n}:{t.config.stage}"  # type: ignore[attr-defined]
-                inputs += [(f"train:{label}", OutputRef(t.id, "metrics")),
-                           (f"loss:{label}", OutputRef(t.id, "loss"))]
-            for e in by_name[n].evaluate:
-                inputs.append((f"eval:{n}:{e.config.checkpoint}", OutputRef(e.id, "metrics")))  # type: ignore[attr-defined]
+            for run in by_name[n].runs:
+                key = f"{n}:{run.label}"
+                for t in run.train:
+                    stage = t.config.stage  # type: ignore[attr-defined]
+                    inputs += [(f"train:{key}:{stage}", OutputRef(t.id, "metrics")),
+                               (f"loss:{key}:{stage}", OutputRef(t.id, "loss"))]
+                for e in run.evaluate:
+                    inputs.append((f"eval:{key}:{e.label}", OutputRef(e.stage.id, "metrics")))
+                    if e.final:  # per-item samples, for the paired bootstrap
+                        inputs.append((f"results:{key}:{e.label}", OutputRef(e.stage.id, "results")))
             inputs.append((f"ledger:{n}", OutputRef(by_name[n].ledger.id, "metrics")))
             inputs += [(f"funnel:{n}:{d}", OutputRef(f.id, "metrics"))
                        for d, f in sorted(by_name[n].funnels.items())]
         graph.add(Stage("report", rep.name,
-                        ReportConfig(name=rep.name, baseline=rep.baseline, experiments=names),
+                        # every other report setting (bootstrap, aggregate...) passes through
+                        ReportConfig(**rep.model_dump(exclude={"experiments"}), experiments=names),
                         tuple(inputs)))
     reports = [s.config.name for s in graph.stages.values() if s.kind == "report"]  # type: ignore[attr-defined]
     dupes = sorted({r for r in reports if reports.count(r) > 1})

@@ -62,7 +62,7 @@ def _stage_entry(stage: Stage, graph: StageGraph) -> dict[str, Any]:
             plots.append({str(path): {"cache": False, "x": "tokens", "y": "loss"}})
         elif key == "monitor":
             plots.append({str(path): {"cache": False, "x": "tokens"}})
-        elif key == "report":
+        elif key in ("report", "scores"):
             outs.append({str(path): {"cache": False}})
         else:
             outs.append(str(path))
@@ -75,9 +75,48 @@ def _stage_entry(stage: Stage, graph: StageGraph) -> dict[str, Any]:
     return entry
 
 
+PLOTTED_METRICS = {"loglikelihood_rolling": ("bits_per_byte",),
+                   "multiple_choice": ("acc", "acc_norm")}
+"""Score-vs-tokens curves declared per task output type; standard lm-eval tasks are assumed
+multiple choice (accuracy), the type of every task in the early-signal presets."""
+
+
+def _report_plots(graph: StageGraph) -> list[dict[str, Any]]:
+    """Top-level DVC plots: per report and task metric, one curve per experiment (its scores
+    CSV, mean over replicas) against tokens, so `dvc plots show/diff` draws score vs tokens."""
+    from repro.eval.local_tasks import OUTPUT_TYPES
+    from repro.report.tables import SCORE_COLUMN_SEP, score_column
+
+    plots: list[dict[str, Any]] = []
+    for report in (s for s in graph.stages.values() if s.kind == "report"):
+        cfg = report.config
+        folder = report.outputs()["scores"]
+        columns: dict[str, None] = {}
+        for name in cfg.experiments:  # type: ignore[attr-defined]
+            ev = next(s.config.evaluation for s in graph.stages.values()  # type: ignore[attr-defined]
+                      if s.kind == "evaluate" and s.config.experiment == name)  # type: ignore[attr-defined]
+            for t in ev.local_tasks:
+                for metric in PLOTTED_METRICS[OUTPUT_TYPES[t.kind]]:
+                    columns[score_column(t.task_name, metric)] = None
+            for task in ev.standard_tasks:
+                columns[score_column(task, "acc")] = None
+        for column in columns:
+            task, metric = column.split(SCORE_COLUMN_SEP)
+            plots.append({f"{cfg.name}: {task} {metric} vs tokens": {  # type: ignore[attr-defined]
+                "x": "tokens",
+                "y": {str(folder / f"{n}.csv"): column for n in cfg.experiments},  # type: ignore[attr-defined]
+                "title": f"{task} {metric} vs training tokens ({cfg.name})",  # type: ignore[attr-defined]
+                "x_label": "tokens", "y_label": metric}})
+    return plots
+
+
 def render_dvc_yaml(graph: StageGraph) -> str:
     stages = {s.id: _stage_entry(s, graph) for s in graph.stages.values()}
-    return HEADER + _dump({"stages": stages})
+    doc: dict[str, Any] = {"stages": stages}
+    plots = _report_plots(graph)
+    if plots:
+        doc["plots"] = plots
+    return HEADER + _dump(doc)
 
 
 def render_params_yaml(graph: StageGraph) -> str:

@@ -1,17 +1,26 @@
-"""Read a report's inputs into one record per experiment.
+"""Read a report's inputs into one record per experiment, tolerating what is missing.
 
-The compiler wires, per experiment and training stage, `train:<experiment>:<stage>` (train
-metrics json), `loss:<experiment>:<stage>` (loss CSV `step,tokens,loss,lr`) and, per evaluated
-checkpoint, `eval:<experiment>:<stage>` (evaluate metrics json). The final stage of an
-experiment is the one with the largest `step_end`; its evaluation is the one compared.
-Per experiment it also wires the data accounts: `ledger:<experiment>` (token ledger metrics)
-and `funnel:<experiment>:<dataset>` (funnel metrics of each dataset it trains on); a report
-without them leaves its data section out.
+The compiler wires, per experiment and replica (models trained alike with another seed
+and/or data subset; FACTS §4.2 averages two per variant):
+- `train:<experiment>:<replica>:<stage>`: train metrics json (step_end, tokens, ...);
+- `loss:<experiment>:<replica>:<stage>`: loss CSV `step,tokens,loss,lr[,ce,...]`;
+- `eval:<experiment>:<replica>:<checkpoint>`: evaluate metrics json, where the checkpoint is a
+  training stage (its end) or `<stage>-step<N>` (a snapshot inside it);
+- `results:<experiment>:<replica>:<checkpoint>`: evaluate results folder (per-item samples)
+  of the replica's final checkpoint, for the paired bootstrap;
+and per experiment `ledger:<experiment>` and `funnel:<experiment>:<dataset>` (replicas share
+their data). A replica's final checkpoint is the end of its training stage with the largest
+`step_end`.
+
+Nothing here raises for a missing or broken input: each one becomes a `Problem` that the
+report prints, and the report shows what remains. Only a report with nothing at all to show
+raises ReportInputError.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -19,15 +28,28 @@ from typing import Any, Mapping
 from repro.stages.base import StageIO, read_json
 
 LOSS_COLUMNS = ("step", "tokens", "loss", "lr")
+SNAPSHOT = re.compile(r"^(?P<stage>.+)-step(?P<step>\d+)$")
+"""A checkpoint named `<stage>-step<N>` is the snapshot at global step N inside <stage>."""
 
 
 class ReportInputError(ValueError):
-    """The report's inputs do not cover what its config asks for."""
+    """The report's inputs hold nothing that can be reported."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something the report cannot show, and why."""
+
+    experiment: str | None
+    message: str
+
+    def text(self) -> str:
+        return f"{self.experiment}: {self.message}" if self.experiment else self.message
 
 
 @dataclass(frozen=True)
 class StageRun:
-    """One training stage of an experiment."""
+    """One training stage of one replica."""
 
     name: str
     step_end: int
@@ -36,31 +58,91 @@ class StageRun:
     tokens_total: int
     """Cumulative tokens through this stage."""
     final_loss: float | None
-    """Mean training loss of the stage's last log window."""
+    """Mean training cross entropy of the stage's last log window."""
     loss: Any
     """polars DataFrame with columns step, tokens, loss, lr (global step, cumulative tokens)."""
 
 
 @dataclass(frozen=True)
-class ExperimentRun:
-    """One experiment: training stages in order and its evaluated checkpoints."""
+class Checkpoint:
+    """One evaluated checkpoint of a replica."""
+
+    name: str
+    stage: str
+    step: int | None
+    """Global step of a `<stage>-step<N>` snapshot; None for the end of the stage."""
+    tokens_seen: int | None
+    metrics: Mapping[str, Any]
+    """Evaluate metrics json, non-finite numbers made None."""
+
+    @property
+    def tasks(self) -> Mapping[str, Mapping[str, Any]]:
+        return self.metrics.get("tasks") or {}
+
+    @property
+    def random_baseline(self) -> Mapping[str, Mapping[str, Any]]:
+        return self.metrics.get("random_baseline") or {}
+
+
+@dataclass(frozen=True)
+class Replica:
+    """One trained model of an experiment."""
 
     name: str
     stages: tuple[StageRun, ...]
-    evals: Mapping[str, Mapping[str, Any]]
-    """Training stage name -> evaluate metrics json (non-finite numbers made None)."""
+    """Training stages in training order (by step_end)."""
+    checkpoints: tuple[Checkpoint, ...] = ()
+    """Evaluated checkpoints by tokens seen."""
+    final_stage: str | None = None
+    """Name of the last training stage: its checkpoint is the one compared."""
+    results: Path | None = None
+    """Results folder (per-item samples) of the final checkpoint, if wired."""
+
+    @property
+    def final(self) -> Checkpoint | None:
+        return next((c for c in self.checkpoints if c.name == self.final_stage), None)
+
+    @property
+    def final_train_loss(self) -> float | None:
+        last = next((s for s in self.stages if s.name == self.final_stage), None)
+        return None if last is None else last.final_loss
+
+
+@dataclass(frozen=True)
+class ExperimentRun:
+    """One experiment: its replicas and the data accounts they share."""
+
+    name: str
+    replicas: tuple[Replica, ...]
     ledger: Mapping[str, Any] | None = None
     """Token ledger metrics (repro.stages.ledger), if wired."""
     funnels: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     """Dataset -> funnel metrics (repro.data.token_funnel)."""
 
     @property
-    def final(self) -> StageRun:
-        return self.stages[-1]
+    def evaluated(self) -> tuple[Replica, ...]:
+        """Replicas whose final checkpoint was evaluated."""
+        return tuple(r for r in self.replicas if r.final is not None)
 
     @property
-    def final_eval(self) -> Mapping[str, Any]:
-        return self.evals[self.final.name]
+    def final_stage(self) -> StageRun | None:
+        """The last training stage (of the first replica that has one)."""
+        for r in self.replicas:
+            for s in r.stages:
+                if s.name == r.final_stage:
+                    return s
+        return None
+
+
+@dataclass(frozen=True)
+class Collected:
+    """What the report can show and what it cannot."""
+
+    runs: list[ExperimentRun]
+    """Experiments with any input, in display order."""
+    problems: list[Problem]
+    baseline: str | None
+    """The baseline, or None when deltas cannot be computed (see problems)."""
 
 
 def finite(x: Any) -> float | None:
@@ -84,29 +166,15 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
-def _split(key: str, prefix: str, what: str = "stage") -> tuple[str, str]:
-    experiment, sep, stage = key.partition(":")
-    if not sep or not experiment or not stage:
-        raise ReportInputError(f"input {prefix}:{key} is not named {prefix}:<experiment>:<{what}>")
-    return experiment, stage
-
-
-def _by_experiment(io: StageIO, prefix: str, what: str = "stage") -> dict[str, dict[str, Path]]:
-    out: dict[str, dict[str, Path]] = {}
-    for key, path in io.inputs_with_prefix(prefix).items():
-        experiment, stage = _split(key, prefix, what)
-        out.setdefault(experiment, {})[stage] = Path(path)
-    return out
-
-
 def read_loss_csv(path: Path) -> Any:
+    """Loss curve as step, tokens, loss, lr; raises ValueError naming missing columns."""
     import polars as pl
 
     df = pl.read_csv(path, infer_schema=False)
     missing = [c for c in LOSS_COLUMNS if c not in df.columns]
     if missing:
-        raise ReportInputError(f"loss CSV {path} lacks column(s) {missing}; expected header "
-                               f"{','.join(LOSS_COLUMNS)}")
+        raise ValueError(f"loss CSV {path} lacks column(s) {missing}; expected header "
+                         f"{','.join(LOSS_COLUMNS)}")
     # Compare next-token cross entropy, not the objective: with MTP or distillation the
     # optimised loss adds other terms, and the `ce` column holds the comparable part.
     loss = "ce" if "ce" in df.columns else "loss"
@@ -116,56 +184,174 @@ def read_loss_csv(path: Path) -> Any:
     ).with_columns(pl.col("loss").fill_nan(None), pl.col("lr").fill_nan(None))
 
 
-def _stage_run(name: str, metrics_path: Path, loss_path: Path) -> StageRun:
-    m = read_json(metrics_path)
+def empty_loss() -> Any:
+    import polars as pl
+
+    return pl.DataFrame(schema={"step": pl.Int64, "tokens": pl.Int64, "loss": pl.Float64,
+                                "lr": pl.Float64})
+
+
+class _Inputs:
+    """Inputs grouped by name parts; malformed names become problems."""
+
+    def __init__(self, io: StageIO, problems: list[Problem]):
+        self.problems = problems
+        self.by = {p: self._group(io, p, n) for p, n in
+                   (("train", 3), ("loss", 3), ("eval", 3), ("results", 3), ("funnel", 2),
+                    ("ledger", 1))}
+
+    def _group(self, io: StageIO, prefix: str, parts: int) -> dict[tuple[str, ...], Path]:
+        shape = {3: "<experiment>:<replica>:<stage or checkpoint>", 2: "<experiment>:<dataset>",
+                 1: "<experiment>"}[parts]
+        out = {}
+        for key, path in io.inputs_with_prefix(prefix).items():
+            names = tuple(key.split(":"))
+            if len(names) != parts or not all(names):
+                self.problems.append(Problem(None, f"input {prefix}:{key} is ignored: it is not "
+                                                   f"named {prefix}:{shape}"))
+                continue
+            out[names] = Path(path)
+        return out
+
+    def of(self, prefix: str, experiment: str) -> dict[tuple[str, ...], Path]:
+        return {k[1:]: v for k, v in self.by[prefix].items() if k[0] == experiment}
+
+
+def _read(path: Path, what: str, experiment: str, problems: list[Problem]) -> Any:
+    try:
+        return read_json(path)
+    except (OSError, ValueError) as e:
+        problems.append(Problem(experiment, f"{what} is unreadable ({type(e).__name__}: {e})"))
+        return None
+
+
+def _stage(experiment: str, replica: str, stage: str, metrics_path: Path,
+           loss_path: Path | None, problems: list[Problem]) -> StageRun | None:
+    what = f"replica {replica}, stage {stage}"
+    m = _read(metrics_path, f"{what}: train metrics {metrics_path}", experiment, problems)
+    if not isinstance(m, dict):
+        return None
     try:
         step_end, tokens = int(m["step_end"]), int(m["tokens"])
     except (KeyError, TypeError, ValueError) as e:
-        raise ReportInputError(f"train metrics {metrics_path} lack an integer {e}") from None
-    return StageRun(
-        name=name, step_end=step_end, tokens=tokens,
-        tokens_total=int(m.get("tokens_total", tokens)),
-        final_loss=finite(m.get("final_ce", m.get("final_loss"))), loss=read_loss_csv(loss_path),
-    )
+        problems.append(Problem(experiment, f"{what}: train metrics {metrics_path} lack an "
+                                            f"integer {e}; stage left out"))
+        return None
+    loss = empty_loss()
+    if loss_path is None:
+        problems.append(Problem(experiment, f"{what}: no loss curve (no loss input)"))
+    else:
+        try:
+            loss = read_loss_csv(loss_path)
+        except (OSError, ValueError) as e:
+            problems.append(Problem(experiment, f"{what}: loss curve unreadable ({e})"))
+    final = m.get("final_ce", m.get("final_loss"))
+    if final is not None and finite(final) is None:
+        problems.append(Problem(experiment, f"{what}: final training loss is {final!r}"))
+    return StageRun(stage, step_end, tokens, int(m.get("tokens_total", tokens)),
+                    finite(final), loss)
 
 
-def load_runs(io: StageIO, experiments: list[str], baseline: str) -> list[ExperimentRun]:
-    """Experiments in display order; raises ReportInputError naming what is missing."""
-    if baseline not in experiments:
-        raise ReportInputError(f"baseline {baseline!r} is not among the report's experiments "
-                               f"{experiments}; add it to `experiments`")
-    train, loss, evals = (_by_experiment(io, p) for p in ("train", "loss", "eval"))
-    funnels = _by_experiment(io, "funnel", "dataset")
-    ledgers = {k: Path(v) for k, v in io.inputs_with_prefix("ledger").items()}
-    present = sorted(set(train) | set(evals))
-    # Check the baseline first: every delta in the report depends on it.
-    for name in [baseline, *(e for e in experiments if e != baseline)]:
-        role = "baseline experiment" if name == baseline else "experiment"
-        if name not in train or name not in evals:
-            raise ReportInputError(
-                f"{role} {name!r} has no inputs: expected train:{name}:<stage>, "
-                f"loss:{name}:<stage> and eval:{name}:<stage>; "
-                f"inputs cover experiments {present}")
+def _checkpoint(experiment: str, replica: str, name: str, path: Path,
+                stages: Mapping[str, StageRun], problems: list[Problem]) -> Checkpoint | None:
+    what = f"replica {replica}, checkpoint {name}"
+    raw = _read(path, f"{what}: evaluation {path}", experiment, problems)
+    if not isinstance(raw, dict):
+        return None
+    for task, reason in sorted((raw.get("failed_tasks") or {}).items()):
+        problems.append(Problem(experiment, f"{what}: task {task} failed to load ({reason})"))
+    for task, metrics in sorted((raw.get("tasks") or {}).items()):
+        for metric, v in sorted((metrics or {}).items()):
+            if isinstance(v, float) and not math.isfinite(v) and not metric.endswith("_stderr"):
+                problems.append(Problem(experiment, f"{what}: {task} {metric} is {v}; "
+                                                    f"shown as missing"))
+    snap = SNAPSHOT.match(name)
+    stage, step = (snap["stage"], int(snap["step"])) if snap else (name, None)
+    tokens = raw.get("tokens_seen")
+    if not isinstance(tokens, int) and step is None and name in stages:
+        tokens = stages[name].tokens_total  # the stage's end: its cumulative tokens
+    return Checkpoint(name, stage, step, tokens if isinstance(tokens, int) else None,
+                      _clean(raw))
+
+
+def _replica(experiment: str, replica: str, ins: _Inputs, problems: list[Problem]) -> Replica:
+    train = {k[1]: v for k, v in ins.of("train", experiment).items() if k[0] == replica}
+    loss = {k[1]: v for k, v in ins.of("loss", experiment).items() if k[0] == replica}
+    evals = {k[1]: v for k, v in ins.of("eval", experiment).items() if k[0] == replica}
+    results = {k[1]: v for k, v in ins.of("results", experiment).items() if k[0] == replica}
+    stages = [s for name, p in sorted(train.items())
+              if (s := _stage(experiment, replica, name, p, loss.get(name), problems))]
+    stages.sort(key=lambda s: (s.step_end, s.name))
+    ends = [s.step_end for s in stages]
+    if len(set(ends)) != len(ends):
+        problems.append(Problem(experiment, f"replica {replica}: training stages share a "
+                                            f"step_end {[(s.name, s.step_end) for s in stages]}; "
+                                            f"ordered by name"))
+    by_name = {s.name: s for s in stages}
+    cps = [c for name, p in sorted(evals.items())
+           if (c := _checkpoint(experiment, replica, name, p, by_name, problems))]
+    cps.sort(key=lambda c: (c.tokens_seen is None, c.tokens_seen or 0, c.name))
+    if stages:
+        final = stages[-1].name
+    else:
+        ends_of_stages = [c.name for c in cps if c.step is None]
+        final = ends_of_stages[-1] if ends_of_stages else None
+        problems.append(Problem(experiment, f"replica {replica}: no train metrics; "
+                                + (f"final checkpoint taken as {final} (most tokens seen)"
+                                   if final else "no loss curve or final checkpoint")))
+    if final is not None and final not in {c.name for c in cps}:
+        problems.append(Problem(experiment, f"replica {replica}: final checkpoint {final} "
+                                            f"(largest step_end) has no evaluation; evaluated: "
+                                            f"{[c.name for c in cps] or 'none'}"))
+    return Replica(replica, tuple(stages), tuple(cps), final, results.get(final))
+
+
+def load_runs(io: StageIO, experiments: list[str], baseline: str) -> Collected:
+    """Experiments in display order with the problems found; raises ReportInputError only
+    when no experiment has a training stage or an evaluation to show."""
+    problems: list[Problem] = []
+    ins = _Inputs(io, problems)
     runs = []
     for name in experiments:
-        missing_loss = sorted(set(train[name]) - set(loss.get(name, {})))
-        if missing_loss:
-            raise ReportInputError(f"experiment {name!r}: no loss:{name}:<stage> input for "
-                                   f"stage(s) {missing_loss}")
-        stages = sorted((_stage_run(s, p, loss[name][s]) for s, p in train[name].items()),
-                        key=lambda s: (s.step_end, s.name))
-        ends = [s.step_end for s in stages]
-        if len(set(ends)) != len(ends):
-            raise ReportInputError(f"experiment {name!r}: training stages share a step_end "
-                                   f"({[(s.name, s.step_end) for s in stages]}); cannot order them")
-        run = ExperimentRun(name, tuple(stages),
-                            {s: _clean(read_json(p)) for s, p in sorted(evals[name].items())},
-                            ledger=read_json(ledgers[name]) if name in ledgers else None,
-                            funnels={d: read_json(p) for d, p in sorted(funnels.get(name, {}).items())})
-        if run.final.name not in run.evals:
-            raise ReportInputError(
-                f"experiment {name!r}: final stage {run.final.name!r} (largest step_end "
-                f"{run.final.step_end}) has no eval:{name}:{run.final.name} input; "
-                f"evaluated stages: {sorted(run.evals)}")
-        runs.append(run)
-    return runs
+        labels = sorted({k[0] for p in ("train", "loss", "eval", "results")
+                         for k in ins.of(p, name)})
+        if not labels:
+            problems.append(Problem(name, "no inputs (no train, loss or eval results); "
+                                          "left out of the report"))
+            continue
+        replicas = tuple(_replica(name, r, ins, problems) for r in labels)
+        if not any(r.stages or r.checkpoints for r in replicas):
+            problems.append(Problem(name, "none of its inputs could be read; left out"))
+            continue
+        finals = sorted({r.final_stage for r in replicas if r.final_stage})
+        if len(finals) > 1:
+            problems.append(Problem(name, f"replicas end in different stages {finals}; "
+                                          f"each is compared at its own final checkpoint"))
+        ledger = ins.of("ledger", name).get(())
+        funnels = {k[0]: p for k, p in ins.of("funnel", name).items()}
+        runs.append(ExperimentRun(
+            name, replicas,
+            ledger=None if ledger is None else _read(ledger, f"ledger {ledger}", name, problems),
+            funnels={d: f for d, p in sorted(funnels.items())
+                     if (f := _read(p, f"funnel of {d} ({p})", name, problems)) is not None}))
+    if not runs:
+        raise ReportInputError(
+            f"nothing to report: none of the experiments {experiments} has a readable training "
+            f"stage or evaluation. " + "; ".join(p.text() for p in problems))
+    base: str | None = baseline
+    by_name = {r.name: r for r in runs}
+    if baseline not in experiments:
+        problems.append(Problem(None, f"the baseline {baseline!r} is not among the report's "
+                                      f"experiments {experiments}, so no differences are shown; "
+                                      f"add it to `experiments`"))
+        base = None
+    elif baseline not in by_name or not by_name[baseline].evaluated:
+        problems.append(Problem(None, f"the baseline {baseline!r} has no evaluated final "
+                                      f"checkpoint, so no differences are shown"))
+        base = None
+    return Collected(runs, problems, base)
+
+
+def dumps_problems(problems: list[Problem]) -> list[dict[str, Any]]:
+    """Problems for summary.json."""
+    return [{"experiment": p.experiment, "message": p.message} for p in problems]

@@ -1,18 +1,16 @@
-"""What the report says: its blocks (headings, tables, legend) from the summary table.
+"""What the report says: its blocks (headings, tables, legend) from the comparison.
 
-Numbers are rounded here for reading only; summary.csv/summary.json keep full precision.
+Numbers are rounded here for reading only; the CSV files and summary.json keep full precision.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from repro.report import data
-from repro.report.collect import ExperimentRun
+from repro.report import data, plots
+from repro.report.collect import Collected, ExperimentRun
+from repro.report.compare import AGGREGATE, BOOTSTRAP, NORMAL, Comparison, Delta, Direction
 from repro.report.render import Block, Bullets, Heading, Image, Paragraph, Table
-from repro.report.tables import NOISE_SIGMAS, STDERR, Direction, MetricColumn
+from repro.report.tables import final_train_loss
 
-PLOT_FILE = "loss.png"
 DIGITS = 4
 MISSING = "—"
 ARROW = {"lower": " ↓", "higher": " ↑", None: ""}
@@ -28,120 +26,202 @@ def fmt_tokens(x: int | None) -> str:
     return MISSING if x is None else f"{x:,}"
 
 
-def _value(row: dict, key: str) -> str:
-    v, se = row.get(key), row.get(key + STDERR)
-    return fmt(v) if se is None or v is None else f"{fmt(v)} ± {fmt(se)}"
+def _pct(confidence: float) -> str:
+    return f"{confidence * 100:g}%"
 
 
-def _delta(row: dict, key: str, better: Direction | None) -> str:
-    d = row.get(key + "_delta")
-    if d is None:
+def verdict(d: Delta, better: Direction | None) -> str:
+    """better/worse/same by the metric's direction, and 'not significant' when the interval
+    covers zero."""
+    if d.delta is None:
         return MISSING
     notes = []
     if better is not None:
-        notes.append("same" if d == 0 else
-                     "better" if (d < 0) == (better == "lower") else "worse")
-    noise = row.get(key + "_within_noise_2se")
-    if noise is not None:
-        notes.append("within noise" if noise else "beyond noise")
-    return fmt(d, signed=True) + (f" ({', '.join(notes)})" if notes else "")
+        notes.append("same" if d.delta == 0 else
+                     "better" if (d.delta < 0) == (better == "lower") else "worse")
+    if d.significant is False:
+        notes.append("not significant")
+    elif d.significant is None:
+        notes.append("no interval")
+    return ", ".join(notes)
 
 
-def _results_table(rows: list[dict], cols: list[MetricColumn], baseline: str) -> Table:
-    header = ["experiment", "tokens", "final train loss ↓"]
-    for c in cols:
-        header.append(f"{c.task} {c.metric}{ARROW[c.direction]}")
-        if c.has_random:
-            header.append(f"{c.task} {c.metric} above random ↑")
+def _experiment_items(col: Collected) -> tuple[str, ...]:
+    items = []
+    for run in col.runs:
+        role = " (baseline)" if run.name == col.baseline else ""
+        reps = ", ".join(r.name for r in run.replicas)
+        first = next((r for r in run.replicas if r.stages), None)
+        stages = " → ".join(s.name for s in first.stages) if first else MISSING
+        final = run.final_stage
+        end = (f"{fmt_tokens(final.tokens_total)} tokens; compared at the end of stage "
+               f"{final.name} (step {final.step_end})" if final else "no training metrics")
+        items.append(f"{run.name}{role}: {len(run.replicas)} replica(s) ({reps}), "
+                     f"{len(run.evaluated)} evaluated; stages {stages}; {end}")
+    return tuple(items)
+
+
+def _name(run: ExperimentRun, baseline: str | None) -> str:
+    return run.name + (" (baseline)" if run.name == baseline else "")
+
+
+def _results_table(col: Collected, cmp: Comparison) -> Table:
+    header = ["experiment", "replicas", "tokens", "final train loss ↓"]
+    header += [f"{c.task} {c.metric}{ARROW[c.direction]}" for c in cmp.columns]
+    header.append("aggregate ↑")
     body = []
-    for r in rows:
-        name = r["experiment"] + (" (baseline)" if r["experiment"] == baseline else "")
-        cells = [name, fmt_tokens(r["tokens"]), fmt(r["final_train_loss"])]
-        for c in cols:
-            cells.append(_value(r, c.key))
-            if c.has_random:
-                cells.append(fmt(r.get(c.key + "_above_random")))
+    for run in col.runs:
+        stage = run.final_stage
+        cells = [_name(run, col.baseline), str(len(run.evaluated)),
+                 fmt_tokens(stage.tokens_total if stage else None), fmt(final_train_loss(run))]
+        for key in [c.key for c in cmp.columns] + [AGGREGATE]:
+            s = cmp.scores[run.name][key]
+            cells.append(fmt(s.value) if s.value is None or s.stderr is None
+                         else f"{fmt(s.value)} ± {fmt(s.stderr)}")
         body.append(tuple(cells))
     return Table(tuple(header), tuple(body), ("left",) + ("right",) * (len(header) - 1))
 
 
-def _delta_table(rows: list[dict], cols: list[MetricColumn]) -> Table:
-    header = ["experiment", "final train loss Δ ↓"]
-    header += [f"{c.task} {c.metric} Δ{ARROW[c.direction]}" for c in cols]
-    body = [tuple([r["experiment"], _delta(r, "final_train_loss", "lower"),
-                   *(_delta(r, c.key, c.direction) for c in cols)])
-            for r in rows if not r["is_baseline"]]
+def _normalised_table(col: Collected, cmp: Comparison) -> Table | None:
+    cols = [c for c in cmp.columns if cmp.primary.get(c.task) == c.metric]
+    if not cols:
+        return None
+    header = ["experiment"] + [f"{c.task} {c.metric}" for c in cols] + ["aggregate"]
+    body = []
+    for run in col.runs:
+        sc = cmp.scores[run.name]
+        body.append(tuple([_name(run, col.baseline)]
+                          + [fmt(sc[c.key].normalised) for c in cols]
+                          + [fmt(sc[AGGREGATE].value)]))
     return Table(tuple(header), tuple(body), ("left",) + ("right",) * (len(header) - 1))
 
 
-def _experiment_items(runs: list[ExperimentRun], baseline: str) -> tuple[str, ...]:
-    items = []
-    for run in runs:
-        role = " (baseline)" if run.name == baseline else ""
-        stages = " → ".join(s.name for s in run.stages)
-        items.append(f"{run.name}{role}: stages {stages}; {fmt_tokens(run.final.tokens_total)} "
-                     f"tokens; evaluated at the end of stage {run.final.name} "
-                     f"(step {run.final.step_end})")
-    return tuple(items)
+def _delta_table(col: Collected, cmp: Comparison) -> Table:
+    pct = _pct(cmp.settings.confidence)
+    header = ("experiment", "metric", "value", "baseline", "Δ", f"{pct} interval", "verdict",
+              "method")
+    body = []
+    for run in col.runs:
+        ds = cmp.deltas.get(run.name)
+        if ds is None:
+            continue
+        loss, base = final_train_loss(run), None
+        b_run = next((r for r in col.runs if r.name == col.baseline), None)
+        base = None if b_run is None else final_train_loss(b_run)
+        if loss is not None and base is not None:
+            d = loss - base
+            body.append((run.name, "final train loss ↓", fmt(loss), fmt(base), fmt(d, True),
+                         MISSING, verdict(Delta(d, None, None, None, None, None), "lower")
+                         .replace(", no interval", ""), "difference of means"))
+        for c in [*cmp.columns, None]:
+            key = AGGREGATE if c is None else c.key
+            d = ds[key]
+            better: Direction | None = "higher" if c is None else c.direction
+            label = "aggregate ↑" if c is None else f"{c.task} {c.metric}{ARROW[c.direction]}"
+            interval = (MISSING if d.low is None or d.high is None
+                        else f"[{fmt(d.low, True)}, {fmt(d.high, True)}]")
+            method = {BOOTSTRAP: "bootstrap", NORMAL: "normal approx."}.get(d.method or "",
+                                                                             MISSING)
+            if d.items is not None:
+                method += f", {d.items} items"
+            body.append((run.name, label, fmt(cmp.scores[run.name][key].value),
+                         fmt(cmp.scores[col.baseline][key].value),  # type: ignore[index]
+                         fmt(d.delta, True), interval, verdict(d, better), method))
+    return Table(header, tuple(body), ("left", "left", "right", "right", "right", "right",
+                                       "left", "left"))
 
 
-def _legend(cols: list[MetricColumn]) -> tuple[str, ...]:
+def _legend(col: Collected, cmp: Comparison) -> tuple[str, ...]:
+    st = cmp.settings
+    pct = _pct(st.confidence)
     items = [
         "↓ lower is better, ↑ higher is better. bits_per_byte and training loss: lower is "
-        "better. acc and acc_norm: higher is better.",
-        "bits_per_byte: bits per UTF-8 byte of held-out text (rolling log-likelihood); "
-        "it does not depend on the tokenizer, so it compares models with different tokenizers.",
+        "better. acc, acc_norm and the aggregate: higher is better.",
+        "bits_per_byte: bits per UTF-8 byte of held-out text (rolling log-likelihood), the "
+        "ratio Σ bits / Σ bytes over documents; it does not depend on the tokenizer.",
         "acc / acc_norm: share of cloze questions where the true continuation scores highest; "
         "acc_norm first divides each choice's log-likelihood by its length.",
-        "above random: (score − r) / (1 − r), r being the task's chance score: 0 is chance, "
-        "1 is perfect, negative is below chance.",
-        "final train loss: mean next-token cross entropy (nats per token) over the last log "
-        "window of the final stage; for multi-token prediction and distillation runs it is the "
-        "cross-entropy part of their objective, so all experiments compare alike. It is per "
-        "token, so it only compares experiments sharing a tokenizer.",
-        "± is the standard error lm-eval reports. Δ = experiment − baseline; better/worse "
-        "follow each metric's direction.",
-        f"within noise: |Δ| < {NOISE_SIGMAS:g}·√(se² + se_baseline²). This is an "
-        "approximate, unpaired two-sigma check: both models answer the same items, so a "
-        "paired bootstrap would be sharper (not done yet). Read 'beyond noise' as a hint, "
-        "not a significance test.",
-        "Plot: dotted vertical lines mark training stage boundaries; the lower panel is the "
-        "learning rate.",
-        "Numbers here are rounded; summary.csv and summary.json hold every number at full "
-        "precision.",
+        "Each value is the mean over the experiment's evaluated replicas (models trained alike "
+        "with another seed and/or data subset; FineWeb averages two per variant).",
+        "± is a standard error. With per-item samples it is the bootstrap's: the standard "
+        "deviation of the value over resamples of the items and, with several replicas, of the "
+        "replicas, so it includes seed/data variance. Without samples it is lm-eval's stderr "
+        "(plus the spread of the replicas' mean with several replicas). summary.csv holds "
+        "lm-eval's stderr next to it (_stderr_lm_eval).",
+        f"Δ = experiment − baseline. Interval: {pct} percentile interval of Δ from a paired "
+        f"bootstrap with {st.iterations:,} draws (seed {st.seed}): each draw resamples the "
+        "items both models answered (same doc_id) with replacement and, independently per "
+        "model, its replicas; Δ is recomputed on each draw (bits_per_byte as a ratio of sums). "
+        "'not significant': the interval covers 0.",
+        "Where there are no per-item samples the interval is a normal approximation, "
+        "Δ ± z·√(se² + se_baseline²), which ignores that both models answer the same items "
+        "(method 'normal approx.').",
+        "above random (normalised): (score − r) / (1 − r) for higher-is-better scores with "
+        "chance r; (r − score) / r for bits_per_byte, r being the bits per byte of a uniform "
+        "distribution over the model's vocabulary. 0 is chance, 1 is perfect, negative is "
+        "below chance.",
+        f"aggregate: mean of the normalised primary metric (bits_per_byte, else acc_norm, else "
+        f"acc) over the tasks {', '.join(cmp.aggregate_tasks) or MISSING}; its interval uses the "
+        "same bootstrap draws for every task.",
+        "final train loss: mean over replicas of the next-token cross entropy (nats per token) "
+        "over the last log window of the final stage (the cross-entropy part of the objective "
+        "for multi-token prediction and distillation runs). It is per token, so it only "
+        "compares experiments sharing a tokenizer.",
+        "Plots: in the loss plot each thin line is a replica, dotted vertical lines mark "
+        "training stage boundaries and the lower panel is the learning rate; in the score plot "
+        "the line is the mean over replicas and the band spans the lowest to highest replica.",
+        "Numbers here are rounded; summary.csv, deltas.csv, scores_over_tokens.csv and "
+        "summary.json hold every number at full precision.",
     ]
-    unknown = sorted({c.metric for c in cols if c.direction is None})
+    unknown = sorted({c.metric for c in cmp.columns if c.direction is None})
     if unknown:
         items.insert(1, f"Direction unknown to this report (read with care): {', '.join(unknown)}.")
     return tuple(items)
 
 
-def build(name: str, baseline: str, runs: list[ExperimentRun], cols: list[MetricColumn],
-          table: Any) -> list[Block]:
-    rows = table.to_dicts()
+def build(name: str, baseline: str, col: Collected, cmp: Comparison,
+          images: dict[str, bytes]) -> list[Block]:
+    """The report's blocks; `images` holds the PNGs that exist (file name -> bytes)."""
     blocks: list[Block] = [
         Heading(1, f"Report: {name}"),
-        Paragraph(f"Compares {len(runs)} experiment(s) at their final checkpoints (the training "
-                  f"stage with the largest step) against the baseline {baseline}."),
+        Paragraph(f"Compares {len(col.runs)} experiment(s) at their final checkpoints (the "
+                  f"training stage with the largest step) against the baseline {baseline}."),
         Heading(2, "Experiments"),
-        Bullets(_experiment_items(runs, baseline)),
-        Heading(2, "Results"),
-        Paragraph("↓ lower is better, ↑ higher is better; ± is the standard error."),
-        _results_table(rows, cols, baseline),
-        Heading(2, f"Differences vs baseline ({baseline})"),
+        Bullets(_experiment_items(col)),
     ]
-    if len(runs) > 1:
-        blocks += [Paragraph(f"Δ = experiment − baseline. 'within noise' is an approximate "
-                             f"unpaired {NOISE_SIGMAS:g}-sigma check (see below), not a paired "
-                             f"bootstrap."),
-                   _delta_table(rows, cols)]
+    if col.problems:
+        blocks += [Heading(2, "Missing or incomplete"),
+                   Paragraph("The report shows everything else; these parts are missing or "
+                             "partial, and why:"),
+                   Bullets(tuple(p.text() for p in col.problems))]
+    blocks += [Heading(2, "Results"),
+               Paragraph("Mean over replicas ± standard error (see 'How to read')."),
+               _results_table(col, cmp)]
+    norm = _normalised_table(col, cmp)
+    if norm is not None:
+        blocks += [Heading(2, "Scores above random"),
+                   Paragraph("Each task's primary metric normalised so that 0 is chance and 1 "
+                             "is perfect; the aggregate is their mean over the aggregate tasks."),
+                   norm]
+    blocks.append(Heading(2, f"Differences vs baseline ({baseline})"))
+    if col.baseline is None:
+        blocks.append(Paragraph(f"No differences: the baseline {baseline} cannot be compared "
+                                f"against (see 'Missing or incomplete')."))
+    elif len(col.runs) > 1:
+        blocks += [Paragraph(f"Δ = experiment − baseline with a {_pct(cmp.settings.confidence)} "
+                             f"interval; 'not significant' when the interval covers 0."),
+                   _delta_table(col, cmp)]
     else:
         blocks.append(Paragraph("Only the baseline is in this report; nothing to compare."))
-    blocks += [
-        Heading(2, "Training curves"),
-        Image(PLOT_FILE, "Training loss and learning rate vs tokens, all experiments"),
-        *data.blocks(runs),
-        Heading(2, "How to read this report"),
-        Bullets(_legend(cols)),
-    ]
+    blocks += [Heading(2, "Training curves"),
+               Image(plots.LOSS_FILE, "Training loss and learning rate vs tokens, all replicas"),
+               Heading(2, "Scores vs tokens"),
+               Image(plots.SCORES_FILE, "Primary metric of each task vs tokens seen")]
+    data_blocks = data.blocks(col.runs)
+    if data_blocks:
+        for file, alt in ((plots.FUNNEL_FILE, "Documents left after each curation step"),
+                          (plots.LEDGER_FILE, "Tokens available, planned and drawn per dataset")):
+            if file in images:
+                data_blocks.append(Image(file, alt))
+    blocks += [*data_blocks, Heading(2, "How to read this report"), Bullets(_legend(col, cmp))]
     return blocks

@@ -98,6 +98,44 @@ def ledger_rows(runs: list[ExperimentRun]) -> list[tuple[str, ...]]:
     return [(", ".join(names), *cells) for names, _, cells in rows]
 
 
+def funnel_counts(f: Mapping[str, Any]) -> list[tuple[str, int, int | None]]:
+    """(step, docs kept, tokens kept or None) from input to what the dataset trains on."""
+    cur = f["curation"]
+    out: list[tuple[str, int, int | None]] = [("input", cur["docs_in"], None)]
+    out += [(label, s["docs_out"], s.get("tokens_out")) for label, s in cur["steps"].items()]
+    held = f["heldout"]
+    out.append(("held out", cur["docs_out"] - held["docs"], cur["tokens_out"] - held["tokens"]))
+    dec = f.get("decontamination")
+    if dec:
+        out.append(("decontamination", dec["docs_out"], dec["tokens_out"]))
+    return out
+
+
+def unique_funnels(runs: list[ExperimentRun]) -> list[tuple[str, Mapping[str, Any]]]:
+    """(title, funnel) per distinct funnel (shared funnels once)."""
+    return _unique_funnels(runs)
+
+
+def ledger_numbers(runs: list[ExperimentRun]) -> list[tuple[str, str, int, int, int]]:
+    """(experiments, dataset, tokens available, tokens planned, tokens drawn); experiments
+    with identical numbers merged. Planned = mixture weight x stage tokens, summed over
+    stages; drawn = whole windows training takes (repro.stages.ledger)."""
+    rows: list[tuple[list[str], tuple[str, int, int, int]]] = []
+    for run in runs:
+        if run.ledger is None:
+            continue
+        for dataset, d in run.ledger["datasets"].items():
+            planned = sum(int(s.get("tokens_planned", s["tokens"])) for s in d["stages"].values())
+            cells = (dataset, int(d["tokens_available"]), planned, int(d["tokens_drawn"]))
+            for names, other in rows:
+                if other == cells:
+                    names.append(run.name)
+                    break
+            else:
+                rows.append(([run.name], cells))
+    return [(", ".join(names), *cells) for names, cells in rows]
+
+
 LEDGER_HEADER = ("experiment", "dataset", "tokens available", "tokens drawn",
                  "drawn per stage", "epochs", "max epochs")
 

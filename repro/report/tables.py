@@ -1,185 +1,268 @@
-"""The comparison table: one row per experiment, built with polars.
+"""Every number of the report as polars tables (written as CSV) and summary.json.
 
-Columns (every number is kept at full precision; rendering rounds):
-  experiment, is_baseline, final_stage, step_end, tokens (cumulative), final_train_loss,
-  final_train_loss_delta, then per `<task>.<metric>` of the final checkpoint's evaluation:
-  value, `_stderr`, `_delta` (vs baseline), `_within_noise_2se`, `_random`, `_above_random`.
-
-The noise flag is an approximate, unpaired two-sigma check, |delta| < 2*sqrt(se_a^2 + se_b^2),
-from lm-eval's per-task standard errors. It ignores that both models answer the same items
-(a paired bootstrap over per-sample results is the sound test and is not done here).
+- `summary_table`: one row per experiment: experiment, is_baseline, replicas, final_stage,
+  step_end, tokens, final_train_loss, final_train_loss_delta, then per `<task>.<metric>`:
+  value, `_stderr`, `_stderr_lm_eval`, `_delta`, `_ci_low`, `_ci_high`, `_significant`,
+  `_random`, `_above_random`; then the same for `aggregate`.
+- `deltas_table`: one row per (experiment, metric) compared with the baseline.
+- `scores_over_tokens`: one row per (experiment, replica, checkpoint, task, metric).
+- `mean_scores`: per experiment, the mean over replicas at each checkpoint, wide (the
+  `scores` output for `dvc plots`).
+- `loss_table`: every replica's loss curve.
+All numbers are kept at full precision; only the Markdown/HTML round them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from repro.report import data
-from repro.report.collect import ExperimentRun, finite
+from repro.report.collect import Collected, ExperimentRun, dumps_problems, finite
+from repro.report.compare import (AGGREGATE, BOOTSTRAP, NORMAL, STDERR, TABLE_SKIP, Comparison,
+                                  Delta, Score)
 
-Direction = Literal["lower", "higher"]
-
-# Which way is better. Metrics not listed get no direction and the report says so.
-LOWER_IS_BETTER = frozenset({"bits_per_byte", "byte_perplexity", "word_perplexity",
-                             "perplexity", "loss"})
-HIGHER_IS_BETTER = frozenset({"acc", "acc_norm", "exact_match", "f1", "mcc"})
-# Perplexities are monotone transforms of bits_per_byte; they stay in summary.json only.
-TABLE_SKIP = frozenset({"byte_perplexity", "word_perplexity"})
-# Display order of metrics within a task; others follow alphabetically.
-METRIC_ORDER = ("bits_per_byte", "acc", "acc_norm")
-STDERR = "_stderr"
-NOISE_SIGMAS = 2.0
+PER_METRIC = ("", STDERR, "_stderr_lm_eval", "_delta", "_ci_low", "_ci_high", "_significant",
+              "_random", "_above_random")
 
 
-def direction(metric: str) -> Direction | None:
-    if metric in LOWER_IS_BETTER:
-        return "lower"
-    if metric in HIGHER_IS_BETTER:
-        return "higher"
-    return None
+def _mean(xs: list[float]) -> float | None:
+    return sum(xs) / len(xs) if xs else None
 
 
-@dataclass(frozen=True)
-class MetricColumn:
-    """One task metric compared across experiments."""
-
-    task: str
-    metric: str
-    has_stderr: bool
-    has_random: bool
-    """A random (chance) baseline is known, so `above_random` is computed."""
-
-    @property
-    def key(self) -> str:
-        return f"{self.task}.{self.metric}"
-
-    @property
-    def direction(self) -> Direction | None:
-        return direction(self.metric)
+def final_train_loss(run: ExperimentRun) -> float | None:
+    """Mean over replicas of the final stage's training loss."""
+    return _mean([v for r in run.replicas if (v := finite(r.final_train_loss)) is not None])
 
 
-def metric_columns(runs: list[ExperimentRun]) -> list[MetricColumn]:
-    """Union of the final evaluations' task metrics, by task then METRIC_ORDER."""
-    found: dict[tuple[str, str], list[bool]] = {}
-    for run in runs:
-        ev = run.final_eval
-        for task, metrics in sorted((ev.get("tasks") or {}).items()):
-            rnd = (ev.get("random_baseline") or {}).get(task) or {}
-            for metric, value in metrics.items():
-                if metric.endswith(STDERR) or metric in TABLE_SKIP:
-                    continue
-                flags = found.setdefault((task, metric), [False, False])
-                flags[0] |= finite(metrics.get(metric + STDERR)) is not None
-                # Normalising against chance only makes sense for bounded higher-is-better scores.
-                flags[1] |= direction(metric) == "higher" and finite(rnd.get(metric)) is not None
-
-    def order(item: tuple[str, str]) -> tuple:
-        task, metric = item
-        rank = METRIC_ORDER.index(metric) if metric in METRIC_ORDER else len(METRIC_ORDER)
-        return task, rank, metric
-
-    return [MetricColumn(t, m, *found[(t, m)]) for t, m in sorted(found, key=order)]
+def _metric_cells(key: str, s: Score, d: Delta | None) -> dict[str, Any]:
+    return {key: s.value, key + STDERR: s.stderr, key + "_stderr_lm_eval": s.stderr_lm_eval,
+            key + "_delta": None if d is None else d.delta,
+            key + "_ci_low": None if d is None else d.low,
+            key + "_ci_high": None if d is None else d.high,
+            key + "_significant": None if d is None else d.significant,
+            key + "_random": s.random, key + "_above_random": s.normalised}
 
 
-def _base_rows(runs: list[ExperimentRun], baseline: str, cols: list[MetricColumn]) -> list[dict]:
-    rows = []
-    for run in runs:
-        ev = run.final_eval
-        row: dict[str, Any] = {
-            "experiment": run.name, "is_baseline": run.name == baseline,
-            "final_stage": run.final.name, "step_end": run.final.step_end,
-            "tokens": run.final.tokens_total, "final_train_loss": finite(run.final.final_loss),
-        }
-        for c in cols:
-            metrics = (ev.get("tasks") or {}).get(c.task) or {}
-            row[c.key] = finite(metrics.get(c.metric))
-            row[c.key + STDERR] = finite(metrics.get(c.metric + STDERR))
-            rnd = ((ev.get("random_baseline") or {}).get(c.task) or {}).get(c.metric)
-            row[c.key + "_random"] = finite(rnd)
-        rows.append(row)
-    return rows
-
-
-def column_order(cols: list[MetricColumn]) -> list[str]:
-    out = ["experiment", "is_baseline", "final_stage", "step_end", "tokens",
-           "final_train_loss", "final_train_loss_delta"]
-    for c in cols:
-        out.append(c.key)
-        if c.has_stderr:
-            out.append(c.key + STDERR)
-        out.append(c.key + "_delta")
-        if c.has_stderr:
-            out.append(c.key + "_within_noise_2se")
-        if c.has_random:
-            out += [c.key + "_random", c.key + "_above_random"]
-    return out
-
-
-def summary_table(runs: list[ExperimentRun], baseline: str,
-                  cols: list[MetricColumn] | None = None) -> Any:
-    """polars DataFrame, one row per experiment in `runs` order (see module docstring)."""
+def summary_table(col: Collected, cmp: Comparison) -> Any:
+    """polars DataFrame, one row per experiment in display order (see module docstring)."""
     import polars as pl
 
-    cols = metric_columns(runs) if cols is None else cols
+    keys = [c.key for c in cmp.columns] + [AGGREGATE]
+    base = next((r for r in col.runs if r.name == col.baseline), None)
+    base_loss = None if base is None else final_train_loss(base)
+    rows = []
+    for run in col.runs:
+        stage = run.final_stage
+        loss = final_train_loss(run)
+        row: dict[str, Any] = {
+            "experiment": run.name, "is_baseline": run.name == col.baseline,
+            "replicas": len(run.evaluated), "final_stage": None if stage is None else stage.name,
+            "step_end": None if stage is None else stage.step_end,
+            "tokens": None if stage is None else stage.tokens_total, "final_train_loss": loss,
+            "final_train_loss_delta": (loss - base_loss if None not in (loss, base_loss)
+                                       else None),  # type: ignore[operator]
+        }
+        for k in keys:
+            d = cmp.deltas.get(run.name, {}).get(k)
+            if run.name == col.baseline:
+                d = Delta(0.0, None, None, None, None, None)
+            row |= _metric_cells(k, cmp.scores[run.name][k], d)
+        rows.append(row)
     schema: dict[str, Any] = {"experiment": pl.String, "is_baseline": pl.Boolean,
-                              "final_stage": pl.String, "step_end": pl.Int64,
-                              "tokens": pl.Int64, "final_train_loss": pl.Float64}
-    for c in cols:
-        for suffix in ("", STDERR, "_random"):
-            schema[c.key + suffix] = pl.Float64
-    df = pl.DataFrame(_base_rows(runs, baseline, cols), schema=schema)
-    base = df.row(by_predicate=pl.col("experiment") == baseline, named=True)
+                              "replicas": pl.Int64, "final_stage": pl.String,
+                              "step_end": pl.Int64, "tokens": pl.Int64,
+                              "final_train_loss": pl.Float64, "final_train_loss_delta": pl.Float64}
+    for k in keys:
+        for suffix in PER_METRIC:
+            schema[k + suffix] = pl.Boolean if suffix == "_significant" else pl.Float64
+    return pl.DataFrame(rows, schema=schema, orient="row")
 
-    def lit(v: float | None) -> pl.Expr:
-        return pl.lit(v, dtype=pl.Float64)
 
-    is_base = pl.col("is_baseline")
-    exprs = [(pl.col("final_train_loss") - lit(base["final_train_loss"]))
-             .alias("final_train_loss_delta")]
-    for c in cols:
-        delta = pl.col(c.key) - lit(base[c.key])
-        exprs.append(delta.alias(c.key + "_delta"))
-        if c.has_stderr:
-            sigma = (pl.col(c.key + STDERR) ** 2 + lit(base[c.key + STDERR]) ** 2).sqrt()
-            # Identical scores are within noise even when both stderrs are 0.
-            within = (delta.abs() < NOISE_SIGMAS * sigma) | (delta == 0)
-            exprs.append(pl.when(is_base).then(None).otherwise(within)
-                         .alias(c.key + "_within_noise_2se"))
-        if c.has_random:
-            r = pl.col(c.key + "_random")
-            exprs.append(pl.when(r < 1).then((pl.col(c.key) - r) / (1 - r))
-                         .alias(c.key + "_above_random"))
-    return df.with_columns(exprs).select(column_order(cols))
+def deltas_table(col: Collected, cmp: Comparison) -> Any:
+    """One row per non-baseline experiment and metric (aggregate last)."""
+    import polars as pl
+
+    rows = []
+    for name, ds in cmp.deltas.items():
+        for key, d in ds.items():
+            task, _, metric = key.partition(".")
+            s, b = cmp.scores[name][key], cmp.scores[col.baseline][key]  # type: ignore[index]
+            rows.append({"experiment": name, "baseline": col.baseline, "column": key,
+                         "task": task if metric else None, "metric": metric or AGGREGATE,
+                         "value": s.value, "baseline_value": b.value, "delta": d.delta,
+                         "ci_low": d.low, "ci_high": d.high, "significant": d.significant,
+                         "confidence": cmp.settings.confidence, "method": d.method,
+                         "items": d.items, "replicas": s.replicas,
+                         "baseline_replicas": b.replicas})
+    schema = {"experiment": pl.String, "baseline": pl.String, "column": pl.String,
+              "task": pl.String, "metric": pl.String, "value": pl.Float64,
+              "baseline_value": pl.Float64, "delta": pl.Float64, "ci_low": pl.Float64,
+              "ci_high": pl.Float64, "significant": pl.Boolean, "confidence": pl.Float64,
+              "method": pl.String, "items": pl.Int64, "replicas": pl.Int64,
+              "baseline_replicas": pl.Int64}
+    return pl.DataFrame(rows, schema=schema, orient="row")
+
+
+def scores_over_tokens(runs: list[ExperimentRun]) -> Any:
+    """Every evaluated checkpoint's scores, one row per replica and task metric."""
+    import polars as pl
+
+    rows = []
+    for run in runs:
+        for rep in run.replicas:
+            for cp in rep.checkpoints:
+                for task, metrics in sorted(cp.tasks.items()):
+                    for metric, v in sorted((metrics or {}).items()):
+                        if metric.endswith(STDERR) or metric in TABLE_SKIP:
+                            continue
+                        rows.append({"experiment": run.name, "replica": rep.name,
+                                     "checkpoint": cp.name, "stage": cp.stage, "step": cp.step,
+                                     "tokens": cp.tokens_seen, "task": task, "metric": metric,
+                                     "value": finite(v),
+                                     "stderr": finite(metrics.get(metric + STDERR))})
+    schema = {"experiment": pl.String, "replica": pl.String, "checkpoint": pl.String,
+              "stage": pl.String, "step": pl.Int64, "tokens": pl.Int64, "task": pl.String,
+              "metric": pl.String, "value": pl.Float64, "stderr": pl.Float64}
+    return pl.DataFrame(rows, schema=schema, orient="row")
+
+
+def score_bands(long: Any) -> Any:
+    """Mean, min and max over replicas per experiment, checkpoint and task metric, by tokens.
+    A checkpoint's tokens are the smallest any replica reports (replicas train alike)."""
+    import polars as pl
+
+    return (long.filter(pl.col("value").is_not_null() & pl.col("tokens").is_not_null())
+            .group_by("experiment", "checkpoint", "task", "metric")
+            .agg(pl.col("tokens").min(), pl.col("value").mean().alias("mean"),
+                 pl.col("value").min().alias("min"), pl.col("value").max().alias("max"),
+                 pl.col("value").count().alias("replicas"))
+            .sort("experiment", "task", "metric", "tokens", "checkpoint"))
+
+
+SCORE_COLUMN_SEP = ":"
+"""`<task>:<metric>` in the scores CSVs. Not a dot: Vega-Lite, which draws `dvc plots`, reads a
+dot in a field name as nested access, and the curve comes out empty."""
+
+
+def score_column(task: str, metric: str) -> str:
+    return f"{task}{SCORE_COLUMN_SEP}{metric}"
+
+
+def mean_scores(bands: Any, experiment: str) -> Any:
+    """`tokens` then one column per `<task>:<metric>` (score_column): the mean over replicas
+    at each evaluated checkpoint of one experiment, sorted by tokens (for `dvc plots`)."""
+    import polars as pl
+
+    mine = (bands.filter(pl.col("experiment") == experiment)
+            .with_columns((pl.col("task") + SCORE_COLUMN_SEP + pl.col("metric")).alias("column")))
+    if mine.height == 0:
+        return pl.DataFrame(schema={"tokens": pl.Int64})
+    wide = (mine.group_by("tokens", "column").agg(pl.col("mean").mean())
+            .pivot(on="column", index="tokens", values="mean", sort_columns=True)
+            .sort("tokens"))
+    return wide.select("tokens", *sorted(c for c in wide.columns if c != "tokens"))
+
+
+def loss_table(runs: list[ExperimentRun]) -> Any:
+    """Every replica's training loss curve, stages concatenated in training order."""
+    import polars as pl
+
+    frames = [s.loss.select(pl.lit(run.name).alias("experiment"),
+                            pl.lit(rep.name).alias("replica"), pl.lit(s.name).alias("stage"),
+                            "step", "tokens", "loss", "lr")
+              for run in runs for rep in run.replicas for s in rep.stages]
+    schema = {"experiment": pl.String, "replica": pl.String, "stage": pl.String,
+              "step": pl.Int64, "tokens": pl.Int64, "loss": pl.Float64, "lr": pl.Float64}
+    return pl.concat(frames) if frames else pl.DataFrame(schema=schema)
 
 
 def stage_records(runs: list[ExperimentRun]) -> dict[str, list[dict]]:
-    """Per experiment, its training stages in order (for summary.json)."""
-    return {r.name: [{"stage": s.name, "step_end": s.step_end, "tokens": s.tokens,
-                      "tokens_total": s.tokens_total, "final_loss": s.final_loss}
-                     for s in r.stages] for r in runs}
+    """Per experiment, its training stages in order (of its first replica with any: replicas
+    train alike), each with every replica's own numbers under `replicas` (summary.json)."""
+    out = {}
+    for r in runs:
+        first = next((rep for rep in r.replicas if rep.stages), None)
+        out[r.name] = [] if first is None else [
+            {"stage": s.name, "step_end": s.step_end, "tokens": s.tokens,
+             "tokens_total": s.tokens_total,
+             "final_loss": _mean([t.final_loss for rep in r.replicas for t in rep.stages
+                                  if t.name == s.name and t.final_loss is not None]),
+             "replicas": {rep.name: {"step_end": t.step_end, "tokens_total": t.tokens_total,
+                                     "final_loss": t.final_loss}
+                          for rep in r.replicas for t in rep.stages if t.name == s.name}}
+            for s in first.stages]
+    return out
 
 
-def summary_record(name: str, baseline: str, runs: list[ExperimentRun],
-                   cols: list[MetricColumn], table: Any) -> dict:
-    """Everything summary.json holds: the table rows, directions, stages, all evaluations."""
+def _mean_metrics(evals: list[dict]) -> dict[str, dict[str, float | None]]:
+    """task -> metric -> mean over the replicas that report it."""
+    out: dict[str, dict[str, float | None]] = {}
+    for task in sorted({t for ev in evals for t in ev}):
+        names = sorted({m for ev in evals for m in (ev.get(task) or {})})
+        out[task] = {m: _mean([v for ev in evals
+                               if (v := finite((ev.get(task) or {}).get(m))) is not None])
+                     for m in names}
+    return out
+
+
+def evaluation_records(runs: list[ExperimentRun]) -> dict[str, dict[str, dict]]:
+    """experiment -> checkpoint -> tokens_seen, tasks and random_baseline (means over
+    replicas), and each replica's own record under `replicas` (summary.json)."""
+    out: dict[str, dict[str, dict]] = {}
+    for r in runs:
+        by_cp: dict[str, dict[str, Any]] = {}
+        for rep in r.replicas:
+            for cp in rep.checkpoints:
+                by_cp.setdefault(cp.name, {})[rep.name] = cp
+        out[r.name] = {}
+        for name, reps in by_cp.items():
+            tokens = [cp.tokens_seen for cp in reps.values() if cp.tokens_seen is not None]
+            out[r.name][name] = {
+                "tokens_seen": min(tokens) if tokens else None,
+                "tasks": _mean_metrics([dict(cp.tasks) for cp in reps.values()]),
+                "random_baseline": _mean_metrics([dict(cp.random_baseline)
+                                                  for cp in reps.values()]),
+                "replicas": {rn: {"tokens_seen": cp.tokens_seen, "tasks": cp.tasks,
+                                  "random_baseline": cp.random_baseline,
+                                  "failed_tasks": cp.metrics.get("failed_tasks") or {}}
+                             for rn, cp in sorted(reps.items())}}
+    return out
+
+
+def summary_record(name: str, baseline: str, col: Collected, cmp: Comparison,
+                   table: Any, deltas: Any) -> dict:
+    """Everything summary.json holds."""
+    st = cmp.settings
     return {
         "report": name,
         "baseline": baseline,
-        "experiments": [r.name for r in runs],
+        "baseline_compared": col.baseline is not None,
+        "experiments": [r.name for r in col.runs],
+        "replicas": {r.name: [rep.name for rep in r.evaluated] for r in col.runs},
         "metrics": [{"column": c.key, "task": c.task, "metric": c.metric,
-                     "better": c.direction} for c in cols]
-                   + [{"column": "final_train_loss", "task": None, "metric": "loss",
-                       "better": "lower"}],
-        "noise_check": (f"within_noise_2se: |delta| < {NOISE_SIGMAS:g}*sqrt(se^2 + se_baseline^2); "
-                        "approximate, unpaired (not a paired bootstrap)"),
-        "above_random": "(score - random_baseline) / (1 - random_baseline)",
+                     "better": c.direction, "primary": cmp.primary.get(c.task) == c.metric}
+                    for c in cmp.columns]
+                   + [{"column": AGGREGATE, "task": AGGREGATE, "metric": AGGREGATE,
+                       "better": "higher", "primary": False},
+                      {"column": "final_train_loss", "task": None, "metric": "loss",
+                       "better": "lower", "primary": False}],
+        "aggregate": {"tasks": cmp.aggregate_tasks,
+                      "metrics": {t: cmp.primary[t] for t in cmp.aggregate_tasks},
+                      "definition": "mean over tasks of the primary metric normalised above "
+                                    "chance"},
+        "bootstrap": {"iterations": st.iterations, "confidence": st.confidence,
+                      "seed": st.seed, "used": cmp.bootstrapped,
+                      "interval": "percentile; items resampled (shared by both models) and "
+                                  "each model's replicas resampled independently",
+                      "fallback": NORMAL, "method": BOOTSTRAP},
+        "above_random": {"higher_is_better": "(score - random) / (1 - random)",
+                         "bits_per_byte": "(random - score) / random"},
         "rows": [{k: (finite(v) if isinstance(v, float) else v) for k, v in row.items()}
                  for row in table.to_dicts()],
-        "stages": stage_records(runs),
-        "evaluations": {r.name: {s: {"tokens_seen": ev.get("tokens_seen"),
-                                     "tasks": ev.get("tasks") or {},
-                                     "random_baseline": ev.get("random_baseline") or {}}
-                                 for s, ev in r.evals.items()} for r in runs},
-        "data": data.summary(runs),
+        "deltas": [{k: (finite(v) if isinstance(v, float) else v) for k, v in row.items()}
+                   for row in deltas.to_dicts()],
+        "problems": dumps_problems(col.problems),
+        "stages": stage_records(col.runs),
+        "evaluations": evaluation_records(col.runs),
+        "data": data.summary(col.runs),
     }

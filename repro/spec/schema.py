@@ -969,15 +969,16 @@ class TrainingSpec(Model):
 class LocalTaskSpec(Model):
     """An lm-eval task generated from a dataset's held-out documents."""
 
-    kind: Literal["bpb", "cloze"]
+    kind: Literal["bpb", "cloze", "code_cloze"]
     """`bpb`: bits per byte by rolling loglikelihood; `cloze`: pick the true next sentence
-    among distractors (multiple choice)."""
+    among distractors (multiple choice); `code_cloze`: pick the true next non-trivial line
+    of a code file among lines of other files (multiple choice)."""
     dataset: Name
     """Dataset whose held-out split the task is built from."""
     max_docs: PositiveInt = 100
-    """Documents (bpb) or questions (cloze) in the task."""
+    """Documents (bpb) or questions (cloze, code_cloze) in the task."""
     num_choices: Annotated[int, Field(ge=2, le=10)] = 4
-    """Choices per cloze question (ignored for bpb)."""
+    """Choices per cloze / code_cloze question (ignored for bpb)."""
 
     @property
     def task_name(self) -> str:
@@ -1019,15 +1020,88 @@ class EvaluationSpec(Model):
     """Evaluate only the final checkpoint, or the end of every training stage."""
     decontamination: DecontaminationSpec | None = DecontaminationSpec()
     """Remove training documents that overlap the evaluation tasks; None disables."""
+    every_tokens: PositiveInt | None = None
+    """Also evaluate snapshots taken every this many training tokens (a multiple of
+    `training.batch_tokens`), and the end of every training stage, for score-vs-tokens curves
+    (FineWeb chose its early-signal tasks by how they move with tokens, FACTS 4.3-4.4). Each
+    snapshot is its own evaluate stage, cached by DVC. None: see `checkpoints`."""
+
+    presets: list[str] = []
+    """Named suites of standard lm-eval tasks (repro.eval.presets): `fineweb_early_signal`
+    (FACTS 4.3, at most 1000 documents per task) and `smollm3_base` (FACTS 4.5, its 0-shot
+    cloze part). Expanded before `tasks`; see `standard_tasks`."""
+    cache_requests: bool = True
+    """Keep model responses in lm-eval's sqlite cache (`use_cache`) under
+    .repro/cache/lm_eval/<checkpoint sha256>/, so an unchanged checkpoint/task pair is not
+    recomputed on a rerun. The cache never changes the outputs."""
+    backend: Literal["hf", "accelerate", "vllm"] = "hf"
+    """`hf`: one process (CUDA if available, else CPU); `accelerate`: lm-eval's hf model,
+    data parallel over `num_processes` GPUs under `accelerate launch`; `vllm`: lm-eval's vllm
+    model (needs CUDA and the vllm package)."""
+    num_processes: PositiveInt = 1
+    """Data-parallel processes (GPUs) of the `accelerate` backend."""
+    tensor_parallel_size: PositiveInt = 1
+    """GPUs one model is split over (`vllm` backend)."""
+    gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.9
+    """Fraction of GPU memory vllm may take (`vllm` backend; vllm's default 0.9)."""
+    on_task_error: Literal["fail", "record"] = "fail"
+    """A standard task that cannot load: `fail` the stage, or `record` it under
+    `failed_tasks` in the outputs and evaluate the others (the stage still fails if no task
+    is left)."""
+
+    @field_validator("presets")
+    @classmethod
+    def _known_presets(cls, value: list[str]) -> list[str]:
+        from repro.eval.presets import PRESETS, unknown_presets
+
+        unknown = unknown_presets(value)
+        if unknown:
+            raise ValueError(f"unknown evaluation preset(s) {unknown}; known: {sorted(PRESETS)}")
+        return value
 
     @model_validator(mode="after")
     def _some_task(self) -> EvaluationSpec:
-        if not self.tasks and not self.local_tasks:
-            raise ValueError("no evaluation tasks; add `tasks` or `local_tasks`")
+        if not self.tasks and not self.local_tasks and not self.presets:
+            raise ValueError("no evaluation tasks; add `tasks`, `presets` or `local_tasks`")
         names = [t.task_name for t in self.local_tasks]
         if len(set(names)) != len(names):
             raise ValueError(f"local tasks repeat: {names}; keep one per kind and dataset")
         return self
+
+    @model_validator(mode="after")
+    def _backend_fields(self) -> EvaluationSpec:
+        # A field of another backend would be silently ignored: say which backend uses it.
+        if self.num_processes != 1 and self.backend != "accelerate":
+            raise ValueError(f"evaluation.num_processes is {self.num_processes} but backend is "
+                             f"{self.backend!r}; data-parallel processes need backend: accelerate")
+        vllm_only = {"tensor_parallel_size": (self.tensor_parallel_size, 1),
+                     "gpu_memory_utilization": (self.gpu_memory_utilization, 0.9)}
+        for name, (value, default) in vllm_only.items():
+            if value != default and self.backend != "vllm":
+                raise ValueError(f"evaluation.{name} is set but backend is {self.backend!r}; "
+                                 "it is a vllm setting: set backend: vllm or remove it")
+        return self
+
+    @property
+    def standard_tasks(self) -> list[str]:
+        """lm-eval task names to run: presets expanded in order, then `tasks`, each once."""
+        from repro.eval.presets import PRESETS
+
+        expanded = [t for p in self.presets for t in PRESETS[p].tasks] + list(self.tasks)
+        return list(dict.fromkeys(expanded))
+
+    def task_limits(self) -> dict[str, int | None]:
+        """Per standard task, the most documents (per leaf task) to evaluate: `limit`,
+        lowered to a preset's cap for tasks that come from it (FACTS 4.3: 1000)."""
+        from repro.eval.presets import PRESETS
+
+        out: dict[str, int | None] = {t: self.limit for t in self.standard_tasks}
+        for p in self.presets:
+            cap = PRESETS[p].max_samples
+            for t in PRESETS[p].tasks:
+                if cap is not None:
+                    out[t] = cap if out[t] is None else min(out[t], cap)
+        return out
 
 
 # ----------------------------------------------------------------------------- report
@@ -1042,9 +1116,47 @@ class ReportSpec(Model):
     """Experiments compared (this one is added if missing)."""
     baseline: Name
     """Experiment the others are compared against."""
+    bootstrap_iterations: int = Field(default=10_000, ge=100, le=1_000_000)
+    """Draws of the paired bootstrap over evaluation items (and replicas) that gives each
+    difference's confidence interval; 10,000 keeps 95% interval ends stable to ~1%."""
+    confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
+    """Confidence level of the intervals (0.95: a 95% percentile interval)."""
+    bootstrap_seed: int = Field(default=0, ge=0)
+    """Seed of the bootstrap draws; fixed so reruns give identical reports."""
+    aggregate_tasks: list[str] | None = Field(default=None, min_length=1)
+    """Tasks whose normalised primary scores are averaged into the aggregate score (e.g. the
+    FineWeb early-signal tasks, FACTS §4.3); None: every task with a chance level."""
+
+    @model_validator(mode="after")
+    def _aggregate_unique(self) -> ReportSpec:
+        if self.aggregate_tasks is not None and len(set(self.aggregate_tasks)) != len(
+                self.aggregate_tasks):
+            raise ValueError(f"report.aggregate_tasks {self.aggregate_tasks} lists a task "
+                             f"twice; list each once")
+        return self
 
 
 # -------------------------------------------------------------------------- experiment
+
+
+def replica_label(seed: int, data_seed: int) -> str:
+    """`seed3`, or `seed3-data7` when the data order comes from another seed."""
+    return f"seed{seed}" if data_seed == seed else f"seed{seed}-data{data_seed}"
+
+
+class ReplicaSpec(Model):
+    """One extra run of an experiment."""
+
+    seed: int = Field(ge=0)
+    """Seed of model initialisation (and of the data order unless `data_seed` is set)."""
+    data_seed: int | None = Field(default=None, ge=0)
+    """Seed of the data order: which token windows each stage draws and in which order, so a
+    stage that draws less than an epoch of a source sees a different subset of it (FineWeb's
+    "different data subset", FACTS 4.2). None: the same as `seed`."""
+
+    @property
+    def effective_data_seed(self) -> int:
+        return self.seed if self.data_seed is None else self.data_seed
 
 
 class ExperimentMeta(Model):
@@ -1056,6 +1168,28 @@ class ExperimentMeta(Model):
     """What this experiment tests."""
     seed: int = Field(default=0, ge=0)
     """Seed for every random choice (data order, init, sampling)."""
+    replicas: list[ReplicaSpec] = []
+    """Extra training runs of the same experiment with other seeds and/or data orders, each
+    trained and evaluated on its own; the report aggregates them with the main run. FineWeb
+    trained two models per variant (different data subset and seed) and averaged them
+    (FACTS 4.2); DataDecide used three seeds (FACTS 9.2). Curation, tokenizer and evaluation
+    tasks are shared, so every replica answers the same evaluation items (paired)."""
+
+    @model_validator(mode="after")
+    def _distinct_replicas(self) -> ExperimentMeta:
+        runs = [(self.seed, self.seed)] + [(r.seed, r.effective_data_seed) for r in self.replicas]
+        labels = [replica_label(s, d) for s, d in runs]
+        repeated = sorted({x for x in labels if labels.count(x) > 1})
+        if repeated:
+            raise ValueError(
+                f"experiment.replicas repeat a run: {repeated} (the main run is "
+                f"{labels[0]}: seed {self.seed}); give each replica another seed or data_seed")
+        return self
+
+    def runs(self) -> list[tuple[str, int, int]]:
+        """(label, seed, data_seed) of every run: the main run first, then the replicas."""
+        runs = [(self.seed, self.seed)] + [(r.seed, r.effective_data_seed) for r in self.replicas]
+        return [(replica_label(s, d), s, d) for s, d in runs]
 
 
 class ExperimentSpec(Model):
@@ -1118,6 +1252,14 @@ class ExperimentSpec(Model):
                     f"training.stages[{i}] ({tr.stages[i].name!r}) trains on sequences of "
                     f"{seq} tokens, more than {field} {max_pos}; raise {field} to at least {seq}"
                 )
+        every = self.evaluation.every_tokens
+        if every is not None and every % tr.batch_tokens:
+            lower = max(1, every // tr.batch_tokens) * tr.batch_tokens
+            raise ValueError(
+                f"evaluation.every_tokens {every} is not a multiple of training.batch_tokens "
+                f"{tr.batch_tokens} (snapshots are taken between optimizer steps); use {lower} "
+                f"or {lower + tr.batch_tokens}"
+            )
         return self
 
     @property

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from repro.spec.schema import (
     BuiltinSource,
@@ -185,7 +185,12 @@ class TrainConfig(Model):
     mixture: dict[Name, float]
     """Dataset -> sampling weight for this stage."""
     seed: int
-    """Seed for init and data order."""
+    """Seed for init, and for the data order unless `data_seed` is set."""
+    data_seed: int | None = None
+    """Seed of the data order (a replica drawing another subset/order); None: `seed`."""
+    snapshot_steps: list[PositiveInt] = []
+    """Global steps inside this stage after which the model is also saved as a `snapshot:<step>`
+    output, for evaluation over training (`evaluation.every_tokens`)."""
     log_every_steps: PositiveInt
     """Loss-curve resolution."""
     doc_masking: bool = True
@@ -210,6 +215,17 @@ class TrainConfig(Model):
     """Processes and parallelism."""
     checkpoint_every_steps: PositiveInt | None = None
     """In-stage resumable checkpoints (execution only: not part of the stage identity)."""
+
+    @model_validator(mode="after")
+    def _snapshots_inside(self) -> TrainConfig:
+        inside = range(self.step_start + 1, self.step_start + self.steps)
+        outside = [s for s in self.snapshot_steps if s not in inside]
+        if outside:
+            raise ValueError(f"snapshot_steps {outside} are not inside this stage's steps "
+                             f"{inside.start}..{inside.stop - 1} (its last step is its checkpoint)")
+        if self.snapshot_steps != sorted(set(self.snapshot_steps)):
+            raise ValueError(f"snapshot_steps {self.snapshot_steps} must be increasing and distinct")
+        return self
     final_stage: bool = False
     """Whether this is the experiment's last training stage (its checkpoint is the export
     that gets `model.inference_yarn`)."""
@@ -270,3 +286,19 @@ class ReportConfig(Model):
     """Experiment compared against."""
     experiments: list[Name]
     """Experiments in the report, in display order."""
+    bootstrap_iterations: int = Field(default=10_000, ge=100, le=1_000_000)
+    """Paired bootstrap draws (see ReportSpec)."""
+    confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
+    """Confidence level of the intervals."""
+    bootstrap_seed: int = Field(default=0, ge=0)
+    """Seed of the bootstrap draws."""
+    aggregate_tasks: list[str] | None = Field(default=None, min_length=1)
+    """Tasks averaged into the aggregate score; None: every task with a chance level."""
+
+    @model_validator(mode="after")
+    def _aggregate_unique(self) -> ReportConfig:
+        if self.aggregate_tasks is not None and len(set(self.aggregate_tasks)) != len(
+                self.aggregate_tasks):
+            raise ValueError(f"aggregate_tasks {self.aggregate_tasks} lists a task twice; "
+                             f"list each once")
+        return self

@@ -1,30 +1,62 @@
-"""Stage `report`: compare experiments at their final checkpoints.
+"""Stage `report`: compare experiments (each with one or more replicas) at their final
+checkpoints, against a baseline.
 
-Inputs: `eval:<experiment>:<stage>` (evaluate metrics), `train:<experiment>:<stage>` (train
-metrics), `loss:<experiment>:<stage>` (loss CSV). Output `report`: a folder with report.md
-(GitHub Markdown, links loss.png), report.html (self-contained), summary.csv, summary.json
-and loss.png. Every file is a pure function of the inputs, so reruns are byte-identical.
+Inputs (see repro.report.collect): `train:`, `loss:`, `eval:`, `results:` keyed
+`<experiment>:<replica>:<stage or checkpoint>`, `ledger:<experiment>` and
+`funnel:<experiment>:<dataset>`. Missing or broken inputs are reported, not fatal; the stage
+fails only when nothing can be reported.
+
+Outputs:
+- `report`: a folder with report.md (GitHub Markdown, links the PNGs), report.html
+  (self-contained), summary.csv (one row per experiment), deltas.csv (one row per compared
+  metric), scores_over_tokens.csv (every evaluated checkpoint), loss.csv (every loss curve),
+  summary.json, and loss.png, scores.png, funnel.png and ledger.png (the last two when the
+  data accounts are wired);
+- `scores`: a folder with `<experiment>.csv` per experiment with an evaluation: `tokens`
+  then one column per `<task>.<metric>`, the mean over replicas (for `dvc plots`).
+Every file is a pure function of the inputs and the config (the bootstrap is seeded), so
+reruns are byte-identical.
 """
 
 from __future__ import annotations
 
 from repro.report import content, plots, render, tables
 from repro.report.collect import load_runs
+from repro.report.compare import Settings, compare
 from repro.stages.base import StageIO, atomic_dir, atomic_write_bytes, atomic_write_text, dumps_json
 from repro.stages.configs import ReportConfig
 
 
 def run(cfg: ReportConfig, io: StageIO) -> None:
-    runs = load_runs(io, list(cfg.experiments), cfg.baseline)
-    cols = tables.metric_columns(runs)
-    table = tables.summary_table(runs, cfg.baseline, cols)
-    png = plots.loss_png(runs, cfg.baseline)
-    blocks = content.build(cfg.name, cfg.baseline, runs, cols, table)
+    collected = load_runs(io, list(cfg.experiments), cfg.baseline)
+    settings = Settings(cfg.bootstrap_iterations, cfg.confidence, cfg.bootstrap_seed,
+                        None if cfg.aggregate_tasks is None else tuple(cfg.aggregate_tasks))
+    cmp = compare(collected, settings)
+    summary, deltas = tables.summary_table(collected, cmp), tables.deltas_table(collected, cmp)
+    over_tokens = tables.scores_over_tokens(collected.runs)
+    bands = tables.score_bands(over_tokens)
+    names = [r.name for r in collected.runs]
+    images = {plots.LOSS_FILE: plots.loss_png(collected.runs, collected.baseline),
+              plots.SCORES_FILE: plots.scores_png(bands, cmp.primary, collected.baseline, names)}
+    for file, png in ((plots.FUNNEL_FILE, plots.funnel_png(collected.runs)),
+                      (plots.LEDGER_FILE, plots.ledger_png(collected.runs))):
+        if png is not None:
+            images[file] = png
+    blocks = content.build(cfg.name, cfg.baseline, collected, cmp, images)
+    record = tables.summary_record(cfg.name, cfg.baseline, collected, cmp, summary, deltas)
+    with atomic_dir(io.output("scores")) as out:
+        for name in names:
+            wide = tables.mean_scores(bands, name)
+            if wide.width > 1:
+                atomic_write_text(out / f"{name}.csv", wide.write_csv())
     with atomic_dir(io.output("report")) as out:
-        atomic_write_bytes(out / content.PLOT_FILE, png)
+        for file, png in images.items():
+            atomic_write_bytes(out / file, png)
         atomic_write_text(out / "report.md", render.to_markdown(blocks))
-        atomic_write_text(out / "report.html", render.to_html(
-            blocks, f"Report: {cfg.name}", {content.PLOT_FILE: png}))
-        atomic_write_text(out / "summary.csv", table.write_csv())
-        atomic_write_text(out / "summary.json", dumps_json(
-            tables.summary_record(cfg.name, cfg.baseline, runs, cols, table)))
+        atomic_write_text(out / "report.html", render.to_html(blocks, f"Report: {cfg.name}",
+                                                              images))
+        atomic_write_text(out / "summary.csv", summary.write_csv())
+        atomic_write_text(out / "deltas.csv", deltas.write_csv())
+        atomic_write_text(out / "scores_over_tokens.csv", over_tokens.write_csv())
+        atomic_write_text(out / "loss.csv", tables.loss_table(collected.runs).write_csv())
+        atomic_write_text(out / "summary.json", dumps_json(record))

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sys
 from dataclasses import astuple
 from pathlib import Path
@@ -44,6 +45,7 @@ from repro.train.checkpoint import (
     load_optimizer_state,
     read_trainer_state,
     save_checkpoint,
+    save_snapshot,
 )
 from repro.train.data import MixtureSampler, TokenShards
 from repro.train.data_order import LEDGER_FILE, ledger_csv, read_ledger
@@ -216,7 +218,8 @@ def _run(cfg: TrainConfig, io: StageIO, ctx: dist_mod.DistContext) -> None:
             load_state(optimizer, load_optimizer_state(init), cfg.optimizer,
                        loader=lambda st: dist_mod.load_optimizer_state(module, optimizer, st, ctx))
     seqs = cfg.batch_tokens // cfg.seq_len
-    sampler = MixtureSampler(sources, dict(cfg.mixture), seqs, cfg.seed, dict(positions))
+    data_seed = cfg.seed if cfg.data_seed is None else cfg.data_seed
+    sampler = MixtureSampler(sources, dict(cfg.mixture), seqs, data_seed, dict(positions))
     start_positions = dict(sampler.positions)
 
     previous = Path(paths.data_order_ledger(io.name))
@@ -239,10 +242,13 @@ def _run(cfg: TrainConfig, io: StageIO, ctx: dist_mod.DistContext) -> None:
         previous_order_source=str(previous), precision=cfg.precision,
         monitor_every=cfg.monitor.every_steps if cfg.monitor else None,
     )
+    staging = _snapshot_staging(io.name)
     # the loop compares global steps with the rerun ledger; its own list is stage-relative
     trainer = Trainer(module, optimizer, sampler, settings, ctx, StabilityGuard(cfg.stability),
                       train_forward=forward, monitor=monitor, monitor_snapshot=snap,
-                      max_logit_probe=probe_factory, apply_qk_clip=qk_apply)
+                      max_logit_probe=probe_factory, apply_qk_clip=qk_apply,
+                      after_update=_snapshot_hook(cfg, ctx, module, model, tok_dir, staging)
+                      if cfg.snapshot_steps else None)
     if ctx.is_main:
         print(f"[{io.name}] steps {cfg.step_start + 1}..{cfg.step_start + cfg.steps}, "
               f"{torch.get_num_threads()} torch threads x {ctx.world} process(es), {ctx.device}",
@@ -257,9 +263,65 @@ def _run(cfg: TrainConfig, io: StageIO, ctx: dist_mod.DistContext) -> None:
         module = _unsharded_copy(cfg, model, full)
     _write_outputs(cfg, io, ctx, module.model, module, optim_state, sampler, sources, start_positions,
                    tokens_before, result, tok_dir, ids)
+    _publish_snapshots(cfg, io, staging)
     resume.clear(Path(paths.resume_dir(io.name)))
     previous.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(previous, ledger_csv(cfg.step_start + 1, result.fingerprints))
+
+
+def _snapshot_staging(stage_id: str) -> Path:
+    """Where snapshots wait until the stage completes: inside the resume folder, so a stage
+    resumed after a crash keeps the snapshots it took before it (DVC deletes a failed stage's
+    outputs). A stage starting from scratch drops what an older attempt left there."""
+    folder = Path(paths.resume_dir(stage_id))
+    staging = folder / "snapshots"
+    if not (folder / resume.STATE_FILE).exists():
+        shutil.rmtree(staging, ignore_errors=True)
+    return staging
+
+
+def _snapshot_hook(cfg: TrainConfig, ctx: dist_mod.DistContext, module: TrainModule, model,
+                   tok_dir: Path, staging: Path):
+    """after_update callback saving the model after each of cfg.snapshot_steps: weights,
+    tokenizer and trainer_state.json (tokens seen, seq_len), no optimizer state; enough for
+    the evaluate stage. Saving reads the weights only, so training is unchanged by it."""
+    wanted = set(cfg.snapshot_steps)
+    seqs = cfg.batch_tokens // cfg.seq_len
+
+    def after_update(step: int, tokens_seen: int) -> None:
+        if step not in wanted:
+            return
+        full = dist_mod.module_state(module, ctx)  # collective under FSDP2: every rank calls
+        if not ctx.is_main:
+            return
+        export = (_unsharded_copy(cfg, model, full).model if ctx.kind == "fsdp2" and ctx.enabled
+                  else module.model)
+        state = {"experiment": cfg.experiment, "stage": cfg.stage, "global_step": step,
+                 "tokens_seen": tokens_seen, "seq_len": cfg.seq_len, "seed": cfg.seed,
+                 "data_seed": cfg.seed if cfg.data_seed is None else cfg.data_seed,
+                 "snapshot": True, "sequences_per_step": seqs}
+        with atomic_dir(staging / _snapshot_name(step)) as tmp:
+            save_snapshot(tmp, export, tok_dir, state)
+
+    return after_update
+
+
+def _snapshot_name(step: int) -> str:
+    return f"step-{step:07d}"
+
+
+def _publish_snapshots(cfg: TrainConfig, io: StageIO, staging: Path) -> None:
+    """Move the staged snapshots to their outputs (called once the stage has succeeded)."""
+    for step in cfg.snapshot_steps:
+        src = staging / _snapshot_name(step)
+        if not src.is_dir():
+            raise RuntimeError(f"snapshot after step {step} was not saved in {staging}; delete "
+                               f"{staging.parent} and rerun the stage")
+        dst = Path(io.output(f"snapshot:{step}"))
+        if dst.exists():
+            shutil.rmtree(dst)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(src, dst)
 
 
 def _unsharded_copy(cfg: TrainConfig, sharded_model, full: dict) -> TrainModule:
@@ -292,6 +354,7 @@ def _write_outputs(cfg, io, ctx, model, module, optim_state, sampler, sources, s
         "data_positions": sampler.positions,  # windows consumed per source, all stages so far
         "seq_len": cfg.seq_len,
         "seed": cfg.seed,
+        "data_seed": cfg.seed if cfg.data_seed is None else cfg.data_seed,
         "lr_scale": result.lr_scale,  # < 1 after stability rollbacks
     }
     model.eval()

@@ -27,12 +27,18 @@ def save_checkpoint(folder: Path, model, optimizer_state: dict, tokenizer_dir: P
                     trainer_state: dict) -> None:
     """optimizer_state: the optimizer's state_dict() (unsharded; see
     repro.train.distributed.optimizer_state)."""
+    save_snapshot(folder, model, tokenizer_dir, trainer_state)
+    torch.save(optimizer_state, Path(folder) / OPTIMIZER_FILE)
+
+
+def save_snapshot(folder: Path, model, tokenizer_dir: Path, trainer_state: dict) -> None:
+    """What lm-eval needs to load a model: save_pretrained weights and config, the tokenizer
+    files and trainer_state.json; no optimizer state (a snapshot is never continued)."""
     folder = Path(folder)
     model.save_pretrained(str(folder), safe_serialization=True)
     for f in sorted(Path(tokenizer_dir).iterdir()):
         if f.is_file() and not (folder / f.name).exists():  # never overwrite the model's files
             shutil.copyfile(f, folder / f.name)
-    torch.save(optimizer_state, folder / OPTIMIZER_FILE)
     (folder / TRAINER_STATE_FILE).write_text(dumps_json(trainer_state), encoding="utf-8")
 
 

@@ -112,7 +112,8 @@ class Trainer:
                  monitor: Callable[[int, int, dict], list] | None = None,
                  monitor_snapshot: Callable[[], dict] | None = None,
                  max_logit_probe: Callable[[], contextlib.AbstractContextManager] | None = None,
-                 apply_qk_clip: Callable[[dict], list] | None = None) -> None:
+                 apply_qk_clip: Callable[[dict], list] | None = None,
+                 after_update: Callable[[int, int], None] | None = None) -> None:
         self.module = module
         self.forward = train_forward or module  # DDP wrapper or the module itself
         self.optimizer = optimizer
@@ -124,6 +125,9 @@ class Trainer:
         self.monitor_snapshot = monitor_snapshot
         self.max_logit_probe = max_logit_probe
         self.apply_qk_clip = apply_qk_clip
+        # called with (global step, tokens seen) after every completed update, on every
+        # process (the train stage saves evaluation snapshots from it)
+        self.after_update = after_update
         self.seqs = sampler.sequences_per_step
         self.plan = sampler.plan(settings.steps)
         # loop state (everything below is packed into the resumable state)
@@ -301,6 +305,8 @@ class Trainer:
                 self._log(n, mult * s.reference_lr)
                 bar.set_postfix(loss=f"{self.rows[-1].loss:.4f}", lr=f"{self.rows[-1].lr:.2e}")
             bar.update(1)
+            if self.after_update is not None:
+                self.after_update(n, s.tokens_start + self.done * self.seqs * s.seq_len)
             if s.checkpoint_every and self.done % s.checkpoint_every == 0 and self.done < s.steps:
                 blob = self._checkpoint()
                 if rollback_target is not None:

@@ -56,7 +56,10 @@ def test_shared_data_stages_appear_once():
     experiments = len(QUICKSTART)
     assert experiments == 6
     assert kinds.count("ledger") == experiments
-    assert kinds.count("train") == 2 * experiments and kinds.count("evaluate") == experiments
+    # two stages per run; qs-nope and qs-rope have a second run (a seed-1 replica); three
+    # evaluated checkpoints per run (a snapshot after 40 steps and both stage ends)
+    runs = experiments + 2
+    assert kinds.count("train") == 2 * runs and kinds.count("evaluate") == 3 * runs
     assert kinds.count("report") == 1
 
 
@@ -102,8 +105,10 @@ def test_same_settings_same_stages(tmp_path):
 def test_eval_change_touches_only_evaluate_and_report(tmp_path):
     base = _graph()
     new = compile_graph(_variant(tmp_path, "evaluation: {num_fewshot: 1}\n"))
-    assert _kinds_labels(new, _changed(base, new)) == [
-        ("evaluate", "qs-rope-decay"), ("report", "quickstart")]
+    # every evaluated checkpoint of both runs (main and the seed1 replica); no training
+    assert _kinds_labels(new, _changed(base, new)) == sorted([
+        ("evaluate", f"qs-rope{run}-{ckpt}") for run in ("", "-seed1")
+        for ckpt in ("decay", "stable", "stable-step40")] + [("report", "quickstart")])
 
 
 def test_decay_stage_change_keeps_stable_stage(tmp_path):
@@ -119,8 +124,9 @@ training:
     changed = _kinds_labels(new, _changed(base, new))
     assert ("train", "qs-rope-stable") not in changed
     # The ledger sees the new budget; the stable stage waits for it without depending on it.
-    assert changed == [("evaluate", "qs-rope-decay"), ("ledger", "qs-rope"),
-                       ("report", "quickstart"), ("train", "qs-rope-decay")]
+    assert changed == [("evaluate", "qs-rope-decay"), ("evaluate", "qs-rope-seed1-decay"),
+                       ("ledger", "qs-rope"), ("report", "quickstart"),
+                       ("train", "qs-rope-decay"), ("train", "qs-rope-seed1-decay")]
 
 
 def test_one_field_changes_exactly_the_descendants(tmp_path):
@@ -251,7 +257,8 @@ def test_every_training_stage_waits_for_its_ledger():
         # the ledger reads the tokens this stage trains on
         assert {r for k, r in train.inputs if k.startswith("tokens:")} <= {r for _, r in ledger.inputs}
     for exp, ledger in ledgers.items():
-        trains = [t.config for t in _of_kind(graph, "train") if t.config.experiment == exp]
+        trains = [t.config for t in _of_kind(graph, "train")
+                  if t.config.experiment == exp and t.config.seed == 0]  # the main run
         assert [(s.name, s.steps, s.mixture) for s in ledger.config.stages] == [
             (t.stage, t.steps, t.mixture) for t in trains]
         assert (ledger.config.seq_len, ledger.config.batch_tokens) == (
@@ -324,3 +331,88 @@ def test_unknown_or_cyclic_teachers_fail(tmp_path):
     cyclic = [with_teacher(s, "experiment:qs-distill") if s.name == "qs-teacher" else s for s in specs]
     with pytest.raises(GraphError, match="cycle: .*qs-distill -> qs-teacher -> qs-distill|cycle: .*qs-teacher -> qs-distill -> qs-teacher"):
         compile_graph(cyclic)
+
+
+# ------------------------------------------------------------ replicas and snapshots
+
+
+def _variant_experiment(tmp_path: Path, extra: str) -> list:
+    """The root pipeline's specs with `extra` added to qs-rope's `experiment` mapping."""
+    for f in QUICKSTART:
+        text = f.read_text()
+        if f.name == "qs-rope.yaml":
+            text = text.replace('experiment: {name: qs-rope, ', 'experiment: {name: qs-rope, ' + extra + ', ')
+        (tmp_path / f.name).write_text(text)
+    return load_specs([tmp_path / f.name for f in QUICKSTART])
+
+
+def test_replicas_add_runs_and_leave_the_main_run_untouched(tmp_path):
+    base = _graph()
+    # qs-rope inherits qs-nope's seed-1 replica; this adds a third run with its own data order
+    new = compile_graph(_variant_experiment(tmp_path, "replicas: [{seed: 1}, {seed: 2, data_seed: 7}]"))
+    changed = _kinds_labels(new, _changed(base, new))
+    # the new run (train + evaluate), and a report that now reads it; nothing else
+    assert changed == [
+        ("evaluate", "qs-rope-seed2-data7-decay"), ("evaluate", "qs-rope-seed2-data7-stable"),
+        ("evaluate", "qs-rope-seed2-data7-stable-step40"), ("report", "quickstart"),
+        ("train", "qs-rope-seed2-data7-decay"), ("train", "qs-rope-seed2-data7-stable")]
+    trains = {s.label: s.config for s in _of_kind(new, "train")}
+    assert (trains["qs-rope-seed1-stable"].seed, trains["qs-rope-seed1-stable"].data_seed) == (1, None)
+    assert (trains["qs-rope-seed2-data7-decay"].seed, trains["qs-rope-seed2-data7-decay"].data_seed) == (2, 7)
+    # a replica continues its own run, not the main run
+    decay = next(s for s in _of_kind(new, "train") if s.label == "qs-rope-seed1-decay")
+    stable = next(s for s in _of_kind(new, "train") if s.label == "qs-rope-seed1-stable")
+    assert dict(decay.inputs)["init"] == OutputRef(stable.id, "checkpoint")
+    [report] = _of_kind(new, "report")
+    keys = {k for k, _ in report.inputs}
+    for run in ("seed0", "seed1", "seed2-data7"):
+        assert {f"train:qs-rope:{run}:stable", f"loss:qs-rope:{run}:decay",
+                f"eval:qs-rope:{run}:decay", f"results:qs-rope:{run}:decay"} <= keys
+    assert "eval:qs-muon:seed0:decay" in keys and "eval:qs-muon:seed1:decay" not in keys
+
+
+def test_a_replica_repeating_the_main_run_is_refused(tmp_path):
+    with pytest.raises(Exception, match="repeat a run.*seed0"):
+        _variant_experiment(tmp_path, "replicas: [{seed: 0}]")
+
+
+def test_every_tokens_adds_snapshots_and_their_evaluations(tmp_path):
+    # 8192 tokens per step; stable = steps 1..80, decay = 81..100
+    new = compile_graph(_variant(tmp_path, "evaluation: {every_tokens: 245760}\n"))  # 30 steps
+    trains = {s.config.stage: s for s in _of_kind(new, "train")
+              if s.config.experiment == "qs-rope" and s.config.seed == 0}
+    assert trains["stable"].config.snapshot_steps == [30, 60]
+    assert trains["decay"].config.snapshot_steps == [90]
+    outs = trains["stable"].outputs()
+    assert outs["snapshot:30"] == PurePosixPath(f"artifacts/snapshots/{trains['stable'].id}/step-0000030")
+    evals = {s.config.checkpoint: s for s in _of_kind(new, "evaluate")
+             if s.label.startswith("qs-rope-") and not s.label.startswith("qs-rope-seed1")}
+    assert sorted(evals) == ["decay", "decay-step90", "stable", "stable-step30", "stable-step60"]
+    assert dict(evals["stable-step60"].inputs)["checkpoint"] == OutputRef(trains["stable"].id, "snapshot:60")
+    [report] = _of_kind(new, "report")
+    keys = {k for k, _ in report.inputs}
+    assert {"eval:qs-rope:seed0:stable-step30", "eval:qs-rope:seed0:stable"} <= keys
+    # per-item samples only of the final checkpoint (the one compared)
+    assert sorted(k for k in keys if k.startswith("results:qs-rope:")) == [
+        "results:qs-rope:seed0:decay", "results:qs-rope:seed1:decay"]
+    dvc = yaml.safe_load(render_dvc_yaml(new))
+    stage = dvc["stages"][trains["stable"].id]
+    assert f"artifacts/snapshots/{trains['stable'].id}/step-0000030" in stage["outs"]
+    assert "--out snapshot:30=" in stage["cmd"]
+
+
+def test_every_tokens_must_be_a_multiple_of_the_batch(tmp_path):
+    with pytest.raises(Exception, match=r"(?s)every_tokens 10000 is not a multiple of training.batch_tokens 8192.*fix: use 8192 or 16384"):
+        _variant(tmp_path, "evaluation: {every_tokens: 10000}\n")
+
+
+def test_reports_declare_score_curves_as_dvc_plots():
+    dvc = yaml.safe_load(render_dvc_yaml(_graph()))
+    plots = {k: v for p in dvc["plots"] for k, v in p.items()}
+    curve = plots["quickstart: repro_bpb_web bits_per_byte vs tokens"]
+    assert curve["x"] == "tokens"
+    assert curve["y"]["plots/reports/quickstart/qs-nope.csv"] == "repro_bpb_web:bits_per_byte"
+    assert len(curve["y"]) == 6
+    assert "quickstart: repro_cloze_web acc_norm vs tokens" in plots
+    [report] = [v for v in dvc["stages"].values() if v["cmd"].startswith("repro stage report")]
+    assert {"plots/reports/quickstart": {"cache": False}} in report["outs"]

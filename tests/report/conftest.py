@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from repro.report.collect import ExperimentRun, StageRun
+from repro.report.collect import Checkpoint, Collected, ExperimentRun, Replica, StageRun
 
 
 def _stage(name: str, step_start: int, step_end: int, loss: float) -> StageRun:
@@ -19,10 +19,24 @@ def _stage(name: str, step_start: int, step_end: int, loss: float) -> StageRun:
 
 @pytest.fixture
 def make_run():
+    """make_run(name, tasks, random_baseline, loss, replicas=1): an experiment whose replicas
+    (seed0, seed1, ...) all score `tasks` at their final checkpoint s2 (80 tokens)."""
     def make(name: str, tasks: dict, random_baseline: dict | None = None,
-             loss: float = 2.0) -> ExperimentRun:
-        stages = (_stage("s1", 0, 4, loss + 1), _stage("s2", 4, 8, loss))
-        ev = {"experiment": name, "checkpoint": "s2", "tokens_seen": 80, "tasks": tasks,
-              "random_baseline": random_baseline or {}}
-        return ExperimentRun(name, stages, {"s2": ev})
+             loss: float = 2.0, replicas: int = 1) -> ExperimentRun:
+        reps = []
+        for i in range(replicas):
+            stages = (_stage("s1", 0, 4, loss + 1), _stage("s2", 4, 8, loss))
+            ev = {"experiment": name, "checkpoint": "s2", "tokens_seen": 80, "tasks": tasks,
+                  "random_baseline": random_baseline or {}}
+            reps.append(Replica(f"seed{i}", stages, (Checkpoint("s2", "s2", None, 80, ev),),
+                                "s2"))
+        return ExperimentRun(name, tuple(reps))
+    return make
+
+
+@pytest.fixture
+def collected():
+    """collected(runs, baseline): the runs as load_runs would return them, no problems."""
+    def make(runs: list[ExperimentRun], baseline: str | None) -> Collected:
+        return Collected(list(runs), [], baseline)
     return make

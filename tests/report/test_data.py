@@ -83,14 +83,23 @@ def test_no_data_no_section(make_run):
 
 
 def test_load_runs_reads_ledger_and_funnels(tmp_path):
-    ins = {}
     write_json(tmp_path / "t.json", {"step_end": 2, "tokens": 20})
     (tmp_path / "l.csv").write_text("step,tokens,loss,lr\n1,10,2.0,0.1\n")
     write_json(tmp_path / "e.json", {"tasks": {}})
     write_json(tmp_path / "ledger.json", ledger())
     write_json(tmp_path / "funnel.json", funnel())
-    ins = {"train:a:s": tmp_path / "t.json", "loss:a:s": tmp_path / "l.csv",
-           "eval:a:s": tmp_path / "e.json", "ledger:a": tmp_path / "ledger.json",
+    ins = {"train:a:seed0:s": tmp_path / "t.json", "loss:a:seed0:s": tmp_path / "l.csv",
+           "eval:a:seed0:s": tmp_path / "e.json", "ledger:a": tmp_path / "ledger.json",
            "funnel:a:web": tmp_path / "funnel.json"}
-    [run] = load_runs(StageIO("r", ins, {}), ["a"], "a")
+    [run] = load_runs(StageIO("r", ins, {}), ["a"], "a").runs
     assert run.ledger == ledger() and run.funnels == {"web": json.loads(json.dumps(funnel()))}
+
+
+def test_funnel_counts_and_ledger_numbers(make_run):
+    assert data.funnel_counts(funnel()) == [
+        ("input", 10, None), ("01_trafilatura", 9, None), ("02_gopher_repetition", 6, 900),
+        ("held out", 5, 800), ("decontamination", 4, 700)]
+    a = dataclasses.replace(make_run("a", {}), ledger=ledger())
+    b = dataclasses.replace(make_run("b", {}), ledger=ledger())
+    # planned falls back to drawn tokens where the ledger has no tokens_planned
+    assert data.ledger_numbers([a, b]) == [("a, b", "web", 800, 1500, 1500)]

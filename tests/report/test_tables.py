@@ -1,63 +1,105 @@
-"""The comparison table: columns, deltas, the two-sigma noise flag, above-random scores."""
+"""Comparison numbers and tables: columns, normalisation, aggregate, lm-eval fallback."""
 
 from __future__ import annotations
 
-import math
-
 import pytest
 
-from repro.report.tables import column_order, direction, metric_columns, summary_table
+from repro.report.compare import (AGGREGATE, NORMAL, Settings, columns, compare, direction,
+                                  normalise)
+from repro.report.tables import deltas_table, mean_scores, score_bands, scores_over_tokens, \
+    summary_table
+
+SETTINGS = Settings(iterations=500)
 
 
-def test_directions():
-    assert direction("bits_per_byte") == "lower"
-    assert direction("loss") == "lower"
-    assert direction("acc_norm") == "higher"
+def test_directions_and_normalise():
+    assert direction("bits_per_byte") == "lower" and direction("acc_norm") == "higher"
     assert direction("something_new") is None
+    assert normalise(0.25, 0.25, "acc") == 0 and normalise(0.625, 0.25, "acc_norm") == 0.5
+    assert normalise(2.0, 8.0, "bits_per_byte") == 0.75 and normalise(8.0, 8.0, "bits_per_byte") == 0
 
 
 def test_columns_order_and_skips(make_run):
-    runs = [make_run("a", {"t_cloze": {"acc_norm": 0.5, "acc_norm_stderr": 0.1, "acc": 0.4,
-                                       "acc_stderr": 0.1},
+    runs = [make_run("a", {"t_cloze": {"acc_norm": 0.5, "acc_norm_stderr": 0.1, "acc": 0.4},
                            "t_bpb": {"bits_per_byte": 1.0, "byte_perplexity": 2.0,
-                                     "word_perplexity": 9.0}},
-                     {"t_cloze": {"acc": 0.25, "acc_norm": 0.25}})]
-    cols = metric_columns(runs)
-    assert [c.key for c in cols] == ["t_bpb.bits_per_byte", "t_cloze.acc", "t_cloze.acc_norm"]
-    bpb, acc, _ = cols
-    assert not bpb.has_stderr and not bpb.has_random
-    assert acc.has_stderr and acc.has_random
-    assert "t_bpb.bits_per_byte_within_noise_2se" not in column_order(cols)
-    assert "t_cloze.acc_within_noise_2se" in column_order(cols)
+                                     "word_perplexity": 9.0}})]
+    assert [c.key for c in columns(runs)] == ["t_bpb.bits_per_byte", "t_cloze.acc",
+                                               "t_cloze.acc_norm"]
 
 
-def test_noise_flag_boundary_and_identical_scores(make_run):
+def test_without_samples_normal_interval_from_lm_eval_stderr(make_run, collected):
     tasks = lambda acc, se: {"t": {"acc": acc, "acc_stderr": se}}  # noqa: E731
-    runs = [make_run("base", tasks(0.5, 0.0)),
-            make_run("same", tasks(0.5, 0.0)),          # identical, zero stderr -> within
-            make_run("close", tasks(0.5 + 0.27, 0.1)),  # 2*sqrt(.01) = 0.2 < 0.27 -> beyond
-            make_run("near", tasks(0.5 - 0.19, 0.1)),   # 0.19 < 0.2 -> within
-            make_run("nose", tasks(0.6, None))]         # no stderr -> unknown
-    df = summary_table(runs, "base")
-    flags = dict(zip(df["experiment"], df["t.acc_within_noise_2se"]))
-    assert flags == {"base": None, "same": True, "close": False, "near": True, "nose": None}
-    deltas = dict(zip(df["experiment"], df["t.acc_delta"]))
-    assert deltas["close"] == pytest.approx(0.27) and deltas["near"] == pytest.approx(-0.19)
+    runs = [make_run("base", tasks(0.5, 0.05)), make_run("close", tasks(0.6, 0.05)),
+            make_run("far", tasks(0.8, 0.05)), make_run("nose", tasks(0.6, None))]
+    col = collected(runs, "base")
+    cmp = compare(col, SETTINGS)
+    df = summary_table(col, cmp)
+    sig = dict(zip(df["experiment"], df["t.acc_significant"]))
+    # 1.96 * sqrt(2) * 0.05 = 0.139: 0.1 is inside, 0.3 is not; no stderr -> no interval
+    assert sig == {"base": None, "close": False, "far": True, "nose": None}
+    assert cmp.deltas["close"]["t.acc"].method == NORMAL
+    assert dict(zip(df["experiment"], df["t.acc_delta"]))["far"] == pytest.approx(0.3)
+    assert any("no paired bootstrap" in p.message for p in col.problems)
 
 
-def test_missing_metric_and_bad_numbers_give_nulls(make_run):
+def test_replicas_averaged_and_aggregate(make_run, collected):
+    rnd = {"c": {"acc": 0.25}, "b": {"bits_per_byte": 8.0}}
+    runs = [make_run("base", {"c": {"acc": 0.25, "acc_stderr": 0.1},
+                              "b": {"bits_per_byte": 4.0, "bits_per_byte_stderr": 0.1}}, rnd,
+                     replicas=2),
+            make_run("new", {"c": {"acc": 0.625, "acc_stderr": 0.1},
+                             "b": {"bits_per_byte": 2.0, "bits_per_byte_stderr": 0.1}}, rnd)]
+    col = collected(runs, "base")
+    cmp = compare(col, SETTINGS)
+    rows = {r["experiment"]: r for r in summary_table(col, cmp).to_dicts()}
+    assert rows["base"]["replicas"] == 2 and rows["new"]["replicas"] == 1
+    assert rows["new"]["c.acc_above_random"] == pytest.approx(0.5)
+    assert rows["new"]["b.bits_per_byte_above_random"] == pytest.approx(0.75)
+    assert rows["new"][AGGREGATE] == pytest.approx(0.625)
+    assert rows["base"][AGGREGATE] == pytest.approx(0.25)
+    assert rows["new"]["aggregate_delta"] == pytest.approx(0.375)
+    assert rows["new"]["aggregate_significant"] is True
+    deltas = deltas_table(col, cmp)
+    assert deltas["column"].to_list() == ["b.bits_per_byte", "c.acc", AGGREGATE]
+
+
+def test_aggregate_task_set_and_unnormalisable_tasks(make_run, collected):
+    runs = [make_run("a", {"c": {"acc": 0.5}, "x": {"exact_match": 0.1}, "d": {"acc": 0.3}},
+                     {"c": {"acc": 0.25}})]
+    col = collected(runs, "a")
+    cmp = compare(col, Settings(iterations=200, aggregate_tasks=("c", "x", "d")))
+    assert cmp.aggregate_tasks == ["c"]
+    text = " ".join(p.message for p in col.problems)
+    assert "task x has no acc, acc_norm or bits_per_byte" in text
+    assert "task d has no random baseline" in text
+    assert cmp.scores["a"][AGGREGATE].value == pytest.approx(1 / 3)
+
+
+def test_missing_metric_and_bad_numbers_give_nulls(make_run, collected):
     runs = [make_run("base", {"t": {"acc": 0.5}}, loss=float("nan")),
             make_run("other", {"u": {"acc": 0.7}})]
-    df = summary_table(runs, "base")
-    row = df.row(1, named=True)
+    col = collected(runs, "base")
+    row = summary_table(col, compare(col, SETTINGS)).row(1, named=True)
     assert row["t.acc"] is None and row["t.acc_delta"] is None
     assert row["u.acc"] == 0.7 and row["u.acc_delta"] is None  # baseline lacks u
     assert row["final_train_loss_delta"] is None  # baseline loss NaN -> null
 
 
-def test_above_random(make_run):
-    runs = [make_run("base", {"t": {"acc": 0.25, "acc_norm": 0.625}},
-                     {"t": {"acc": 0.25, "acc_norm": 0.25}})]
-    row = summary_table(runs, "base").row(0, named=True)
-    assert row["t.acc_above_random"] == 0.0
-    assert math.isclose(row["t.acc_norm_above_random"], 0.5)
+def test_scores_over_tokens_means_per_checkpoint(make_run):
+    import dataclasses
+
+    run = make_run("a", {"t": {"acc": 0.5, "acc_stderr": 0.1}}, replicas=2)
+    other = run.replicas[1]
+    cp = dataclasses.replace(other.checkpoints[0], metrics={"tasks": {"t": {"acc": 0.7}}})
+    run = dataclasses.replace(run, replicas=(run.replicas[0],
+                                             dataclasses.replace(other, checkpoints=(cp,))))
+    long = scores_over_tokens([run])
+    assert long.height == 2 and long["stderr"].to_list() == [0.1, None]
+    bands = score_bands(long)
+    assert bands.row(0, named=True) | {} == {"experiment": "a", "checkpoint": "s2", "task": "t",
+                                             "metric": "acc", "tokens": 80,
+                                             "mean": pytest.approx(0.6), "min": 0.5, "max": 0.7,
+                                             "replicas": 2}
+    wide = mean_scores(bands, "a")
+    assert wide.columns == ["tokens", "t.acc"] and wide["t.acc"][0] == pytest.approx(0.6)
+    assert mean_scores(bands, "missing").columns == ["tokens"]

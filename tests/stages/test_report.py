@@ -1,4 +1,5 @@
-"""The report stage end to end on fake inputs: 2 experiments x 2 training stages."""
+"""The report stage end to end on inputs written here: experiments with replicas, snapshot
+checkpoints, per-item samples, and each kind of bad input."""
 
 from __future__ import annotations
 
@@ -8,184 +9,269 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import polars as pl
 import pytest
 
 from repro.report.collect import ReportInputError
+from repro.spec.schema import ReportSpec
 from repro.stages.base import StageIO, write_json
 from repro.stages.configs import ReportConfig
 from repro.stages.report import run
 
-# experiment -> (final train loss, bits_per_byte, acc, acc_norm); stderr 0.05 on acc metrics.
-SCORES = {"base": (3.0, 1.5, 0.40, 0.45), "new": (2.5, 1.2, 0.50, 0.75)}
+BPB, CLOZE = "repro_bpb_web", "repro_cloze_web"
+BPB_RANDOM = 8.0
+# experiment -> replicas, final train loss, nats per byte of the bpb docs, P(correct) in cloze
+EXPERIMENTS = {"base": (("seed0", "seed1"), 3.0, 1.2, 0.40),
+               "new": (("seed0", "seed1-data1"), 2.5, 0.9, 0.42),
+               "solo": (("seed0",), 2.8, 1.1, 0.40)}
 # Stage names sort opposite to training order, so ordering must come from step_end.
 STAGES = (("stable", 10), ("anneal", 20))
 BATCH_TOKENS = 100
+N_DOCS, N_ITEMS = 40, 60
 
 
-def _eval_metrics(exp: str, stage: str, scale: float = 1.0) -> dict:
-    _, bpb, acc, acc_norm = SCORES[exp]
-    return {
-        "experiment": exp, "checkpoint": stage, "tokens_seen": 2000,
-        "tasks": {
-            "repro_bpb_web": {"bits_per_byte": bpb * scale, "bits_per_byte_stderr": None,
-                              "byte_perplexity": 2 ** (bpb * scale), "word_perplexity": 99.0},
-            "repro_cloze_web": {"acc": acc * scale, "acc_stderr": 0.05,
-                                "acc_norm": acc_norm * scale, "acc_norm_stderr": 0.05},
-        },
-        "random_baseline": {"repro_cloze_web": {"acc": 0.25, "acc_norm": 0.25}},
-    }
+def _samples(exp: str, replica: str) -> tuple[list[dict], list[dict]]:
+    _, _, nats_per_byte, p = EXPERIMENTS[exp]
+    rng = np.random.default_rng([ord(c) for c in f"{exp}/{replica}"])
+    docs = np.random.default_rng(7).integers(200, 2000, N_DOCS)  # same documents for all
+    bpb = [{"doc_id": i, "loglikelihood": -float(b * nats_per_byte * rng.uniform(0.9, 1.1)),
+            "bytes": int(b), "words": int(b // 6)} for i, b in enumerate(docs)]
+    correct = rng.random(N_ITEMS) < p
+    cloze = [{"doc_id": i, "target": 0, "loglikelihoods": [-1.0, -2.0], "is_greedy": [bool(c), False],
+              "acc": float(c), "acc_norm": float(c)} for i, c in enumerate(correct)]
+    return bpb, cloze
 
 
-def make_inputs(root: Path, every_stage: bool = True) -> dict[str, Path]:
+def _metrics(exp: str, replica: str, checkpoint: str, tokens: int, scale: float,
+             failed: dict | None = None) -> dict:
+    bpb, cloze = _samples(exp, replica)
+    bits = sum(-r["loglikelihood"] for r in bpb) / sum(r["bytes"] for r in bpb) / math.log(2)
+    acc = float(np.mean([r["acc"] for r in cloze]))
+    out = {"experiment": exp, "checkpoint": checkpoint, "tokens_seen": tokens,
+           "tasks": {BPB: {"bits_per_byte": bits * scale, "bits_per_byte_stderr": 0.02,
+                           "byte_perplexity": 2 ** bits, "word_perplexity": 99.0},
+                     CLOZE: {"acc": acc / scale, "acc_stderr": 0.06,
+                             "acc_norm": acc / scale, "acc_norm_stderr": 0.06}},
+           "random_baseline": {BPB: {"bits_per_byte": BPB_RANDOM},
+                               CLOZE: {"acc": 0.5, "acc_norm": 0.5}}}
+    if failed:
+        out["failed_tasks"] = failed
+    return out
+
+
+def make_inputs(root: Path, samples: bool = True) -> dict[str, Path]:
     inputs: dict[str, Path] = {}
-    for exp, (final_loss, *_rest) in SCORES.items():
-        step_start = 0
-        for i, (stage, step_end) in enumerate(STAGES):
-            label = f"{exp}:{stage}"
-            train = root / "metrics" / f"train-{exp}-{stage}.json"
-            write_json(train, {
-                "experiment": exp, "stage": stage, "steps": step_end - step_start,
-                "step_end": step_end, "tokens": (step_end - step_start) * BATCH_TOKENS,
-                "tokens_total": step_end * BATCH_TOKENS,
-                "final_loss": final_loss + (1.0 if i == 0 else 0.0),
-            })
-            loss = root / "plots" / f"train-{exp}-{stage}" / "loss.csv"
-            loss.parent.mkdir(parents=True)
-            rows = [f"{s},{s * BATCH_TOKENS},{final_loss + 5.0 / s:.6f},{1e-3 * min(1, s / 5):.6g}"
-                    for s in range(step_start + 1, step_end + 1)]
-            loss.write_text("step,tokens,loss,lr\n" + "\n".join(rows) + "\n")
-            inputs[f"train:{label}"], inputs[f"loss:{label}"] = train, loss
-            if every_stage or i == len(STAGES) - 1:
-                ev = root / "metrics" / f"evaluate-{exp}-{stage}.json"
-                # Earlier checkpoints score worse, so using the wrong one shows in the values.
-                write_json(ev, _eval_metrics(exp, stage, 1.0 if i == len(STAGES) - 1 else 0.5))
-                inputs[f"eval:{label}"] = ev
-            step_start = step_end
+    for exp, (replicas, final_loss, _, _) in EXPERIMENTS.items():
+        for rep in replicas:
+            step_start = 0
+            for i, (stage, step_end) in enumerate(STAGES):
+                key = f"{exp}:{rep}:{stage}"
+                train = root / "metrics" / f"train-{exp}-{rep}-{stage}.json"
+                write_json(train, {"step_end": step_end, "tokens": (step_end - step_start) * 100,
+                                   "tokens_total": step_end * BATCH_TOKENS,
+                                   "final_loss": final_loss + (1.0 if i == 0 else 0.0)})
+                loss = root / "plots" / f"{exp}-{rep}-{stage}.csv"
+                loss.parent.mkdir(parents=True, exist_ok=True)
+                loss.write_text("step,tokens,loss,lr\n" + "".join(
+                    f"{s},{s * BATCH_TOKENS},{final_loss + 5.0 / s:.6f},0.001\n"
+                    for s in range(step_start + 1, step_end + 1)))
+                inputs[f"train:{key}"], inputs[f"loss:{key}"] = train, loss
+                # Earlier checkpoints score worse: using the wrong one shows in the values.
+                cps = [(stage, step_end * BATCH_TOKENS, 1.0 if i else 1.5)]
+                if i == 0:
+                    cps.append((f"{stage}-step5", 5 * BATCH_TOKENS, 2.0))
+                for cp, tokens, scale in cps:
+                    ev = root / "metrics" / f"eval-{exp}-{rep}-{cp}.json"
+                    write_json(ev, _metrics(exp, rep, cp, tokens, scale))
+                    inputs[f"eval:{exp}:{rep}:{cp}"] = ev
+                if i == len(STAGES) - 1 and samples:
+                    folder = root / "results" / f"{exp}-{rep}"
+                    folder.mkdir(parents=True)
+                    (folder / "results.json").write_text("{}")
+                    for task, rows in zip((BPB, CLOZE), _samples(exp, rep)):
+                        (folder / f"samples_{task}.jsonl").write_text(
+                            "".join(json.dumps(r) + "\n" for r in rows))
+                    inputs[f"results:{key}"] = folder
+                step_start = step_end
     return inputs
 
 
-CFG = ReportConfig(name="quick", baseline="base", experiments=["new", "base"])
+CFG = ReportConfig(name="quick", baseline="base", experiments=["new", "base"],
+                   bootstrap_iterations=2000)
+"""Two experiments with two replicas each (tests/report/report_site_fixtures.py uses it)."""
+CFG_ALL = CFG.model_copy(update={"experiments": ["new", "base", "solo"]})
+"""Adds an experiment with a single replica."""
+
+
+def _run(tmp_path: Path, inputs: dict[str, Path], cfg: ReportConfig = CFG) -> Path:
+    out = tmp_path / "reports" / "quick"
+    run(cfg, StageIO("report-quick", inputs, {"report": out,
+                                              "scores": tmp_path / "plots" / "quick"}))
+    return out
 
 
 @pytest.fixture
 def report(tmp_path) -> Path:
-    out = tmp_path / "reports" / "quick"
-    run(CFG, StageIO("report-quick", make_inputs(tmp_path / "in"), {"report": out}))
-    return out
+    return _run(tmp_path, make_inputs(tmp_path / "in"), CFG_ALL)
 
 
-def test_writes_all_files(report):
+def _summary(out: Path) -> dict:
+    return json.loads((out / "summary.json").read_text())
+
+
+def test_report_spec_settings_reach_the_config():
+    """The compiler passes ReportSpec's fields to ReportConfig by name."""
+    assert set(ReportSpec.model_fields) - {"experiments"} <= set(ReportConfig.model_fields)
+    spec = ReportSpec(name="r", experiments=["a"], baseline="a", aggregate_tasks=["t"])
+    cfg = ReportConfig(**spec.model_dump(exclude={"experiments"}), experiments=["a"])
+    assert cfg.aggregate_tasks == ["t"] and cfg.bootstrap_iterations == 10_000
+    with pytest.raises(ValueError, match="lists a task twice"):
+        ReportSpec(name="r", experiments=["a"], baseline="a", aggregate_tasks=["t", "t"])
+    with pytest.raises(ValueError, match="confidence"):
+        ReportConfig(name="r", baseline="a", experiments=["a"], confidence=1.0)
+
+
+def test_writes_all_files(report, tmp_path):
     assert sorted(p.name for p in report.iterdir()) == [
-        "loss.png", "report.html", "report.md", "summary.csv", "summary.json"]
+        "deltas.csv", "loss.csv", "loss.png", "report.html", "report.md", "scores.png",
+        "scores_over_tokens.csv", "summary.csv", "summary.json"]
+    assert sorted(p.name for p in (tmp_path / "plots" / "quick").iterdir()) == [
+        "base.csv", "new.csv", "solo.csv"]
     assert not list(report.parent.glob(".*"))  # no temporary folder left behind
 
 
-def test_table_values_deltas_and_noise_flags(report):
-    summary = json.loads((report / "summary.json").read_text())
-    assert summary["experiments"] == ["new", "base"]  # display order, not alphabetical
-    new, base = summary["rows"]
-    assert (new["experiment"], base["experiment"]) == ("new", "base")
-    assert base["is_baseline"] and not new["is_baseline"]
-    assert new["final_stage"] == "anneal" and new["step_end"] == 20
-    assert new["tokens"] == 2000
-    assert new["final_train_loss"] == 2.5
-    assert new["final_train_loss_delta"] == pytest.approx(-0.5)
-    assert new["repro_bpb_web.bits_per_byte"] == 1.2  # final checkpoint, not the earlier one
-    assert new["repro_bpb_web.bits_per_byte_delta"] == pytest.approx(-0.3)
-    assert "repro_bpb_web.bits_per_byte_within_noise_2se" not in new  # no stderr, no flag
-    # acc: delta 0.10 < 2*sqrt(0.05^2 + 0.05^2) = 0.1414 -> within noise
-    assert new["repro_cloze_web.acc_delta"] == pytest.approx(0.10)
-    assert new["repro_cloze_web.acc_within_noise_2se"] is True
-    # acc_norm: delta 0.30 > 0.1414 -> beyond noise
-    assert new["repro_cloze_web.acc_norm_delta"] == pytest.approx(0.30)
-    assert new["repro_cloze_web.acc_norm_within_noise_2se"] is False
-    assert base["repro_cloze_web.acc_within_noise_2se"] is None
-    assert base["repro_cloze_web.acc_delta"] == 0.0
-    # above random: (0.5 - 0.25) / (1 - 0.25)
-    assert new["repro_cloze_web.acc_above_random"] == pytest.approx(1 / 3)
-    assert base["repro_cloze_web.acc_norm_above_random"] == pytest.approx(0.2 / 0.75)
-    better = {m["column"]: m["better"] for m in summary["metrics"]}
-    assert better["repro_bpb_web.bits_per_byte"] == "lower"
-    assert better["repro_cloze_web.acc_norm"] == "higher"
-    assert better["final_train_loss"] == "lower"
-    assert [s["stage"] for s in summary["stages"]["new"]] == ["stable", "anneal"]
-    assert set(summary["evaluations"]["base"]) == {"stable", "anneal"}
-    assert all(v is None or math.isfinite(v) for row in summary["rows"]
-               for v in row.values() if isinstance(v, float))
+def test_values_are_means_over_replicas_at_the_final_checkpoint(report, tmp_path):
+    s = _summary(report)
+    assert s["experiments"] == ["new", "base", "solo"]  # display order
+    assert s["replicas"] == {"new": ["seed0", "seed1-data1"], "base": ["seed0", "seed1"],
+                             "solo": ["seed0"]}
+    rows = {r["experiment"]: r for r in s["rows"]}
+    new = rows["new"]
+    assert new["final_stage"] == "anneal" and new["step_end"] == 20 and new["tokens"] == 2000
+    assert new["replicas"] == 2 and new["final_train_loss"] == 2.5
+    want = np.mean([_metrics("new", r, "anneal", 2000, 1.0)["tasks"][BPB]["bits_per_byte"]
+                    for r in ("seed0", "seed1-data1")])
+    assert new[f"{BPB}.bits_per_byte"] == pytest.approx(want)
+    assert new[f"{BPB}.bits_per_byte_above_random"] == pytest.approx((8 - want) / 8)
+    # The deltas use the paired bootstrap; bpb is clearly better (0.9 vs 1.2 nats/byte).
+    assert new[f"{BPB}.bits_per_byte_delta"] < 0 and new[f"{BPB}.bits_per_byte_significant"]
+    assert new[f"{BPB}.bits_per_byte_ci_low"] < new[f"{BPB}.bits_per_byte_delta"] \
+        < new[f"{BPB}.bits_per_byte_ci_high"] < 0
+    assert rows["base"][f"{BPB}.bits_per_byte_delta"] == 0.0
+    # Aggregate: mean of the normalised bpb and acc_norm, with its own interval.
+    agg = np.mean([new[f"{BPB}.bits_per_byte_above_random"],
+                   new[f"{CLOZE}.acc_norm_above_random"]])
+    assert new["aggregate"] == pytest.approx(agg)
+    assert new["aggregate_ci_low"] is not None and new["aggregate_stderr"] > 0
+    assert s["aggregate"]["tasks"] == [BPB, CLOZE]
+    assert s["aggregate"]["metrics"] == {BPB: "bits_per_byte", CLOZE: "acc_norm"}
+    deltas = pl.read_csv(report / "deltas.csv")
+    assert set(deltas["method"]) == {"paired bootstrap"}
+    assert set(deltas["items"].drop_nulls()) == {N_DOCS, N_ITEMS}
+    assert all(v is None or math.isfinite(v) for row in s["rows"] for v in row.values()
+               if isinstance(v, float))
+    # publish reads these shapes: stages as a list, evaluations keyed by checkpoint
+    assert [x["stage"] for x in s["stages"]["new"]] == ["stable", "anneal"]
+    assert set(s["evaluations"]["base"]) == {"stable-step5", "stable", "anneal"}
+    assert set(s["evaluations"]["base"]["anneal"]["replicas"]) == {"seed0", "seed1"}
 
 
-def test_csv_matches_table(report):
-    import polars as pl
+def test_scores_csv_for_dvc_plots(report, tmp_path):
+    df = pl.read_csv(tmp_path / "plots" / "quick" / "new.csv")
+    # `task:metric`, never `task.metric` (Vega-Lite reads a dot as nested access)
+    assert df.columns == ["tokens", f"{BPB}:bits_per_byte", f"{CLOZE}:acc", f"{CLOZE}:acc_norm"]
+    assert df["tokens"].to_list() == [500, 1000, 2000]  # snapshot, end of stable, final
+    long = pl.read_csv(report / "scores_over_tokens.csv")
+    mean = long.filter((pl.col("experiment") == "new") & (pl.col("checkpoint") == "stable-step5")
+                       & (pl.col("metric") == "acc"))["value"].mean()
+    assert df["repro_cloze_web:acc"][0] == pytest.approx(mean)
 
-    df = pl.read_csv(report / "summary.csv")
-    assert df["experiment"].to_list() == ["new", "base"]
-    assert df.columns[:7] == ["experiment", "is_baseline", "final_stage", "step_end", "tokens",
-                              "final_train_loss", "final_train_loss_delta"]
-    assert "repro_bpb_web.byte_perplexity" not in df.columns  # redundant with bits_per_byte
-    assert df["repro_cloze_web.acc_norm_within_noise_2se"].to_list() == [False, None]
 
-
-def test_markdown(report):
+def test_markdown_and_html(report):
     md = (report / "report.md").read_text()
     assert md.startswith("# Report: quick\n")
-    assert "](loss.png)" in md
-    assert "base (baseline)" in md
-    assert "lower is better" in md and "higher is better" in md
-    assert "within noise" in md and "beyond noise" in md
-    assert "| new | 2,000 | 2.5000 |" in md
-    assert "-0.3000 (better)" in md  # bits_per_byte fell: better, since lower is better
-    assert "+0.3000 (better, beyond noise)" in md
-
-
-def test_html_is_self_contained(report):
+    for png in ("loss.png", "scores.png"):
+        assert f"]({png})" in md
+    assert "base (baseline)" in md and "95% interval" in md
+    assert "not significant" in md and "| better |" in md
+    assert "within noise" not in md and "Missing or incomplete" not in md
     html = (report / "report.html").read_text()
-    assert html.startswith("<!DOCTYPE html>")
-    assert 'src="data:image/png;base64,' in html
-    assert "http://" not in html and "https://" not in html
-    assert "<script" not in html and "<link" not in html
-    assert html.count("src=") == html.count('src="data:')
+    assert html.count('src="data:image/png;base64,') == 2
+    assert "http://" not in html and "https://" not in html and "<script" not in html
 
 
 def test_rerun_is_byte_identical_across_processes(tmp_path, report):
     inputs = make_inputs(tmp_path / "in2")
     out = tmp_path / "again"
-    # A fresh interpreter: nothing cached in matplotlib or polars carries over.
     code = (
         "import sys, json; from pathlib import Path\n"
         "from repro.stages.base import StageIO\n"
         "from repro.stages.configs import ReportConfig\n"
         "from repro.stages.report import run\n"
         "ins = {k: Path(v) for k, v in json.loads(sys.argv[1]).items()}\n"
-        "run(ReportConfig(name='quick', baseline='base', experiments=['new', 'base']),\n"
-        "    StageIO('report-quick', ins, {'report': Path(sys.argv[2])}))\n"
+        "run(ReportConfig(name='quick', baseline='base', experiments=['new', 'base', 'solo'],\n"
+        "                 bootstrap_iterations=2000),\n"
+        "    StageIO('report-quick', ins, {'report': Path(sys.argv[2]) / 'r',\n"
+        "                                  'scores': Path(sys.argv[2]) / 's'}))\n"
     )
     subprocess.run([sys.executable, "-c", code, json.dumps({k: str(v) for k, v in inputs.items()}),
                     str(out)], check=True, cwd=Path(__file__).resolve().parents[2])
-    for name in ["loss.png", "report.html", "report.md", "summary.csv", "summary.json"]:
-        assert (out / name).read_bytes() == (report / name).read_bytes(), name
+    for p in report.iterdir():
+        assert (out / "r" / p.name).read_bytes() == p.read_bytes(), p.name
+    assert (out / "s" / "new.csv").read_bytes() == (tmp_path / "plots/quick/new.csv").read_bytes()
 
 
-def test_only_final_checkpoint_evaluated(tmp_path):
-    out = tmp_path / "r"
-    run(CFG, StageIO("r", make_inputs(tmp_path / "in", every_stage=False), {"report": out}))
-    rows = json.loads((out / "summary.json").read_text())["rows"]
-    assert rows[0]["repro_bpb_web.bits_per_byte"] == 1.2
+def test_without_samples_falls_back_to_lm_eval_stderr(tmp_path):
+    out = _run(tmp_path, make_inputs(tmp_path / "in", samples=False))
+    s = _summary(out)
+    assert {d["method"] for d in s["deltas"] if d["delta"] is not None} == {
+        "normal approximation (lm-eval stderr, unpaired)"}
+    assert s["bootstrap"]["used"] is False
+    assert any("no paired bootstrap" in p["message"] for p in s["problems"])
+    assert "Missing or incomplete" in (out / "report.md").read_text()
 
 
-def test_missing_baseline_is_a_clear_error(tmp_path):
-    inputs = {k: v for k, v in make_inputs(tmp_path / "in").items() if ":base:" not in k}
-    with pytest.raises(ReportInputError, match=r"baseline experiment 'base' has no inputs"):
-        run(CFG, StageIO("r", inputs, {"report": tmp_path / "r"}))
-    assert not (tmp_path / "r").exists()
+def test_bad_inputs_are_reported_not_fatal(tmp_path):
+    inputs = make_inputs(tmp_path / "in")
+    inputs = {k: v for k, v in inputs.items() if not k.startswith(("eval:solo:", "results:solo:"))}
+    # a NaN score and a task that failed to load in one replica of `new`
+    ev = _metrics("new", "seed0", "anneal", 2000, 1.0, failed={"hellaswag": "dataset missing"})
+    ev["tasks"][CLOZE]["acc"] = float("nan")
+    (tmp_path / "nan.json").write_text(json.dumps(ev))
+    inputs["eval:new:seed0:anneal"] = tmp_path / "nan.json"
+    inputs["loss:base:seed1:stable"] = tmp_path / "missing.csv"
+    cfg = ReportConfig(name="quick", baseline="base", experiments=["new", "base", "solo", "ghost"],
+                       bootstrap_iterations=500)
+    out = _run(tmp_path, inputs, cfg)
+    problems = [p["message"] for p in _summary(out)["problems"]]
+    md = (out / "report.md").read_text()
+    for needle in ["no inputs", "task hellaswag failed to load (dataset missing)",
+                   f"{CLOZE} acc is nan", "loss curve unreadable",
+                   "final checkpoint anneal (largest step_end) has no evaluation"]:
+        assert any(needle in p for p in problems), needle
+        assert needle in md.replace("\\_", "_"), needle
+    rows = {r["experiment"]: r for r in _summary(out)["rows"]}
+    assert "ghost" not in rows
+    assert rows["solo"]["replicas"] == 0 and rows["solo"][f"{BPB}.bits_per_byte"] is None
+    assert rows["solo"]["final_train_loss"] == 2.8  # training still shown
+    assert rows["new"][f"{CLOZE}.acc"] is not None  # the other replica's score remains
 
 
-def test_baseline_not_listed_is_a_clear_error(tmp_path):
-    cfg = ReportConfig(name="quick", baseline="other", experiments=["new", "base"])
-    with pytest.raises(ReportInputError, match="baseline 'other' is not among"):
-        run(cfg, StageIO("r", make_inputs(tmp_path / "in"), {"report": tmp_path / "r"}))
+def test_baseline_not_compared_still_reports(tmp_path):
+    cfg = ReportConfig(name="quick", baseline="other", experiments=["new", "base"],
+                       bootstrap_iterations=500)
+    out = _run(tmp_path, make_inputs(tmp_path / "in"), cfg)
+    s = _summary(out)
+    assert s["baseline_compared"] is False and s["deltas"] == []
+    assert all(r[f"{BPB}.bits_per_byte_delta"] is None for r in s["rows"])
+    md = (out / "report.md").read_text()
+    assert "the baseline 'other' is not among the report's experiments" in md
+    assert "No differences: the baseline other cannot be compared against" in md
 
 
-def test_final_stage_without_eval_is_a_clear_error(tmp_path):
-    inputs = {k: v for k, v in make_inputs(tmp_path / "in").items() if k != "eval:new:anneal"}
-    with pytest.raises(ReportInputError, match=r"final stage 'anneal'.*no eval:new:anneal"):
-        run(CFG, StageIO("r", inputs, {"report": tmp_path / "r"}))
+def test_nothing_to_report_raises(tmp_path):
+    with pytest.raises(ReportInputError, match="nothing to report"):
+        _run(tmp_path, {"eval:a:seed0:s": tmp_path / "missing.json"},
+             ReportConfig(name="quick", baseline="a", experiments=["a"]))
+    assert not (tmp_path / "reports" / "quick").exists()

@@ -398,3 +398,42 @@ def test_torch_compile_matches_eager(data, tmp_path):
     for ra, rb in zip(_csv(eager / "plots" / "loss.csv"), _csv(compiled / "plots" / "loss.csv"), strict=True):
         assert float(rb["loss"]) == pytest.approx(float(ra["loss"]), rel=1e-4, abs=1e-5)
     assert json.loads((compiled / "metrics" / "m.json").read_text())["export_parity_max_abs_diff"] == 0.0
+
+
+def test_snapshots_are_the_model_at_their_step_and_change_nothing(data, tmp_path):
+    cfg = config(steps=6, snapshot_steps=[2, 4])
+    out = tmp_path / "snap"
+    io = stage_io(data, out)
+    io.outputs.update({"snapshot:2": out / "snaps" / "s2", "snapshot:4": out / "snaps" / "s4"})
+    train.run(cfg, io)
+    plain = run(data, tmp_path / "plain", config(steps=6))
+    short = run(data, tmp_path / "short", config(steps=2))
+    # saving a snapshot reads the weights only: the stage ends exactly as without snapshots
+    for f in ("model.safetensors", "optimizer.pt", "data_order.csv"):
+        assert (out / "ck" / f).read_bytes() == (plain / "ck" / f).read_bytes(), f
+    # the step-2 snapshot is the model a 2-step stage ends with
+    assert (out / "snaps" / "s2" / "model.safetensors").read_bytes() == \
+        (short / "ck" / "model.safetensors").read_bytes()
+    state = json.loads((out / "snaps" / "s4" / "trainer_state.json").read_text())
+    assert (state["global_step"], state["tokens_seen"], state["seq_len"], state["snapshot"]) == \
+        (4, 1024, 32, True)
+    assert {"config.json", "tokenizer.json"} <= {p.name for p in (out / "snaps" / "s4").iterdir()}
+    assert not (out / "snaps" / "s4" / "optimizer.pt").exists()
+    assert not (tmp_path / ".repro" / "resume" / "train").exists()  # staging cleaned up
+
+
+def test_snapshot_steps_must_lie_inside_the_stage():
+    with pytest.raises(ValueError, match=r"snapshot_steps \[6\] are not inside this stage's steps 1..5"):
+        config(steps=6, snapshot_steps=[6])
+
+
+def test_data_seed_changes_the_data_order_only(data, tmp_path):
+    a = run(data, tmp_path / "a", config(steps=2), name="a")
+    b = run(data, tmp_path / "b", config(steps=2, data_seed=5), name="b")
+    same = run(data, tmp_path / "same", config(steps=2, data_seed=0), name="same")
+    assert (a / "ck" / "data_order.csv").read_text() != (b / "ck" / "data_order.csv").read_text()
+    # data_seed equal to seed is the default order: identical run
+    assert (same / "ck" / "model.safetensors").read_bytes() == (a / "ck" / "model.safetensors").read_bytes()
+    sa = json.loads((a / "ck" / "trainer_state.json").read_text())
+    sb = json.loads((b / "ck" / "trainer_state.json").read_text())
+    assert (sa["seed"], sa["data_seed"], sb["seed"], sb["data_seed"]) == (0, 0, 0, 5)
