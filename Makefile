@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install quickstart test test-fast compile bench-curation bench-training calibrate-language debian-corpus
+.PHONY: install quickstart test test-fast compile bench-curation bench-training bench-evaluation calibrate-language debian-corpus
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -24,7 +24,10 @@ quickstart: install
 compile: install
 	$(BIN)/repro compile
 
+# The browser test needs headless Chromium: installed from the distribution's packages when
+# missing (a no-op when present; a note, and the test skips, where it cannot be installed).
 test: install
+	scripts/install-test-browser.sh
 	$(BIN)/python -m pytest -q
 
 test-fast: install
@@ -36,6 +39,9 @@ bench-curation: install
 
 bench-training: install
 	$(BIN)/python -m bench.training
+
+bench-evaluation: install
+	$(BIN)/python -m bench.evaluation
 
 calibrate-language: install
 	$(BIN)/python bench/calibrate_language.py --write-spec

@@ -187,5 +187,31 @@ def stage(kind: str, stage_id: str, inputs: tuple[str, ...], outputs: tuple[str,
         sys.exit(EXIT_BAD_INPUT)
 
 
+@main.command()
+@click.argument("site_dir", metavar="DIR", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--reports", "reports_dir", default=str(paths.REPORTS_DIR), show_default=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Folder whose */summary.json are the reports to publish.")
+@click.option("--hub-repo", metavar="ORG/NAME", default=None,
+              help="Also upload the site to this Hugging Face Space (static; created if "
+                   "missing). Token: HF_TOKEN or `hf auth login`.")
+def publish(site_dir: Path, reports_dir: Path, hub_repo: str | None) -> None:
+    """Build a static site of every report and experiment into DIR (replaced atomically)."""
+    from repro.errors import ReproError
+    from repro.report.publish import INDEX, build_site, push_to_hub
+
+    try:
+        site = build_site(reports_dir, site_dir)
+        for note in site.notes:
+            click.echo(f"note: {note}", err=True)
+        click.echo(f"wrote {site_dir}: {site.reports} report(s), {site.experiments} "
+                   f"experiment(s); open {site_dir / INDEX}")
+        if hub_repo:
+            click.echo(f"pushed to {push_to_hub(site_dir, hub_repo)}")
+    except ReproError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+
+
 if __name__ == "__main__":
     main()

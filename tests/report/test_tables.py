@@ -101,5 +101,5 @@ def test_scores_over_tokens_means_per_checkpoint(make_run):
                                              "mean": pytest.approx(0.6), "min": 0.5, "max": 0.7,
                                              "replicas": 2}
     wide = mean_scores(bands, "a")
-    assert wide.columns == ["tokens", "t.acc"] and wide["t.acc"][0] == pytest.approx(0.6)
+    assert wide.columns == ["tokens", "t:acc"] and wide["t:acc"][0] == pytest.approx(0.6)
     assert mean_scores(bands, "missing").columns == ["tokens"]
