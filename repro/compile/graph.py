@@ -342,7 +342,7 @@ def _training_docs(graph: StageGraph, spec: ExperimentSpec, splits: dict[str, St
         n: graph.add(Stage(
             "decontaminate", n,
             DecontaminateConfig(dataset=n, decontamination=ev.decontamination,
-                                local_tasks=sorted(tasks), tasks=list(ev.tasks)),
+                                local_tasks=sorted(tasks), tasks=list(ev.standard_tasks)),
             (("split", OutputRef(splits[n].id, "split")), *task_inputs),
         ))
         for n in names

@@ -72,7 +72,7 @@ def local_task_items(task_dir: Path) -> Iterator[EvalItem]:
             row = json.loads(line)
             if kind == "bpb":
                 yield EvalItem(name, "", row["text"])
-            elif kind == "cloze":
+            elif kind in ("cloze", "code_cloze"):
                 yield EvalItem(name, row["context"], row["choices"][row["label"]])
             else:
                 raise ValueError(f"{task_dir}: unknown local task kind {kind!r}")

@@ -9,19 +9,35 @@ the Hugging Face hub or a local `datasets` cache.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from repro.errors import ReproError
-from repro.eval.local_tasks import DATA_FILE, METRICS
+from repro.eval.local_tasks import (
+    DATA_FILE,
+    METRICS,
+    MULTIPLE_CHOICE_KINDS,
+    TARGET_DELIMITERS,
+)
 
 BOOTSTRAP_ITERS = 100_000
 """lm-eval's default. Only metrics without a closed-form stderr are bootstrapped (none of
 the local tasks' metrics: acc uses the closed form, perplexities get no stderr)."""
 
 
+log = logging.getLogger(__name__)
+
+
 class TaskUnavailableError(ReproError, RuntimeError):
     """A requested lm-eval task cannot be loaded here."""
+
+
+class BackendUnavailableError(ReproError, RuntimeError):
+    """The evaluation backend the spec asks for cannot run on this machine."""
 
 
 def local_task_config(manifest: Mapping[str, Any], data_path: Path,
@@ -45,12 +61,13 @@ def local_task_config(manifest: Mapping[str, Any], data_path: Path,
         # loglikelihood; word/byte counts come from the target text.
         config |= {"doc_to_text": "", "doc_to_target": "text"}
         config["metric_list"] = [{"metric": m} for m in METRICS["bpb"]]
-    elif kind == "cloze":
-        # Column names, not Jinja templates: the values reach lm-eval untouched.
+    elif kind in MULTIPLE_CHOICE_KINDS:
+        # Column names, not Jinja templates: the values reach lm-eval untouched. The
+        # delimiter is a space between sentences and a line break before a code line.
         config |= {"doc_to_text": "context", "doc_to_choice": "choices",
-                   "doc_to_target": "label", "target_delimiter": " "}
+                   "doc_to_target": "label", "target_delimiter": TARGET_DELIMITERS[kind]}
         config["metric_list"] = [{"metric": m, "aggregation": "mean", "higher_is_better": True}
-                                 for m in METRICS["cloze"]]
+                                 for m in METRICS[kind]]
     else:
         raise ValueError(f"unknown local task kind {kind!r}")
     return config
@@ -71,25 +88,48 @@ def write_local_tasks(folder: Path, tasks: Mapping[str, tuple[dict, Path]]) -> N
                                              encoding="utf-8")
 
 
-def load_tasks(task_manager: Any, names: list[str], standard: set[str]) -> list[Any]:
+@dataclass(frozen=True)
+class LoadedTasks:
+    """Tasks built by `load_tasks`: the objects for simple_evaluate, the leaf tasks of each
+    requested name (a group has many), and the standard tasks that could not load."""
+
+    objects: list[Any]
+    leaves: dict[str, dict[str, Any]]
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def load_tasks(task_manager: Any, names: list[str], standard: set[str],
+               on_error: str = "fail") -> LoadedTasks:
     """Build every task up front (this reads its data), before the model is loaded, so an
-    unavailable task fails in seconds with a message saying how to provide it."""
-    built = []
+    unavailable task fails in seconds with a message saying how to provide it.
+
+    `on_error="record"` leaves an unavailable standard task out and records why in
+    `failed` (local tasks are ours: their errors always raise); the run fails only if no
+    task is left."""
+    built: dict[str, dict] = {}
+    failed: dict[str, str] = {}
     for name in names:
         try:
-            built.append(task_manager.load([name]))
+            built[name] = task_manager.load([name])
         except Exception as e:  # datasets raises many types (ConnectionError, FileNotFoundError...)
             if name not in standard:
                 raise
-            raise TaskUnavailableError(_unavailable_message(task_manager, name, e)) from e
+            message = _unavailable_message(task_manager, name, e)
+            if on_error != "record":
+                raise TaskUnavailableError(message) from e
+            log.warning("task %s left out (evaluation.on_task_error: record): %s", name, message)
+            failed[name] = message
+    if not built:
+        raise TaskUnavailableError("no evaluation task could be loaded:\n" + "\n".join(
+            f"- {name}: {why}" for name, why in failed.items()))
     objs = []
-    for loaded in built:
+    for loaded in built.values():
         # Top-level items: groups keep their children; plain tasks are passed as they are.
         objs.extend(loaded["groups"][g] for g in loaded["groups"]
                     if not any(g in kids for kids in loaded["group_map"].values()))
         if not loaded["groups"]:
             objs.extend(loaded["tasks"].values())
-    return objs
+    return LoadedTasks(objs, {n: dict(b["tasks"]) for n, b in built.items()}, failed)
 
 
 def _unavailable_message(task_manager: Any, name: str, error: Exception) -> str:
@@ -102,19 +142,125 @@ def _unavailable_message(task_manager: Any, name: str, error: Exception) -> str:
         "To provide it: on a machine with network, run the task once (or "
         "`datasets.load_dataset(<its dataset_path>, <dataset_name>)`) and copy the datasets "
         "cache here, pointing HF_DATASETS_CACHE at it (HF_DATASETS_OFFLINE=1 then reads it "
-        "from there); or remove it from evaluation.tasks and use a local task built from "
-        "held-out documents (evaluation.local_tasks)."
+        "from there); or remove it from evaluation.tasks/presets and use a local task built "
+        "from held-out documents (evaluation.local_tasks)."
     )
+
+
+def sample_selection(leaves: Mapping[str, Mapping[str, Any]],
+                     limits: Mapping[str, int | None]
+                     ) -> tuple[int | None, dict[str, list[int]] | None]:
+    """lm-eval's (limit, samples) arguments for per-task document caps.
+
+    lm-eval has one `limit` for all tasks; when the caps differ (a preset's 1000 next to
+    uncapped tasks), each capped leaf task gets its first documents by index through
+    `samples` instead -- the same documents `limit` would take."""
+    caps = {limits.get(name) for name in leaves}
+    if len(caps) <= 1:
+        return (caps.pop() if caps else None), None
+    samples = {}
+    for name, tasks in leaves.items():
+        cap = limits.get(name)
+        if cap is None:
+            continue
+        for leaf, task in tasks.items():
+            samples[leaf] = list(range(min(cap, len(task.eval_docs))))
+    return None, samples
+
+
+# --------------------------------------------------------------------------- backends
+
+
+def check_backend(backend: str, *, cuda_devices: int, vllm_installed: bool,
+                  num_processes: int = 1, tensor_parallel_size: int = 1) -> None:
+    """Fail before any model is loaded when the backend cannot run here, naming what is
+    missing and the fix (the spec itself was validated when it was loaded)."""
+    fix_hf = "or set evaluation.backend: hf (one process, CPU or one GPU)"
+    if backend == "hf":
+        return
+    if backend == "accelerate":
+        if cuda_devices == 0:
+            raise BackendUnavailableError(
+                "evaluation.backend 'accelerate' runs data-parallel on GPUs, and this machine "
+                f"has no CUDA device (torch.cuda.is_available() is False); run on a GPU machine "
+                f"{fix_hf}")
+        if num_processes > cuda_devices:
+            raise BackendUnavailableError(
+                f"evaluation.backend 'accelerate' asks for num_processes {num_processes}, but "
+                f"this machine has {cuda_devices} CUDA device(s); lower "
+                f"evaluation.num_processes to at most {cuda_devices}")
+        return
+    if backend == "vllm":
+        if not vllm_installed:
+            raise BackendUnavailableError(
+                "evaluation.backend 'vllm' needs the vllm package, which is not installed; "
+                f"`pip install vllm` (lm-eval's `lm_eval[vllm]` extra) on a CUDA machine {fix_hf}")
+        if cuda_devices == 0:
+            raise BackendUnavailableError(
+                "evaluation.backend 'vllm' needs a CUDA device and this machine has none; run "
+                f"on a GPU machine {fix_hf}")
+        if tensor_parallel_size > cuda_devices:
+            raise BackendUnavailableError(
+                f"evaluation.backend 'vllm' asks for tensor_parallel_size "
+                f"{tensor_parallel_size}, but this machine has {cuda_devices} CUDA device(s); "
+                f"lower evaluation.tensor_parallel_size to at most {cuda_devices}")
+        return
+    raise ValueError(f"unknown evaluation backend {backend!r}")
+
+
+def model_spec(backend: str, checkpoint: Path, *, max_length: int | None, seed: int,
+               tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.9
+               ) -> tuple[str, dict[str, Any]]:
+    """lm-eval's (model, model_args) for the backend. `accelerate` is lm-eval's `hf` model:
+    it shards the requests over the processes `accelerate launch` started."""
+    # float32: the checkpoints are small and CPU bf16 matmuls are slow and less exact.
+    # A dict, not lm-eval's "k=v,k=v" string, so a path holding a comma stays intact.
+    args: dict[str, Any] = {"pretrained": str(Path(checkpoint).resolve()), "dtype": "float32"}
+    if backend == "vllm":
+        args |= {"tensor_parallel_size": tensor_parallel_size,
+                 "gpu_memory_utilization": gpu_memory_utilization, "seed": seed}
+    if max_length is not None:
+        args["max_length"] = max_length
+    return ("vllm" if backend == "vllm" else "hf"), args
+
+
+# ------------------------------------------------------------------------------ cache
+
+
+def cache_key(settings: Mapping[str, Any]) -> str:
+    """Short hash of everything besides the checkpoint and the request that can change a
+    response (backend, dtype, window length, batch size, device, library versions)."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# -------------------------------------------------------------------------------- run
+
+
+@dataclass(frozen=True)
+class LmEvalRun:
+    raw: dict | None
+    """lm-eval's result dict (None on non-zero ranks)."""
+    failed: dict[str, str]
+    """Standard tasks left out (on_task_error: record) -> why and how to fix."""
+    limits: dict[str, int | None]
+    """Document cap of every evaluated task and group (leaves included)."""
 
 
 def run_lm_eval(checkpoint: Path, local_tasks: Mapping[str, tuple[dict, Path]],
                 standard_tasks: list[str], *, num_fewshot: int, limit: int | None,
                 batch_size: int | str, seed: int, device: str, workdir: Path,
-                max_length: int | None = None) -> dict:
-    """simple_evaluate on the checkpoint with every task; returns lm-eval's result dict.
+                max_length: int | None = None,
+                task_limits: Mapping[str, int | None] | None = None,
+                cache: Path | None = None, backend: str = "hf",
+                tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.9,
+                on_task_error: str = "fail") -> LmEvalRun:
+    """simple_evaluate on the checkpoint with every task. The result dict is None on
+    non-zero ranks of a data-parallel run (rank 0 gathers everything).
 
     `max_length` bounds every model input (rolling-loglikelihood windows, contexts); None
-    leaves it to lm-eval (the model config's max_position_embeddings)."""
+    leaves it to lm-eval (the model config's max_position_embeddings). `task_limits` caps
+    standard tasks individually (default: `limit`). `cache` is the path prefix of lm-eval's
+    sqlite response cache (`use_cache`); None computes every response."""
     import lm_eval
     from lm_eval.tasks import TaskManager
 
@@ -123,21 +269,28 @@ def run_lm_eval(checkpoint: Path, local_tasks: Mapping[str, tuple[dict, Path]],
     # only local tasks are asked for.
     task_manager = TaskManager(include_path=str(workdir), include_defaults=bool(standard_tasks))
     names = sorted(local_tasks) + list(standard_tasks)
-    tasks = load_tasks(task_manager, names, set(standard_tasks))
-    # float32: the checkpoints are small and CPU bf16 matmuls are slow and less exact.
-    # A dict, not lm-eval's "k=v,k=v" string, so a path holding a comma stays intact.
-    model_args: dict[str, Any] = {"pretrained": str(Path(checkpoint).resolve()),
-                                  "dtype": "float32"}
-    if max_length is not None:
-        model_args["max_length"] = max_length
+    loaded = load_tasks(task_manager, names, set(standard_tasks), on_task_error)
+    limits = {n: limit for n in local_tasks} | {n: (task_limits or {}).get(n, limit)
+                                                for n in standard_tasks}
+    run_limit, samples = sample_selection(loaded.leaves, limits)
+    model, model_args = model_spec(backend, checkpoint, max_length=max_length, seed=seed,
+                                   tensor_parallel_size=tensor_parallel_size,
+                                   gpu_memory_utilization=gpu_memory_utilization)
+    if cache is not None:
+        # Responses are keyed by (request type, context, continuation); everything else
+        # that shapes them is in the cache path, so a hit is the response this run would
+        # compute. lm-eval logs the number of cached vs computed requests.
+        log.info("lm-eval response cache: %s_rank*.db", cache)
     results = lm_eval.simple_evaluate(
-        model="hf",
+        model=model,
         model_args=model_args,
-        tasks=tasks,
+        tasks=loaded.objects,
         num_fewshot=num_fewshot,
-        limit=limit,
+        limit=run_limit,
+        samples=samples,
         batch_size=batch_size,
         device=device,
+        use_cache=str(cache) if cache is not None else None,
         bootstrap_iters=BOOTSTRAP_ITERS,
         log_samples=True,
         task_manager=task_manager,
@@ -146,6 +299,7 @@ def run_lm_eval(checkpoint: Path, local_tasks: Mapping[str, tuple[dict, Path]],
         torch_random_seed=seed,
         fewshot_random_seed=seed,
     )
-    if results is None:  # only on non-zero ranks, which a single process never is
-        raise RuntimeError("lm-eval returned no results")
-    return results
+    # The cap of every task lm-eval reports, groups' leaves included.
+    leaf_limits = {leaf: limits[name] for name, tasks in loaded.leaves.items()
+                   for leaf in [name, *tasks]}
+    return LmEvalRun(results, loaded.failed, leaf_limits)

@@ -1,6 +1,6 @@
 """Local lm-eval tasks built from a dataset's held-out documents.
 
-Two kinds, both plain data (a JSONL file plus a manifest) that `repro.eval.lm_eval_runner`
+Three kinds, all plain data (a JSONL file plus a manifest) that `repro.eval.lm_eval_runner`
 turns into lm-eval task YAMLs at evaluation time:
 
 - `bpb`: whole held-out documents scored by rolling loglikelihood, like lm-eval's
@@ -9,6 +9,10 @@ turns into lm-eval task YAMLs at evaluation time:
 - `cloze`: a few sentences of context and the true next sentence among distractors taken
   from *other* held-out documents (multiple choice, acc / acc_norm), in the spirit of the
   cloze formulation SmolLM3 and FineWeb use for early-signal tasks (FACTS 4.3, 4.5).
+- `code_cloze`: the same question over code files: the preceding lines of a file and its
+  true next non-trivial line among lines from *other* files. Lines are the units, the
+  answer follows the context after a newline (lm-eval `target_delimiter: "\n"`), and the
+  distractors take the answer's indentation, so layout alone does not give the answer away.
 
 Every choice is seeded and made over documents sorted by id, so the same held-out split and
 seed give byte-identical task data.
@@ -22,7 +26,7 @@ import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from repro.spec.schema import LocalTaskSpec
 
@@ -45,9 +49,34 @@ MAX_CONTEXT_UNITS = 3
 MAX_CONTEXT_CHARS = 600
 """Bound on the context length (characters), so questions fit small models' windows."""
 
-OUTPUT_TYPES = {"bpb": "loglikelihood_rolling", "cloze": "multiple_choice"}
+# code_cloze bounds (our choice: a line must carry content to be worth predicting, and the
+# context should show the enclosing block, as a code model sees it).
+MIN_CODE_LINE_CHARS = 8
+"""Shorter lines (`pass`, `}`, `x = 1`) are neither asked nor used as distractors."""
+MAX_CODE_LINE_CHARS = 200
+"""Longer lines (data tables, minified code) are skipped as answers."""
+MIN_CODE_CONTEXT_LINES = 2
+"""A question needs at least this many non-blank lines before the answer."""
+MAX_CODE_CONTEXT_LINES = 20
+MAX_CODE_CONTEXT_CHARS = 1200
+"""Context = up to MAX_CODE_CONTEXT_LINES non-blank lines (with the blank lines between
+them) right before the answer, within this many characters."""
+TRIVIAL_CODE_LINES = frozenset({
+    "pass", "else:", "try:", "finally:", "return", "break", "continue", "else", "end",
+    "fi", "done", "esac", "then", "do", "begin", "default:", "return;", "break;",
+    "continue;", "} else {", "@end", "end if", "end do"})
+"""Lines that say nothing about the file (block keywords); lone brackets and punctuation
+are excluded by the letter test."""
+
+MULTIPLE_CHOICE_KINDS = ("cloze", "code_cloze")
+OUTPUT_TYPES = {"bpb": "loglikelihood_rolling", "cloze": "multiple_choice",
+                "code_cloze": "multiple_choice"}
 METRICS = {"bpb": ["word_perplexity", "byte_perplexity", "bits_per_byte"],
-           "cloze": ["acc", "acc_norm"]}
+           "cloze": ["acc", "acc_norm"], "code_cloze": ["acc", "acc_norm"]}
+TARGET_DELIMITERS = {"cloze": " ", "code_cloze": "\n"}
+"""What lm-eval puts between the context and each choice: sentences follow a space, code
+lines follow a line break (the context ends where the answer's line begins, minus that
+line break, so context + delimiter + true choice is the file's text)."""
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
 _LETTER = re.compile(r"[^\W\d_]")
@@ -143,26 +172,57 @@ def _context(doc: Doc, units: list[Unit], i: int) -> str | None:
 def build_cloze_rows(docs: Sequence[Doc], max_questions: int, num_choices: int,
                      rng: random.Random) -> list[dict]:
     """Next-sentence questions: context, the true next sentence and `num_choices - 1`
-    distractor sentences drawn from other documents; the answer's position is random.
+    distractor sentences drawn from other documents; the answer's position is random."""
+    return _multiple_choice_rows(docs, [split_units(d.text) for d in docs], _answerable,
+                                 _context, _same_text, max_questions, num_choices, rng,
+                                 unit_name="sentence", bounds=(
+                                     f"{MIN_UNIT_CHARS}-{MAX_UNIT_CHARS} characters after "
+                                     "some context"))
+
+
+def build_code_cloze_rows(docs: Sequence[Doc], max_questions: int, num_choices: int,
+                          rng: random.Random) -> list[dict]:
+    """Next-line questions over code files: the preceding lines, the true next non-trivial
+    line and `num_choices - 1` lines of other files, re-indented like the answer."""
+    return _multiple_choice_rows(docs, [split_code_lines(d.text) for d in docs],
+                                 _code_answerable, _code_context, _code_choice, max_questions,
+                                 num_choices, rng, unit_name="line", bounds=(
+                                     f"{MIN_CODE_LINE_CHARS}-{MAX_CODE_LINE_CHARS} characters, "
+                                     f"not a block keyword, after {MIN_CODE_CONTEXT_LINES} "
+                                     "lines of context"))
+
+
+def _same_text(doc: Doc, truth: Unit, text: str) -> str:
+    return text
+
+
+def _multiple_choice_rows(docs: Sequence[Doc], doc_units: list[list[Unit]],
+                          answerable: Callable[[Unit], bool],
+                          context_of: Callable[[Doc, list[Unit], int], str | None],
+                          render: Callable[[Doc, Unit, str], str],
+                          max_questions: int, num_choices: int, rng: random.Random, *,
+                          unit_name: str, bounds: str) -> list[dict]:
+    """The cloze machinery shared by sentences and code lines.
 
     Questions are spread over documents round-robin (documents and their candidate
-    positions in random order), so a few long documents cannot fill the task.
+    positions in random order), so a few long documents cannot fill the task. Distractors
+    are drawn (by unit text) from answerable units of other documents; `render` turns the
+    answer unit or a distractor's text into the choice string.
     """
     if len(docs) < 2:
         raise ValueError(
             f"a cloze task needs at least 2 held-out documents (distractors come from other "
             f"documents), got {len(docs)}; raise the dataset's heldout.fraction/max_docs")
-    doc_units = [split_units(d.text) for d in docs]
-    # Distractor pool: every answerable sentence, deduplicated by text. A sentence that also
+    # Distractor pool: every answerable unit, deduplicated by text. A unit that also
     # occurs in the question's own document is never used (it could be a second true answer).
-    pool = sorted({u.text for units in doc_units for u in units if _answerable(u)})
+    pool = sorted({u.text for units in doc_units for u in units if answerable(u)})
 
     candidates: list[list[tuple[int, str]]] = []
     for d, units in enumerate(doc_units):
         cands = []
         for i, u in enumerate(units):
-            if i and _answerable(u):
-                ctx = _context(docs[d], units, i)
+            if i and answerable(u):
+                ctx = context_of(docs[d], units, i)
                 if ctx is not None:
                     cands.append((i, ctx))
         rng.shuffle(cands)
@@ -179,23 +239,70 @@ def build_cloze_rows(docs: Sequence[Doc], max_questions: int, num_choices: int,
                 picked.append((d, i, ctx))
         depth += 1
     if not picked:
-        raise ValueError("no held-out sentence qualifies as a cloze answer "
-                         f"({MIN_UNIT_CHARS}-{MAX_UNIT_CHARS} characters after some context)")
+        raise ValueError(f"no held-out {unit_name} qualifies as a cloze answer ({bounds})")
 
     rows = []
     for d, i, ctx in sorted(picked, key=lambda p: (docs[p[0]].id, p[1])):
-        truth = doc_units[d][i].text
+        unit = doc_units[d][i]
         own = {u.text for u in doc_units[d]}
         distractors = _draw_distractors(pool, own, num_choices - 1, rng)
         if distractors is None:
             raise ValueError(
-                f"not enough distinct sentences in documents other than {docs[d].id!r} for "
-                f"{num_choices - 1} distractors; lower num_choices or hold out more documents")
+                f"not enough distinct {unit_name}s in documents other than {docs[d].id!r} "
+                f"for {num_choices - 1} distractors; lower num_choices or hold out more "
+                "documents")
         label = rng.randrange(num_choices)
-        choices = distractors[:label] + [truth] + distractors[label:]
+        choices = [render(docs[d], unit, t) for t in distractors]
+        choices.insert(label, render(docs[d], unit, unit.text))
         rows.append({"id": f"{docs[d].id}#{i}", "context": ctx, "choices": choices,
                      "label": label})
     return rows
+
+
+# -------------------------------------------------------------------------- code cloze
+
+
+def split_code_lines(text: str) -> list[Unit]:
+    """Non-blank lines of `text`: span from the line start (indentation included) to its
+    last non-space character; `text` is the stripped line (what is compared and pooled)."""
+    units: list[Unit] = []
+    pos = 0
+    for line in text.splitlines(keepends=True):
+        body = line.rstrip()
+        if body.strip():
+            units.append(Unit(pos, pos + len(body), body.strip()))
+        pos += len(line)
+    return units
+
+
+def _code_answerable(unit: Unit) -> bool:
+    return (MIN_CODE_LINE_CHARS <= len(unit.text) <= MAX_CODE_LINE_CHARS
+            and unit.text not in TRIVIAL_CODE_LINES
+            and _LETTER.search(unit.text) is not None)
+
+
+def _code_context(doc: Doc, units: list[Unit], i: int) -> str | None:
+    """The longest run of up to MAX_CODE_CONTEXT_LINES lines before line i that fits
+    MAX_CODE_CONTEXT_CHARS, verbatim (blank lines kept) up to the line break that ends it:
+    the delimiter `\n` supplies that one, so context + "\n" + answer is the file's text."""
+    if i < MIN_CODE_CONTEXT_LINES:
+        return None
+    end = units[i].start
+    for newline in ("\r\n", "\n"):
+        if doc.text.endswith(newline, 0, end):
+            end -= len(newline)
+            break
+    for k in range(min(MAX_CODE_CONTEXT_LINES, i), MIN_CODE_CONTEXT_LINES - 1, -1):
+        start = units[i - k].start
+        if end - start <= MAX_CODE_CONTEXT_CHARS:
+            return doc.text[start:end]
+    return None
+
+
+def _code_choice(doc: Doc, truth: Unit, text: str) -> str:
+    """A choice line with the answer's indentation (distractors are re-indented)."""
+    line = doc.text[truth.start:truth.end]
+    return line[: len(line) - len(line.lstrip())] + text
 
 
 def _draw_distractors(pool: list[str], own: set[str], k: int,
@@ -222,9 +329,10 @@ def _draw_distractors(pool: list[str], own: set[str], k: int,
 
 
 def random_baseline(task: LocalTaskSpec) -> dict[str, float]:
-    """What chance scores. Cloze: 1/num_choices. Bpb: a model that spreads probability
-    uniformly over the 256 byte values scores 8 bits per byte (byte perplexity 256)."""
-    if task.kind == "cloze":
+    """What chance scores. Cloze, code_cloze: 1/num_choices. Bpb: a model that spreads
+    probability uniformly over the 256 byte values scores 8 bits per byte (byte perplexity
+    256)."""
+    if task.kind in MULTIPLE_CHOICE_KINDS:
         return {"acc": 1.0 / task.num_choices, "acc_norm": 1.0 / task.num_choices}
     return {"bits_per_byte": 8.0, "byte_perplexity": 256.0}
 
@@ -239,6 +347,8 @@ def build_task(task: LocalTaskSpec, docs: Sequence[Doc], seed: int) -> tuple[byt
     rng = task_rng(seed, task)
     if task.kind == "bpb":
         rows = build_bpb_rows(docs, task.max_docs, rng)
+    elif task.kind == "code_cloze":
+        rows = build_code_cloze_rows(docs, task.max_docs, task.num_choices, rng)
     else:
         rows = build_cloze_rows(docs, task.max_docs, task.num_choices, rng)
     data = jsonl_bytes(rows)
@@ -256,7 +366,7 @@ def build_task(task: LocalTaskSpec, docs: Sequence[Doc], seed: int) -> tuple[byt
         "seed": seed,
         "version": TASK_FORMAT_VERSION,
     }
-    if task.kind == "cloze":
+    if task.kind in MULTIPLE_CHOICE_KINDS:
         manifest["num_choices"] = task.num_choices
         manifest["source_docs"] = len({r["id"].rsplit("#", 1)[0] for r in rows})
     return data, manifest
@@ -283,10 +393,11 @@ def check_choices_fit(task_dir: Path, manifest: dict[str, Any], tokenizer: Any,
     if max_length is None or manifest.get("output_type") != "multiple_choice":
         return
     data = Path(task_dir) / manifest.get("data_file", DATA_FILE)
+    delimiter = TARGET_DELIMITERS.get(manifest.get("kind", "cloze"), " ")
     longest = 0
     for line in data.read_text(encoding="utf-8").splitlines():
         for choice in json.loads(line)["choices"]:
-            longest = max(longest, len(tokenizer(" " + choice)["input_ids"]))
+            longest = max(longest, len(tokenizer(delimiter + choice)["input_ids"]))
     if longest > max_length:
         raise ValueError(
             f"task {manifest['name']}: an answer is {longest} tokens, longer than the "

@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from repro.eval.extract import bits_per_byte_stderr, clean_config, sample_rows, task_metrics
@@ -35,13 +35,21 @@ class RunInfo:
     """num_fewshot, limit, batch_size, seed, device, dtype, bootstrap_iters."""
     path_placeholders: dict[str, str]
     """Absolute paths (checkpoint, temporary task folder) -> placeholders in configs."""
+    presets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Presets asked for -> their tasks, per-task cap and source (as resolved)."""
+    standard_tasks: list[str] = field(default_factory=list)
+    """Standard lm-eval tasks asked for: presets expanded, then `tasks`."""
+    task_limits: dict[str, int | None] = field(default_factory=dict)
+    """Most documents evaluated per task (groups and their leaves included)."""
+    failed_tasks: dict[str, str] = field(default_factory=dict)
+    """Standard tasks left out (on_task_error: record) -> reason and fix."""
 
 
 def _baseline(manifest: Mapping[str, Any] | None, rows: list[dict], texts: list[str],
               tokenizer: Any, vocab_size: int) -> tuple[dict[str, float], str]:
     """Chance level of a task; see local_tasks.random_baseline for the manifest's."""
     if manifest is None:
-        return {}, "none (standard lm-eval task)"
+        return _choice_baseline(rows)
     if manifest["output_type"] == "loglikelihood_rolling" and tokenizer is not None:
         base = uniform_rolling_baseline(tokenizer, vocab_size, texts,
                                         [r["bytes"] for r in rows],
@@ -51,6 +59,23 @@ def _baseline(manifest: Mapping[str, Any] | None, rows: list[dict], texts: list[
     if manifest["output_type"] == "multiple_choice":
         return dict(manifest["random_baseline"]), "uniform choice: 1/num_choices"
     return dict(manifest["random_baseline"]), "from the task manifest"
+
+
+CHOICE_METRICS = ("acc", "acc_norm")
+"""Accuracies whose chance level is 1/number of choices (acc_norm only re-weights the
+choices' loglikelihoods by length, so guessing uniformly scores the same)."""
+
+
+def _choice_baseline(rows: list[dict]) -> tuple[dict[str, float], str]:
+    """Chance accuracy of a standard multiple-choice task from its evaluated documents:
+    the mean over documents of 1/(number of choices), since items may differ in choice
+    count (HellaSwag has 4, PIQA 2, ARC 3-5)."""
+    counts = [len(r["loglikelihoods"]) for r in rows if r.get("loglikelihoods")]
+    if not counts:
+        return {}, "none (not a multiple-choice task)"
+    chance = sum(1.0 / n for n in counts) / len(counts)
+    return ({m: chance for m in CHOICE_METRICS},
+            "uniform choice: mean over the evaluated documents of 1/num_choices")
 
 
 def assemble(raw: Mapping[str, Any], info: RunInfo, manifests: Mapping[str, dict],
@@ -91,6 +116,7 @@ def assemble(raw: Mapping[str, Any], info: RunInfo, manifests: Mapping[str, dict
         entry |= {
             "metrics": dict(sorted(metrics.items())),
             "n_samples": raw.get("n-samples", {}).get(name),
+            "limit": info.task_limits.get(name, info.settings.get("limit")),
             "n_shot": raw.get("n-shot", {}).get(name),
             "version": raw.get("versions", {}).get(name),
             "higher_is_better": raw.get("higher_is_better", {}).get(name),
@@ -132,7 +158,10 @@ def assemble(raw: Mapping[str, Any], info: RunInfo, manifests: Mapping[str, dict
             "max_length": raw.get("max_length"),
         },
         "settings": info.settings,
+        "presets": info.presets,
+        "standard_tasks": info.standard_tasks,
         "tasks": tasks_out,
+        "failed_tasks": dict(sorted(info.failed_tasks.items())),
     }
     metrics_out = {
         "experiment": info.experiment,
@@ -140,5 +169,6 @@ def assemble(raw: Mapping[str, Any], info: RunInfo, manifests: Mapping[str, dict
         "tokens_seen": info.tokens_seen,
         "tasks": metrics_tasks,
         "random_baseline": baselines,
+        "failed_tasks": dict(sorted(info.failed_tasks.items())),
     }
     return results, samples_out, metrics_out

@@ -3,22 +3,79 @@
 Inputs: `checkpoint` (save_pretrained folder with tokenizer), `task:<name>` per local task
 (evaltasks outputs). Outputs: `results` (folder: results.json + samples_<task>.jsonl) and
 `metrics` (json, see the stage contract). Runs on CPU unless CUDA is available (recorded).
+
+Backends (`evaluation.backend`): `hf` in this process; `accelerate` re-launches this stage
+under `accelerate launch` (repro.eval.launch) and rank 0 writes the outputs; `vllm` uses
+lm-eval's vllm model. A backend that cannot run here fails before any model is loaded.
+Responses are cached per checkpoint under .repro/cache/lm_eval/ (`cache_requests`); the
+cache only saves time: outputs are the same bytes with a cold or a warm cache.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import logging
+import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
+from repro import paths
+from repro.eval import launch
 from repro.eval.local_tasks import check_choices_fit, jsonl_bytes, read_manifest
-from repro.eval.lm_eval_runner import BOOTSTRAP_ITERS, run_lm_eval
+from repro.eval.lm_eval_runner import BOOTSTRAP_ITERS, cache_key, check_backend, run_lm_eval
+from repro.eval.presets import PRESETS
 from repro.eval.provenance import checkpoint_sha256, tokens_seen, trainer_state, training_seq_len
 from repro.eval.results import RESULTS_FILE, RunInfo, assemble, samples_file
+from repro.spec.schema import EvaluationSpec
 from repro.stages.base import StageIO, atomic_dir, dumps_json, write_json
 from repro.stages.configs import EvaluateConfig
 
+log = logging.getLogger(__name__)
+
+CACHE_ROOT_ENV = "REPRO_LM_EVAL_CACHE"
+"""Overrides the response cache root (tests and benchmarks keep theirs in a temporary
+folder); unset: repro.paths.lm_eval_cache, relative to the repository root DVC runs in."""
+
+
+def response_cache(ev: EvaluationSpec, ckpt_sha: str, settings: dict[str, Any]) -> Path | None:
+    """Path prefix of lm-eval's sqlite response cache for this checkpoint and the settings
+    that shape responses, or None when `evaluation.cache_requests` is off."""
+    if not ev.cache_requests:
+        return None
+    import lm_eval
+    import torch
+    import transformers
+
+    root = os.environ.get(CACHE_ROOT_ENV)
+    folder = Path(root) / ckpt_sha if root else Path(paths.lm_eval_cache(ckpt_sha))
+    key = cache_key(settings | {"lm_eval": lm_eval.__version__, "torch": torch.__version__,
+                                "transformers": transformers.__version__})
+    return folder / key / "responses"
+
+
+def _check_backend(ev: EvaluationSpec) -> None:
+    import torch
+
+    cuda_devices = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    check_backend(ev.backend, cuda_devices=cuda_devices,
+                  vllm_installed=importlib.util.find_spec("vllm") is not None,
+                  num_processes=ev.num_processes, tensor_parallel_size=ev.tensor_parallel_size)
+
 
 def run(cfg: EvaluateConfig, io: StageIO) -> None:
+    ev = cfg.evaluation
+    _check_backend(ev)  # before anything is loaded: a GPU backend on a CPU machine fails now
+    if ev.backend == "accelerate" and not launch.under_launcher():
+        with tempfile.TemporaryDirectory(prefix="repro-eval-launch-") as tmp:
+            payload = launch.write_payload(Path(tmp) / "launch.json", io.name,
+                                           cfg.model_dump(mode="json"), io.inputs, io.outputs)
+            launch.relaunch_with_accelerate(ev.num_processes, payload)
+        return
+    _run(cfg, io)
+
+
+def _run(cfg: EvaluateConfig, io: StageIO) -> None:
     import torch
     from transformers import AutoConfig, AutoTokenizer
 
@@ -42,13 +99,27 @@ def run(cfg: EvaluateConfig, io: StageIO) -> None:
     for name, (manifest, task_dir) in local.items():
         check_choices_fit(task_dir, manifest, tokenizer, max_length)
 
+    standard = ev.standard_tasks
+    task_limits = ev.task_limits()
+    # What shapes a response besides the checkpoint and the request text (the cache key).
+    model_settings = {"backend": ev.backend, "device": device, "dtype": "float32",
+                      "batch_size": ev.batch_size, "max_length": max_length,
+                      "num_processes": ev.num_processes,
+                      "tensor_parallel_size": ev.tensor_parallel_size}
+    cache = response_cache(ev, ckpt_sha, model_settings)
     with tempfile.TemporaryDirectory(prefix="repro-lm-eval-") as tmp:
         workdir = Path(tmp)
-        raw = run_lm_eval(checkpoint, local, list(ev.tasks), num_fewshot=ev.num_fewshot,
-                          limit=ev.limit, batch_size=ev.batch_size, seed=cfg.seed,
-                          device=device, workdir=workdir, max_length=max_length)
+        evaluated = run_lm_eval(
+            checkpoint, local, standard, num_fewshot=ev.num_fewshot, limit=ev.limit,
+            batch_size=ev.batch_size, seed=cfg.seed, device=device, workdir=workdir,
+            max_length=max_length, task_limits=task_limits, cache=cache, backend=ev.backend,
+            tensor_parallel_size=ev.tensor_parallel_size,
+            gpu_memory_utilization=ev.gpu_memory_utilization, on_task_error=ev.on_task_error)
         placeholders = {str(Path(checkpoint).resolve()): "<checkpoint>",
                         str(workdir.resolve()): "<tasks>", str(workdir): "<tasks>"}
+    raw = evaluated.raw
+    if raw is None:  # a non-zero rank of a data-parallel run: rank 0 writes the outputs
+        return
 
     info = RunInfo(
         experiment=cfg.experiment, checkpoint=cfg.checkpoint, checkpoint_sha256=ckpt_sha,
@@ -58,8 +129,15 @@ def run(cfg: EvaluateConfig, io: StageIO) -> None:
                   "dtype": "float32", "bootstrap_iters": BOOTSTRAP_ITERS,
                   "max_length": max_length,
                   "max_length_source": ("trainer_state.json:seq_len" if max_length
-                                        else "lm-eval default (model config)")},
-        path_placeholders=placeholders)
+                                        else "lm-eval default (model config)"),
+                  "backend": ev.backend, "num_processes": ev.num_processes,
+                  "tensor_parallel_size": ev.tensor_parallel_size},
+        path_placeholders=placeholders,
+        presets={p: {"tasks": list(PRESETS[p].tasks), "max_samples": PRESETS[p].max_samples,
+                     "source": PRESETS[p].source} for p in ev.presets},
+        standard_tasks=standard,
+        task_limits=evaluated.limits,
+        failed_tasks=evaluated.failed)
     vocab_size = AutoConfig.from_pretrained(checkpoint).vocab_size
     results, samples, metrics = assemble(raw, info, {n: m for n, (m, _) in local.items()},
                                          tokenizer, vocab_size)

@@ -64,8 +64,9 @@ def test_written_yamls_load_in_lm_eval(tmp_path):
     write_local_tasks(work, tasks)
     assert yaml.safe_load((work / "repro_cloze_web.yaml").read_text())["task"] == "repro_cloze_web"
     tm = TaskManager(include_path=str(work), include_defaults=False)
-    objs = load_tasks(tm, sorted(tasks), standard=set())
-    by_name = {t.task_name: t for t in objs}
+    loaded = load_tasks(tm, sorted(tasks), standard=set())
+    by_name = {t.task_name: t for t in loaded.objects}
+    assert loaded.failed == {} and set(loaded.leaves) == set(tasks)
     assert set(by_name) == set(tasks)
     cloze = by_name["repro_cloze_web"]
     doc = cloze.test_docs()[0]
@@ -93,3 +94,121 @@ def test_standard_tasks_offline_fail_with_instructions(tmp_path):
     assert "'arc_easy'" in msg and "HF_DATASETS_CACHE" in msg and "local_tasks" in msg
     with pytest.raises(TaskUnavailableError, match="no task, group or tag named 'arc_eazy'"):
         load_tasks(tm, ["arc_eazy"], standard={"arc_eazy"})
+
+
+def test_code_cloze_requests_rebuild_the_file(tmp_path):
+    """lm-eval's requests for a code_cloze question: context + "\\n" + true line is the
+    file's text (no space inserted, indentation kept)."""
+    import sys
+
+    from lm_eval.tasks import TaskManager
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_local_tasks import make_code_docs
+
+    docs = make_code_docs(4)
+    spec = LocalTaskSpec(kind="code_cloze", dataset="code", max_docs=5, num_choices=3)
+    data, manifest = build_task(spec, docs, seed=0)
+    folder = tmp_path / spec.task_name
+    folder.mkdir()
+    (folder / DATA_FILE).write_bytes(data)
+    (folder / MANIFEST_FILE).write_text(dumps_json(manifest))
+    cfg = local_task_config(manifest, folder / DATA_FILE, tmp_path / "cache")
+    assert cfg["target_delimiter"] == "\n" and cfg["output_type"] == "multiple_choice"
+    work = tmp_path / "yamls"
+    work.mkdir()
+    write_local_tasks(work, {spec.task_name: (manifest, folder)})
+    tm = TaskManager(include_path=str(work), include_defaults=False)
+    (task,) = load_tasks(tm, [spec.task_name], standard=set()).objects
+    task.build_all_requests(limit=None, rank=0, world_size=1)
+    by_doc: dict[int, list] = {}
+    for inst in task.instances:
+        by_doc.setdefault(inst.doc_id, []).append(inst)
+    docs_text = {d.id: d.text for d in docs}
+    for doc_id, insts in by_doc.items():
+        doc = task.test_docs()[doc_id]
+        context, continuation = insts[doc["label"]].args
+        assert continuation == "\n" + doc["choices"][doc["label"]]
+        assert (context + continuation) in docs_text[doc["id"].split("#")[0]]
+
+
+class FakeTaskManager:
+    """TaskManager stand-in: `bad` names fail to load as an offline dataset would."""
+
+    all_tasks = ["good", "offline"]
+
+    def load(self, names):
+        (name,) = names
+        if name != "good":
+            raise ConnectionError("hub unreachable")
+        return {"tasks": {"good": object()}, "groups": {}, "group_map": {}}
+
+
+def test_record_mode_leaves_failed_tasks_out_with_the_fix():
+    loaded = load_tasks(FakeTaskManager(), ["good", "offline", "tpyo"],
+                        standard={"good", "offline", "tpyo"}, on_error="record")
+    assert len(loaded.objects) == 1 and set(loaded.leaves) == {"good"}
+    assert set(loaded.failed) == {"offline", "tpyo"}
+    assert "HF_DATASETS_CACHE" in loaded.failed["offline"]
+    assert "no task, group or tag named 'tpyo'" in loaded.failed["tpyo"]
+    with pytest.raises(TaskUnavailableError, match="'offline'"):
+        load_tasks(FakeTaskManager(), ["good", "offline"], standard={"good", "offline"})
+    with pytest.raises(TaskUnavailableError, match="no evaluation task could be loaded"):
+        load_tasks(FakeTaskManager(), ["offline"], standard={"offline"}, on_error="record")
+
+
+class FakeTask:
+    def __init__(self, n: int):
+        self.eval_docs = list(range(n))
+
+
+def test_sample_selection_caps_tasks_individually():
+    from repro.eval.lm_eval_runner import sample_selection
+
+    leaves = {"local": {"local": FakeTask(50)},
+              "mmlu_x": {"mmlu_a": FakeTask(5), "mmlu_b": FakeTask(30)}}
+    # one cap for all: lm-eval's own `limit`
+    assert sample_selection(leaves, {"local": 10, "mmlu_x": 10}) == (10, None)
+    assert sample_selection(leaves, {"local": None, "mmlu_x": None}) == (None, None)
+    # different caps: per-leaf first documents; uncapped tasks are absent (all documents)
+    limit, samples = sample_selection(leaves, {"local": None, "mmlu_x": 20})
+    assert limit is None
+    assert samples == {"mmlu_a": list(range(5)), "mmlu_b": list(range(20))}
+
+
+def test_backend_checks_name_what_is_missing_and_the_fix():
+    from repro.eval.lm_eval_runner import BackendUnavailableError, check_backend, model_spec
+
+    check_backend("hf", cuda_devices=0, vllm_installed=False)
+    with pytest.raises(BackendUnavailableError, match="'accelerate'.*no CUDA device.*backend: hf"):
+        check_backend("accelerate", cuda_devices=0, vllm_installed=False, num_processes=2)
+    with pytest.raises(BackendUnavailableError, match="num_processes to at most 2"):
+        check_backend("accelerate", cuda_devices=2, vllm_installed=False, num_processes=4)
+    check_backend("accelerate", cuda_devices=4, vllm_installed=False, num_processes=4)
+    with pytest.raises(BackendUnavailableError, match="'vllm' needs the vllm package.*pip install vllm"):
+        check_backend("vllm", cuda_devices=1, vllm_installed=False)
+    with pytest.raises(BackendUnavailableError, match="'vllm' needs a CUDA device"):
+        check_backend("vllm", cuda_devices=0, vllm_installed=True)
+    with pytest.raises(BackendUnavailableError, match="tensor_parallel_size to at most 1"):
+        check_backend("vllm", cuda_devices=1, vllm_installed=True, tensor_parallel_size=2)
+
+    model, args = model_spec("vllm", Path("ckpt"), max_length=256, seed=3,
+                             tensor_parallel_size=2, gpu_memory_utilization=0.5)
+    assert model == "vllm" and Path(args["pretrained"]).is_absolute()
+    assert (args["tensor_parallel_size"], args["gpu_memory_utilization"], args["seed"],
+            args["max_length"]) == (2, 0.5, 3, 256)
+    model, args = model_spec("accelerate", Path("ckpt"), max_length=None, seed=0)
+    assert model == "hf" and set(args) == {"pretrained", "dtype"}
+
+
+def test_accelerate_command():
+    import sys
+
+    from repro.eval.launch import accelerate_command
+
+    cmd = accelerate_command(4, Path("/x/launch.json"))
+    assert cmd[:3] == [sys.executable, "-m", "accelerate.commands.launch"]
+    assert "--num_processes=4" in cmd and "--multi_gpu" in cmd and "--cpu" not in cmd
+    assert cmd[-3:] == ["-m", "repro.eval.worker", "/x/launch.json"]
+    cmd = accelerate_command(1, Path("p.json"), cpu=True)
+    assert "--cpu" in cmd and "--multi_gpu" not in cmd and "--num_processes=1" in cmd

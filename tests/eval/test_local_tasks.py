@@ -121,3 +121,100 @@ def test_cloze_needs_other_documents():
     # two documents with too few distinct sentences for 9 distractors
     with pytest.raises(ValueError, match="distractors"):
         build_cloze_rows(make_docs(2, sentences=3), 5, 10, random.Random(0))
+
+
+# -------------------------------------------------------------------------- code cloze
+
+FUNCS = "parse_header read_block write_index close_stream open_archive encode_row".split()
+
+
+def make_code_docs(n: int, seed: int = 0) -> list[Doc]:
+    """Python-ish files with indentation, blank lines and trivial lines (pass, brackets)."""
+    rng = random.Random(seed)
+    docs = []
+    for d in range(n):
+        lines = [f"import module_{d}", ""]
+        for f in range(4):
+            name = f"{rng.choice(FUNCS)}_{d}_{f}"
+            lines += [f"def {name}(buffer, size={f + d}):",
+                      f"    value = buffer.{rng.choice(FUNCS)}(size * {d + 1})",
+                      "    items = [",
+                      f"        value + {f},",
+                      "    ]",
+                      f"    if value > {d * 10 + f}:",
+                      f"        return {rng.choice(FUNCS)}(items, {d})",
+                      "    else:",
+                      "        pass",
+                      "    return None" if f % 2 else f"    return value_{d}_{f}",
+                      ""]
+        docs.append(Doc(f"src{d:02d}.py", "\n".join(lines)))
+    return docs
+
+
+def test_code_cloze_questions_are_next_lines_of_the_file():
+    from repro.eval.local_tasks import (
+        MAX_CODE_CONTEXT_CHARS,
+        TRIVIAL_CODE_LINES,
+        build_code_cloze_rows,
+        split_code_lines,
+    )
+
+    docs = make_code_docs(6)
+    by_id = {d.id: d for d in docs}
+    task = LocalTaskSpec(kind="code_cloze", dataset="code", max_docs=30, num_choices=4)
+    rows = build_code_cloze_rows(docs, 30, 4, task_rng(0, task))
+    assert len(rows) == 30
+    assert len({r["id"].split("#")[0] for r in rows}) == 6  # spread over every file
+    for r in rows:
+        doc = by_id[r["id"].split("#")[0]]
+        choices, truth = r["choices"], r["choices"][r["label"]]
+        assert len(choices) == 4 and len({c.strip() for c in choices}) == 4
+        # context + the "\n" delimiter + the true line is the file's text, verbatim
+        assert (r["context"] + "\n" + truth) in doc.text
+        assert doc.text.index(r["context"] + "\n" + truth) == 0 or \
+            doc.text[doc.text.index(r["context"] + "\n" + truth) - 1] == "\n"
+        assert len(r["context"]) <= MAX_CODE_CONTEXT_CHARS
+        assert len([x for x in r["context"].splitlines() if x.strip()]) >= 2
+        own = {u.text for u in split_code_lines(doc.text)}
+        indent = truth[: len(truth) - len(truth.lstrip())]
+        for i, c in enumerate(choices):
+            assert c.strip() not in TRIVIAL_CODE_LINES and c.strip() not in {"]", "[", "pass"}
+            assert c.startswith(indent) and not c[len(indent)].isspace()  # same indentation
+            if i != r["label"]:
+                assert c.strip() not in own  # never a line of the question's own file
+                assert any(c.strip() in o.text for o in docs if o.id != doc.id)
+
+
+def test_code_cloze_task_manifest_and_determinism():
+    docs = make_code_docs(5)
+    task = LocalTaskSpec(kind="code_cloze", dataset="code-py", max_docs=8, num_choices=3)
+    data1, manifest = build_task(task, docs, seed=4)
+    data2, _ = build_task(task, make_code_docs(5), seed=4)
+    assert data1 == data2
+    assert build_task(task, docs, seed=5)[0] != data1
+    assert manifest["name"] == "repro_code_cloze_code_py" == task.task_name
+    assert manifest["output_type"] == "multiple_choice"
+    assert manifest["metrics"] == ["acc", "acc_norm"]
+    assert manifest["random_baseline"] == {"acc": pytest.approx(1 / 3),
+                                           "acc_norm": pytest.approx(1 / 3)}
+    assert manifest["num_choices"] == 3 and manifest["num_docs"] == 8
+    assert manifest["data_sha256"] == hashlib.sha256(data1).hexdigest()
+
+
+def test_code_cloze_errors_name_the_fix():
+    from repro.eval.local_tasks import build_code_cloze_rows
+
+    with pytest.raises(ValueError, match="at least 2 held-out documents"):
+        build_code_cloze_rows(make_code_docs(1), 5, 4, random.Random(0))
+    trivial = [Doc(f"t{i}", "{\n}\n\npass\n}\n") for i in range(3)]
+    with pytest.raises(ValueError, match="no held-out line qualifies"):
+        build_code_cloze_rows(trivial, 5, 2, random.Random(0))
+
+
+def test_code_lines_keep_indentation_and_skip_blank_lines():
+    from repro.eval.local_tasks import split_code_lines
+
+    text = "def f():\n\n    return x  \r\n}\n"
+    units = split_code_lines(text)
+    assert [u.text for u in units] == ["def f():", "return x", "}"]
+    assert [text[u.start:u.end] for u in units] == ["def f():", "    return x", "}"]

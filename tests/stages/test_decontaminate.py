@@ -210,3 +210,14 @@ def test_boilerplate_ngrams_shared_by_items_can_be_ignored(tmp_path):
     assert hit == {"boiler", "content"} and counts["ngrams_ignored"] == 0
     counts, hit = removed(1)
     assert hit == {"content"} and counts["ngrams_ignored"] == len(BOILERPLATE.split()) - 5
+
+
+def test_code_cloze_items_are_context_plus_true_line(tmp_path):
+    from repro.data.decont import local_task_items
+
+    task = _task(tmp_path / "code", "repro_code_cloze_code", "code_cloze", [{
+        "id": "f.py#3", "context": "def area(r):\n    import math", "label": 0,
+        "choices": ["    return math.pi * r * r", "    print(value)"]}])
+    [item] = list(local_task_items(task))
+    assert item == EvalItem("repro_code_cloze_code", "def area(r):\n    import math",
+                            "    return math.pi * r * r")

@@ -77,6 +77,16 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
     return found
 
 
+@pytest.fixture(autouse=True)
+def response_cache_root(tmp_path, monkeypatch) -> Path:
+    """lm-eval's response cache in the test's folder, never the repository's .repro/."""
+    from repro.stages.evaluate import CACHE_ROOT_ENV
+
+    root = tmp_path / "lm_eval_cache"
+    monkeypatch.setenv(CACHE_ROOT_ENV, str(root))
+    return root
+
+
 def config(**evaluation) -> EvaluateConfig:
     return EvaluateConfig.model_validate({
         "experiment": "exp", "checkpoint": "decay", "seed": 0,
@@ -164,3 +174,106 @@ def test_answer_longer_than_window_is_a_clear_error(inputs, tmp_path):
     with pytest.raises(ValueError, match="evaluation window"):
         run({**inputs, "checkpoint": ckpt}, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def outputs(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+def test_response_cache_gives_identical_outputs(inputs, tmp_path, response_cache_root,
+                                                monkeypatch):
+    """Uncached, cold-cache and warm-cache runs write the same bytes; the warm run computes
+    nothing (the model's scoring function is made to fail)."""
+    from lm_eval.models.huggingface import HFLM
+
+    uncached = outputs(run(inputs, tmp_path / "off", config(cache_requests=False)))
+    assert not response_cache_root.exists()
+    cold = outputs(run(inputs, tmp_path / "cold"))
+    (sha_dir,) = response_cache_root.iterdir()
+    assert len(sha_dir.name) == 64  # keyed by the checkpoint's sha256
+    assert list(sha_dir.glob("*/responses_rank0.db"))
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the warm run computed a response")
+
+    monkeypatch.setattr(HFLM, "_loglikelihood_tokens", no_model)
+    warm = outputs(run(inputs, tmp_path / "warm"))
+    assert cold == warm == uncached
+    # another batch size is another cache entry: it may round differently
+    with pytest.raises(AssertionError, match="computed a response"):
+        run(inputs, tmp_path / "bs2", config(batch_size=2))
+
+
+CODE = ["import os", "", "def load(path):", "    rows = read(path)", "    if not rows:",
+        "        pass", "    return rows", "", "class Reader:", "    def close(self):",
+        "        self.done()"]
+"""Short lines: the test checkpoint's tokenizer was trained on prose and its window is 32."""
+
+
+def test_code_cloze_task_runs(inputs, tmp_path):
+    docs = [Doc(f"f{i}.py", "\n".join(line.replace("rows", f"rows{i}") for line in CODE))
+            for i in range(4)]
+    spec = LocalTaskSpec(kind="code_cloze", dataset="code", max_docs=5, num_choices=3)
+    data, manifest = build_task(spec, docs, seed=0)
+    folder = tmp_path / spec.task_name
+    folder.mkdir()
+    (folder / DATA_FILE).write_bytes(data)
+    (folder / MANIFEST_FILE).write_text(dumps_json(manifest))
+    cfg = EvaluateConfig.model_validate({
+        "experiment": "exp", "checkpoint": "decay", "seed": 0,
+        "evaluation": {"local_tasks": [spec.model_dump()], "batch_size": 4}})
+    out = run({"checkpoint": inputs["checkpoint"], f"task:{spec.task_name}": folder},
+              tmp_path / "out", cfg)
+    results = json.loads((out / "results/results.json").read_text())
+    task = results["tasks"]["repro_code_cloze_code"]
+    assert task["config"]["target_delimiter"] == "\n"
+    assert task["n_samples"]["effective"] == 5 and task["limit"] is None
+    assert task["random_baseline"] == {"acc": pytest.approx(1 / 3), "acc_norm": pytest.approx(1 / 3)}
+    assert task["source"]["data_sha256"] == manifest["data_sha256"]
+    assert 0 <= task["metrics"]["acc"] <= 1
+
+
+def test_failed_standard_task_is_recorded(inputs, tmp_path):
+    """on_task_error: record: the misspelt standard task is left out with the fix, the
+    local tasks are evaluated (indexing lm-eval's task YAMLs takes ~10 s)."""
+    out = run(inputs, tmp_path / "rec", config(tasks=["arc_eazy"], on_task_error="record",
+                                                limit=2))
+    metrics = json.loads((out / "metrics/m.json").read_text())
+    assert set(metrics["failed_tasks"]) == {"arc_eazy"}
+    assert "no task, group or tag named 'arc_eazy'" in metrics["failed_tasks"]["arc_eazy"]
+    assert set(metrics["tasks"]) == {"repro_bpb_web", "repro_cloze_web"}
+    results = json.loads((out / "results/results.json").read_text())
+    assert results["failed_tasks"] == metrics["failed_tasks"]
+    assert results["standard_tasks"] == ["arc_eazy"]
+
+
+@pytest.mark.parametrize("backend, missing", [("vllm", "vllm package"),
+                                               ("accelerate", "no CUDA device")])
+def test_unavailable_backend_fails_before_loading(inputs, tmp_path, backend, missing):
+    import importlib.util
+
+    import torch
+
+    from repro.eval.lm_eval_runner import BackendUnavailableError
+
+    if torch.cuda.is_available() or importlib.util.find_spec("vllm") is not None:
+        pytest.skip("checks the failure on a CPU machine without vllm")
+    with pytest.raises(BackendUnavailableError, match=f"'{backend}'.*{missing}"):
+        run(inputs, tmp_path / "out", config(backend=backend))
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_accelerate_launch_one_cpu_process(inputs, tmp_path):
+    """The accelerate path end to end on one CPU process (launch, payload, worker, rank 0
+    writes): the same bytes as an in-process run."""
+    from repro.eval import launch
+
+    ref = outputs(run(inputs, tmp_path / "ref"))
+    out = tmp_path / "acc"
+    io_out = {"results": out / "results", "metrics": out / "metrics" / "m.json"}
+    payload = launch.write_payload(tmp_path / "launch.json", "evaluate-x",
+                                   config().model_dump(mode="json"), inputs, io_out)
+    launch.relaunch_with_accelerate(1, payload, cpu=True)
+    assert outputs(out) == ref
