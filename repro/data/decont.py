@@ -110,7 +110,7 @@ def standard_task_items(names: list[str], task_manager: Any = None) -> Iterator[
         except TaskUnavailableError as e:
             raise TaskUnavailableError(
                 f"decontamination needs the documents of every evaluation task: {e}") from e
-        leaves = [t for obj in loaded
+        leaves = [t for obj in loaded.objects
                   for t in (obj.get_all_tasks() if isinstance(obj, Group) else [obj])]
         for task in sorted(leaves, key=lambda t: t.task_name):
             for doc in task.eval_docs:
