@@ -185,6 +185,11 @@ def stage(kind: str, stage_id: str, inputs: tuple[str, ...], outputs: tuple[str,
     except ReproError as e:  # the message names what is wrong and the fix
         click.echo(f"error: stage {stage_id}: {e}", err=True)
         sys.exit(EXIT_BAD_INPUT)
+    if "env" in io.outputs:  # last, so a failed stage leaves no record of a run
+        from repro.environment import fingerprint
+        from repro.stages.base import write_json
+
+        write_json(io.output("env"), fingerprint())
 
 
 @main.command()

@@ -57,6 +57,21 @@ def stage_perf(stage_id: str) -> PurePosixPath:
     return METRICS_DIR / f"{stage_id}.perf.json"
 
 
+def stage_env(stage_id: str) -> PurePosixPath:
+    """The environment fingerprint of the run that made the stage's outputs (committed;
+    repro.environment). Like perf.json it describes the machine, not the result, so
+    `repro verify` compares it field by field instead of by hash."""
+    return METRICS_DIR / f"{stage_id}.env.json"
+
+
+MACHINE_RECORD_SUFFIXES = (".perf.json", ".env.json")
+"""Outputs that describe how and where a stage ran (timings, environment), not what it made."""
+
+
+def is_machine_record(path: str | PurePosixPath) -> bool:
+    return str(path).endswith(MACHINE_RECORD_SUFFIXES)
+
+
 def resume_dir(stage_id: str) -> PurePosixPath:
     """In-stage resumable state of a training stage (not a DVC output: it must survive the
     crash DVC would clean up after). Removed when the stage completes."""

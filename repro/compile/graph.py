@@ -57,21 +57,22 @@ from repro.stages.configs import (
     TrainConfig,
 )
 
-# Output keys of each stage kind, and which of them are metrics / plots / uncached.
+# Output keys of each stage kind, and which of them are metrics / plots / uncached. Every
+# stage records the environment it ran in (`env`, written by the `repro stage` command).
 OUTPUT_KEYS: dict[str, tuple[str, ...]] = {
-    "source": ("corpus",),
-    "curate": ("docs", "metrics"),
-    "split": ("split", "metrics"),
-    "decontaminate": ("docs", "metrics"),
-    "tokenizer": ("tokenizer",),
-    "tokenize": ("tokens", "metrics"),
-    "funnel": ("metrics",),
-    "ledger": ("gate", "metrics"),
-    "train": ("checkpoint", "metrics", "loss", "monitor", "perf"),
-    "teacherlogits": ("targets",),
-    "evaltasks": ("task",),
-    "evaluate": ("results", "metrics"),
-    "report": ("report", "scores"),
+    "source": ("corpus", "env"),
+    "curate": ("docs", "metrics", "env"),
+    "split": ("split", "metrics", "env"),
+    "decontaminate": ("docs", "metrics", "env"),
+    "tokenizer": ("tokenizer", "env"),
+    "tokenize": ("tokens", "metrics", "env"),
+    "funnel": ("metrics", "env"),
+    "ledger": ("gate", "metrics", "env"),
+    "train": ("checkpoint", "metrics", "loss", "monitor", "perf", "env"),
+    "teacherlogits": ("targets", "env"),
+    "evaltasks": ("task", "env"),
+    "evaluate": ("results", "metrics", "env"),
+    "report": ("report", "scores", "env"),
 }
 SNAPSHOT = "snapshot"
 """Train output keys `snapshot:<global step>`, one per `TrainConfig.snapshot_steps` entry."""
@@ -146,6 +147,8 @@ class Stage:
                 out[key] = paths.stage_plot(self.id, "monitor.csv")
             elif key == "perf":
                 out[key] = paths.stage_perf(self.id)
+            elif key == "env":
+                out[key] = paths.stage_env(self.id)
             elif key == "report":
                 out[key] = paths.report_dir(self.config.name)  # type: ignore[attr-defined]
             elif key == "scores":
