@@ -193,6 +193,72 @@ def stage(kind: str, stage_id: str, inputs: tuple[str, ...], outputs: tuple[str,
 
 
 @main.command()
+@click.argument("stages", nargs=-1)
+@click.option("--rtol", default=1e-4, show_default=True, type=float,
+              help="Relative tolerance, used only where the environments differ.")
+@click.option("--atol", default=1e-6, show_default=True, type=float,
+              help="Absolute tolerance, used only where the environments differ.")
+@click.option("--out", "out_dir", default=str(paths.VERIFY_DIR), show_default=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Where certificate.md and certificate.json are written.")
+@click.option("--scratch", type=click.Path(exists=False, path_type=Path), default=None,
+              help="Rebuild in this (new) folder instead of a temporary one.")
+@click.option("--keep", is_flag=True, help="Keep the scratch copy for inspection.")
+def verify(stages: tuple[str, ...], rtol: float, atol: float, out_dir: Path,
+           scratch: Path | None, keep: bool) -> None:
+    """Rebuild the pipeline (or STAGES alone) in a scratch copy and certify its outputs
+    against dvc.lock; exit 1 if any stage fails."""
+    from repro.errors import ReproError
+    from repro.stages.base import atomic_write_text, write_json
+    from repro.verify import Tolerance
+    from repro.verify import verify as run_verify
+    from repro.verify.certificate import render_text
+
+    try:
+        cert, where = run_verify(Path("."), list(stages), Tolerance(rtol, atol), scratch, keep)
+    except ReproError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    text = render_text(cert)
+    click.echo(text)
+    write_json(out_dir / "certificate.json", cert.as_json())
+    atomic_write_text(out_dir / "certificate.md", text)
+    click.echo(f"wrote {out_dir}/certificate.md and certificate.json"
+               + (f"; scratch kept at {where}" if keep else ""))
+    sys.exit(0 if cert.passed else 1)
+
+
+@main.command()
+@click.argument("targets", nargs=-1, required=True)
+@click.option("--mfu", default=0.40, show_default=True, type=click.FloatRange(0, 1, min_open=True),
+              help="Assumed model FLOPs utilisation (PERF.md: SmolLM3 ~29%, nanochat ~50%).")
+@click.option("--peak-tflops", default=989.0, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="Accelerator peak TFLOP/s (H100 SXM bf16 dense: 989).")
+@click.option("--json", "as_json", is_flag=True, help="Print the plans as JSON.")
+def plan(targets: tuple[str, ...], mfu: float, peak_tflops: float, as_json: bool) -> None:
+    """Estimate curation CPU-hours, training FLOPs, evaluation cost and disk of specs."""
+    import json
+
+    from repro.plan import plan_spec, render
+
+    specs, issues = [], []
+    for path in _spec_files(targets):
+        try:
+            specs.append((str(path), load_spec(path)))
+        except SpecError as e:
+            issues.extend(e.issues)
+    if issues:
+        _fail(issues)
+    others = {s.name: s for _, s in specs}
+    plans = [plan_spec(s, f, mfu=mfu, peak_tflops=peak_tflops, others=others) for f, s in specs]
+    if as_json:
+        click.echo(json.dumps({"mfu": mfu, "peak_tflops": peak_tflops,
+                               "plans": [p.as_dict() for p in plans]}, indent=2))
+    else:
+        click.echo("\n\n".join(render(p) for p in plans))
+
+
+@main.command()
 @click.argument("site_dir", metavar="DIR", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--reports", "reports_dir", default=str(paths.REPORTS_DIR), show_default=True,
               type=click.Path(file_okay=False, path_type=Path),

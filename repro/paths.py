@@ -17,6 +17,7 @@ REPORTS_DIR = PurePosixPath("reports")
 METRICS_DIR = PurePosixPath("metrics")
 PLOTS_DIR = PurePosixPath("plots")
 LEDGER_DIR = PurePosixPath("data/ledger")
+VERIFY_DIR = REPORTS_DIR / "verify"  # `repro verify`'s certificate
 
 # Where each stage kind writes its main (DVC-cached) output.
 _DATA_ROOTS = {

@@ -1,0 +1,55 @@
+"""`repro verify`: rebuild stages in a scratch copy of the workspace and certify that their
+outputs are the ones dvc.lock records (see certificate.py for the verdicts)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from repro import paths
+from repro.errors import ReproError
+from repro.verify.certificate import Certificate, verify_stage
+from repro.verify.lockfile import parse_lock
+from repro.verify.scratch import make_scratch, run_dvc_repro, upstream_inputs
+from repro.verify.tolerance import Tolerance
+
+__all__ = ["Tolerance", "verify"]
+
+
+def verify(root: Path, stages: list[str], tol: Tolerance, scratch: Path | None = None,
+           keep: bool = False) -> tuple[Certificate, Path]:
+    """Rebuild `stages` (all when empty) in a scratch copy; return the certificate and the
+    scratch folder (removed unless `keep`)."""
+    import torch  # noqa: F401  (so the fingerprint describes the torch build the stages use)
+
+    from repro.environment import fingerprint
+
+    dvc_yaml, lock_path = root / str(paths.DVC_YAML), root / "dvc.lock"
+    if not dvc_yaml.is_file():
+        raise ReproError(f"no {dvc_yaml}: run `repro compile` first")
+    if not lock_path.is_file():
+        raise ReproError(f"no {lock_path}: nothing recorded to verify against; run `dvc repro` first")
+    dvc_stages = (yaml.safe_load(dvc_yaml.read_text(encoding="utf-8")) or {}).get("stages", {})
+    unknown = [s for s in stages if s not in dvc_stages]
+    if unknown:
+        raise ReproError(f"no such stage(s) in dvc.yaml: {', '.join(unknown)}; "
+                         "`dvc stage list` names them")
+    targets = [s for s in dvc_stages if s in stages] if stages else list(dvc_stages)
+    recorded = parse_lock(lock_path.read_text(encoding="utf-8"))
+    owned = scratch is None
+    base = Path(tempfile.mkdtemp(prefix="repro-verify-")) if owned else Path(scratch)
+    scratch = base / "ws" if owned else base
+    try:
+        make_scratch(root, scratch, upstream_inputs(targets, dvc_stages) if stages else [])
+        run_dvc_repro(scratch, targets if stages else None)
+        rebuilt_lock = scratch / "dvc.lock"
+        rebuilt = parse_lock(rebuilt_lock.read_text(encoding="utf-8")) if rebuilt_lock.is_file() else {}
+        verdicts = [verify_stage(s, recorded.get(s), rebuilt.get(s), root, scratch, tol)
+                    for s in targets]
+        return Certificate(str(tol), fingerprint(), verdicts), scratch
+    finally:
+        if not keep:
+            shutil.rmtree(base, ignore_errors=True)
