@@ -193,6 +193,27 @@ def stage(kind: str, stage_id: str, inputs: tuple[str, ...], outputs: tuple[str,
 
 
 @main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def explain(as_json: bool) -> None:
+    """Why `dvc repro` would run each stage: changed settings (old → new), code, inputs."""
+    import json
+
+    from repro.explain import explain as run_explain
+    from repro.explain import render
+
+    try:
+        runs = run_explain(Path("."))
+    except (OSError, RuntimeError) as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    if as_json:
+        click.echo(json.dumps([{"stage": r.stage, "reasons": r.reasons, "upstream": r.upstream}
+                               for r in runs], indent=2))
+    else:
+        click.echo(render(runs), nl=False)
+
+
+@main.command()
 @click.argument("stages", nargs=-1)
 @click.option("--rtol", default=1e-4, show_default=True, type=float,
               help="Relative tolerance, used only where the environments differ.")

@@ -80,21 +80,22 @@ def _read_env(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def _compare_output(rebuilt: Path, recorded: Path, tol: Tolerance, tolerate: bool) -> list[FileComparison]:
-    """File-level comparison of one differing output (file or folder)."""
+def _compare_output(rel: str, rebuilt: Path, recorded: Path, tol: Tolerance,
+                    tolerate: bool) -> list[FileComparison]:
+    """File-level comparison of one differing output (file or folder `rel`)."""
     if not recorded.exists():
-        return [FileComparison(str(recorded), False,
+        return [FileComparison(rel, False,
                                "hash differs from dvc.lock and the recorded output is not in the "
                                "workspace to compare with (run `dvc pull` or `dvc checkout`)")]
     new, old = _files(rebuilt), _files(recorded)
-    out = [FileComparison(f"{recorded}/{rel}", False, "only in the rebuild" if rel in new else "missing in the rebuild")
-           for rel in sorted(set(new) ^ set(old))]
-    for rel in sorted(set(new) & set(old)):
-        if _md5(new[rel]) == _md5(old[rel]):
+    out = [FileComparison(f"{rel}/{f}", False, "only in the rebuild" if f in new else "missing in the rebuild")
+           for f in sorted(set(new) ^ set(old))]
+    for f in sorted(set(new) & set(old)):
+        if _md5(new[f]) == _md5(old[f]):
             continue
-        shown = f"{recorded}/{rel}" if recorded.is_dir() else str(recorded)
+        shown = f"{rel}/{f}" if recorded.is_dir() else rel
         if tolerate:
-            c = compare_files(new[rel], old[rel], tol)
+            c = compare_files(new[f], old[f], tol)
             out.append(FileComparison(shown, c.within, c.detail))
         else:
             out.append(FileComparison(shown, False, "differs (bitwise)"))
@@ -137,7 +138,7 @@ def verify_stage(name: str, recorded: LockedStage | None, rebuilt: LockedStage |
     tolerate = bool(env_changes)
     files: list[FileComparison] = []
     for p in differing:
-        files += _compare_output(scratch / p, root / p, tol, tolerate)
+        files += _compare_output(p, scratch / p, root / p, tol, tolerate)
     if not tolerate:
         return StageVerdict(name, FAIL, "outputs differ on an identical environment: the stage "
                             f"is not deterministic ({', '.join(differing)})", checked, files)

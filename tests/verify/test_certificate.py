@@ -1,0 +1,97 @@
+"""Certificate verdicts from recorded vs rebuilt lock records (no DVC run: the records and
+files are made here, as a rebuild on this or another machine would leave them)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from repro.verify.certificate import EXACT, FAIL, TOLERANCE, Certificate, render_text, verify_stage
+from repro.verify.lockfile import LockedFile, LockedStage, parse_lock
+from repro.verify.tolerance import Tolerance
+
+TOL = Tolerance()
+METRICS, ENV = "metrics/s.json", "metrics/s.env.json"
+ENV_A = {"numerics": {"torch": {"cpu_capability": "AVX2", "num_threads": 2}}, "info": {"kernel": "6.1"}}
+ENV_B = {"numerics": {"torch": {"cpu_capability": "AVX512", "num_threads": 2}}, "info": {"kernel": "6.9"}}
+
+
+def _write(root: Path, rel: str, obj) -> str:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def _record(root: Path, loss: float, env: dict, params=None) -> LockedStage:
+    outs = {METRICS: LockedFile(METRICS, _write(root, METRICS, {"loss": loss})),
+            ENV: LockedFile(ENV, _write(root, ENV, env))}
+    return LockedStage("s", "cmd", {"in": LockedFile("in", "abc")}, outs, params or {"s": {"lr": 1}})
+
+
+def test_identical_outputs_are_exact(tmp_path):
+    old, new = _record(tmp_path / "ws", 2.5, ENV_A), _record(tmp_path / "scratch", 2.5, ENV_B)
+    verdict = verify_stage("s", old, new, tmp_path / "ws", tmp_path / "scratch", TOL)
+    assert verdict.verdict == EXACT and verdict.outputs_checked == 1
+    # the fingerprint difference is still reported, though it did not matter here
+    assert verdict.environment_changes == {"torch.cpu_capability": ["AVX2", "AVX512"]}
+
+
+def test_difference_on_an_identical_environment_is_a_failure(tmp_path):
+    old, new = _record(tmp_path / "ws", 2.5, ENV_A), _record(tmp_path / "scratch", 2.5000001, ENV_A)
+    verdict = verify_stage("s", old, new, tmp_path / "ws", tmp_path / "scratch", TOL)
+    assert verdict.verdict == FAIL and "not deterministic" in verdict.reason
+    assert verdict.files[0].path == METRICS and "bitwise" in verdict.files[0].detail
+
+
+def test_difference_on_another_cpu_is_judged_within_tolerance(tmp_path):
+    old, new = _record(tmp_path / "ws", 2.5, ENV_A), _record(tmp_path / "scratch", 2.5000001, ENV_B)
+    verdict = verify_stage("s", old, new, tmp_path / "ws", tmp_path / "scratch", TOL)
+    assert verdict.verdict == TOLERANCE, verdict
+    assert "torch.cpu_capability" in verdict.environment_changes
+    text = render_text(Certificate(str(TOL), {"numerics": {}}, [verdict]))
+    assert "within tolerance" in text and "AVX2 → AVX512" in text and "max deviation" in text
+
+
+def test_difference_beyond_tolerance_fails_and_names_the_value(tmp_path):
+    old, new = _record(tmp_path / "ws", 2.5, ENV_A), _record(tmp_path / "scratch", 2.6, ENV_B)
+    verdict = verify_stage("s", old, new, tmp_path / "ws", tmp_path / "scratch", TOL)
+    assert verdict.verdict == FAIL and "beyond" in verdict.reason
+    assert "loss" in verdict.files[0].detail and "2.6" in verdict.files[0].detail
+
+
+def test_changed_settings_inputs_and_missing_rebuilds_fail_with_a_reason(tmp_path):
+    old = _record(tmp_path / "ws", 2.5, ENV_A)
+    new = _record(tmp_path / "scratch", 2.5, ENV_A, params={"s": {"lr": 2}})
+    assert "settings" in verify_stage("s", old, new, tmp_path / "ws", tmp_path / "scratch", TOL).reason
+    moved = LockedStage("s", "cmd", {"in": LockedFile("in", "xyz")}, new.outs, old.params)
+    assert "inputs differ" in verify_stage("s", old, moved, tmp_path / "ws", tmp_path / "scratch", TOL).reason
+    assert verify_stage("s", old, None, tmp_path / "ws", tmp_path / "scratch", TOL).verdict == FAIL
+    assert "no record" in verify_stage("s", None, new, tmp_path / "ws", tmp_path / "scratch", TOL).reason
+
+
+def test_certificate_passes_only_without_failures(tmp_path):
+    old, new = _record(tmp_path / "ws", 2.5, ENV_A), _record(tmp_path / "scratch", 2.5, ENV_A)
+    ok = verify_stage("s", old, new, tmp_path / "ws", tmp_path / "scratch", TOL)
+    bad = verify_stage("t", None, new, tmp_path / "ws", tmp_path / "scratch", TOL)
+    assert Certificate("", {}, [ok]).passed and not Certificate("", {}, [ok, bad]).passed
+    assert Certificate("", {}, [ok, bad]).as_json()["counts"] == {EXACT: 1, TOLERANCE: 0, FAIL: 1}
+
+
+def test_parse_lock_reads_outs_deps_and_params():
+    text = """schema: '2.0'
+stages:
+  s:
+    cmd: repro stage x s
+    deps:
+    - {path: repro/x.py, hash: md5, md5: aa, size: 3}
+    params:
+      params.yaml:
+        s: {lr: 1}
+    outs:
+    - {path: data/s, hash: md5, md5: bb.dir, size: 9, nfiles: 2}
+"""
+    stage = parse_lock(text)["s"]
+    assert stage.deps["repro/x.py"].md5 == "aa" and stage.outs["data/s"].nfiles == 2
+    assert stage.params == {"s": {"lr": 1}} and parse_lock("") == {}
