@@ -3,6 +3,7 @@ scratch copy of the repository, then `dvc exp run -S` on an evaluation setting."
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -144,3 +145,91 @@ def test_threshold_change_reruns_curation_and_downstream_only(tiny_repo: Path):
         assert _stale_stages(tiny_repo) == set()
     finally:
         params_path.write_text(original)
+
+
+def _repro_cli(args: list[str], repo: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    return subprocess.run([sys.executable, "-m", "repro.cli", *args], cwd=repo, env=env, text=True,
+                          capture_output=True, timeout=900)
+
+
+def test_verify_rebuilds_everything_bit_for_bit(tiny_repo: Path, tmp_path: Path):
+    """`repro verify` rebuilds the whole tiny pipeline in a scratch copy: every stage's
+    outputs equal dvc.lock's hashes on this machine (the certificate says `exact`)."""
+    proc = _repro_cli(["verify", "--out", str(tmp_path)], tiny_repo)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    cert = json.loads((tmp_path / "certificate.json").read_text())
+    stages = yaml.safe_load((tiny_repo / "dvc.yaml").read_text())["stages"]
+    assert cert["passed"] and cert["counts"] == {"exact": len(stages), "within tolerance": 0, "FAIL": 0}
+    assert {s["stage"] for s in cert["stages"]} == set(stages)
+    assert cert["environment"]["numerics"]["torch"]["num_threads"] >= 1
+    assert "Reproducibility certificate: PASS" in (tmp_path / "certificate.md").read_text()
+
+
+def test_verify_named_stage_and_a_tampered_record(tiny_repo: Path, tmp_path: Path):
+    """One stage alone (its inputs copied from the workspace) verifies exact; a lock record
+    as another machine would leave it (other kernels, loss off by 1e-7) is judged within
+    tolerance, naming the environment change; off by 1e-2 it fails with exit code 1."""
+    lock_path = tiny_repo / "dvc.lock"
+    original_lock = lock_path.read_text()
+    lock = yaml.safe_load(original_lock)
+    train = next(k for k in lock["stages"] if k.startswith("train-") and "seed1" not in k)
+    proc = _repro_cli(["verify", train, "--out", str(tmp_path)], tiny_repo)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    [verdict] = json.loads((tmp_path / "certificate.json").read_text())["stages"]
+    assert verdict["verdict"] == "exact"
+
+    metrics_rel, env_rel = f"metrics/{train}.json", f"metrics/{train}.env.json"
+    saved = {rel: (tiny_repo / rel).read_text() for rel in (metrics_rel, env_rel)}
+    try:
+        for offset, expected, code in ((1e-7, "within tolerance", 0), (1e-2, "FAIL", 1)):
+            metrics = json.loads(saved[metrics_rel])
+            key = "final_loss"
+            metrics[key] += offset * max(1.0, abs(metrics[key]))
+            (tiny_repo / metrics_rel).write_text(json.dumps(metrics))
+            env = json.loads(saved[env_rel])
+            env["numerics"]["torch"]["cpu_capability"] = "AVX512"
+            (tiny_repo / env_rel).write_text(json.dumps(env))
+            for out in lock["stages"][train]["outs"]:
+                if out["path"] == metrics_rel:
+                    out["md5"] = hashlib.md5((tiny_repo / metrics_rel).read_bytes()).hexdigest()
+            lock_path.write_text(yaml.safe_dump(lock, sort_keys=False))
+            proc = _repro_cli(["verify", train, "--out", str(tmp_path)], tiny_repo)
+            assert proc.returncode == code, proc.stdout[-4000:] + proc.stderr[-4000:]
+            [verdict] = json.loads((tmp_path / "certificate.json").read_text())["stages"]
+            assert verdict["verdict"] == expected, verdict
+            assert verdict["environment_changes"]["torch.cpu_capability"] == ["AVX512", "AVX2"]
+            assert [f["path"] for f in verdict["files"]] == [metrics_rel]
+    finally:
+        lock_path.write_text(original_lock)
+        for rel, text in saved.items():
+            (tiny_repo / rel).write_text(text)
+
+
+def test_explain_names_old_and_new_values(tiny_repo: Path):
+    """A changed learning rate and an edited training module: `repro explain` gives the old
+    and new value, the file, and the evaluations that follow only because training reruns."""
+    params_path, code_path = tiny_repo / "params.yaml", tiny_repo / "repro/train/loop.py"
+    params_text, code_text = params_path.read_text(), code_path.read_text()
+    params = yaml.safe_load(params_text)
+    train = next(k for k in params if k.startswith("train-") and "seed1" not in k
+                 and params[k]["step_start"] == 0)
+    old_lr = params[train]["optimizer"]["lr"]
+    try:
+        params[train]["optimizer"]["lr"] = old_lr * 2
+        params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+        code_path.write_text(code_text + "\n# an edit\n")
+        proc = _repro_cli(["explain", "--json"], tiny_repo)
+        assert proc.returncode == 0, proc.stderr
+        runs = {r["stage"]: r for r in json.loads(proc.stdout)}
+        assert f"setting {train}.optimizer.lr: {old_lr} → {old_lr * 2}" in runs[train]["reasons"]
+        assert any(r.startswith("code repro/train/ changed: loop.py modified") for r in runs[train]["reasons"])
+        evaluations = [s for s, r in runs.items() if s.startswith("evaluate-") and train in r["upstream"]]
+        assert evaluations and all(not runs[s]["reasons"] for s in evaluations)
+        assert not any(s.startswith(("curate-", "tokenize-")) for s in runs)
+        text = _repro_cli(["explain"], tiny_repo).stdout
+        assert f"{old_lr} → {old_lr * 2}" in text and "only downstream" in text
+    finally:
+        params_path.write_text(params_text)
+        code_path.write_text(code_text)
+    assert "would run nothing" in _repro_cli(["explain"], tiny_repo).stdout
