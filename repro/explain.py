@@ -21,7 +21,7 @@ from typing import Any
 import pathspec
 import yaml
 
-from repro.verify.lockfile import LockedStage, parse_lock
+from repro.verify.lockfile import LockedStage, declared_outputs, parse_lock
 
 
 @dataclass
@@ -164,11 +164,7 @@ def explain(root: Path, status: dict[str, list] | None = None) -> list[StageExpl
     locked = parse_lock(lock_file.read_text(encoding="utf-8")) if lock_file.is_file() else {}
     params = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8")) or {}
     status = dvc_status(root) if status is None else status
-    producer = {}
-    for name, entry in dvc_stages.items():
-        for key in ("outs", "metrics", "plots"):
-            for item in entry.get(key) or []:
-                producer[next(iter(item)) if isinstance(item, dict) else item] = name
+    producer = {out: name for name, entry in dvc_stages.items() for out in declared_outputs(entry)}
     result: dict[str, StageExplanation] = {}
     for name, entry in dvc_stages.items():
         ex = StageExplanation(name)

@@ -1,4 +1,5 @@
-"""What dvc.lock says each stage made, read into plain records (pure: text in, data out)."""
+"""What dvc.yaml declares and dvc.lock says each stage made, read into plain records
+(pure: data in, data out)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,15 @@ class LockedStage:
 def _file(entry: dict[str, Any]) -> LockedFile:
     return LockedFile(str(entry["path"]), entry.get("md5") or entry.get("etag") or entry.get("checksum"),
                       entry.get("size"), entry.get("nfiles"))
+
+
+def declared_outputs(entry: dict[str, Any]) -> list[str]:
+    """Output paths of a dvc.yaml stage entry (outs, metrics and plots alike)."""
+    paths = []
+    for key in ("outs", "metrics", "plots"):
+        for item in entry.get(key) or []:
+            paths.append(next(iter(item)) if isinstance(item, dict) else item)
+    return paths
 
 
 def parse_lock(text: str) -> dict[str, LockedStage]:

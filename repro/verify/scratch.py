@@ -15,6 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from repro.verify.lockfile import declared_outputs
+
 
 
 def workspace_files(root: Path) -> list[Path]:
@@ -53,21 +55,13 @@ def make_scratch(root: Path, scratch: Path, inputs: list[str]) -> None:
 
 def upstream_inputs(stages: list[str], dvc_stages: dict) -> list[str]:
     """Paths the named stages read that other stages make (to be copied in)."""
-    produced = {str(out) for entry in dvc_stages.values() for out in _out_paths(entry)}
+    produced = {out for entry in dvc_stages.values() for out in declared_outputs(entry)}
     needed: set[str] = set()
     for name in stages:
         for dep in dvc_stages[name].get("deps", []):
             if dep in produced:
                 needed.add(dep)
     return sorted(needed)
-
-
-def _out_paths(entry: dict) -> list[str]:
-    out = []
-    for key in ("outs", "metrics", "plots"):
-        for item in entry.get(key, []) or []:
-            out.append(next(iter(item)) if isinstance(item, dict) else item)
-    return out
 
 
 def run_dvc_repro(scratch: Path, stages: list[str] | None) -> int:
