@@ -171,7 +171,9 @@ def stage(kind: str, stage_id: str, inputs: tuple[str, ...], outputs: tuple[str,
                          "dvc.yaml and params.yaml disagree; run `repro compile`")])
     model = STAGE_CONFIGS[kind]
     try:
-        cfg = model.model_validate(params[stage_id])
+        # the workspace (where DVC runs the stage) confines local paths, as at compile time:
+        # `dvc exp run -S` edits params.yaml after the spec was validated (repro.spec.safety)
+        cfg = model.model_validate(params[stage_id], context={"workspace": Path.cwd()})
     except ValidationError as e:
         issues = validation_issues(e, params[stage_id], {}, display, model)
         _fail([SpecIssue(i.file, i.line, f"{stage_id}.{i.field}", i.message, i.fix) for i in issues])

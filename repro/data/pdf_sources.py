@@ -82,7 +82,7 @@ class PdfWarcReader(BaseDiskReader):
     MIME types are not documents of the PDF chain and are skipped silently. Records that the
     crawler cut short (`WARC-Truncated`; Common Crawl truncated payloads at 1 MB, FACTS 2.2)
     are counted as `skipped_truncated_pdf`: FinePDFs re-fetches them from the live web,
-    which this offline reader cannot. A file that ends inside a record or fails to parse is
+    which this offline reader cannot; records with an empty payload as `skipped_empty_file`. A file that ends inside a record or fails to parse is
     counted once as `skipped_corrupt_warc`; the records read before the damage are kept and
     the task goes on with the next file.
 
@@ -182,6 +182,9 @@ class PdfWarcReader(BaseDiskReader):
             return None, "file ends inside a record"
         if record.rec_headers.get_header("WARC-Truncated"):
             self.stat_update("skipped_truncated_pdf")
+            return None, None
+        if not body:  # a PDF of zero bytes: counted, as FilesReader counts an empty file
+            self.stat_update("skipped_empty_file")
             return None, None
         doc_id = record.rec_headers.get_header("WARC-Record-ID")
         url = record.rec_headers.get_header("WARC-Target-URI")

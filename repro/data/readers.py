@@ -15,7 +15,8 @@ Skip reasons (the `read_skipped` entry of the funnel):
   invalid_warc     bytes that do not parse as a WARC record
   corrupt_parquet  a Parquet file or row group pyarrow cannot read
   invalid_json     a JSONL line that is not a JSON object (or whose text is not a string)
-  invalid_utf8     text that is not UTF-8 (WARC pages: nor any charset cchardet detects)
+  invalid_utf8     text that is not UTF-8 (WARC pages: nor any charset cchardet detects;
+                   JSONL: also a string escaping a lone surrogate, "\\ud800")
   empty_text       a record whose text field is missing or empty
   unreadable_file  a file that cannot be opened or read (permissions, I/O, network)
 FilesReader adds `empty_file` and `binary_file` (repro.data.files_reader).
@@ -346,17 +347,22 @@ class RobustJsonlReader(SkipCounting, JsonlReader):
                                 media["media_bytes"] = base64.decodebytes(
                                     media["media_bytes"].encode("ascii"))
                     except (ValueError, TypeError, AttributeError, KeyError) as e:
-                        self.count_skip(_json_reason(line), where, e)
+                        self.count_skip(_json_reason(line, e), where, e)
                         continue
                     document = self.get_document_from_dict(data, filepath, li)
                 if document is not None:
                     yield document
 
 
-def _json_reason(line: bytes) -> str:
+def _json_reason(line: bytes, exc: BaseException | None = None) -> str:
+    """`invalid_utf8` for a line that is not UTF-8, or whose strings escape a lone UTF-16
+    surrogate (`"\\ud800"`: text no UTF-8 writer can encode; orjson refuses it); else
+    `invalid_json`."""
     try:
         line.decode("utf-8")
     except UnicodeDecodeError:
+        return "invalid_utf8"
+    if exc is not None and "surrogate" in str(exc):
         return "invalid_utf8"
     return "invalid_json"
 
@@ -517,7 +523,9 @@ def source_reader(source: S.Source, raw: Path | None, progress: bool = True) -> 
                                    text_key=source.text_key, id_key=source.id_key,
                                    doc_progress=progress)
     if isinstance(source, S.HFDatasetSource):
-        options = {"split": source.split}
+        # never run a dataset's loading script (datasets >= 4 has dropped them; older
+        # versions would run one only with trust_remote_code=True)
+        options = {"split": source.split, "trust_remote_code": False}
         if source.subset:
             options["name"] = source.subset
         return HubDatasetReader(source.repo, dataset_options=options, streaming=True,

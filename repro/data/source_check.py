@@ -10,30 +10,32 @@ first one, so missing credentials show up here and not as every file being skipp
 Hugging Face hub datasets are not checked here: listing a hub repo needs the network, and
 `datasets` knows best how to find one; the reader (`HubDatasetReader`) turns its failure
 into the same kind of error (`hub_error`).
+
+Given a `workspace`, a local source must also really lie inside it, symlinks followed: spec
+validation checks that too (repro.spec.safety), but a stage reads its source from
+params.yaml, which `dvc exp run -S` can change, and a link can change after validation.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 from repro.errors import ReproError
 from repro.spec import schema as S
+from repro.spec.safety import LOCAL_FIX, redact_url
 
 BUILTIN_GLOBS = {"pydoc_web": "*.warc", "pydoc_pdf": "*.warc", "stdlib_code": "*.jsonl"}
 """Files the source stage writes for each builtin corpus (read non-recursively)."""
-
-_USERINFO = re.compile(r"(?<=://)[^/@\s]*@")
-
 
 class SourceError(ReproError, ValueError):
     """A source that cannot be read at all; the message names it and the fix."""
 
 
 def redact(url: str) -> str:
-    """`url` with any `user:password@` part hidden, for messages and logs."""
-    return _USERINFO.sub("***@", url)
+    """`url` with any `user:password@` part and secret query values (`?token=`...) hidden,
+    for messages and logs (repro.spec.safety.redact_url)."""
+    return redact_url(url)
 
 
 def _is_remote(path: str) -> bool:
@@ -52,10 +54,12 @@ def _access_hint(path: str) -> str:
     return "check the path and its permissions"
 
 
-def check_source(source: S.Source, raw: Path | None = None) -> None:
+def check_source(source: S.Source, raw: Path | None = None,
+                 workspace: Path | None = None) -> None:
     """Raise `SourceError` when `source` cannot be read: its path does not exist, cannot be
-    listed or opened, or its glob matches no file. `raw` is the source stage's output
-    folder, where builtin corpora live. Hub datasets pass (checked by their reader)."""
+    listed or opened, or its glob matches no file; or, given a `workspace`, when a local
+    path's real location (symlinks followed) is outside it. `raw` is the source stage's
+    output folder, where builtin corpora live. Hub datasets pass (checked by their reader)."""
     if isinstance(source, S.HFDatasetSource):
         return
     if isinstance(source, S.BuiltinSource):
@@ -66,7 +70,19 @@ def check_source(source: S.Source, raw: Path | None = None) -> None:
         _check_folder(str(raw), BUILTIN_GLOBS[source.name], recursive=False,
                       what=f"builtin source {source.name!r} output folder")
         return
-    _check_folder(source.path, source.glob, recursive=True, what=f"{source.kind} source path")
+    what = f"{source.kind} source path"
+    _check_folder(source.path, source.glob, recursive=True, what=what)
+    if workspace is not None and not _is_remote(source.path):
+        _check_inside(source.path, Path(workspace), what)
+
+
+def _check_inside(path: str, workspace: Path, what: str) -> None:
+    local = Path(path.removeprefix("file://"))
+    real = (workspace / local).resolve()
+    root = workspace.resolve()
+    if not real.is_relative_to(root):
+        raise SourceError(f"{what} {path!r} resolves to {str(real)!r}, outside the workspace "
+                          f"{str(root)!r}; {LOCAL_FIX}")
 
 
 def _check_folder(path: str, glob: str, recursive: bool, what: str) -> None:

@@ -105,11 +105,18 @@ def load_tasks(task_manager: Any, names: list[str], standard: set[str],
 
     `on_error="record"` leaves an unavailable standard task out and records why in
     `failed` (local tasks are ours: their errors always raise); the run fails only if no
-    task is left."""
+    task is left.
+
+    Only registered names are loaded: lm-eval's `load` would take any other string as the
+    path of a task YAML, whose `!function` tags import Python, so a task name from a spec
+    could run code. Unknown names fail (or are recorded) as unknown tasks."""
     built: dict[str, dict] = {}
     failed: dict[str, str] = {}
+    registered = set(task_manager.all_tasks)
     for name in names:
         try:
+            if name not in registered:
+                raise KeyError(f"{name!r} is not a registered lm-eval task, group or tag")
             built[name] = task_manager.load([name])
         except Exception as e:  # datasets raises many types (ConnectionError, FileNotFoundError...)
             if name not in standard:
@@ -215,7 +222,10 @@ def model_spec(backend: str, checkpoint: Path, *, max_length: int | None, seed: 
     it shards the requests over the processes `accelerate launch` started."""
     # float32: the checkpoints are small and CPU bf16 matmuls are slow and less exact.
     # A dict, not lm-eval's "k=v,k=v" string, so a path holding a comma stays intact.
-    args: dict[str, Any] = {"pretrained": str(Path(checkpoint).resolve()), "dtype": "float32"}
+    # trust_remote_code off, explicitly: the checkpoint is ours (plain transformers classes),
+    # and lm-eval must never run code shipped beside a model
+    args: dict[str, Any] = {"pretrained": str(Path(checkpoint).resolve()), "dtype": "float32",
+                            "trust_remote_code": False}
     if backend == "vllm":
         args |= {"tensor_parallel_size": tensor_parallel_size,
                  "gpu_memory_utilization": gpu_memory_utilization, "seed": seed}

@@ -108,7 +108,7 @@ def load_model(path, spec: ModelSpec, ids: TokenIds):
     stage's RoPE theta and context length (the weights do not depend on either)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    found = AutoConfig.from_pretrained(path)
+    found = AutoConfig.from_pretrained(path, trust_remote_code=False)
     expected = smollm3_config(spec, ids)
     diffs = architecture_diff(found, expected)
     if diffs:
@@ -119,7 +119,8 @@ def load_model(path, spec: ModelSpec, ids: TokenIds):
             "tokenizer the same across an experiment's stages."
         )
     model = AutoModelForCausalLM.from_pretrained(path, config=expected, dtype=torch.float32,
-                                                 attn_implementation=ATTN_IMPLEMENTATION)
+                                                 attn_implementation=ATTN_IMPLEMENTATION,
+                                                 trust_remote_code=False)
     return model
 
 

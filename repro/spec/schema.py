@@ -4,17 +4,30 @@ Every model is closed (`extra="forbid"`), frozen and documented, so a typo is an
 a validated spec can be hashed and shared between stages. Stage configs in
 `repro.compile.configs` are assembled from these same models, so a value read back from
 `params.yaml` (possibly overridden with `dvc exp run -S`) is checked by the same rules.
-Defaults follow the published recipes in shared FACTS.md; each cites its source.
+Defaults follow the published recipes in shared FACTS.md; each cites its source. What a
+spec may point at and run (local paths inside the workspace, URLs without credentials,
+names instead of code) is checked with the rules of `repro.spec.safety`.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import re
+from pathlib import Path
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from repro.spec import safety
 from repro.spec.language_thresholds import LINGUA_THRESHOLDS
 
 SCHEMA_VERSION = 1
@@ -23,11 +36,24 @@ Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)]
 PositiveInt = Annotated[int, Field(gt=0)]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 
+Location = Annotated[str, AfterValidator(safety.check_location)]
+"""A local path (confined to the workspace) or a remote URL (without credentials); see
+repro.spec.safety."""
+Glob = Annotated[str, AfterValidator(safety.check_glob)]
+"""A glob relative to its source's path (no absolute pattern, no `..`)."""
+ScriptValue = Annotated[str, AfterValidator(safety.check_no_control)]
+"""A value written on one line of a generated job script."""
+TaskName = Annotated[str, AfterValidator(safety.check_task_name)]
+"""An lm-eval task, group or tag name (never a path)."""
+
 
 class Model(BaseModel):
-    """Base of every spec model: closed, frozen, described."""
+    """Base of every spec model: closed, frozen, described. A rejected value is left out of
+    the text of a ValidationError (it could be a credential); located spec errors
+    (repro.spec.load) say what is wrong without echoing it either."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True,
+                              hide_input_in_errors=True)
 
 
 # --------------------------------------------------------------------------- sources
@@ -50,9 +76,10 @@ class WarcSource(Model):
     """WARC or WARC.gz files from a local folder or any fsspec URL (s3://, hf://...)."""
 
     kind: Literal["warc"] = "warc"
-    path: str
-    """Folder or URL prefix holding the WARC files."""
-    glob: str = "*.warc*"
+    path: Location
+    """Folder or URL prefix holding the WARC files. A local path is resolved from the
+    workspace and must stay inside it; a URL carries no credentials (repro.spec.safety)."""
+    glob: Glob = "*.warc*"
     """Glob pattern selecting files under `path`."""
     content: Literal["html", "pdf"] = "html"
     """Which response records to read, by MIME type: HTML pages (web chain) or PDF files
@@ -65,9 +92,10 @@ class JsonlSource(Model):
     """JSONL(.gz) documents from a local folder or any fsspec URL."""
 
     kind: Literal["jsonl"] = "jsonl"
-    path: str
-    """Folder or URL prefix holding the JSONL files."""
-    glob: str = "*.jsonl*"
+    path: Location
+    """Folder or URL prefix holding the JSONL files. A local path is resolved from the
+    workspace and must stay inside it; a URL carries no credentials (repro.spec.safety)."""
+    glob: Glob = "*.jsonl*"
     """Glob pattern selecting files under `path`."""
     text_key: str = "text"
     """Field holding the document text."""
@@ -81,9 +109,10 @@ class ParquetSource(Model):
     """Parquet documents from a local folder or any fsspec URL."""
 
     kind: Literal["parquet"] = "parquet"
-    path: str
-    """Folder or URL prefix holding the Parquet files."""
-    glob: str = "*.parquet"
+    path: Location
+    """Folder or URL prefix holding the Parquet files. A local path is resolved from the
+    workspace and must stay inside it; a URL carries no credentials (repro.spec.safety)."""
+    glob: Glob = "*.parquet"
     """Glob pattern selecting files under `path`."""
     text_key: str = "text"
     """Column holding the document text."""
@@ -97,8 +126,10 @@ class HFDatasetSource(Model):
     """A dataset on the Hugging Face hub, read by name (streamed)."""
 
     kind: Literal["hf_dataset"] = "hf_dataset"
-    repo: str
-    """Hub dataset id, e.g. `HuggingFaceFW/fineweb-edu`."""
+    repo: Location
+    """Hub dataset id, e.g. `HuggingFaceFW/fineweb-edu`, or a local folder of jsonl/parquet
+    files (inside the workspace). Dataset loading scripts are never run
+    (`trust_remote_code=False`)."""
     subset: str | None = None
     """Dataset configuration name, if any."""
     split: str = "train"
@@ -113,9 +144,10 @@ class FilesSource(Model):
     """A folder (local or any fsspec URL) of files, one document per file."""
 
     kind: Literal["files"] = "files"
-    path: str
-    """Folder or URL prefix holding the files."""
-    glob: str = "**/*"
+    path: Location
+    """Folder or URL prefix holding the files. A local path is resolved from the
+    workspace and must stay inside it; a URL carries no credentials (repro.spec.safety)."""
+    glob: Glob = "**/*"
     """Glob pattern selecting files under `path` (recursive by default)."""
     format: Literal["auto", "html", "pdf", "text", "code"] = "auto"
     """How to read each file: `auto` decides by extension (.html/.htm, .pdf, source-code
@@ -199,6 +231,16 @@ class PdfExtractStep(Model):
     """Rendering resolution of pages sent to OCR."""
 
 
+@functools.cache
+def _lingua_codes() -> frozenset[str]:
+    """ISO 639-1 codes of the languages lingua identifies (empty if lingua is missing)."""
+    try:
+        from lingua import Language
+    except ImportError:  # pragma: no cover - lingua is a dependency
+        return frozenset()
+    return frozenset(lang.iso_code_639_1.name.lower() for lang in Language.all())
+
+
 class LanguageStep(Model):
     """Offline language identification with lingua (datatrove's fastText filter downloads
     its model at run time, which fails offline; see shared OFFLINE.md)."""
@@ -229,6 +271,19 @@ class LanguageStep(Model):
     threshold, FACTS 1.4)."""
     max_chars: PositiveInt = 2000
     """Identify the language from the first this-many characters (bounds the cost)."""
+
+    @field_validator("languages", "candidates")
+    @classmethod
+    def _lingua_knows(cls, value: list[str] | str) -> list[str] | str:
+        # the language filter looks each code up in lingua's enum by name: an unknown code
+        # is refused here, not as an AttributeError in a curation worker
+        known = _lingua_codes()
+        unknown = sorted(set(value) - known) if isinstance(value, list) and known else []
+        if unknown:
+            raise ValueError(f"language code(s) {unknown} are not among the {len(known)} "
+                             f"languages lingua identifies; use ISO 639-1 codes from "
+                             f"{', '.join(sorted(known))}")
+        return value
 
     @model_validator(mode="after")
     def _kept_are_candidates(self) -> LanguageStep:
@@ -399,29 +454,32 @@ CurationStep = Annotated[
 class SlurmSpec(Model):
     """Slurm settings, mapped onto datatrove's SlurmPipelineExecutor."""
 
-    partition: str
+    partition: ScriptValue
     """Partition (queue) jobs are submitted to."""
-    time: str = "24:00:00"
+    time: ScriptValue = "24:00:00"
     """Wall-clock limit per job (HH:MM:SS)."""
     cpus_per_task: PositiveInt = 1
     """CPUs per datatrove task."""
     mem_per_cpu_gb: Annotated[float, Field(gt=0)] = 2.0
     """Memory per CPU in GB."""
-    qos: str | None = None
+    qos: ScriptValue | None = None
     """Quality of service, if the cluster uses one."""
-    account: str | None = None
+    account: ScriptValue | None = None
     """Account charged, if the cluster needs one."""
-    env_command: str | None = None
-    """Shell line run before each task (e.g. `source .venv/bin/activate`)."""
-    sbatch_args: dict[str, str] = {}
-    """Extra `#SBATCH --key=value` options."""
+    env_command: Annotated[str, AfterValidator(safety.check_env_command)] | None = None
+    """Environment set-up run before each task: commands of a few known forms joined by
+    ` && ` (`source .venv/bin/activate`, `conda activate ENV`, `module load MOD...`; see
+    `repro.spec.safety.ENV_COMMAND_FORMS`), not free shell: a spec cannot run code."""
+    sbatch_args: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]*$")], ScriptValue] = {}
+    """Extra `#SBATCH --key=value` options (keys are sbatch's long option names)."""
 
 
 class RaySpec(Model):
     """Ray settings, mapped onto datatrove's RayPipelineExecutor."""
 
-    address: str | None = None
-    """Cluster address (`ray://host:10001` or `auto`); None starts a local Ray instance."""
+    address: Annotated[str, AfterValidator(safety.check_url)] | None = None
+    """Cluster address (`ray://host:10001` or `auto`); None starts a local Ray instance.
+    Carries no credentials."""
     cpus_per_task: PositiveInt = 1
     """CPUs reserved per datatrove task."""
     mem_per_cpu_gb: Annotated[float, Field(gt=0)] = 2.0
@@ -537,9 +595,10 @@ class PretrainedTokenizer(Model):
     """Load an existing tokenizer by local path or hub name."""
 
     kind: Literal["pretrained"] = "pretrained"
-    name_or_path: str
-    """Local folder or hub id, e.g. `HuggingFaceTB/SmolLM3-3B`."""
-    revision: str | None = None
+    name_or_path: Location
+    """Local folder (inside the workspace) or hub id, e.g. `HuggingFaceTB/SmolLM3-3B`. Code
+    shipped with a hub tokenizer is never run (`trust_remote_code=False`)."""
+    revision: Annotated[str, AfterValidator(safety.check_revision)] | None = None
     """Hub revision (commit) to pin."""
 
 
@@ -713,15 +772,21 @@ class MTPSpec(Model):
         return self.loss_weight
 
 
+def _check_teacher(ref: str) -> str:
+    """A teacher is another experiment, or a local folder / hub name (safety.check_location)."""
+    return ref if ref.startswith("experiment:") else safety.check_location(ref)
+
+
 class DistillationSpec(Model):
     """Knowledge distillation: loss = alpha * T^2 * KL(teacher || student) at temperature T
     + (1 - alpha) * CE (Hinton et al.; FACTS 7.1)."""
 
-    teacher: str
+    teacher: Annotated[str, AfterValidator(_check_teacher)]
     """`experiment:<name>`: the final checkpoint of another experiment compiled in the same
     pipeline (a DVC dependency, trained first); a path starting with `/`, `./` or `../`: a
-    local checkpoint folder (a DVC dependency); anything else: a hub model name. Its
-    vocabulary must match the student's."""
+    local checkpoint folder (a DVC dependency), which must lie inside the workspace
+    (repro.spec.safety); anything else: a hub model name. Its vocabulary must match the
+    student's."""
     alpha: Fraction = 0.5
     """Weight of the distillation term."""
     temperature: Annotated[float, Field(gt=0)] = 1.0
@@ -1006,8 +1071,10 @@ class DecontaminationSpec(Model):
 class EvaluationSpec(Model):
     """lm-eval evaluation of the trained checkpoint."""
 
-    tasks: list[str] = []
-    """Standard lm-eval task names (need their datasets from the hub or a local cache)."""
+    tasks: list[TaskName] = []
+    """Standard lm-eval task names (need their datasets from the hub or a local cache).
+    Names only, never paths: lm-eval would load a task YAML from a path, and a YAML's
+    `!function` tags import Python code."""
     local_tasks: list[LocalTaskSpec] = []
     """Tasks generated from held-out curated documents."""
     num_fewshot: int = Field(default=0, ge=0)
@@ -1211,6 +1278,17 @@ class ExperimentSpec(Model):
     """Evaluation."""
     report: ReportSpec | None = None
     """Optional comparison report this experiment produces."""
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _in_workspace(cls, data, handler, info: ValidationInfo):
+        """Validate with the workspace known, so local paths are confined to it: the
+        validation context's `workspace`, else the directory repro runs in (repro.spec.safety)."""
+        if safety.current_workspace() is not None:
+            return handler(data)
+        root = (info.context or {}).get("workspace") or Path.cwd()
+        with safety.workspace(root):
+            return handler(data)
 
     @model_validator(mode="after")
     def _references(self) -> ExperimentSpec:

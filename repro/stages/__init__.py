@@ -26,5 +26,7 @@ STAGE_CONFIGS: dict[str, type[configs.Model]] = {
 
 
 def stage_runner(kind: str) -> Callable:
-    """The `run(cfg, io)` function of a stage kind."""
+    """The `run(cfg, io)` function of a stage kind (only the kinds of `STAGE_CONFIGS`)."""
+    if kind not in STAGE_CONFIGS:
+        raise ValueError(f"unknown stage kind {kind!r}; one of {sorted(STAGE_CONFIGS)}")
     return importlib.import_module(f"repro.stages.{kind}").run

@@ -22,8 +22,9 @@ def run(cfg: CurateConfig, io: StageIO) -> None:
     from repro.data.source_check import check_source
 
     raw = io.inputs.get("raw")
-    # a missing or unreadable source is one clear error before any work starts
-    check_source(cfg.source, Path(raw) if raw is not None else None)
+    # a missing or unreadable source, or one that is not inside the workspace (the directory
+    # the stage runs in: the project root), is one clear error before any work starts
+    check_source(cfg.source, Path(raw) if raw is not None else None, workspace=Path.cwd())
     docs = Path(io.output("docs"))
     # scratch and datatrove logs stay outside the outputs (they hold timings and absolute
     # paths); Ray and Slurm tasks may run on other machines, so their scratch goes next to

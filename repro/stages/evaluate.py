@@ -95,7 +95,7 @@ def _run(cfg: EvaluateConfig, io: StageIO) -> None:
     # extrapolation as well as modelling quality.
     max_length = training_seq_len(state)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint, trust_remote_code=False)
     for name, (manifest, task_dir) in local.items():
         check_choices_fit(task_dir, manifest, tokenizer, max_length)
 
@@ -138,7 +138,7 @@ def _run(cfg: EvaluateConfig, io: StageIO) -> None:
         standard_tasks=standard,
         task_limits=evaluated.limits,
         failed_tasks=evaluated.failed)
-    vocab_size = AutoConfig.from_pretrained(checkpoint).vocab_size
+    vocab_size = AutoConfig.from_pretrained(checkpoint, trust_remote_code=False).vocab_size
     results, samples, metrics = assemble(raw, info, {n: m for n, (m, _) in local.items()},
                                          tokenizer, vocab_size)
 

@@ -100,7 +100,9 @@ def load_pretrained(name_or_path: str, revision: str | None):
 
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
     try:
-        return AutoTokenizer.from_pretrained(name_or_path, revision=revision, local_files_only=offline)
+        # never run code shipped with a hub tokenizer (repro.spec.safety)
+        return AutoTokenizer.from_pretrained(name_or_path, revision=revision,
+                                             local_files_only=offline, trust_remote_code=False)
     except (OSError, ValueError) as e:
         where = "the local folder" if Path(name_or_path).exists() else "the Hugging Face cache"
         raise RuntimeError(

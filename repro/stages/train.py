@@ -65,7 +65,7 @@ def setup_torch(world: int = 1) -> int:
 def token_ids(tokenizer_dir) -> TokenIds:
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir), trust_remote_code=False)
     if tok.eos_token_id is None:
         raise ValueError(f"tokenizer {tokenizer_dir} has no eos token; the model needs one")
     eos = tok.eos_token_id

@@ -65,7 +65,8 @@ def check_export_parity(model, folder: Path, input_ids: torch.Tensor, atol: floa
     evaluates it."""
     from transformers import AutoModelForCausalLM
 
-    reloaded = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
+    reloaded = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32,
+                                                    trust_remote_code=False).eval()
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device

@@ -197,8 +197,10 @@ def test_backend_checks_name_what_is_missing_and_the_fix():
     assert model == "vllm" and Path(args["pretrained"]).is_absolute()
     assert (args["tensor_parallel_size"], args["gpu_memory_utilization"], args["seed"],
             args["max_length"]) == (2, 0.5, 3, 256)
+    assert args["trust_remote_code"] is False  # never code shipped beside a model
     model, args = model_spec("accelerate", Path("ckpt"), max_length=None, seed=0)
-    assert model == "hf" and set(args) == {"pretrained", "dtype"}
+    assert model == "hf" and set(args) == {"pretrained", "dtype", "trust_remote_code"}
+    assert args["trust_remote_code"] is False
 
 
 def test_accelerate_command():
