@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from repro.paths import is_machine_record
+
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
@@ -49,21 +51,26 @@ def tiny_repo(tmp_path_factory) -> Path:
     return root
 
 
+def _eval_metrics(repo: Path) -> list[Path]:
+    """The evaluate stages' metrics files (not their perf/env machine records)."""
+    return sorted(p for p in (repo / "metrics").glob("evaluate-*.json") if not is_machine_record(p))
+
+
 def test_tiny_spec_runs_end_to_end(tiny_repo: Path):
     out = _run(["dvc", "repro"], tiny_repo)
     stages = yaml.safe_load((tiny_repo / "dvc.yaml").read_text())["stages"]
     assert _ran_stages(out.stdout) == set(stages)
     report = tiny_repo / "reports/ci-tiny"
     assert (report / "report.md").is_file() and (report / "report.html").is_file()
-    eval_metrics = next((tiny_repo / "metrics").glob("evaluate-*.json"))
+    eval_metrics = _eval_metrics(tiny_repo)[0]
     tasks = yaml.safe_load(eval_metrics.read_text())["tasks"]
     assert tasks["repro_bpb_web"]["bits_per_byte"] > 0
     assert 0.0 <= tasks["repro_cloze_web"]["acc"] <= 1.0
     # evaluation over training: a snapshot inside the first stage, for both runs (replicas)
     evaluated = {yaml.safe_load(p.read_text())["checkpoint"]
-                 for p in (tiny_repo / "metrics").glob("evaluate-*.json")}
+                 for p in _eval_metrics(tiny_repo)}
     assert evaluated == {"stable-step2", "stable", "decay"}
-    assert len(list((tiny_repo / "metrics").glob("evaluate-*.json"))) == 6
+    assert len(_eval_metrics(tiny_repo)) == 6
     scores = (tiny_repo / "plots/reports/ci-tiny/ci-tiny.csv").read_text().splitlines()
     assert scores[0].startswith("tokens,") and len(scores) == 4  # header + 3 checkpoints
     # Nothing changed: a second `dvc repro` runs nothing.
