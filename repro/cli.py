@@ -98,7 +98,7 @@ def compiled_texts(specs_dir: Path, root: Path = Path(".")) -> tuple[str, str]:
     except SpecError as e:
         _fail(e.issues)
     except GraphError as e:
-        _fail([SpecIssue(str(specs_dir), None, "report", str(e), "")])
+        _fail([SpecIssue(str(specs_dir), None, e.field, str(e), e.fix)])
     _ledger_gate(graph, files, root)
     return render_dvc_yaml(graph), render_params_yaml(graph)
 

@@ -90,7 +90,12 @@ ledger's gate before training): left out of the stage's identity."""
 
 
 class GraphError(ValueError):
-    """A problem that spans specs (e.g. a report naming an unknown experiment)."""
+    """A problem that spans specs (e.g. a report naming an unknown experiment), with the
+    spec field it concerns and how to fix it."""
+
+    def __init__(self, message: str, field: str = "", fix: str = "") -> None:
+        super().__init__(message)
+        self.field, self.fix = field, fix
 
 
 @dataclass(frozen=True)
@@ -553,7 +558,9 @@ def _teachers_first(specs: list[ExperimentSpec]) -> list[ExperimentSpec]:
         if state.get(spec.name) == "done":
             return
         if state.get(spec.name) == "visiting":
-            raise GraphError("distillation teachers form a cycle: " + " -> ".join(chain + [spec.name]))
+            raise GraphError("distillation teachers form a cycle: " + " -> ".join(chain + [spec.name]),
+                             "training.distillation.teacher",
+                             "make one experiment of the cycle distil from a model outside it")
         state[spec.name] = "visiting"
         teacher = teacher_experiment(spec)
         if teacher is not None:
@@ -561,8 +568,9 @@ def _teachers_first(specs: list[ExperimentSpec]) -> list[ExperimentSpec]:
                 raise GraphError(
                     f"experiment {spec.name!r} distils from experiment {teacher!r} "
                     f"(training.distillation.teacher), which no compiled spec defines; "
-                    f"known experiments: {sorted(by_name)}"
-                )
+                    f"known experiments: {sorted(by_name)}",
+                    "training.distillation.teacher",
+                    "add the teacher's spec to the compiled folder or fix the experiment name")
             visit(by_name[teacher], chain + [spec.name])
         state[spec.name] = "done"
         ordered.append(spec)
@@ -590,8 +598,8 @@ def compile_graph(specs: list[ExperimentSpec]) -> StageGraph:
         if missing:
             raise GraphError(
                 f"report {rep.name!r} in experiment {spec.name!r} compares {missing}, "
-                f"which no compiled spec defines; known experiments: {sorted(by_name)}"
-            )
+                f"which no compiled spec defines; known experiments: {sorted(by_name)}",
+                "report.experiments", "add the missing specs or remove them from the report")
         inputs: list[tuple[str, Input]] = []
         for n in names:
             for run in by_name[n].runs:
@@ -614,5 +622,6 @@ def compile_graph(specs: list[ExperimentSpec]) -> StageGraph:
     reports = [s.config.name for s in graph.stages.values() if s.kind == "report"]  # type: ignore[attr-defined]
     dupes = sorted({r for r in reports if reports.count(r) > 1})
     if dupes:
-        raise GraphError(f"report name(s) {dupes} are defined by more than one spec; rename one")
+        raise GraphError(f"report name(s) {dupes} are defined by more than one spec", "report.name",
+                         "give each report its own name")
     return graph

@@ -3,11 +3,19 @@ a user can act on (file, line, field path, the fix).
 
 `extends: <relative path>` deep-merges the current file over the base: mappings merge key
 by key, anything else (lists included) is replaced. So an ablation is a three-line file.
+
+A spec is plain data: parsing refuses YAML tags (`!!python/...`, `!function`, custom ones),
+merge keys, non-scalar keys, duplicate keys and aliases that recurse or expand without
+bound. Whatever a file holds, loading it returns a spec or raises SpecError
+(tests/spec/test_fuzz.py), and every issue carries a fix (tests/spec/test_bad_specs.py).
 """
 
 from __future__ import annotations
 
+import datetime
 import difflib
+import os
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,9 +24,12 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from repro.spec.schema import SCHEMA_VERSION, ExperimentSpec
+from repro.spec.schema import NAME_PATTERN, SCHEMA_VERSION, ExperimentSpec
 
 Loc = tuple[Any, ...]
+
+_NAME_FIX = ("a name uses lowercase letters, digits, `_` and `-`, starts with a letter or "
+             "digit and has at most 64 characters")
 
 
 @dataclass(frozen=True)
@@ -56,32 +67,55 @@ class RawSpec:
 # ------------------------------------------------------------------------------ parsing
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader (no tags that build objects) that rejects duplicate keys."""
+MAX_DEPTH = 64
+"""Deepest nesting a spec may have (the schema needs about 6 levels). Deeper input is
+refused before anything recurses over it."""
+MAX_VALUES = 100_000
+"""Most values a spec may hold once aliases are expanded: a few aliases of aliases
+("billion laughs") would otherwise expand to billions of values."""
 
 
 def _parse(path: Path, display: str) -> RawSpec:
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise SpecError([SpecIssue(display, None, "", "file not found", "check the path")])
-    except UnicodeDecodeError as e:
-        raise SpecError([SpecIssue(display, None, "", f"not UTF-8 text: {e}", "save as UTF-8")])
+    except IsADirectoryError:
+        raise SpecError([SpecIssue(display, None, "", "is a folder, not a spec file",
+                                   "name a .yaml file (`repro validate` also takes folders)")])
+    except OSError as e:
+        raise SpecError([SpecIssue(display, None, "", f"cannot read the file: {e.strerror or e}",
+                                   "check the path and its permissions")])
     try:
-        node = yaml.compose(text, Loader=_UniqueKeyLoader)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise SpecError([SpecIssue(
+            display, line, "", f"not UTF-8 text (byte 0x{data[e.start]:02x} cannot be decoded; "
+            "is it a binary file or saved in another encoding?)", "save the spec as UTF-8 text")])
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)  # nodes only; _Constructor builds values
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark else None
         problem = " ".join(str(p) for p in (e.context, e.problem) if p)
-        raise SpecError(
-            [SpecIssue(display, line, "", f"YAML syntax error: {problem}", "fix the YAML syntax")]
-        )
+        fix = ("indent with spaces: YAML does not allow tabs in indentation"
+               if "'\\t'" in problem or " tab " in problem else "fix the YAML syntax")
+        raise SpecError([SpecIssue(display, line, "", f"YAML syntax error: {problem}", fix)])
+    except yaml.reader.ReaderError as e:  # a character YAML refuses (NUL, other controls)
+        line = text[: e.position].count("\n") + 1
+        raise SpecError([SpecIssue(
+            display, line, "", f"character U+{e.character:04X} is not allowed in YAML",
+            "remove it; if the file is binary, it is not a spec")])
     except yaml.YAMLError as e:
         raise SpecError([SpecIssue(display, None, "", f"YAML error: {e}", "fix the YAML")])
+    except RecursionError:
+        raise SpecError([SpecIssue(display, None, "", "the YAML is nested too deeply to read",
+                                   f"a spec nests at most {MAX_DEPTH} levels; flatten it")])
     if node is None:
         raise SpecError([SpecIssue(display, 1, "", "the file is empty", "write a spec mapping")])
     origin: dict[Loc, tuple[str, int]] = {}
-    data = _construct(node, (), display, origin)
+    data = _Constructor(display, origin).value(node, ())
     if not isinstance(data, dict):
         raise SpecError(
             [SpecIssue(display, node.start_mark.line + 1, "", "a spec must be a mapping",
@@ -90,39 +124,105 @@ def _parse(path: Path, display: str) -> RawSpec:
     return RawSpec(data, origin)
 
 
-_PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in
-               ("map", "seq", "str", "int", "float", "bool", "null", "timestamp")}
+_YAML = "tag:yaml.org,2002:"
+_SCALAR_TAGS = {_YAML + t for t in ("str", "int", "float", "bool", "null", "timestamp")}
+_NODE_TAGS = {yaml.MappingNode: {_YAML + "map"}, yaml.SequenceNode: {_YAML + "seq"},
+              yaml.ScalarNode: _SCALAR_TAGS}
+_SPECIAL_TAGS = {
+    _YAML + "merge": ("YAML merge keys (`<<`) are not supported",
+                      "write the keys out, or share settings with `extends: base.yaml`; "
+                      "quote it ('<<') if you mean the text"),
+    _YAML + "value": ("a bare `=` is a special YAML key", "quote it: '='"),
+}
 
 
-def _construct(node: yaml.Node, loc: Loc, display: str, origin: dict) -> Any:
-    origin[loc] = (display, node.start_mark.line + 1)
-    if node.tag not in _PLAIN_TAGS:
-        raise SpecError(
-            [SpecIssue(display, node.start_mark.line + 1, _dotted(loc),
-                       f"YAML tag {node.tag!r} is not allowed",
-                       "remove the tag; specs are plain data (no objects, no code)")]
-        )
-    if isinstance(node, yaml.MappingNode):
-        out: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            key = _UniqueKeyLoader(" ").construct_object(key_node) if not isinstance(
-                key_node, yaml.ScalarNode
-            ) else _scalar(key_node)
-            if key in out:
-                raise SpecError(
-                    [SpecIssue(display, key_node.start_mark.line + 1, _dotted(loc + (key,)),
-                               "duplicate key", "keep one of the two entries")]
-                )
-            out[key] = _construct(value_node, loc + (key,), display, origin)
-            origin[loc + (key,)] = (display, key_node.start_mark.line + 1)
+def _short_tag(tag: str) -> str:
+    return "!!" + tag[len(_YAML):] if tag.startswith(_YAML) else tag
+
+
+class _Constructor:
+    """Builds plain data from a composed YAML node, recording each value's line; refuses
+    tags that are not plain data, tags that do not fit their node, non-scalar keys,
+    duplicate keys, recursive aliases and input that nests or expands too far."""
+
+    def __init__(self, display: str, origin: dict[Loc, tuple[str, int]]):
+        self.display = display
+        self.origin = origin
+        self.count = 0
+        self.active: set[int] = set()  # nodes being built: an alias to one is recursive
+        self.loader = yaml.SafeLoader("")  # constructs scalars only
+
+    def fail(self, node: yaml.Node, loc: Loc, message: str, fix: str) -> typing.NoReturn:
+        raise SpecError([SpecIssue(self.display, node.start_mark.line + 1, _dotted(loc),
+                                   message, fix)])
+
+    def check_tag(self, node: yaml.Node, loc: Loc) -> None:
+        if node.tag in _SPECIAL_TAGS:
+            self.fail(node, loc, *_SPECIAL_TAGS[node.tag])
+        if node.tag not in _SCALAR_TAGS | {_YAML + "map", _YAML + "seq"}:
+            self.fail(node, loc, f"YAML tag {_short_tag(node.tag)!r} is not allowed",
+                      "remove the tag; specs are plain data (no objects, no code)")
+        if node.tag not in _NODE_TAGS[type(node)]:
+            shape = {yaml.MappingNode: "a mapping", yaml.SequenceNode: "a list"}.get(
+                type(node), "a single value")
+            self.fail(node, loc, f"YAML tag {_short_tag(node.tag)!r} does not fit {shape}",
+                      "remove the tag")
+
+    def value(self, node: yaml.Node, loc: Loc) -> Any:
+        self.origin[loc] = (self.display, node.start_mark.line + 1)
+        self.check_tag(node, loc)
+        self.count += 1
+        if self.count > MAX_VALUES:
+            self.fail(node, loc, f"the spec holds more than {MAX_VALUES} values once its "
+                      "aliases are expanded", "write the values out instead of nesting aliases")
+        if len(loc) > MAX_DEPTH:
+            self.fail(node, loc[:2], f"the spec nests more than {MAX_DEPTH} levels deep",
+                      "flatten it; the schema needs only a few levels")
+        if isinstance(node, yaml.ScalarNode):
+            return self.scalar(node, loc)
+        if id(node) in self.active:
+            self.fail(node, loc, "an alias refers to a value that contains it (recursive anchor)",
+                      "replace the alias with the values it should stand for")
+        self.active.add(id(node))
+        try:
+            if isinstance(node, yaml.SequenceNode):
+                return [self.value(v, loc + (i,)) for i, v in enumerate(node.value)]
+            out: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                key = self.key(key_node, loc)
+                if key in out:
+                    self.fail(key_node, loc + (key,), "duplicate key",
+                              "keep one of the two entries")
+                out[key] = self.value(value_node, loc + (key,))
+                self.origin[loc + (key,)] = (self.display, key_node.start_mark.line + 1)
+            return out
+        finally:
+            self.active.discard(id(node))
+
+    def key(self, node: yaml.Node, loc: Loc) -> Any:
+        if not isinstance(node, yaml.ScalarNode):
+            what = "a list" if isinstance(node, yaml.SequenceNode) else "a mapping"
+            self.fail(node, loc, f"a key is {what}; keys must be plain names",
+                      "write the key as a name (`? ` starts a complex key in YAML)")
+        self.check_tag(node, loc)
+        return self.scalar(node, loc)
+
+    def scalar(self, node: yaml.ScalarNode, loc: Loc) -> Any:
+        try:
+            out = self.loader.construct_object(node)
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError,
+                yaml.YAMLError) as e:
+            kind = node.tag[len(_YAML):]
+            reason = f": {e}" if isinstance(e, ValueError) else ""
+            self.fail(node, loc, f"{node.value!r:.60} cannot be read as a YAML {kind}{reason}",
+                      f"quote it to keep it as text, or write a valid {kind}")
+        if isinstance(out, str):
+            try:
+                out.encode("utf-8")
+            except UnicodeEncodeError:
+                self.fail(node, loc, "text holds a lone surrogate escape (such as \\ud800), "
+                          "which is not a character", "remove the escape or write the character")
         return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_construct(v, loc + (i,), display, origin) for i, v in enumerate(node.value)]
-    return _scalar(node)
-
-
-def _scalar(node: yaml.ScalarNode) -> Any:
-    return yaml.SafeLoader(" ").construct_object(node)
 
 
 # ------------------------------------------------------------------------------ extends
@@ -140,12 +240,10 @@ def _merge(base: RawSpec, child: RawSpec) -> RawSpec:
         return c
 
     data = merge(base.data, child.data)
-    origin = dict(base.origin)
     # Drop base origins under anything the child replaced wholesale (non-mapping values).
-    for loc in child.origin:
-        if not isinstance(_get(child.data, loc), dict):
-            for other in [o for o in origin if o[: len(loc)] == loc and len(o) > len(loc)]:
-                del origin[other]
+    replaced = {loc for loc in child.origin if not isinstance(_get(child.data, loc), dict)}
+    origin = {o: where for o, where in base.origin.items()
+              if not any(o[:n] in replaced for n in range(len(o)))}
     origin.update(child.origin)
     return RawSpec(data, origin)
 
@@ -159,31 +257,52 @@ def _get(data: Any, loc: Loc) -> Any:
 def _display(path: Path) -> str:
     try:
         return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
+    except (ValueError, OSError, RuntimeError):  # outside the cwd, or a symlink loop
         return str(path)
 
 
 def load_raw(path: Path, _stack: tuple[Path, ...] = ()) -> RawSpec:
     """Parse `path` and resolve its `extends:` chain into one merged mapping."""
     path = Path(path)
-    resolved = path.resolve()
     display = _display(path)
-    if resolved in _stack:
-        chain = " -> ".join(_display(p) for p in (*_stack, resolved))
-        raise SpecError([SpecIssue(display, None, "extends", f"extends cycle: {chain}",
-                                   "remove one `extends:` so the chain ends")])
     raw = _parse(path, display)
-    parent = raw.data.pop("extends", None)
-    if parent is None:
+    resolved = path.resolve()  # after reading it: a symlink loop fails there, with a message
+    if "extends" not in raw.data:
         return raw
+    parent = raw.data.pop("extends")
     line = raw.origin.pop(("extends",), (display, None))[1]
+
+    def fail(message: str, fix: str) -> typing.NoReturn:
+        raise SpecError([SpecIssue(display, line, "extends", message, fix)])
+
+    if parent is None or parent == "":
+        fail("is empty", "name the base spec file (`extends: base.yaml`) or remove the line")
     if not isinstance(parent, str):
-        raise SpecError([SpecIssue(display, line, "extends", "must be a relative file path",
-                                   "write `extends: base.yaml`")])
+        fail("must be a relative file path", "write `extends: base.yaml`")
+    if any(c < " " for c in parent):
+        fail(f"{parent!r} holds a control character", "write the base spec's file name")
+    if os.path.isabs(parent) or parent.startswith("~"):
+        fail(f"{parent!r} is an absolute path",
+             "write the base spec's path relative to this file's folder, e.g. "
+             "`extends: ../base.yaml`, so the spec works in any checkout")
     base_path = path.parent / parent
-    if not base_path.is_file():
-        raise SpecError([SpecIssue(display, line, "extends", f"base spec {parent!r} not found",
-                                   f"check the path; it is resolved relative to {display}")])
+    try:
+        is_dir, is_file = base_path.is_dir(), base_path.is_file()
+    except OSError as e:  # e.g. a name too long for the filesystem
+        fail(f"base spec path {parent!r:.80} cannot be used: {e.strerror or e}",
+             "write the base spec's file name")
+    if is_dir:
+        fail(f"base spec {parent!r} is a folder", "name a .yaml file in it")
+    if not is_file:
+        siblings = sorted(p.name for p in base_path.parent.glob("*.y*ml")) if (
+            base_path.parent.is_dir()) else []
+        close = difflib.get_close_matches(base_path.name, siblings, n=1)
+        fail(f"base spec {parent!r} not found",
+             (f"did you mean {close[0]!r}? " if close else "check the path; ")
+             + f"it is resolved relative to the folder of {display}")
+    if base_path.resolve() in (*_stack, resolved):
+        chain = " -> ".join(_display(p) for p in (*_stack, resolved, base_path.resolve()))
+        fail(f"extends cycle: {chain}", "remove one `extends:` so the chain ends")
     base = load_raw(base_path, (*_stack, resolved))
     return _merge(base, raw)
 
@@ -197,12 +316,19 @@ def load_spec(path: Path | str) -> ExperimentSpec:
     raw = load_raw(path)
     display = _display(path)
     version = raw.data.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if type(version) is not int or version != SCHEMA_VERSION:  # `true == 1` in Python
         line = raw.origin.get(("schema_version",), (display, 1))
         found = "missing" if version is None else f"{version!r}"
+        if version is None:
+            fix = f"add `schema_version: {SCHEMA_VERSION}` at the top"
+        elif type(version) is int and version > SCHEMA_VERSION:
+            fix = (f"this spec is for a newer repro: upgrade repro, or write it for version "
+                   f"{SCHEMA_VERSION} (`schema_version: {SCHEMA_VERSION}`)")
+        else:
+            fix = f"write `schema_version: {SCHEMA_VERSION}` (the number, unquoted)"
         raise SpecError([SpecIssue(line[0], line[1], "schema_version",
-                                   f"schema_version is {found}; this repro reads version {SCHEMA_VERSION}",
-                                   f"add `schema_version: {SCHEMA_VERSION}` at the top")])
+                                   f"schema_version is {found}; this repro reads version "
+                                   f"{SCHEMA_VERSION}", fix)])
     try:
         return ExperimentSpec.model_validate(raw.data)
     except ValidationError as e:
@@ -244,52 +370,149 @@ def _dotted(loc: Loc) -> str:
     return text
 
 
+_NOT_TEXT = ("quote it: YAML reads unquoted numbers, dates, yes/no/true/false/on/off and ~ "
+             "as other types than text")
+
+
 def _issue(err: dict, raw: RawSpec, display: str,
            model: type[BaseModel] = ExperimentSpec) -> SpecIssue:
-    loc = _data_loc(raw.data, tuple(err["loc"]))
+    err_loc = tuple(err["loc"])
+    if err_loc[-1:] == ("[key]",):  # a mapping key (e.g. a dataset name) that is invalid
+        loc = _data_loc(raw.data, err_loc[:-1])
+        file, line = raw.origin.get(loc, (display, None))
+        key = loc[-1] if loc else "?"
+        if not isinstance(key, str):
+            return SpecIssue(file, line, _dotted(loc), f"key {key!r} is not text", _NOT_TEXT)
+        fix = (_NAME_FIX if err.get("ctx", {}).get("pattern") == NAME_PATTERN
+               else "change the key to satisfy the constraint")
+        return SpecIssue(file, line, _dotted(loc), f"key {key!r}: {err['msg']}", fix)
+    loc = _data_loc(raw.data, err_loc)
+    kind = err["type"]
+    message = err["msg"]
+    fix = ""
+    if kind.startswith("value_error") or kind == "assertion_error":
+        message = message.removeprefix("Value error, ")
+        message, fix = _split_fix(message)
+        # a cross-field check names the field it is about first: point at that field
+        loc = _named_loc(message, loc, raw.data) or loc
     file, line = display, None
     for n in range(len(loc), -1, -1):
         if loc[:n] in raw.origin:
             file, line = raw.origin[loc[:n]]
             break
-    kind = err["type"]
-    message = err["msg"]
-    fix = ""
-    if kind == "extra_forbidden":
+    if kind in ("extra_forbidden", "invalid_key"):
         key = loc[-1] if loc else "?"
         allowed = _allowed_keys(model, loc[:-1], raw.data)
         close = difflib.get_close_matches(str(key), allowed, n=1)
-        message = f"unknown key {key!r}"
+        message = f"unknown key {key!r}" + ("" if isinstance(key, str) else " (not text)")
         fix = (f"did you mean {close[0]!r}? " if close else "remove it; ") + (
             f"allowed keys: {', '.join(allowed)}" if allowed else "")
     elif kind == "missing":
         fix = f"add `{loc[-1]}:`" if loc else "add the field"
     elif kind.startswith("value_error") or kind == "assertion_error":
-        message = message.removeprefix("Value error, ")
-        if "; " in message:
-            message, fix = message.split("; ", 1)
+        pass  # the validator wrote "<problem>; <fix>", split above
     elif kind in ("literal_error", "enum", "union_tag_invalid"):
         fix = "use one of the values listed"
+    elif kind == "union_tag_not_found":
+        kinds = _union_kinds(_annotation_at(model, loc, raw.data)[0])
+        message = "no `kind:` says which variant this is"
+        fix = f"add `kind:` ({' or '.join(kinds)})" if kinds else "add `kind:`"
+    elif kind == "int_from_float":
+        fix = "write a whole number"
+    elif kind == "string_type" and (err.get("input") is None or isinstance(
+            err.get("input"), (bool, int, float, datetime.date))):
+        got = err.get("input")
+        fix = f"got {type(got).__name__} {got!r:.60}; {_NOT_TEXT}"
     elif "type" in kind or kind.endswith("_parsing"):
         got = err.get("input")
         fix = f"got {type(got).__name__} {got!r:.60}; change the value's type"
+    elif kind == "finite_number":
+        fix = "write a finite number (not .inf or .nan)"
+    elif kind == "string_unicode":
+        fix = "write the text as UTF-8 characters"
+    elif kind == "string_pattern_mismatch" and err.get("ctx", {}).get("pattern") == NAME_PATTERN:
+        fix = _NAME_FIX
     elif kind.startswith(("greater_than", "less_than", "too_short", "too_long", "string_pattern")):
         fix = "change the value to satisfy the constraint"
+    if not fix:  # every issue says what to do, even for an error kind not listed above
+        fix = "see the field's documentation in repro/spec/schema.py"
     return SpecIssue(file, line, _dotted(loc), message, fix)
+
+
+def _annotation_at(model: type[BaseModel], loc: Loc, data: Any) -> tuple[Any, Any]:
+    """The annotation of the field at `loc` (walking through containers and unions, picking
+    union members by the data's `kind`) and the data found there; (None, None) if unknown."""
+    target: Any = model
+    cur = data
+    for part in loc:
+        target = _field_type(_resolve(target, cur), part, cur)
+        if target is None:
+            return None, None
+        if isinstance(cur, dict):
+            cur = cur.get(part)
+        elif isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur):
+            cur = cur[part]
+        else:
+            cur = None
+    return target, cur
+
+
+def _split_fix(message: str) -> tuple[str, str]:
+    """Validators write "<problem>; <fix>": split at the first "; " outside parentheses
+    and backquotes (a problem may quote `a; b` or explain itself in brackets)."""
+    depth, quoted = 0, False
+    for i, ch in enumerate(message):
+        if ch == "`":
+            quoted = not quoted
+        elif not quoted and ch in "([{":
+            depth += 1
+        elif not quoted and ch in ")]}":
+            depth = max(0, depth - 1)
+        elif not quoted and depth == 0 and message.startswith("; ", i):
+            return message[:i], message[i + 2:]
+    return message, ""
+
+
+_FIELD_PATH = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*|\[\d+\])*")
+
+
+def _named_loc(message: str, loc: Loc, data: Any) -> Loc | None:
+    """The location of the field path a message starts with (`training.stages[0] ...`,
+    `num_kv_heads 3 ...`), relative to `loc` or to the spec root, if it is in the data."""
+    found = _FIELD_PATH.match(message)
+    if not found:
+        return None
+    parts = tuple(int(p[1:-1]) if p.startswith("[") else p
+                  for p in re.findall(r"[A-Za-z_]\w*|\[\d+\]", found.group()))
+    for candidate in (loc + parts, parts):
+        if candidate == loc[:len(candidate)]:
+            continue  # no more precise than what pydantic located
+        cur = data
+        for part in candidate:
+            if isinstance(cur, dict) and part in cur:
+                cur = cur[part]
+            elif isinstance(cur, list) and isinstance(part, int) and part < len(cur):
+                cur = cur[part]
+            else:
+                break
+        else:
+            return candidate
+    return None
 
 
 def _allowed_keys(model: type[BaseModel], loc: Loc, data: Any) -> list[str]:
     """Field names of the model found at `loc` (walking through containers and unions)."""
-    target: Any = model
-    cur = data
-    for part in loc:
-        target = _field_type(target, part, cur)
-        cur = cur[part] if isinstance(cur, (dict, list)) else None
-        if target is None:
-            return []
-        target = _resolve(target, cur)
+    target = _resolve(*_annotation_at(model, loc, data))
     return sorted(target.model_fields) if isinstance(target, type) and issubclass(
         target, BaseModel) else []
+
+
+def _union_kinds(tp: Any) -> list[str]:
+    """The `kind` values of a discriminated union's members."""
+    while typing.get_origin(tp) is typing.Annotated:
+        tp = typing.get_args(tp)[0]
+    return [repr(m.model_fields["kind"].default) for m in typing.get_args(tp)
+            if isinstance(m, type) and issubclass(m, BaseModel) and "kind" in m.model_fields]
 
 
 def _field_type(target: Any, part: Any, cur: Any) -> Any:

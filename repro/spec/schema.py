@@ -36,7 +36,17 @@ Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)]
 PositiveInt = Annotated[int, Field(gt=0)]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 
-Location = Annotated[str, AfterValidator(safety.check_location)]
+
+
+def _not_empty(ref: str) -> str:
+    # an empty path would name the whole workspace (or a hub model called "")
+    if not ref.strip():
+        raise ValueError("the path is empty; name a local folder inside the workspace "
+                         "(e.g. data/external/web), a remote URL (s3://, hf://...) or a hub id")
+    return ref
+
+
+Location = Annotated[str, AfterValidator(_not_empty), AfterValidator(safety.check_location)]
 """A local path (confined to the workspace) or a remote URL (without credentials); see
 repro.spec.safety."""
 Glob = Annotated[str, AfterValidator(safety.check_glob)]
@@ -52,8 +62,10 @@ class Model(BaseModel):
     the text of a ValidationError (it could be a credential); located spec errors
     (repro.spec.load) say what is wrong without echoing it either."""
 
+    # allow_inf_nan=False: `.inf`/`.nan` are valid YAML floats, but no setting means
+    # anything at infinity (`lr: .inf` passed `gt=0`)
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True,
-                              hide_input_in_errors=True)
+                              hide_input_in_errors=True, allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------- sources
@@ -774,7 +786,7 @@ class MTPSpec(Model):
 
 def _check_teacher(ref: str) -> str:
     """A teacher is another experiment, or a local folder / hub name (safety.check_location)."""
-    return ref if ref.startswith("experiment:") else safety.check_location(ref)
+    return ref if ref.startswith("experiment:") else safety.check_location(_not_empty(ref))
 
 
 class DistillationSpec(Model):
@@ -960,7 +972,8 @@ class TrainingSpec(Model):
     def _batch_and_stages(self) -> TrainingSpec:
         names = [s.name for s in self.stages]
         if len(set(names)) != len(names):
-            raise ValueError(f"training stage names must be unique, got {names}")
+            raise ValueError(f"training stage names must be unique, got {names}; give each "
+                             "stage its own name")
         restarted = None
         for i, (s, seq_len) in enumerate(zip(self.stages, self.stage_seq_lens())):
             where = f"training.stages[{i}] ({s.name!r})"
@@ -1318,7 +1331,8 @@ class ExperimentSpec(Model):
             if self.report.baseline not in members:
                 raise ValueError(
                     f"report.baseline {self.report.baseline!r} is not among the compared "
-                    f"experiments {sorted(members)}"
+                    f"experiments {sorted(members)}; add it to report.experiments or choose "
+                    f"one of them as the baseline"
                 )
         tr = self.training
         for i, (seq, (_, max_pos)) in enumerate(zip(tr.stage_seq_lens(), tr.stage_rope(self.model))):

@@ -34,7 +34,7 @@ CASES = [
      "'wbe', which is not declared", None),
     ("mixture sum", "training:\n  stages:\n    - {name: a, tokens: 819200, mixture: {web: 0.5, code: 0.4}}\n",
      "sum to 0.9", 3),
-    ("kv heads", "model:\n  num_heads: 4\n  num_kv_heads: 3\n", "does not divide num_heads", 1),
+    ("kv heads", "model:\n  num_heads: 4\n  num_kv_heads: 3\n", "does not divide num_heads", 3),
     ("zero tokens", "training:\n  stages:\n    - {name: a, tokens: 0, mixture: {web: 1.0}}\n",
      "training.stages[0].tokens", 3),
     ("duplicate key", "model:\n  num_layers: 2\n  num_layers: 3\n", "duplicate key", 3),

@@ -1,0 +1,206 @@
+"""Fuzzing the spec loader: whatever a spec file holds, `load_spec` returns a spec or
+raises SpecError (located issues, each with a fix) and `repro validate` exits 0 or 2,
+never with a traceback.
+
+Three sources of input: (a) arbitrary bytes and text, (b) a valid spec with keys deleted,
+values replaced by other types and unknown keys inserted at random depths, (c) random YAML
+documents built from the schema's own key names. Runs are derandomized (the same examples
+on every machine, no example database), so CI is deterministic.
+"""
+
+from __future__ import annotations
+
+import typing
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from pydantic import BaseModel
+
+from repro.cli import main
+from repro.spec.load import SpecError, load_raw, load_spec
+from repro.spec.schema import ExperimentSpec
+
+REPO = Path(__file__).resolve().parents[2]
+SECTIONS = {*ExperimentSpec.model_fields, "extends"}
+
+FUZZ = settings(max_examples=200, deadline=None, derandomize=True, database=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """One folder, the current directory, for every example (a function-scoped tmp_path
+    would be shared across examples anyway); it is the workspace local paths are confined
+    to, and the examples' spec file is written there."""
+    folder = tmp_path_factory.mktemp("fuzz")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)
+        yield folder
+
+
+def _check(workspace: Path, content: str | bytes) -> None:
+    spec = workspace / "spec.yaml"
+    if isinstance(content, bytes):
+        spec.write_bytes(content)
+    else:
+        spec.write_text(content, encoding="utf-8", errors="surrogatepass")
+    try:
+        loaded = load_spec(spec)
+    except SpecError as e:
+        section = e.issues[0].field.split(".")[0].split("[")[0]
+        event("refused at " + (section if section in SECTIONS else "<file or unknown key>"))
+        assert e.issues
+        for issue in e.issues:
+            assert issue.message and issue.fix, issue
+            assert issue.line is None or issue.line >= 1, issue
+        str(e)  # every issue renders
+    else:
+        event("valid")
+        assert isinstance(loaded, ExperimentSpec)
+    result = CliRunner().invoke(main, ["validate", "spec.yaml"])
+    assert result.exit_code in (0, 2), (result.exit_code, repr(result.exception))
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output
+
+
+# --------------------------------------------------------------- (a) bytes and text
+
+YAMLISH = st.text(alphabet=st.sampled_from(list("ab1-_.:#&*!|>'\"%@`,?[]{}<= \t\n\r\\~") +
+                                              ["\x00", "\x85", "\ufeff", "é", "\u2028"]),
+                  max_size=200)
+
+
+YAML_TOKENS = [
+    "\n", "\n  ", "\n    ", "- ", "a: ", "b: ", "<<: ", "? ", ": ", "&x ", "*x", "&y ", "*y",
+    "{", "}", "[", "]", ", ", "'", '"', "|\n", ">\n", "# c", "---\n", "...\n", "%YAML 1.1\n",
+    "!!python/object:os.system ", "!!int ", "!!float ", "!!bool ", "!!timestamp ", "!!map ",
+    "!!seq ", "!!str ", "!!binary ", "!!set ", "!custom ", "!function ", "!<tag:x> ", "=",
+    "2024-13-45", "2024-01-01", "1e999", ".nan", "-.inf", "0x1F", "0o17", "1_000", "yes", "no",
+    "~", "null", '"\\ud800"', '"\\x00"', "\t", "schema_version: 1\n", "extends: ",
+    "spec.yaml", "model: ", "training: ", "stages: ", "mixture: ",
+]
+yaml_snippets = st.lists(st.sampled_from(YAML_TOKENS), max_size=40).map("".join)
+
+
+@FUZZ
+@given(content=st.one_of(st.binary(max_size=300), st.text(max_size=300), YAMLISH,
+                         yaml_snippets))
+def test_any_bytes_or_text(workspace, content):
+    _check(workspace, content)
+
+
+# ----------------------------------------------------- (b) mutations of a valid spec
+
+VALID = load_raw(REPO / "specs/ci/tiny.yaml").data  # tiny's extends chain, merged
+
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-2**70, max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=20),
+    st.sampled_from(["", "web", "..", "/etc", "s3://u:p@b/x", "experiment:qs-nope", "auto",
+                     "builtin", "jsonl", "adamw", "muon", "2024-13-45", "1e999", "~"]),
+)
+values = st.recursive(scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+    max_leaves=10)
+
+
+def _paths(data: Any, prefix: tuple = ()) -> list[tuple]:
+    """Every location in nested dicts and lists (the root included)."""
+    out = [prefix]
+    if isinstance(data, dict):
+        for k, v in data.items():
+            out += _paths(v, prefix + (k,))
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            out += _paths(v, prefix + (i,))
+    return out
+
+
+def _container(data: Any, path: tuple) -> Any:
+    for part in path:
+        data = data[part]
+    return data
+
+
+@st.composite
+def mutated_specs(draw) -> Any:
+    import copy
+
+    data = copy.deepcopy(VALID)
+    for _ in range(draw(st.integers(1, 4))):
+        paths = _paths(data)
+        path = draw(st.sampled_from(paths))
+        op = draw(st.sampled_from(["delete", "replace", "insert", "typo"]))
+        if not path:  # the root: replace it wholesale now and then
+            if op == "replace":
+                data = draw(values)
+            continue
+        parent, last = _container(data, path[:-1]), path[-1]
+        if op == "delete":
+            del parent[last]
+        elif op == "replace":
+            parent[last] = draw(values)
+        elif op == "insert" and isinstance(parent[last], dict):
+            parent[last][draw(st.text(min_size=1, max_size=12))] = draw(values)
+        elif op == "insert" and isinstance(parent[last], list):
+            parent[last].insert(draw(st.integers(0, len(parent[last]))), draw(values))
+        elif op == "typo" and isinstance(last, str) and len(last) > 1:
+            i = draw(st.integers(0, len(last) - 1))
+            parent[last[:i] + last[i + 1:]] = parent.pop(last)
+    return data
+
+
+@FUZZ
+@given(data=mutated_specs())
+def test_mutated_valid_spec(workspace, data):
+    _check(workspace, yaml.safe_dump(data, allow_unicode=True, sort_keys=False))
+
+
+def test_mutation_base_is_valid(workspace):
+    """The mutations start from a valid spec (else (b) would only test one error)."""
+    spec = workspace / "valid.yaml"
+    spec.write_text(yaml.safe_dump(VALID, sort_keys=False))
+    assert load_spec(spec).name == "ci-tiny"
+
+
+# ------------------------------------------------- (c) random YAML of schema keys
+
+
+def _field_names(model: type[BaseModel], seen: set) -> set[str]:
+    """Every field name of the schema's models (reached through annotations)."""
+    if model in seen:
+        return set()
+    seen.add(model)
+    names = set(model.model_fields)
+    for info in model.model_fields.values():
+        stack = [info.annotation]
+        while stack:
+            tp = stack.pop()
+            if isinstance(tp, type) and issubclass(tp, BaseModel):
+                names |= _field_names(tp, seen)
+            stack += list(typing.get_args(tp))
+    return names
+
+
+KEYS = sorted(_field_names(ExperimentSpec, set()))
+keys = st.one_of(st.sampled_from(KEYS), st.text(max_size=6), st.integers(-3, 3))
+documents = st.recursive(
+    scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                     st.dictionaries(keys, inner, max_size=6)),
+    max_leaves=25)
+
+
+@FUZZ
+@given(body=st.dictionaries(st.sampled_from(sorted(ExperimentSpec.model_fields)), documents,
+                            max_size=8),
+       version=st.sampled_from([1, 1, 1, 2, "1", None]),
+       flow=st.booleans())
+def test_random_yaml_of_schema_keys(workspace, body, version, flow):
+    body = {"schema_version": version, **{k: v for k, v in body.items() if k != "schema_version"}}
+    text = yaml.safe_dump(body, default_flow_style=flow, allow_unicode=True, sort_keys=False)
+    _check(workspace, text)
