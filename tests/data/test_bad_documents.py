@@ -89,20 +89,12 @@ def assert_complete_outputs(out: Path) -> None:
             json.loads(line)
 
 
-def assert_funnel_adds_up(metrics: dict) -> None:
-    docs = metrics["docs_in"]
-    for label, step in metrics["steps"].items():
-        assert step["docs_in"] == docs, label
-        assert step["docs_out"] + sum(step["removed"].values()) == docs, label
-        docs = step["docs_out"]
-
-
 def _name(doc: dict) -> str:
     return posixpath.basename(doc["metadata"]["url"])
 
 
 @pytest.mark.parametrize("container", ["files", "warc"])
-def test_pdf_curation_counts_every_broken_file(tmp_path, write_warc, container):
+def test_pdf_curation_counts_every_broken_file(tmp_path, write_warc, container, funnel_adds_up):
     files, broken = pdf_corpus()
     folder = tmp_path / "pdfs"
     if container == "files":
@@ -128,7 +120,7 @@ def test_pdf_curation_counts_every_broken_file(tmp_path, write_warc, container):
     assert metrics["docs_in"] == len(files) - 1
     assert metrics["steps"]["01_pdf_extract"]["removed"] == expected_removed
     assert metrics["steps"]["02_exact_dedup"]["removed"] == {}
-    assert_funnel_adds_up(metrics)
+    funnel_adds_up(metrics)
 
     kept = jsonl(out)
     assert sorted(map(_name, kept)) == sorted([*GOOD, "lying_count.pdf"])

@@ -50,18 +50,10 @@ def assert_complete_outputs(out: Path) -> None:
             json.loads(line)
 
 
-def assert_funnel_adds_up(metrics: dict) -> None:
-    docs = metrics["docs_in"]
-    for label, step in metrics["steps"].items():
-        assert step["docs_in"] == docs, label
-        assert step["docs_out"] + sum(step["removed"].values()) == docs, label
-        docs = step["docs_out"]
-
-
 # ---------------------------------------------------------------------------- WARC
 
 
-def test_bad_warc_files_are_counted_and_curation_finishes(tmp_path, write_warc, html_page):
+def test_bad_warc_files_are_counted_and_curation_finishes(tmp_path, write_warc, html_page, funnel_adds_up):
     folder = tmp_path / "crawl"
     good = [(f"https://good.example/{i}", html_page(i), "text/html") for i in range(3)]
     write_warc(folder / "good.warc.gz", good, gz=True)
@@ -82,7 +74,7 @@ def test_bad_warc_files_are_counted_and_curation_finishes(tmp_path, write_warc, 
                           tasks=2)
     assert metrics["read_skipped"] == {"corrupt_gzip": 2, "truncated_warc": 2}
     assert metrics["docs_in"] == 3 + 2 + 2 + 2  # good, odd, and the records before each cut
-    assert_funnel_adds_up(metrics)
+    funnel_adds_up(metrics)
     kept = output_ids(out)
     assert len(kept) >= 7  # every ordinary page is extracted
     assert_complete_outputs(out)
@@ -134,7 +126,7 @@ def test_gzip_warc_cut_anywhere_is_counted(tmp_path, write_warc, html_page):
 # --------------------------------------------------------------------------- JSONL
 
 
-def test_bad_jsonl_lines_and_files_are_counted(tmp_path):
+def test_bad_jsonl_lines_and_files_are_counted(tmp_path, funnel_adds_up):
     folder = tmp_path / "jsonl"
     folder.mkdir()
     good = [json.dumps({"id": f"g{i}", "text": f"good document number {i}"}) for i in range(3)]
@@ -160,7 +152,7 @@ def test_bad_jsonl_lines_and_files_are_counted(tmp_path):
     assert truncated == sorted(f"t{i}" for i in range(len(truncated)))  # a prefix of the file
     assert [i for i in kept if not i.startswith("t")] == ["g0", "g1", "g2", "long"]
     assert metrics["docs_in"] == 4 + len(truncated)
-    assert_funnel_adds_up(metrics)
+    funnel_adds_up(metrics)
     assert_complete_outputs(out)
 
 
@@ -201,7 +193,7 @@ def test_bad_code_files_are_counted(tmp_path):
     assert_complete_outputs(out)
 
 
-def test_pathological_html_files_go_through_trafilatura(tmp_path, html_page):
+def test_pathological_html_files_go_through_trafilatura(tmp_path, html_page, funnel_adds_up):
     folder = tmp_path / "site"
     folder.mkdir()
     for i in range(2):
@@ -214,7 +206,7 @@ def test_pathological_html_files_go_through_trafilatura(tmp_path, html_page):
     out, metrics = curate(S.FilesSource(path=str(folder)), [S.TrafilaturaStep()], tmp_path)
     assert metrics["read_skipped"] == {"binary_file": 1, "empty_file": 1}
     assert metrics["docs_in"] == 4
-    assert_funnel_adds_up(metrics)
+    funnel_adds_up(metrics)
     assert {"page0.html", "page1.html"} <= set(output_ids(out))
     assert_complete_outputs(out)
 
