@@ -83,3 +83,47 @@ def make_pdf():
 def html_page():
     """`html_page(i) -> bytes`: a distinct, extractable HTML page per `i`."""
     return _html_page
+
+
+# ------------------------------------------------- scratch DVC workspaces (end-to-end tests)
+
+
+def tool_env(**extra: str) -> dict[str, str]:
+    """The environment for `dvc`/`repro` commands: this interpreter's bin first on PATH."""
+    import sys
+
+    return dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", **extra)
+
+
+def _make_workspace(root: Path, specs: str = "specs/ci") -> Path:
+    """A scratch copy of the repository in `root` (tracked and not-ignored files; generated
+    outputs removed), compiled from `specs` and committed to a fresh git repository, ready
+    for `dvc repro` (`dvc exp run` needs a commit)."""
+    import shutil
+    import subprocess
+    import sys
+
+    def run(args: list[str]) -> None:
+        proc = subprocess.run(args, cwd=root, env=tool_env(), text=True, capture_output=True)
+        assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO,
+                           text=True, capture_output=True, check=True).stdout.split()
+    for rel in files:
+        if (REPO / rel).is_file():
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, root / rel)
+    for generated in ("dvc.lock", "metrics", "plots", "reports"):
+        target = root / generated
+        shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+    run([sys.executable, "-m", "repro.cli", "compile", "--specs", specs])
+    run(["git", "init", "-q"])
+    run(["git", "add", "-A"])
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"])
+    return root
+
+
+@pytest.fixture(scope="session")
+def make_workspace():
+    """`make_workspace(root, specs="specs/ci") -> root`: see `_make_workspace`."""
+    return _make_workspace

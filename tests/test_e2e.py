@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,6 @@ import yaml
 
 from repro.paths import is_machine_record
 
-REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
@@ -33,22 +31,9 @@ def _ran_stages(output: str) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def tiny_repo(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("repo")
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO,
-                           text=True, capture_output=True, check=True).stdout.split()
-    for rel in files:
-        if (REPO / rel).is_file():
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / rel, root / rel)
-    for generated in ("dvc.lock", "metrics", "plots", "reports"):
-        target = root / generated
-        shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
-    _run([sys.executable, "-m", "repro.cli", "compile", "--specs", "specs/ci"], root)
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
-        _run(cmd, root)
-    return root
+def tiny_repo(tmp_path_factory, make_workspace) -> Path:
+    """A scratch copy of the repository compiled from specs/ci (tests/conftest.py)."""
+    return make_workspace(tmp_path_factory.mktemp("repo"))
 
 
 def _eval_metrics(repo: Path) -> list[Path]:

@@ -9,6 +9,7 @@ failure leaves nothing partial behind for DVC to cache.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import random
@@ -16,6 +17,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
+
+from repro.errors import ReproError
 
 
 @dataclass(frozen=True)
@@ -44,22 +47,78 @@ class StageIO:
                 if k.startswith(prefix + ":")}
 
 
+_OUT_OF_SPACE = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+
+
+class OutputWriteError(ReproError, OSError):
+    """An output could not be written because a disk, quota or file-size limit was hit."""
+
+
+def _out_of_space(path: Path, e: BaseException) -> BaseException:
+    """A full disk as an error the CLI prints in one line (a bare `OSError: [Errno 28]` from
+    deep inside a library names neither the output nor the fix), or `e` unchanged."""
+    if not isinstance(e, OSError) or isinstance(e, OutputWriteError) or e.errno not in _OUT_OF_SPACE:
+        return e
+    return OutputWriteError(
+        f"output {path} was not written: {e} (a disk or the temporary folder is full, or a "
+        "quota or file-size limit was reached); nothing partial was kept. Free space and "
+        "rerun `dvc repro`")
+
+
 def _tmp_sibling(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Delete the temporaries of `path` left by writers that are no longer alive.
+
+    A killed stage (SIGKILL, the OOM killer, a preempted job) never reaches the cleanup in
+    atomic_dir/atomic_write_bytes, so its `.<name>.tmp-<pid>` stays next to the declared
+    output. DVC ignores it, but each crash would keep a partial copy of the output on disk
+    (a whole curated dataset), and `git add -A` would commit it (DVC's .gitignore names the
+    output, not its temporaries). The next attempt removes them; a temporary whose process
+    is still alive is left alone (tests/faults/test_faults.py kills stages to check this).
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        return
+    prefix = f".{path.name}.tmp-"
+    for sibling in path.parent.iterdir():
+        pid = sibling.name[len(prefix):]
+        if not sibling.name.startswith(prefix) or not pid.isdigit() or _pid_alive(int(pid)):
+            continue
+        if sibling.is_dir() and not sibling.is_symlink():
+            shutil.rmtree(sibling, ignore_errors=True)
+        else:
+            sibling.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
 def atomic_dir(path: Path) -> Iterator[Path]:
     """Yield a temporary directory that replaces `path` only if the block succeeds."""
     path = Path(path)
+    remove_stale_temporaries(path)
     tmp = _tmp_sibling(path)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
         yield tmp
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        error = _out_of_space(path, e)
+        if error is e:
+            raise
+        raise error from e
     if path.exists():
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     os.replace(tmp, path)
@@ -68,10 +127,16 @@ def atomic_dir(path: Path) -> Iterator[Path]:
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     tmp = _tmp_sibling(path)
     try:
         tmp.write_bytes(data)
         os.replace(tmp, path)
+    except OSError as e:
+        error = _out_of_space(path, e)
+        if error is e:
+            raise
+        raise error from e
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -1,0 +1,421 @@
+"""Faults (issue 6, item 4): stages killed or starved of disk mid-run, then `dvc repro` again.
+
+One scratch workspace compiled from specs/ci (tests/conftest.py `make_workspace`) serves the
+module. The end-to-end tests run in file order and each interrupts the *first* run of its
+stage, so that DVC has nothing cached for it (its run cache would otherwise restore the
+outputs instead of running the stage). Each then checks what the workspace and DVC hold
+after the fault (no declared output, no dvc.lock entry, no new cache object), that a plain
+`dvc repro` completes, and that it gives the bytes of an uninterrupted run: a forced
+`dvc repro -f -s <stage>` afterwards (force skips the run cache, so the stage really runs).
+
+Processes are killed as a whole process group (DVC, the stage and its workers), as a
+preempted job or the OOM killer of a container would, at a moment observed from outside:
+partial files in the stage's temporary output, a resumable training state on disk, rows in
+lm-eval's response cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import yaml
+
+from repro.stages.base import OutputWriteError, atomic_dir, atomic_write_text, remove_stale_temporaries
+
+POLL_S = 0.005
+FSIZE_LIMIT = 4096
+"""Bytes a process under the simulated full disk may write to one file: the stage starts
+(it writes nothing that large before its outputs) and fails writing its token shards."""
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _group(pgid: int) -> dict[int, tuple[int, str]]:
+    """Live (non-zombie) processes of process group `pgid`: pid -> (parent pid, command)."""
+    found = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text()
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        state, ppid, pgrp = stat[stat.rindex(")") + 2:].split()[:3]
+        if int(pgrp) == pgid and state != "Z":
+            found[int(proc.name)] = (int(ppid), cmdline.replace(b"\0", b" ").decode(errors="replace"))
+    return found
+
+
+def _files(folder: Path) -> dict[str, str]:
+    """Relative path -> sha256 of every file under `folder` (or of `folder` if a file)."""
+    if folder.is_file():
+        return {folder.name: hashlib.sha256(folder.read_bytes()).hexdigest()}
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+class Workspace:
+    """The scratch repository, with the DVC views the tests check."""
+
+    def __init__(self, root: Path, tmp: Path, lm_cache: Path):
+        self.root = root
+        self.tmp = tmp  # TMPDIR of every command: stage scratch stays inside the test's folder
+        self.lm_cache = lm_cache
+        # one torch thread: float reductions depend on the count, and the machine is shared
+        self.env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+                        TMPDIR=str(tmp), REPRO_NUM_THREADS="1",
+                        REPRO_LM_EVAL_CACHE=str(self.lm_cache))
+
+    # ---------------------------------------------------------------- reading state
+    def stages(self) -> dict:
+        return yaml.safe_load((self.root / "dvc.yaml").read_text())["stages"]
+
+    def stage(self, prefix: str) -> str:
+        [name] = [s for s in self.stages() if s.startswith(prefix)]
+        return name
+
+    def lock_entry(self, stage: str) -> dict | None:
+        lock = self.root / "dvc.lock"
+        if not lock.exists():
+            return None
+        return (yaml.safe_load(lock.read_text()).get("stages") or {}).get(stage)
+
+    def outputs(self, stage: str) -> list[Path]:
+        """Every path the stage declares to DVC (outs, metrics, plots)."""
+        spec = self.stages()[stage]
+        entries = [e for key in ("outs", "metrics", "plots") for e in spec.get(key, [])]
+        return [self.root / (e if isinstance(e, str) else next(iter(e))) for e in entries]
+
+    def producers(self, stage: str) -> list[str]:
+        """The stages whose outputs `stage` depends on."""
+        made_by = {str(p.relative_to(self.root)): s for s in self.stages() for p in self.outputs(s)}
+        return sorted({made_by[d] for d in self.stages()[stage].get("deps", []) if d in made_by})
+
+    def cache(self) -> set[str]:
+        return {str(p.relative_to(self.root)) for p in (self.root / ".dvc" / "cache").rglob("*")
+                if p.is_file()}
+
+    def temporaries(self, stage: str) -> list[Path]:
+        """Temporaries (`.<name>.tmp-<pid>`, repro.stages.base) next to the stage's outputs."""
+        return sorted(t for out in self.outputs(stage) for t in out.parent.glob(f".{out.name}.tmp-*"))
+
+    def stale(self) -> set[str]:
+        return set(json.loads(self.dvc("status", "--json").stdout or "{}"))
+
+    def digest(self, stage: str, skip: tuple[str, ...] = ()) -> tuple[list, dict]:
+        """(dvc.lock outs, sha256 of every output file) of a completed stage; `skip` leaves
+        out outputs measured rather than computed (perf.json: tokens/s)."""
+        entry = self.lock_entry(stage)
+        assert entry is not None, f"{stage} has no dvc.lock entry"
+        outs = [o for o in entry["outs"] if not o["path"].endswith(skip)]
+        files = {str(p.relative_to(self.root)): _files(p) for p in self.outputs(stage)
+                 if not str(p).endswith(skip)}
+        return outs, files
+
+    # ------------------------------------------------------------------ commands
+    def dvc(self, *args: str, check: bool = True, **env: str) -> subprocess.CompletedProcess:
+        proc = subprocess.run(["dvc", *args], cwd=self.root, env=self.env | env, text=True,
+                              capture_output=True, timeout=900)
+        if check:
+            assert proc.returncode == 0, f"dvc {' '.join(args)}:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        return proc
+
+    def repro(self, stage: str, **env: str) -> subprocess.CompletedProcess:
+        """`dvc repro <stage>` (and what it is missing); asserts the stage itself ran."""
+        proc = self.dvc("repro", stage, **env)
+        assert f"Running stage '{stage}'" in proc.stdout, proc.stdout[-4000:]
+        return proc
+
+    def build_inputs(self, stage: str) -> None:
+        """Run everything `stage` needs, but not `stage`."""
+        self.dvc("repro", *self.producers(stage))
+
+    def kill_during(self, stage: str, ready: Callable[[], bool], what: str,
+                    timeout_s: float = 600) -> dict[int, tuple[int, str]]:
+        """Start `dvc repro <stage>` in its own process group, wait until `ready()`, then
+        SIGKILL the whole group; returns the group's processes at that moment."""
+        log = self.tmp / f"{stage}.log"
+        with open(log, "w") as out:
+            proc = subprocess.Popen(["dvc", "repro", stage], cwd=self.root, env=self.env,
+                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout_s
+        try:
+            while not ready():
+                assert proc.poll() is None, f"{stage} ended before {what}:\n{log.read_text()[-4000:]}"
+                assert time.monotonic() < deadline, f"no {what} after {timeout_s} s"
+                time.sleep(POLL_S)
+            group = _group(proc.pid)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=60)
+        # nothing of the group survives to keep writing (a worker outside it would)
+        deadline = time.monotonic() + 30
+        while _group(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _group(proc.pid), _group(proc.pid)
+        assert proc.returncode != 0, log.read_text()[-4000:]
+        return group
+
+    def assert_nothing_recorded(self, stage: str, cache_before: set[str]) -> None:
+        """After a failed run: no declared output, no dvc.lock entry, no new cache object,
+        and DVC still sees the stage as to be run."""
+        assert [p for p in self.outputs(stage) if p.exists()] == []
+        assert self.lock_entry(stage) is None
+        assert self.cache() == cache_before
+        assert stage in self.stale()
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory, make_workspace) -> Workspace:
+    w = Workspace(make_workspace(tmp_path_factory.mktemp("faults-repo")),
+                  tmp_path_factory.mktemp("faults-tmp"), tmp_path_factory.mktemp("faults-lm-eval-cache"))
+    root = w.root
+    # an in-stage checkpoint after every update of the first training stage, so the
+    # SIGKILL below lands between two of them (execution-only: not a DVC param, the stage's
+    # identity and outputs are unchanged; repro.stages.train.config_fingerprint excludes it)
+    params_path = root / "params.yaml"
+    params = yaml.safe_load(params_path.read_text())
+    train = w.stage("train-ci-tiny-stable-")
+    params[train]["checkpoint_every_steps"] = 1
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return w
+
+
+# ------------------------------------------------------------------- unit: temporaries
+
+
+def test_stale_temporaries_of_dead_writers_are_removed(tmp_path):
+    """A SIGKILLed writer leaves `.<name>.tmp-<pid>`; the next atomic write of that output
+    removes it, and leaves alone the temporary of a writer that is still alive."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / f".out.tmp-{dead.pid}").mkdir()
+        (tmp_path / f".out.tmp-{dead.pid}" / "part.jsonl").write_text("{")
+        (tmp_path / f".out.tmp-{alive.pid}").mkdir()
+        (tmp_path / f".m.json.tmp-{dead.pid}").write_text("{")
+        (tmp_path / ".other.tmp-1").mkdir()  # another output's: not ours to judge
+        with atomic_dir(tmp_path / "out") as tmp:
+            (tmp / "a").write_text("a")
+        atomic_write_text(tmp_path / "m.json", "{}")
+        assert sorted(p.name for p in tmp_path.iterdir()) == [
+            ".other.tmp-1", f".out.tmp-{alive.pid}", "m.json", "out"]
+        remove_stale_temporaries(tmp_path / "missing" / "x")  # no parent: nothing to do
+    finally:
+        alive.kill()
+        alive.wait()
+
+
+def test_full_disk_is_a_one_line_error_and_leaves_nothing(tmp_path):
+    """ENOSPC/EFBIG inside an atomic output becomes an error naming the output and the fix
+    (the CLI prints it without a traceback); other errors pass through unchanged."""
+    import errno
+
+    with pytest.raises(OutputWriteError, match=r"out was not written: \[Errno 28\] No space"):
+        with atomic_dir(tmp_path / "out") as tmp:
+            (tmp / "part").write_text("x")
+            raise OSError(errno.ENOSPC, "No space left on device")
+    with pytest.raises(PermissionError):
+        with atomic_dir(tmp_path / "out"):
+            raise PermissionError(errno.EACCES, "denied")
+    assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------- end to end through DVC
+
+
+@pytest.mark.slow
+def test_sigkill_during_curation_then_repro_is_identical(ws: Workspace):
+    """curate-pdf (2 datatrove tasks on 2 worker processes) is killed, with DVC and all its
+    workers, once its temporary output holds files; the rerun matches an uninterrupted run."""
+    curate = ws.stage("curate-pdf-")
+    assert ws.lock_entry(curate) is None, "the first run of the stage must be the one killed"
+    params = yaml.safe_load((ws.root / "params.yaml").read_text())[curate]
+    assert params["executor"]["tasks"] >= 2 and params["executor"]["workers"] >= 2
+    ws.build_inputs(curate)
+    cache_before = ws.cache()
+    [docs] = [p for p in ws.outputs(curate) if p.parent.name == "curated"]
+
+    def partial_output() -> bool:
+        return any(f.is_file() for t in docs.parent.glob(f".{docs.name}.tmp-*") for f in t.rglob("*"))
+
+    group = ws.kill_during(curate, partial_output, "partial curated files")
+    # DVC, the stage and the workers of datatrove's process pool (children of its
+    # multiprocess forkserver) died together
+    stage_procs = [pid for pid, (_, cmd) in group.items() if f"repro stage curate {curate}" in cmd
+                   and "forkserver" not in cmd]
+    workers = [pid for pid, (ppid, _) in group.items() if "forkserver" in group.get(ppid, (0, ""))[1]]
+    assert stage_procs and len(workers) >= 2, group
+    # the kill hit mid-output: a partial copy sits in the temporary, never at the output
+    [partial] = ws.temporaries(curate)
+    assert any(partial.rglob("*.jsonl"))
+    ws.assert_nothing_recorded(curate, cache_before)
+
+    ws.repro(curate)
+    # the rerun removed the dead run's temporary (it would hold a partial dataset on disk
+    # for good and be committed by `git add -A`)
+    assert ws.temporaries(curate) == []
+    untracked = subprocess.run(["git", "status", "--porcelain", "-uall"], cwd=ws.root, text=True,
+                               capture_output=True, check=True).stdout
+    assert ".tmp-" not in untracked, untracked
+    rerun = ws.digest(curate)
+
+    ws.dvc("repro", "--force", "--single-item", curate)  # uninterrupted
+    assert ws.digest(curate) == rerun
+
+
+@pytest.mark.slow
+def test_full_disk_fails_cleanly_and_dvc_caches_nothing(ws: Workspace, tmp_path: Path):
+    """tokenize-web with a file-size limit (writes past 4 KiB fail with EFBIG, as on a full
+    disk): alone, it exits 2 with a one-line error and leaves nothing at or next to its
+    outputs; under `dvc repro` (the limit on the stage's shell only), DVC records and caches
+    nothing for it; without the limit the rerun completes as an uninterrupted run."""
+    tokenize = ws.stage("tokenize-web-")
+    assert ws.lock_entry(tokenize) is None
+    ws.build_inputs(tokenize)
+    [tokens] = [p for p in ws.outputs(tokenize) if p.parent.name == "tokens"]
+    cmd = ws.stages()[tokenize]["cmd"]
+
+    def limited() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of death by signal
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_FSIZE, (FSIZE_LIMIT, FSIZE_LIMIT))
+
+    alone = subprocess.run(cmd, shell=True, cwd=ws.root, env=ws.env, text=True,
+                           capture_output=True, preexec_fn=limited, timeout=600)
+    assert alone.returncode == 2, alone.stderr[-4000:]
+    assert (f"error: stage {tokenize}: output {tokens.relative_to(ws.root)} was not written: "
+            "[Errno 27] File too large") in alone.stderr, alone.stderr[-4000:]
+    assert "Free space and rerun `dvc repro`" in alone.stderr
+    assert "Traceback" not in alone.stderr
+    assert [p for p in ws.outputs(tokenize) if p.exists()] == []
+    assert ws.temporaries(tokenize) == []
+
+    # DVC runs stage commands with $SHELL -c: a shell that lowers the limit first confines
+    # it to the stage (DVC itself would fail on its own state files under it)
+    shell = tmp_path / "fsize-limited-sh"
+    shell.write_text(f"#!{sys.executable}\n"
+                     "import os, resource, signal, sys\n"
+                     "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+                     f"resource.setrlimit(resource.RLIMIT_FSIZE, ({FSIZE_LIMIT}, {FSIZE_LIMIT}))\n"
+                     "os.execv('/bin/sh', ['/bin/sh', *sys.argv[1:]])\n")
+    shell.chmod(0o755)
+    cache_before = ws.cache()
+    failed = ws.dvc("repro", tokenize, check=False, SHELL=str(shell))
+    assert failed.returncode != 0
+    assert f"Running stage '{tokenize}'" in failed.stdout
+    assert "File too large" in failed.stdout + failed.stderr
+    assert f"failed to reproduce '{tokenize}'" in failed.stdout + failed.stderr
+    ws.assert_nothing_recorded(tokenize, cache_before)
+    assert ws.temporaries(tokenize) == []
+
+    ws.repro(tokenize)
+    rerun = ws.digest(tokenize)
+    ws.dvc("repro", "--force", "--single-item", tokenize)
+    assert ws.digest(tokenize) == rerun
+
+
+@pytest.mark.slow
+def test_sigkill_during_training_resumes_bitwise_through_dvc(ws: Workspace):
+    """The first training stage is killed after an in-stage checkpoint; `dvc repro` resumes
+    from it (not from step 0) and the checkpoint, snapshot, loss and metrics are the bytes
+    of an uninterrupted run. (tests/stages/test_train.py kills the stage's own process
+    and checks more files; this goes through DVC: nothing partial recorded, the staged
+    snapshot survives DVC deleting the failed stage's outputs.)"""
+    train = ws.stage("train-ci-tiny-stable-")
+    assert ws.lock_entry(train) is None
+    ws.build_inputs(train)
+    cache_before = ws.cache()
+    state = ws.root / ".repro" / "resume" / train / "state.pt"
+
+    ws.kill_during(train, state.exists, "an in-stage checkpoint")
+    assert state.exists()
+    ws.assert_nothing_recorded(train, cache_before)
+
+    ws.repro(train)
+    perf_path = next(p for p in ws.outputs(train) if p.name.endswith(".perf.json"))
+    resumed = json.loads(perf_path.read_text())["resumed_from_step"]
+    params = yaml.safe_load((ws.root / "params.yaml").read_text())[train]
+    assert resumed is not None and 1 <= resumed <= params["steps"], resumed
+    assert not state.exists()  # cleared once the stage completed
+    rerun = ws.digest(train, skip=(".perf.json",))
+    assert any(p.endswith("model.safetensors") for files in rerun[1].values() for p in files)
+
+    ws.dvc("repro", "--force", "--single-item", train)  # uninterrupted, from step 0
+    assert json.loads(perf_path.read_text())["resumed_from_step"] is None
+    assert ws.digest(train, skip=(".perf.json",)) == rerun
+
+
+def _cached_rows(cache_root: Path) -> int:
+    """Rows in lm-eval's sqlite response caches under `cache_root` (0 while none exists)."""
+    rows = 0
+    for db in cache_root.rglob("*.db"):
+        try:
+            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=0.05)
+            try:
+                rows += con.execute("SELECT COUNT(*) FROM unnamed").fetchone()[0]
+            finally:
+                con.close()
+        except sqlite3.Error:  # being created or written right now
+            continue
+    return rows
+
+
+@pytest.mark.slow
+def test_sigkill_during_evaluation_then_repro_is_identical(ws: Workspace, tmp_path: Path):
+    """An evaluate stage is killed once lm-eval has cached some responses; the cache stays a
+    valid database, the rerun reuses exactly the entries that were committed, and its
+    results equal those of an uninterrupted run with a cold cache."""
+    evaluate = next(s for s in ws.stages() if s.startswith("evaluate-ci-tiny-stable-")
+                    and "step" not in s)
+    assert ws.lock_entry(evaluate) is None
+    ws.build_inputs(evaluate)
+    cache_before = ws.cache()
+
+    ws.kill_during(evaluate, lambda: _cached_rows(ws.lm_cache) > 0, "cached lm-eval responses")
+    ws.assert_nothing_recorded(evaluate, cache_before)
+    [db] = list(ws.lm_cache.rglob("responses_rank0.db"))
+    con = sqlite3.connect(db)  # a read-write open rolls back a transaction the kill cut off
+    try:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        committed = dict(con.execute("SELECT key, rowid FROM unnamed"))
+        # sqlitedict writes with REPLACE INTO, which gives a rewritten entry a new rowid
+        # (max + 1): a marker row above them all makes that new rowid differ from the old
+        # one in every case. lm-eval's keys are sha256 digests: the marker is never looked up.
+        con.execute("INSERT INTO unnamed (rowid, key, value) VALUES (?, ?, ?)",
+                    (max(committed.values()) + 1_000_000, "faults-marker", b""))
+        con.commit()
+    finally:
+        con.close()
+    assert committed
+
+    ws.repro(evaluate)
+    con = sqlite3.connect(db)
+    try:
+        after = dict(con.execute("SELECT key, rowid FROM unnamed"))
+    finally:
+        con.close()
+    # the committed responses were reused as they were, the rest computed and added
+    assert {k: after.get(k) for k in committed} == committed
+    rerun = ws.digest(evaluate)
+
+    # uninterrupted, every response computed: a cold cache of its own
+    ws.dvc("repro", "--force", "--single-item", evaluate,
+           REPRO_LM_EVAL_CACHE=str(tmp_path / "cold-cache"))
+    assert _cached_rows(tmp_path / "cold-cache") == len(after) - 1  # all but the marker
+    assert ws.digest(evaluate) == rerun
