@@ -3,6 +3,8 @@ table and the JSON telling the same numbers, and bad input handled like every ot
 
 from __future__ import annotations
 
+import os
+
 import json
 import math
 from pathlib import Path
@@ -202,7 +204,8 @@ def test_bad_spec_path_exits_2_without_traceback(monkeypatch):
 def test_invalid_spec_is_located(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
     bad = tmp_path / "bad.yaml"
-    bad.write_text(f"extends: {REPO / TINY}\nmodel:\n  num_layerz: 3\n")
+    # extends is relative to the spec's folder (absolute paths are refused by the loader)
+    bad.write_text(f"extends: {os.path.relpath(REPO / TINY, tmp_path)}\nmodel:\n  num_layerz: 3\n")
     result = CliRunner().invoke(main, ["plan", str(bad)])
     assert result.exit_code == 2
     assert f"{bad}:3" in result.output and "num_layerz" in result.output
