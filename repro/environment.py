@@ -20,6 +20,7 @@ import os
 import platform
 import re
 import sys
+import sysconfig
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -92,7 +93,10 @@ def lock_drift(lock: Path = LOCK_FILE) -> dict[str, str]:
     pins, drift = locked_versions(lock), {}
     if not pins:
         return {}
-    for dist in metadata.distributions():
+    # site-packages only: sys.path can also hold vendored copies (setuptools puts its
+    # `_vendor` folder there once imported), which are not installed packages
+    site = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+    for dist in metadata.distributions(path=site):
         name = _canonical(dist.metadata["Name"] or "")
         if not name or name in ("repro", "pip", "setuptools", "wheel"):
             continue

@@ -36,6 +36,8 @@ def test_lock_pins_every_requirement_exactly():
 def test_installed_environment_matches_the_lock():
     """What `make install` built is what the lock says: nothing installed by hand, no
     version drift (a local build tag like torch's `+cpu` is not drift)."""
+    import setuptools  # noqa: F401  puts its vendored packages on sys.path: not installed ones
+
     assert lock_drift() == {}, "installed packages differ from requirements.lock: " + json.dumps(lock_drift())
 
 
