@@ -21,6 +21,7 @@ from typing import Any
 import pathspec
 import yaml
 
+from repro import paths
 from repro.verify.lockfile import LockedStage, declared_outputs, parse_lock
 
 
@@ -113,7 +114,7 @@ def dir_md5(listing: dict[str, str]) -> str:
 def _lock_commits(root: Path) -> list[str]:
     """Commits whose tree may be what dvc.lock describes: the one that last wrote it, HEAD."""
     out = []
-    for args in (("log", "-1", "--format=%H", "--", "dvc.lock"), ("rev-parse", "HEAD")):
+    for args in (("log", "-1", "--format=%H", "--", str(paths.DVC_LOCK)), ("rev-parse", "HEAD")):
         proc = _git(root, *args)
         sha = proc.stdout.decode().strip()
         if proc.returncode == 0 and sha and sha not in out:
@@ -159,10 +160,10 @@ def dvc_status(root: Path) -> dict[str, list]:
 
 def explain(root: Path, status: dict[str, list] | None = None) -> list[StageExplanation]:
     """Every stage `dvc repro` would run, in pipeline order, with its reasons."""
-    dvc_stages = (yaml.safe_load((root / "dvc.yaml").read_text(encoding="utf-8")) or {}).get("stages", {})
-    lock_file = root / "dvc.lock"
+    dvc_stages = (yaml.safe_load((root / str(paths.DVC_YAML)).read_text(encoding="utf-8")) or {}).get("stages", {})
+    lock_file = root / str(paths.DVC_LOCK)
     locked = parse_lock(lock_file.read_text(encoding="utf-8")) if lock_file.is_file() else {}
-    params = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8")) or {}
+    params = yaml.safe_load((root / str(paths.PARAMS_YAML)).read_text(encoding="utf-8")) or {}
     status = dvc_status(root) if status is None else status
     producer = {out: name for name, entry in dvc_stages.items() for out in declared_outputs(entry)}
     result: dict[str, StageExplanation] = {}

@@ -12,6 +12,7 @@ from pathlib import PurePosixPath
 SPECS_DIR = PurePosixPath("specs")
 DVC_YAML = PurePosixPath("dvc.yaml")
 PARAMS_YAML = PurePosixPath("params.yaml")
+DVC_LOCK = PurePosixPath("dvc.lock")  # written by DVC; read by `repro verify` and `repro explain`
 PACKAGE_DIR = PurePosixPath("repro")
 REPORTS_DIR = PurePosixPath("reports")
 METRICS_DIR = PurePosixPath("metrics")

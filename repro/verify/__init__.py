@@ -27,7 +27,7 @@ def verify(root: Path, stages: list[str], tol: Tolerance, scratch: Path | None =
 
     from repro.environment import fingerprint
 
-    dvc_yaml, lock_path = root / str(paths.DVC_YAML), root / "dvc.lock"
+    dvc_yaml, lock_path = root / str(paths.DVC_YAML), root / str(paths.DVC_LOCK)
     if not dvc_yaml.is_file():
         raise ReproError(f"no {dvc_yaml}: run `repro compile` first")
     if not lock_path.is_file():
@@ -45,7 +45,7 @@ def verify(root: Path, stages: list[str], tol: Tolerance, scratch: Path | None =
     try:
         make_scratch(root, scratch, upstream_inputs(targets, dvc_stages) if stages else [])
         run_dvc_repro(scratch, targets if stages else None)
-        rebuilt_lock = scratch / "dvc.lock"
+        rebuilt_lock = scratch / str(paths.DVC_LOCK)
         rebuilt = parse_lock(rebuilt_lock.read_text(encoding="utf-8")) if rebuilt_lock.is_file() else {}
         verdicts = [verify_stage(s, recorded.get(s), rebuilt.get(s), root, scratch, tol)
                     for s in targets]

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from repro import paths
 from repro.verify.lockfile import declared_outputs
 
 
@@ -43,7 +44,7 @@ def make_scratch(root: Path, scratch: Path, inputs: list[str]) -> None:
         if (root / rel).is_file():
             _copy(root / rel, scratch / rel)
     # the rebuild writes its own lock: only stages that really rebuilt appear in it
-    (scratch / "dvc.lock").unlink(missing_ok=True)
+    (scratch / str(paths.DVC_LOCK)).unlink(missing_ok=True)
     for rel in inputs:
         if (root / rel).exists() and not (scratch / rel).exists():
             _copy(root / rel, scratch / rel)
