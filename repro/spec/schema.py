@@ -19,8 +19,6 @@ from typing import Annotated, Literal, Union
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationInfo,
     field_validator,
@@ -28,13 +26,11 @@ from pydantic import (
 )
 
 from repro.spec import safety
+from repro.spec.search import LadderSpec, SweepSpec
+from repro.spec.base import NAME_PATTERN, Fraction, Model, Name, PositiveInt  # noqa: F401 (re-exported)
 from repro.spec.language_thresholds import LINGUA_THRESHOLDS
 
 SCHEMA_VERSION = 1
-NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
-Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)]
-PositiveInt = Annotated[int, Field(gt=0)]
-Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
 
@@ -55,17 +51,6 @@ ScriptValue = Annotated[str, AfterValidator(safety.check_no_control)]
 """A value written on one line of a generated job script."""
 TaskName = Annotated[str, AfterValidator(safety.check_task_name)]
 """An lm-eval task, group or tag name (never a path)."""
-
-
-class Model(BaseModel):
-    """Base of every spec model: closed, frozen, described. A rejected value is left out of
-    the text of a ValidationError (it could be a credential); located spec errors
-    (repro.spec.load) say what is wrong without echoing it either."""
-
-    # allow_inf_nan=False: `.inf`/`.nan` are valid YAML floats, but no setting means
-    # anything at infinity (`lr: .inf` passed `gt=0`)
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True,
-                              hide_input_in_errors=True, allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------- sources
@@ -1291,6 +1276,11 @@ class ExperimentSpec(Model):
     """Evaluation."""
     report: ReportSpec | None = None
     """Optional comparison report this experiment produces."""
+    sweep: SweepSpec | None = None
+    """Hyperparameter search over this experiment, run by `repro sweep` as DVC experiments."""
+    ladder: LadderSpec | None = None
+    """Scaling ladder: the compiler trains this experiment at every size and token budget
+    (instead of once, as written) and fits L(N, D); `repro fit` runs it."""
 
     @model_validator(mode="wrap")
     @classmethod
@@ -1344,6 +1334,18 @@ class ExperimentSpec(Model):
                     f"training.stages[{i}] ({tr.stages[i].name!r}) trains on sequences of "
                     f"{seq} tokens, more than {field} {max_pos}; raise {field} to at least {seq}"
                 )
+        if self.ladder is not None and (self.report is not None or self.sweep is not None):
+            raise ValueError(
+                "a ladder experiment is not trained as written (the compiler trains it at every "
+                "ladder size and budget), so it cannot also have a `report` or a `sweep`; put "
+                "them in another spec")
+        if self.ladder is not None:
+            for name, recipe in self.ladder.recipes.items():
+                for d in recipe.mixture or {}:
+                    if d not in self.datasets:
+                        raise ValueError(
+                            f"ladder.recipes.{name}.mixture names dataset {d!r}, which is not "
+                            f"declared; declared datasets: {known}")
         every = self.evaluation.every_tokens
         if every is not None and every % tr.batch_tokens:
             lower = max(1, every // tr.batch_tokens) * tr.batch_tokens

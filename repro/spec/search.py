@@ -1,0 +1,246 @@
+"""Spec blocks for searching over experiments: hyperparameter sweeps and scaling ladders.
+
+`sweep`: `repro sweep SPEC` queues one DVC experiment per configuration
+(`dvc exp run --queue -S key=value ...`) over the experiment's own stages, so every trial is
+an ordinary DVC experiment (`dvc exp show`, `dvc exp apply`). Keys are params.yaml keys, with
+`*` allowed in the stage-id part (stage ids end in a content hash).
+
+`ladder`: the compiler expands the experiment into one run per (model size, token budget),
+plus one run per data recipe and size for decision accuracy, and adds a `fit` stage that
+fits Chinchilla's approach 3, L(N, D) = E + A/N^alpha + B/D^beta (FACTS 9.1), and measures
+DataDecide's decision accuracy (FACTS 9.2).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import PurePosixPath
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import Field, model_validator
+
+from repro.spec.base import Model, Name, PositiveInt
+
+Scalar = Union[bool, int, float, str]
+
+FIT_MIN_POINTS = 5
+"""L(N, D) has five free constants (E, A, B, alpha, beta): fewer points cannot pin them."""
+
+
+# --------------------------------------------------------------------------- sweeps
+
+
+class SweepParameter(Model):
+    """One searched dimension: the params.yaml keys it sets (all to the same value) and
+    either explicit `values` or a `low`..`high` range."""
+
+    keys: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
+    """params.yaml keys, dotted (`<stage id>.<field>.<field>`); `*` matches inside the stage
+    id, e.g. `train-qs-lr-*.optimizer.lr`. Every pattern must match at least one key."""
+    values: list[Scalar] | None = None
+    """Explicit values: the grid of a `grid` sweep, the choices of `random` and `optuna`."""
+    low: float | None = None
+    """Lower end of a numeric range (inclusive)."""
+    high: float | None = None
+    """Upper end of a numeric range (inclusive)."""
+    log: bool = False
+    """Sample (and space a grid) uniformly in log space; learning rates are searched this way."""
+    integer: bool = False
+    """Round values of the range to integers."""
+    num: Annotated[int, Field(ge=2)] | None = None
+    """Points of a `grid` sweep over a range (geometric when `log`)."""
+
+    @model_validator(mode="after")
+    def _domain(self) -> SweepParameter:
+        has_range = self.low is not None or self.high is not None
+        if self.values is not None and has_range:
+            raise ValueError("give either `values` or `low`/`high`, not both")
+        if self.values is None and not has_range:
+            raise ValueError("give the values to try (`values: [...]`) or a range (`low`, `high`)")
+        if self.values is not None:
+            if not self.values:
+                raise ValueError("`values` is empty: list at least one value to try")
+            if len(set(map(repr, self.values))) != len(self.values):
+                raise ValueError(f"`values` repeats a value: {self.values}")
+            if self.log or self.integer or self.num is not None:
+                raise ValueError("`log`, `integer` and `num` apply to a `low`/`high` range only")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("a range needs both `low` and `high`")
+        for end in (self.low, self.high):
+            if not math.isfinite(end):
+                raise ValueError("`low` and `high` must be finite numbers")
+        if not self.low < self.high:
+            raise ValueError(f"empty range: low {self.low} is not below high {self.high}; "
+                             f"give low < high (or `values: [{self.low}]` for one value)")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range needs low > 0 (got {self.low})")
+        if self.integer and math.floor(self.high) < math.ceil(self.low):
+            raise ValueError(f"no integer lies in [{self.low}, {self.high}]")
+        return self
+
+    @property
+    def is_range(self) -> bool:
+        return self.values is None
+
+
+class SweepObjective(Model):
+    """The number a sweep optimises: one metric of one task in the final evaluation of the
+    experiment's main run (`metrics/<evaluate stage>.json`, `tasks.<task>.<metric>`)."""
+
+    task: Annotated[str, Field(min_length=1)]
+    """Evaluation task, e.g. `repro_bpb_web` (a local task) or `hellaswag`."""
+    metric: Annotated[str, Field(min_length=1)] = "bits_per_byte"
+    """Metric of that task, e.g. `bits_per_byte`, `acc`, `acc_norm`."""
+    direction: Literal["minimize", "maximize"] | None = None
+    """Default: minimize losses, perplexities and bits per byte, maximize everything else."""
+
+    @property
+    def goal(self) -> Literal["minimize", "maximize"]:
+        if self.direction is not None:
+            return self.direction
+        lower_better = ("bits_per_byte", "perplexity", "loss", "bpb")
+        return "minimize" if any(m in self.metric for m in lower_better) else "maximize"
+
+
+class SweepSpec(Model):
+    """A hyperparameter search over this experiment, run as DVC experiments."""
+
+    name: Name
+    """Sweep name: DVC experiment names are `<name>-<trial>`, the report is
+    reports/sweeps/<name>/, resumable state is under .repro/sweeps/<name>/."""
+    strategy: Literal["grid", "random", "optuna"] = "grid"
+    """`grid`: every combination; `random`: `trials` independent draws; `optuna`: TPE
+    Bayesian optimisation through optuna's ask/tell interface, in rounds of `workers` trials."""
+    trials: PositiveInt | None = None
+    """Trials of a `random` or `optuna` sweep (required there; a grid runs every point)."""
+    workers: PositiveInt = 1
+    """DVC queue workers running trials at once (`dvc queue start --jobs`)."""
+    seed: int = Field(default=0, ge=0)
+    """Seed of the random and optuna samplers (a resumed sweep proposes the same points)."""
+    objective: SweepObjective
+    """What to optimise."""
+    parameters: dict[Name, SweepParameter] = Field(min_length=1)
+    """Searched dimensions by name (names label the report's plots)."""
+
+    @model_validator(mode="after")
+    def _complete(self) -> SweepSpec:
+        if self.strategy == "grid":
+            ranged = [n for n, p in self.parameters.items() if p.is_range and p.num is None]
+            if ranged:
+                raise ValueError(f"a grid sweep needs `num` (points) for the range(s) {ranged}, "
+                                 f"or explicit `values`")
+            if self.trials is not None:
+                raise ValueError("a grid sweep runs every combination: remove `trials` (or use "
+                                 "strategy: random)")
+        elif self.trials is None:
+            raise ValueError(f"a {self.strategy} sweep needs `trials` (how many configurations)")
+        return self
+
+
+# --------------------------------------------------------------------------- ladders
+
+
+class LadderSize(Model):
+    """One model size of a ladder: the shape fields it sets on the experiment's `model`."""
+
+    name: Name
+    """Short label (run names are `<ladder>-<size>-<tokens>`)."""
+    hidden_size: PositiveInt
+    num_layers: PositiveInt
+    num_heads: PositiveInt
+    num_kv_heads: PositiveInt
+    intermediate_size: PositiveInt
+
+
+class LadderRecipe(Model):
+    """A data recipe compared at every size for decision accuracy."""
+
+    mixture: dict[Name, Annotated[float, Field(gt=0)]] | None = None
+    """Mixture used in every training stage; None keeps the experiment's own mixtures (the
+    runs are then the fit's runs at `decision_tokens`, not trained twice)."""
+
+
+class LadderLoss(Model):
+    """Which evaluated number is the loss L of the fit."""
+
+    task: Annotated[str, Field(min_length=1)] = "repro_bpb_web"
+    """A held-out language-modelling task of the final evaluation."""
+    metric: Annotated[str, Field(min_length=1)] = "bits_per_byte"
+    """Its metric (bits per byte is the loss per byte, independent of the tokenizer)."""
+
+
+class LadderSpec(Model):
+    """A scaling ladder: the experiment trained at several sizes and token budgets."""
+
+    name: Name
+    """Ladder name: prefixes its runs; the report is reports/ladders/<name>/."""
+    sizes: list[LadderSize] = Field(min_length=2)
+    """Model sizes (at least 2: alpha needs N to vary)."""
+    tokens: list[PositiveInt] = Field(min_length=2)
+    """Training-token budgets of every size (at least 2: beta needs D to vary); each is split
+    over the experiment's training stages in their proportions, in whole optimizer steps."""
+    parameters: Literal["non_embedding", "total"] = "non_embedding"
+    """What N counts. Chinchilla counted all parameters; at toy scale the embedding is most
+    of the model and does not scale like the rest (Kaplan et al. 2020 fit non-embedding N)."""
+    loss: LadderLoss = LadderLoss()
+    """The fitted loss."""
+    huber_delta: Annotated[float, Field(gt=0)] = 1e-3
+    """Huber delta on log loss (Chinchilla approach 3: 1e-3, FACTS 9.1)."""
+    bootstrap: Annotated[int, Field(ge=0)] = 200
+    """Bootstrap resamples for the constants' intervals (0: no intervals)."""
+    confidence: Annotated[float, Field(gt=0, lt=1)] = 0.95
+    """Interval coverage."""
+    seed: int = Field(default=0, ge=0)
+    """Seed of the bootstrap."""
+    target_compute: list[Annotated[float, Field(gt=0)]] = [1e21, 1e23]
+    """Training FLOPs (C = 6ND) to give the compute-optimal N and D for."""
+    predict: list[Annotated[str, Field(min_length=1)]] = []
+    """Specs (paths relative to this spec's folder) whose final loss the fit predicts from
+    their N and training tokens, e.g. `reference/smollm3-3b.yaml`."""
+    recipes: dict[Name, LadderRecipe] = {}
+    """Data recipes for decision accuracy (0, or at least 2)."""
+    decision_tokens: PositiveInt | None = None
+    """Token budget of the recipe runs (default: the largest of `tokens`)."""
+
+    @model_validator(mode="after")
+    def _enough(self) -> LadderSpec:
+        points = len(self.sizes) * len(self.tokens)
+        if points < FIT_MIN_POINTS:
+            raise ValueError(
+                f"the ladder has {len(self.sizes)} sizes x {len(self.tokens)} token budgets = "
+                f"{points} points; the fit of L(N, D) = E + A/N^alpha + B/D^beta needs at least "
+                f"{FIT_MIN_POINTS} (five constants): add sizes or token budgets")
+        for what, items in (("sizes", [s.name for s in self.sizes]), ("tokens", self.tokens)):
+            repeated = sorted({x for x in items if items.count(x) > 1}, key=str)
+            if repeated:
+                raise ValueError(f"ladder {what} repeat {repeated}; each point must be distinct")
+        if len(self.recipes) == 1:
+            raise ValueError("decision accuracy compares data recipes: give at least 2 "
+                             "`recipes` (or none)")
+        if self.decision_tokens is not None and not self.recipes:
+            raise ValueError("`decision_tokens` is for `recipes` runs; add recipes or remove it")
+        for ref in self.predict:
+            p = PurePosixPath(ref)
+            if p.is_absolute() or ".." in p.parts or p.suffix not in (".yaml", ".yml"):
+                raise ValueError(f"predict entry {ref!r}: give a .yaml spec path relative to "
+                                 f"this spec's folder, inside the specs folder")
+        return self
+
+    @property
+    def recipe_tokens(self) -> int:
+        return self.decision_tokens or max(self.tokens)
+
+
+def short_tokens(tokens: int) -> str:
+    """Compact token count for run names: 163840 -> `164k`, 2_000_000 -> `2m`."""
+    for unit, scale in (("b", 10**9), ("m", 10**6), ("k", 10**3)):
+        if tokens >= scale:
+            value = tokens / scale
+            text = f"{value:.0f}" if value >= 10 or value == int(value) else f"{value:.1f}".replace(".", "p")
+            return f"{text}{unit}"
+    return str(tokens)
+
+
+def dump_values(values: list[Any]) -> list[Any]:
+    return list(values)
