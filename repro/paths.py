@@ -103,6 +103,11 @@ def report_dir(report_name: str) -> PurePosixPath:
     return REPORTS_DIR / report_name
 
 
+def ladder_dir(ladder_name: str) -> PurePosixPath:
+    """Folder of a scaling ladder's fit report (committed)."""
+    return REPORTS_DIR / "ladders" / ladder_name
+
+
 def report_scores_dir(report_name: str) -> PurePosixPath:
     """Score-vs-tokens CSVs of a report, one per experiment (committed; DVC plots)."""
     return PLOTS_DIR / "reports" / report_name
@@ -132,5 +137,6 @@ def stage_code(kind: str) -> list[PurePosixPath]:
         "evaltasks": ["repro/eval"],
         "evaluate": ["repro/eval"],
         "report": ["repro/report"],
+        "fit": ["repro/scaling"],
     }[kind]
     return [PACKAGE_DIR / "stages" / f"{kind}.py", *map(PurePosixPath, extra)]

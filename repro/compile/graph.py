@@ -29,9 +29,12 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 from repro import paths
+from repro.compile.ladder import LadderError, LadderPoint
+from repro.compile.ladder import expand as ladder_points
+from repro.compile.ladder import n_params as ladder_n_params
 from repro.spec.schema import (
     BuiltinSource,
     ExperimentSpec,
@@ -43,11 +46,14 @@ from repro.stages.configs import (
     DecontaminateConfig,
     EvalTasksConfig,
     EvaluateConfig,
+    FitConfig,
     FunnelConfig,
     LedgerConfig,
     LedgerStage,
+    LadderRun,
     Model,
     ReportConfig,
+    PredictTarget,
     ScheduleSegment,
     SourceConfig,
     SplitConfig,
@@ -73,6 +79,7 @@ OUTPUT_KEYS: dict[str, tuple[str, ...]] = {
     "evaltasks": ("task", "env"),
     "evaluate": ("results", "metrics", "env"),
     "report": ("report", "scores", "env"),
+    "fit": ("ladder", "metrics", "env"),
 }
 SNAPSHOT = "snapshot"
 """Train output keys `snapshot:<global step>`, one per `TrainConfig.snapshot_steps` entry."""
@@ -156,6 +163,8 @@ class Stage:
                 out[key] = paths.stage_env(self.id)
             elif key == "report":
                 out[key] = paths.report_dir(self.config.name)  # type: ignore[attr-defined]
+            elif key == "ladder":
+                out[key] = paths.ladder_dir(self.config.name)  # type: ignore[attr-defined]
             elif key == "scores":
                 out[key] = paths.report_scores_dir(self.config.name)  # type: ignore[attr-defined]
             elif key.startswith(SNAPSHOT + ":"):
@@ -580,10 +589,70 @@ def _teachers_first(specs: list[ExperimentSpec]) -> list[ExperimentSpec]:
     return ordered
 
 
-def compile_graph(specs: list[ExperimentSpec]) -> StageGraph:
-    """Build the stage graph of a set of experiments (pure)."""
+def _ladder_runs(specs: list[ExperimentSpec]) -> tuple[list[ExperimentSpec], dict[str, list[LadderPoint]]]:
+    """The experiments to train: every spec without a ladder as written, and every ladder's
+    generated runs (once each); and each ladder's points."""
+    trained = [s for s in specs if s.ladder is None]
+    owner = {s.name: "" for s in trained}
+    points: dict[str, list[LadderPoint]] = {}
+    for spec in (s for s in specs if s.ladder is not None):
+        try:
+            points[spec.name] = ladder_points(spec)
+        except LadderError as e:
+            raise GraphError(str(e), e.field, e.fix) from e
+        for p in points[spec.name]:
+            if p.spec.name in owner:
+                if owner[p.spec.name] == spec.name:
+                    continue  # a recipe without a mixture reuses a fit run
+                raise GraphError(
+                    f"ladder {spec.ladder.name!r} generates experiment {p.spec.name!r}, which "  # type: ignore[union-attr]
+                    f"{'another spec' if not owner[p.spec.name] else 'ladder of ' + owner[p.spec.name]} "
+                    f"already defines", "ladder.name", "give the ladder another name")
+            owner[p.spec.name] = spec.name
+            trained.append(p.spec)
+    return trained, points
+
+
+def _fit_stage(graph: StageGraph, spec: ExperimentSpec, points: list[LadderPoint],
+               by_name: dict[str, ExperimentStages], predict: list[PredictTarget],
+               root: Path) -> Stage:
+    """The `fit` stage of a ladder: reads the final evaluation of every run."""
+    ladder = spec.ladder
+    assert ladder is not None
+    runs: list[LadderRun] = []
+    inputs: dict[str, Input] = {}
+    n_of: dict[str, int] = {}
+    for p in points:
+        if p.spec.name not in n_of:
+            try:
+                n_of[p.spec.name] = ladder_n_params(p.spec, ladder.parameters, root)
+            except LadderError as e:
+                raise GraphError(str(e), e.field, e.fix) from e
+        for run in by_name[p.spec.name].runs:
+            final = next(e for e in run.evaluate if e.final)
+            inputs[f"eval:{p.spec.name}:{run.label}"] = OutputRef(final.stage.id, "metrics")
+            runs.append(LadderRun(experiment=p.spec.name, run=run.label, size=p.size, recipe=p.recipe,
+                                  n_params=n_of[p.spec.name], tokens=p.tokens))
+    return graph.add(Stage("fit", ladder.name, FitConfig(
+        name=ladder.name, parameters=ladder.parameters, loss_task=ladder.loss.task,
+        loss_metric=ladder.loss.metric, huber_delta=ladder.huber_delta,
+        bootstrap=ladder.bootstrap, confidence=ladder.confidence, seed=ladder.seed,
+        target_compute=ladder.target_compute, runs=runs,
+        recipe_tokens=ladder.recipe_tokens if ladder.recipes else None, predict=predict,
+    ), tuple(sorted(inputs.items()))))
+
+
+def compile_graph(specs: list[ExperimentSpec],
+                  predictions: dict[str, list[PredictTarget]] | None = None,
+                  root: Path = Path(".")) -> StageGraph:
+    """Build the stage graph of a set of experiments (pure but for reading the vocabulary
+    size of a local pretrained tokenizer, see repro.plan.vocab). `predictions`: per ladder
+    spec name, the reference specs its fit predicts (repro.compile.ladder.prediction_targets,
+    which reads those files)."""
     graph = StageGraph()
     by_name: dict[str, ExperimentStages] = {}
+    ladder_specs = [s for s in specs if s.ladder is not None]
+    specs, points = _ladder_runs(specs)
     for spec in _teachers_first(specs):
         teacher = teacher_experiment(spec)
         # a student distils from the teacher experiment's main run
@@ -619,6 +688,12 @@ def compile_graph(specs: list[ExperimentSpec]) -> StageGraph:
                         # every other report setting (bootstrap, aggregate...) passes through
                         ReportConfig(**rep.model_dump(exclude={"experiments"}), experiments=names),
                         tuple(inputs)))
+    for spec in ladder_specs:
+        _fit_stage(graph, spec, points[spec.name], by_name, (predictions or {}).get(spec.name, []), root)
+    fits = [s.config.name for s in graph.stages.values() if s.kind == "fit"]  # type: ignore[attr-defined]
+    if len(fits) != len(set(fits)):
+        raise GraphError(f"ladder name(s) {sorted({f for f in fits if fits.count(f) > 1})} are "
+                         f"defined by more than one spec", "ladder.name", "give each ladder its own name")
     reports = [s.config.name for s in graph.stages.values() if s.kind == "report"]  # type: ignore[attr-defined]
     dupes = sorted({r for r in reports if reports.count(r) > 1})
     if dupes:

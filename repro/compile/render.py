@@ -62,7 +62,7 @@ def _stage_entry(stage: Stage, graph: StageGraph) -> dict[str, Any]:
             plots.append({str(path): {"cache": False, "x": "tokens", "y": "loss"}})
         elif key == "monitor":
             plots.append({str(path): {"cache": False, "x": "tokens"}})
-        elif key in ("report", "scores", "env"):
+        elif key in ("report", "scores", "env", "ladder"):
             outs.append({str(path): {"cache": False}})
         else:
             outs.append(str(path))

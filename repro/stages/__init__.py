@@ -22,6 +22,7 @@ STAGE_CONFIGS: dict[str, type[configs.Model]] = {
     "evaltasks": configs.EvalTasksConfig,
     "evaluate": configs.EvaluateConfig,
     "report": configs.ReportConfig,
+    "fit": configs.FitConfig,
 }
 
 

@@ -302,3 +302,52 @@ class ReportConfig(Model):
             raise ValueError(f"aggregate_tasks {self.aggregate_tasks} lists a task twice; "
                              f"list each once")
         return self
+
+
+class LadderRun(Model):
+    """One trained run of a scaling ladder: where it sits on the (N, D) grid."""
+
+    experiment: Name
+    """The generated experiment (`<ladder>-<size>-<tokens>`, or with the recipe)."""
+    run: str
+    """Run label (main run or replica, see `replica_label`)."""
+    size: Name
+    """Ladder size name."""
+    recipe: Name | None = None
+    """Data recipe of a decision-accuracy run; None for the experiment's own mixtures."""
+    n_params: PositiveInt
+    """N of the fit (`FitConfig.parameters` decides what it counts)."""
+    tokens: PositiveInt
+    """D: training tokens actually run (whole optimizer steps)."""
+
+
+class PredictTarget(Model):
+    """A spec whose final loss the fitted law predicts."""
+
+    name: str
+    """Spec path (relative to the specs folder) or experiment name."""
+    n_params: PositiveInt
+    tokens: PositiveInt
+
+
+class FitConfig(Model):
+    """Fit L(N, D) over a ladder's runs and measure decision accuracy between its recipes."""
+
+    name: Name
+    """Ladder name (report in reports/ladders/<name>/)."""
+    parameters: Literal["non_embedding", "total"]
+    """What N counts."""
+    loss_task: str
+    """Evaluation task whose metric is the loss L."""
+    loss_metric: str
+    """That task's metric."""
+    huber_delta: float = Field(gt=0)
+    bootstrap: int = Field(ge=0)
+    confidence: float = Field(gt=0, lt=1)
+    seed: int = Field(ge=0)
+    target_compute: list[Annotated[float, Field(gt=0)]]
+    runs: list[LadderRun] = Field(min_length=1)
+    """Runs of the fit grid (recipe None) and of the decision-accuracy recipes."""
+    recipe_tokens: PositiveInt | None = None
+    """Token budget of the recipe runs (None: no recipes)."""
+    predict: list[PredictTarget] = []
