@@ -314,3 +314,8 @@ def publish(site_dir: Path, reports_dir: Path, hub_repo: str | None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+from repro.scaling.command import fit_cmd  # noqa: E402 (registered after the core verbs)
+
+main.add_command(fit_cmd)

@@ -1,0 +1,101 @@
+"""`repro fit SPEC`: build a ladder spec's runs and fit, through DVC, and print the result.
+
+The fit is an ordinary pipeline stage (`fit-<ladder>-<hash>`, repro.stages.fit), so this is
+`dvc repro <that stage>`: only the runs whose settings or inputs changed are trained again,
+and the same result comes from `make quickstart` or `dvc exp run`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+from repro import paths
+from repro.spec.load import SpecError, SpecIssue, load_spec
+
+
+def _issue(spec: Path, field: str, message: str, fix: str) -> None:
+    click.echo(SpecIssue(str(spec), None, field, message, fix).render(), err=True)
+    click.echo("1 problem(s); nothing was run.", err=True)
+    sys.exit(2)
+
+
+def fit_stage_id(spec_path: Path) -> str:
+    """The compiled fit stage of a ladder spec (the workspace's dvc.yaml must be current)."""
+    from repro.cli import compiled_texts
+
+    spec = load_spec(spec_path)
+    if spec.ladder is None:
+        _issue(spec_path, "ladder", f"experiment {spec.name!r} has no `ladder` block",
+               "add a ladder (sizes, tokens) or pass a ladder spec, e.g. specs/qs-ladder.yaml")
+    specs_dir = Path(str(paths.SPECS_DIR))
+    if spec_path.resolve().parent != specs_dir.resolve():
+        _issue(spec_path, "", f"only specs directly under {specs_dir}/ are compiled into the "
+               f"pipeline", f"move the spec to {specs_dir}/ and run `repro compile`")
+    dvc_text, params_text = compiled_texts(specs_dir)
+    current = all(Path(str(p)).is_file() and Path(str(p)).read_text(encoding="utf-8") == text
+                  for p, text in ((paths.DVC_YAML, dvc_text), (paths.PARAMS_YAML, params_text)))
+    if not current:
+        _issue(spec_path, "", "dvc.yaml / params.yaml are stale for the current specs",
+               "run `repro compile` (and commit the result)")
+    import yaml
+
+    stages = yaml.safe_load(dvc_text)["stages"]
+    name = spec.ladder.name  # type: ignore[union-attr]
+    matches = [s for s in stages if s.startswith("fit-")
+               and f"--out ladder={paths.ladder_dir(name)}" in stages[s]["cmd"]]
+    if len(matches) != 1:  # the compiler makes exactly one per ladder; anything else is a bug
+        raise RuntimeError(f"expected one fit stage for ladder {name!r}, found {matches}")
+    return matches[0]
+
+
+def _summary(report: Path) -> None:
+    record = json.loads((report / "fit.json").read_text())
+    law = record["fit"]["law"]
+    intervals = (record.get("bootstrap") or {}).get("intervals", {})
+
+    def show(key: str, value: float) -> str:
+        iv = intervals.get(key)
+        return f"{value:.4g}" + (f" [{iv['lo']:.4g}, {iv['hi']:.4g}]" if iv else "")
+
+    click.echo(f"L(N, D) = E + A/N^alpha + B/D^beta over {len(record['fit']['residuals'])} runs:")
+    click.echo("  " + ", ".join(f"{k} = {show(k, law[k])}" for k in ("e", "a", "b", "alpha", "beta")))
+    for o in record["compute_optimal"]:
+        click.echo(f"  C = {o['compute']:.3g} FLOPs: N_opt = {o['n']:.4g}, D_opt = {o['d']:.4g} "
+                   f"({o['tokens_per_param']:.3g} tokens/param)")
+    for p in record["predictions"]:
+        click.echo(f"  {p['spec']}: predicted L = {p['loss']:.4g} "
+                   f"(extrapolates {max(p['n_extrapolation'], p['d_extrapolation']):.3g}x)")
+    if record.get("decision_accuracy"):
+        click.echo("  decision accuracy: see the report")
+    click.echo(f"report: {report / 'report.md'}")
+
+
+@click.command("fit")
+@click.argument("spec", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--no-run", is_flag=True, help="Print the last fit's result; run nothing.")
+def fit_cmd(spec: Path, no_run: bool) -> None:
+    """Train a ladder spec's runs as needed and fit L(N, D) (`dvc repro <its fit stage>`)."""
+    try:
+        stage = fit_stage_id(spec)
+    except SpecError as e:
+        for issue in e.issues:
+            click.echo(issue.render(), err=True)
+        sys.exit(2)
+    report = Path(str(paths.ladder_dir(load_spec(spec).ladder.name)))  # type: ignore[union-attr]
+    if not no_run:
+        dvc = shutil.which("dvc", path=os.path.dirname(sys.executable) + os.pathsep
+                           + os.environ.get("PATH", "")) or "dvc"
+        rc = subprocess.call([dvc, "repro", stage])
+        if rc != 0:
+            click.echo(f"`dvc repro {stage}` failed (exit {rc}); see its log above", err=True)
+            sys.exit(rc)
+    if not (report / "fit.json").is_file():
+        click.echo(f"no fit yet at {report}; run `repro fit {spec}` without --no-run", err=True)
+        sys.exit(1)
+    _summary(report)
