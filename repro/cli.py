@@ -86,8 +86,8 @@ def _ledger_gate(graph, files: list[Path], root: Path) -> None:
 
 def compiled_texts(specs_dir: Path, root: Path = Path(".")) -> tuple[str, str]:
     """dvc.yaml and params.yaml text for the experiment specs directly under specs_dir."""
-    from repro.compile.graph import GraphError, compile_graph
-    from repro.compile.ladder import LadderError, prediction_targets
+    from repro.compile.graph import GraphError
+    from repro.compile.specs import compile_files
     from repro.compile.render import render_dvc_yaml, render_params_yaml
 
     files = sorted(specs_dir.glob("*.yaml"))
@@ -95,11 +95,7 @@ def compiled_texts(specs_dir: Path, root: Path = Path(".")) -> tuple[str, str]:
         _fail([SpecIssue(str(specs_dir), None, "", "no *.yaml experiment specs found",
                          "add a spec or pass --specs")])
     try:
-        specs = load_specs(files)
-        predictions = {s.name: prediction_targets(s, specs_dir, root) for s in specs if s.ladder}
-        graph = compile_graph(specs, predictions, root)
-    except LadderError as e:
-        _fail([SpecIssue(str(specs_dir), None, e.field, str(e), e.fix)])
+        graph = compile_files(files, specs_dir, root)
     except SpecError as e:
         _fail(e.issues)
     except GraphError as e:

@@ -11,6 +11,7 @@ import yaml
 
 from repro.compile.graph import GraphError, OutputRef, compile_graph
 from repro.compile.render import HEADER, render_dvc_yaml, render_params_yaml
+from repro.compile.specs import compile_files
 from repro.spec.load import load_spec, load_specs
 from repro.stages import STAGE_CONFIGS
 
@@ -20,7 +21,9 @@ QUICKSTART = sorted((REPO / "specs").glob("*.yaml"))  # the root pipeline
 
 
 def _graph(specs=None):
-    return compile_graph(specs if specs is not None else load_specs(QUICKSTART))
+    if specs is None:
+        return compile_files(QUICKSTART, REPO / "specs", REPO)
+    return compile_graph(specs)
 
 
 @pytest.mark.parametrize("name,render", [("dvc.yaml", render_dvc_yaml), ("params.yaml", render_params_yaml)])
@@ -53,14 +56,18 @@ def test_shared_data_stages_appear_once():
     for kind in ("source", "curate", "split", "decontaminate", "tokenize", "funnel"):
         assert kinds.count(kind) == n, kind
     assert kinds.count("tokenizer") == 1 and kinds.count("evaltasks") == 4
-    experiments = len(QUICKSTART)
-    assert experiments == 6
-    assert kinds.count("ledger") == experiments
+    # six experiments trained as written, and qs-ladder's 3 sizes x 3 budgets plus 3
+    # code-heavy runs (its base recipe reuses the fit runs), one training stage each
+    written = [f for f in QUICKSTART if load_spec(f).ladder is None]
+    assert len(written) == 6 and len(QUICKSTART) == 7
+    ladder_runs = 3 * 3 + 3
+    assert kinds.count("ledger") == len(written) + ladder_runs
     # two stages per run; qs-nope and qs-rope have a second run (a seed-1 replica); three
     # evaluated checkpoints per run (a snapshot after 40 steps and both stage ends)
-    runs = experiments + 2
-    assert kinds.count("train") == 2 * runs and kinds.count("evaluate") == 3 * runs
-    assert kinds.count("report") == 1
+    runs = len(written) + 2
+    assert kinds.count("train") == 2 * runs + ladder_runs
+    assert kinds.count("evaluate") == 3 * runs + ladder_runs
+    assert kinds.count("report") == 1 and kinds.count("fit") == 1
 
 
 def test_each_stage_reads_only_its_params_section_and_it_validates():
@@ -91,20 +98,31 @@ def _kinds_labels(graph, ids):
     return sorted((graph.stages[i].kind, graph.stages[i].label) for i in ids)
 
 
-def _variant(tmp_path: Path, text: str) -> list:
-    """The root pipeline's specs with `text` appended to qs-rope.yaml."""
+def _variant_files(tmp_path: Path, text: str) -> list[Path]:
+    """The root pipeline's spec files with `text` appended to qs-rope.yaml."""
     for f in QUICKSTART:
         (tmp_path / f.name).write_text(f.read_text() + (text if f.name == "qs-rope.yaml" else ""))
-    return load_specs([tmp_path / f.name for f in QUICKSTART])
+    return [tmp_path / f.name for f in QUICKSTART]
+
+
+def _variant(tmp_path: Path, text: str) -> list:
+    """The root pipeline's specs with `text` appended to qs-rope.yaml."""
+    return load_specs(_variant_files(tmp_path, text))
+
+
+def _variant_graph(tmp_path: Path, text: str):
+    """The root pipeline compiled with `text` appended to qs-rope.yaml (qs-ladder's
+    reference specs are read from the repository's specs folder)."""
+    return compile_files(_variant_files(tmp_path, text), REPO / "specs", REPO)
 
 
 def test_same_settings_same_stages(tmp_path):
-    assert _ids(_graph()) == _ids(compile_graph(_variant(tmp_path, "")))
+    assert _ids(_graph()) == _ids(_variant_graph(tmp_path, ""))
 
 
 def test_eval_change_touches_only_evaluate_and_report(tmp_path):
     base = _graph()
-    new = compile_graph(_variant(tmp_path, "evaluation: {num_fewshot: 1}\n"))
+    new = _variant_graph(tmp_path, "evaluation: {num_fewshot: 1}\n")
     # every evaluated checkpoint of both runs (main and the seed1 replica); no training
     assert _kinds_labels(new, _changed(base, new)) == sorted([
         ("evaluate", f"qs-rope{run}-{ckpt}") for run in ("", "-seed1")
@@ -114,13 +132,13 @@ def test_eval_change_touches_only_evaluate_and_report(tmp_path):
 def test_decay_stage_change_keeps_stable_stage(tmp_path):
     """Changing stage 2's budget never retrains stage 1 when the decay lies in stage 2."""
     base = _graph()
-    new = compile_graph(_variant(tmp_path, """
+    new = _variant_graph(tmp_path, """
 training:
   stages:
     - {name: stable, tokens: 655360, mixture: {web: 0.6, pdf: 0.05, code: 0.35}}
     - {name: decay, tokens: 327680, mixture: {web: 0.4, pdf: 0.1, code: 0.5}}
   schedule: {warmup_steps: 10, decay_shape: 1-sqrt, decay_fraction: 0.3333333333333333}
-"""))
+""")
     changed = _kinds_labels(new, _changed(base, new))
     assert ("train", "qs-rope-stable") not in changed
     # The ledger sees the new budget; the stable stage waits for it without depending on it.
@@ -131,7 +149,7 @@ training:
 
 def test_one_field_changes_exactly_the_descendants(tmp_path):
     base = _graph()
-    new = compile_graph(_variant(tmp_path, "datasets:\n  code:\n    heldout: {fraction: 0.1}\n"))
+    new = _variant_graph(tmp_path, "datasets:\n  code:\n    heldout: {fraction: 0.1}\n")
     changed = _changed(base, new)
     # The new split for code and everything downstream of it, but only for qs-rope.
     roots = [i for i in changed if new.stages[i].kind == "split"]
@@ -144,13 +162,13 @@ def test_executor_settings_keep_the_stage_identity(tmp_path):
     """Moving curation to Ray (or changing task counts) keeps every stage id: outputs do
     not depend on how the pipeline is executed."""
     base = _graph()
-    new = compile_graph(_variant(tmp_path, "datasets:\n  web:\n    executor: {kind: ray, tasks: 7, workers: 3}\n"))
+    new = _variant_graph(tmp_path, "datasets:\n  web:\n    executor: {kind: ray, tasks: 7, workers: 3}\n")
     assert _ids(base) == _ids(new)
 
 
 def test_shards_change_curation_and_descendants(tmp_path):
     base = _graph()
-    new = compile_graph(_variant(tmp_path, "datasets:\n  web:\n    shards: 3\n"))
+    new = _variant_graph(tmp_path, "datasets:\n  web:\n    shards: 3\n")
     changed = _changed(base, new)
     roots = [i for i in changed if new.stages[i].kind == "curate"]
     assert len(roots) == 1 and changed == {roots[0]} | new.descendants(roots[0])
@@ -197,14 +215,14 @@ def test_experiments_with_the_same_tasks_share_decontamination(tmp_path):
     """qs-rope adds an evaluation task: its decontamination (and what follows) is its own,
     while curation, splits, the tokenizer and the shared tasks stay shared."""
     base = _graph()
-    new = compile_graph(_variant(tmp_path, """
+    new = _variant_graph(tmp_path, """
 evaluation:
   local_tasks:
     - {kind: bpb, dataset: web}
     - {kind: bpb, dataset: code}
     - {kind: cloze, dataset: web}
     - {kind: cloze, dataset: code}
-"""))
+""")
     changed = _changed(base, new)
     kinds = {new.stages[i].kind for i in changed}
     assert kinds == {"evaltasks", "decontaminate", "tokenize", "funnel", "ledger", "train",
@@ -215,7 +233,7 @@ evaluation:
 
 def test_ngram_change_reruns_decontamination_and_after_but_not_curation(tmp_path):
     base = _graph()
-    new = compile_graph(_variant(tmp_path, "evaluation: {decontamination: {n_grams: 8}}\n"))
+    new = _variant_graph(tmp_path, "evaluation: {decontamination: {n_grams: 8}}\n")
     changed = _changed(base, new)
     roots = {i for i in changed if new.stages[i].kind == "decontaminate"}
     assert len(roots) == 3  # qs-rope's, one per dataset
@@ -227,7 +245,7 @@ def test_ngram_change_reruns_decontamination_and_after_but_not_curation(tmp_path
 
 
 def test_decontamination_off_tokenizes_the_split(tmp_path):
-    graph = compile_graph(_variant(tmp_path, "evaluation: {decontamination: null}\n"))
+    graph = _variant_graph(tmp_path, "evaluation: {decontamination: null}\n")
     rope = [s for s in _of_kind(graph, "ledger") if s.config.experiment == "qs-rope"][0]
     [report] = _of_kind(graph, "report")
     for key, ref in rope.inputs:
@@ -240,7 +258,7 @@ def test_decontamination_off_tokenizes_the_split(tmp_path):
 
 
 def test_standard_tasks_reach_decontamination(tmp_path):
-    graph = compile_graph(_variant(tmp_path, "evaluation: {tasks: [arc_easy, hellaswag]}\n"))
+    graph = _variant_graph(tmp_path, "evaluation: {tasks: [arc_easy, hellaswag]}\n")
     decs = [s for s in _of_kind(graph, "decontaminate") if s.config.tasks]
     assert len(decs) == 3 and all(d.config.tasks == ["arc_easy", "hellaswag"] for d in decs)
 
@@ -248,7 +266,8 @@ def test_standard_tasks_reach_decontamination(tmp_path):
 def test_every_training_stage_waits_for_its_ledger():
     graph = _graph()
     ledgers = {s.config.experiment: s for s in _of_kind(graph, "ledger")}
-    assert sorted(ledgers) == sorted(load_spec(f).name for f in QUICKSTART)
+    assert sorted(ledgers) == sorted({t.config.experiment for t in _of_kind(graph, "train")})
+    assert {load_spec(f).name for f in QUICKSTART if load_spec(f).ladder is None} <= set(ledgers)
     for train in _of_kind(graph, "train"):
         ledger = ledgers[train.config.experiment]
         assert _input(train, "ledger") == OutputRef(ledger.id, "gate")
@@ -270,7 +289,7 @@ def test_max_epochs_changes_only_the_ledger_and_report(tmp_path):
     """The ledger's gate is an order-only input: a new limit re-checks the ledger but keeps
     every training stage (and their DVC dependencies: the gate path is per experiment)."""
     base = _graph()
-    new = compile_graph(_variant(tmp_path, "datasets:\n  web:\n    max_epochs: 8\n"))
+    new = _variant_graph(tmp_path, "datasets:\n  web:\n    max_epochs: 8\n")
     assert _kinds_labels(new, _changed(base, new)) == [("ledger", "qs-rope"), ("report", "quickstart")]
     old_dvc = yaml.safe_load(render_dvc_yaml(base))["stages"]
     new_dvc = yaml.safe_load(render_dvc_yaml(new))["stages"]
@@ -336,20 +355,20 @@ def test_unknown_or_cyclic_teachers_fail(tmp_path):
 # ------------------------------------------------------------ replicas and snapshots
 
 
-def _variant_experiment(tmp_path: Path, extra: str) -> list:
-    """The root pipeline's specs with `extra` added to qs-rope's `experiment` mapping."""
+def _variant_experiment(tmp_path: Path, extra: str):
+    """The root pipeline compiled with `extra` added to qs-rope's `experiment` mapping."""
     for f in QUICKSTART:
         text = f.read_text()
         if f.name == "qs-rope.yaml":
             text = text.replace('experiment: {name: qs-rope, ', 'experiment: {name: qs-rope, ' + extra + ', ')
         (tmp_path / f.name).write_text(text)
-    return load_specs([tmp_path / f.name for f in QUICKSTART])
+    return compile_files([tmp_path / f.name for f in QUICKSTART], REPO / "specs", REPO)
 
 
 def test_replicas_add_runs_and_leave_the_main_run_untouched(tmp_path):
     base = _graph()
     # qs-rope inherits qs-nope's seed-1 replica; this adds a third run with its own data order
-    new = compile_graph(_variant_experiment(tmp_path, "replicas: [{seed: 1}, {seed: 2, data_seed: 7}]"))
+    new = _variant_experiment(tmp_path, "replicas: [{seed: 1}, {seed: 2, data_seed: 7}]")
     changed = _kinds_labels(new, _changed(base, new))
     # the new run (train + evaluate), and a report that now reads it; nothing else
     assert changed == [
@@ -378,7 +397,7 @@ def test_a_replica_repeating_the_main_run_is_refused(tmp_path):
 
 def test_every_tokens_adds_snapshots_and_their_evaluations(tmp_path):
     # 8192 tokens per step; stable = steps 1..80, decay = 81..100
-    new = compile_graph(_variant(tmp_path, "evaluation: {every_tokens: 245760}\n"))  # 30 steps
+    new = _variant_graph(tmp_path, "evaluation: {every_tokens: 245760}\n")  # 30 steps
     trains = {s.config.stage: s for s in _of_kind(new, "train")
               if s.config.experiment == "qs-rope" and s.config.seed == 0}
     assert trains["stable"].config.snapshot_steps == [30, 60]
