@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from repro import paths
 from repro.spec.load import SpecError, SpecIssue, load_spec, load_specs, validation_issues
+from repro.sweep.cli import sweep
 
 EXIT_BAD_INPUT = 2
 
@@ -306,6 +307,9 @@ def publish(site_dir: Path, reports_dir: Path, hub_repo: str | None) -> None:
     except ReproError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(EXIT_BAD_INPUT)
+
+
+main.add_command(sweep)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from repro.scaling import plots
-from repro.scaling.decision import DecisionResult, ScoreRecord, decision_accuracy
+from repro.scaling.decision import DecisionRecord, DecisionResult, SizeDecision, decision_accuracy
 from repro.scaling.fit import BootstrapResult, FitResult, Interval, LadderPoint, bootstrap_intervals, fit_scaling_law
 from repro.scaling.law import CHINCHILLA, EPOCH_REFIT, ScalingLaw
 from repro.stages.configs import FitConfig
@@ -93,8 +93,8 @@ class LadderResult:
         out["predicted_loss"] = {p.name: p.loss for p in self.predictions}
         if self.decision is not None:
             out["decision_accuracy"] = {
-                task: {size: acc.accuracy for size, acc in by_size.items()}
-                for task, by_size in self.decision.by_task().items()}
+                task: {s.size: s.accuracy for s in td.sizes}
+                for task, td in self.decision.tasks.items()}
         return out
 
 
@@ -146,7 +146,7 @@ def _decision(cfg: FitConfig, scores: dict[tuple[str, str], dict[str, dict[str, 
     recipe_runs = [r for r in cfg.runs if r.recipe is not None]
     if not recipe_runs:
         return None, ()
-    records: list[ScoreRecord] = []
+    records: list[DecisionRecord] = []
     higher: dict[str, bool] = {}
     rows = []
     for r in recipe_runs:
@@ -157,7 +157,7 @@ def _decision(cfg: FitConfig, scores: dict[tuple[str, str], dict[str, dict[str, 
             higher[task] = metric not in LOWER_IS_BETTER
             value = float(metrics[metric])
             seed = int(r.run.removeprefix("seed").split("-")[0]) if r.run.startswith("seed") else 0
-            records.append(ScoreRecord(recipe=r.recipe or "", size=r.size, n_params=float(r.n_params),
+            records.append(DecisionRecord(recipe=r.recipe or "", size=r.size, n_params=float(r.n_params),
                                        seed=seed, task=task, score=value))
             rows.append((r.recipe or "", r.size, float(r.n_params), task, metric, value))
     return decision_accuracy(records, higher), tuple(rows)
@@ -242,17 +242,20 @@ def markdown(result: LadderResult, image_files: list[str]) -> str:
                       f"read them as what this ladder implies, not as a forecast of the "
                       f"reference runs' published losses."]
     if result.decision is not None:
+        recipes = sorted({r for r, *_ in result.recipe_scores})
         lines += ["", "## Decision accuracy (DataDecide)", "",
-                  f"Recipes {', '.join(result.decision.recipes)} at "
-                  f"{cfg.recipe_tokens} tokens each: the fraction of recipe pairs whose ranking at "
-                  f"a size agrees with the ranking at the largest size "
-                  f"({result.decision.target_size}). Per task, ranked by "
-                  f"{' / '.join(PRIMARY_METRICS)} (the first the task has).", ""]
-        by_task = result.decision.by_task()
-        sizes = sorted({s for t in by_task.values() for s in t}, key=result.decision.size_order)
-        lines += ["| task | " + " | ".join(sizes) + " |", "|---|" + "---|" * len(sizes)]
-        for task, by_size in sorted(by_task.items()):
-            cells = [("–" if s not in by_size else _acc_cell(by_size[s])) for s in sizes]
+                  f"Recipes {', '.join(recipes)}, {cfg.recipe_tokens} tokens each, at every size. "
+                  f"Per task and size: the fraction of recipe pairs whose ranking there agrees "
+                  f"with the ranking at the largest size ({result.decision.target_size}); ranked "
+                  f"by {' / '.join(PRIMARY_METRICS)} (the first the task reports). With one seed "
+                  f"per run each pair is agree (1) or disagree (0).", ""]
+        tasks = result.decision.tasks
+        sizes = sorted({(s.n_params, s.size) for t in tasks.values() for s in t.sizes})
+        lines += ["| task | " + " | ".join(f"{name} (N={_num(n)})" for n, name in sizes) + " |",
+                  "|---|" + "---|" * len(sizes)]
+        for task, td in sorted(tasks.items()):
+            by_size = {s.size: s for s in td.sizes}
+            cells = [_acc_cell(by_size[name]) if name in by_size else "–" for _, name in sizes]
             lines.append(f"| {task} | " + " | ".join(cells) + " |")
         lines += ["", "| recipe | size | N | task | metric | score |", "|---|---|---|---|---|---|"]
         for recipe, size, n, task, metric, score in result.recipe_scores:
@@ -261,8 +264,10 @@ def markdown(result: LadderResult, image_files: list[str]) -> str:
     return "\n".join(lines)
 
 
-def _acc_cell(acc: Any) -> str:
+def _acc_cell(acc: SizeDecision) -> str:
+    if acc.accuracy is None:
+        return f"– ({acc.ties} tied at the target)"
     text = f"{acc.accuracy:.2f} ({acc.pairs} pair{'s' if acc.pairs != 1 else ''}"
     if acc.ties:
-        text += f", {acc.ties} tied"
+        text += f", {acc.ties} tied at the target"
     return text + ")"

@@ -56,17 +56,18 @@ def test_shared_data_stages_appear_once():
     for kind in ("source", "curate", "split", "decontaminate", "tokenize", "funnel"):
         assert kinds.count(kind) == n, kind
     assert kinds.count("tokenizer") == 1 and kinds.count("evaltasks") == 4
-    # six experiments trained as written, and qs-ladder's 3 sizes x 3 budgets plus 3
-    # code-heavy runs (its base recipe reuses the fit runs), one training stage each
+    # six quickstart experiments and qs-lr (the sweep's base run: two training stages, its
+    # final checkpoint evaluated) trained as written, and qs-ladder's 3 sizes x 3 budgets
+    # plus 3 code-heavy runs (its base recipe reuses the fit runs), one training stage each
     written = [f for f in QUICKSTART if load_spec(f).ladder is None]
-    assert len(written) == 6 and len(QUICKSTART) == 7
+    assert len(written) == 7 and len(QUICKSTART) == 8
     ladder_runs = 3 * 3 + 3
     assert kinds.count("ledger") == len(written) + ladder_runs
     # two stages per run; qs-nope and qs-rope have a second run (a seed-1 replica); three
     # evaluated checkpoints per run (a snapshot after 40 steps and both stage ends)
-    runs = len(written) + 2
-    assert kinds.count("train") == 2 * runs + ladder_runs
-    assert kinds.count("evaluate") == 3 * runs + ladder_runs
+    runs = len(written) - 1 + 2
+    assert kinds.count("train") == 2 * runs + 2 + ladder_runs
+    assert kinds.count("evaluate") == 3 * runs + 1 + ladder_runs
     assert kinds.count("report") == 1 and kinds.count("fit") == 1
 
 

@@ -1,0 +1,164 @@
+"""Spec + compiled workspace -> a SweepPlan, or every problem with the sweep at once.
+
+Everything that can be wrong with a sweep's input is found here, before anything is
+queued: no sweep block, a stale workspace, a key pattern that names nothing (with the
+closest keys that exist), a value a stage would refuse, an objective task the experiment
+does not evaluate. Problems come back as SpecIssues located in the spec file (the line of
+the offending entry, through `extends`), like the spec loader's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from repro.spec.load import Loc, SpecError, SpecIssue, load_raw, load_spec
+from repro.spec.schema import ExperimentSpec
+from repro.spec.search import Scalar, SweepSpec
+from repro.sweep.errors import SweepInputError
+from repro.sweep.keys import KeyResolutionError, get_path, resolve_pattern
+from repro.sweep.objective import Objective, ObjectiveError, find_objective
+from repro.sweep.strategies import domain_probes, grid_points, random_points
+from repro.sweep.values import ValueProblem, check_passable, overrides, validate_overrides
+from repro.sweep.workspace import Workspace, compile_workspace, uncached_outputs, upstream
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """A checked sweep: what to set, what to read."""
+
+    sweep: SweepSpec
+    spec_file: str
+    """The spec as the user named it (for messages)."""
+    experiment: str
+    keys: dict[str, tuple[str, ...]]
+    """Parameter name -> the params.yaml keys it sets, in params.yaml order."""
+    objective: Objective
+    baseline_point: dict[str, Scalar]
+    """Each parameter's value in the workspace's params.yaml (the baseline run's)."""
+    copy_paths: tuple[str, ...] = ()
+    """Uncached outputs of the stages trials do not rerun, copied into every trial
+    (repro.sweep.workspace.uncached_outputs)."""
+
+
+class _Locator:
+    """Spec file and line of a spec field, through the `extends` chain."""
+
+    def __init__(self, path: Path, display: str) -> None:
+        self.display = display
+        try:
+            self.origin: Mapping[Loc, tuple[str, int]] = load_raw(path).origin
+        except SpecError:
+            self.origin = {}
+
+    def issue(self, loc: Loc, message: str, fix: str) -> SpecIssue:
+        file, line = self.origin.get(loc, (self.display, None))
+        return SpecIssue(file, line, ".".join(map(str, loc)), message, fix)
+
+
+def load_sweep_spec(path: Path) -> ExperimentSpec:
+    """The spec, which must have a `sweep` block."""
+    try:
+        spec = load_spec(path)
+    except SpecError as e:
+        raise SweepInputError(e.issues) from None
+    if spec.sweep is None:
+        raise SweepInputError([SpecIssue(str(path), None, "sweep", "the spec has no `sweep` block",
+                                         "add one (see specs/qs-lr.yaml)")])
+    return spec
+
+
+def resolve_keys(sweep: SweepSpec, params: Mapping[str, Any], usable: set[str] | None,
+                 where: _Locator) -> dict[str, tuple[str, ...]]:
+    """Every parameter's concrete keys; SweepInputError listing every bad pattern."""
+    issues, keys, owner = [], {}, {}
+    for name, p in sweep.parameters.items():
+        found: list[str] = []
+        for i, pattern in enumerate(p.keys):
+            loc = ("sweep", "parameters", name, "keys", i)
+            try:
+                matched = resolve_pattern(pattern, params, usable)
+            except KeyResolutionError as e:
+                issues.append(where.issue(loc, str(e), e.fix))
+                continue
+            for key in matched:
+                if key in owner and owner[key] != name:
+                    issues.append(where.issue(loc, f"`{key}` is also set by parameter "
+                                              f"{owner[key]!r}", "give each key to one parameter"))
+                owner[key] = name
+            found += [k for k in matched if k not in found]
+        keys[name] = tuple(found)
+    if issues:
+        raise SweepInputError(issues)
+    return keys
+
+
+def points_to_check(sweep: SweepSpec) -> list[dict[str, Scalar]]:
+    """grid/random: every planned point; optuna: points covering each domain's extremes
+    (its trials are not known yet)."""
+    if sweep.strategy == "grid":
+        return grid_points(sweep)
+    if sweep.strategy == "random":
+        return random_points(sweep)
+    return domain_probes(sweep)
+
+
+def check_values(sweep: SweepSpec, keys: Mapping[str, tuple[str, ...]],
+                 params: Mapping[str, Any], root: Path, where: _Locator) -> None:
+    """Validate every touched stage section of every point with its config model;
+    SweepInputError naming each refused (parameter, value) once."""
+    issues: dict[tuple[str, str], SpecIssue] = {}
+    owner = {k: name for name, ks in keys.items() for k in ks}
+    for point in points_to_check(sweep):
+        for name, value in point.items():
+            try:
+                check_passable(value)
+            except ValueError as e:
+                issues.setdefault((name, repr(value)), where.issue(
+                    _value_loc(sweep, name), str(e), "write the value without it"))
+        try:
+            validate_overrides(params, overrides(point, keys), root)
+        except ValueProblem as e:
+            name = owner[e.key]
+            stage = e.key.split(".", 1)[0]
+            issues.setdefault((name, repr(e.value)), where.issue(
+                _value_loc(sweep, name),
+                f"value {e.value!r} for `{e.key}` is refused by stage {stage}: "
+                f"{str(e).split(': ', 1)[1]}",
+                f"change sweep.parameters.{name} to values the field accepts"))
+    if issues:
+        raise SweepInputError(list(issues.values()))
+
+
+def _value_loc(sweep: SweepSpec, name: str) -> Loc:
+    return ("sweep", "parameters", name, "values" if sweep.parameters[name].values is not None
+            else "low")
+
+
+def build_plan(spec_path: Path, root: Path, require_current: bool = True
+               ) -> tuple[SweepPlan, Workspace]:
+    """Load, compile and check; raise SweepInputError with every problem found. The specs
+    compiled are the top-level ones of the spec's folder, as `repro compile --specs`."""
+    spec = load_sweep_spec(spec_path)
+    assert spec.sweep is not None
+    workspace = compile_workspace(spec_path.parent, root, require_current)
+    try:  # as the report names it: relative to the workspace, the same on every machine
+        display = spec_path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        display = str(spec_path)
+    where = _Locator(spec_path, display)
+    try:
+        objective = find_objective(spec, workspace.graph)
+    except ObjectiveError as e:
+        raise SweepInputError([where.issue(tuple(e.field.split(".")), str(e), e.fix)]) from None
+    usable = upstream(workspace.graph, objective.stage_id)
+    keys = resolve_keys(spec.sweep, workspace.params, usable, where)
+    check_values(spec.sweep, keys, workspace.params, root, where)
+    baseline = {n: get_path(workspace.params, ks[0]) for n, ks in keys.items()}
+    touched = {k.split(".", 1)[0] for ks in keys.values() for k in ks}
+    rerun = touched.union(*(workspace.graph.descendants(s) for s in touched))
+    copy = uncached_outputs(workspace.dvc_yaml, sorted(usable - rerun))
+    return SweepPlan(spec.sweep, display, spec.name, keys, objective, baseline,
+                     tuple(copy)), workspace

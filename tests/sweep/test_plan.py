@@ -1,0 +1,127 @@
+"""Building a plan from a spec and a compiled workspace: everything wrong with the input is
+found before anything is queued, located in the spec file."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from repro.compile.render import render_dvc_yaml, render_params_yaml
+from repro.compile.specs import compile_files
+from repro.sweep.errors import SweepInputError
+from repro.sweep.plan import build_plan
+
+REPO = Path(__file__).resolve().parents[2]
+
+SWEEP = """
+sweep:
+  name: tiny
+  objective: {task: repro_bpb_web}
+  parameters:
+    lr:
+      keys:
+        - train-ci-tiny-*.optimizer.lr
+        - train-ci-tiny-*.schedule.peak_lr
+      values: [0.001, 0.01]
+    warmup:
+      keys: [train-ci-tiny-*.schedule.warmup_steps]
+      values: [1, 2]
+"""
+
+
+def tiny_workspace(root: Path, sweep: str = SWEEP) -> Path:
+    """specs/tiny.yaml (the CI spec, with its seed-1 replica, plus `sweep`) compiled into
+    root's dvc.yaml and params.yaml."""
+    shutil.copy(REPO / "specs/qs-nope.yaml", root / "qs-nope.yaml")  # tiny extends ../qs-nope
+    (root / "specs").mkdir()
+    spec = root / "specs/tiny.yaml"
+    spec.write_text((REPO / "specs/ci/tiny.yaml").read_text() + sweep)
+    graph = compile_files([spec], root / "specs", root)
+    (root / "dvc.yaml").write_text(render_dvc_yaml(graph))
+    (root / "params.yaml").write_text(render_params_yaml(graph))
+    return spec
+
+
+def _issues(spec: Path, root: Path):
+    with pytest.raises(SweepInputError) as e:
+        build_plan(spec, root)
+    return e.value.issues
+
+
+def _line(spec: Path, text: str) -> int:
+    return next(i for i, line in enumerate(spec.read_text().splitlines(), 1) if text in line)
+
+
+def test_plan_of_the_tiny_spec(tmp_path):
+    plan, workspace = build_plan(tiny_workspace(tmp_path), tmp_path)
+    stable, decay = (next(s for s in workspace.params if s.startswith(f"train-ci-tiny-{n}-"))
+                     for n in ("stable", "decay"))
+    # the seed-1 replica's training stages match the pattern too, but the objective (the
+    # main run's final evaluation) does not read them
+    assert plan.keys["lr"] == (f"{stable}.optimizer.lr", f"{decay}.optimizer.lr",
+                               f"{stable}.schedule.peak_lr", f"{decay}.schedule.peak_lr")
+    assert plan.keys["warmup"] == (f"{stable}.schedule.warmup_steps", f"{decay}.schedule.warmup_steps")
+    assert plan.objective.stage_id.startswith("evaluate-ci-tiny-decay-")
+    assert plan.objective.metrics_file == f"metrics/{plan.objective.stage_id}.json"
+    assert plan.objective.goal == "minimize"
+    assert plan.baseline_point == {"lr": 0.003, "warmup": 2}
+    # uncached outputs of the stages trials skip (data, tokenizer, ledger...), not of those
+    # they rerun (training, evaluation, the report)
+    copied = {p.split("/")[-1].split(".")[0] for p in plan.copy_paths}
+    assert any(c.startswith("ledger-ci-tiny-") for c in copied)
+    assert any(c.startswith("curate-web-") for c in copied)
+    assert not any(c.startswith(("train-", "evaluate-ci-tiny-decay", "report-")) for c in copied)
+
+
+def test_a_stale_params_yaml_is_refused(tmp_path):
+    spec = tiny_workspace(tmp_path)
+    params = tmp_path / "params.yaml"
+    params.write_text(params.read_text().replace("lr: 0.003", "lr: 0.004", 1))
+    (issue,) = _issues(spec, tmp_path)
+    assert issue.file == "params.yaml" and "repro compile" in issue.fix
+    plan, _ = build_plan(spec, tmp_path, require_current=False)  # --report-only reads it as is
+    assert plan.keys
+
+
+def test_bad_patterns_are_all_reported_at_their_lines(tmp_path):
+    spec = tiny_workspace(tmp_path, SWEEP.replace("optimizer.lr", "optimizer.lrr")
+                          .replace("train-ci-tiny-*.schedule.warmup", "train-ci-tyni-*.schedule.warmup"))
+    first, second = _issues(spec, tmp_path)
+    assert (first.file, first.line, first.field) == (
+        str(spec), _line(spec, "optimizer.lrr"), "sweep.parameters.lr.keys.0")
+    assert "`train-ci-tiny-*.optimizer.lr`" in first.fix
+    assert second.field == "sweep.parameters.warmup.keys.0" and "train-ci-tiny-" in second.fix
+
+
+def test_a_value_a_stage_refuses_fails_before_anything_runs(tmp_path):
+    spec = tiny_workspace(tmp_path, SWEEP.replace("[0.001, 0.01]", "[0.001, -0.01]"))
+    (issue,) = _issues(spec, tmp_path)
+    assert issue.field == "sweep.parameters.lr.values"
+    assert issue.line == _line(spec, "[0.001, -0.01]")
+    assert "-0.01" in issue.message and "greater than 0" in issue.message
+
+
+def test_an_objective_task_the_experiment_does_not_evaluate(tmp_path):
+    spec = tiny_workspace(tmp_path, SWEEP.replace("task: repro_bpb_web", "task: repro_bpb_code"))
+    (issue,) = _issues(spec, tmp_path)
+    assert issue.field == "sweep.objective.task" and "repro_bpb_web" in issue.message
+
+
+def test_a_spec_without_a_sweep(tmp_path):
+    spec = tiny_workspace(tmp_path, "")
+    (issue,) = _issues(spec, tmp_path)
+    assert issue.field == "sweep" and "no `sweep` block" in issue.message
+
+
+def test_the_shipped_qs_lr_spec_plans_its_grid(tmp_path):
+    specs = REPO / "specs"
+    graph = compile_files(sorted(specs.glob("*.yaml")), specs, tmp_path)
+    (tmp_path / "dvc.yaml").write_text(render_dvc_yaml(graph))
+    (tmp_path / "params.yaml").write_text(render_params_yaml(graph))
+    plan, _ = build_plan(specs / "qs-lr.yaml", tmp_path)
+    assert plan.sweep.strategy == "grid" and plan.objective.task == "repro_bpb_web"
+    assert len(plan.keys["lr"]) == 4 and len(plan.keys["weight_decay"]) == 2
+    assert all(k.startswith("train-qs-lr-") for ks in plan.keys.values() for k in ks)
+    assert plan.objective.stage_id.startswith("evaluate-qs-lr-decay-")
