@@ -387,7 +387,13 @@ def _refit(idx: np.ndarray, log_n: np.ndarray, log_d: np.ndarray, log_l: np.ndar
                        weights=counts[keep])
     theta_warm, f_warm, _, _ = _optimise(problem, warm, 1)
     theta_grid, f_grid, _, _ = _optimise(problem, extra, extra_top_k)
-    return _law(theta_warm if f_warm <= f_grid else theta_grid)
+    try:
+        return _law(theta_warm if f_warm <= f_grid else theta_grid)
+    except OverflowError:
+        # The optimum ran off to log A or log B beyond float range: these runs fit as well
+        # with the term unbounded, i.e. they do not determine it. Counted as skipped, like
+        # a resample with too few distinct N or D (found on the qs-ladder's 9 runs).
+        return None
 
 
 def _intervals(full: ScalingLaw, laws: list[ScalingLaw], confidence: float,
