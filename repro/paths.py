@@ -108,6 +108,17 @@ def ladder_dir(ladder_name: str) -> PurePosixPath:
     return REPORTS_DIR / "ladders" / ladder_name
 
 
+def sweep_state_dir(sweep: str) -> PurePosixPath:
+    """Resumable state of one sweep (the optuna study's journal; not a DVC output, not
+    committed)."""
+    return PurePosixPath(".repro") / "sweeps" / sweep
+
+
+def sweep_report_dir(sweep: str) -> PurePosixPath:
+    """A sweep's report: report.md, results.json, one PNG per parameter (committed)."""
+    return REPORTS_DIR / "sweeps" / sweep
+
+
 def report_scores_dir(report_name: str) -> PurePosixPath:
     """Score-vs-tokens CSVs of a report, one per experiment (committed; DVC plots)."""
     return PLOTS_DIR / "reports" / report_name

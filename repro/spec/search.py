@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from pathlib import PurePosixPath
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Literal, Union
 
 from pydantic import Field, model_validator
 
@@ -240,7 +240,3 @@ def short_tokens(tokens: int) -> str:
             text = f"{value:.0f}" if value >= 10 or value == int(value) else f"{value:.1f}".replace(".", "p")
             return f"{text}{unit}"
     return str(tokens)
-
-
-def dump_values(values: list[Any]) -> list[Any]:
-    return list(values)

@@ -65,7 +65,8 @@ def sweep(spec: Path, workers: int | None, dry_run: bool, resume: bool, report_o
     from repro.stages.base import read_json
     from repro.sweep.driver import Driver
     from repro.sweep.dvc import DvcBackend
-    from repro.sweep.paths import report_dir, state_dir
+    from repro.paths import sweep_report_dir as report_dir
+    from repro.paths import sweep_state_dir as state_dir
     from repro.sweep.plan import build_plan
     from repro.sweep.report import write_report
     from repro.sweep.results import collect_results
