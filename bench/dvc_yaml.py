@@ -10,7 +10,7 @@ trial (`dvc exp run` reloads the pipeline after every stage), which is why requi
 pins `ruamel.yaml.clib`. This script measures, on this repository's own files:
 
 1. parsing each of dvc.yaml, dvc.lock and params.yaml, C vs pure (in-process, median);
-2. a real DVC command, `dvc status --single-item STAGE` (default: the last stage of
+2. a real DVC command, `dvc status STAGE` (default: the last stage of
    dvc.yaml), run as a subprocess with the C parser vs with it switched off
    (`ruamel.yaml.main.CParser = None` before DVC starts), variants alternating per round.
 
@@ -53,7 +53,7 @@ def parse_seconds(path: Path, pure: bool, repeats: int) -> float:
 
 def dvc_seconds(variant: str, stage: str) -> float:
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", _DVC, variant, "status", "--single-item", stage],
+    proc = subprocess.run([sys.executable, "-c", _DVC, variant, "status", stage],
                           cwd=REPO, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"dvc status failed ({variant}): {proc.stderr.strip()[-500:]}")
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             runs[variant].append(dvc_seconds(variant, stage))
     pure, c = statistics.median(runs["pure"]), statistics.median(runs["c"])
     out["dvc status"] = {"stage": stage, "pure_s": pure, "c_s": c, "ratio": pure / c}
-    print(f"dvc status --single-item {stage}: pure {pure:.1f} s, C {c:.1f} s "
+    print(f"dvc status {stage}: pure {pure:.1f} s, C {c:.1f} s "
           f"(median of {args.rounds})")
     print(f"pure/C time ratio, dvc status: {pure / c:.2f}x")
     if args.json:
