@@ -14,16 +14,13 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from repro import paths
-from repro.compile.graph import OutputRef, StageGraph, _run_prefix
+from repro.compile.graph import GraphError, OutputRef, StageGraph, _run_prefix
 from repro.spec.schema import ExperimentSpec
 
 
-class ObjectiveError(ValueError):
-    """The objective cannot be found in the compiled graph; `fix` says what to change."""
-
-    def __init__(self, message: str, field: str, fix: str) -> None:
-        super().__init__(message)
-        self.field, self.fix = field, fix
+class ObjectiveError(GraphError):
+    """The objective cannot be found in the compiled graph; `field` is the spec field,
+    `fix` says what to change."""
 
 
 @dataclass(frozen=True)
