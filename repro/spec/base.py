@@ -12,6 +12,17 @@ PositiveInt = Annotated[int, Field(gt=0)]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
+class FieldError(ValueError):
+    """A validator's error with the problem and the fix kept apart, so a user's value that
+    holds `; ` cannot split the message at the wrong place (repro.spec.load renders them as
+    the issue's message and its `fix:` line). `str()` joins them for plain ValueError users."""
+
+    def __init__(self, problem: str, fix: str = ""):
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{problem}; {fix}" if fix else problem)
+
+
 class Model(BaseModel):
     """Base of every spec model: closed, frozen, described. A rejected value is left out of
     the text of a ValidationError (it could be a credential); located spec errors

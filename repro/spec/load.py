@@ -24,6 +24,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from repro.spec.base import FieldError
+from repro.spec.safety import redact_text
 from repro.spec.schema import NAME_PATTERN, SCHEMA_VERSION, ExperimentSpec
 
 Loc = tuple[Any, ...]
@@ -43,9 +45,11 @@ class SpecIssue:
     fix: str = ""
 
     def render(self) -> str:
+        """`file:line: field: message` and a `fix:` line; URLs redacted (a credential in a
+        spec is refused, and never echoed while saying so)."""
         where = f"{self.file}:{self.line}" if self.line else self.file
         text = f"{where}: {self.field or '<spec>'}: {self.message}"
-        return f"{text}\n    fix: {self.fix}" if self.fix else text
+        return redact_text(f"{text}\n    fix: {self.fix}" if self.fix else text)
 
 
 class SpecError(Exception):
@@ -391,8 +395,11 @@ def _issue(err: dict, raw: RawSpec, display: str,
     message = err["msg"]
     fix = ""
     if kind.startswith("value_error") or kind == "assertion_error":
-        message = message.removeprefix("Value error, ")
-        message, fix = _split_fix(message)
+        raised = err.get("ctx", {}).get("error")
+        if isinstance(raised, FieldError):  # the problem and the fix, as data
+            message, fix = raised.problem, raised.fix
+        else:  # a plain ValueError written "<problem>; <fix>"
+            message, fix = _split_fix(message.removeprefix("Value error, "))
         # a cross-field check names the field it is about first: point at that field
         loc = _named_loc(message, loc, raw.data) or loc
     file, line = display, None

@@ -38,6 +38,8 @@ from pathlib import Path
 from typing import Iterator
 from urllib.parse import parse_qsl, urlsplit
 
+from repro.spec.base import FieldError
+
 _WORKSPACE: ContextVar[Path | None] = ContextVar("repro_workspace", default=None)
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
@@ -91,7 +93,7 @@ def _local_part(ref: str) -> str:
 
 def check_location(ref: str) -> str:
     """Check a source path, hub id or model reference; returns it unchanged or raises
-    ValueError("<problem>; <fix>"). Remote URLs: no credentials; anything else is a local
+    FieldError(problem, fix). Remote URLs: no credentials; anything else is a local
     path (a hub id such as `org/name` is a relative path without `..`, and passes)."""
     if is_remote(ref):
         check_url(ref)
@@ -104,11 +106,11 @@ def check_local(ref: str) -> None:
     """A local path must stay in the workspace (see the module docstring)."""
     raw = _local_part(ref)
     if "\x00" in raw:
-        raise ValueError(f"path {ref!r} holds a NUL character; remove it")
+        raise FieldError(f"path {ref!r} holds a NUL character", "remove it")
     try:
         raw.encode("utf-8")
     except UnicodeEncodeError:
-        raise ValueError(f"path {ref!r} is not valid text (it holds a lone surrogate); "
+        raise FieldError(f"path {ref!r} is not valid text (it holds a lone surrogate)",
                          "write the path in UTF-8") from None
     path = os.path.expanduser(raw) if raw.startswith("~") else raw
     root = current_workspace()
@@ -116,7 +118,7 @@ def check_local(ref: str) -> None:
     if not os.path.isabs(path):
         norm = os.path.normpath(path)
         if norm == os.pardir or norm.startswith(os.pardir + os.sep):
-            raise ValueError(f"path {ref!r} climbs out of {where} with `..`; {LOCAL_FIX}")
+            raise FieldError(f"path {ref!r} climbs out of {where} with `..`", LOCAL_FIX)
         if root is None:
             return
         target = root / path
@@ -127,12 +129,12 @@ def check_local(ref: str) -> None:
     root_real = Path(os.path.realpath(root))
     lexical = Path(os.path.abspath(target))
     if not (lexical.is_relative_to(root) or lexical.is_relative_to(root_real)):
-        raise ValueError(f"path {ref!r} is outside {where}; {LOCAL_FIX}")
+        raise FieldError(f"path {ref!r} is outside {where}", LOCAL_FIX)
     real = Path(os.path.realpath(target))
     if not real.is_relative_to(root_real):
-        raise ValueError(
-            f"path {ref!r} leads through a symlink to {str(real)!r}, outside {where}; copy "
-            "the data into the workspace (or `dvc import-url` it) instead of linking to it, "
+        raise FieldError(
+            f"path {ref!r} leads through a symlink to {str(real)!r}, outside {where}",
+            "copy the data into the workspace (or `dvc import-url` it) instead of linking to it, "
             "or name a remote URL (s3://, gs://, hf://, https://...)")
 
 
@@ -166,12 +168,12 @@ def check_url(url: str) -> str:
     """A remote URL may not carry credentials (see the module docstring); returns it."""
     shown = redact_url(url)
     if _userinfo(url):
-        raise ValueError(f"URL {shown!r} carries credentials (a `user:password@` part); "
-                         f"{CREDENTIALS_FIX}")
+        raise FieldError(f"URL {shown!r} carries credentials (a `user:password@` part)",
+                         CREDENTIALS_FIX)
     params = secret_params(url)
     if params:
-        raise ValueError(f"URL {shown!r} carries credentials in its query "
-                         f"({', '.join(params)}); {CREDENTIALS_FIX}")
+        raise FieldError(f"URL {shown!r} carries credentials in its query "
+                         f"({', '.join(params)})", CREDENTIALS_FIX)
     return url
 
 
@@ -194,11 +196,21 @@ def redact_url(url: str) -> str:
     return out
 
 
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"`<>]+")
+
+
+def redact_text(text: str) -> str:
+    """`text` with every URL in it redacted (`redact_url`): the one function every message,
+    log line and written file passes user-supplied text through, so a credential a user put
+    in a spec, a params override or a command line is never printed or stored."""
+    return _URL_IN_TEXT.sub(lambda m: redact_url(m.group()), text)
+
+
 def check_glob(pattern: str) -> str:
     """A glob is relative to its source's path: no absolute pattern, no `..`."""
     parts = re.split(r"[/\\]", pattern)
     if pattern.startswith(("/", "\\", "~")) or ".." in parts:
-        raise ValueError(f"glob {pattern!r} reaches outside the source folder; write it "
+        raise FieldError(f"glob {pattern!r} reaches outside the source folder", "write it "
                          "relative to `path` without `..` (e.g. '**/*.jsonl')")
     return pattern
 
@@ -209,7 +221,7 @@ _REVISION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_./-]*")
 def check_revision(revision: str) -> str:
     """A hub revision (branch, tag, `refs/pr/N` or commit): a name, never a path."""
     if not _REVISION.fullmatch(revision) or ".." in revision.split("/"):
-        raise ValueError(f"revision {revision!r} is not a hub branch, tag or commit; use a "
+        raise FieldError(f"revision {revision!r} is not a hub branch, tag or commit", "use a "
                          "commit hash (best: it pins the files) or a branch/tag name")
     return revision
 
@@ -220,8 +232,8 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 def check_no_control(value: str) -> str:
     """A value written into a generated script (an `#SBATCH` line) must stay on its line."""
     if _CONTROL.search(value):
-        raise ValueError(f"{value!r} holds a line break or control character, which would "
-                         "start a new line of the generated job script; remove it")
+        raise FieldError(f"{value!r} holds a line break or control character, which would "
+                         "start a new line of the generated job script", "remove it")
     return value
 
 
@@ -233,9 +245,9 @@ def check_task_name(name: str) -> str:
     """An lm-eval task, group or tag name, never a path: lm-eval loads a task string that
     is not a registered name as a YAML file, whose `!function` tags import Python code."""
     if not _TASK_NAME.fullmatch(name) or name.lower().endswith(_FILE_SUFFIXES):
-        raise ValueError(
+        raise FieldError(
             f"evaluation task {name!r} is not an lm-eval task name (letters, digits and "
-            "`_ . - ( )`; no paths or files: a task YAML may import Python code); use a "
+            "`_ . - ( )`; no paths or files: a task YAML may import Python code)", "use a "
             "registered lm-eval task, group or tag name (`lm_eval ls tasks`), or a task "
             "built from your data (evaluation.local_tasks)")
     return name
@@ -270,19 +282,19 @@ def check_env_command(command: str) -> str:
            "` && ` (anything else belongs in the environment the job inherits, or in a "
            "script you `source`)")
     if "\n" in command or "\r" in command:
-        raise ValueError(f"env_command {command!r} spans several lines; {fix}")
+        raise FieldError(f"env_command {command!r} spans several lines", fix)
     for part in command.split("&&"):
         words = part.split()
         bad = [w for w in words if not _TOKEN.fullmatch(w)]
         if bad:
-            raise ValueError(f"env_command {command!r}: {bad[0]!r} is not a plain word "
-                             f"(shell syntax is not allowed); {fix}")
+            raise FieldError(f"env_command {command!r}: {bad[0]!r} is not a plain word "
+                             "(shell syntax is not allowed)", fix)
         for head, (lo, hi) in ENV_COMMAND_FORMS.items():
             if tuple(words[:len(head)]) == head:
                 n = len(words) - len(head)
                 if n >= lo and (hi is None or n <= hi):
                     break
         else:
-            raise ValueError(f"env_command {command!r}: {' '.join(words) or '(empty)'!r} is "
-                             f"not an allowed command; {fix}")
+            raise FieldError(f"env_command {command!r}: {' '.join(words) or '(empty)'!r} is "
+                             "not an allowed command", fix)
     return command
