@@ -13,7 +13,7 @@ from repro import paths
 from repro.errors import ReproError
 from repro.verify.certificate import Certificate, verify_stage
 from repro.verify.lockfile import parse_lock
-from repro.verify.scratch import make_scratch, run_dvc_repro, upstream_inputs
+from repro.verify.scratch import make_scratch, new_folder, run_dvc_repro, upstream_inputs
 from repro.verify.tolerance import Tolerance
 
 __all__ = ["Tolerance", "verify"]
@@ -39,9 +39,13 @@ def verify(root: Path, stages: list[str], tol: Tolerance, scratch: Path | None =
                          "`dvc stage list` names them")
     targets = [s for s in dvc_stages if s in stages] if stages else list(dvc_stages)
     recorded = parse_lock(lock_path.read_text(encoding="utf-8"))
-    owned = scratch is None
-    base = Path(tempfile.mkdtemp(prefix="repro-verify-")) if owned else Path(scratch)
-    scratch = base / "ws" if owned else base
+    # only what this run created is removed afterwards: its own temporary folder, or the
+    # --scratch folder (and the parents it had to make), never a folder that was there before
+    if scratch is None:
+        created = Path(tempfile.mkdtemp(prefix="repro-verify-"))
+        scratch = created / "ws"
+    else:
+        created = new_folder(Path(scratch))
     try:
         make_scratch(root, scratch, upstream_inputs(targets, dvc_stages) if stages else [])
         run_dvc_repro(scratch, targets if stages else None)
@@ -52,4 +56,4 @@ def verify(root: Path, stages: list[str], tol: Tolerance, scratch: Path | None =
         return Certificate(str(tol), fingerprint(), verdicts), scratch
     finally:
         if not keep:
-            shutil.rmtree(base, ignore_errors=True)
+            shutil.rmtree(created, ignore_errors=True)

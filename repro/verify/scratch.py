@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 
 from repro import paths
+from repro.errors import ReproError
 from repro.verify.lockfile import declared_outputs
-
 
 
 def workspace_files(root: Path) -> list[Path]:
@@ -35,11 +35,36 @@ def _copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
+def new_folder(path: Path) -> Path:
+    """Create `path`, which must not exist, with any missing parents; return the topmost
+    folder this created (the one to remove afterwards: removing `path` alone would leave the
+    parents, removing more would delete what was there before).
+
+    `repro verify --scratch` removes its scratch copy when done, so it only ever works in a
+    folder it made itself: an existing folder is refused, never emptied or reused."""
+    path = Path(path)
+    top = path
+    for parent in path.parents:
+        if parent.exists() or parent.is_symlink():
+            break
+        top = parent
+    try:
+        path.mkdir(parents=True)
+    except FileExistsError:
+        raise ReproError(
+            f"--scratch {path} already exists; `repro verify` removes its scratch folder when "
+            "done, so it only works in a new one (nothing was removed). Fix: pass a path that "
+            "does not exist yet, or leave out --scratch to use a temporary folder") from None
+    except NotADirectoryError:
+        raise ReproError(f"--scratch {path}: a parent of it is a file, not a folder (nothing "
+                         "was removed). Fix: pass a path under a folder") from None
+    return top
+
+
 def make_scratch(root: Path, scratch: Path, inputs: list[str]) -> None:
-    """Copy the workspace into `scratch` (which must not exist), plus the given input paths
+    """Copy the workspace into the empty folder `scratch`, plus the given input paths
     (outputs of upstream stages), and make it a git repository DVC can work in. dvc.lock is
     left out: the rebuild writes its own, holding exactly the stages that rebuilt."""
-    scratch.mkdir(parents=True)
     for rel in workspace_files(root):
         if (root / rel).is_file():
             _copy(root / rel, scratch / rel)

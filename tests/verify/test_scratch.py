@@ -1,0 +1,77 @@
+"""`repro verify --scratch`: the scratch folder is removed afterwards, so only a folder the
+run created may be used; a folder that was already there (the user's) is refused and kept."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import repro.verify as verify_pkg
+from repro.cli import main
+from repro.errors import ReproError
+from repro.verify import Tolerance, verify
+from repro.verify.scratch import new_folder
+
+
+def _workspace(root: Path) -> None:
+    (root / "dvc.yaml").write_text("stages:\n  s:\n    cmd: echo\n")
+    (root / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n")
+
+
+def test_existing_scratch_folder_is_refused_and_kept(tmp_path, monkeypatch):
+    _workspace(tmp_path)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "sentinel.txt").write_text("keep me")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["verify", "s", "--scratch", str(mine)])
+    assert result.exit_code == 2, result.output
+    assert "already exists" in result.output and "Fix:" in result.output
+    assert "Traceback" not in result.output
+    assert (mine / "sentinel.txt").read_text() == "keep me"
+    assert sorted(p.name for p in mine.iterdir()) == ["sentinel.txt"]
+
+
+def test_only_the_folders_the_run_created_are_removed(tmp_path, monkeypatch):
+    """--scratch a/b/c under an existing folder: a, b and c are made, then all removed; the
+    existing folder and its other files stay."""
+    _workspace(tmp_path)
+    parent = tmp_path / "parent"
+    parent.mkdir()
+    (parent / "sentinel.txt").write_text("keep me")
+    seen = []
+    monkeypatch.setattr(verify_pkg, "make_scratch", lambda root, scratch, inputs: seen.append(
+        sorted(p.name for p in scratch.iterdir())))
+    monkeypatch.setattr(verify_pkg, "run_dvc_repro", lambda scratch, stages: 0)
+    _, where = verify(tmp_path, ["s"], Tolerance(), parent / "a" / "b" / "c")
+    assert where == parent / "a" / "b" / "c" and seen == [[]]  # it got a new, empty folder
+    assert sorted(p.name for p in parent.iterdir()) == ["sentinel.txt"]
+
+
+def test_a_failed_rebuild_removes_only_its_own_folder(tmp_path, monkeypatch):
+    _workspace(tmp_path)
+    (tmp_path / "sentinel.txt").write_text("keep me")
+
+    def boom(root, scratch, inputs):
+        (scratch / "partial").write_text("x")
+        raise RuntimeError("copy failed")
+
+    monkeypatch.setattr(verify_pkg, "make_scratch", boom)
+    with pytest.raises(RuntimeError):
+        verify(tmp_path, ["s"], Tolerance(), tmp_path / "new")
+    assert not (tmp_path / "new").exists()
+    assert (tmp_path / "sentinel.txt").read_text() == "keep me"
+
+
+def test_new_folder_refuses_existing_paths_and_files_in_the_way(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ReproError, match="already exists"):
+        new_folder(tmp_path)
+    with pytest.raises(ReproError, match="already exists"):
+        new_folder(tmp_path / "file")
+    with pytest.raises(ReproError, match="not a folder"):
+        new_folder(tmp_path / "file" / "sub")
+    assert (tmp_path / "file").read_text() == "x"
+    assert new_folder(tmp_path / "x" / "y") == tmp_path / "x"
