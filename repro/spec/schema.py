@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from repro.eval import registry
 from repro.spec import safety
 from repro.spec.search import LadderSpec, SweepSpec
 from repro.spec.base import NAME_PATTERN, Fraction, Model, Name, PositiveInt  # noqa: F401 (re-exported)
@@ -49,8 +50,10 @@ Glob = Annotated[str, AfterValidator(safety.check_glob)]
 """A glob relative to its source's path (no absolute pattern, no `..`)."""
 ScriptValue = Annotated[str, AfterValidator(safety.check_no_control)]
 """A value written on one line of a generated job script."""
-TaskName = Annotated[str, AfterValidator(safety.check_task_name)]
-"""An lm-eval task, group or tag name (never a path)."""
+TaskName = Annotated[str, AfterValidator(safety.check_task_name),
+                     AfterValidator(registry.check_registered_task)]
+"""An lm-eval task, group or tag name (never a path) in lm-eval's registry, or a local task's
+name (repro.eval.registry: checked offline, without importing lm-eval)."""
 
 
 # --------------------------------------------------------------------------- sources
