@@ -41,6 +41,7 @@ INDEX_FILE = Path(__file__).with_name("lm_eval_index.py")
 
 # LocalTaskSpec.task_name: `repro_<kind>_<dataset>`, `-` in the dataset name written `_`.
 LOCAL_TASK_NAME = re.compile(r"repro_(?:bpb|cloze|code_cloze)_[a-z0-9][a-z0-9_]*")
+LOCAL_KIND = re.compile(r"repro_(?P<kind>code_cloze|cloze|bpb)_(?P<dataset>.+)")
 
 _PRESET_TASKS = frozenset(t for p in PRESETS.values() for t in p.tasks)
 
@@ -87,6 +88,21 @@ def is_known_task(name: str) -> bool:
     """A preset's task, a local task's name, or a name in lm-eval's registry (the index is
     read only for names of the last kind)."""
     return name in _PRESET_TASKS or is_local_task_name(name) or name in registered_names()
+
+
+def check_local_tasks_declared(tasks: list[str], local_task_names: list[str]) -> None:
+    """A local task's name in `evaluation.tasks` must be one `evaluation.local_tasks`
+    declares: only those are built and registered for the evaluate stage."""
+    for name in tasks:
+        if is_local_task_name(name) and name not in local_task_names:
+            m = LOCAL_KIND.fullmatch(name)
+            assert m is not None  # is_local_task_name
+            raise FieldError(
+                f"evaluation.tasks names local task {name!r}, which evaluation.local_tasks "
+                f"does not declare (declared: {sorted(local_task_names)})",
+                f"add {{kind: {m['kind']}, dataset: {m['dataset']}}} to evaluation.local_tasks "
+                "(a declared local task is evaluated without being listed in tasks), or "
+                "remove it from evaluation.tasks")
 
 
 def closest_names(name: str, n: int = 3) -> list[str]:

@@ -1134,6 +1134,7 @@ class EvaluationSpec(Model):
         names = [t.task_name for t in self.local_tasks]
         if len(set(names)) != len(names):
             raise ValueError(f"local tasks repeat: {names}; keep one per kind and dataset")
+        registry.check_local_tasks_declared(self.tasks, names)
         return self
 
     @model_validator(mode="after")
