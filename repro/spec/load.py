@@ -16,6 +16,7 @@ import datetime
 import difflib
 import os
 import re
+import stat
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from repro.spec.base import FieldError
-from repro.spec.safety import redact_text
+from repro.spec.safety import current_workspace, redact_text, redact_url
 from repro.spec.schema import NAME_PATTERN, SCHEMA_VERSION, ExperimentSpec
 
 Loc = tuple[Any, ...]
@@ -62,10 +63,14 @@ class SpecError(Exception):
 
 @dataclass
 class RawSpec:
-    """A parsed YAML mapping plus where each value came from."""
+    """A parsed YAML mapping plus where each value came from, and the source text of keys
+    and values that YAML read as something other than text (`on:` is the key True, `1:`
+    the key 1, `no` the value False): messages show them as the user wrote them."""
 
     data: dict[str, Any]
     origin: dict[Loc, tuple[str, int]] = field(default_factory=dict)
+    key_text: dict[Loc, str] = field(default_factory=dict)
+    value_text: dict[Loc, str] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------ parsing
@@ -73,23 +78,112 @@ class RawSpec:
 
 MAX_DEPTH = 64
 """Deepest nesting a spec may have (the schema needs about 6 levels). Deeper input is
-refused before anything recurses over it."""
+refused while it is composed, before anything recurses over it."""
 MAX_VALUES = 100_000
 """Most values a spec may hold once aliases are expanded: a few aliases of aliases
 ("billion laughs") would otherwise expand to billions of values."""
+MAX_SPEC_BYTES = 10_000_000
+"""Largest spec file read (10 MB): a spec holds settings, so even a long description or
+many comments stay far below it (a 5 MB one validates in about two seconds), while
+anything bigger is refused before it is read into memory."""
+
+_FILE_KINDS = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _file_kind(mode: int) -> str:
+    return next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
+
+
+def read_spec_bytes(path: Path, display: str) -> bytes:
+    """The bytes of a spec file, refusing before reading what is not a regular file (a FIFO
+    would block forever, /dev/zero never ends) or is over MAX_SPEC_BYTES; at most
+    MAX_SPEC_BYTES + 1 bytes are read, so a file that grows meanwhile is bounded too."""
+
+    def refuse(message: str, fix: str) -> typing.NoReturn:
+        raise SpecError([SpecIssue(display, None, "", message, fix)])
+
+    def refuse_kind(mode: int) -> typing.NoReturn:
+        real = os.path.realpath(path)
+        via = f" (the symlink leads to {real!r})" if real != os.path.abspath(path) else ""
+        refuse(f"is {_file_kind(mode)}, not a regular file{via}; reading it could block or "
+               "never end", "name a spec file (a regular .yaml file)")
+
+    def refuse_size(size: int, grew: bool = False) -> typing.NoReturn:
+        refuse(f"{'grew past' if grew else 'is'} {size / 1e6:.1f} MB; a spec file may be at most "
+               f"{MAX_SPEC_BYTES / 1e6:g} MB ({MAX_SPEC_BYTES} bytes)",
+               "a spec holds settings, not data: keep large text and data in files under "
+               "the workspace (e.g. data/external/) and point at them from the spec")
+
+    try:
+        st = os.stat(path)  # follows symlinks: a link to /dev/zero is a character device
+    except FileNotFoundError:
+        broken = os.path.islink(path)
+        refuse("is a symlink to a missing file" if broken else "file not found",
+               "check the path")
+    except OSError as e:  # a symlink loop, a name too long, no permission on a folder
+        refuse(f"cannot read the file: {e.strerror or e}", "check the path and its permissions")
+    if stat.S_ISDIR(st.st_mode):
+        refuse("is a folder, not a spec file",
+               "name a .yaml file (`repro validate` also takes folders)")
+    if not stat.S_ISREG(st.st_mode):
+        refuse_kind(st.st_mode)
+    if st.st_size > MAX_SPEC_BYTES:
+        refuse_size(st.st_size)
+    try:
+        # O_NONBLOCK: if the path was swapped for a FIFO since the stat, opening it does not
+        # wait for a writer; fstat below then refuses it
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    except OSError as e:
+        refuse(f"cannot read the file: {e.strerror or e}", "check the path and its permissions")
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(f.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            refuse_kind(mode)
+        try:
+            data = f.read(MAX_SPEC_BYTES + 1)
+        except OSError as e:
+            refuse(f"cannot read the file: {e.strerror or e}",
+                   "check the path and its permissions")
+    if len(data) > MAX_SPEC_BYTES:
+        refuse_size(MAX_SPEC_BYTES, grew=True)
+    return data
+
+
+class _TooDeep(Exception):
+    def __init__(self, mark: yaml.Mark):
+        self.mark = mark
+
+
+class _DepthLimitedLoader(yaml.SafeLoader):
+    """Composes nodes like SafeLoader, but stops at MAX_DEPTH levels with the line where
+    the limit is crossed (PyYAML's composer recurses per level: 500 nested `[` would end
+    in a RecursionError without a location)."""
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self.depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH + 1:  # the root node is level 0 of MAX_DEPTH
+                raise _TooDeep(self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def _compose(text: str) -> yaml.Node | None:
+    loader = _DepthLimitedLoader(text)
+    try:
+        return loader.get_single_node()
+    finally:
+        loader.dispose()
 
 
 def _parse(path: Path, display: str) -> RawSpec:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise SpecError([SpecIssue(display, None, "", "file not found", "check the path")])
-    except IsADirectoryError:
-        raise SpecError([SpecIssue(display, None, "", "is a folder, not a spec file",
-                                   "name a .yaml file (`repro validate` also takes folders)")])
-    except OSError as e:
-        raise SpecError([SpecIssue(display, None, "", f"cannot read the file: {e.strerror or e}",
-                                   "check the path and its permissions")])
+    data = read_spec_bytes(path, display)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -97,8 +191,12 @@ def _parse(path: Path, display: str) -> RawSpec:
         raise SpecError([SpecIssue(
             display, line, "", f"not UTF-8 text (byte 0x{data[e.start]:02x} cannot be decoded; "
             "is it a binary file or saved in another encoding?)", "save the spec as UTF-8 text")])
+    deep = SpecIssue(display, None, "", f"the spec nests more than {MAX_DEPTH} levels deep",
+                     "flatten it; the schema needs only a few levels")
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)  # nodes only; _Constructor builds values
+        node = _compose(text)  # nodes only; _Constructor builds values
+    except _TooDeep as e:
+        raise SpecError([SpecIssue(display, e.mark.line + 1, deep.field, deep.message, deep.fix)])
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark else None
@@ -113,19 +211,19 @@ def _parse(path: Path, display: str) -> RawSpec:
             "remove it; if the file is binary, it is not a spec")])
     except yaml.YAMLError as e:
         raise SpecError([SpecIssue(display, None, "", f"YAML error: {e}", "fix the YAML")])
-    except RecursionError:
-        raise SpecError([SpecIssue(display, None, "", "the YAML is nested too deeply to read",
-                                   f"a spec nests at most {MAX_DEPTH} levels; flatten it")])
+    except RecursionError:  # a backstop: the composer stops at MAX_DEPTH first
+        raise SpecError([deep])
     if node is None:
         raise SpecError([SpecIssue(display, 1, "", "the file is empty", "write a spec mapping")])
     origin: dict[Loc, tuple[str, int]] = {}
-    data = _Constructor(display, origin).value(node, ())
+    constructor = _Constructor(display, origin)
+    data = constructor.value(node, ())
     if not isinstance(data, dict):
         raise SpecError(
             [SpecIssue(display, node.start_mark.line + 1, "", "a spec must be a mapping",
                        "start the file with `schema_version: 1`")]
         )
-    return RawSpec(data, origin)
+    return RawSpec(data, origin, constructor.key_text, constructor.value_text)
 
 
 _YAML = "tag:yaml.org,2002:"
@@ -155,10 +253,12 @@ class _Constructor:
         self.count = 0
         self.active: set[int] = set()  # nodes being built: an alias to one is recursive
         self.loader = yaml.SafeLoader("")  # constructs scalars only
+        self.key_text: dict[Loc, str] = {}  # keys that are not text, as written
+        self.value_text: dict[Loc, str] = {}  # scalar values that are not text, as written
 
     def fail(self, node: yaml.Node, loc: Loc, message: str, fix: str) -> typing.NoReturn:
-        raise SpecError([SpecIssue(self.display, node.start_mark.line + 1, _dotted(loc),
-                                   message, fix)])
+        raise SpecError([SpecIssue(self.display, node.start_mark.line + 1,
+                                   _dotted(loc, self.key_text), message, fix)])
 
     def check_tag(self, node: yaml.Node, loc: Loc) -> None:
         if node.tag in _SPECIAL_TAGS:
@@ -183,7 +283,10 @@ class _Constructor:
             self.fail(node, loc[:2], f"the spec nests more than {MAX_DEPTH} levels deep",
                       "flatten it; the schema needs only a few levels")
         if isinstance(node, yaml.ScalarNode):
-            return self.scalar(node, loc)
+            out = self.scalar(node, loc)
+            if not isinstance(out, str):
+                self.value_text[loc] = node.value
+            return out
         if id(node) in self.active:
             self.fail(node, loc, "an alias refers to a value that contains it (recursive anchor)",
                       "replace the alias with the values it should stand for")
@@ -192,16 +295,32 @@ class _Constructor:
             if isinstance(node, yaml.SequenceNode):
                 return [self.value(v, loc + (i,)) for i, v in enumerate(node.value)]
             out: dict[Any, Any] = {}
+            key_nodes: dict[Any, yaml.Node] = {}
             for key_node, value_node in node.value:
                 key = self.key(key_node, loc)
+                if not isinstance(key, str):
+                    self.key_text.setdefault(loc + (key,), key_node.value)
                 if key in out:
-                    self.fail(key_node, loc + (key,), "duplicate key",
-                              "keep one of the two entries")
+                    self.duplicate(key_nodes[key], key_node, loc + (key,))
+                key_nodes[key] = key_node
                 out[key] = self.value(value_node, loc + (key,))
                 self.origin[loc + (key,)] = (self.display, key_node.start_mark.line + 1)
             return out
         finally:
             self.active.discard(id(node))
+
+    def duplicate(self, first: yaml.Node, again: yaml.Node, loc: Loc) -> typing.NoReturn:
+        line = first.start_mark.line + 1
+        if first.value == again.value:
+            self.fail(again, loc, f"duplicate key (also on line {line})",
+                      "keep one of the two entries")
+        readings = [_yaml_reading(self.loader.construct_object(n)) for n in (again, first)]
+        how = (f"both read by YAML as {readings[0]}" if readings[0] == readings[1] else
+               f"read by YAML as {readings[0]} and {readings[1]}, which count as one key")
+        self.fail(again, loc, f"duplicate key: {again.value!r} and {first.value!r} (line "
+                  f"{line}) are {how}",
+                  f"quote them to keep them as text ({_quoted(first.value)}: and "
+                  f"{_quoted(again.value)}:), or keep one of the two entries")
 
     def key(self, node: yaml.Node, loc: Loc) -> Any:
         if not isinstance(node, yaml.ScalarNode):
@@ -244,12 +363,18 @@ def _merge(base: RawSpec, child: RawSpec) -> RawSpec:
         return c
 
     data = merge(base.data, child.data)
-    # Drop base origins under anything the child replaced wholesale (non-mapping values).
+    # Drop what the base says about anything under a value the child replaced wholesale
+    # (a non-mapping value): its origins and source texts no longer describe the data.
     replaced = {loc for loc in child.origin if not isinstance(_get(child.data, loc), dict)}
-    origin = {o: where for o, where in base.origin.items()
-              if not any(o[:n] in replaced for n in range(len(o)))}
-    origin.update(child.origin)
-    return RawSpec(data, origin)
+
+    def keep(base_map: dict[Loc, Any], child_map: dict[Loc, Any]) -> dict[Loc, Any]:
+        out = {loc: v for loc, v in base_map.items()
+               if not any(loc[:n] in replaced for n in range(len(loc) + 1))}
+        out.update(child_map)
+        return out
+
+    return RawSpec(data, keep(base.origin, child.origin), keep(base.key_text, child.key_text),
+                   keep(base.value_text, child.value_text))
 
 
 def _get(data: Any, loc: Loc) -> Any:
@@ -265,9 +390,26 @@ def _display(path: Path) -> str:
         return str(path)
 
 
-def load_raw(path: Path, _stack: tuple[Path, ...] = ()) -> RawSpec:
-    """Parse `path` and resolve its `extends:` chain into one merged mapping."""
+MAX_EXTENDS = 16
+"""Most files an `extends:` chain may hold (the spec itself included): real chains are two
+or three files deep; a longer one is a mistake or an attack on the loader."""
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
+
+
+def _inside(path: str, folder: Path) -> bool:
+    return Path(path).is_relative_to(os.path.realpath(folder))
+
+
+def load_raw(path: Path, _stack: tuple[Path, ...] = (), _top: Path | None = None) -> RawSpec:
+    """Parse `path` and resolve its `extends:` chain into one merged mapping.
+
+    A base is a spec file given by a path relative to the extending file's folder; it must
+    lie (symlinks followed) in the workspace (repro.spec.safety: the validation's workspace,
+    else the current directory) or in the folder of the spec being loaded (`_top`), like
+    every other path a spec names; a base outside is refused before it is read."""
     path = Path(path)
+    top = _top if _top is not None else path.parent
     display = _display(path)
     raw = _parse(path, display)
     resolved = path.resolve()  # after reading it: a symlink loop fails there, with a message
@@ -284,14 +426,35 @@ def load_raw(path: Path, _stack: tuple[Path, ...] = ()) -> RawSpec:
     if not isinstance(parent, str):
         fail("must be a relative file path", "write `extends: base.yaml`")
     if any(c < " " for c in parent):
-        fail(f"{parent!r} holds a control character", "write the base spec's file name")
+        fail(f"{parent!r:.200} holds a control character", "write the base spec's file name")
+    if _URL.match(parent):
+        fail(f"{redact_url(parent)!r:.200} is a URL; URLs are not supported in `extends:`, "
+             "only a spec file in the workspace",
+             "download the base spec, commit it in the workspace (e.g. next to this spec) "
+             "and extend it by its relative path (`extends: base.yaml`); never put a "
+             "credential in a spec")
     if os.path.isabs(parent) or parent.startswith("~"):
-        fail(f"{parent!r} is an absolute path",
+        fail(f"{parent!r:.200} is an absolute path",
              "write the base spec's path relative to this file's folder, e.g. "
              "`extends: ../base.yaml`, so the spec works in any checkout")
     base_path = path.parent / parent
+    workspace = current_workspace() or Path.cwd()
     try:
-        is_dir, is_file = base_path.is_dir(), base_path.is_file()
+        real = os.path.realpath(base_path)
+        confined = _inside(real, workspace) or _inside(real, top)
+    except (OSError, ValueError) as e:  # e.g. a name too long for the filesystem
+        fail(f"base spec path {parent!r:.80} cannot be used: {getattr(e, 'strerror', None) or e}",
+             "write the base spec's file name")
+    if not confined:
+        top_real = os.path.realpath(top)
+        beside = ("" if _inside(top_real, workspace) else
+                  f" and the folder {top_real!r} of the spec being loaded")
+        fail(f"base spec {parent!r:.200} resolves to {real!r}, outside the workspace "
+             f"{str(workspace)!r}{beside}",
+             "keep base specs in the workspace (e.g. under specs/) and extend them by a "
+             "relative path that stays in it")
+    try:
+        is_dir, is_file = base_path.is_dir(), base_path.exists()
     except OSError as e:  # e.g. a name too long for the filesystem
         fail(f"base spec path {parent!r:.80} cannot be used: {e.strerror or e}",
              "write the base spec's file name")
@@ -304,10 +467,16 @@ def load_raw(path: Path, _stack: tuple[Path, ...] = ()) -> RawSpec:
         fail(f"base spec {parent!r} not found",
              (f"did you mean {close[0]!r}? " if close else "check the path; ")
              + f"it is resolved relative to the folder of {display}")
+    chain = (*_stack, resolved, base_path.resolve())
     if base_path.resolve() in (*_stack, resolved):
-        chain = " -> ".join(_display(p) for p in (*_stack, resolved, base_path.resolve()))
-        fail(f"extends cycle: {chain}", "remove one `extends:` so the chain ends")
-    base = load_raw(base_path, (*_stack, resolved))
+        fail(f"extends cycle: {' -> '.join(_display(p) for p in chain)}",
+             "remove one `extends:` so the chain ends")
+    if len(chain) > MAX_EXTENDS:
+        fail(f"the extends chain is longer than {MAX_EXTENDS} files: "
+             f"{' -> '.join(_display(p) for p in chain)}",
+             f"extend a base directly instead of through a chain of more than {MAX_EXTENDS} "
+             "files (merge intermediate specs into one)")
+    base = load_raw(base_path, (*_stack, resolved), top)
     return _merge(base, raw)
 
 
@@ -352,9 +521,10 @@ def _data_loc(data: Any, loc: Loc) -> Loc:
     out: list[Any] = []
     cur = data
     for part in loc:
-        if isinstance(cur, dict) and part in cur:
-            out.append(part)
-            cur = cur[part]
+        key = _data_key(cur, part) if isinstance(cur, dict) else _MISSING
+        if key is not _MISSING:
+            out.append(key)
+            cur = cur[key]
         elif isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur):
             out.append(part)
             cur = cur[part]
@@ -367,11 +537,68 @@ def _data_loc(data: Any, loc: Loc) -> Loc:
     return tuple(out)
 
 
-def _dotted(loc: Loc) -> str:
+_MISSING = object()
+
+
+def _data_key(mapping: dict, part: Any) -> Any:
+    """The key of `mapping` that pydantic's location `part` names, or _MISSING: pydantic
+    shows a key YAML read as True as 1, and the key None as 'None'."""
+    if isinstance(part, str) and part in mapping:
+        return part
+    return next((k for k in mapping if not isinstance(k, str) and
+                 (k == part or str(k) == str(part))), _MISSING)
+
+
+def _dotted(loc: Loc, key_text: dict[Loc, str] | None = None, data: Any = None) -> str:
+    """`loc` as a field path (`datasets.web.steps[0]`), each key as the user wrote it
+    (`key_text`: `on`, not True) and list indices in brackets. An int key that is not in
+    `key_text` is a key if `data` shows a mapping there, else a list index."""
     text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    cur = data
+    for n, part in enumerate(loc, 1):
+        shown = key_text.get(loc[:n]) if key_text else None
+        if shown is None and type(part) is int and not isinstance(cur, dict):
+            text += f"[{part}]"
+        else:
+            if shown is None:
+                shown = part if isinstance(part, str) else _yaml_scalar(part)
+            text += f".{shown}" if text else shown
+        try:
+            cur = cur[part] if isinstance(cur, (dict, list)) else None
+        except (KeyError, IndexError, TypeError):
+            cur = None
     return text
+
+
+def _yaml_scalar(value: Any) -> str:
+    """A value as YAML writes it (True -> `true`, None -> `null`)."""
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    return str(value)
+
+
+def _yaml_reading(value: Any) -> str:
+    """What YAML read a key or value as, in words: `the boolean true`, `the integer 1`."""
+    if isinstance(value, bool):
+        return f"the boolean {_yaml_scalar(value)}"
+    if value is None:
+        return "null (no value)"
+    if isinstance(value, int):
+        return f"the integer {value}"
+    if isinstance(value, float):
+        return f"the number {value!r}"
+    if isinstance(value, datetime.datetime):
+        return f"the timestamp {value.isoformat()}"
+    if isinstance(value, datetime.date):
+        return f"the date {value.isoformat()}"
+    return f"a {type(value).__name__}"
+
+
+def _quoted(text: str) -> str:
+    """`text` as a quoted YAML scalar that reads back as that text."""
+    if "'" not in text:
+        return f"'{text}'"
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 _NOT_TEXT = ("quote it: YAML reads unquoted numbers, dates, yes/no/true/false/on/off and ~ "
@@ -385,11 +612,14 @@ def _issue(err: dict, raw: RawSpec, display: str,
         loc = _data_loc(raw.data, err_loc[:-1])
         file, line = raw.origin.get(loc, (display, None))
         key = loc[-1] if loc else "?"
+        where = _dotted(loc, raw.key_text, raw.data)
         if not isinstance(key, str):
-            return SpecIssue(file, line, _dotted(loc), f"key {key!r} is not text", _NOT_TEXT)
+            written = raw.key_text.get(loc, _yaml_scalar(key))
+            return SpecIssue(file, line, where, f"key {written!r} is read by YAML as "
+                             f"{_yaml_reading(key)}, not as text", f"quote it: {_quoted(written)}:")
         fix = (_NAME_FIX if err.get("ctx", {}).get("pattern") == NAME_PATTERN
                else "change the key to satisfy the constraint")
-        return SpecIssue(file, line, _dotted(loc), f"key {key!r}: {err['msg']}", fix)
+        return SpecIssue(file, line, where, f"key {key!r}: {err['msg']}", fix)
     loc = _data_loc(raw.data, err_loc)
     kind = err["type"]
     message = err["msg"]
@@ -410,10 +640,16 @@ def _issue(err: dict, raw: RawSpec, display: str,
     if kind in ("extra_forbidden", "invalid_key"):
         key = loc[-1] if loc else "?"
         allowed = _allowed_keys(model, loc[:-1], raw.data)
-        close = difflib.get_close_matches(str(key), allowed, n=1)
-        message = f"unknown key {key!r}" + ("" if isinstance(key, str) else " (not text)")
-        fix = (f"did you mean {close[0]!r}? " if close else "remove it; ") + (
-            f"allowed keys: {', '.join(allowed)}" if allowed else "")
+        written = key if isinstance(key, str) else raw.key_text.get(loc, _yaml_scalar(key))
+        close = difflib.get_close_matches(written, allowed, n=1)
+        message = f"unknown key {written!r}" + ("" if isinstance(key, str) else
+                                                f" (YAML reads it as {_yaml_reading(key)}, "
+                                                "not as text)")
+        if not isinstance(key, str) and written in allowed:
+            fix = f"quote it: {_quoted(written)}:"
+        else:
+            fix = (f"did you mean {close[0]!r}? " if close else "remove it; ") + (
+                f"allowed keys: {', '.join(allowed)}" if allowed else "")
     elif kind == "missing":
         fix = f"add `{loc[-1]}:`" if loc else "add the field"
     elif kind.startswith("value_error") or kind == "assertion_error":
@@ -426,6 +662,10 @@ def _issue(err: dict, raw: RawSpec, display: str,
         fix = f"add `kind:` ({' or '.join(kinds)})" if kinds else "add `kind:`"
     elif kind == "int_from_float":
         fix = "write a whole number"
+    elif kind == "string_type" and loc in raw.value_text:
+        written = raw.value_text[loc]
+        fix = (f"YAML reads {written!r:.60} as {_yaml_reading(_get(raw.data, loc))}: quote it "
+               f"({_quoted(written):.60}) to keep it as text")
     elif kind == "string_type" and (err.get("input") is None or isinstance(
             err.get("input"), (bool, int, float, datetime.date))):
         got = err.get("input")
@@ -443,7 +683,7 @@ def _issue(err: dict, raw: RawSpec, display: str,
         fix = "change the value to satisfy the constraint"
     if not fix:  # every issue says what to do, even for an error kind not listed above
         fix = "see the field's documentation in repro/spec/schema.py"
-    return SpecIssue(file, line, _dotted(loc), message, fix)
+    return SpecIssue(file, line, _dotted(loc, raw.key_text, raw.data), message, fix)
 
 
 def _annotation_at(model: type[BaseModel], loc: Loc, data: Any) -> tuple[Any, Any]:
@@ -464,19 +704,31 @@ def _annotation_at(model: type[BaseModel], loc: Loc, data: Any) -> tuple[Any, An
     return target, cur
 
 
-def _split_fix(message: str) -> tuple[str, str]:
-    """Validators write "<problem>; <fix>": split at the first "; " outside parentheses
-    and backquotes (a problem may quote `a; b` or explain itself in brackets)."""
-    depth, quoted = 0, False
-    for i, ch in enumerate(message):
-        if ch == "`":
-            quoted = not quoted
-        elif not quoted and ch in "([{":
+def _split_fix(message: str, quotes: str = "`'\"") -> tuple[str, str]:
+    """A plain ValueError's "<problem>; <fix>" (FieldError keeps the two apart; this is for
+    any other validator): split at the first "; " outside parentheses, backquotes and
+    quoted values, so a user's value shown as `'a; b'` is never cut. A quote opens a value
+    only at the start of a word (an apostrophe, as in "doesn't", does not); if one is never
+    closed, it was not a value: split again minding backquotes and brackets only."""
+    depth, quote, i = 0, "", 0
+    while i < len(message):
+        ch = message[i]
+        if quote:
+            if ch == "\\" and quote != "`":
+                i += 1  # an escaped character inside a repr()
+            elif ch == quote:
+                quote = ""
+        elif ch in quotes and (ch == "`" or i == 0 or not message[i - 1].isalnum()):
+            quote = ch
+        elif ch in "([{":
             depth += 1
-        elif not quoted and ch in ")]}":
+        elif ch in ")]}":
             depth = max(0, depth - 1)
-        elif not quoted and depth == 0 and message.startswith("; ", i):
+        elif depth == 0 and message.startswith("; ", i):
             return message[:i], message[i + 2:]
+        i += 1
+    if quote and quotes != "`":
+        return _split_fix(message, "`")
     return message, ""
 
 
