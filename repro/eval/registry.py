@@ -120,12 +120,13 @@ def check_registered_task(name: str) -> str:
     if is_known_task(name):
         return name
     close = closest_names(name)
-    hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+    hint = (f"did you mean {' or '.join(repr(c) for c in close)}? Otherwise use"
+            if close else "use")
     version = installed_lm_eval_version() or _index_version()
     raise FieldError(
         f"evaluation task {name!r} is not a task, group or tag of lm-eval {version}",
-        f"{hint}use a registered lm-eval name (`lm_eval ls tasks` lists them), or a task "
-        "built from your data (evaluation.local_tasks)")
+        f"{hint} a registered lm-eval name (`lm_eval ls tasks` lists them), a preset "
+        "(evaluation.presets), or a task built from your data (evaluation.local_tasks)")
 
 
 def _index_version() -> str:

@@ -3,31 +3,18 @@ resolution order and per-task caps."""
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 import pytest
 from pydantic import ValidationError
 
 from repro.eval.presets import PRESETS
+from repro.eval.registry import registered_names
 from repro.spec.schema import EvaluationSpec
 
 
-def lm_eval_task_names() -> set[str]:
-    """Task and group names declared in the installed lm-eval's task YAMLs (reading the
-    files is much faster than indexing them with a TaskManager)."""
-    import lm_eval
-
-    names = set()
-    pattern = re.compile(r"^(?:task|group):\s*['\"]?([\w\-.]+)['\"]?\s*$", re.M)
-    for path in (Path(lm_eval.__file__).parent / "tasks").rglob("*"):
-        if path.is_file() and (path.suffix == ".yaml" or path.name.endswith("yaml")):
-            names.update(pattern.findall(path.read_text(encoding="utf-8", errors="replace")))
-    return names
-
-
 def test_preset_tasks_exist_in_installed_lm_eval():
-    known = lm_eval_task_names()
+    # the committed index of lm-eval's registry, which tests/eval/test_registry.py compares
+    # with the installed lm-eval
+    known = registered_names()
     for name, preset in PRESETS.items():
         missing = [t for t in preset.tasks if t not in known]
         assert not missing, f"preset {name}: not lm-eval tasks: {missing}"
