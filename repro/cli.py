@@ -23,11 +23,41 @@ def _fail(issues: list[SpecIssue]) -> None:
     sys.exit(EXIT_BAD_INPUT)
 
 
+SPEC_SUFFIXES = (".yaml", ".yml")
+
+
 def _spec_files(targets: tuple[str, ...]) -> list[Path]:
+    """The spec files `targets` name: a file as given; a folder's *.yaml and *.yml files at
+    any depth, sorted (hidden folders such as .git and .venv are skipped, symlinked folders
+    not followed). A target that does not exist, or a folder holding no spec file, is
+    refused (exit 2): checking nothing must not pass for success."""
+    import os
+
     files: list[Path] = []
+    issues: list[SpecIssue] = []
     for t in targets:
         p = Path(t)
-        files.extend(sorted(p.rglob("*.yaml")) if p.is_dir() else [p])
+        if p.is_dir():
+            found: list[Path] = []
+            for folder, subfolders, names in os.walk(p, onerror=lambda e: issues.append(
+                    SpecIssue(str(e.filename or t), None, "", f"cannot list the folder: "
+                              f"{e.strerror or e}", "check its permissions"))):
+                subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+                found.extend(Path(folder, n) for n in names if n.lower().endswith(SPEC_SUFFIXES))
+            if not found:
+                issues.append(SpecIssue(t, None, "", "the folder holds no spec file "
+                                        "(*.yaml or *.yml, in it or its subfolders)",
+                                        "name the folder that holds the specs (e.g. specs/) "
+                                        "or a spec file"))
+            files.extend(sorted(found))
+        elif not os.path.lexists(p):
+            issues.append(SpecIssue(t, None, "", "no such file or folder",
+                                    "check the path (relative paths start at the current "
+                                    f"directory, {os.getcwd()!r})"))
+        else:
+            files.append(p)  # load_spec refuses what is not a regular file, before reading
+    if issues:
+        _fail(issues)
     return files
 
 
@@ -43,16 +73,26 @@ def main() -> None:
 @main.command()
 @click.argument("targets", nargs=-1, required=True)
 def validate(targets: tuple[str, ...]) -> None:
-    """Validate spec files (or folders of them, recursively)."""
+    """Validate spec files (or folders of them: their *.yaml and *.yml files, recursively)."""
+    from repro.spec.safety import redact_text
+
     issues: list[SpecIssue] = []
-    for path in _spec_files(targets):
+    files = _spec_files(targets)
+    invalid = 0
+    for path in files:
         try:
             spec = load_spec(path)
-            click.echo(f"ok  {path}  ({spec.name})")
+            click.echo(redact_text(f"ok  {path}  ({spec.name})"))
         except SpecError as e:
             issues.extend(e.issues)
+            invalid += 1
+    where = (f"under {targets[0]}" if len(targets) == 1 and Path(targets[0]).is_dir()
+             else f"in {', '.join(targets)}")
+    summary = f"checked {len(files)} spec file(s) {where}: "
     if issues:
+        click.echo(redact_text(summary + f"{invalid} invalid"), err=True)
         _fail(issues)
+    click.echo(redact_text(summary + "all valid"))
 
 
 def _ledger_gate(graph, files: list[Path], root: Path) -> None:

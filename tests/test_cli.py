@@ -90,3 +90,83 @@ def test_compile_refuses_a_mixture_the_measured_tokens_cannot_feed(tmp_path, mon
     shutil.rmtree(root / "metrics")
     spec.write_text(base + "training: {stages: [{name: stable, tokens: 41943040, mixture: {web: 1.0}}]}\n")
     assert runner.invoke(main, ["compile"]).exit_code == 0
+
+
+# ------------------------------------------------------------------------------ validate
+
+
+def _spec_tree(root: Path) -> Path:
+    """A folder of specs: a .yaml at the top, a .yml in a subfolder, and a hidden folder
+    (.venv-like) whose YAML is not a spec and must be skipped."""
+    base = (REPO / "specs/qs-nope.yaml").read_text().split("\nreport:\n")[0] + "\n"
+    (root / "specs/sub").mkdir(parents=True)
+    (root / "specs/a.yaml").write_text(base)
+    (root / "specs/sub/b.yml").write_text(base.replace("name: qs-nope", "name: qs-b"))
+    (root / "specs/.hidden").mkdir()
+    (root / "specs/.hidden/not-a-spec.yaml").write_text("foo: [1, 2]\n")
+    return root / "specs"
+
+
+def test_validate_folder_checks_yaml_and_yml_recursively(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _spec_tree(tmp_path)
+    result = CliRunner().invoke(main, ["validate", "specs"])
+    assert result.exit_code == 0, result.output
+    assert "ok  specs/a.yaml  (qs-nope)" in result.output
+    assert "ok  specs/sub/b.yml  (qs-b)" in result.output
+    assert "not-a-spec" not in result.output  # hidden folders are skipped
+    assert "checked 2 spec file(s) under specs: all valid" in result.output
+
+
+def test_validate_folder_reports_the_invalid_files(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    specs = _spec_tree(tmp_path)
+    (specs / "sub/c.yml").write_text("extends: ../a.yaml\nmodel: {num_layers: many}\n")
+    result = CliRunner().invoke(main, ["validate", "specs"])
+    assert result.exit_code == 2, result.output
+    assert "specs/sub/c.yml:2: model.num_layers" in result.output
+    assert "checked 3 spec file(s) under specs: 1 invalid" in result.output
+    assert "1 problem(s); nothing was run." in result.output
+
+
+def test_validate_folder_without_specs_fails(tmp_path, monkeypatch):
+    """An empty folder, or one with only other files, is not "all valid": nothing was checked."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes/readme.md").write_text("# not a spec\n")
+    for folder in ("empty", "notes"):
+        result = CliRunner().invoke(main, ["validate", folder])
+        assert result.exit_code == 2, result.output
+        assert f"{folder}: <spec>: the folder holds no spec file (*.yaml or *.yml" in result.output
+        assert "fix: name the folder that holds the specs" in result.output
+        assert "all valid" not in result.output
+
+
+def test_validate_missing_target_fails(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["validate", "nowhere", "specs/gone.yaml"])
+    assert result.exit_code == 2, result.output
+    assert "nowhere: <spec>: no such file or folder" in result.output
+    assert "specs/gone.yaml: <spec>: no such file or folder" in result.output
+    assert "fix: check the path" in result.output and "2 problem(s)" in result.output
+
+
+def test_plan_takes_a_folder_like_validate(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _spec_tree(tmp_path)
+    result = CliRunner().invoke(main, ["plan", "--json", "specs"])
+    assert result.exit_code == 0, result.output
+    import json
+
+    plans = json.loads(result.output)["plans"]
+    assert len(plans) == 2
+    assert CliRunner().invoke(main, ["plan", "nowhere"]).exit_code == 2
+
+
+def test_validate_output_redacts_credentials(tmp_path, monkeypatch):
+    """A credential in a path the user typed is not echoed back."""
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["validate", "s3://AKIAEXAMPLE:s3cr3t@bucket/x.yaml"])
+    assert result.exit_code == 2, result.output
+    assert "s3cr3t" not in result.output and "s3://***@bucket/x.yaml" in result.output
