@@ -235,17 +235,18 @@ def test_code_cloze_task_runs(inputs, tmp_path):
 
 
 def test_failed_standard_task_is_recorded(inputs, tmp_path):
-    """on_task_error: record: the misspelt standard task is left out with the fix, the
-    local tasks are evaluated (indexing lm-eval's task YAMLs takes ~10 s)."""
-    out = run(inputs, tmp_path / "rec", config(tasks=["arc_eazy"], on_task_error="record",
+    """on_task_error: record: a standard task whose dataset is not available offline is
+    left out with the fix, the local tasks are evaluated (indexing lm-eval's task YAMLs
+    takes ~10 s). A misspelt name never gets here: spec validation refuses it."""
+    out = run(inputs, tmp_path / "rec", config(tasks=["arc_easy"], on_task_error="record",
                                                 limit=2))
     metrics = json.loads((out / "metrics/m.json").read_text())
-    assert set(metrics["failed_tasks"]) == {"arc_eazy"}
-    assert "no task, group or tag named 'arc_eazy'" in metrics["failed_tasks"]["arc_eazy"]
+    assert set(metrics["failed_tasks"]) == {"arc_easy"}
+    assert "'arc_easy' could not load its dataset" in metrics["failed_tasks"]["arc_easy"]
     assert set(metrics["tasks"]) == {"repro_bpb_web", "repro_cloze_web"}
     results = json.loads((out / "results/results.json").read_text())
     assert results["failed_tasks"] == metrics["failed_tasks"]
-    assert results["standard_tasks"] == ["arc_eazy"]
+    assert results["standard_tasks"] == ["arc_easy"]
 
 
 @pytest.mark.parametrize("backend, missing", [("vllm", "vllm package"),
