@@ -7,6 +7,8 @@ prompt differs from the recipe's (see the notes) the scores are not comparable t
 published ones, only between our own runs.
 
 This module imports nothing from repro, so the spec schema can validate preset names with it.
+Spec validation accepts a preset's task names without reading lm-eval's task index
+(repro.eval.registry): tests/eval/test_presets.py checks them against it once.
 """
 
 from __future__ import annotations
