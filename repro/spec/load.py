@@ -451,8 +451,9 @@ def load_raw(path: Path, _stack: tuple[Path, ...] = (), _top: Path | None = None
                   f" and the folder {top_real!r} of the spec being loaded")
         fail(f"base spec {parent!r:.200} resolves to {real!r}, outside the workspace "
              f"{str(workspace)!r}{beside}",
-             "keep base specs in the workspace (e.g. under specs/) and extend them by a "
-             "relative path that stays in it")
+             "keep base specs in the workspace (e.g. under specs/), extend them by a "
+             "relative path that stays in it, and run repro from the workspace (the current "
+             "directory is the workspace)")
     try:
         is_dir, is_file = base_path.is_dir(), base_path.exists()
     except OSError as e:  # e.g. a name too long for the filesystem

@@ -94,3 +94,204 @@ def test_extends_replaces_lists_and_merges_maps(tmp_path):
     assert s.name == "child" and s.experiment.description  # description inherited
     assert [st.kind for st in s.datasets["web"].steps] == ["trafilatura"]
     assert s.datasets["web"].source.name == "pydoc_web"
+
+
+# ------------------------------------------------------------------ what is read at all
+
+import contextlib
+import os
+import signal
+import sys
+
+from repro.spec import load as load_module
+from repro.spec.load import MAX_EXTENDS, MAX_SPEC_BYTES, SpecError, load_spec
+
+
+@contextlib.contextmanager
+def _deadline(seconds: int = 20):
+    """Fail instead of hanging if a read blocks (a FIFO waits for a writer forever)."""
+    def expire(*_):
+        raise TimeoutError(f"still reading after {seconds} s")
+    old = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def _refused(path: Path, *fragments: str) -> str:
+    with _deadline():
+        result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 2, result.output
+    for fragment in fragments:
+        assert fragment in result.output, result.output
+    assert "    fix: " in result.output and "Traceback" not in result.output
+    return result.output
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
+def test_character_device_is_refused_before_reading(tmp_path):
+    """/dev/zero never ends: read, it would fill memory."""
+    _refused(Path("/dev/zero"), "/dev/zero: <spec>: is a character device, not a regular file",
+             "fix: name a spec file")
+    (tmp_path / "zero.yaml").symlink_to("/dev/zero")
+    _refused(tmp_path / "zero.yaml", "is a character device",
+             "(the symlink leads to '/dev/zero')")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_fifo_is_refused_without_waiting_for_a_writer(tmp_path):
+    os.mkfifo(tmp_path / "pipe.yaml")
+    _refused(tmp_path / "pipe.yaml", "is a named pipe (FIFO), not a regular file")
+    (tmp_path / "link.yaml").symlink_to(tmp_path / "pipe.yaml")
+    _refused(tmp_path / "link.yaml", "is a named pipe (FIFO)")
+    (tmp_path / "child.yaml").write_text("extends: pipe.yaml\n")  # a base is read the same way
+    _refused(tmp_path / "child.yaml", "pipe.yaml: <spec>: is a named pipe (FIFO)")
+
+
+def test_oversized_file_is_refused_before_reading(tmp_path, monkeypatch):
+    big = tmp_path / "big.yaml"
+    with big.open("wb") as f:  # sparse: MAX_SPEC_BYTES + 1 bytes without writing them
+        f.truncate(MAX_SPEC_BYTES + 1)
+    read = []
+    monkeypatch.setattr(os, "open", lambda *a, **k: read.append(a) or (_ for _ in ()).throw(
+        AssertionError("opened")))
+    with pytest.raises(SpecError, match=r"a spec file may be at most 10 MB \(10000000 bytes\)"):
+        load_spec(big)
+    assert not read
+
+
+def test_a_file_that_grows_while_read_is_still_bounded(tmp_path, monkeypatch):
+    """The size is checked before reading, and the read itself stops at the limit + 1 byte,
+    so a file that grows after the check (a log, a file being written) stays bounded."""
+    monkeypatch.setattr(load_module, "MAX_SPEC_BYTES", 100)
+    spec = tmp_path / "growing.yaml"
+    spec.write_text("# x\n" * 10)
+    real_stat = os.stat
+
+    def stat_before_growth(path, *args, **kwargs):
+        st = real_stat(path, *args, **kwargs)
+        if sys._getframe(1).f_code.co_name == "read_spec_bytes":
+            spec.write_text("# x\n" * 1000)  # grows to 4000 bytes right after the check
+        return st
+
+    monkeypatch.setattr(os, "stat", stat_before_growth)
+    with pytest.raises(SpecError, match=r"grew past .* MB; a spec file may be at most"):
+        load_spec(spec)
+
+
+def test_large_but_legal_spec_is_accepted(tmp_path, monkeypatch):
+    """A 5 MB description (bad-specs case 62) is far below the limit: it validates."""
+    monkeypatch.chdir(tmp_path)
+    base = (REPO / "specs/qs-nope.yaml").read_text().split("\nreport:\n")[0] + "\n"
+    text = base.replace("  description: ", "  description: " + "x" * 5_000_000 + " ", 1)
+    (tmp_path / "s.yaml").write_text("# a comment line\n" * 1000 + text)
+    assert len(load_spec(tmp_path / "s.yaml").experiment.description) > 5_000_000
+
+
+# -------------------------------------------------------------------------------- extends
+
+
+def test_extends_url_is_refused_plainly_without_its_credentials(tmp_path):
+    for url in ("s3://AKIAEXAMPLE:s3cr3t@bucket/base.yaml",
+                "https://example.com/base.yaml?token=s3cr3t",
+                "https://user:s3cr3t@example.com/base.yaml", "file:///etc/passwd"):
+        spec = _write(tmp_path, "s.yaml", f"extends: '{url}'\n")
+        out = _refused(spec, "s.yaml:1: extends: ", "is a URL; URLs are not supported in "
+                       "`extends:`", "fix: download the base spec, commit it in the workspace")
+        assert "s3cr3t" not in out
+
+
+def test_extends_outside_the_workspace_is_refused_without_reading(tmp_path, monkeypatch):
+    """A base must lie in the workspace (the current directory) or the spec's own folder,
+    like every other path a spec names; one outside is never opened."""
+    work = tmp_path / "work"
+    (work / "specs").mkdir(parents=True)
+    monkeypatch.chdir(work)
+    opened = []
+    real_read = load_module.read_spec_bytes
+    monkeypatch.setattr(load_module, "read_spec_bytes",
+                        lambda path, display: opened.append(Path(path)) or real_read(path, display))
+    up = "../" * (len(work.parts) + 2)
+    spec = _write(work / "specs", "s.yaml", f"extends: {up}etc/passwd\n")
+    with pytest.raises(SpecError, match=r"resolves to '/etc/passwd', outside the workspace"):
+        load_spec(spec)
+    assert opened == [spec]
+    (work / "specs/link.yaml").symlink_to("/etc/passwd")  # the real location counts
+    spec = _write(work / "specs", "s.yaml", "extends: link.yaml\n")
+    with pytest.raises(SpecError, match=r"'link.yaml' resolves to '/etc/passwd'"):
+        load_spec(spec)
+    _write(tmp_path, "outside.yaml", "schema_version: 1\n")  # next to the workspace
+    spec = _write(work / "specs", "s.yaml", "extends: ../../outside.yaml\n")
+    with pytest.raises(SpecError, match=r"outside the workspace"):
+        load_spec(spec)
+    assert all(p.parent == work / "specs" for p in opened)
+
+
+def test_extends_within_the_workspace_or_the_specs_folder(tmp_path, monkeypatch):
+    """`..` that stays inside is fine (specs/ci/tiny.yaml extends ../qs-nope.yaml); so is a
+    base beside a spec validated from elsewhere (the spec's own folder)."""
+    work = tmp_path / "work"
+    (work / "specs/ci").mkdir(parents=True)
+    _write(work / "specs", "base.yaml", "schema_version: 1\nexperiment: {name: b}\n")
+    _write(work / "specs/ci", "s.yaml", "extends: ../base.yaml\nexperiment: {seed: 3}\n")
+    monkeypatch.chdir(work)
+    assert load_module.load_raw(Path("specs/ci/s.yaml")).data["experiment"] == {
+        "name": "b", "seed": 3}
+    monkeypatch.chdir(tmp_path)  # the workspace is now tmp_path; specs/ci/s.yaml is inside
+    assert load_module.load_raw(work / "specs/ci/s.yaml").data["experiment"]["name"] == "b"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the base lies outside the cwd but in the spec's folder tree
+    _write(work / "specs/ci", "t.yaml", "extends: sub/base.yaml\n")
+    (work / "specs/ci/sub").mkdir()
+    _write(work / "specs/ci/sub", "base.yaml", "schema_version: 1\n")
+    assert load_module.load_raw(work / "specs/ci/t.yaml").data == {"schema_version": 1}
+    with pytest.raises(SpecError, match="outside the workspace"):  # climbing out of both
+        load_module.load_raw(work / "specs/ci/s.yaml")
+
+
+def test_long_extends_chain_blames_the_file_that_crosses_the_limit(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    n = MAX_EXTENDS + 4
+    for i in range(n):
+        _write(tmp_path, f"c{i}.yaml", f"# link {i}\nextends: c{i + 1}.yaml\n")
+    _write(tmp_path, f"c{n}.yaml", "schema_version: 1\n")
+    monkeypatch.setattr(sys, "getrecursionlimit", lambda: 50)  # not what stops it
+    with pytest.raises(SpecError) as e:
+        load_spec(tmp_path / "c0.yaml")
+    (issue,) = e.value.issues
+    last = MAX_EXTENDS - 1  # the 16th file would add a 17th
+    assert (issue.file, issue.line, issue.field) == (f"c{last}.yaml", 2, "extends")
+    assert issue.message == (f"the extends chain is longer than {MAX_EXTENDS} files: "
+                             + " -> ".join(f"c{i}.yaml" for i in range(MAX_EXTENDS + 1)))
+    assert "nested too deeply" not in str(e.value) and issue.fix
+    # a chain of exactly MAX_EXTENDS files loads
+    _write(tmp_path, f"c{last}.yaml", "schema_version: 1\n")
+    assert load_module.load_raw(tmp_path / "c0.yaml").data == {"schema_version": 1}
+
+
+# ------------------------------------------------------------------ messages as written
+
+
+def test_split_fix_never_cuts_a_quoted_value():
+    split = load_module._split_fix
+    assert split("value 'a; b' is wrong; quote it") == ("value 'a; b' is wrong", "quote it")
+    assert split('value "it\'s; b" is wrong; fix it') == ('value "it\'s; b" is wrong', "fix it")
+    assert split("it doesn't fit; use `a; b` instead") == ("it doesn't fit", "use `a; b` instead")
+    assert split("names (a; b) twice; keep one") == ("names (a; b) twice", "keep one")
+    assert split("the datasets' weights; fix them") == ("the datasets' weights", "fix them")
+    assert split("an 'unclosed quote; then the fix") == ("an 'unclosed quote", "then the fix")
+    assert split("no fix here") == ("no fix here", "")
+
+
+def test_keys_are_shown_as_written():
+    assert load_module._dotted(("datasets", True, "source"), {("datasets", True): "on"}) == (
+        "datasets.on.source")
+    assert load_module._dotted(("a", 0, "b")) == "a[0].b"  # a list index
+    # without the source text, the data tells a mapping key from a list index
+    assert load_module._dotted(("m", 1), None, {"m": {1: "x"}}) == "m.1"
+    assert load_module._dotted(("m", None, False), None, {"m": {None: {False: 1}}}) == (
+        "m.null.false")
