@@ -415,18 +415,30 @@ class Site:
     notes: tuple[str, ...]
 
 
-def _check_replaceable(site_dir: Path) -> None:
-    """Publishing replaces the whole folder, so only an empty one or an earlier site may go."""
+def _check_replaceable(site_dir: Path, reports_dir: Path) -> None:
+    """Publishing replaces the whole folder, so only a new or empty one, or a site an earlier
+    `repro publish` wrote (it holds MARKER), may go; never a link (its target would go), the
+    workspace or a folder holding it, or one holding the reports being published."""
+    fix = "Fix: choose a new or empty folder, e.g. site/"
+    if site_dir.is_symlink():
+        raise PublishError(f"{site_dir} is a symbolic link; `repro publish` replaces the whole "
+                           f"folder, so it does not follow links (nothing was removed). {fix}")
+    here, target = Path.cwd().resolve(), site_dir.resolve()
+    if target == here or target in here.parents or target == reports_dir.resolve() \
+            or target in reports_dir.resolve().parents:
+        raise PublishError(f"{site_dir} holds the workspace or the reports being published; "
+                           "`repro publish` replaces the whole folder (nothing was removed). "
+                           f"{fix}")
     if site_dir.exists() and (not site_dir.is_dir() or (any(site_dir.iterdir())
                                                         and not (site_dir / MARKER).is_file())):
         raise PublishError(f"{site_dir} exists and was not written by `repro publish`, which "
-                           "replaces the whole folder: choose a new or empty folder.")
+                           f"replaces the whole folder (nothing was removed). {fix}")
 
 
 def build_site(reports_dir: Path, site_dir: Path) -> Site:
     """Write the site into a temporary sibling of `site_dir`, then rename it into place."""
     sources = find_reports(reports_dir)
-    _check_replaceable(site_dir)
+    _check_replaceable(site_dir, reports_dir)
     experiments = collect_experiments(sources)
     with atomic_dir(site_dir) as out:
         files: dict[str, list[str]] = {}

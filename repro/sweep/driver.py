@@ -92,6 +92,12 @@ class Driver:
         for record in sorted(queued, key=lambda r: r.name) + sorted(finished, key=lambda r: r.name):
             if trial_index(self.plan.sweep.name, record.name) is not None:
                 self.backend.discard(record)
+        if self.state_dir.is_symlink() or self.state_dir.parent.parts[-2:] != (".repro", "sweeps"):
+            # only the sweep's own folder under .repro/sweeps/ (repro.paths) is ever removed
+            raise SweepInputError([SpecIssue(self.plan.spec_file, None, "sweep.name",
+                                             f"{self.state_dir} is not a sweep state folder "
+                                             "this command made; nothing was removed",
+                                             "remove it by hand if it is stale")])
         if self.state_dir.exists():
             shutil.rmtree(self.state_dir)
 

@@ -16,7 +16,7 @@ from repro.sweep.analysis import Analysis, analyse
 from repro.sweep.plan import SweepPlan
 from repro.sweep.plots import parameter_png
 from repro.sweep.results import TrialResult
-from repro.sweep.strategies import grid_points
+from repro.sweep import strategies
 
 REPORT_MD, RESULTS_JSON = "report.md", "results.json"
 
@@ -30,8 +30,7 @@ def _val(v: Scalar | None) -> str:
 
 
 def planned_count(plan: SweepPlan) -> int:
-    sweep = plan.sweep
-    return len(grid_points(sweep)) if sweep.strategy == "grid" else int(sweep.trials or 0)
+    return strategies.planned_count(plan.sweep)
 
 
 def results_json(plan: SweepPlan, analysis: Analysis, baseline: float | None) -> dict[str, Any]:

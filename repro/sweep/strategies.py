@@ -24,10 +24,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from repro.spec import search
 from repro.spec.search import Scalar, SweepParameter, SweepSpec
 
 if TYPE_CHECKING:
     import optuna
+
+# the spec's own limit (repro.spec.search refuses bigger sweeps at validation); the default
+# only serves while a checkout predates it
+MAX_TRIALS: int = getattr(search, "MAX_SWEEP_POINTS", 10_000)
+"""The most trials a sweep may plan. The sweep checks it again, from the counts alone,
+before it enumerates a single point, so an oversized grid (10**7 points) is refused in
+milliseconds instead of filling memory, whatever path the spec came by."""
+
+
+class SweepTooLarge(ValueError):
+    """A sweep plans more than MAX_TRIALS trials."""
+
+    fix = (f"plan at most {MAX_TRIALS} trials: fewer values or a smaller `num` per parameter, "
+           "fewer parameters, or strategy: random/optuna with fewer `trials`")
 
 SIGNIFICANT_DIGITS = 12
 """Range points are rounded to 12 significant digits: far below any effect a setting can
@@ -54,12 +69,40 @@ def _clean(x: float, integer: bool) -> Scalar:
     return int(round(x)) if integer else float(f"{x:.{SIGNIFICANT_DIGITS}g}")
 
 
+def planned_count(sweep: SweepSpec) -> int:
+    """How many trials the sweep plans, computed without enumerating them: a grid's is the
+    product of its axes' lengths (stopping once past MAX_TRIALS); random and optuna run
+    `trials`. A result above MAX_TRIALS means "too many", not necessarily the exact count."""
+    if sweep.strategy != "grid":
+        return int(sweep.trials or 0)
+    count = 1
+    for p in sweep.parameters.values():
+        axis = len(p.values) if p.values is not None else int(p.num or 0)
+        if p.values is None and axis <= MAX_TRIALS:
+            axis = len(parameter_grid(p))  # an integer range may dedupe to fewer points
+        count *= axis
+        if count > MAX_TRIALS:
+            return count
+    return count
+
+
+def check_size(sweep: SweepSpec) -> None:
+    """SweepTooLarge unless the sweep plans at most MAX_TRIALS trials."""
+    count = planned_count(sweep)
+    if count > MAX_TRIALS:
+        what = "grid has at least" if sweep.strategy == "grid" else "sweep asks for"
+        raise SweepTooLarge(f"the {what} {count} trials; at most {MAX_TRIALS} are planned, "
+                            "each one a training run")
+
+
 def parameter_grid(p: SweepParameter) -> list[Scalar]:
     """The values a grid tries for one parameter, in order."""
     if p.values is not None:
         return list(p.values)
     assert p.low is not None and p.high is not None and p.num is not None
     n = p.num
+    if n > MAX_TRIALS:
+        raise SweepTooLarge(f"a range of {n} points; at most {MAX_TRIALS} trials are planned")
     if p.log:
         lo, hi = math.log(p.low), math.log(p.high)
         raw = [math.exp(lo + (hi - lo) * i / (n - 1)) for i in range(n)]
@@ -70,6 +113,7 @@ def parameter_grid(p: SweepParameter) -> list[Scalar]:
 
 
 def grid_points(sweep: SweepSpec) -> list[dict[str, Scalar]]:
+    check_size(sweep)
     names = list(sweep.parameters)
     axes = [parameter_grid(sweep.parameters[n]) for n in names]
     return [dict(zip(names, combo)) for combo in itertools.product(*axes)]
@@ -79,6 +123,7 @@ def random_points(sweep: SweepSpec) -> list[dict[str, Scalar]]:
     import numpy as np
 
     assert sweep.trials is not None
+    check_size(sweep)
     rng = np.random.default_rng(sweep.seed)
     points = []
     for _ in range(sweep.trials):

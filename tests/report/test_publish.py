@@ -181,6 +181,33 @@ def test_rebuild_replaces_an_earlier_site_but_not_a_foreign_folder(stage_reports
     assert (foreign / "notes.txt").read_text() == "keep me"
 
 
+def test_publish_never_removes_a_link_the_workspace_or_the_reports(stage_reports, tmp_path,
+                                                                   monkeypatch):
+    """Publishing replaces DIR whole; a link to an earlier site (its target would go), the
+    workspace, a folder holding it, and a folder holding the reports are refused from the
+    CLI with exit 2 and the fix, and nothing is removed."""
+    earlier = tmp_path / "earlier"
+    build_site(stage_reports, earlier)
+    (earlier / "sentinel.txt").write_text("keep me")
+    (tmp_path / "link").symlink_to(earlier)
+    ws = tmp_path / "ws"
+    (ws / "sub").mkdir(parents=True)
+    (ws / MARKER).write_text("a marker does not make the workspace a site")
+    (ws / "sentinel.txt").write_text("keep me")
+    shutil.copytree(stage_reports, ws / "reports")
+    monkeypatch.chdir(ws / "sub")
+    runner = CliRunner()
+    for target, reports in ((tmp_path / "link", stage_reports), (ws / "sub", stage_reports),
+                            (ws, stage_reports), (ws, ws / "reports")):
+        result = runner.invoke(main, ["publish", str(target), "--reports", str(reports)])
+        assert result.exit_code == 2, result.output
+        assert "nothing was removed" in result.output and "Fix: choose a new or empty folder" \
+            in result.output and "Traceback" not in result.output
+    assert (earlier / "sentinel.txt").read_text() == "keep me" and (tmp_path / "link").is_symlink()
+    assert (ws / "sentinel.txt").read_text() == "keep me" and (ws / "sub").is_dir()
+    assert _files(ws / "reports") == _files(stage_reports)
+
+
 def test_no_reports_says_where_it_looked_and_how_to_make_them(tmp_path):
     (tmp_path / "reports" / ".quick.tmp-1").mkdir(parents=True)  # half-written: not a report
     (tmp_path / "reports" / ".quick.tmp-1" / "summary.json").write_text("{}")

@@ -11,9 +11,13 @@ from repro.sweep.strategies import OptunaSearch
 from tests.sweep.toy import TOY_KEYS, TOY_OBJECTIVE, FakeDvc, make_plan, make_sweep, toy_value
 
 
-def _driver(dvc: FakeDvc, tmp_path, sweep=None, workers: int = 1) -> tuple[Driver, list[str]]:
+STATE = ".repro/sweeps/sw"  # where the CLI keeps the sweep's state (repro.paths)
+
+
+def _driver(dvc: FakeDvc, tmp_path, sweep=None, workers: int = 1,
+            state: str = STATE) -> tuple[Driver, list[str]]:
     lines: list[str] = []
-    return Driver(make_plan(sweep), dvc, tmp_path / "state", workers, echo=lines.append,
+    return Driver(make_plan(sweep), dvc, tmp_path / state, workers, echo=lines.append,
                   poll_s=0, sleep=lambda s: None), lines
 
 
@@ -71,13 +75,29 @@ def test_restart_discards_the_sweep_and_nothing_else(tmp_path):
     dvc.add("sw-0", "success", 0.1, 0.0, 1.0)
     dvc.add("sw-1", "queued", 0.1, 0.0)
     dvc.add("other-0", "success", 0.1, 0.0, 1.0)
-    (tmp_path / "state").mkdir()
-    (tmp_path / "state" / "optuna.journal").write_text("old")
+    (tmp_path / STATE).mkdir(parents=True)
+    (tmp_path / STATE / "optuna.journal").write_text("old")
+    (tmp_path / ".repro/sweeps/other").mkdir()  # another sweep's state
     driver, _ = _driver(dvc, tmp_path)
     driver.run(resume=False)
     assert dvc.discarded == ["sw-1", "sw-0"] and "other-0" in dvc.records
-    assert not (tmp_path / "state").exists()
+    assert not (tmp_path / STATE).exists() and (tmp_path / ".repro/sweeps/other").is_dir()
     assert dvc.queued == ["sw-0", "sw-1", "sw-2", "sw-3"]
+
+
+def test_restart_removes_no_folder_but_a_sweep_state_folder(tmp_path):
+    """--restart removes the sweep's own folder under .repro/sweeps/; a link there (its
+    target would go) or any other folder is refused and kept."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "sentinel.txt").write_text("keep me")
+    (tmp_path / ".repro/sweeps").mkdir(parents=True)
+    (tmp_path / STATE).symlink_to(mine)
+    for state in (STATE, "mine"):
+        driver, _ = _driver(FakeDvc(), tmp_path, state=state)
+        with pytest.raises(SweepInputError, match="nothing was removed"):
+            driver.run(resume=False)
+    assert (mine / "sentinel.txt").read_text() == "keep me" and (tmp_path / STATE).is_symlink()
 
 
 def test_a_trial_removed_from_the_queue_is_recorded_as_lost(tmp_path):
@@ -122,7 +142,7 @@ def test_optuna_runs_rounds_of_workers_and_tells_every_result(tmp_path):
     driver, _ = _driver(dvc, tmp_path, _optuna(), workers=2)
     driver.run()
     assert dvc.starts == 3                      # rounds of 2, 2, 1
-    study = OptunaSearch(_optuna(), tmp_path / "state").study
+    study = OptunaSearch(_optuna(), tmp_path / STATE).study
     assert len(study.trials) == 5
     for t in study.trials:
         record = dvc.records[t.user_attrs["dvc_experiment"]]
@@ -135,7 +155,7 @@ def test_optuna_runs_rounds_of_workers_and_tells_every_result(tmp_path):
 
 def test_optuna_resume_tells_finished_interrupted_trials_and_reruns_lost_ones(tmp_path):
     sweep = _optuna(trials=3)
-    search = OptunaSearch(sweep, tmp_path / "state")
+    search = OptunaSearch(sweep, tmp_path / STATE)
     done, lost = search.ask(2)                  # the sweep stopped after asking these
     del search
     dvc = FakeDvc()
@@ -143,13 +163,13 @@ def test_optuna_resume_tells_finished_interrupted_trials_and_reruns_lost_ones(tm
     driver, _ = _driver(dvc, tmp_path, sweep)
     driver.run()
     assert dvc.queued == [lost.name, "sw-2"]    # the lost one rerun under its name, then the rest
-    study = OptunaSearch(sweep, tmp_path / "state").study
+    study = OptunaSearch(sweep, tmp_path / STATE).study
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
     assert study.trials[done.index].value == 0.25
 
 
 def test_optuna_refuses_a_changed_search_with_a_fix(tmp_path):
-    OptunaSearch(_optuna(), tmp_path / "state").ask(1)
+    OptunaSearch(_optuna(), tmp_path / STATE).ask(1)
     driver, _ = _driver(FakeDvc(), tmp_path, _optuna().model_copy(update={"seed": 9}))
     with pytest.raises(SweepInputError, match="another search space") as e:
         driver.run()

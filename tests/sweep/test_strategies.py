@@ -102,3 +102,44 @@ def test_optuna_proposals_are_seeded(tmp_path):
     b = OptunaSearch(_optuna_sweep(), tmp_path / "b").ask(3)
     assert [t.point for t in a] == [t.point for t in b]
     assert all(math.isfinite(t.point["lr"]) for t in a)
+
+
+def _oversized(strategy: str = "grid", trials: int | None = None, **extra) -> "SweepSpec":
+    """A sweep past MAX_TRIALS, built without the spec's own validation (which refuses it
+    first): the sweep must refuse it again whatever path it came by."""
+    from repro.spec.search import SweepParameter, SweepSpec
+
+    params = {f"p{i}": SweepParameter.model_validate(
+        {"keys": [f"train-toy-*.k{i}"], "values": [i + j / 10 for j in range(10)]})
+        for i in range(7)}  # 10**7 points
+    params.update(extra)
+    base = make_sweep()
+    return SweepSpec.model_construct(**{**dict(base), "strategy": strategy, "trials": trials,
+                                        "parameters": params})
+
+
+def test_an_oversized_sweep_is_counted_and_refused_before_any_point_is_made():
+    import time
+
+    from repro.spec.search import SweepParameter
+    from repro.sweep.strategies import MAX_TRIALS, SweepTooLarge, check_size, planned_count
+
+    start = time.perf_counter()
+    grid = _oversized()
+    assert planned_count(grid) > MAX_TRIALS
+    with pytest.raises(SweepTooLarge, match=f"at most {MAX_TRIALS}"):
+        grid_points(grid)
+    with pytest.raises(SweepTooLarge):
+        planned_trials(grid)
+    huge_range = SweepParameter.model_construct(keys=["train-toy-*.x"], values=None, low=0.0,
+                                                high=1.0, log=False, integer=False, num=10**9)
+    with pytest.raises(SweepTooLarge):
+        check_size(_oversized(**{"p0": huge_range}))
+    with pytest.raises(SweepTooLarge):
+        random_points(_oversized("random", trials=10**9))
+    assert time.perf_counter() - start < 5  # nothing was enumerated
+    assert planned_count(make_sweep()) == 4
+    # an integer range dedupes: 1000 requested points in [1, 3] are 3 trials
+    small = SweepParameter.model_validate({"keys": ["train-toy-*.n"], "low": 1, "high": 3,
+                                           "num": 1000, "integer": True})
+    assert planned_count(make_sweep(parameters={"n": small.model_dump()})) == 3
