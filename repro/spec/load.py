@@ -543,11 +543,11 @@ _MISSING = object()
 
 def _data_key(mapping: dict, part: Any) -> Any:
     """The key of `mapping` that pydantic's location `part` names, or _MISSING: pydantic
-    shows a key YAML read as True as 1, and the key None as 'None'."""
+    shows a key YAML read as True as 1, the key None as 'None', a date key as its repr."""
     if isinstance(part, str) and part in mapping:
         return part
     return next((k for k in mapping if not isinstance(k, str) and
-                 (k == part or str(k) == str(part))), _MISSING)
+                 (k == part or str(part) in (str(k), repr(k)))), _MISSING)
 
 
 def _dotted(loc: Loc, key_text: dict[Loc, str] | None = None, data: Any = None) -> str:

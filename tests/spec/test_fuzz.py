@@ -43,7 +43,7 @@ def workspace(tmp_path_factory):
         yield folder
 
 
-def _check(workspace: Path, content: str | bytes) -> None:
+def _check(workspace: Path, content: str | bytes) -> Any:
     spec = workspace / "spec.yaml"
     if isinstance(content, bytes):
         spec.write_bytes(content)
@@ -66,6 +66,7 @@ def _check(workspace: Path, content: str | bytes) -> None:
     assert result.exit_code in (0, 2), (result.exit_code, repr(result.exception))
     assert result.exception is None or isinstance(result.exception, SystemExit)
     assert "Traceback" not in result.output
+    return result
 
 
 # --------------------------------------------------------------- (a) bytes and text
@@ -204,3 +205,53 @@ def test_random_yaml_of_schema_keys(workspace, body, version, flow):
     body = {"schema_version": version, **{k: v for k, v in body.items() if k != "schema_version"}}
     text = yaml.safe_dump(body, default_flow_style=flow, allow_unicode=True, sort_keys=False)
     _check(workspace, text)
+
+
+# ------------------------------------- (d) keys YAML reads as other types, extends values
+
+RAW_KEYS = ["on", "off", "yes", "no", "y", "n", "true", "False", "~", "null", "1", "-3",
+            "0x1F", "1.5", ".inf", "2024-01-01", "2024-01-01 10:00:00"]
+"""Keys YAML 1.1 reads as booleans, null, numbers and dates (y and n stay text)."""
+
+
+def _dict_paths(data: Any, prefix: tuple = ()) -> list[tuple]:
+    return [p for p in _paths(data, prefix) if isinstance(_container(data, p), dict)]
+
+
+@settings(FUZZ, max_examples=60)
+@given(data=st.data(), raw=st.sampled_from(RAW_KEYS), value=scalars)
+def test_keys_are_reported_as_written(workspace, data, raw, value):
+    """A key YAML reads as a boolean, null, number or date is refused (every key of the
+    schema is text) and named as the user wrote it (`on`, never True or [1])."""
+    import copy
+
+    spec = copy.deepcopy(VALID)
+    where = data.draw(st.sampled_from(_dict_paths(spec)))
+    _container(spec, where)["PLACEHOLDER_KEY"] = value
+    text = yaml.safe_dump(spec, allow_unicode=True, sort_keys=False)
+    result = _check(workspace, text.replace("PLACEHOLDER_KEY", raw, 1))
+    if yaml.safe_load(f"{raw}: 1") == {raw: 1}:  # y, n: text after all
+        return
+    assert result.exit_code == 2, result.output
+    assert repr(raw) in result.output or f".{raw}:" in result.output, result.output
+    assert "[True]" not in result.output and "[1]:" not in result.output.replace(
+        "steps[1]", ""), result.output
+
+
+extends_values = st.one_of(
+    st.text(max_size=30),
+    st.sampled_from(["https://user:s3cr3t@example.com/b.yaml", "s3://AKIA:s3cr3t@bucket/b.yaml",
+                     "hf://datasets/x?token=s3cr3t", "file:///etc/passwd", "../" * 12 + "etc/passwd",
+                     "/dev/zero", "~/base.yaml", ".", "..", "../", "spec.yaml", "nowhere.yaml",
+                     "a" * 300, "base.yaml\x00", "./../../../../../../../../../proc/self/environ"]),
+)
+
+
+@settings(FUZZ, max_examples=60)
+@given(parent=extends_values)
+def test_any_extends_value(workspace, parent):
+    """Whatever `extends:` names, loading refuses it with a located issue or loads it; it
+    never reads outside the workspace and never echoes a credential."""
+    result = _check(workspace, yaml.safe_dump({"extends": parent, "schema_version": 1}))
+    assert result.exit_code == 2, result.output
+    assert "s3cr3t" not in result.output
