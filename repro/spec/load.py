@@ -337,7 +337,7 @@ class _Constructor:
                 yaml.YAMLError) as e:
             kind = node.tag[len(_YAML):]
             reason = f": {e}" if isinstance(e, ValueError) else ""
-            self.fail(node, loc, f"{node.value!r:.60} cannot be read as a YAML {kind}{reason}",
+            self.fail(node, loc, f"{_clip(node.value)} cannot be read as a YAML {kind}{reason}",
                       f"quote it to keep it as text, or write a valid {kind}")
         if isinstance(out, str):
             try:
@@ -426,15 +426,15 @@ def load_raw(path: Path, _stack: tuple[Path, ...] = (), _top: Path | None = None
     if not isinstance(parent, str):
         fail("must be a relative file path", "write `extends: base.yaml`")
     if any(c < " " for c in parent):
-        fail(f"{parent!r:.200} holds a control character", "write the base spec's file name")
+        fail(f"{_clip(parent, 200)} holds a control character", "write the base spec's file name")
     if _URL.match(parent):
-        fail(f"{redact_url(parent)!r:.200} is a URL; URLs are not supported in `extends:`, "
+        fail(f"{_clip(redact_url(parent), 200)} is a URL; URLs are not supported in `extends:`, "
              "only a spec file in the workspace",
              "download the base spec, commit it in the workspace (e.g. next to this spec) "
              "and extend it by its relative path (`extends: base.yaml`); never put a "
              "credential in a spec")
     if os.path.isabs(parent) or parent.startswith("~"):
-        fail(f"{parent!r:.200} is an absolute path",
+        fail(f"{_clip(parent, 200)} is an absolute path",
              "write the base spec's path relative to this file's folder, e.g. "
              "`extends: ../base.yaml`, so the spec works in any checkout")
     base_path = path.parent / parent
@@ -443,13 +443,13 @@ def load_raw(path: Path, _stack: tuple[Path, ...] = (), _top: Path | None = None
         real = os.path.realpath(base_path)
         confined = _inside(real, workspace) or _inside(real, top)
     except (OSError, ValueError) as e:  # e.g. a name too long for the filesystem
-        fail(f"base spec path {parent!r:.80} cannot be used: {getattr(e, 'strerror', None) or e}",
+        fail(f"base spec path {_clip(parent, 80)} cannot be used: {getattr(e, 'strerror', None) or e}",
              "write the base spec's file name")
     if not confined:
         top_real = os.path.realpath(top)
         beside = ("" if _inside(top_real, workspace) else
                   f" and the folder {top_real!r} of the spec being loaded")
-        fail(f"base spec {parent!r:.200} resolves to {real!r}, outside the workspace "
+        fail(f"base spec {_clip(parent, 200)} resolves to {real!r}, outside the workspace "
              f"{str(workspace)!r}{beside}",
              "keep base specs in the workspace (e.g. under specs/), extend them by a "
              "relative path that stays in it, and run repro from the workspace (the current "
@@ -457,7 +457,7 @@ def load_raw(path: Path, _stack: tuple[Path, ...] = (), _top: Path | None = None
     try:
         is_dir, is_file = base_path.is_dir(), base_path.exists()
     except OSError as e:  # e.g. a name too long for the filesystem
-        fail(f"base spec path {parent!r:.80} cannot be used: {e.strerror or e}",
+        fail(f"base spec path {_clip(parent, 80)} cannot be used: {e.strerror or e}",
              "write the base spec's file name")
     if is_dir:
         fail(f"base spec {parent!r} is a folder", "name a .yaml file in it")
@@ -595,6 +595,13 @@ def _yaml_reading(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
+def _clip(value: Any, limit: int = 60) -> str:
+    """repr(value) for a message, credentials redacted before it is cut to `limit`
+    characters (cut first, a URL could lose the `@` that marks its password as one)."""
+    text = redact_text(repr(value))
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _quoted(text: str) -> str:
     """`text` as a quoted YAML scalar that reads back as that text."""
     if "'" not in text:
@@ -665,15 +672,15 @@ def _issue(err: dict, raw: RawSpec, display: str,
         fix = "write a whole number"
     elif kind == "string_type" and loc in raw.value_text:
         written = raw.value_text[loc]
-        fix = (f"YAML reads {written!r:.60} as {_yaml_reading(_get(raw.data, loc))}: quote it "
-               f"({_quoted(written):.60}) to keep it as text")
+        fix = (f"YAML reads {_clip(written)} as {_yaml_reading(_get(raw.data, loc))}: quote it "
+               f"({_quoted(written) if len(written) < 60 else 'quotes'}) to keep it as text")
     elif kind == "string_type" and (err.get("input") is None or isinstance(
             err.get("input"), (bool, int, float, datetime.date))):
         got = err.get("input")
-        fix = f"got {type(got).__name__} {got!r:.60}; {_NOT_TEXT}"
+        fix = f"got {type(got).__name__} {_clip(got)}; {_NOT_TEXT}"
     elif "type" in kind or kind.endswith("_parsing"):
         got = err.get("input")
-        fix = f"got {type(got).__name__} {got!r:.60}; change the value's type"
+        fix = f"got {type(got).__name__} {_clip(got)}; change the value's type"
     elif kind == "finite_number":
         fix = "write a finite number (not .inf or .nan)"
     elif kind == "string_unicode":

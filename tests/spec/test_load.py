@@ -295,3 +295,16 @@ def test_keys_are_shown_as_written():
     assert load_module._dotted(("m", 1), None, {"m": {1: "x"}}) == "m.1"
     assert load_module._dotted(("m", None, False), None, {"m": {None: {False: 1}}}) == (
         "m.null.false")
+
+
+def test_long_values_are_redacted_before_they_are_cut(tmp_path):
+    """A message shows at most ~60 characters of a value; the credential in a long URL is
+    redacted first (cut first, the `@` marking it could fall off and the secret show)."""
+    secret = "S" * 80
+    _base(tmp_path)
+    for override in (f"model:\n  num_layers: 's3://key:{secret}@bucket/x'\n",
+                     f"model:\n  num_layers: !!int 's3://key:{secret}@bucket/x'\n",
+                     f"experiment:\n  description: !!float 'https://h/x?token={secret}'\n"):
+        spec = _write(tmp_path, "bad.yaml", "extends: base.yaml\n" + override)
+        out = _refused(spec, "bad.yaml:3: ")
+        assert "SSSS" not in out, out
