@@ -28,7 +28,44 @@ from pydantic import (
 from repro.eval import registry
 from repro.spec import safety
 from repro.spec.search import LadderSpec, SweepSpec
-from repro.spec.base import NAME_PATTERN, Fraction, Model, Name, PositiveInt  # noqa: F401 (re-exported)
+from repro.spec.base import (  # noqa: F401 (Name, NAME_PATTERN, PositiveInt re-exported)
+    MAX_BOOTSTRAP,
+    MAX_DATASETS,
+    MAX_LADDER_POINTS,
+    MAX_REPLICAS,
+    MAX_SNAPSHOTS,
+    MAX_STEPS,
+    MAX_TRAIN_STAGES,
+    MAX_TRAINING_STAGES,
+    NAME_PATTERN,
+    Batch,
+    BatchTokens,
+    DocLimit,
+    Docs,
+    Dpi,
+    FewShot,
+    FieldError,
+    Fraction,
+    Heads,
+    Intermediate,
+    LayerInterval,
+    Layers,
+    MinhashCount,
+    Model,
+    Name,
+    Parallel,
+    PositiveInt,
+    PositiveSteps,
+    PositiveTextCount,
+    Seed,
+    SeqLen,
+    SpikeWindow,
+    Steps,
+    TextCount,
+    Tokens,
+    Vocab,
+    Width,
+)
 from repro.spec.language_thresholds import LINGUA_THRESHOLDS
 
 SCHEMA_VERSION = 1
@@ -38,7 +75,7 @@ SCHEMA_VERSION = 1
 def _not_empty(ref: str) -> str:
     # an empty path would name the whole workspace (or a hub model called "")
     if not ref.strip():
-        raise ValueError("the path is empty; name a local folder inside the workspace "
+        raise FieldError("the path is empty", "name a local folder inside the workspace "
                          "(e.g. data/external/web), a remote URL (s3://, hf://...) or a hub id")
     return ref
 
@@ -68,7 +105,7 @@ class BuiltinSource(Model):
     packed into a WARC file; `pydoc_pdf`: the same documentation typeset as PDF files (some
     pages rendered as images only, with no text layer, so OCR routing is exercised);
     `stdlib_code`: the standard library's own `.py` files."""
-    max_docs: PositiveInt | None = None
+    max_docs: Docs | None = None
     """Keep at most this many documents (the first ones in sorted module order)."""
 
 
@@ -84,7 +121,7 @@ class WarcSource(Model):
     content: Literal["html", "pdf"] = "html"
     """Which response records to read, by MIME type: HTML pages (web chain) or PDF files
     (PDF chain, as FinePDFs selects PDFs from Common Crawl by MIME; FACTS 2.2)."""
-    limit: int = -1
+    limit: DocLimit = -1
     """Read at most this many documents per task (-1: all)."""
 
 
@@ -101,7 +138,7 @@ class JsonlSource(Model):
     """Field holding the document text."""
     id_key: str = "id"
     """Field holding the document id."""
-    limit: int = -1
+    limit: DocLimit = -1
     """Read at most this many documents per task (-1: all)."""
 
 
@@ -118,7 +155,7 @@ class ParquetSource(Model):
     """Column holding the document text."""
     id_key: str = "id"
     """Column holding the document id."""
-    limit: int = -1
+    limit: DocLimit = -1
     """Read at most this many documents per task (-1: all)."""
 
 
@@ -136,7 +173,7 @@ class HFDatasetSource(Model):
     """Split to read."""
     text_key: str = "text"
     """Column holding the document text."""
-    limit: int = -1
+    limit: DocLimit = -1
     """Read at most this many documents (-1: all)."""
 
 
@@ -152,7 +189,7 @@ class FilesSource(Model):
     format: Literal["auto", "html", "pdf", "text", "code"] = "auto"
     """How to read each file: `auto` decides by extension (.html/.htm, .pdf, source-code
     extensions, anything else as text). Code files get their language from the extension."""
-    limit: int = -1
+    limit: DocLimit = -1
     """Read at most this many documents per task (-1: all)."""
 
 
@@ -169,7 +206,7 @@ class UrlFilterStep(Model):
     """datatrove URLFilter: bundled domain/URL blocklists and banned words (FineWeb step 1)."""
 
     kind: Literal["url_filter"] = "url_filter"
-    soft_word_threshold: PositiveInt = 2
+    soft_word_threshold: PositiveTextCount = 2
     """Drop a URL holding at least this many soft-banned words (FACTS 1.2: 2)."""
 
 
@@ -218,16 +255,16 @@ class PdfExtractStep(Model):
     """Backend for documents routed to OCR. `none`: they are set aside under
     `removed/<step>` with reason `ocr_pending` (counted, never silently lost);
     `tesseract`: pytesseract on page images (needs the tesseract binary)."""
-    min_chars_per_page: Annotated[int, Field(ge=0)] = 20
+    min_chars_per_page: TextCount = 20
     """A page with fewer extracted characters counts as having no text layer."""
     max_textless_page_fraction: Fraction = 0.5
     """Route to OCR when more than this fraction of pages has no text layer."""
     max_garbled_ratio: Fraction = 0.0
     """Route to OCR when the fraction of garbled characters (U+FFFD, private-use and
     control characters) exceeds this (FinePDFs: any garbled text, i.e. > 0)."""
-    max_pages: PositiveInt | None = None
+    max_pages: PositiveTextCount | None = None
     """Extract at most this many pages per document (None: all)."""
-    ocr_dpi: PositiveInt = 200
+    ocr_dpi: Dpi = 200
     """Rendering resolution of pages sent to OCR."""
 
 
@@ -269,7 +306,7 @@ class LanguageStep(Model):
     default_threshold: Fraction = 0.65
     """Threshold for kept languages without an entry in `thresholds` (FineWeb's fastText
     threshold, FACTS 1.4)."""
-    max_chars: PositiveInt = 2000
+    max_chars: PositiveTextCount = 2000
     """Identify the language from the first this-many characters (bounds the cost)."""
 
     @field_validator("languages", "candidates")
@@ -280,8 +317,8 @@ class LanguageStep(Model):
         known = _lingua_codes()
         unknown = sorted(set(value) - known) if isinstance(value, list) and known else []
         if unknown:
-            raise ValueError(f"language code(s) {unknown} are not among the {len(known)} "
-                             f"languages lingua identifies; use ISO 639-1 codes from "
+            raise FieldError(f"language code(s) {unknown} are not among the {len(known)} "
+                             "languages lingua identifies", "use ISO 639-1 codes from "
                              f"{', '.join(sorted(known))}")
         return value
 
@@ -291,8 +328,8 @@ class LanguageStep(Model):
             return self
         missing = sorted(set(self.languages) - set(self.candidates))
         if missing:
-            raise ValueError(
-                f"languages {missing} are not among candidates {self.candidates}; "
+            raise FieldError(
+                f"languages {missing} are not among candidates {self.candidates}",
                 "add them to `candidates`"
             )
         return self
@@ -310,9 +347,9 @@ class GopherRepetitionStep(Model):
     """Maximum fraction of characters in duplicated lines."""
     dup_para_char_frac: Fraction = 0.2
     """Maximum fraction of characters in duplicated paragraphs."""
-    top_n_grams: list[tuple[int, float]] = [(2, 0.20), (3, 0.18), (4, 0.16)]
+    top_n_grams: list[tuple[PositiveTextCount, Fraction]] = [(2, 0.20), (3, 0.18), (4, 0.16)]
     """(n, max fraction of characters in the most frequent n-gram)."""
-    dup_n_grams: list[tuple[int, float]] = [
+    dup_n_grams: list[tuple[PositiveTextCount, Fraction]] = [
         (5, 0.15), (6, 0.14), (7, 0.13), (8, 0.12), (9, 0.11), (10, 0.10)
     ]
     """(n, max fraction of characters in duplicated n-grams)."""
@@ -322,9 +359,9 @@ class GopherQualityStep(Model):
     """datatrove GopherQualityFilter with its defaults (FACTS 1.6)."""
 
     kind: Literal["gopher_quality"] = "gopher_quality"
-    min_doc_words: PositiveInt = 50
+    min_doc_words: PositiveTextCount = 50
     """Minimum number of words."""
-    max_doc_words: PositiveInt = 100_000
+    max_doc_words: PositiveTextCount = 100_000
     """Maximum number of words."""
     min_avg_word_length: float = 3
     """Minimum mean word length."""
@@ -338,7 +375,7 @@ class GopherQualityStep(Model):
     """Maximum fraction of lines ending with an ellipsis."""
     max_non_alpha_words_ratio: Fraction = 0.8
     """At least this fraction of words must contain a letter (datatrove's name)."""
-    min_stop_words: int = 2
+    min_stop_words: TextCount = 2
     """Minimum count of {the, be, to, of, and, that, have, with}."""
 
 
@@ -348,11 +385,11 @@ class C4QualityStep(Model):
     kind: Literal["c4_quality"] = "c4_quality"
     filter_no_terminal_punct: bool = False
     """FineWeb disables the terminal-punctuation line filter (it removed ~7% of tokens)."""
-    min_num_sentences: int = 5
+    min_num_sentences: TextCount = 5
     """Drop documents with fewer sentences left."""
-    min_words_per_line: int = 3
+    min_words_per_line: TextCount = 3
     """Drop lines with fewer words."""
-    max_word_length: PositiveInt = 1000
+    max_word_length: PositiveTextCount = 1000
     """Drop lines holding a longer word."""
     filter_lorem_ipsum: bool = True
     """Drop documents containing 'lorem ipsum'."""
@@ -372,7 +409,7 @@ class FineWebQualityStep(Model):
     """Minimum fraction of lines ending in terminal punctuation."""
     short_line_thr: Fraction = 0.67
     """Maximum fraction of short lines."""
-    short_line_length: PositiveInt = 30
+    short_line_length: PositiveTextCount = 30
     """A line this short or shorter counts as short."""
     char_duplicates_ratio: Fraction = 0.01
     """Maximum fraction of characters in duplicated lines (code and paper Table 2: 0.01)."""
@@ -384,9 +421,9 @@ class CodeQualityStep(Model):
     """The-Stack-style code filters: line lengths, alphanumeric fraction, generated files."""
 
     kind: Literal["code_quality"] = "code_quality"
-    max_line_length: PositiveInt = 1000
+    max_line_length: PositiveTextCount = 1000
     """Drop files with a longer line (The Stack: 1000)."""
-    max_avg_line_length: PositiveInt = 100
+    max_avg_line_length: PositiveTextCount = 100
     """Drop files whose mean line length is above this (The Stack: 100)."""
     min_alnum_fraction: Fraction = 0.25
     """Drop files with a smaller fraction of alphanumeric characters (The Stack: 0.25)."""
@@ -407,15 +444,15 @@ class MinhashStep(Model):
     """datatrove MinHash near-dedup with the FineWeb parameters (FACTS 1.10)."""
 
     kind: Literal["minhash"] = "minhash"
-    n_grams: PositiveInt = 5
+    n_grams: PositiveTextCount = 5
     """Word n-gram size (FineWeb: 5)."""
-    num_buckets: PositiveInt = 14
+    num_buckets: MinhashCount = 14
     """LSH buckets (FineWeb: 14)."""
-    hashes_per_bucket: PositiveInt = 8
+    hashes_per_bucket: MinhashCount = 8
     """Hashes per bucket (FineWeb: 8; 112 hashes in all)."""
     use_64bit_hashes: bool = True
     """64-bit hashes (FineWeb 2024 example)."""
-    seed: int = 1
+    seed: Seed = 1
     """Hash seed (datatrove default)."""
 
 
@@ -458,7 +495,7 @@ class SlurmSpec(Model):
     """Partition (queue) jobs are submitted to."""
     time: ScriptValue = "24:00:00"
     """Wall-clock limit per job (HH:MM:SS)."""
-    cpus_per_task: PositiveInt = 1
+    cpus_per_task: Parallel = 1
     """CPUs per datatrove task."""
     mem_per_cpu_gb: Annotated[float, Field(gt=0)] = 2.0
     """Memory per CPU in GB."""
@@ -480,7 +517,7 @@ class RaySpec(Model):
     address: Annotated[str, AfterValidator(safety.check_url)] | None = None
     """Cluster address (`ray://host:10001` or `auto`); None starts a local Ray instance.
     Carries no credentials."""
-    cpus_per_task: PositiveInt = 1
+    cpus_per_task: Parallel = 1
     """CPUs reserved per datatrove task."""
     mem_per_cpu_gb: Annotated[float, Field(gt=0)] = 2.0
     """Memory per CPU in GB."""
@@ -493,9 +530,9 @@ class ExecutorSpec(Model):
 
     kind: Literal["local", "slurm", "ray"] = "local"
     """`local`: processes on this machine; `slurm`: sbatch job arrays; `ray`: Ray tasks."""
-    tasks: PositiveInt = 1
+    tasks: Parallel = 1
     """datatrove tasks for the per-document steps (input files are split among them)."""
-    workers: PositiveInt = 1
+    workers: Parallel = 1
     """Tasks run at once (local: worker processes; slurm: array parallelism; ray: in flight)."""
     slurm: SlurmSpec | None = None
     """Slurm settings (required when kind is `slurm`)."""
@@ -505,7 +542,8 @@ class ExecutorSpec(Model):
     @model_validator(mode="after")
     def _backend_settings(self) -> ExecutorSpec:
         if self.kind == "slurm" and self.slurm is None:
-            raise ValueError("executor kind `slurm` needs a `slurm:` block with at least `partition`")
+            raise FieldError("executor kind `slurm` needs a `slurm:` block",
+                             "add `slurm:` with at least `partition`")
         return self
 
 
@@ -514,7 +552,7 @@ class HeldoutSpec(Model):
 
     fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.05
     """Fraction of curated documents held out (chosen by hash of the document id)."""
-    max_docs: PositiveInt = 200
+    max_docs: Docs = 200
     """Cap on held-out documents."""
 
 
@@ -528,7 +566,7 @@ class DatasetSpec(Model):
     per-document steps, as in FineWeb."""
     executor: ExecutorSpec = ExecutorSpec()
     """How the curation pipeline is run (does not change outputs)."""
-    shards: PositiveInt = 4
+    shards: Parallel = 4
     """Output files of the curated dataset, and the parallelism of the dedup passes.
     Documents are assigned to shards by a hash of their id and sorted by id inside each,
     which makes outputs independent of the executor and its task count."""
@@ -544,29 +582,32 @@ class DatasetSpec(Model):
         kinds = [s.kind for s in self.steps]
         dupes = sorted({k for k in kinds if kinds.count(k) > 1})
         if dupes:
-            raise ValueError(f"curation step(s) {dupes} appear more than once; keep one of each")
+            raise FieldError(f"curation step(s) {dupes} appear more than once", "keep one of each")
         if self.source.kind == "builtin" and self.source.name == "stdlib_code":
             if any(k in ("trafilatura", "url_filter") for k in kinds):
-                raise ValueError("code sources carry no HTML or URLs: remove trafilatura/url_filter")
+                raise FieldError("code sources carry no HTML or URLs", "remove trafilatura/url_filter")
         extractors = [k for k in kinds if k in ("trafilatura", "resiliparse", "pdf_extract")]
         if len(extractors) > 1:
-            raise ValueError(f"steps {extractors} each extract text; keep one extractor")
+            raise FieldError(f"steps {extractors} each extract text", "keep one extractor")
         if extractors:
             position = kinds.index(extractors[0])
             if position > 1 or (position == 1 and kinds[0] != "url_filter"):
-                raise ValueError(f"`{extractors[0]}` must be the first step (or follow "
-                                 "`url_filter`): the steps after it work on extracted text")
+                raise FieldError(f"`{extractors[0]}` is not the first step: the steps after it "
+                                 "work on extracted text", f"move `{extractors[0]}` first (or "
+                                 "right after `url_filter`)")
         src = self.source
         pdf_source = ((src.kind == "builtin" and src.name == "pydoc_pdf")
                       or (src.kind == "warc" and src.content == "pdf")
                       or (src.kind == "files" and src.format == "pdf"))
         if pdf_source and "pdf_extract" not in kinds:
-            raise ValueError("this source yields PDF files: add a `pdf_extract` step first")
+            raise FieldError("this source yields PDF files", "add a `pdf_extract` step first")
         if "pdf_extract" in kinds and src.kind in ("jsonl", "parquet", "hf_dataset"):
-            raise ValueError(f"`pdf_extract` needs PDF bytes; a {src.kind} source yields text")
+            raise FieldError(f"`pdf_extract` needs PDF bytes, but a {src.kind} source yields text",
+                             "remove the `pdf_extract` step")
         for step in self.steps:
             if getattr(step, "content", "text") == "pdf_bytes" and "pdf_extract" not in kinds:
-                raise ValueError("exact_dedup `content: pdf_bytes` needs a `pdf_extract` step")
+                raise FieldError("exact_dedup `content: pdf_bytes` needs a `pdf_extract` step",
+                                 "add a `pdf_extract` step first, or use `content: text`")
         return self
 
 
@@ -577,7 +618,7 @@ class TrainBPETokenizer(Model):
     """Train a byte-level BPE tokenizer with HF `tokenizers` on curated data."""
 
     kind: Literal["train_bpe"] = "train_bpe"
-    vocab_size: Annotated[int, Field(ge=260, le=1_000_000)] = 8192
+    vocab_size: Vocab = 8192
     """Vocabulary size including special tokens."""
     special_tokens: list[str] = Field(default_factory=lambda: ["<|endoftext|>", "<|pad|>"],
                                       min_length=2)
@@ -585,9 +626,9 @@ class TrainBPETokenizer(Model):
     BOS and EOS, as SmolLM3's tokenizer has no BOS; FACTS 2.7), the second is padding."""
     datasets: list[Name] = []
     """Datasets (their training split) to train on; empty means all datasets."""
-    min_frequency: PositiveInt = 2
+    min_frequency: Tokens = 2
     """Minimum pair frequency for a merge."""
-    max_docs_per_dataset: PositiveInt | None = None
+    max_docs_per_dataset: Docs | None = None
     """Cap on documents read per dataset (None: all)."""
 
 
@@ -615,7 +656,7 @@ class YarnSpec(Model):
 
     factor: Annotated[float, Field(gt=1.0)] = 2.0
     """Context multiplier (SmolLM3: 2, 64k -> 128k; FACTS 3.10)."""
-    original_max_position_embeddings: PositiveInt | None = None
+    original_max_position_embeddings: SeqLen | None = None
     """Context the model was trained for; default: the last training stage's
     max_position_embeddings."""
 
@@ -623,24 +664,24 @@ class YarnSpec(Model):
 class ModelSpec(Model):
     """SmolLM3-family decoder (transformers `SmolLM3Config`). Defaults: SmolLM3-3B."""
 
-    hidden_size: PositiveInt = 2048
+    hidden_size: Width = 2048
     """Model width (SmolLM3-3B: 2048; FACTS 3.1)."""
-    num_layers: PositiveInt = 36
+    num_layers: Layers = 36
     """Transformer blocks (SmolLM3-3B: 36)."""
-    num_heads: PositiveInt = 16
+    num_heads: Heads = 16
     """Attention heads (SmolLM3-3B: 16)."""
-    num_kv_heads: PositiveInt = 4
+    num_kv_heads: Heads = 4
     """Key/value heads for GQA (SmolLM3-3B: 4)."""
-    intermediate_size: PositiveInt = 11008
+    intermediate_size: Intermediate = 11008
     """SwiGLU inner width (SmolLM3-3B: 11008)."""
-    nope_interval: int = 4
+    nope_interval: LayerInterval = 4
     """Every n-th layer (1-based) skips RoPE (SmolLM3: 4, i.e. 0-based layers 3, 7, ...;
     FACTS 3.2). 0 disables NoPE."""
     tie_embeddings: bool = True
     """Share input embedding and LM head (SmolLM3: tied)."""
     rope_theta: Annotated[float, Field(gt=0)] = 50_000.0
     """RoPE base during 4k pretraining (SmolLM3: 50,000; FACTS 3.4)."""
-    max_position_embeddings: PositiveInt = 4096
+    max_position_embeddings: SeqLen = 4096
     """Longest sequence the model is configured for."""
     rms_norm_eps: Annotated[float, Field(gt=0)] = 1e-6
     """RMSNorm epsilon (SmolLM3: 1e-6)."""
@@ -653,17 +694,15 @@ class ModelSpec(Model):
     @model_validator(mode="after")
     def _shapes(self) -> ModelSpec:
         if self.hidden_size % self.num_heads:
-            raise ValueError(
-                f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}; "
+            raise FieldError(
+                f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}",
                 "choose num_heads dividing hidden_size"
             )
         if self.num_heads % self.num_kv_heads:
-            raise ValueError(
-                f"num_kv_heads {self.num_kv_heads} does not divide num_heads {self.num_heads}; "
+            raise FieldError(
+                f"num_kv_heads {self.num_kv_heads} does not divide num_heads {self.num_heads}",
                 "GQA needs num_heads to be a multiple of num_kv_heads"
             )
-        if self.nope_interval < 0:
-            raise ValueError("nope_interval must be >= 0 (0 disables NoPE)")
         return self
 
 
@@ -695,7 +734,8 @@ class AdamWSpec(Model):
             try:
                 re.compile(p)
             except re.error as e:
-                raise ValueError(f"no_decay_patterns entry {p!r} is not a valid regex: {e}")
+                raise FieldError(f"no_decay_patterns entry {p!r} is not a valid regex: {e}",
+                                 "write a Python regular expression (e.g. '.*embed_tokens.*')")
         return patterns
 
 
@@ -757,13 +797,14 @@ class MTPSpec(Model):
     tokens; FACTS 6.2)."""
     later_loss_weight: Annotated[float, Field(ge=0)] | None = None
     """lambda after `later_from_tokens` (DeepSeek-V3: 0.1 for the last 4.8T tokens)."""
-    later_from_tokens: PositiveInt | None = None
+    later_from_tokens: Tokens | None = None
     """Tokens seen (all stages) from which `later_loss_weight` applies."""
 
     @model_validator(mode="after")
     def _later_pair(self) -> MTPSpec:
         if (self.later_loss_weight is None) != (self.later_from_tokens is None):
-            raise ValueError("set both later_loss_weight and later_from_tokens, or neither")
+            raise FieldError("only one of later_loss_weight and later_from_tokens is set",
+                             "set both later_loss_weight and later_from_tokens, or neither")
         return self
 
     def weight_at(self, tokens_seen: int) -> float:
@@ -811,13 +852,13 @@ class StabilitySpec(Model):
     in-run checkpoint and lower the LR, or stop with an error."""
     on_spike: Literal["none", "skip", "rollback", "stop"] = "none"
     """Loss spike (z-score above `spike_z` over the previous `spike_window` steps)."""
-    spike_window: Annotated[int, Field(ge=5)] = 50
+    spike_window: SpikeWindow = 50
     """Steps in the running window the z-score is computed over."""
     spike_z: Annotated[float, Field(gt=0)] = 6.0
     """z-score above which a step's loss is a spike."""
     rollback_lr_factor: Annotated[float, Field(gt=0, lt=1)] = 0.5
     """LR multiplier applied after each rollback (cumulative)."""
-    max_events: PositiveInt = 10
+    max_events: PositiveSteps = 10
     """Stop after this many skips/rollbacks in one stage: the run is not recovering."""
 
 
@@ -825,9 +866,9 @@ class MonitorSpec(Model):
     """Feature-learning monitor on a fixed probe batch: per-layer update/weight RMS ratio,
     max attention logit per layer and effective rank of hidden states."""
 
-    every_steps: PositiveInt = 50
+    every_steps: PositiveSteps = 50
     """Record the monitor every this-many steps (and at the last step of each stage)."""
-    probe_sequences: PositiveInt = 4
+    probe_sequences: Batch = 4
     """Sequences in the probe batch (the first windows of the stage's first source)."""
 
 
@@ -838,7 +879,7 @@ class DistributedSpec(Model):
     kind: Literal["single", "ddp", "fsdp2"] = "single"
     """`ddp`: torch DistributedDataParallel; `fsdp2`: torch.distributed.fsdp.fully_shard
     (GPUs). Both launch `nproc` processes with torchrun."""
-    nproc: PositiveInt = 1
+    nproc: Parallel = 1
     """Processes (one per GPU; on CPU, each gets an equal share of the cores)."""
     backend: Literal["auto", "gloo", "nccl"] = "auto"
     """Collective backend; auto: nccl with CUDA, else gloo."""
@@ -846,7 +887,7 @@ class DistributedSpec(Model):
     @model_validator(mode="after")
     def _nproc(self) -> DistributedSpec:
         if self.kind == "single" and self.nproc != 1:
-            raise ValueError(f"distributed.kind single runs one process, nproc is {self.nproc}; "
+            raise FieldError(f"distributed.kind single runs one process, nproc is {self.nproc}",
                              "set kind: ddp to use several")
         return self
 
@@ -854,7 +895,7 @@ class DistributedSpec(Model):
 class ScheduleSpec(Model):
     """Warmup-stable-decay learning-rate schedule spanning all training stages."""
 
-    warmup_steps: int = Field(default=2000, ge=0)
+    warmup_steps: Steps = 2000
     """Linear warmup steps (SmolLM3: 2000)."""
     decay_shape: Literal["linear", "1-sqrt", "cosine"] = "linear"
     """Shape of the final decay (SmolLM3: linear; Hägele et al. favour 1-sqrt; FACTS 8.2)."""
@@ -880,17 +921,17 @@ class TrainingStageSpec(Model):
 
     name: Name
     """Stage name, unique within the experiment."""
-    tokens: PositiveInt
+    tokens: Tokens
     """Token budget of this stage."""
     mixture: dict[Name, Annotated[float, Field(gt=0)]]
     """Dataset name -> sampling weight; weights must sum to 1."""
-    seq_len: PositiveInt | None = None
+    seq_len: SeqLen | None = None
     """Sequence length from this stage on (SmolLM3 long context: 4k -> 32k -> 64k;
     FACTS 3.10); default: the previous stage's."""
     rope_theta: Annotated[float, Field(gt=0)] | None = None
     """RoPE base from this stage on (SmolLM3: 2e6 at 32k, 5e6 at 64k); default: the
     previous stage's."""
-    max_position_embeddings: PositiveInt | None = None
+    max_position_embeddings: SeqLen | None = None
     """Model context from this stage on; default: the previous stage's."""
     reset_optimizer: bool = False
     """Start this stage with fresh optimizer state (SmolLM3's 64k stage; FACTS 3.10)."""
@@ -902,11 +943,11 @@ class TrainingStageSpec(Model):
     @classmethod
     def _weights_sum_to_one(cls, mixture: dict[str, float]) -> dict[str, float]:
         if not mixture:
-            raise ValueError("mixture is empty; give at least one dataset with weight 1.0")
+            raise FieldError("mixture is empty", "give at least one dataset with weight 1.0")
         total = sum(mixture.values())
         if not math.isclose(total, 1.0, abs_tol=1e-6):
-            raise ValueError(
-                f"mixture weights sum to {total:.6g}, not 1; rescale them "
+            raise FieldError(
+                f"mixture weights sum to {total:.6g}, not 1", "rescale them "
                 f"(e.g. divide each by {total:.6g})"
             )
         return mixture
@@ -915,19 +956,19 @@ class TrainingStageSpec(Model):
 class TrainingSpec(Model):
     """Sequence length, batch, optimizer, schedule and curriculum stages."""
 
-    seq_len: PositiveInt = 4096
+    seq_len: SeqLen = 4096
     """Tokens per training sequence (SmolLM3 pretraining: 4096)."""
-    batch_tokens: PositiveInt = 2_359_296
+    batch_tokens: BatchTokens = 2_359_296
     """Tokens per optimizer step (SmolLM3: 3 x 192 x 4096; FACTS 3.5)."""
-    micro_batch_size: PositiveInt = 1
+    micro_batch_size: Batch = 1
     """Sequences per forward/backward pass; gradient accumulation makes up the rest."""
     optimizer: OptimizerSpec = AdamWSpec()
     """Optimizer."""
     schedule: ScheduleSpec = ScheduleSpec()
     """Learning-rate schedule."""
-    stages: list[TrainingStageSpec] = Field(min_length=1)
+    stages: list[TrainingStageSpec] = Field(min_length=1, max_length=MAX_TRAINING_STAGES)
     """Curriculum stages, trained in order, each continuing from the previous one."""
-    log_every_steps: PositiveInt = 10
+    log_every_steps: PositiveSteps = 10
     """Record the loss curve every this-many steps."""
     doc_masking: bool = True
     """Intra-document attention: within a packed sequence no token attends across an EOS
@@ -952,7 +993,7 @@ class TrainingSpec(Model):
     """torch.compile the model (GPUs; on CPU it needs a C++ compiler and pays off little)."""
     distributed: DistributedSpec = DistributedSpec()
     """Single process, DDP or FSDP2."""
-    checkpoint_every_steps: PositiveInt | None = 100
+    checkpoint_every_steps: PositiveSteps | None = 100
     """Save resumable state this often inside a stage, so a crash costs at most this many
     steps; resuming is bitwise exact. Changes no output (not part of the stage identity)."""
 
@@ -960,52 +1001,99 @@ class TrainingSpec(Model):
     def _batch_and_stages(self) -> TrainingSpec:
         names = [s.name for s in self.stages]
         if len(set(names)) != len(names):
-            raise ValueError(f"training stage names must be unique, got {names}; give each "
+            raise FieldError(f"training stage names must be unique, got {names}", "give each "
                              "stage its own name")
         restarted = None
         for i, (s, seq_len) in enumerate(zip(self.stages, self.stage_seq_lens())):
             where = f"training.stages[{i}] ({s.name!r})"
             if self.batch_tokens % seq_len:
-                raise ValueError(
+                raise FieldError(
                     f"batch_tokens {self.batch_tokens} is not a multiple of {where}'s seq_len "
-                    f"{seq_len}; use {max(1, self.batch_tokens // seq_len) * seq_len}"
+                    f"{seq_len}", f"use {max(1, self.batch_tokens // seq_len) * seq_len}"
                 )
             sequences = self.batch_tokens // seq_len
             nproc = self.distributed.nproc
             if sequences % nproc:
-                raise ValueError(
+                raise FieldError(
                     f"distributed.nproc {nproc} does not divide the {sequences} "
-                    f"sequences per step of {where}; pick a divisor of {sequences}"
+                    f"sequences per step of {where}", f"pick a divisor of {sequences}"
                 )
             per_rank = sequences // nproc
             if per_rank % self.micro_batch_size:
-                raise ValueError(
+                raise FieldError(
                     f"micro_batch_size {self.micro_batch_size} does not divide the {per_rank} "
-                    f"sequences per step{' and process' if nproc > 1 else ''} of {where}; "
+                    f"sequences per step{' and process' if nproc > 1 else ''} of {where}",
                     f"pick a divisor of {per_rank}"
                 )
             if s.tokens < self.batch_tokens:
-                raise ValueError(
+                raise FieldError(
                     f"stage {s.name!r} has {s.tokens} tokens, less than one step "
-                    f"({self.batch_tokens} batch_tokens); raise its budget"
+                    f"({self.batch_tokens} batch_tokens)", "raise its budget"
                 )
             if s.schedule is not None:
                 restarted = s.name
             elif restarted is not None:
-                raise ValueError(
+                raise FieldError(
                     f"{where} follows stage {restarted!r}, which restarts the LR schedule, but "
-                    "has no schedule of its own; give it a `schedule` (the experiment's "
+                    "has no schedule of its own", "give it a `schedule` (the experiment's "
                     "schedule spans only the stages before the first restart)"
                 )
         if self.distributed.kind == "fsdp2" and self.optimizer.kind == "muon":
-            raise ValueError(
+            raise FieldError(
                 "distributed.kind fsdp2 shards every matrix across processes, but Muon's "
-                "Newton-Schulz step needs whole matrices; use kind: ddp with Muon, or AdamW with fsdp2"
+                "Newton-Schulz step needs whole matrices", "use kind: ddp with Muon, or AdamW with fsdp2"
             )
         if self.distillation is not None and self.mtp is not None:
-            raise ValueError("training.distillation and training.mtp cannot be combined yet; "
+            raise FieldError("training.distillation and training.mtp cannot be combined yet",
                              "use one of them per experiment")
         return self
+
+    @model_validator(mode="after")
+    def _steps_and_schedules(self) -> TrainingSpec:
+        """Bounded step count; each LR schedule fits the steps it spans (a stage trains
+        tokens // batch_tokens optimizer steps, as repro.compile.graph.schedule_segments
+        counts them, and decays over round(decay_fraction x its steps))."""
+        steps = self.stage_steps()
+        total = sum(steps)
+        if total > MAX_STEPS:
+            raise FieldError(
+                f"stages: their tokens make {total:,} optimizer steps of {self.batch_tokens:,} "
+                f"batch_tokens, above the limit of {MAX_STEPS:,} (~200x SmolLM3-3B's 4.72M)",
+                "raise batch_tokens or lower the stages' tokens")
+        first_restart = next((i for i, s in enumerate(self.stages) if s.schedule is not None),
+                             len(self.stages))
+        spans: list[tuple[str, ScheduleSpec, int, list[int]]] = []
+        if first_restart:
+            spans.append(("schedule", self.schedule, sum(steps[:first_restart]),
+                          list(range(first_restart))))
+        spans += [(f"stages[{i}].schedule", s.schedule, steps[i], [i])
+                  for i, s in enumerate(self.stages) if s.schedule is not None]
+        for field, sched, n, idx in spans:
+            names = ", ".join(repr(self.stages[i].name) for i in idx)
+            tokens = sum(self.stages[i].tokens for i in idx)
+            what = (f"the {n:,} optimizer steps it spans (stage{'s' if len(idx) > 1 else ''} "
+                    f"{names}: {tokens:,} tokens / batch_tokens {self.batch_tokens:,})")
+            more = f"raise the tokens of stage{'s' if len(idx) > 1 else ''} {names}"
+            warmup = sched.warmup_steps
+            if warmup > n:
+                raise FieldError(
+                    f"{field}.warmup_steps {warmup:,} is longer than {what}: the LR would "
+                    "never reach its peak",
+                    f"lower {field}.warmup_steps to at most {n:,}, or {more}")
+            decay = round(sched.decay_fraction * n)
+            if sched.decay_fraction < 1 and warmup + decay > n:
+                raise FieldError(
+                    f"{field}: warmup_steps {warmup:,} + decay {decay:,} steps (decay_fraction "
+                    f"{sched.decay_fraction:g} of {n:,}) are longer than {what}: the warmup "
+                    "would run into the decay",
+                    f"lower {field}.warmup_steps to at most {n - decay:,} or decay_fraction to "
+                    f"at most {(n - warmup) / n:.4g} (1.0 gives a warmup-then-decay schedule "
+                    f"over all of it), or {more}")
+        return self
+
+    def stage_steps(self) -> list[int]:
+        """Each stage's optimizer steps (its tokens // batch_tokens, as training runs them)."""
+        return [s.tokens // self.batch_tokens for s in self.stages]
 
     def stage_seq_lens(self) -> list[int]:
         """Each stage's sequence length (a stage inherits the previous stage's)."""
@@ -1041,7 +1129,7 @@ class LocalTaskSpec(Model):
     of a code file among lines of other files (multiple choice)."""
     dataset: Name
     """Dataset whose held-out split the task is built from."""
-    max_docs: PositiveInt = 100
+    max_docs: Docs = 100
     """Documents (bpb) or questions (cloze, code_cloze) in the task."""
     num_choices: Annotated[int, Field(ge=2, le=10)] = 4
     """Choices per cloze / code_cloze question (ignored for bpb)."""
@@ -1056,13 +1144,13 @@ class DecontaminationSpec(Model):
     (datatrove's NGramsDecont: an n-gram of the gold answer, or spanning prompt and
     answer, found in a training document removes it)."""
 
-    n_grams: PositiveInt = 12
+    n_grams: PositiveTextCount = 12
     """N-gram length in words (datatrove default: 12)."""
     find_query_ngrams: bool = False
     """Also match n-grams lying wholly inside the prompt (datatrove default: False)."""
     find_overlap_ngrams: bool = True
     """Match n-grams spanning prompt and answer (datatrove default: True)."""
-    max_items_per_ngram: PositiveInt | None = None
+    max_items_per_ngram: Docs | None = None
     """Ignore an n-gram found in more than this many items of one task: it is the task's
     template or the corpus's boilerplate (pydoc's "Data descriptors defined here: ..."),
     not an item's content, and would remove every training document sharing it. None keeps
@@ -1078,17 +1166,17 @@ class EvaluationSpec(Model):
     `!function` tags import Python code."""
     local_tasks: list[LocalTaskSpec] = []
     """Tasks generated from held-out curated documents."""
-    num_fewshot: int = Field(default=0, ge=0)
+    num_fewshot: FewShot = 0
     """Few-shot examples per request."""
-    limit: PositiveInt | None = None
+    limit: Docs | None = None
     """Evaluate at most this many documents per task (None: all)."""
-    batch_size: Union[PositiveInt, Literal["auto"]] = 8
+    batch_size: Union[Batch, Literal["auto"]] = 8
     """lm-eval batch size, or `auto`."""
     checkpoints: Literal["final", "every_stage"] = "final"
     """Evaluate only the final checkpoint, or the end of every training stage."""
     decontamination: DecontaminationSpec | None = DecontaminationSpec()
     """Remove training documents that overlap the evaluation tasks; None disables."""
-    every_tokens: PositiveInt | None = None
+    every_tokens: Tokens | None = None
     """Also evaluate snapshots taken every this many training tokens (a multiple of
     `training.batch_tokens`), and the end of every training stage, for score-vs-tokens curves
     (FineWeb chose its early-signal tasks by how they move with tokens, FACTS 4.3-4.4). Each
@@ -1106,9 +1194,9 @@ class EvaluationSpec(Model):
     """`hf`: one process (CUDA if available, else CPU); `accelerate`: lm-eval's hf model,
     data parallel over `num_processes` GPUs under `accelerate launch`; `vllm`: lm-eval's vllm
     model (needs CUDA and the vllm package)."""
-    num_processes: PositiveInt = 1
+    num_processes: Parallel = 1
     """Data-parallel processes (GPUs) of the `accelerate` backend."""
-    tensor_parallel_size: PositiveInt = 1
+    tensor_parallel_size: Parallel = 1
     """GPUs one model is split over (`vllm` backend)."""
     gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.9
     """Fraction of GPU memory vllm may take (`vllm` backend; vllm's default 0.9)."""
@@ -1124,16 +1212,16 @@ class EvaluationSpec(Model):
 
         unknown = unknown_presets(value)
         if unknown:
-            raise ValueError(f"unknown evaluation preset(s) {unknown}; known: {sorted(PRESETS)}")
+            raise FieldError(f"unknown evaluation preset(s) {unknown}", f"known: {sorted(PRESETS)}")
         return value
 
     @model_validator(mode="after")
     def _some_task(self) -> EvaluationSpec:
         if not self.tasks and not self.local_tasks and not self.presets:
-            raise ValueError("no evaluation tasks; add `tasks`, `presets` or `local_tasks`")
+            raise FieldError("no evaluation tasks", "add `tasks`, `presets` or `local_tasks`")
         names = [t.task_name for t in self.local_tasks]
         if len(set(names)) != len(names):
-            raise ValueError(f"local tasks repeat: {names}; keep one per kind and dataset")
+            raise FieldError(f"local tasks repeat: {names}", "keep one per kind and dataset")
         registry.check_local_tasks_declared(self.tasks, names)
         return self
 
@@ -1141,13 +1229,13 @@ class EvaluationSpec(Model):
     def _backend_fields(self) -> EvaluationSpec:
         # A field of another backend would be silently ignored: say which backend uses it.
         if self.num_processes != 1 and self.backend != "accelerate":
-            raise ValueError(f"evaluation.num_processes is {self.num_processes} but backend is "
-                             f"{self.backend!r}; data-parallel processes need backend: accelerate")
+            raise FieldError(f"evaluation.num_processes is {self.num_processes} but backend is "
+                             f"{self.backend!r}", "data-parallel processes need backend: accelerate")
         vllm_only = {"tensor_parallel_size": (self.tensor_parallel_size, 1),
                      "gpu_memory_utilization": (self.gpu_memory_utilization, 0.9)}
         for name, (value, default) in vllm_only.items():
             if value != default and self.backend != "vllm":
-                raise ValueError(f"evaluation.{name} is set but backend is {self.backend!r}; "
+                raise FieldError(f"evaluation.{name} is set but backend is {self.backend!r}",
                                  "it is a vllm setting: set backend: vllm or remove it")
         return self
 
@@ -1185,12 +1273,12 @@ class ReportSpec(Model):
     """Experiments compared (this one is added if missing)."""
     baseline: Name
     """Experiment the others are compared against."""
-    bootstrap_iterations: int = Field(default=10_000, ge=100, le=1_000_000)
+    bootstrap_iterations: int = Field(default=10_000, ge=100, le=MAX_BOOTSTRAP)
     """Draws of the paired bootstrap over evaluation items (and replicas) that gives each
     difference's confidence interval; 10,000 keeps 95% interval ends stable to ~1%."""
     confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
     """Confidence level of the intervals (0.95: a 95% percentile interval)."""
-    bootstrap_seed: int = Field(default=0, ge=0)
+    bootstrap_seed: Seed = 0
     """Seed of the bootstrap draws; fixed so reruns give identical reports."""
     aggregate_tasks: list[str] | None = Field(default=None, min_length=1)
     """Tasks whose normalised primary scores are averaged into the aggregate score (e.g. the
@@ -1200,8 +1288,8 @@ class ReportSpec(Model):
     def _aggregate_unique(self) -> ReportSpec:
         if self.aggregate_tasks is not None and len(set(self.aggregate_tasks)) != len(
                 self.aggregate_tasks):
-            raise ValueError(f"report.aggregate_tasks {self.aggregate_tasks} lists a task "
-                             f"twice; list each once")
+            raise FieldError(f"report.aggregate_tasks {self.aggregate_tasks} lists a task "
+                             "twice", "list each once")
         return self
 
 
@@ -1216,9 +1304,9 @@ def replica_label(seed: int, data_seed: int) -> str:
 class ReplicaSpec(Model):
     """One extra run of an experiment."""
 
-    seed: int = Field(ge=0)
+    seed: Seed
     """Seed of model initialisation (and of the data order unless `data_seed` is set)."""
-    data_seed: int | None = Field(default=None, ge=0)
+    data_seed: Seed | None = None
     """Seed of the data order: which token windows each stage draws and in which order, so a
     stage that draws less than an epoch of a source sees a different subset of it (FineWeb's
     "different data subset", FACTS 4.2). None: the same as `seed`."""
@@ -1235,9 +1323,9 @@ class ExperimentMeta(Model):
     """Unique experiment name; used in stage names and reports."""
     description: str = ""
     """What this experiment tests."""
-    seed: int = Field(default=0, ge=0)
+    seed: Seed = 0
     """Seed for every random choice (data order, init, sampling)."""
-    replicas: list[ReplicaSpec] = []
+    replicas: list[ReplicaSpec] = Field(default=[], max_length=MAX_REPLICAS)
     """Extra training runs of the same experiment with other seeds and/or data orders, each
     trained and evaluated on its own; the report aggregates them with the main run. FineWeb
     trained two models per variant (different data subset and seed) and averaged them
@@ -1250,9 +1338,9 @@ class ExperimentMeta(Model):
         labels = [replica_label(s, d) for s, d in runs]
         repeated = sorted({x for x in labels if labels.count(x) > 1})
         if repeated:
-            raise ValueError(
+            raise FieldError(
                 f"experiment.replicas repeat a run: {repeated} (the main run is "
-                f"{labels[0]}: seed {self.seed}); give each replica another seed or data_seed")
+                f"{labels[0]}: seed {self.seed})", "give each replica another seed or data_seed")
         return self
 
     def runs(self) -> list[tuple[str, int, int]]:
@@ -1268,7 +1356,7 @@ class ExperimentSpec(Model):
     """Spec format version; must be 1."""
     experiment: ExperimentMeta
     """Name, description and seed."""
-    datasets: dict[Name, DatasetSpec] = Field(min_length=1)
+    datasets: dict[Name, DatasetSpec] = Field(min_length=1, max_length=MAX_DATASETS)
     """Named datasets and their curation."""
     tokenizer: TokenizerSpec
     """Tokenizer to train or load."""
@@ -1303,29 +1391,29 @@ class ExperimentSpec(Model):
         for i, stage in enumerate(self.training.stages):
             for name in stage.mixture:
                 if name not in self.datasets:
-                    raise ValueError(
+                    raise FieldError(
                         f"training.stages[{i}].mixture names dataset {name!r}, "
-                        f"which is not declared; declared datasets: {known}"
+                        "which is not declared", f"declared datasets: {known}"
                     )
         if isinstance(self.tokenizer, TrainBPETokenizer):
             for name in self.tokenizer.datasets:
                 if name not in self.datasets:
-                    raise ValueError(
-                        f"tokenizer.datasets names {name!r}, which is not declared; "
+                    raise FieldError(
+                        f"tokenizer.datasets names {name!r}, which is not declared",
                         f"declared datasets: {known}"
                     )
         for task in self.evaluation.local_tasks:
             if task.dataset not in self.datasets:
-                raise ValueError(
+                raise FieldError(
                     f"evaluation.local_tasks names dataset {task.dataset!r}, which is not "
-                    f"declared; declared datasets: {known}"
+                    "declared", f"declared datasets: {known}"
                 )
         if self.report is not None:
             members = set(self.report.experiments) | {self.experiment.name}
             if self.report.baseline not in members:
-                raise ValueError(
+                raise FieldError(
                     f"report.baseline {self.report.baseline!r} is not among the compared "
-                    f"experiments {sorted(members)}; add it to report.experiments or choose "
+                    f"experiments {sorted(members)}", "add it to report.experiments or choose "
                     f"one of them as the baseline"
                 )
         tr = self.training
@@ -1334,30 +1422,70 @@ class ExperimentSpec(Model):
                 field = ("model.max_position_embeddings" if i == 0 or not any(
                     s.max_position_embeddings for s in tr.stages[:i + 1])
                     else f"training.stages[{i}].max_position_embeddings")
-                raise ValueError(
+                raise FieldError(
                     f"training.stages[{i}] ({tr.stages[i].name!r}) trains on sequences of "
-                    f"{seq} tokens, more than {field} {max_pos}; raise {field} to at least {seq}"
+                    f"{seq} tokens, more than {field} {max_pos}", f"raise {field} to at least {seq}"
                 )
         if self.ladder is not None and (self.report is not None or self.sweep is not None):
-            raise ValueError(
+            raise FieldError(
                 "a ladder experiment is not trained as written (the compiler trains it at every "
-                "ladder size and budget), so it cannot also have a `report` or a `sweep`; put "
+                "ladder size and budget), so it cannot also have a `report` or a `sweep`", "put "
                 "them in another spec")
         if self.ladder is not None:
             for name, recipe in self.ladder.recipes.items():
                 for d in recipe.mixture or {}:
                     if d not in self.datasets:
-                        raise ValueError(
+                        raise FieldError(
                             f"ladder.recipes.{name}.mixture names dataset {d!r}, which is not "
-                            f"declared; declared datasets: {known}")
+                            "declared", f"declared datasets: {known}")
         every = self.evaluation.every_tokens
         if every is not None and every % tr.batch_tokens:
             lower = max(1, every // tr.batch_tokens) * tr.batch_tokens
-            raise ValueError(
+            raise FieldError(
                 f"evaluation.every_tokens {every} is not a multiple of training.batch_tokens "
-                f"{tr.batch_tokens} (snapshots are taken between optimizer steps); use {lower} "
+                f"{tr.batch_tokens} (snapshots are taken between optimizer steps)", f"use {lower} "
                 f"or {lower + tr.batch_tokens}"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _bounded_expansion(self) -> ExperimentSpec:
+        """What the compiler expands this experiment into stays bounded (repro.spec.base
+        limits), counted with Python integers before anything is built: train stages (runs
+        x curriculum stages), snapshot evaluations (evaluation.every_tokens, per run) and
+        ladder runs."""
+        tr = self.training
+        runs = 1 + len(self.experiment.replicas)
+        trains = runs * len(tr.stages)
+        if trains > MAX_TRAIN_STAGES:
+            raise FieldError(
+                f"experiment.replicas: {runs} runs (the main run and {runs - 1} replicas) x "
+                f"{len(tr.stages)} training stages = {trains:,} train stages, above the limit "
+                f"of {MAX_TRAIN_STAGES:,}", "use fewer replicas or training stages")
+        every = self.evaluation.every_tokens
+        if every is not None:
+            interval = every // tr.batch_tokens  # a whole number of steps (checked above)
+            per_run, start = 0, 0
+            for n in tr.stage_steps():  # multiples of interval strictly inside each stage
+                per_run += (start + n - 1) // interval - start // interval
+                start += n
+            total = per_run * runs
+            if total > MAX_SNAPSHOTS:
+                need = -(-start * runs // MAX_SNAPSHOTS) * tr.batch_tokens
+                raise FieldError(
+                    f"evaluation.every_tokens {every:,} takes {per_run:,} snapshots per run x "
+                    f"{runs} runs = {total:,} snapshot evaluations (each a stage of its own), "
+                    f"above the limit of {MAX_SNAPSHOTS:,}",
+                    f"raise every_tokens to at least {need:,} (a multiple of batch_tokens), or "
+                    "evaluate stage ends only (remove every_tokens)")
+        if self.ladder is not None:
+            points = self.ladder.run_count()
+            if points * runs > MAX_LADDER_POINTS:
+                raise FieldError(
+                    f"ladder: {points:,} ladder runs x {runs} runs each (the main run and "
+                    f"{runs - 1} replicas) = {points * runs:,} trained experiments, above the "
+                    f"limit of {MAX_LADDER_POINTS:,}",
+                    "use fewer replicas, sizes, token budgets or recipes")
         return self
 
     @property

@@ -19,7 +19,22 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field, model_validator
 
-from repro.spec.base import Model, Name, PositiveInt
+from repro.spec.base import (
+    MAX_LADDER_POINTS,
+    MAX_SWEEP_POINTS,
+    Bootstrap,
+    FieldError,
+    Heads,
+    Intermediate,
+    Layers,
+    Model,
+    Name,
+    Parallel,
+    Seed,
+    SweepPoints,
+    Tokens,
+    Width,
+)
 
 Scalar = Union[bool, int, float, str]
 
@@ -34,10 +49,10 @@ class SweepParameter(Model):
     """One searched dimension: the params.yaml keys it sets (all to the same value) and
     either explicit `values` or a `low`..`high` range."""
 
-    keys: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
+    keys: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1, max_length=1000)
     """params.yaml keys, dotted (`<stage id>.<field>.<field>`); `*` matches inside the stage
     id, e.g. `train-qs-lr-*.optimizer.lr`. Every pattern must match at least one key."""
-    values: list[Scalar] | None = None
+    values: list[Scalar] | None = Field(default=None, max_length=MAX_SWEEP_POINTS)
     """Explicit values: the grid of a `grid` sweep, the choices of `random` and `optuna`."""
     low: float | None = None
     """Lower end of a numeric range (inclusive)."""
@@ -47,41 +62,49 @@ class SweepParameter(Model):
     """Sample (and space a grid) uniformly in log space; learning rates are searched this way."""
     integer: bool = False
     """Round values of the range to integers."""
-    num: Annotated[int, Field(ge=2)] | None = None
+    num: Annotated[SweepPoints, Field(ge=2)] | None = None
     """Points of a `grid` sweep over a range (geometric when `log`)."""
 
     @model_validator(mode="after")
     def _domain(self) -> SweepParameter:
         has_range = self.low is not None or self.high is not None
         if self.values is not None and has_range:
-            raise ValueError("give either `values` or `low`/`high`, not both")
+            raise FieldError("both `values` and a range (`low`/`high`) are given",
+                             "give either `values` or `low`/`high`, not both")
         if self.values is None and not has_range:
-            raise ValueError("give the values to try (`values: [...]`) or a range (`low`, `high`)")
+            raise FieldError("no values to try", "give `values: [...]` or a range (`low`, `high`)")
         if self.values is not None:
             if not self.values:
-                raise ValueError("`values` is empty: list at least one value to try")
+                raise FieldError("`values` is empty", "list at least one value to try")
             if len(set(map(repr, self.values))) != len(self.values):
-                raise ValueError(f"`values` repeats a value: {self.values}")
+                raise FieldError(f"`values` repeats a value: {self.values}", "list each value once")
             if self.log or self.integer or self.num is not None:
-                raise ValueError("`log`, `integer` and `num` apply to a `low`/`high` range only")
+                raise FieldError("`log`, `integer` and `num` apply to a `low`/`high` range only",
+                                 "remove them, or give a range instead of `values`")
             return self
         if self.low is None or self.high is None:
-            raise ValueError("a range needs both `low` and `high`")
+            raise FieldError("a range needs both `low` and `high`", "add the missing end")
         for end in (self.low, self.high):
             if not math.isfinite(end):
-                raise ValueError("`low` and `high` must be finite numbers")
+                raise FieldError("`low` or `high` is not a finite number", "write finite numbers")
         if not self.low < self.high:
-            raise ValueError(f"empty range: low {self.low} is not below high {self.high}; "
+            raise FieldError(f"empty range: low {self.low} is not below high {self.high}",
                              f"give low < high (or `values: [{self.low}]` for one value)")
         if self.log and self.low <= 0:
-            raise ValueError(f"a log range needs low > 0 (got {self.low})")
+            raise FieldError(f"a log range needs low > 0 (got {self.low})",
+                             "give a positive `low`, or remove `log`")
         if self.integer and math.floor(self.high) < math.ceil(self.low):
-            raise ValueError(f"no integer lies in [{self.low}, {self.high}]")
+            raise FieldError(f"no integer lies in [{self.low}, {self.high}]",
+                             "widen the range, or remove `integer`")
         return self
 
     @property
     def is_range(self) -> bool:
         return self.values is None
+
+    def point_count(self) -> int:
+        """Values a grid sweep takes along this parameter."""
+        return len(self.values) if self.values is not None else (self.num or 1)
 
 
 class SweepObjective(Model):
@@ -103,6 +126,11 @@ class SweepObjective(Model):
         return "minimize" if any(m in self.metric for m in lower_better) else "maximize"
 
 
+def _count(n: int) -> str:
+    """A count for a message; a huge one by its number of digits."""
+    return f"{n:,}" if n < 10**24 else f"a {len(str(n))}-digit number of"
+
+
 class SweepSpec(Model):
     """A hyperparameter search over this experiment, run as DVC experiments."""
 
@@ -112,29 +140,42 @@ class SweepSpec(Model):
     strategy: Literal["grid", "random", "optuna"] = "grid"
     """`grid`: every combination; `random`: `trials` independent draws; `optuna`: TPE
     Bayesian optimisation through optuna's ask/tell interface, in rounds of `workers` trials."""
-    trials: PositiveInt | None = None
+    trials: SweepPoints | None = None
     """Trials of a `random` or `optuna` sweep (required there; a grid runs every point)."""
-    workers: PositiveInt = 1
+    workers: Parallel = 1
     """DVC queue workers running trials at once (`dvc queue start --jobs`)."""
-    seed: int = Field(default=0, ge=0)
+    seed: Seed = 0
     """Seed of the random and optuna samplers (a resumed sweep proposes the same points)."""
     objective: SweepObjective
     """What to optimise."""
-    parameters: dict[Name, SweepParameter] = Field(min_length=1)
+    parameters: dict[Name, SweepParameter] = Field(min_length=1, max_length=64)
     """Searched dimensions by name (names label the report's plots)."""
+
+    def grid_size(self) -> int:
+        """Points of a grid over every parameter: the product of their value counts (a
+        Python integer: no overflow, nothing enumerated)."""
+        return math.prod(p.point_count() for p in self.parameters.values())
 
     @model_validator(mode="after")
     def _complete(self) -> SweepSpec:
         if self.strategy == "grid":
             ranged = [n for n, p in self.parameters.items() if p.is_range and p.num is None]
             if ranged:
-                raise ValueError(f"a grid sweep needs `num` (points) for the range(s) {ranged}, "
-                                 f"or explicit `values`")
+                raise FieldError(f"a grid sweep needs `num` (points) for the range(s) {ranged}",
+                                 "add `num`, or give explicit `values`")
             if self.trials is not None:
-                raise ValueError("a grid sweep runs every combination: remove `trials` (or use "
-                                 "strategy: random)")
+                raise FieldError("a grid sweep runs every combination, so `trials` means nothing",
+                                 "remove `trials` (or use strategy: random)")
+            points = self.grid_size()
+            if points > MAX_SWEEP_POINTS:
+                counts = " x ".join(f"{self.parameters[n].point_count():,}" for n in self.parameters)
+                raise FieldError(
+                    f"the grid has {counts} = {_count(points)} points, above the limit of "
+                    f"{MAX_SWEEP_POINTS:,} (each point is a queued DVC experiment)",
+                    "search fewer values per parameter, or use strategy: random or optuna "
+                    "with `trials`")
         elif self.trials is None:
-            raise ValueError(f"a {self.strategy} sweep needs `trials` (how many configurations)")
+            raise FieldError(f"a {self.strategy} sweep needs `trials` (how many configurations)")
         return self
 
 
@@ -146,11 +187,11 @@ class LadderSize(Model):
 
     name: Name
     """Short label (run names are `<ladder>-<size>-<tokens>`)."""
-    hidden_size: PositiveInt
-    num_layers: PositiveInt
-    num_heads: PositiveInt
-    num_kv_heads: PositiveInt
-    intermediate_size: PositiveInt
+    hidden_size: Width
+    num_layers: Layers
+    num_heads: Heads
+    num_kv_heads: Heads
+    intermediate_size: Intermediate
 
 
 class LadderRecipe(Model):
@@ -177,7 +218,7 @@ class LadderSpec(Model):
     """Ladder name: prefixes its runs; the report is reports/ladders/<name>/."""
     sizes: list[LadderSize] = Field(min_length=2)
     """Model sizes (at least 2: alpha needs N to vary)."""
-    tokens: list[PositiveInt] = Field(min_length=2)
+    tokens: list[Tokens] = Field(min_length=2)
     """Training-token budgets of every size (at least 2: beta needs D to vary); each is split
     over the experiment's training stages in their proportions, in whole optimizer steps."""
     parameters: Literal["non_embedding", "total"] = "non_embedding"
@@ -187,11 +228,11 @@ class LadderSpec(Model):
     """The fitted loss."""
     huber_delta: Annotated[float, Field(gt=0)] = 1e-3
     """Huber delta on log loss (Chinchilla approach 3: 1e-3, FACTS 9.1)."""
-    bootstrap: Annotated[int, Field(ge=0)] = 200
+    bootstrap: Bootstrap = 200
     """Bootstrap resamples for the constants' intervals (0: no intervals)."""
     confidence: Annotated[float, Field(gt=0, lt=1)] = 0.95
     """Interval coverage."""
-    seed: int = Field(default=0, ge=0)
+    seed: Seed = 0
     """Seed of the bootstrap."""
     target_compute: list[Annotated[float, Field(gt=0)]] = [1e21, 1e23]
     """Training FLOPs (C = 6ND) to give the compute-optimal N and D for."""
@@ -200,32 +241,46 @@ class LadderSpec(Model):
     their N and training tokens, e.g. `reference/smollm3-3b.yaml`."""
     recipes: dict[Name, LadderRecipe] = {}
     """Data recipes for decision accuracy (0, or at least 2)."""
-    decision_tokens: PositiveInt | None = None
+    decision_tokens: Tokens | None = None
     """Token budget of the recipe runs (default: the largest of `tokens`)."""
 
     @model_validator(mode="after")
     def _enough(self) -> LadderSpec:
         points = len(self.sizes) * len(self.tokens)
         if points < FIT_MIN_POINTS:
-            raise ValueError(
+            raise FieldError(
                 f"the ladder has {len(self.sizes)} sizes x {len(self.tokens)} token budgets = "
                 f"{points} points; the fit of L(N, D) = E + A/N^alpha + B/D^beta needs at least "
-                f"{FIT_MIN_POINTS} (five constants): add sizes or token budgets")
+                f"{FIT_MIN_POINTS} (five constants)", "add sizes or token budgets")
+        if self.run_count() > MAX_LADDER_POINTS:
+            raise FieldError(
+                f"the ladder has {len(self.sizes)} sizes x ({len(self.tokens)} token budgets + "
+                f"{len(self.recipes)} recipes) = {self.run_count():,} runs, above the limit of "
+                f"{MAX_LADDER_POINTS:,} (each run is a whole experiment in the pipeline)",
+                "use fewer sizes, token budgets or recipes")
         for what, items in (("sizes", [s.name for s in self.sizes]), ("tokens", self.tokens)):
             repeated = sorted({x for x in items if items.count(x) > 1}, key=str)
             if repeated:
-                raise ValueError(f"ladder {what} repeat {repeated}; each point must be distinct")
+                raise FieldError(f"ladder {what} repeat {repeated}",
+                                 "list each once: each point must be distinct")
         if len(self.recipes) == 1:
-            raise ValueError("decision accuracy compares data recipes: give at least 2 "
-                             "`recipes` (or none)")
+            raise FieldError("decision accuracy compares data recipes, but only one is given",
+                             "give at least 2 `recipes` (or none)")
         if self.decision_tokens is not None and not self.recipes:
-            raise ValueError("`decision_tokens` is for `recipes` runs; add recipes or remove it")
+            raise FieldError("`decision_tokens` is for `recipes` runs", "add recipes or remove it")
         for ref in self.predict:
             p = PurePosixPath(ref)
             if p.is_absolute() or ".." in p.parts or p.suffix not in (".yaml", ".yml"):
-                raise ValueError(f"predict entry {ref!r}: give a .yaml spec path relative to "
-                                 f"this spec's folder, inside the specs folder")
+                raise FieldError(f"predict entry {ref!r} is not a .yaml spec path inside the "
+                                 "specs folder", "give a .yaml spec path relative to this "
+                                 "spec's folder, without `..`")
         return self
+
+    def run_count(self) -> int:
+        """Runs the compiler trains: every size at every budget, and every recipe at every
+        size (a recipe without a mixture reuses fit runs, but is counted: it is a run in the
+        graph's bookkeeping all the same)."""
+        return len(self.sizes) * (len(self.tokens) + len(self.recipes))
 
     @property
     def recipe_tokens(self) -> int:
