@@ -137,12 +137,12 @@ def compiled_texts(specs_dir: Path, root: Path = Path(".")) -> tuple[str, str]:
                          "add a spec or pass --specs")])
     try:
         graph = compile_files(files, specs_dir, root)
+        _ledger_gate(graph, files, root)
+        return render_dvc_yaml(graph), render_params_yaml(graph)
     except SpecError as e:
         _fail(e.issues)
-    except GraphError as e:
-        _fail([SpecIssue(str(specs_dir), None, e.field, str(e), e.fix)])
-    _ledger_gate(graph, files, root)
-    return render_dvc_yaml(graph), render_params_yaml(graph)
+    except GraphError as e:  # located in its spec file and line when it concerns one spec
+        _fail([e.issue(str(specs_dir))])
 
 
 @main.command("compile")

@@ -19,6 +19,27 @@ METRICS_DIR = PurePosixPath("metrics")
 PLOTS_DIR = PurePosixPath("plots")
 LEDGER_DIR = PurePosixPath("data/ledger")
 VERIFY_DIR = REPORTS_DIR / "verify"  # `repro verify`'s certificate
+SWEEP_REPORTS_DIR = REPORTS_DIR / "sweeps"
+LADDER_REPORTS_DIR = REPORTS_DIR / "ladders"
+STATE_DIR = PurePosixPath(".repro")  # resumable state, caches, logs: never a DVC output
+
+RESERVED: dict[PurePosixPath, tuple[str, frozenset[str]]] = {
+    VERIFY_DIR: ("`repro verify` writes its certificate there", frozenset()),
+    SWEEP_REPORTS_DIR: ("`repro sweep` writes each sweep's report there", frozenset()),
+    LADDER_REPORTS_DIR: ("it holds one folder per scaling ladder, each written by that "
+                         "ladder's fit stage", frozenset({"fit"})),
+    STATE_DIR: ("repro keeps resumable state, caches and logs there", frozenset()),
+    SPECS_DIR: ("it holds the specs", frozenset()),
+    PACKAGE_DIR: ("it holds repro's code, which stages depend on", frozenset()),
+    DVC_YAML: ("`repro compile` writes it", frozenset()),
+    PARAMS_YAML: ("`repro compile` writes it", frozenset()),
+    DVC_LOCK: ("DVC writes it", frozenset()),
+}
+"""Paths something other than a stage writes (or that the pipeline reads), with why, and the
+stage kinds whose outputs may lie inside. DVC deletes a stage's outputs before running it,
+so a stage output equal to one of these, holding one, or (for a kind not listed) inside one
+would delete what the stage did not make; the compiler refuses it
+(repro.compile.graph.check_outputs)."""
 
 # Where each stage kind writes its main (DVC-cached) output.
 _DATA_ROOTS = {
@@ -77,20 +98,20 @@ def is_machine_record(path: str | PurePosixPath) -> bool:
 def resume_dir(stage_id: str) -> PurePosixPath:
     """In-stage resumable state of a training stage (not a DVC output: it must survive the
     crash DVC would clean up after). Removed when the stage completes."""
-    return PurePosixPath(".repro/resume") / stage_id
+    return STATE_DIR / "resume" / stage_id
 
 
 def data_order_ledger(stage_id: str) -> PurePosixPath:
     """The batch fingerprints of a training stage's last completed run, kept so a rerun of
     the same stage is checked step by step against it (see repro.train.data_order)."""
-    return PurePosixPath(".repro/data-order") / f"{stage_id}.csv"
+    return STATE_DIR / "data-order" / f"{stage_id}.csv"
 
 
 def lm_eval_cache(checkpoint_sha256: str) -> PurePosixPath:
     """lm-eval's response cache for one checkpoint (by the sha256 of its weights, so a
     retrained checkpoint never reads another's responses). Not a DVC output: it only saves
     time, and removing it is always safe."""
-    return PurePosixPath(".repro/cache/lm_eval") / checkpoint_sha256
+    return STATE_DIR / "cache" / "lm_eval" / checkpoint_sha256
 
 
 def stage_plot(stage_id: str, name: str) -> PurePosixPath:
@@ -105,18 +126,18 @@ def report_dir(report_name: str) -> PurePosixPath:
 
 def ladder_dir(ladder_name: str) -> PurePosixPath:
     """Folder of a scaling ladder's fit report (committed)."""
-    return REPORTS_DIR / "ladders" / ladder_name
+    return LADDER_REPORTS_DIR / ladder_name
 
 
 def sweep_state_dir(sweep: str) -> PurePosixPath:
     """Resumable state of one sweep (the optuna study's journal; not a DVC output, not
     committed)."""
-    return PurePosixPath(".repro") / "sweeps" / sweep
+    return STATE_DIR / "sweeps" / sweep
 
 
 def sweep_report_dir(sweep: str) -> PurePosixPath:
     """A sweep's report: report.md, results.json, one PNG per parameter (committed)."""
-    return REPORTS_DIR / "sweeps" / sweep
+    return SWEEP_REPORTS_DIR / sweep
 
 
 def report_scores_dir(report_name: str) -> PurePosixPath:

@@ -35,6 +35,7 @@ from repro import paths
 from repro.compile.ladder import LadderError, LadderPoint
 from repro.compile.ladder import expand as ladder_points
 from repro.compile.ladder import n_params as ladder_n_params
+from repro.spec.load import SpecIssue
 from repro.spec.schema import (
     BuiltinSource,
     ExperimentSpec,
@@ -98,11 +99,19 @@ ledger's gate before training): left out of the stage's identity."""
 
 class GraphError(ValueError):
     """A problem that spans specs (e.g. a report naming an unknown experiment), with the
-    spec field it concerns and how to fix it."""
+    spec field it concerns, how to fix it, and the experiment whose spec holds that field
+    (repro.compile.specs.compile_files turns it into the spec's file and line)."""
 
-    def __init__(self, message: str, field: str = "", fix: str = "") -> None:
+    def __init__(self, message: str, field: str = "", fix: str = "", experiment: str = "") -> None:
         super().__init__(message)
-        self.field, self.fix = field, fix
+        self.field, self.fix, self.experiment = field, fix, experiment
+        self.file: str | None = None
+        self.line: int | None = None
+
+    def issue(self, fallback: str) -> SpecIssue:
+        """The error as a spec issue: in its spec file and line when located, else `fallback`
+        (e.g. the specs folder)."""
+        return SpecIssue(self.file or fallback, self.line, self.field, str(self), self.fix)
 
 
 @dataclass(frozen=True)
@@ -189,6 +198,9 @@ class StageGraph:
     """Stages in topological (insertion) order, deduplicated by id."""
 
     stages: dict[str, Stage] = field(default_factory=dict)
+    origin: dict[str, str] = field(default_factory=dict)
+    """Stage id -> the experiment whose spec names that stage's outputs (a report, a
+    ladder's fit), so an error about them points at that spec."""
 
     def add(self, stage: Stage) -> Stage:
         for _, ref in stage.inputs:
@@ -212,6 +224,82 @@ class StageGraph:
             }
             found |= frontier
         return found
+
+
+NAMED_OUTPUTS: dict[str, str] = {"report": "report.name", "fit": "ladder.name",
+                                 "ledger": "experiment.name"}
+"""Stage kinds whose output paths carry a name from a spec (reports/<report>,
+reports/ladders/<ladder>, data/ledger/<experiment>.ok), and the spec field it comes from;
+every other output path is named by its stage's content id."""
+
+
+def _named(graph: StageGraph, stage: Stage) -> tuple[str, str, str]:
+    """(spec field, the name it holds, experiment whose spec holds it) behind a stage's
+    output paths; empty strings for id-named outputs."""
+    field_ = NAMED_OUTPUTS.get(stage.kind, "")
+    name = getattr(stage.config, "experiment" if stage.kind == "ledger" else "name", "") if field_ else ""
+    experiment = graph.origin.get(stage.id) or getattr(stage.config, "experiment", "") or ""
+    return field_, str(name), str(experiment)
+
+
+def _is_within(inner: tuple[str, ...], outer: tuple[str, ...]) -> bool:
+    return inner[:len(outer)] == outer
+
+
+_NAMED_WHAT = {"report": "report", "fit": "ladder", "ledger": "experiment"}
+
+
+def _owner(graph: StageGraph, stage: Stage) -> str:
+    """`report 'x'` for a stage whose outputs a spec names, `stage <id>` otherwise."""
+    _, name, _ = _named(graph, stage)
+    return f"{_NAMED_WHAT[stage.kind]} {name!r}" if stage.kind in _NAMED_WHAT else f"stage {stage.id}"
+
+
+def _relation(path: tuple[str, ...], other: tuple[str, ...]) -> str:
+    return "is" if path == other else ("holds" if _is_within(other, path) else "is inside")
+
+
+def check_outputs(graph: StageGraph) -> None:
+    """Refuse output paths that overlap (equal, or one inside another) another stage's, or a
+    path repro writes outside stages (repro.paths.RESERVED): DVC deletes a stage's outputs
+    before running it, so such a stage would delete what it did not make (a report named
+    `sweeps` would delete every sweep report), and DVC refuses overlapping outputs outright
+    (`dvc status` and `dvc dag` fail). O(outputs log outputs)."""
+    owned = [(path.parts, path, stage) for stage in graph.stages.values()
+             for path in stage.outputs().values()]
+    for parts, path, stage in owned:
+        if path.is_absolute() or ".." in parts or not parts:
+            # compared part by part below, so `a/../b` would hide an overlap
+            field_, _, experiment = _named(graph, stage)
+            raise GraphError(f"{_owner(graph, stage)} would write {str(path)!r}, outside the "
+                             f"folder its kind writes to", field_,
+                             f"choose another {field_ or 'name'}", experiment)
+        for reserved, (why, kinds) in paths.RESERVED.items():
+            inside = _is_within(parts, reserved.parts) and parts != reserved.parts
+            if _is_within(reserved.parts, parts) or (inside and stage.kind not in kinds):
+                field_, _, experiment = _named(graph, stage)
+                where = {"is": "a reserved path", "holds": f"which holds the reserved {reserved}",
+                         "is inside": f"inside the reserved {reserved}"}[_relation(parts, reserved.parts)]
+                raise GraphError(
+                    f"{_owner(graph, stage)} would write {path}, {where}: {why}; DVC deletes "
+                    f"a stage's outputs before running it", field_,
+                    f"choose another {field_ or 'name'} ({reserved} is reserved)", experiment)
+    # sorted by path parts, a path and everything inside it are adjacent
+    owned.sort(key=lambda o: o[0])
+    for a, b in zip(owned, owned[1:]):
+        if _is_within(b[0], a[0]):
+            # blame the stage whose output path comes from a name in a spec
+            first, second = (b, a) if NAMED_OUTPUTS.get(b[2].kind) and not (
+                NAMED_OUTPUTS.get(a[2].kind)) else (a, b)
+            field_, _, experiment = _named(graph, first[2])
+            relation = _relation(first[0], second[0])
+            verb = "is also" if relation == "is" else relation
+            raise GraphError(
+                f"{_owner(graph, first[2])} would write {first[1]}, which {verb} {second[1]}, "
+                f"written by "
+                f"{_owner(graph, second[2])}; DVC refuses overlapping outputs, and deletes a "
+                f"stage's outputs before running it", field_,
+                f"choose another {field_ or 'name'}", experiment)
 
 
 @dataclass(frozen=True)
@@ -569,9 +657,17 @@ def _teachers_first(specs: list[ExperimentSpec]) -> list[ExperimentSpec]:
         if state.get(spec.name) == "visiting":
             raise GraphError("distillation teachers form a cycle: " + " -> ".join(chain + [spec.name]),
                              "training.distillation.teacher",
-                             "make one experiment of the cycle distil from a model outside it")
+                             "make one experiment of the cycle distil from a model outside it",
+                             chain[0] if chain else spec.name)
         state[spec.name] = "visiting"
         teacher = teacher_experiment(spec)
+        if teacher == spec.name:
+            raise GraphError(
+                f"experiment {spec.name!r} distils from itself (teacher "
+                f"'{TEACHER_EXPERIMENT_PREFIX}{teacher}'): a teacher is trained before its student",
+                "training.distillation.teacher",
+                "name another experiment, a checkpoint folder or a hub model as the teacher",
+                spec.name)
         if teacher is not None:
             if teacher not in by_name:
                 raise GraphError(
@@ -579,7 +675,8 @@ def _teachers_first(specs: list[ExperimentSpec]) -> list[ExperimentSpec]:
                     f"(training.distillation.teacher), which no compiled spec defines; "
                     f"known experiments: {sorted(by_name)}",
                     "training.distillation.teacher",
-                    "add the teacher's spec to the compiled folder or fix the experiment name")
+                    "add the teacher's spec to the compiled folder or fix the experiment name",
+                    spec.name)
             visit(by_name[teacher], chain + [spec.name])
         state[spec.name] = "done"
         ordered.append(spec)
@@ -599,7 +696,7 @@ def _ladder_runs(specs: list[ExperimentSpec]) -> tuple[list[ExperimentSpec], dic
         try:
             points[spec.name] = ladder_points(spec)
         except LadderError as e:
-            raise GraphError(str(e), e.field, e.fix) from e
+            raise GraphError(str(e), e.field, e.fix, spec.name) from e
         for p in points[spec.name]:
             if p.spec.name in owner:
                 if owner[p.spec.name] == spec.name:
@@ -607,7 +704,7 @@ def _ladder_runs(specs: list[ExperimentSpec]) -> tuple[list[ExperimentSpec], dic
                 raise GraphError(
                     f"ladder {spec.ladder.name!r} generates experiment {p.spec.name!r}, which "  # type: ignore[union-attr]
                     f"{'another spec' if not owner[p.spec.name] else 'ladder of ' + owner[p.spec.name]} "
-                    f"already defines", "ladder.name", "give the ladder another name")
+                    f"already defines", "ladder.name", "give the ladder another name", spec.name)
             owner[p.spec.name] = spec.name
             trained.append(p.spec)
     return trained, points
@@ -627,7 +724,7 @@ def _fit_stage(graph: StageGraph, spec: ExperimentSpec, points: list[LadderPoint
             try:
                 n_of[p.spec.name] = ladder_n_params(p.spec, ladder.parameters, root)
             except LadderError as e:
-                raise GraphError(str(e), e.field, e.fix) from e
+                raise GraphError(str(e), e.field, e.fix, spec.name) from e
         for run in by_name[p.spec.name].runs:
             final = next(e for e in run.evaluate if e.final)
             inputs[f"eval:{p.spec.name}:{run.label}"] = OutputRef(final.stage.id, "metrics")
@@ -652,6 +749,10 @@ def compile_graph(specs: list[ExperimentSpec],
     graph = StageGraph()
     by_name: dict[str, ExperimentStages] = {}
     ladder_specs = [s for s in specs if s.ladder is not None]
+    _unique_names(ladder_specs, lambda s: s.ladder.name, "ladder.name",  # type: ignore[union-attr]
+                  "ladder", "give each ladder its own name")
+    _unique_names([s for s in specs if s.report is not None], lambda s: s.report.name,  # type: ignore[union-attr]
+                  "report.name", "report", "give each report its own name")
     specs, points = _ladder_runs(specs)
     for spec in _teachers_first(specs):
         teacher = teacher_experiment(spec)
@@ -668,7 +769,8 @@ def compile_graph(specs: list[ExperimentSpec],
             raise GraphError(
                 f"report {rep.name!r} in experiment {spec.name!r} compares {missing}, "
                 f"which no compiled spec defines; known experiments: {sorted(by_name)}",
-                "report.experiments", "add the missing specs or remove them from the report")
+                "report.experiments", "add the missing specs or remove them from the report",
+                spec.name)
         inputs: list[tuple[str, Input]] = []
         for n in names:
             for run in by_name[n].runs:
@@ -684,19 +786,25 @@ def compile_graph(specs: list[ExperimentSpec],
             inputs.append((f"ledger:{n}", OutputRef(by_name[n].ledger.id, "metrics")))
             inputs += [(f"funnel:{n}:{d}", OutputRef(f.id, "metrics"))
                        for d, f in sorted(by_name[n].funnels.items())]
-        graph.add(Stage("report", rep.name,
-                        # every other report setting (bootstrap, aggregate...) passes through
-                        ReportConfig(**rep.model_dump(exclude={"experiments"}), experiments=names),
-                        tuple(inputs)))
+        report = graph.add(Stage("report", rep.name,
+                                 # every other report setting (bootstrap, aggregate...) passes through
+                                 ReportConfig(**rep.model_dump(exclude={"experiments"}), experiments=names),
+                                 tuple(inputs)))
+        graph.origin[report.id] = spec.name
     for spec in ladder_specs:
-        _fit_stage(graph, spec, points[spec.name], by_name, (predictions or {}).get(spec.name, []), root)
-    fits = [s.config.name for s in graph.stages.values() if s.kind == "fit"]  # type: ignore[attr-defined]
-    if len(fits) != len(set(fits)):
-        raise GraphError(f"ladder name(s) {sorted({f for f in fits if fits.count(f) > 1})} are "
-                         f"defined by more than one spec", "ladder.name", "give each ladder its own name")
-    reports = [s.config.name for s in graph.stages.values() if s.kind == "report"]  # type: ignore[attr-defined]
-    dupes = sorted({r for r in reports if reports.count(r) > 1})
-    if dupes:
-        raise GraphError(f"report name(s) {dupes} are defined by more than one spec", "report.name",
-                         "give each report its own name")
+        fit = _fit_stage(graph, spec, points[spec.name], by_name,
+                         (predictions or {}).get(spec.name, []), root)
+        graph.origin[fit.id] = spec.name
+    check_outputs(graph)
     return graph
+
+
+def _unique_names(specs: list[ExperimentSpec], name_of, field_: str, what: str, fix: str) -> None:
+    """Refuse a report or ladder name that two specs define (both would write one folder)."""
+    seen: dict[str, str] = {}
+    for spec in sorted(specs, key=lambda s: s.name):
+        name = name_of(spec)
+        if name in seen:
+            raise GraphError(f"{what} name {name!r} is also defined by experiment {seen[name]!r}; "
+                             f"both would write the same folder", field_, fix, spec.name)
+        seen[name] = spec.name
