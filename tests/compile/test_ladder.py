@@ -131,9 +131,14 @@ def test_budgets_too_small_for_the_stages_fail_at_compile(tmp_path):
     assert "fewer than the 2 training stages" in str(e.value) and e.value.field == "ladder.tokens"
 
 
+# qs-nope warms up over 10 steps; the 65,536-token runs train 8 (steps of 8,192 tokens)
+SHORT_WARMUP = "training:\n  schedule: {warmup_steps: 2}\n"
+
+
 def test_a_size_that_is_not_a_valid_model_names_the_size(tmp_path):
     sizes = SIZES.replace("num_heads: 4, num_kv_heads: 2", "num_heads: 3, num_kv_heads: 1")
-    path = _ladder_spec(tmp_path, "  name: l\n" + sizes + "  tokens: [65536, 131072, 262144]\n")
+    path = _ladder_spec(tmp_path, "  name: l\n" + sizes + "  tokens: [65536, 131072, 262144]\n",
+                        SHORT_WARMUP)
     with pytest.raises(GraphError) as e:
         compile_graph(load_specs([path]))
     assert "size 'b'" in str(e.value) and "not divisible by num_heads" in str(e.value)
@@ -141,7 +146,8 @@ def test_a_size_that_is_not_a_valid_model_names_the_size(tmp_path):
 
 
 def test_a_generated_run_clashing_with_an_experiment_is_refused(tmp_path):
-    path = _ladder_spec(tmp_path, "  name: qs\n" + SIZES + "  tokens: [65536, 131072, 262144]\n")
+    path = _ladder_spec(tmp_path, "  name: qs\n" + SIZES + "  tokens: [65536, 131072, 262144]\n",
+                        SHORT_WARMUP)
     clash = tmp_path / "clash.yaml"
     clash.write_text("extends: qs-nope.yaml\nexperiment: {name: qs-a-66k, replicas: []}\nreport: null\n")
     with pytest.raises(GraphError, match="generates experiment 'qs-a-66k', which another spec"):
