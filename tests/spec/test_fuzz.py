@@ -255,3 +255,48 @@ def test_any_extends_value(workspace, parent):
     result = _check(workspace, yaml.safe_dump({"extends": parent, "schema_version": 1}))
     assert result.exit_code == 2, result.output
     assert "s3cr3t" not in result.output
+
+
+# ------------------------------------------- (e) libyaml's parser and PyYAML's agree
+
+
+def _tree(node: Any) -> Any:
+    """A composed node as comparable data: tag, line and value (children recursively)."""
+    if isinstance(node.value, list):
+        value = [tuple(map(_tree, v)) if isinstance(v, tuple) else _tree(v) for v in node.value]
+    else:
+        value = node.value
+    return (type(node).__name__, node.tag, node.start_mark.line, value)
+
+
+def _compose_with(loader: Any, text: str) -> Any:
+    from repro.spec.load import _TooDeep
+
+    try:
+        node = loader(text).get_single_node()
+    except _TooDeep:
+        return "too deep"
+    except yaml.YAMLError:
+        return "error"
+    return None if node is None else _tree(node)
+
+
+@FUZZ
+@given(text=st.one_of(st.text(max_size=300), YAMLISH, yaml_snippets))
+def test_fast_parser_composes_what_pyyaml_composes(text):
+    """Spec files are parsed by libyaml (fast) and composed by PyYAML; PyYAML's own parser
+    is used only where libyaml refuses a text (to word the error, or to accept what only
+    PyYAML reads, such as a lone surrogate escape). Where both accept a text they compose
+    the same nodes (tags, values, lines). Where only libyaml accepts it (PyYAML refuses a
+    few tabs YAML allows, as in `0\\t`), libyaml's reading stands."""
+    from repro.spec import load
+
+    if load._FastDepthLimitedLoader is None:
+        pytest.skip("PyYAML without libyaml")
+    fast = _compose_with(load._FastDepthLimitedLoader, text)
+    slow = _compose_with(load._DepthLimitedLoader, text)
+    if "error" in (fast, slow):
+        event(f"libyaml: {'error' if fast == 'error' else 'ok'}, "
+              f"PyYAML: {'error' if slow == 'error' else 'ok'}")
+    else:
+        assert fast == slow
