@@ -14,6 +14,7 @@ from repro.spec.load import SpecError, SpecIssue, load_spec, load_specs, validat
 from repro.sweep.cli import sweep
 
 EXIT_BAD_INPUT = 2
+EXIT_INTERNAL = 1
 
 
 def _fail(issues: list[SpecIssue]) -> None:
@@ -61,7 +62,78 @@ def _spec_files(targets: tuple[str, ...]) -> list[Path]:
     return files
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _one_line(text: str) -> str:
+    from repro.spec.safety import redact_text
+
+    lines = [line.strip() for line in redact_text(text).splitlines() if line.strip()]
+    return " / ".join(lines) if len(lines) <= 3 else " / ".join(lines[:3]) + " / ..."
+
+
+def _log_internal_error(error: BaseException) -> str:
+    """Write `error`'s traceback (credentials in URLs redacted) to a new log file; return
+    where it went. Falls back to the temporary folder where the workspace is not writable."""
+    import datetime
+    import os
+    import tempfile
+    import traceback
+
+    from repro.spec.safety import redact_text
+
+    text = redact_text("".join(traceback.format_exception(error)))
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
+    for log in (Path(str(paths.error_log(stamp))),
+                Path(tempfile.gettempdir()) / Path(str(paths.error_log(stamp))).name):
+        try:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            log.write_text(text, encoding="utf-8")
+            return str(log)
+        except OSError:
+            continue
+    return "(no writable folder for the log)"
+
+
+class _Main(click.Group):
+    """The `repro` group: no verb ends in a traceback.
+
+    An error the user can fix (ReproError, a spec problem, a file that cannot be read or
+    written) is one message naming what is wrong and the fix, exit 2; anything else is a bug,
+    printed as one line with the log file that holds its traceback, exit 1. Messages pass
+    through redact_text: they may quote a URL with a credential from a spec or params.yaml."""
+
+    def invoke(self, ctx: click.Context):
+        from repro.errors import ReproError
+        from repro.spec.safety import redact_text
+
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort,
+                SystemExit, KeyboardInterrupt):
+            raise
+        except SpecError as e:
+            _fail(e.issues)
+        except ReproError as e:
+            click.echo(f"error: {redact_text(str(e))}", err=True)
+            sys.exit(EXIT_BAD_INPUT)
+        except OSError as e:
+            if e.filename is None:  # not about a path the user named: treat as a bug
+                raise _internal(e) from None
+            where = _log_internal_error(e)
+            click.echo(f"error: {_one_line(f'{e.strerror or e}: {e.filename}')}. Fix: check "
+                       f"that the path exists and is readable/writable (details in {where})",
+                       err=True)
+            sys.exit(EXIT_BAD_INPUT)
+        except Exception as e:
+            raise _internal(e) from None
+
+
+def _internal(error: BaseException) -> SystemExit:
+    where = _log_internal_error(error)
+    click.echo(f"internal error: {_one_line(f'{type(error).__name__}: {error}')}; the traceback "
+               f"is in {where}", err=True)
+    return SystemExit(EXIT_INTERNAL)
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="repro")
 def main() -> None:
     """Declarative reproduction of LM pretraining experiments, compiled to DVC."""
@@ -180,8 +252,52 @@ def _pairs(values: tuple[str, ...], flag: str) -> dict[str, Path]:
         key, sep, path = v.partition("=")
         if not sep or not key or not path:
             raise click.BadParameter(f"expected KEY=PATH, got {v!r}", param_hint=flag)
+        if key in out:
+            raise click.BadParameter(f"{key!r} is given twice", param_hint=flag)
         out[key] = Path(path)
     return out
+
+
+def _what(value: object) -> str:
+    """A YAML value's kind in words (for "is a list, not a mapping")."""
+    kinds = {bool: "true/false", int: "a number", float: "a number", str: "a string",
+             list: "a list", type(None): "empty"}
+    return kinds.get(type(value), type(value).__name__)
+
+
+def _producer(path: Path) -> str | None:
+    """The dvc.yaml stage that makes `path` (None if none does, or there is no dvc.yaml)."""
+    from repro.verify.lockfile import declared_outputs
+
+    try:
+        stages = (yaml.safe_load(Path(str(paths.DVC_YAML)).read_text(encoding="utf-8")) or {})["stages"]
+        return next((name for name, entry in stages.items()
+                     if path.as_posix() in declared_outputs(entry)), None)
+    except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _check_io(io) -> None:
+    """Refuse, before anything is loaded, a missing input (naming the stage that makes it) and
+    an output a stage may not replace: a stage replaces its outputs whole (atomic_dir), so an
+    output must be a path inside the workspace, below it, as dvc.yaml declares them."""
+    from repro.errors import ReproError
+
+    for key, path in io.outputs.items():
+        parts = path.parts
+        if path.is_absolute() or ".." in parts or not parts or path.name in ("", ".") \
+                or parts[0] == ".git":
+            raise ReproError(f"stage {io.name}: --out {key}={path} is not a path inside the "
+                             "workspace; a stage replaces its outputs whole, so only the "
+                             "relative paths dvc.yaml declares are accepted",
+                             fix="run the stage through `dvc repro` (its command in dvc.yaml)")
+    for key, path in io.inputs.items():
+        if not path.exists():
+            maker = _producer(path)
+            raise ReproError(f"stage {io.name}: input {key} ({path}) does not exist"
+                             + (f"; stage {maker} makes it" if maker else ""),
+                             fix=f"`dvc repro {maker}`" if maker else
+                             "run `dvc repro` for this stage, which builds its inputs first")
 
 
 @main.command(hidden=False)
@@ -198,19 +314,29 @@ def stage(kind: str, stage_id: str, inputs: tuple[str, ...], outputs: tuple[str,
     Reads the stage's section of params.yaml (so `dvc exp run -S` overrides apply) and
     validates it with the same models as the spec.
     """
+    from repro.errors import ReproError
+    from repro.spec.safety import redact_text
     from repro.stages import STAGE_CONFIGS, stage_runner
-    from repro.stages.base import StageIO, seed_everything, set_offline_env
+    from repro.stages.base import StageIO, remove_stale_temporaries, seed_everything, set_offline_env
 
     if kind not in STAGE_CONFIGS:
-        raise click.BadParameter(f"unknown stage kind {kind!r}; one of {sorted(STAGE_CONFIGS)}")
+        raise click.BadParameter(f"unknown stage kind {kind!r}; one of {sorted(STAGE_CONFIGS)}",
+                                 param_hint="KIND")
     display = str(params_file)
     try:
         params = yaml.safe_load(params_file.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as e:
         _fail([SpecIssue(display, None, "", f"cannot read params: {e}", "run `repro compile`")])
+    if not isinstance(params, dict):
+        _fail([SpecIssue(display, None, "", f"is {_what(params)}, not a mapping of "
+                         "stage ids to their settings", "run `repro compile` to rewrite it")])
     if stage_id not in params:
         _fail([SpecIssue(display, None, stage_id, "no such section",
                          "dvc.yaml and params.yaml disagree; run `repro compile`")])
+    if not isinstance(params[stage_id], dict):
+        _fail([SpecIssue(display, None, stage_id, f"is {_what(params[stage_id])}, "
+                         "not a mapping of settings", "run `repro compile` to rewrite it, or "
+                         "fix the `-S` override that replaced the section")])
     model = STAGE_CONFIGS[kind]
     try:
         # the workspace (where DVC runs the stage) confines local paths, as at compile time:
@@ -219,15 +345,17 @@ def stage(kind: str, stage_id: str, inputs: tuple[str, ...], outputs: tuple[str,
     except ValidationError as e:
         issues = validation_issues(e, params[stage_id], {}, display, model)
         _fail([SpecIssue(i.file, i.line, f"{stage_id}.{i.field}", i.message, i.fix) for i in issues])
+    io = StageIO(stage_id, _pairs(inputs, "--in"), _pairs(outputs, "--out"))
+    _check_io(io)
+    # a killed earlier run of this stage left temporaries next to its outputs (repro.stages.base)
+    for out in io.outputs.values():
+        remove_stale_temporaries(out)
     set_offline_env()
     seed_everything(getattr(cfg, "seed", 0))
-    io = StageIO(stage_id, _pairs(inputs, "--in"), _pairs(outputs, "--out"))
-    from repro.errors import ReproError
-
     try:
         stage_runner(kind)(cfg, io)
     except ReproError as e:  # the message names what is wrong and the fix
-        click.echo(f"error: stage {stage_id}: {e}", err=True)
+        click.echo(f"error: stage {stage_id}: {redact_text(str(e))}", err=True)
         sys.exit(EXIT_BAD_INPUT)
     if "env" in io.outputs:  # last, so a failed stage leaves no record of a run
         from repro.environment import fingerprint
@@ -244,7 +372,9 @@ def explain(as_json: bool) -> None:
 
     from repro.explain import explain as run_explain
     from repro.explain import render
+    from repro.verify.lockfile import check_workspace_files
 
+    check_workspace_files(Path("."))  # one error naming a malformed file, not a KeyError
     try:
         runs = run_explain(Path("."))
     except (OSError, RuntimeError) as e:
@@ -259,9 +389,9 @@ def explain(as_json: bool) -> None:
 
 @main.command()
 @click.argument("stages", nargs=-1)
-@click.option("--rtol", default=1e-4, show_default=True, type=float,
+@click.option("--rtol", default=1e-4, show_default=True, type=click.FloatRange(min=0),
               help="Relative tolerance, used only where the environments differ.")
-@click.option("--atol", default=1e-6, show_default=True, type=float,
+@click.option("--atol", default=1e-6, show_default=True, type=click.FloatRange(min=0),
               help="Absolute tolerance, used only where the environments differ.")
 @click.option("--out", "out_dir", default=str(paths.VERIFY_DIR), show_default=True,
               type=click.Path(file_okay=False, path_type=Path),
@@ -351,11 +481,10 @@ def publish(site_dir: Path, reports_dir: Path, hub_repo: str | None) -> None:
 
 main.add_command(sweep)
 
-
-if __name__ == "__main__":
-    main()
-
-
 from repro.scaling.command import fit_cmd  # noqa: E402 (registered after the core verbs)
 
 main.add_command(fit_cmd)
+
+
+if __name__ == "__main__":  # `python -m repro.cli` sees every verb, `fit` included
+    main()

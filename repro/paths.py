@@ -172,3 +172,9 @@ def stage_code(kind: str) -> list[PurePosixPath]:
         "fit": ["repro/scaling"],
     }[kind]
     return [PACKAGE_DIR / "stages" / f"{kind}.py", *map(PurePosixPath, extra)]
+
+
+def error_log(stamp: str) -> PurePosixPath:
+    """Where the CLI writes the traceback of an internal error (a bug, not the user's input),
+    so the terminal shows one line naming this file instead (not committed)."""
+    return PurePosixPath(".repro/logs") / f"error-{stamp}.log"

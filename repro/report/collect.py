@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from repro.errors import ReproError
 from repro.stages.base import StageIO, read_json
 
 LOSS_COLUMNS = ("step", "tokens", "loss", "lr")
@@ -32,8 +33,9 @@ SNAPSHOT = re.compile(r"^(?P<stage>.+)-step(?P<step>\d+)$")
 """A checkpoint named `<stage>-step<N>` is the snapshot at global step N inside <stage>."""
 
 
-class ReportInputError(ValueError):
-    """The report's inputs hold nothing that can be reported."""
+class ReportInputError(ReproError, ValueError):
+    """The report's inputs hold nothing that can be reported (the user's to fix: the CLI
+    prints it in one line, exit 2)."""
 
 
 @dataclass(frozen=True)
@@ -337,7 +339,9 @@ def load_runs(io: StageIO, experiments: list[str], baseline: str) -> Collected:
     if not runs:
         raise ReportInputError(
             f"nothing to report: none of the experiments {experiments} has a readable training "
-            f"stage or evaluation. " + "; ".join(p.text() for p in problems))
+            f"stage or evaluation. " + "; ".join(p.text() for p in problems),
+            fix="rebuild the training and evaluation stages the report reads (`dvc repro` of "
+                "the report stage runs them first)")
     base: str | None = baseline
     by_name = {r.name: r for r in runs}
     if baseline not in experiments:

@@ -21,6 +21,17 @@ from typing import Any, Iterator, Mapping
 from repro.errors import ReproError
 
 
+class StageIOError(ReproError, KeyError):
+    """A stage was run without an --in/--out its kind needs (by hand, or from a dvc.yaml
+    older than the code)."""
+
+    def __str__(self) -> str:  # KeyError's would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+_IO_FIX = "run `repro compile`, then the stage through `dvc repro` (its command in dvc.yaml)"
+
+
 @dataclass(frozen=True)
 class StageIO:
     """Where a stage reads and writes. Keys are fixed per stage kind (see repro.paths)."""
@@ -33,13 +44,15 @@ class StageIO:
         try:
             return self.inputs[key]
         except KeyError:
-            raise KeyError(f"stage {self.name} has no input {key!r}; inputs: {sorted(self.inputs)}")
+            raise StageIOError(f"stage {self.name} has no input {key!r} (given: "
+                               f"{sorted(self.inputs)})", fix=_IO_FIX) from None
 
     def output(self, key: str) -> Path:
         try:
             return self.outputs[key]
         except KeyError:
-            raise KeyError(f"stage {self.name} has no output {key!r}; outputs: {sorted(self.outputs)}")
+            raise StageIOError(f"stage {self.name} has no output {key!r} (given: "
+                               f"{sorted(self.outputs)})", fix=_IO_FIX) from None
 
     def inputs_with_prefix(self, prefix: str) -> dict[str, Path]:
         """Inputs named `<prefix>:<suffix>`, keyed by suffix, in sorted order."""
@@ -65,37 +78,86 @@ def _out_of_space(path: Path, e: BaseException) -> BaseException:
         "rerun `dvc repro`")
 
 
-def _tmp_sibling(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+_TAGS = ("tmp", "work")
+"""Kinds of this process's siblings of an output: `tmp` becomes the output (atomic_dir),
+`work` is scratch removed when the stage ends (work_sibling)."""
 
 
-def _pid_alive(pid: int) -> bool:
+def _tmp_sibling(path: Path, tag: str = "tmp") -> Path:
+    return path.with_name(f".{path.name}.{tag}-{os.getpid()}")
+
+
+def work_sibling(path: Path) -> Path:
+    """A new, empty scratch folder next to output `path` (on its filesystem, which workers on
+    other machines may share), named so that a later run removes it if this one is killed
+    (remove_stale_temporaries); the caller removes it when done."""
+    work = _tmp_sibling(Path(path), "work")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    return work
+
+
+def _proc_start(pid: int) -> tuple[str, float] | None:
+    """(state, start time in seconds since the epoch) of a process, from Linux's /proc;
+    None where /proc cannot tell (another OS, or the process just ended)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        btime = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                     if line.startswith("btime "))
+    except (OSError, StopIteration, ValueError):
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()  # the command name may hold spaces
+    return fields[0], btime + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+
+
+_CLOCK_SLACK_S = 2.0  # /proc/stat's boot time is whole seconds
+
+
+def _writer_alive(pid: int, tmp: Path) -> bool:
+    """Whether process `pid` may still be writing the temporary `tmp`.
+
+    A process that no longer exists, a zombie (killed but not yet reaped: a container's init
+    may take seconds, and `kill -0` still succeeds on it), or a process that started after
+    `tmp` was last modified (the pid was reused: the writer made `tmp` after it started)
+    cannot be."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # someone else's live process
+        pass
+    proc = _proc_start(pid)
+    if proc is None:
         return True
-    return True
+    state, started = proc
+    if state in ("Z", "X"):
+        return False
+    try:
+        modified = tmp.lstat().st_mtime
+    except OSError:
+        return False
+    return started <= modified + _CLOCK_SLACK_S
 
 
 def remove_stale_temporaries(path: Path) -> None:
     """Delete the temporaries of `path` left by writers that are no longer alive.
 
     A killed stage (SIGKILL, the OOM killer, a preempted job) never reaches the cleanup in
-    atomic_dir/atomic_write_bytes, so its `.<name>.tmp-<pid>` stays next to the declared
-    output. DVC ignores it, but each crash would keep a partial copy of the output on disk
+    atomic_dir/atomic_write_bytes, so its `.<name>.tmp-<pid>` (and `.<name>.work-<pid>`,
+    work_sibling) stays next to the declared output. DVC ignores it, but each crash would keep a partial copy of the output on disk
     (a whole curated dataset), and `git add -A` would commit it (DVC's .gitignore names the
-    output, not its temporaries). The next attempt removes them; a temporary whose process
+    output, not its temporaries). The next attempt removes them; a temporary whose writer
     is still alive is left alone (tests/faults/test_faults.py kills stages to check this).
+    Only names of this exact pattern for `path` are touched.
     """
     path = Path(path)
     if not path.parent.is_dir():
         return
-    prefix = f".{path.name}.tmp-"
+    prefixes = tuple(f".{path.name}.{tag}-" for tag in _TAGS)
     for sibling in path.parent.iterdir():
-        pid = sibling.name[len(prefix):]
-        if not sibling.name.startswith(prefix) or not pid.isdigit() or _pid_alive(int(pid)):
+        prefix = next((p for p in prefixes if sibling.name.startswith(p)), None)
+        pid = sibling.name[len(prefix):] if prefix else ""
+        if not pid.isdigit() or _writer_alive(int(pid), sibling):
             continue
         if sibling.is_dir() and not sibling.is_symlink():
             shutil.rmtree(sibling, ignore_errors=True)
@@ -143,6 +205,16 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def log(stage: str, message: str) -> None:
+    """One progress line of a stage on stderr. Redacted: it may quote a dataset's source or a
+    setting, which may hold a URL with a credential (repro.spec.safety)."""
+    import sys
+
+    from repro.spec.safety import redact_text
+
+    print(redact_text(f"[{stage}] {message}"), file=sys.stderr, flush=True)
 
 
 def dumps_json(obj: Any) -> str:

@@ -11,7 +11,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from repro.stages.base import StageIO, atomic_dir, atomic_write_text, dumps_json, write_json
+from repro.stages.base import (StageIO, atomic_dir, atomic_write_text, dumps_json,
+                               remove_stale_temporaries, work_sibling, write_json)
 from repro.stages.configs import CurateConfig
 
 
@@ -32,8 +33,8 @@ def run(cfg: CurateConfig, io: StageIO) -> None:
     if cfg.executor.kind == "local":
         work = Path(tempfile.mkdtemp(prefix="repro-curate-"))
     else:
-        docs.parent.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=f".work-{docs.name}-", dir=docs.parent))
+        remove_stale_temporaries(docs)  # a killed run's scratch, before making this one's
+        work = work_sibling(docs)
     try:
         with atomic_dir(docs) as out:
             funnel = Curation(cfg.dataset, cfg.source, cfg.steps, cfg.executor,

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
-from repro.stages.base import StageIO, atomic_dir, write_json
+from repro.stages.base import StageIO, atomic_dir, log, write_json
 from repro.stages.configs import DecontaminateConfig
 
 TRAIN_FILE = "train.jsonl"
@@ -79,8 +78,8 @@ def run(cfg: DecontaminateConfig, io: StageIO) -> None:
     finally:
         shutil.rmtree(index, ignore_errors=True)
     n_removed = sum(removed_docs.values())
-    print(f"[{io.name}] {cfg.dataset}: removed {n_removed} of {docs_in} training documents "
-          f"({dict(sorted(removed_docs.items()))})", file=sys.stderr)
+    log(io.name, f"{cfg.dataset}: removed {n_removed} of {docs_in} training documents "
+        f"({dict(sorted(removed_docs.items()))})")
     write_json(io.output("metrics"), {
         "dataset": cfg.dataset,
         "n_grams": cfg.decontamination.n_grams,

@@ -20,13 +20,12 @@ Inputs: `tokens:<dataset>` (tokenize outputs). Outputs: `metrics` (the ledger) a
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from repro.errors import ReproError
-from repro.stages.base import StageIO, atomic_write_text, write_json
+from repro.stages.base import StageIO, atomic_write_text, log, write_json
 from repro.stages.configs import LedgerConfig, LedgerStage
 
 EXACT_SLOTS = 2_000_000
@@ -136,8 +135,8 @@ def run(cfg: LedgerConfig, io: StageIO) -> None:
         raise KeyError(f"stage {io.name}: no max_epochs for {no_limit}; rerun `repro compile`")
     book = ledger(cfg, {n: available_tokens(tokens[n], cfg.seq_len) for n in mixture})
     for n, d in book["datasets"].items():
-        print(f"[{io.name}] {n}: {d['tokens_drawn']:,} tokens drawn of {d['tokens_available']:,} "
-              f"available: {d['epochs']:.2f} epochs (max {d['max_epochs']:g})", file=sys.stderr)
+        log(io.name, f"{n}: {d['tokens_drawn']:,} tokens drawn of {d['tokens_available']:,} "
+            f"available: {d['epochs']:.2f} epochs (max {d['max_epochs']:g})")
     check(book)
     write_json(io.output("metrics"), book)
     atomic_write_text(io.output("gate"), f"token ledger of {cfg.experiment} passed\n")

@@ -10,9 +10,8 @@ index, so any sampler order reads them; each window's sampling generator is seed
 
 from __future__ import annotations
 
-import sys
 
-from repro.stages.base import StageIO, atomic_dir
+from repro.stages.base import StageIO, atomic_dir, log
 from repro.stages.configs import TeacherLogitsConfig
 from repro.stages.train import setup_torch
 from repro.train.data import TokenShards
@@ -24,8 +23,7 @@ def run(cfg: TeacherLogitsConfig, io: StageIO) -> None:
     shards = TokenShards(io.input("tokens"), cfg.seq_len)
     ref = str(io.inputs["teacher"]) if "teacher" in io.inputs else cfg.teacher
     teacher = load_teacher(ref, shards.vocab_size, trust_remote_code=cfg.trust_remote_code)
-    print(f"[{io.name}] {cfg.mode} k={cfg.k} targets for {shards.num_windows} windows of {cfg.dataset}",
-          file=sys.stderr)
+    log(io.name, f"{cfg.mode} k={cfg.k} targets for {shards.num_windows} windows of {cfg.dataset}")
     with atomic_dir(io.output("targets")) as tmp:
         write_teacher_cache(teacher, shards, tmp, cfg.mode, cfg.k, cfg.temperature, cfg.seed,
                             batch_size=8, doc_masking=cfg.doc_masking, progress=True)

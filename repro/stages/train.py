@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 from dataclasses import astuple
 from pathlib import Path
 
@@ -36,7 +35,7 @@ from repro.model.build import (
     load_model,
     smollm3_config,
 )
-from repro.stages.base import StageIO, atomic_dir, atomic_write_text, write_json
+from repro.stages.base import StageIO, atomic_dir, atomic_write_text, log, write_json
 from repro.stages.configs import TrainConfig
 from repro.train import distributed as dist_mod
 from repro.train import resume
@@ -250,9 +249,8 @@ def _run(cfg: TrainConfig, io: StageIO, ctx: dist_mod.DistContext) -> None:
                       after_update=_snapshot_hook(cfg, ctx, module, model, tok_dir, staging)
                       if cfg.snapshot_steps else None)
     if ctx.is_main:
-        print(f"[{io.name}] steps {cfg.step_start + 1}..{cfg.step_start + cfg.steps}, "
-              f"{torch.get_num_threads()} torch threads x {ctx.world} process(es), {ctx.device}",
-              file=sys.stderr)
+        log(io.name, f"steps {cfg.step_start + 1}..{cfg.step_start + cfg.steps}, "
+            f"{torch.get_num_threads()} torch threads x {ctx.world} process(es), {ctx.device}")
     result = trainer.run()
     # every rank takes part: under FSDP2 the shards are gathered here
     full = dist_mod.module_state(module, ctx)
@@ -380,8 +378,8 @@ def _write_outputs(cfg, io, ctx, model, module, optim_state, sampler, sources, s
     consumed = {n: (sampler.positions[n] - start_positions[n]) * cfg.seq_len for n in sorted(cfg.mixture)}
     epochs = {n: round(sampler.positions[n] / s.num_windows, 4) for n, s in sources.items()}
     for n in planned:
-        print(f"[{io.name}] {n}: planned {planned[n]} tokens, consumed {consumed[n]}, "
-              f"{epochs[n]:.2f} epochs of its windows so far", file=sys.stderr)
+        log(io.name, f"{n}: planned {planned[n]} tokens, consumed {consumed[n]}, "
+            f"{epochs[n]:.2f} epochs of its windows so far")
     last = result.rows[-1]
     write_json(io.output("metrics"), {
         "experiment": cfg.experiment,

@@ -7,12 +7,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import yaml
 
 from repro import paths
 from repro.errors import ReproError
 from repro.verify.certificate import Certificate, verify_stage
-from repro.verify.lockfile import parse_lock
+from repro.verify.lockfile import check_workspace_files, load_mapping, parse_lock, stage_entries
 from repro.verify.scratch import make_scratch, new_folder, run_dvc_repro, upstream_inputs
 from repro.verify.tolerance import Tolerance
 
@@ -32,7 +31,9 @@ def verify(root: Path, stages: list[str], tol: Tolerance, scratch: Path | None =
         raise ReproError(f"no {dvc_yaml}: run `repro compile` first")
     if not lock_path.is_file():
         raise ReproError(f"no {lock_path}: nothing recorded to verify against; run `dvc repro` first")
-    dvc_stages = (yaml.safe_load(dvc_yaml.read_text(encoding="utf-8")) or {}).get("stages", {})
+    check_workspace_files(root)
+    dvc_stages = stage_entries(load_mapping(dvc_yaml.read_text(encoding="utf-8"), "dvc.yaml"),
+                               "dvc.yaml")
     unknown = [s for s in stages if s not in dvc_stages]
     if unknown:
         raise ReproError(f"no such stage(s) in dvc.yaml: {', '.join(unknown)}; "
@@ -50,7 +51,8 @@ def verify(root: Path, stages: list[str], tol: Tolerance, scratch: Path | None =
         make_scratch(root, scratch, upstream_inputs(targets, dvc_stages) if stages else [])
         run_dvc_repro(scratch, targets if stages else None)
         rebuilt_lock = scratch / str(paths.DVC_LOCK)
-        rebuilt = parse_lock(rebuilt_lock.read_text(encoding="utf-8")) if rebuilt_lock.is_file() else {}
+        rebuilt = (parse_lock(rebuilt_lock.read_text(encoding="utf-8"), str(rebuilt_lock))
+                   if rebuilt_lock.is_file() else {})
         verdicts = [verify_stage(s, recorded.get(s), rebuilt.get(s), root, scratch, tol)
                     for s in targets]
         return Certificate(str(tol), fingerprint(), verdicts), scratch

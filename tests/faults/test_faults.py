@@ -220,6 +220,33 @@ def test_stale_temporaries_of_dead_writers_are_removed(tmp_path):
         alive.wait()
 
 
+def test_temporaries_of_zombies_and_reused_pids_are_stale(tmp_path):
+    """A writer killed but not yet reaped (a zombie: `kill -0` still succeeds, and a
+    container's init may reap it seconds later) and a pid now held by a process that started
+    after the temporary was last written (pid reuse) are not alive writers: both temporaries
+    go, as does a dead run's `.work-<pid>` scratch; only this output's names are touched."""
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    later = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        while Path(f"/proc/{zombie.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            time.sleep(0.01)  # ended, not yet waited for
+        for pid in (zombie.pid, later.pid):
+            (tmp_path / f".out.tmp-{pid}").mkdir()
+            (tmp_path / f".out.tmp-{pid}" / "part.jsonl").write_text("{")
+        (tmp_path / f".out.work-{zombie.pid}").mkdir()
+        (tmp_path / f".other.tmp-{zombie.pid}").mkdir()  # another output's
+        (tmp_path / "sentinel.txt").write_text("keep")
+        hour_ago = time.time() - 3600  # written long before `later` started
+        os.utime(tmp_path / f".out.tmp-{later.pid}", (hour_ago, hour_ago))
+        remove_stale_temporaries(tmp_path / "out")
+        assert sorted(p.name for p in tmp_path.iterdir()) == [
+            f".other.tmp-{zombie.pid}", "sentinel.txt"]
+    finally:
+        later.kill()
+        later.wait()
+        zombie.wait()
+
+
 def test_full_disk_is_a_one_line_error_and_leaves_nothing(tmp_path):
     """ENOSPC/EFBIG inside an atomic output becomes an error naming the output and the fix
     (the CLI prints it without a traceback); other errors pass through unchanged."""
