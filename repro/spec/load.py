@@ -193,18 +193,38 @@ except ImportError:  # PyYAML built without libyaml
     _FastDepthLimitedLoader = None  # type: ignore[assignment,misc]
 
 
+_REPARSE_CHARS = 1_000_000
+"""Largest text PyYAML's parser reads again after libyaml refused it (under a second)."""
+
+
 def _compose(text: str) -> yaml.Node | None:
     if _FastDepthLimitedLoader is not None:
         try:
             return _FastDepthLimitedLoader(text).get_single_node()
-        except yaml.YAMLError:
-            pass  # PyYAML parses it again, decides and words the error (it accepts a few
-            # inputs libyaml refuses, such as "\ud800", which _Constructor words better)
+        except yaml.YAMLError as e:
+            # PyYAML parses it again, decides and words the error (it accepts a few inputs
+            # libyaml refuses, such as "\ud800", which _Constructor words better); a huge
+            # text keeps libyaml's verdict: scanning it in pure Python takes 10 s or more.
+            # A ReaderError (a character YAML refuses) is cheap: PyYAML checks them first.
+            if len(text) > _REPARSE_CHARS and not isinstance(e, yaml.reader.ReaderError):
+                raise
     loader = _DepthLimitedLoader(text)
     try:
         return loader.get_single_node()
     finally:
         loader.dispose()
+
+
+def _char_at(text: str, mark: yaml.Mark | None) -> str:
+    """The character at `mark` (line and column), or "" if there is none."""
+    if mark is None:
+        return ""
+    start = 0
+    for _ in range(mark.line):
+        start = text.find("\n", start) + 1
+        if start == 0:
+            return ""
+    return text[start + mark.column: start + mark.column + 1]
 
 
 def _parse(path: Path, display: str) -> RawSpec:
@@ -226,8 +246,9 @@ def _parse(path: Path, display: str) -> RawSpec:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark else None
         problem = " ".join(str(p) for p in (e.context, e.problem) if p)
-        fix = ("indent with spaces: YAML does not allow tabs in indentation"
-               if "'\\t'" in problem or " tab " in problem else "fix the YAML syntax")
+        tab = "'\\t'" in problem or " tab " in problem or _char_at(text, mark) == "\t"
+        fix = ("indent with spaces: YAML does not allow tabs in indentation" if tab
+               else "fix the YAML syntax")
         raise SpecError([SpecIssue(display, line, "", f"YAML syntax error: {problem}", fix)])
     except yaml.reader.ReaderError as e:  # a character YAML refuses (NUL, other controls)
         line = text[: e.position].count("\n") + 1

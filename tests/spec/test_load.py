@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from repro.cli import main
+from repro.spec import load as load_module
+from repro.spec.load import MAX_EXTENDS, MAX_SPEC_BYTES, SpecError, load_spec
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -88,8 +95,6 @@ def test_extends_replaces_lists_and_merges_maps(tmp_path):
           web:
             steps: [{kind: trafilatura}]
         """)
-    from repro.spec.load import load_spec
-
     s = load_spec(spec)
     assert s.name == "child" and s.experiment.description  # description inherited
     assert [st.kind for st in s.datasets["web"].steps] == ["trafilatura"]
@@ -97,14 +102,6 @@ def test_extends_replaces_lists_and_merges_maps(tmp_path):
 
 
 # ------------------------------------------------------------------ what is read at all
-
-import contextlib
-import os
-import signal
-import sys
-
-from repro.spec import load as load_module
-from repro.spec.load import MAX_EXTENDS, MAX_SPEC_BYTES, SpecError, load_spec
 
 
 @contextlib.contextmanager
@@ -308,3 +305,24 @@ def test_long_values_are_redacted_before_they_are_cut(tmp_path):
         spec = _write(tmp_path, "bad.yaml", "extends: base.yaml\n" + override)
         out = _refused(spec, "bad.yaml:3: ")
         assert "SSSS" not in out, out
+
+
+@pytest.mark.skipif(load_module._FastDepthLimitedLoader is None, reason="PyYAML without libyaml")
+def test_syntax_error_in_a_huge_spec_keeps_libyamls_verdict(tmp_path, monkeypatch):
+    """Above _REPARSE_CHARS, a syntax error found by libyaml is reported as libyaml words it
+    (re-reading 10 MB in pure Python takes seconds), still with its line and the tab fix."""
+    monkeypatch.setattr(load_module, "_REPARSE_CHARS", 10)
+    calls = []
+    monkeypatch.setattr(load_module._DepthLimitedLoader, "__init__",
+                        lambda self, text: calls.append(text) or yaml.SafeLoader.__init__(self, text))
+    for text, line, fragment in [
+            ("# c\n" * 30 + "schema_version: 1\na: b: c\n", 32, "mapping values are not allowed"),
+            ("# c\n" * 30 + "a:\n\tb: c\n", 32, "fix: indent with spaces")]:
+        spec = _write(tmp_path, "s.yaml", "")
+        spec.write_text(text)
+        with pytest.raises(SpecError) as e:
+            load_spec(spec)
+        assert (e.value.issues[0].line, "YAML syntax error") == (
+            line, e.value.issues[0].message[:17]), str(e.value)
+        assert fragment in str(e.value)
+    assert not calls  # PyYAML's parser never ran
