@@ -4,6 +4,7 @@ and the limits every number a spec holds is checked against."""
 from __future__ import annotations
 
 import math
+import sys
 import types
 import typing
 from dataclasses import dataclass
@@ -224,7 +225,11 @@ def _check_raw(members: list[tuple[Any, tuple]], value: Any, where: str) -> None
                              "write a whole number" if _admits(members, int) else "write a number")
         return
     if isinstance(value, int):
-        if abs(value) > MAX_INT and not _limited(members):
+        if _admits(members, float) and not _admits(members, int):
+            if abs(value) > sys.float_info.max:  # a float field: its own range
+                raise FieldError(f"{where} is {_shown(value)}, beyond the range of a number "
+                                 "setting", "write a number in its range (e.g. 2.0e-4 or 1.0e+9)")
+        elif abs(value) > MAX_INT and not _limited(members):
             raise FieldError(f"{where} is {_shown(value)}, beyond the range of any setting",
                              f"write a number between {-MAX_INT:,} and {MAX_INT:,}")
         return
