@@ -155,18 +155,27 @@ class _TooDeep(Exception):
         self.mark = mark
 
 
+class _TooMany(_TooDeep):
+    pass
+
+
 class _DepthLimit:
-    """Composes nodes as PyYAML does, but stops at MAX_DEPTH levels with the line where the
-    limit is crossed (PyYAML's composer recurses per level: 500 nested `[` would end in a
-    RecursionError without a location)."""
+    """Composes nodes as PyYAML does, but stops at MAX_DEPTH levels or MAX_VALUES nodes
+    with the line where the limit is crossed: PyYAML's composer recurses per level (500
+    nested `[` would end in a RecursionError without a location), and composing the
+    millions of values 10 MB can hold would take a minute and gigabytes."""
 
     depth = 0
+    nodes = 0
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         self.depth += 1
+        self.nodes += 1
         try:
             if self.depth > MAX_DEPTH + 1:  # the root node is level 0 of MAX_DEPTH
                 raise _TooDeep(self.peek_event().start_mark)
+            if self.nodes > MAX_VALUES:
+                raise _TooMany(self.peek_event().start_mark)
             return super().compose_node(parent, index)  # type: ignore[misc]
         finally:
             self.depth -= 1
@@ -240,6 +249,11 @@ def _parse(path: Path, display: str) -> RawSpec:
                      "flatten it; the schema needs only a few levels")
     try:
         node = _compose(text)  # nodes only; _Constructor builds values
+    except _TooMany as e:
+        raise SpecError([SpecIssue(
+            display, e.mark.line + 1, "", f"the spec holds more than {MAX_VALUES} values",
+            "a spec holds settings, not data: keep long lists in files under the workspace "
+            "(e.g. data/external/) and point at them from the spec")])
     except _TooDeep as e:
         raise SpecError([SpecIssue(display, e.mark.line + 1, deep.field, deep.message, deep.fix)])
     except yaml.MarkedYAMLError as e:
@@ -552,15 +566,29 @@ def load_spec(path: Path | str) -> ExperimentSpec:
     try:
         return ExperimentSpec.model_validate(raw.data)
     except ValidationError as e:
-        raise SpecError([_issue(err, raw, display) for err in e.errors()]) from None
+        raise SpecError(_issues(e, raw, display)) from None
+
+
+MAX_ISSUES = 50
+"""Most problems listed for one spec: a list of 100000 wrong values would print 100000."""
+
+
+def _issues(err: ValidationError, raw: RawSpec, display: str,
+            model: type[BaseModel] = ExperimentSpec) -> list[SpecIssue]:
+    errors = err.errors()
+    issues = [_issue(e, raw, display, model) for e in errors[:MAX_ISSUES]]
+    if len(errors) > MAX_ISSUES:
+        issues.append(SpecIssue(display, None, "", f"{len(errors) - MAX_ISSUES} more "
+                                "problem(s) not listed", "fix the problems above and "
+                                "validate again"))
+    return issues
 
 
 def validation_issues(err: ValidationError, data: dict, origin: dict, display: str,
                       model: type[BaseModel] = ExperimentSpec) -> list[SpecIssue]:
     """Turn a pydantic ValidationError on `data` into located issues (also used for
     params.yaml sections, where `origin` may be empty)."""
-    raw = RawSpec(data, origin)
-    return [_issue(e, raw, display, model) for e in err.errors()]
+    return _issues(err, RawSpec(data, origin), display, model)
 
 
 def _data_loc(data: Any, loc: Loc) -> Loc:

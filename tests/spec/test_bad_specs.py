@@ -276,6 +276,8 @@ CASES = [
         "save the spec as UTF-8", 1),
     Bad("NUL character", X + "experiment: {description: a\x00b}\n", "U+0000 is not allowed", 2),
     Bad("billion laughs", X + LAUGHS, "more than 100000 values", 2),
+    Bad("a hundred thousand values", X + "model:\n  x: [" + "a, " * 100_001 + "]\n",
+        "the spec holds more than 100000 values", 3),
     Bad("deep nesting", X + "model: " + "[" * 80 + "]" * 80 + "\n", "nests more than 64 levels", 2),
     Bad("very deep nesting", X + "model: " + "[" * 5000 + "]" * 5000 + "\n",
         "nests more than 64 levels", 2),

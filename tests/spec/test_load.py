@@ -326,3 +326,18 @@ def test_syntax_error_in_a_huge_spec_keeps_libyamls_verdict(tmp_path, monkeypatc
             line, e.value.issues[0].message[:17]), str(e.value)
         assert fragment in str(e.value)
     assert not calls  # PyYAML's parser never ran
+
+
+def test_at_most_max_issues_are_listed(tmp_path):
+    """A long list of wrong values gives the first MAX_ISSUES problems and a count of the
+    rest, not one line per value."""
+    _base(tmp_path)
+    n = load_module.MAX_ISSUES + 30
+    spec = _write(tmp_path, "bad.yaml", "extends: base.yaml\ndatasets:\n  web:\n    steps:\n"
+                  f"      - {{kind: language, languages: [{', '.join(['1'] * n)}]}}\n")
+    with pytest.raises(SpecError) as e:
+        load_spec(spec)
+    issues = e.value.issues
+    assert len(issues) == load_module.MAX_ISSUES + 1
+    assert issues[-2].field.endswith(f"languages[{load_module.MAX_ISSUES - 1}]")
+    assert issues[-1].message == "30 more problem(s) not listed" and issues[-1].fix
