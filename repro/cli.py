@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -246,6 +247,9 @@ def compile_cmd(check: bool, specs_dir: Path, root: Path) -> None:
             click.echo(f"unchanged {path}")
 
 
+_STAGE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,199}$")
+
+
 def _pairs(values: tuple[str, ...], flag: str) -> dict[str, Path]:
     out: dict[str, Path] = {}
     for v in values:
@@ -322,6 +326,12 @@ def stage(kind: str, stage_id: str, inputs: tuple[str, ...], outputs: tuple[str,
     if kind not in STAGE_CONFIGS:
         raise click.BadParameter(f"unknown stage kind {kind!r}; one of {sorted(STAGE_CONFIGS)}",
                                  param_hint="KIND")
+    # the id names folders the stage may replace or clear (.repro/resume/<id>, its snapshots):
+    # only the compiler's form, `<kind>-<label>-<hash>` of lowercase letters, digits, `_`, `-`
+    if not _STAGE_ID.match(stage_id):
+        raise click.BadParameter(f"{redact_text(stage_id)!r} is not a stage id (lowercase "
+                                 "letters, digits, `_` and `-`, as in dvc.yaml)",
+                                 param_hint="STAGE_ID")
     display = str(params_file)
     try:
         params = yaml.safe_load(params_file.read_text(encoding="utf-8")) or {}

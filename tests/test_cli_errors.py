@@ -135,6 +135,8 @@ def test_stage_refuses_outputs_outside_the_workspace_and_keeps_them(ws, tmp_path
 
 @pytest.mark.parametrize("args, words", [
     (["stage", "nope", "x"], "unknown stage kind 'nope'"),
+    (["stage", "train", "../../home"], "'../../home' is not a stage id"),
+    (["stage", "train", "/etc"], "'/etc' is not a stage id"),
     (["stage", "evaltasks", "SID", "--out", "tasks"], "expected KEY=PATH"),
     (["stage", "evaltasks", "SID", "--out", "a=b", "--out", "a=c"], "'a' is given twice"),
     (["stage", "evaltasks", "SID", "--in", "=b"], "expected KEY=PATH"),
