@@ -47,10 +47,22 @@ class SpecIssue:
 
     def render(self) -> str:
         """`file:line: field: message` and a `fix:` line; URLs redacted (a credential in a
-        spec is refused, and never echoed while saying so)."""
-        where = f"{self.file}:{self.line}" if self.line else self.file
-        text = f"{where}: {self.field or '<spec>'}: {self.message}"
-        return redact_text(f"{text}\n    fix: {self.fix}" if self.fix else text)
+        spec is refused, and never echoed while saying so) and each part cut to
+        MAX_SHOWN_CHARS (a message may quote a user's value of megabytes)."""
+        where = _shown(f"{self.file}:{self.line}" if self.line else self.file)
+        text = f"{where}: {_shown(self.field or '<spec>')}: {_shown(self.message)}"
+        return f"{text}\n    fix: {_shown(self.fix)}" if self.fix else text
+
+
+MAX_SHOWN_CHARS = 2000
+"""Longest part of a rendered issue (its file, field, message or fix)."""
+
+
+def _shown(text: str) -> str:
+    text = redact_text(text)  # before cutting: a cut URL could lose the `@` of its password
+    if len(text) <= MAX_SHOWN_CHARS:
+        return text
+    return f"{text[:MAX_SHOWN_CHARS]}... ({len(text) - MAX_SHOWN_CHARS} more characters)"
 
 
 class SpecError(Exception):
@@ -762,7 +774,11 @@ def _issue(err: dict, raw: RawSpec, display: str,
         fix = "write the text as UTF-8 characters"
     elif kind == "string_pattern_mismatch" and err.get("ctx", {}).get("pattern") == NAME_PATTERN:
         fix = _NAME_FIX
-    elif kind.startswith(("greater_than", "less_than", "too_short", "too_long", "string_pattern")):
+    elif kind in ("string_too_long", "too_long") and "max_length" in err.get("ctx", {}):
+        what = "characters" if kind.startswith("string") else "items"
+        fix = f"shorten it to at most {err['ctx']['max_length']} {what}"
+    elif kind.startswith(("greater_than", "less_than", "too_short", "too_long", "string_pattern",
+                          "string_too")):
         fix = "change the value to satisfy the constraint"
     if not fix:  # every issue says what to do, even for an error kind not listed above
         fix = "see the field's documentation in repro/spec/schema.py"

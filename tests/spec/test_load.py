@@ -341,3 +341,27 @@ def test_at_most_max_issues_are_listed(tmp_path):
     assert len(issues) == load_module.MAX_ISSUES + 1
     assert issues[-2].field.endswith(f"languages[{load_module.MAX_ISSUES - 1}]")
     assert issues[-1].message == "30 more problem(s) not listed" and issues[-1].fix
+
+
+def test_huge_values_are_cut_in_messages_and_redaction_stays_linear(tmp_path):
+    """A message quoting a value of megabytes shows its first MAX_SHOWN_CHARS characters
+    (credentials redacted before the cut), and finding URLs in it takes linear time (the
+    URL pattern was tried from every letter of a long word: minutes for 9 MB)."""
+    import time
+
+    from repro.spec.load import MAX_SHOWN_CHARS, SpecIssue
+    from repro.spec.safety import redact_text
+
+    start = time.monotonic()
+    assert redact_text("y" * 2_000_000) == "y" * 2_000_000
+    assert time.monotonic() - start < 5  # quadratic: about 40 minutes
+    rendered = SpecIssue("s.yaml", 3, "a.b", "value " + "s3://k:SECRET@b/" + "y" * 10**6,
+                         "fix it").render()
+    assert len(rendered) < 2 * MAX_SHOWN_CHARS and "SECRET" not in rendered
+    assert rendered.endswith("more characters)\n    fix: fix it")
+    _base(tmp_path)
+    spec = _write(tmp_path, "bad.yaml", "extends: base.yaml\nexperiment:\n  name: "
+                  + "n" * 100_000 + "\n")
+    out = _refused(spec, "bad.yaml:3: experiment.name: String should have at most 64 "
+                   "characters", "fix: shorten it to at most 64 characters")
+    assert len(out) < 3 * MAX_SHOWN_CHARS
