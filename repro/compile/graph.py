@@ -537,7 +537,9 @@ def snapshot_steps(spec: ExperimentSpec) -> list[list[int]]:
     if every is None:
         return [[] for _ in segments]
     interval = every // spec.training.batch_tokens
-    return [[k for k in range(start + 1, start + n) if k % interval == 0]
+    # the multiples of interval inside (start, start + n), stepped to: a stage may have
+    # millions of steps and only a few snapshots
+    return [list(range((start // interval + 1) * interval, start + n, interval))
             for start, n, _ in segments]
 
 
