@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from repro import paths
 from repro.spec.load import SpecError, SpecIssue, load_spec, load_specs, validation_issues
+from repro.spec.safety import redact_text
 from repro.sweep.cli import sweep
 
 EXIT_BAD_INPUT = 2
@@ -64,8 +65,6 @@ def _spec_files(targets: tuple[str, ...]) -> list[Path]:
 
 
 def _one_line(text: str) -> str:
-    from repro.spec.safety import redact_text
-
     lines = [line.strip() for line in redact_text(text).splitlines() if line.strip()]
     return " / ".join(lines) if len(lines) <= 3 else " / ".join(lines[:3]) + " / ..."
 
@@ -77,8 +76,6 @@ def _log_internal_error(error: BaseException) -> str:
     import os
     import tempfile
     import traceback
-
-    from repro.spec.safety import redact_text
 
     text = redact_text("".join(traceback.format_exception(error)))
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
@@ -103,7 +100,6 @@ class _Main(click.Group):
 
     def invoke(self, ctx: click.Context):
         from repro.errors import ReproError
-        from repro.spec.safety import redact_text
 
         try:
             return super().invoke(ctx)
@@ -319,7 +315,6 @@ def stage(kind: str, stage_id: str, inputs: tuple[str, ...], outputs: tuple[str,
     validates it with the same models as the spec.
     """
     from repro.errors import ReproError
-    from repro.spec.safety import redact_text
     from repro.stages import STAGE_CONFIGS, stage_runner
     from repro.stages.base import StageIO, remove_stale_temporaries, seed_everything, set_offline_env
 
@@ -388,7 +383,7 @@ def explain(as_json: bool) -> None:
     try:
         runs = run_explain(Path("."))
     except (OSError, RuntimeError) as e:
-        click.echo(f"error: {e}", err=True)
+        click.echo(f"error: {redact_text(str(e))}", err=True)
         sys.exit(EXIT_BAD_INPUT)
     if as_json:
         click.echo(json.dumps([{"stage": r.stage, "reasons": r.reasons, "upstream": r.upstream}
@@ -422,7 +417,7 @@ def verify(stages: tuple[str, ...], rtol: float, atol: float, out_dir: Path,
     try:
         cert, where = run_verify(Path("."), list(stages), Tolerance(rtol, atol), scratch, keep)
     except ReproError as e:
-        click.echo(f"error: {e}", err=True)
+        click.echo(f"error: {redact_text(str(e))}", err=True)
         sys.exit(EXIT_BAD_INPUT)
     text = render_text(cert)
     click.echo(text)
@@ -485,7 +480,7 @@ def publish(site_dir: Path, reports_dir: Path, hub_repo: str | None) -> None:
         if hub_repo:
             click.echo(f"pushed to {push_to_hub(site_dir, hub_repo)}")
     except ReproError as e:
-        click.echo(f"error: {e}", err=True)
+        click.echo(f"error: {redact_text(str(e))}", err=True)
         sys.exit(EXIT_BAD_INPUT)
 
 

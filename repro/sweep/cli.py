@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from repro.spec.safety import redact_text
 from repro.sweep.errors import SweepInputError, SweepRunError
 
 if TYPE_CHECKING:
@@ -95,7 +96,7 @@ def sweep(spec: Path, workers: int | None, dry_run: bool, resume: bool, report_o
         click.echo(f"{len(e.issues)} problem(s); nothing was queued.", err=True)
         sys.exit(EXIT_BAD_INPUT)
     except SweepRunError as e:
-        click.echo(f"error: {e}", err=True)
+        click.echo(f"error: {redact_text(str(e))}", err=True)
         sys.exit(EXIT_FAILED)
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted: queued trials keep running in DVC's queue (`dvc queue "
