@@ -181,8 +181,10 @@ def atomic_dir(path: Path) -> Iterator[Path]:
         if error is e:
             raise
         raise error from e
-    if path.exists():
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    if path.is_symlink() or path.is_file():  # a link goes, never what it points to
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
     os.replace(tmp, path)
 
 

@@ -40,3 +40,24 @@ def test_stage_io_prefixed_inputs_and_clear_errors(tmp_path):
     assert list(io.inputs_with_prefix("tokens")) == ["code", "web"]
     with pytest.raises(KeyError, match="no input 'init'"):
         io.input("init")
+
+
+def test_atomic_dir_replaces_a_link_not_what_it_points_to(tmp_path):
+    """An output that is a symbolic link (DVC's symlink cache, or a link a user made) is
+    replaced by the new folder; the folder it pointed to keeps its files."""
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (target / "sentinel.txt").write_text("keep me")
+    (tmp_path / "out").symlink_to(target)
+    with atomic_dir(tmp_path / "out") as tmp:
+        (tmp / "a.txt").write_text("new")
+    assert not (tmp_path / "out").is_symlink() and (tmp_path / "out" / "a.txt").read_text() == "new"
+    assert sorted(p.name for p in target.iterdir()) == ["sentinel.txt"]
+
+
+def test_stage_log_lines_are_redacted(capsys):
+    from repro.stages.base import log
+
+    log("curate-x", "reading https://user:s3cr3t@example.com/data.jsonl")
+    err = capsys.readouterr().err
+    assert err == "[curate-x] reading https://***@example.com/data.jsonl\n"
