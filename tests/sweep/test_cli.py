@@ -6,7 +6,7 @@ from __future__ import annotations
 from click.testing import CliRunner
 
 from repro.cli import main
-from tests.sweep.test_plan import SWEEP, tiny_workspace
+from tests.sweep.test_plan import SWEEP, _in_workspace, tiny_workspace  # noqa: F401 (fixture)
 
 
 def _run(tmp_path, monkeypatch, *args: str):

@@ -31,6 +31,13 @@ sweep:
 """
 
 
+@pytest.fixture(autouse=True)
+def _in_workspace(tmp_path, monkeypatch):
+    """Run from the scratch workspace, as repro does: the spec's base (../qs-nope.yaml) must
+    lie inside the workspace, which is the current directory (repro.spec.load)."""
+    monkeypatch.chdir(tmp_path)
+
+
 def tiny_workspace(root: Path, sweep: str = SWEEP) -> Path:
     """specs/tiny.yaml (the CI spec, with its seed-1 replica, plus `sweep`) compiled into
     root's dvc.yaml and params.yaml."""
@@ -89,8 +96,8 @@ def test_bad_patterns_are_all_reported_at_their_lines(tmp_path):
     spec = tiny_workspace(tmp_path, SWEEP.replace("optimizer.lr", "optimizer.lrr")
                           .replace("train-ci-tiny-*.schedule.warmup", "train-ci-tyni-*.schedule.warmup"))
     first, second = _issues(spec, tmp_path)
-    assert (first.file, first.line, first.field) == (
-        str(spec), _line(spec, "optimizer.lrr"), "sweep.parameters.lr.keys.0")
+    assert (first.file, first.line, first.field) == (  # named as from the workspace
+        "specs/tiny.yaml", _line(spec, "optimizer.lrr"), "sweep.parameters.lr.keys.0")
     assert "`train-ci-tiny-*.optimizer.lr`" in first.fix
     assert second.field == "sweep.parameters.warmup.keys.0" and "train-ci-tiny-" in second.fix
 
