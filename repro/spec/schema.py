@@ -1459,7 +1459,7 @@ class ExperimentSpec(Model):
         trains = runs * len(tr.stages)
         if trains > MAX_TRAIN_STAGES:
             raise FieldError(
-                f"experiment.replicas: {runs} runs (the main run and {runs - 1} replicas) x "
+                f"experiment.replicas make {runs} runs (the main run and {runs - 1} replicas) x "
                 f"{len(tr.stages)} training stages = {trains:,} train stages, above the limit "
                 f"of {MAX_TRAIN_STAGES:,}", "use fewer replicas or training stages")
         every = self.evaluation.every_tokens
@@ -1478,14 +1478,22 @@ class ExperimentSpec(Model):
                     f"above the limit of {MAX_SNAPSHOTS:,}",
                     f"raise every_tokens to at least {need:,} (a multiple of batch_tokens), or "
                     "evaluate stage ends only (remove every_tokens)")
-        if self.ladder is not None:
+        if self.ladder is not None:  # every ladder run is the experiment, trained again
             points = self.ladder.run_count()
             if points * runs > MAX_LADDER_POINTS:
                 raise FieldError(
-                    f"ladder: {points:,} ladder runs x {runs} runs each (the main run and "
-                    f"{runs - 1} replicas) = {points * runs:,} trained experiments, above the "
+                    f"ladder {self.ladder.name!r} trains {points:,} runs x {runs} runs each "
+                    f"(the main run and {runs - 1} replicas) = {points * runs:,} trained "
+                    "experiments, above the "
                     f"limit of {MAX_LADDER_POINTS:,}",
                     "use fewer replicas, sizes, token budgets or recipes")
+            if points * trains > MAX_TRAIN_STAGES:
+                raise FieldError(
+                    f"ladder {self.ladder.name!r} trains {points:,} runs x {trains:,} train "
+                    f"stages each ({runs} runs x {len(tr.stages)} training stages) = "
+                    f"{points * trains:,} train "
+                    f"stages, above the limit of {MAX_TRAIN_STAGES:,}",
+                    "use fewer training stages, replicas, sizes, token budgets or recipes")
         return self
 
     @property
