@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from repro import paths
+from repro.compile import limits
 from repro.compile.ladder import LadderError, LadderPoint
 from repro.compile.ladder import expand as ladder_points
 from repro.compile.ladder import n_params as ladder_n_params
@@ -154,7 +155,14 @@ class Stage:
         object.__setattr__(self, "id", f"{self.kind}-{_slug(self.label)}-{digest}")
 
     def outputs(self) -> dict[str, PurePosixPath]:
-        """Output key -> path, built by repro.paths."""
+        """Output key -> path, built by repro.paths (computed once: rendering asks for the
+        outputs of a stage once per stage reading it)."""
+        cached = self.__dict__.get("_outputs_cache")  # not a field: eq, hash, repr ignore it
+        if cached is None:
+            cached = self.__dict__["_outputs_cache"] = self._build_outputs()
+        return dict(cached)
+
+    def _build_outputs(self) -> dict[str, PurePosixPath]:
         out: dict[str, PurePosixPath] = {}
         keys = list(OUTPUT_KEYS[self.kind])
         if self.kind == "train":
@@ -748,6 +756,7 @@ def compile_graph(specs: list[ExperimentSpec],
     size of a local pretrained tokenizer, see repro.plan.vocab). `predictions`: per ladder
     spec name, the reference specs its fit predicts (repro.compile.ladder.prediction_targets,
     which reads those files)."""
+    limits.check(specs)  # counted from the specs, before anything is built
     graph = StageGraph()
     by_name: dict[str, ExperimentStages] = {}
     ladder_specs = [s for s in specs if s.ladder is not None]

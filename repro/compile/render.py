@@ -17,8 +17,10 @@ HEADER = (
 )
 
 
-class _Dumper(yaml.SafeDumper):
-    """Block style, no aliases, stable output."""
+class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
+    """Block style, no aliases, stable output. libyaml's emitter (PyYAML's wheels include
+    it): about 3x faster than PyYAML's pure-Python one, with the same text for every value
+    but characters outside Unicode's first plane and U+0085, which it writes escaped."""
 
     def ignore_aliases(self, data: Any) -> bool:
         return True
@@ -27,6 +29,18 @@ class _Dumper(yaml.SafeDumper):
 def _dump(obj: Any) -> str:
     return yaml.dump(obj, Dumper=_Dumper, sort_keys=False, default_flow_style=False,
                      allow_unicode=True, width=100)
+
+
+def _dump_mapping(key: str | None, items: dict[str, Any]) -> str:
+    """`{key: items}` (or `items` when key is None) as block YAML, one entry at a time: the
+    same text as dumping it whole (block entries are independent), without holding the
+    whole document's YAML nodes in memory at once."""
+    if key is None:
+        return "".join(_dump({k: v}) for k, v in items.items())
+    if not items:
+        return _dump({key: items})
+    head = _dump({key: {}}).replace("{}", "").rstrip(" \n") + "\n"
+    return head + "".join(_dump({key: {k: v}})[len(head):] for k, v in items.items())
 
 
 DVC_INTERPOLATION = "${"
@@ -121,20 +135,23 @@ def _report_plots(graph: StageGraph) -> list[dict[str, Any]]:
     from repro.report.tables import SCORE_COLUMN_SEP, score_column
 
     plots: list[dict[str, Any]] = []
+    evaluations: dict[str, Any] = {}  # experiment -> its evaluation settings (any run's)
+    for s in graph.stages.values():
+        if s.kind == "evaluate":
+            evaluations.setdefault(s.config.experiment, s.config.evaluation)  # type: ignore[attr-defined]
     for report in (s for s in graph.stages.values() if s.kind == "report"):
         cfg = report.config
         folder = report.outputs()["scores"]
         columns: dict[str, None] = {}
         for name in cfg.experiments:  # type: ignore[attr-defined]
-            ev = next(s.config.evaluation for s in graph.stages.values()  # type: ignore[attr-defined]
-                      if s.kind == "evaluate" and s.config.experiment == name)  # type: ignore[attr-defined]
+            ev = evaluations[name]
             for t in ev.local_tasks:
                 for metric in PLOTTED_METRICS[OUTPUT_TYPES[t.kind]]:
                     columns[score_column(t.task_name, metric)] = None
             for task in ev.standard_tasks:
                 columns[score_column(task, "acc")] = None
         for column in columns:
-            task, metric = column.split(SCORE_COLUMN_SEP)
+            task, metric = column.rsplit(SCORE_COLUMN_SEP, 1)  # a metric has no separator
             plots.append({f"{cfg.name}: {task} {metric} vs tokens": {  # type: ignore[attr-defined]
                 "x": "tokens",
                 "y": {str(folder / f"{n}.csv"): column for n in cfg.experiments},  # type: ignore[attr-defined]
@@ -144,15 +161,15 @@ def _report_plots(graph: StageGraph) -> list[dict[str, Any]]:
 
 
 def render_dvc_yaml(graph: StageGraph) -> str:
-    stages = {s.id: _stage_entry(s, graph) for s in graph.stages.values()}
-    doc: dict[str, Any] = {"stages": stages}
+    # params.yaml is DVC's interpolation source, not a template: it is written as is
+    stages = {s.id: dvc_literal(_stage_entry(s, graph)) for s in graph.stages.values()}
+    text = HEADER + _dump_mapping("stages", stages)
     plots = _report_plots(graph)
     if plots:
-        doc["plots"] = plots
-    # params.yaml is DVC's interpolation source, not a template: it is written as is
-    return HEADER + _dump(dvc_literal(doc))
+        text += _dump({"plots": dvc_literal(plots)})
+    return text
 
 
 def render_params_yaml(graph: StageGraph) -> str:
-    params = {s.id: s.config.model_dump(mode="json") for s in graph.stages.values()}
-    return HEADER + _dump(params)
+    return HEADER + _dump_mapping(None, {s.id: s.config.model_dump(mode="json")
+                                         for s in graph.stages.values()})

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from repro import paths
-from repro.compile.graph import compile_graph
+from repro.compile.graph import GraphError, compile_graph
+from repro.compile.specs import locate
 from repro.plan import measured
 from repro.plan.curation import DatasetCuration, plan_dataset
 from repro.plan.disk import DiskPlan, plan_disk
@@ -19,6 +20,7 @@ from repro.plan.quantity import Q, total
 from repro.plan.training import DEFAULT_MFU, DEFAULT_PEAK_TFLOPS, TrainingPlan, plan_training
 from repro.plan.vocab import vocab_size
 from repro.spec import schema as S
+from repro.spec.load import SpecError
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,13 @@ def _graph_view(spec: S.ExperimentSpec):
 def plan_spec(spec: S.ExperimentSpec, spec_file: str, *, root: Path = Path("."),
               mfu: float = DEFAULT_MFU, peak_tflops: float = DEFAULT_PEAK_TFLOPS,
               others: dict[str, S.ExperimentSpec] | None = None) -> ExperimentPlan:
-    graph = _graph_view(spec)
+    """The plan of one spec; SpecError, located in `spec_file`, when its graph cannot be
+    built (e.g. above repro.compile.limits, checked before anything is built)."""
+    try:
+        graph = _graph_view(spec)
+    except GraphError as e:
+        locate(e, {spec.name: Path(spec_file)})
+        raise SpecError([e.issue(spec_file)]) from None
     stages = list(graph.stages.values())
     ids = {(s.kind, getattr(s.config, "dataset", None)): s.id for s in stages}
     costs = measured.step_costs(root)

@@ -198,7 +198,8 @@ def test_bad_spec_path_exits_2_without_traceback(monkeypatch):
     monkeypatch.chdir(REPO)
     result = CliRunner().invoke(main, ["plan", "specs/nope/missing.yaml"])
     assert result.exit_code == 2
-    assert "file not found" in result.output and "Traceback" not in result.output
+    assert "specs/nope/missing.yaml" in result.output and "fix:" in result.output
+    assert "Traceback" not in result.output
 
 
 def test_invalid_spec_is_located(tmp_path, monkeypatch):
