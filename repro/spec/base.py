@@ -212,6 +212,14 @@ def _check_raw(members: list[tuple[Any, tuple]], value: Any, where: str) -> None
     integer beyond int64 unless an integer limit (`UpTo`) applies. A value that becomes a
     spec model is left to its own fields' checks (which point at the exact line)."""
     if isinstance(value, str):
+        if "://" in value:  # any URL in any text: no credentials (repro.spec.safety)
+            from repro.spec import safety  # (safety imports this module)
+
+            shown = safety.redact_text(value)  # hides userinfo and secret query values
+            if shown != value:
+                shown = shown if len(shown) <= 120 else shown[:120] + "..."
+                raise FieldError(f"{where} {shown!r} holds a URL that carries credentials",
+                                 safety.CREDENTIALS_FIX)
         if "${" in value:
             shown = value if len(value) <= 80 else value[:80] + "..."
             raise FieldError(
@@ -275,7 +283,9 @@ class Model(BaseModel):
           rewrite another stage's command;
         - no YAML boolean for a number (`num_layers: true` would be 1): pydantic's lax mode
           reads a bool as 0/1;
-        - no integer beyond int64 where no integer limit (`UpTo`) applies.
+        - no integer beyond int64 where no integer limit (`UpTo`) applies;
+        - no URL carrying credentials in any text (repro.spec.safety.check_url): a field
+          that takes a URL checks it too, this catches the others (a glob, a description).
         A message starts with the field's name, so repro.spec.load points at its line."""
         if isinstance(data, dict):
             for name, value in data.items():

@@ -83,8 +83,22 @@ def _not_empty(ref: str) -> str:
 Location = Annotated[str, AfterValidator(_not_empty), AfterValidator(safety.check_location)]
 """A local path (confined to the workspace) or a remote URL (without credentials); see
 repro.spec.safety."""
-Glob = Annotated[str, AfterValidator(safety.check_glob)]
-"""A glob relative to its source's path (no absolute pattern, no `..`)."""
+def _glob_not_url(pattern: str) -> str:
+    # a URL (or a query with a credential) in a glob would be written into params.yaml and
+    # logged; the source's `path` is where a URL goes, and it is checked there
+    shown = safety.redact_url(f"x://h/{pattern}")[len("x://h/"):]
+    if "://" in pattern:
+        raise FieldError(f"glob {safety.redact_text(pattern)!r} is a URL, but a glob is a "
+                         "pattern relative to the source's `path`", "put the URL in `path` "
+                         "(without credentials) and the pattern here (e.g. '*.jsonl')")
+    if safety.secret_params(f"x://h/{pattern}"):
+        raise FieldError(f"glob {shown!r} holds a credential in a `?key=value` part",
+                         safety.CREDENTIALS_FIX)
+    return pattern
+
+
+Glob = Annotated[str, AfterValidator(safety.check_glob), AfterValidator(_glob_not_url)]
+"""A glob relative to its source's path (no absolute pattern, no `..`, no URL)."""
 ScriptValue = Annotated[str, AfterValidator(safety.check_no_control)]
 """A value written on one line of a generated job script."""
 TaskName = Annotated[str, AfterValidator(safety.check_task_name),
@@ -815,7 +829,13 @@ class MTPSpec(Model):
 
 def _check_teacher(ref: str) -> str:
     """A teacher is another experiment, or a local folder / hub name (safety.check_location)."""
-    return ref if ref.startswith("experiment:") else safety.check_location(_not_empty(ref))
+    if ref.startswith("experiment:"):
+        if not re.fullmatch(NAME_PATTERN, ref[len("experiment:"):]):
+            raise FieldError(f"teacher {safety.redact_text(ref)!r} does not name an experiment",
+                             "write `experiment:<name>` with the name of an experiment "
+                             "(lowercase letters, digits, `_` and `-`)")
+        return ref
+    return safety.check_location(_not_empty(ref))
 
 
 class DistillationSpec(Model):

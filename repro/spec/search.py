@@ -270,7 +270,8 @@ class LadderSpec(Model):
             raise FieldError("`decision_tokens` is for `recipes` runs", "add recipes or remove it")
         for ref in self.predict:
             p = PurePosixPath(ref)
-            if p.is_absolute() or ".." in p.parts or p.suffix not in (".yaml", ".yml"):
+            if (p.is_absolute() or ".." in p.parts or p.suffix not in (".yaml", ".yml")
+                    or "://" in ref):
                 raise FieldError(f"predict entry {ref!r} is not a .yaml spec path inside the "
                                  "specs folder", "give a .yaml spec path relative to this "
                                  "spec's folder, without `..`")
