@@ -54,7 +54,7 @@ def _spec_files(targets: tuple[str, ...]) -> list[Path]:
                                         "or a spec file"))
             files.extend(sorted(found))
         elif not os.path.lexists(p):
-            issues.append(SpecIssue(t, None, "", "no such file or folder",
+            issues.append(SpecIssue(t, None, "", "file not found (nor a folder)",
                                     "check the path (relative paths start at the current "
                                     f"directory, {os.getcwd()!r})"))
         else:

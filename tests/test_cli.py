@@ -147,8 +147,8 @@ def test_validate_missing_target_fails(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(main, ["validate", "nowhere", "specs/gone.yaml"])
     assert result.exit_code == 2, result.output
-    assert "nowhere: <spec>: no such file or folder" in result.output
-    assert "specs/gone.yaml: <spec>: no such file or folder" in result.output
+    assert "nowhere: <spec>: file not found (nor a folder)" in result.output
+    assert "specs/gone.yaml: <spec>: file not found (nor a folder)" in result.output
     assert "fix: check the path" in result.output and "2 problem(s)" in result.output
 
 

@@ -9,24 +9,27 @@ from pathlib import Path
 from repro.compile.graph import GraphError, StageGraph, compile_graph
 from repro.compile.ladder import LadderError, prediction_targets
 from repro.spec.load import SpecError, _display, load_raw, load_specs
+from repro.spec.safety import workspace
 
 
 def compile_files(files: list[Path], specs_dir: Path, root: Path = Path(".")) -> StageGraph:
     """Compile the experiment spec files (raises SpecError, or GraphError located in the spec
-    file, and line, of the field it concerns: `error.issue(...)`)."""
-    specs = load_specs(files)
-    file_of = {spec.name: Path(f) for spec, f in zip(specs, files)}
-    try:
-        predictions = {}
-        for spec in (s for s in specs if s.ladder):
-            try:
-                predictions[spec.name] = prediction_targets(spec, specs_dir, root)
-            except LadderError as e:
-                raise GraphError(str(e), e.field, e.fix, spec.name) from e
-        return compile_graph(specs, predictions, root)
-    except GraphError as e:
-        locate(e, file_of)
-        raise
+    file, and line, of the field it concerns: `error.issue(...)`). `root` is the workspace
+    their paths are confined to: its stages run there (repro.spec.safety)."""
+    with workspace(root):
+        specs = load_specs(files)
+        file_of = {spec.name: Path(f) for spec, f in zip(specs, files)}
+        try:
+            predictions = {}
+            for spec in (s for s in specs if s.ladder):
+                try:
+                    predictions[spec.name] = prediction_targets(spec, specs_dir, root)
+                except LadderError as e:
+                    raise GraphError(str(e), e.field, e.fix, spec.name) from e
+            return compile_graph(specs, predictions, root)
+        except GraphError as e:
+            locate(e, file_of)
+            raise
 
 
 def field_loc(field: str) -> tuple[str | int, ...]:

@@ -477,9 +477,9 @@ def load_raw(path: Path, _stack: tuple[Path, ...] = (), _top: Path | None = None
     """Parse `path` and resolve its `extends:` chain into one merged mapping.
 
     A base is a spec file given by a path relative to the extending file's folder; it must
-    lie (symlinks followed) in the workspace (repro.spec.safety: the validation's workspace,
-    else the current directory) or in the folder of the spec being loaded (`_top`), like
-    every other path a spec names; a base outside is refused before it is read."""
+    lie (symlinks followed) in the workspace (the one set with repro.spec.safety.workspace(),
+    such as `repro compile --root`), the current directory or the folder of the spec being
+    loaded (`_top`), like every other path a spec names; one outside is never read."""
     path = Path(path)
     top = _top if _top is not None else path.parent
     display = _display(path)
@@ -510,19 +510,22 @@ def load_raw(path: Path, _stack: tuple[Path, ...] = (), _top: Path | None = None
              "write the base spec's path relative to this file's folder, e.g. "
              "`extends: ../base.yaml`, so the spec works in any checkout")
     base_path = path.parent / parent
-    workspace = current_workspace() or Path.cwd()
+    places = ({"the workspace": current_workspace(), "the current directory": Path.cwd()}
+              if current_workspace() else {"the workspace (the current directory)": Path.cwd()})
+    places["the folder of the spec being loaded"] = top
     try:
         real = os.path.realpath(base_path)
-        confined = _inside(real, workspace) or _inside(real, top)
+        confined = any(_inside(real, folder) for folder in places.values() if folder)
     except (OSError, ValueError) as e:  # e.g. a name too long for the filesystem
         fail(f"base spec path {_clip(parent, 80)} cannot be used: {getattr(e, 'strerror', None) or e}",
              "write the base spec's file name")
     if not confined:
-        top_real = os.path.realpath(top)
-        beside = ("" if _inside(top_real, workspace) else
-                  f" and the folder {top_real!r} of the spec being loaded")
-        fail(f"base spec {_clip(parent, 200)} resolves to {real!r}, outside the workspace "
-             f"{str(workspace)!r}{beside}",
+        shown: dict[str, str] = {}  # each folder once, under its first name
+        for name, folder in places.items():
+            if folder and os.path.realpath(folder) not in shown.values():
+                shown[name] = os.path.realpath(folder)
+        fail(f"base spec {_clip(parent, 200)} resolves to {real!r}, outside "
+             + " and ".join(f"{name} {folder!r}" for name, folder in shown.items()),
              "keep base specs in the workspace (e.g. under specs/), extend them by a "
              "relative path that stays in it, and run repro from the workspace (the current "
              "directory is the workspace)")
@@ -557,7 +560,9 @@ def load_raw(path: Path, _stack: tuple[Path, ...] = (), _top: Path | None = None
 
 
 def load_spec(path: Path | str) -> ExperimentSpec:
-    """Load and validate one experiment spec, raising SpecError with located issues."""
+    """Load and validate one experiment spec, raising SpecError with located issues. Its
+    paths (`extends:` bases, data sources...) are confined to the workspace: the one set
+    with repro.spec.safety.workspace(), else the current directory."""
     path = Path(path)
     raw = load_raw(path)
     display = _display(path)

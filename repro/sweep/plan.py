@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from repro.spec import safety
 from repro.spec.load import Loc, SpecError, SpecIssue, load_raw, load_spec
 from repro.spec.schema import ExperimentSpec
 from repro.spec.search import Scalar, SweepSpec
@@ -140,7 +141,13 @@ def _value_loc(sweep: SweepSpec, name: str) -> Loc:
 def build_plan(spec_path: Path, root: Path, require_current: bool = True
                ) -> tuple[SweepPlan, Workspace]:
     """Load, compile and check; raise SweepInputError with every problem found. The specs
-    compiled are the top-level ones of the spec's folder, as `repro compile --specs`."""
+    compiled are the top-level ones of the spec's folder, as `repro compile --specs`; root
+    is the workspace their paths are confined to (repro.spec.safety)."""
+    with safety.workspace(root):
+        return _build_plan(spec_path, root, require_current)
+
+
+def _build_plan(spec_path: Path, root: Path, require_current: bool) -> tuple[SweepPlan, Workspace]:
     spec = load_sweep_spec(spec_path)
     assert spec.sweep is not None
     try:  # from the counts alone, before anything is compiled or enumerated

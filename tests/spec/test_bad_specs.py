@@ -377,7 +377,7 @@ COMPILE_CASES = [
                 "report: {name: r, experiments: [a], baseline: a}\n",
       "b.yaml": "extends: common/base.yaml\nexperiment: {name: b}\n"
                 "report: {name: r, experiments: [b], baseline: b}\n"},
-     "report name(s) ['r'] are defined by more than one spec"),
+     "report name 'r' is also defined by experiment 'a'"),
     ("two experiments with one name",
      {"a.yaml": "extends: common/base.yaml\n", "b.yaml": "extends: common/base.yaml\n"},
      "experiment name 'qs-nope' is also used by"),

@@ -365,3 +365,26 @@ def test_huge_values_are_cut_in_messages_and_redaction_stays_linear(tmp_path):
     out = _refused(spec, "bad.yaml:3: experiment.name: String should have at most 64 "
                    "characters", "fix: shorten it to at most 64 characters")
     assert len(out) < 3 * MAX_SHOWN_CHARS
+
+
+def test_extends_within_a_workspace_set_by_the_caller(tmp_path, monkeypatch):
+    """`repro compile --root` and `repro sweep` validate against their root (where the
+    stages run): a base in it is found even when repro runs elsewhere."""
+    from repro.spec.safety import workspace
+
+    root = tmp_path / "root"
+    (root / "specs").mkdir(parents=True)
+    _write(root, "base.yaml", "schema_version: 1\n")
+    _write(root / "specs", "s.yaml", "extends: ../base.yaml\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    with pytest.raises(SpecError, match="outside the workspace \\(the current directory\\)"):
+        load_module.load_raw(root / "specs/s.yaml")
+    with workspace(root):
+        assert load_module.load_raw(root / "specs/s.yaml").data == {"schema_version": 1}
+        _write(root / "specs", "s.yaml", "extends: ../../outside.yaml\n")
+        _write(tmp_path, "outside.yaml", "schema_version: 1\n")
+        with pytest.raises(SpecError, match="outside the workspace '.*root' and the current "
+                                            "directory '.*elsewhere' and the folder of the spec"):
+            load_module.load_raw(root / "specs/s.yaml")
