@@ -162,12 +162,16 @@ def read_spec_bytes(path: Path, display: str) -> bytes:
     return data
 
 
-class _TooDeep(Exception):
+class _LimitCrossed(Exception):
     def __init__(self, mark: yaml.Mark):
-        self.mark = mark
+        self.mark = mark  # where: the event at which the limit was crossed
 
 
-class _TooMany(_TooDeep):
+class _TooDeep(_LimitCrossed):
+    pass
+
+
+class _TooMany(_LimitCrossed):
     pass
 
 
@@ -204,7 +208,8 @@ try:  # libyaml's scanner and parser (a loop, no recursion), PyYAML's composer a
                                   yaml.resolver.Resolver):
         """The same nodes as _DepthLimitedLoader about 100 times faster: scanning 5 MB of
         comments in pure Python takes seconds. Its syntax errors are worded differently,
-        so on an error the input is parsed again by _DepthLimitedLoader for the message."""
+        so on an error _compose parses the input again with _DepthLimitedLoader (up to
+        _REPARSE_CHARS) for PyYAML's message."""
 
         def __init__(self, stream: str):
             _CParser.__init__(self, stream)
@@ -517,8 +522,8 @@ def load_raw(path: Path, _stack: tuple[Path, ...] = (), _top: Path | None = None
         real = os.path.realpath(base_path)
         confined = any(_inside(real, folder) for folder in places.values() if folder)
     except (OSError, ValueError) as e:  # e.g. a name too long for the filesystem
-        fail(f"base spec path {_clip(parent, 80)} cannot be used: {getattr(e, 'strerror', None) or e}",
-             "write the base spec's file name")
+        fail(f"base spec path {_clip(parent, 80)} cannot be used: "
+             f"{getattr(e, 'strerror', None) or e}", "write the base spec's file name")
     if not confined:
         shown: dict[str, str] = {}  # each folder once, under its first name
         for name, folder in places.items():
@@ -764,8 +769,9 @@ def _issue(err: dict, raw: RawSpec, display: str,
         fix = "write a whole number"
     elif kind == "string_type" and loc in raw.value_text:
         written = raw.value_text[loc]
-        fix = (f"YAML reads {_clip(written)} as {_yaml_reading(_get(raw.data, loc))}: quote it "
-               f"({_quoted(written) if len(written) < 60 else 'quotes'}) to keep it as text")
+        quoted = f" ({_quoted(written)})" if len(written) < 60 else ""
+        fix = (f"YAML reads {_clip(written)} as {_yaml_reading(_get(raw.data, loc))}: quote "
+               f"it{quoted} to keep it as text")
     elif kind == "string_type" and (err.get("input") is None or isinstance(
             err.get("input"), (bool, int, float, datetime.date))):
         got = err.get("input")

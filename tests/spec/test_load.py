@@ -314,7 +314,8 @@ def test_syntax_error_in_a_huge_spec_keeps_libyamls_verdict(tmp_path, monkeypatc
     monkeypatch.setattr(load_module, "_REPARSE_CHARS", 10)
     calls = []
     monkeypatch.setattr(load_module._DepthLimitedLoader, "__init__",
-                        lambda self, text: calls.append(text) or yaml.SafeLoader.__init__(self, text))
+                        lambda self, text: calls.append(text)
+                        or yaml.SafeLoader.__init__(self, text))
     for text, line, fragment in [
             ("# c\n" * 30 + "schema_version: 1\na: b: c\n", 32, "mapping values are not allowed"),
             ("# c\n" * 30 + "a:\n\tb: c\n", 32, "fix: indent with spaces")]:
