@@ -79,6 +79,7 @@ def _training(**kw):
     from repro.spec.schema import TrainingSpec
 
     base = {"seq_len": 64, "batch_tokens": 512, "micro_batch_size": 2,
+            "schedule": {"warmup_steps": 2},  # of 10 steps (the default 2000 would not fit)
             "stages": [{"name": "a", "tokens": 5120, "mixture": {"web": 1.0}}]}
     base.update(kw)
     return TrainingSpec.model_validate(base)
