@@ -166,11 +166,14 @@ def validate(targets: tuple[str, ...]) -> None:
 
 def _ledger_gate(graph, files: list[Path], root: Path) -> None:
     """Refuse a mixture the token counts measured so far (committed tokenize metrics) show
-    would repeat a dataset more than its max_epochs; unknown counts are left to the ledger
-    stage, which checks before training starts."""
+    would repeat a dataset more than its max_epochs; unknown counts (no metrics file, or one
+    that does not hold a whole `tokens` count) are left to the ledger stage, which checks
+    before training starts."""
     import json
 
-    from repro.compile.graph import OutputRef
+    from repro.compile.graph import GraphError, OutputRef
+    from repro.compile.specs import locate
+    from repro.spec.load import load_raw
     from repro.stages.ledger import LedgerError, check_known_counts
 
     issues = []
@@ -181,15 +184,25 @@ def _ledger_gate(graph, files: list[Path], root: Path) -> None:
         for key, ref in stage.inputs:
             metrics = root / str(paths.stage_metrics(ref.stage_id)) if isinstance(ref, OutputRef) else None
             if key.startswith("tokens:") and metrics is not None and metrics.is_file():
-                tokens[key.split(":", 1)[1]] = int(json.loads(metrics.read_text())["tokens"])
+                try:
+                    count = json.loads(metrics.read_text(encoding="utf-8"))["tokens"]
+                except (OSError, ValueError, KeyError, TypeError):
+                    continue
+                if type(count) is int and count >= 0:
+                    tokens[key.split(":", 1)[1]] = count
         try:
             check_known_counts(stage.config, tokens)
         except LedgerError as e:
-            spec = next((str(f) for f in files if load_spec(f).name == stage.config.experiment),
-                        str(files[0]))
-            issues.append(SpecIssue(spec, None, "training.stages", str(e).split(". Fix: ")[0],
-                                    "lower the mixture weight or token budget, or raise "
-                                    "datasets.<name>.max_epochs"))
+            err = GraphError(str(e).split(". Fix: ")[0], "training.stages",
+                             "lower the mixture weight or token budget, or raise "
+                             "datasets.<name>.max_epochs", stage.config.experiment)
+            names = {}
+            for f in files:  # spec names without validating again (they validated)
+                experiment = load_raw(f).data.get("experiment")
+                if isinstance(experiment, dict):
+                    names[experiment.get("name")] = f
+            locate(err, names)
+            issues.append(err.issue(str(files[0])))
     if issues:
         _fail(issues)
 

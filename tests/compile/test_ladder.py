@@ -152,6 +152,17 @@ def test_a_generated_run_clashing_with_an_experiment_is_refused(tmp_path):
     clash.write_text("extends: qs-nope.yaml\nexperiment: {name: qs-a-66k, replicas: []}\nreport: null\n")
     with pytest.raises(GraphError, match="generates experiment 'qs-a-66k', which another spec"):
         compile_graph(load_specs([path, clash]))
+    # through the files: located at the ladder's name, the thing to change
+    with pytest.raises(GraphError) as e:
+        compile_files([path, clash], tmp_path, tmp_path)
+    line = next(i for i, text in enumerate(path.read_text().splitlines(), 1) if "name: qs" in text)
+    assert (Path(e.value.file).name, e.value.line, e.value.field) == ("lad.yaml", line, "ladder.name")
+    size = SIZES.replace("num_heads: 4, num_kv_heads: 2", "num_heads: 3, num_kv_heads: 1")
+    path.write_text(path.read_text().replace(SIZES, size))
+    with pytest.raises(GraphError) as e:
+        compile_files([path], tmp_path, tmp_path)
+    line = next(i for i, text in enumerate(path.read_text().splitlines(), 1) if "name: b" in text)
+    assert (e.value.field, e.value.line) == ("ladder.sizes[1]", line)
 
 
 def test_predicting_a_missing_spec_is_an_error(tmp_path):

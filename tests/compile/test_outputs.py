@@ -144,3 +144,26 @@ def test_two_specs_with_one_report_name_are_refused_at_the_second(tmp_path):
     with pytest.raises(GraphError, match="report name 'same' is also defined by experiment 'a'") as e:
         compile_files([a, b], tmp_path, tmp_path)
     assert (Path(e.value.file).name, e.value.line) == ("b.yaml", _line_of(b, "name: same"))
+
+
+def test_the_compile_time_ledger_refusal_is_located(tmp_path, monkeypatch):
+    """A budget the committed token counts cannot feed: the line of the spec's stages; a
+    metrics file that does not hold a token count is left to the ledger stage."""
+    import shutil
+
+    shutil.copytree(REPO / "specs", tmp_path / "specs")
+    shutil.copytree(REPO / "metrics", tmp_path / "metrics")
+    monkeypatch.chdir(tmp_path)
+    spec = tmp_path / "specs" / "qs-rope.yaml"
+    spec.write_text(spec.read_text() + "training:\n  stages:\n"
+                    "    - {name: stable, tokens: 41943040, mixture: {web: 0.6, pdf: 0.05, code: 0.35}}\n"
+                    "    - {name: decay, tokens: 10485760, mixture: {web: 0.4, pdf: 0.1, code: 0.5}}\n")
+    res = CliRunner().invoke(main, ["compile"])
+    assert res.exit_code == 2, res.output
+    line = _line_of(spec, "  stages:")
+    assert res.output.startswith(f"specs/qs-rope.yaml:{line}: training.stages: "), res.output
+    for metrics in (tmp_path / "metrics").glob("tokenize-*.json"):
+        if not metrics.name.endswith((".env.json", ".perf.json")):
+            metrics.write_text('{"tokens": "many"}')
+    res = CliRunner().invoke(main, ["compile"])
+    assert res.exit_code == 0, res.output
