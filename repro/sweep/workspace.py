@@ -48,7 +48,7 @@ def compile_workspace(specs_dir: Path, root: Path, require_current: bool = True)
     except SpecError as e:
         raise SweepInputError(e.issues) from None
     except GraphError as e:
-        raise SweepInputError([SpecIssue(str(specs_dir), None, e.field, str(e), e.fix)]) from None
+        raise SweepInputError([e.issue(str(specs_dir))]) from None  # its spec file and line
     expected = {paths.DVC_YAML: render_dvc_yaml(graph), paths.PARAMS_YAML: render_params_yaml(graph)}
     stale = [str(rel) for rel, text in expected.items()
              if not (root / rel).is_file() or (root / rel).read_text(encoding="utf-8") != text]
