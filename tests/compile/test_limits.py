@@ -113,17 +113,28 @@ evaluation:
 """The largest model, context and budget a spec may hold (repro.spec.base limits)."""
 
 
-def test_the_largest_model_compiles_and_plans_without_building_one(tmp_path, monkeypatch):
+def _no_tensors(monkeypatch) -> None:
     import torch
-
-    from repro.plan import plan_spec
 
     def refuse(*args, **kwargs):
         raise AssertionError("compile or plan built a model or a tensor")
 
     monkeypatch.setattr(torch.nn.Module, "__init__", refuse)
-    for name in ("empty", "zeros", "ones", "randn", "tensor"):
+    for name in ("empty", "zeros", "ones", "randn", "rand", "tensor", "full", "arange"):
         monkeypatch.setattr(torch, name, refuse)
+
+
+def test_a_ladder_counts_parameters_without_building_a_model(monkeypatch):
+    _no_tensors(monkeypatch)
+    graph = compile_files(QUICKSTART, REPO / "specs", REPO)
+    [fit] = [s for s in graph.stages.values() if s.kind == "fit"]
+    assert all(run.n_params > 0 for run in fit.config.runs)
+
+
+def test_the_largest_model_compiles_and_plans_without_building_one(tmp_path, monkeypatch):
+    from repro.plan import plan_spec
+
+    _no_tensors(monkeypatch)
     (tmp_path / "qs-nope.yaml").write_text((REPO / "specs" / "qs-nope.yaml").read_text())
     (tmp_path / "specs").mkdir()
     (tmp_path / "specs" / "huge.yaml").write_text(HUGE)
