@@ -16,6 +16,15 @@ from dataclasses import dataclass
 INF = math.inf
 
 
+def _f(value: float) -> float:
+    """`float(value)`, infinite for an int too large for a float (spec validation bounds
+    every integer far below that; a plan must not crash if one slips through)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return INF if value > 0 else -INF
+
+
 @dataclass(frozen=True)
 class Q:
     low: float
@@ -29,19 +38,19 @@ class Q:
 
     @staticmethod
     def exact(value: float, basis: str = "") -> Q:
-        return Q(float(value), float(value), False, basis)
+        return Q(_f(value), _f(value), False, basis)
 
     @staticmethod
     def estimate(value: float, basis: str = "") -> Q:
-        return Q(float(value), float(value), True, basis)
+        return Q(_f(value), _f(value), True, basis)
 
     @staticmethod
     def at_most(value: float, basis: str = "") -> Q:
-        return Q(0.0, float(value), False, basis)
+        return Q(0.0, _f(value), False, basis)
 
     @staticmethod
     def at_least(value: float, basis: str = "") -> Q:
-        return Q(float(value), INF, False, basis)
+        return Q(_f(value), INF, False, basis)
 
     @staticmethod
     def unknown(basis: str = "") -> Q:

@@ -211,3 +211,10 @@ def test_invalid_spec_is_located(tmp_path, monkeypatch):
     assert result.exit_code == 2
     assert f"{bad}:3" in result.output and "num_layerz" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_quantity_of_an_int_beyond_floats_is_infinite_not_a_crash():
+    from repro.plan.quantity import Q
+
+    assert Q.exact(10**400).value == float("inf") and Q.at_most(-(10**400)).high == float("-inf")
+    assert Q.exact(3).value == 3.0
