@@ -209,6 +209,8 @@ class StageGraph:
     origin: dict[str, str] = field(default_factory=dict)
     """Stage id -> the experiment whose spec names that stage's outputs (a report, a
     ladder's fit), so an error about them points at that spec."""
+    spec_of: dict[str, str] = field(default_factory=dict)
+    """Generated experiment (a ladder's run) -> the experiment whose spec file defines it."""
 
     def add(self, stage: Stage) -> Stage:
         for _, ref in stage.inputs:
@@ -765,6 +767,7 @@ def compile_graph(specs: list[ExperimentSpec],
     _unique_names([s for s in specs if s.report is not None], lambda s: s.report.name,  # type: ignore[union-attr]
                   "report.name", "report", "give each report its own name")
     specs, points = _ladder_runs(specs)
+    graph.spec_of.update({p.spec.name: ladder for ladder, ps in points.items() for p in ps})
     for spec in _teachers_first(specs):
         teacher = teacher_experiment(spec)
         # a student distils from the teacher experiment's main run

@@ -171,3 +171,11 @@ def test_predicting_a_missing_spec_is_an_error(tmp_path):
     with pytest.raises(GraphError, match="is not a file") as e:
         compile_files([path], tmp_path, tmp_path)
     assert e.value.field == "ladder.predict"
+
+
+def test_generated_runs_are_traced_back_to_their_ladder_spec():
+    """So an error about a generated run (its token ledger) points at the ladder's file."""
+    specs = load_specs([LADDER])
+    graph = compile_graph(specs)
+    generated = {p.spec.name for p in expand(specs[0])}
+    assert graph.spec_of == {name: specs[0].name for name in generated}
