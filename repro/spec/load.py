@@ -3,11 +3,17 @@ a user can act on (file, line, field path, the fix).
 
 `extends: <relative path>` deep-merges the current file over the base: mappings merge key
 by key, anything else (lists included) is replaced. So an ablation is a three-line file.
+A base is a file in the workspace (no URL, nothing outside), in a chain of at most
+MAX_EXTENDS files.
 
 A spec is plain data: parsing refuses YAML tags (`!!python/...`, `!function`, custom ones),
 merge keys, non-scalar keys, duplicate keys and aliases that recurse or expand without
-bound. Whatever a file holds, loading it returns a spec or raises SpecError
-(tests/spec/test_fuzz.py), and every issue carries a fix (tests/spec/test_bad_specs.py).
+bound. Loading is bounded whatever the input: only regular files of at most MAX_SPEC_BYTES
+are read, at most MAX_DEPTH levels and MAX_VALUES values are composed, at most MAX_ISSUES
+problems are listed and each part of a message is cut to MAX_SHOWN_CHARS. Whatever a file
+holds, loading it returns a spec or raises SpecError (tests/spec/test_fuzz.py), and every
+issue carries a fix (tests/spec/test_bad_specs.py); keys and values YAML reads as other
+types than text (`on:`, `no`) are shown as the user wrote them.
 """
 
 from __future__ import annotations
