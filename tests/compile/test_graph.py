@@ -436,3 +436,16 @@ def test_reports_declare_score_curves_as_dvc_plots():
     assert "quickstart: repro_cloze_web acc_norm vs tokens" in plots
     [report] = [v for v in dvc["stages"].values() if v["cmd"].startswith("repro stage report")]
     assert {"plots/reports/quickstart": {"cache": False}} in report["outs"]
+
+
+def test_rendering_one_stage_at_a_time_writes_the_whole_documents_bytes():
+    """render_* dump each stage on its own (bounded memory): the same text as the whole
+    document dumped at once."""
+    from repro.compile import render
+
+    graph = _graph()
+    stages = {s.id: render.dvc_literal(render._stage_entry(s, graph)) for s in graph.stages.values()}
+    whole = {"stages": stages, "plots": render.dvc_literal(render._report_plots(graph))}
+    assert render_dvc_yaml(graph) == HEADER + render._dump(whole)
+    params = {s.id: s.config.model_dump(mode="json") for s in graph.stages.values()}
+    assert render_params_yaml(graph) == HEADER + render._dump(params)
