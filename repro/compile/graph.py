@@ -248,8 +248,9 @@ def _named(graph: StageGraph, stage: Stage) -> tuple[str, str, str]:
     output paths; empty strings for id-named outputs."""
     field_ = NAMED_OUTPUTS.get(stage.kind, "")
     name = getattr(stage.config, "experiment" if stage.kind == "ledger" else "name", "") if field_ else ""
-    experiment = graph.origin.get(stage.id) or getattr(stage.config, "experiment", "") or ""
-    return field_, str(name), str(experiment)
+    experiment = str(getattr(stage.config, "experiment", "") or "")
+    experiment = graph.origin.get(stage.id) or graph.spec_of.get(experiment, experiment)
+    return field_, str(name), experiment
 
 
 def _is_within(inner: tuple[str, ...], outer: tuple[str, ...]) -> bool:
