@@ -136,9 +136,10 @@ PositiveInt = bounded(1, MAX_INT, "the largest int64")
 type below)."""
 Tokens = bounded(1, MAX_TOKENS, "1e15 tokens, ~90x SmolLM3-3B's 11.2T")
 """A token count or budget."""
-Steps = bounded(0, MAX_STEPS, "1e9 steps, ~200x SmolLM3-3B's 4.72M")
+_STEPS_WHY = "1e9 steps, ~200x SmolLM3-3B's 4.72M"
+Steps = bounded(0, MAX_STEPS, _STEPS_WHY)
 """A number of optimizer steps (0 allowed: e.g. no warmup)."""
-PositiveSteps = bounded(1, MAX_STEPS, "1e9 steps, ~200x SmolLM3-3B's 4.72M")
+PositiveSteps = bounded(1, MAX_STEPS, _STEPS_WHY)
 Seed = bounded(0, MAX_SEED, "seeds are 32-bit: numpy takes 0 <= seed < 2**32")
 """A random seed."""
 _DOCS_WHY = "1e12 documents; FineWeb holds ~22.5B"
@@ -156,9 +157,9 @@ Batch = bounded(1, MAX_BATCH, "2**20 sequences or documents in one pass")
 """Sequences or documents processed at once."""
 SeqLen = bounded(1, MAX_SEQ_LEN, "2**24 positions; the longest published contexts are ~10M")
 """A sequence length or a number of positions."""
-_STEPS_WHY = "1e9 steps, ~200x SmolLM3-3B's 4.72M"
 SpikeWindow = bounded(5, MAX_STEPS, _STEPS_WHY)
-BatchTokens = bounded(1, MAX_BATCH_TOKENS, "2**30 tokens per optimizer step; SmolLM3-3B takes 2.36M")
+"""Steps of the loss-spike window (at least 5 for a z-score)."""
+BatchTokens = bounded(1, MAX_BATCH_TOKENS, "2**30 tokens per step; SmolLM3-3B takes 2.36M")
 Vocab = bounded(260, MAX_VOCAB, "the largest common tokenizers have ~256k entries")
 """A vocabulary size: 256 bytes and a few special tokens at least."""
 _LAYERS_WHY = "the largest dense models have ~126 layers"

@@ -1484,11 +1484,7 @@ class ExperimentSpec(Model):
                 f"of {MAX_TRAIN_STAGES:,}", "use fewer replicas or training stages")
         every = self.evaluation.every_tokens
         if every is not None:
-            interval = every // tr.batch_tokens  # a whole number of steps (checked above)
-            per_run, start = 0, 0
-            for n in tr.stage_steps():  # multiples of interval strictly inside each stage
-                per_run += (start + n - 1) // interval - start // interval
-                start += n
+            per_run, start = self.snapshots_per_run(), sum(tr.stage_steps())
             total = per_run * runs
             if total > MAX_SNAPSHOTS:
                 need = -(-start * runs // MAX_SNAPSHOTS) * tr.batch_tokens
@@ -1515,6 +1511,19 @@ class ExperimentSpec(Model):
                     f"stages, above the limit of {MAX_TRAIN_STAGES:,}",
                     "use fewer training stages, replicas, sizes, token budgets or recipes")
         return self
+
+    def snapshots_per_run(self) -> int:
+        """Snapshots one run saves for evaluation over training, counted without listing
+        them: the multiples of every_tokens // batch_tokens strictly inside each stage (as
+        repro.compile.graph.snapshot_steps lists them)."""
+        every = self.evaluation.every_tokens
+        if every is None or every % self.training.batch_tokens:
+            return 0
+        interval, count, start = every // self.training.batch_tokens, 0, 0
+        for n in self.training.stage_steps():
+            count += (start + n - 1) // interval - start // interval
+            start += n
+        return count
 
     @property
     def name(self) -> str:

@@ -347,3 +347,17 @@ def test_a_billion_step_run_with_one_snapshot_compiles_quickly(tmp_path, monkeyp
     assert time.perf_counter() - start < 20
     train = next(s for s in graph.stages.values() if s.kind == "train")
     assert train.config.snapshot_steps == [500_000_000]
+
+
+@pytest.mark.parametrize("path", ["qs-nope.yaml", "ci/tiny.yaml"])
+def test_snapshots_are_counted_as_the_compiler_lists_them(path):
+    from repro.compile.graph import snapshot_steps
+
+    spec = load_spec(REPO / "specs" / path)
+    counted = spec.snapshots_per_run()
+    assert counted > 0 and counted == sum(map(len, snapshot_steps(spec)))
+    for every in (1, 3, 7):  # steps between snapshots, crossing stage ends
+        data = spec.model_dump(mode="json")
+        data["evaluation"]["every_tokens"] = every * spec.training.batch_tokens
+        other = schema.ExperimentSpec.model_validate(data)
+        assert other.snapshots_per_run() == sum(map(len, snapshot_steps(other)))
