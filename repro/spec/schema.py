@@ -1494,6 +1494,28 @@ class ExperimentSpec(Model):
                     f"above the limit of {MAX_SNAPSHOTS:,}",
                     f"raise every_tokens to at least {need:,} (a multiple of batch_tokens), or "
                     "evaluate stage ends only (remove every_tokens)")
+        if self.ladder is not None and all(s.schedule is None for s in tr.stages):
+            # a ladder run spans budget // batch_tokens steps under the experiment's schedule
+            # (repro.compile.ladder.split_tokens): its smallest budget must hold the warmup
+            sched = tr.schedule
+            budget = min(self.ladder.tokens + [self.ladder.recipe_tokens])
+            n = budget // tr.batch_tokens
+            decay = round(sched.decay_fraction * n)
+            overlap = sched.decay_fraction < 1 and sched.warmup_steps + decay > n
+            # (fewer steps than stages: repro.compile.ladder says so, with its own fix)
+            if n >= len(tr.stages) and (sched.warmup_steps > n or overlap):
+                need = sched.warmup_steps if sched.decay_fraction >= 1 else math.ceil(
+                    sched.warmup_steps / (1 - sched.decay_fraction))
+                while sched.decay_fraction < 1 and sched.warmup_steps + round(
+                        sched.decay_fraction * need) > need:
+                    need += 1  # round() may leave it a step short
+                raise FieldError(
+                    f"ladder.tokens: the smallest budget, {budget:,} tokens, is {n:,} optimizer "
+                    f"steps of {tr.batch_tokens:,} tokens, too few for training.schedule's "
+                    f"{sched.warmup_steps:,} warmup steps"
+                    + (f" and {decay:,} decay steps" if overlap else ""),
+                    f"use budgets of at least {need * tr.batch_tokens:,} tokens, or lower "
+                    "training.schedule.warmup_steps")
         if self.ladder is not None:  # every ladder run is the experiment, trained again
             points = self.ladder.run_count()
             if points * runs > MAX_LADDER_POINTS:

@@ -167,7 +167,7 @@ def test_a_generated_run_clashing_with_an_experiment_is_refused(tmp_path):
 
 def test_predicting_a_missing_spec_is_an_error(tmp_path):
     path = _ladder_spec(tmp_path, "  name: l\n" + SIZES + "  tokens: [65536, 131072, 262144]\n"
-                        "  predict: [reference/none.yaml]\n")
+                        "  predict: [reference/none.yaml]\n", SHORT_WARMUP)
     with pytest.raises(GraphError, match="is not a file") as e:
         compile_files([path], tmp_path, tmp_path)
     assert e.value.field == "ladder.predict"

@@ -361,3 +361,15 @@ def test_snapshots_are_counted_as_the_compiler_lists_them(path):
         data["evaluation"]["every_tokens"] = every * spec.training.batch_tokens
         other = schema.ExperimentSpec.model_validate(data)
         assert other.snapshots_per_run() == sum(map(len, snapshot_steps(other)))
+
+
+def test_a_ladder_budget_too_small_for_the_warmup_is_refused_at_validation(tmp_path, monkeypatch):
+    # qs-nope warms up over 10 steps of 8,192 tokens and decays over the last 20%
+    sizes = "".join(f"    - {{name: {n}, hidden_size: 32, num_layers: 2, num_heads: 2, "
+                    f"num_kv_heads: 1, intermediate_size: 96}}\n" for n in ("a", "b", "c"))
+    _refused(tmp_path, monkeypatch, X + (
+        "experiment: {replicas: []}\nevaluation: {every_tokens: null}\n"
+        "ladder:\n  name: l\n  sizes:\n" + sizes + "  tokens: [65536, 131072, 262144]\n"),
+        "the smallest budget, 65,536 tokens, is 8 optimizer steps of 8,192 tokens, too few "
+        "for training.schedule's 10 warmup steps",
+        "fix: use budgets of at least 106,496 tokens", line=10)
