@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
+from repro.spec.base import Seed
 from repro.spec.schema import (
     BuiltinSource,
     CurationStep,
@@ -62,7 +63,7 @@ class SplitConfig(Model):
 
     heldout: HeldoutSpec
     """Held-out fraction and cap."""
-    seed: int
+    seed: Seed
     """Seed of the hash that assigns documents to the held-out set."""
 
 
@@ -103,7 +104,7 @@ class TokenizeConfig(Model):
 
     dataset: Name
     """Dataset name."""
-    seed: int
+    seed: Seed
     """Seed for the document shuffle."""
 
 
@@ -184,9 +185,9 @@ class TrainConfig(Model):
     """Optimizer steps in this stage (= tokens // batch_tokens)."""
     mixture: dict[Name, float]
     """Dataset -> sampling weight for this stage."""
-    seed: int
+    seed: Seed
     """Seed for init, and for the data order unless `data_seed` is set."""
-    data_seed: int | None = None
+    data_seed: Seed | None = None
     """Seed of the data order (a replica drawing another subset/order); None: `seed`."""
     snapshot_steps: list[PositiveInt] = []
     """Global steps inside this stage after which the model is also saved as a `snapshot:<step>`
@@ -244,7 +245,7 @@ class TeacherLogitsConfig(Model):
     """Targets kept per token."""
     temperature: float = Field(gt=0)
     """Teacher softmax temperature."""
-    seed: int
+    seed: Seed
     """Seed of the sampling generators."""
     doc_masking: bool
     """Give the teacher the student's per-document positions and mask."""
@@ -260,7 +261,7 @@ class EvalTasksConfig(Model):
 
     task: LocalTaskSpec
     """Task kind, source dataset and size."""
-    seed: int
+    seed: Seed
     """Seed for document and distractor choice."""
 
 
@@ -273,7 +274,7 @@ class EvaluateConfig(Model):
     """Training stage whose checkpoint is evaluated."""
     evaluation: EvaluationSpec
     """Tasks, few-shot, limit, batch size."""
-    seed: int
+    seed: Seed
     """lm-eval random seeds."""
 
 
@@ -290,7 +291,7 @@ class ReportConfig(Model):
     """Paired bootstrap draws (see ReportSpec)."""
     confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
     """Confidence level of the intervals."""
-    bootstrap_seed: int = Field(default=0, ge=0)
+    bootstrap_seed: Seed = 0
     """Seed of the bootstrap draws."""
     aggregate_tasks: list[str] | None = Field(default=None, min_length=1)
     """Tasks averaged into the aggregate score; None: every task with a chance level."""
@@ -344,7 +345,7 @@ class FitConfig(Model):
     huber_delta: float = Field(gt=0)
     bootstrap: int = Field(ge=0)
     confidence: float = Field(gt=0, lt=1)
-    seed: int = Field(ge=0)
+    seed: Seed
     target_compute: list[Annotated[float, Field(gt=0)]]
     runs: list[LadderRun] = Field(min_length=1)
     """Runs of the fit grid (recipe None) and of the decision-accuracy recipes."""
