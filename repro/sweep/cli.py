@@ -67,7 +67,6 @@ def sweep(spec: Path, workers: int | None, dry_run: bool, resume: bool, report_o
     from repro.sweep.driver import Driver
     from repro.sweep.dvc import DvcBackend
     from repro.paths import sweep_report_dir as report_dir
-    from repro.paths import sweep_state_dir as state_dir
     from repro.sweep.plan import build_plan
     from repro.sweep.report import write_report
     from repro.sweep.results import collect_results
@@ -83,7 +82,7 @@ def sweep(spec: Path, workers: int | None, dry_run: bool, resume: bool, report_o
         backend = DvcBackend(root)
         if not report_only:
             check_committed(root)
-            Driver(plan, backend, root / str(state_dir(plan.sweep.name)), n,
+            Driver(plan, backend, root, n,
                    echo=click.echo).run(resume=resume)
         results = collect_results(backend.experiments(), plan.sweep.name, plan.keys, plan.objective)
         metrics = root / plan.objective.metrics_file

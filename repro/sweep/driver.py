@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from repro import paths
 from repro.spec.load import SpecIssue
 from repro.spec.search import Scalar
 from repro.sweep.dvc import ExpRecord
@@ -60,8 +61,8 @@ class Backend(Protocol):
 class Driver:
     plan: SweepPlan
     backend: Backend
-    state_dir: Path
-    """Where the optuna journal lives (.repro/sweeps/<name>/)."""
+    root: Path
+    """The workspace: the sweep's state folder is root / repro.paths.sweep_state_dir(name)."""
     workers: int
     echo: Callable[[str], None] = print
     poll_s: float = 10.0
@@ -86,20 +87,49 @@ class Driver:
 
     def restart(self) -> None:
         """Forget the sweep: its queue entries, its experiments on this baseline, its
-        journal. A running trial stops the restart (DvcBackend.discard says how to stop it)."""
+        journal. Every refusal (a state folder reached through a link, a running trial)
+        comes before the first thing is discarded, so a refused restart changes nothing."""
         queued = [ExpRecord(name, state) for name, state in self.backend.in_flight().items()]
         finished = list(self.backend.experiments().values())
-        for record in sorted(queued, key=lambda r: r.name) + sorted(finished, key=lambda r: r.name):
-            if trial_index(self.plan.sweep.name, record.name) is not None:
-                self.backend.discard(record)
-        if self.state_dir.is_symlink() or self.state_dir.parent.parts[-2:] != (".repro", "sweeps"):
-            # only the sweep's own folder under .repro/sweeps/ (repro.paths) is ever removed
-            raise SweepInputError([SpecIssue(self.plan.spec_file, None, "sweep.name",
-                                             f"{self.state_dir} is not a sweep state folder "
-                                             "this command made; nothing was removed",
-                                             "remove it by hand if it is stale")])
+        mine = [r for r in sorted(queued, key=lambda r: r.name)
+                + sorted(finished, key=lambda r: r.name)
+                if trial_index(self.plan.sweep.name, r.name) is not None]
+        problem = self._state_problem()
+        if problem is not None:
+            raise SweepInputError([SpecIssue(
+                self.plan.spec_file, None, "sweep.name",
+                f"{problem}, so {self.state_dir} is not a sweep state folder this command "
+                "made; nothing was discarded or removed",
+                "remove it by hand if it is stale (a link: the link, after checking what it "
+                "points at), then rerun with --restart")])
+        running = sorted({r.name for r in mine if r.state == "running"})
+        if running:
+            raise SweepRunError(
+                f"trial(s) {', '.join(running)} are running, so the sweep cannot restart; "
+                "nothing was discarded or removed. Wait for them, or stop each with "
+                "`dvc queue kill <name>`, then rerun with --restart")
+        for record in mine:
+            self.backend.discard(record)
         if self.state_dir.exists():
             shutil.rmtree(self.state_dir)
+
+    @property
+    def state_dir(self) -> Path:
+        """Where the optuna journal lives: the sweep's own folder (repro.paths)."""
+        return self.root / str(paths.sweep_state_dir(self.plan.sweep.name))
+
+    def _state_problem(self) -> str | None:
+        """Why the state folder must not be removed, or None: a symbolic link on the way
+        from the workspace root (`.repro`, `.repro/sweeps`, the sweep's folder), through
+        which rmtree would remove what the link points at, or a file in its place."""
+        at = self.root
+        for part in paths.sweep_state_dir(self.plan.sweep.name).parts:
+            at = at / part
+            if at.is_symlink():
+                return f"{at} is a symbolic link"
+        if at.exists() and not at.is_dir():
+            return f"{at} is not a folder"
+        return None
 
     def _optuna(self) -> OptunaSearch:
         try:

@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from repro.paths import sweep_state_dir
 from repro.sweep.driver import Driver
-from repro.sweep.errors import SweepInputError
+from repro.sweep.errors import SweepInputError, SweepRunError
 from repro.sweep.results import collect_results
 from repro.sweep.strategies import OptunaSearch
 from tests.sweep.toy import TOY_KEYS, TOY_OBJECTIVE, FakeDvc, make_plan, make_sweep, toy_value
 
 
-STATE = ".repro/sweeps/sw"  # where the CLI keeps the sweep's state (repro.paths)
+STATE = str(sweep_state_dir("sw"))  # .repro/sweeps/sw: the driver keeps the sweep's state there
 
 
-def _driver(dvc: FakeDvc, tmp_path, sweep=None, workers: int = 1,
-            state: str = STATE) -> tuple[Driver, list[str]]:
+def _driver(dvc: FakeDvc, tmp_path, sweep=None, workers: int = 1) -> tuple[Driver, list[str]]:
     lines: list[str] = []
-    return Driver(make_plan(sweep), dvc, tmp_path / state, workers, echo=lines.append,
+    return Driver(make_plan(sweep), dvc, tmp_path, workers, echo=lines.append,
                   poll_s=0, sleep=lambda s: None), lines
 
 
@@ -85,19 +87,52 @@ def test_restart_discards_the_sweep_and_nothing_else(tmp_path):
     assert dvc.queued == ["sw-0", "sw-1", "sw-2", "sw-3"]
 
 
-def test_restart_removes_no_folder_but_a_sweep_state_folder(tmp_path):
-    """--restart removes the sweep's own folder under .repro/sweeps/; a link there (its
-    target would go) or any other folder is refused and kept."""
-    mine = tmp_path / "mine"
-    mine.mkdir()
-    (mine / "sentinel.txt").write_text("keep me")
-    (tmp_path / ".repro/sweeps").mkdir(parents=True)
-    (tmp_path / STATE).symlink_to(mine)
-    for state in (STATE, "mine"):
-        driver, _ = _driver(FakeDvc(), tmp_path, state=state)
-        with pytest.raises(SweepInputError, match="nothing was removed"):
-            driver.run(resume=False)
-    assert (mine / "sentinel.txt").read_text() == "keep me" and (tmp_path / STATE).is_symlink()
+def _recorded() -> FakeDvc:
+    dvc = FakeDvc()
+    dvc.add("sw-0", "success", 0.001, 0.0, 1.0)
+    dvc.add("sw-1", "queued", 0.001, 0.5)
+    return dvc
+
+
+def _refused_restart(tmp_path, dvc: FakeDvc, error: type[Exception], match: str) -> None:
+    """The restart is refused before it discards or removes anything, and runs nothing."""
+    before = dict(dvc.records)
+    driver, _ = _driver(dvc, tmp_path)
+    with pytest.raises(error, match=match):
+        driver.run(resume=False)
+    assert dvc.discarded == [] and dvc.records == before
+    assert dvc.reproduced == [] and dvc.queued == []
+
+
+@pytest.mark.parametrize("linked", [STATE, ".repro/sweeps", ".repro"])
+def test_restart_through_a_link_is_refused_before_anything_is_discarded(tmp_path, linked):
+    """--restart removes the sweep's own folder under .repro/sweeps/; a link on the way
+    there (rmtree would empty its target) is refused, and no experiment is discarded first."""
+    target = tmp_path / "mine"  # what the link points at: it holds a sweep state folder
+    sentinel = target / Path(STATE).relative_to(linked) / "sentinel.txt"
+    sentinel.parent.mkdir(parents=True)
+    sentinel.write_text("keep me")
+    (tmp_path / linked).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / linked).symlink_to(target)
+    _refused_restart(tmp_path, _recorded(), SweepInputError,
+                     f"{tmp_path / linked} is a symbolic link.*nothing was discarded or removed")
+    assert sentinel.read_text() == "keep me" and (tmp_path / linked).is_symlink()
+
+
+def test_restart_over_a_file_in_the_state_folder_place_is_refused(tmp_path):
+    (tmp_path / STATE).parent.mkdir(parents=True)
+    (tmp_path / STATE).write_text("not a folder")
+    _refused_restart(tmp_path, _recorded(), SweepInputError, "is not a folder")
+    assert (tmp_path / STATE).read_text() == "not a folder"
+
+
+def test_restart_with_a_running_trial_is_refused_before_anything_is_discarded(tmp_path):
+    dvc = _recorded()
+    dvc.add("sw-2", "running", 0.01, 0.0)
+    (tmp_path / STATE).mkdir(parents=True)
+    (tmp_path / STATE / "optuna.journal").write_text("old")
+    _refused_restart(tmp_path, dvc, SweepRunError, r"sw-2 are running.*dvc queue kill")
+    assert (tmp_path / STATE / "optuna.journal").read_text() == "old"
 
 
 def test_a_trial_removed_from_the_queue_is_recorded_as_lost(tmp_path):

@@ -32,7 +32,7 @@ def test_grid_sweep_on_dvc_queue_finds_the_optimum_and_resumes(tmp_path):
     dvc = DvcBackend(root, echo=False)
     lines: list[str] = []
     started = time.monotonic()
-    Driver(plan, dvc, root / ".repro/sweeps/sw", workers=1, echo=lines.append, poll_s=1).run()
+    Driver(plan, dvc, root, workers=1, echo=lines.append, poll_s=1).run()
     elapsed = time.monotonic() - started
 
     records = dvc.experiments()
@@ -61,7 +61,7 @@ def test_grid_sweep_on_dvc_queue_finds_the_optimum_and_resumes(tmp_path):
     assert "dvc exp apply sw-2" in (tmp_path / "report" / "report.md").read_text()
 
     again: list[str] = []
-    Driver(plan, dvc, root / ".repro/sweeps/sw", workers=1, echo=again.append, poll_s=1).run()
+    Driver(plan, dvc, root, workers=1, echo=again.append, poll_s=1).run()
     assert any("4 trial(s) already finished" in line for line in again)
     assert dvc.experiments().keys() == records.keys()  # nothing new queued
     print(f"2x2 grid, 1 worker: {elapsed:.1f}s")
