@@ -1,7 +1,10 @@
 """Stage configs: the settings one stage reads from its section of `params.yaml`.
 
 They are assembled from the spec models (same classes, same validation), so a value set with
-`dvc exp run -S` is checked exactly as if it had been written in the spec. A config holds
+`dvc exp run -S` is checked exactly as if it had been written in the spec. Their own fields
+use the spec's bounded types (repro.spec.base: Steps, Tokens, SeqLen, ...) and list limits for
+the same reason: `-S` and `repro sweep` edit params.yaml after the spec was validated, and a
+stage must not loop or allocate in proportion to an unchecked number. A config holds
 only what changes the stage's output; anything else would make DVC rerun for nothing.
 """
 
@@ -11,7 +14,22 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from repro.spec.base import Seed
+from repro.spec.base import (
+    MAX_BOOTSTRAP,
+    MAX_DATASETS,
+    MAX_LADDER_POINTS,
+    MAX_SNAPSHOTS,
+    MAX_TRAINING_STAGES,
+    Batch,
+    BatchTokens,
+    Bootstrap,
+    Parallel,
+    PositiveSteps,
+    Seed,
+    SeqLen,
+    Steps,
+    Tokens,
+)
 from repro.spec.schema import (
     BuiltinSource,
     CurationStep,
@@ -52,7 +70,7 @@ class CurateConfig(Model):
     """Where raw documents come from (builtin corpora arrive as the `raw` input)."""
     steps: list[CurationStep]
     """Curation steps in order."""
-    shards: PositiveInt
+    shards: Parallel
     """Output files; documents go to a shard by a hash of their id (see DatasetSpec)."""
     executor: ExecutorSpec
     """How datatrove runs the pipeline (execution only: not part of the stage identity)."""
@@ -113,9 +131,9 @@ class LedgerStage(Model):
 
     name: Name
     """Training stage name."""
-    steps: PositiveInt
+    steps: PositiveSteps
     """Optimizer steps (the stage's tokens // batch_tokens, as training runs them)."""
-    mixture: dict[Name, float]
+    mixture: dict[Name, float] = Field(max_length=MAX_DATASETS)
     """Dataset -> sampling weight."""
 
 
@@ -125,13 +143,13 @@ class LedgerConfig(Model):
 
     experiment: Name
     """Experiment whose training is checked (names the gate file)."""
-    seq_len: PositiveInt
+    seq_len: SeqLen
     """Tokens per training sequence (a window holds seq_len + 1 tokens)."""
-    batch_tokens: PositiveInt
+    batch_tokens: BatchTokens
     """Tokens per optimizer step."""
-    stages: list[LedgerStage]
+    stages: list[LedgerStage] = Field(max_length=MAX_TRAINING_STAGES)
     """Training stages in order."""
-    max_epochs: dict[Name, Annotated[float, Field(gt=0)]]
+    max_epochs: dict[Name, Annotated[float, Field(gt=0)]] = Field(max_length=MAX_DATASETS)
     """Dataset -> most passes training may make over its tokens (DatasetSpec.max_epochs)."""
 
 
@@ -142,14 +160,14 @@ class ScheduleSegment(Model):
     peak_lr: float = Field(gt=0)
     """Peak LR of the optimizer's reference group (AdamW's; for Muon, its AdamW part);
     every group is scaled by the same factor lr(step) / reference LR."""
-    start_step: int = Field(default=0, ge=0)
+    start_step: Steps = 0
     """Global step before the schedule's first update: 0 for the experiment's schedule, the
     stage's first step - 1 for a stage that restarts it (warmup counts from here)."""
-    warmup_steps: int = Field(ge=0)
+    warmup_steps: Steps
     """Warmup steps, counted from start_step."""
-    decay_start_step: int | None
+    decay_start_step: Steps | None
     """Global step where decay starts; None if this stage ends before the decay."""
-    decay_end_step: int | None
+    decay_end_step: Steps | None
     """Global step where decay ends (the schedule's last step); None as above."""
     decay_shape: Literal["linear", "1-sqrt", "cosine"]
     """Decay shape."""
@@ -173,26 +191,26 @@ class TrainConfig(Model):
     """Start this stage with fresh optimizer state."""
     schedule: ScheduleSegment
     """LR schedule as seen by this stage."""
-    seq_len: PositiveInt
+    seq_len: SeqLen
     """Tokens per sequence in this stage."""
-    batch_tokens: PositiveInt
+    batch_tokens: BatchTokens
     """Tokens per optimizer step."""
-    micro_batch_size: PositiveInt
+    micro_batch_size: Batch
     """Sequences per forward/backward pass (per process)."""
-    step_start: int = Field(ge=0)
+    step_start: Steps
     """Global step this stage starts at."""
-    steps: PositiveInt
+    steps: PositiveSteps
     """Optimizer steps in this stage (= tokens // batch_tokens)."""
-    mixture: dict[Name, float]
+    mixture: dict[Name, float] = Field(max_length=MAX_DATASETS)
     """Dataset -> sampling weight for this stage."""
     seed: Seed
     """Seed for init, and for the data order unless `data_seed` is set."""
     data_seed: Seed | None = None
     """Seed of the data order (a replica drawing another subset/order); None: `seed`."""
-    snapshot_steps: list[PositiveInt] = []
+    snapshot_steps: list[PositiveSteps] = Field(default=[], max_length=MAX_SNAPSHOTS)
     """Global steps inside this stage after which the model is also saved as a `snapshot:<step>`
     output, for evaluation over training (`evaluation.every_tokens`)."""
-    log_every_steps: PositiveInt
+    log_every_steps: PositiveSteps
     """Loss-curve resolution."""
     doc_masking: bool = True
     """Intra-document attention masking and per-document positions."""
@@ -214,7 +232,7 @@ class TrainConfig(Model):
     """torch.compile the model."""
     distributed: DistributedSpec = DistributedSpec()
     """Processes and parallelism."""
-    checkpoint_every_steps: PositiveInt | None = None
+    checkpoint_every_steps: PositiveSteps | None = None
     """In-stage resumable checkpoints (execution only: not part of the stage identity)."""
 
     @model_validator(mode="after")
@@ -237,11 +255,11 @@ class TeacherLogitsConfig(Model):
 
     dataset: Name
     """Dataset whose token windows the teacher scores."""
-    seq_len: PositiveInt
+    seq_len: SeqLen
     """Window length (the student stage's seq_len)."""
     mode: Literal["top_k", "sampled"]
     """Top-k (renormalised) or sampled targets."""
-    k: PositiveInt
+    k: Annotated[(int, *DistillationSpec.model_fields["k"].metadata)]  # its range in the spec
     """Targets kept per token."""
     temperature: float = Field(gt=0)
     """Teacher softmax temperature."""
@@ -287,7 +305,7 @@ class ReportConfig(Model):
     """Experiment compared against."""
     experiments: list[Name]
     """Experiments in the report, in display order."""
-    bootstrap_iterations: int = Field(default=10_000, ge=100, le=1_000_000)
+    bootstrap_iterations: int = Field(default=10_000, ge=100, le=MAX_BOOTSTRAP)
     """Paired bootstrap draws (see ReportSpec)."""
     confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
     """Confidence level of the intervals."""
@@ -317,8 +335,9 @@ class LadderRun(Model):
     recipe: Name | None = None
     """Data recipe of a decision-accuracy run; None for the experiment's own mixtures."""
     n_params: PositiveInt
-    """N of the fit (`FitConfig.parameters` decides what it counts)."""
-    tokens: PositiveInt
+    """N of the fit (`FitConfig.parameters` decides what it counts); counted from a validated
+    spec's shape, whose limits keep it far inside the int64 PositiveInt allows."""
+    tokens: Tokens
     """D: training tokens actually run (whole optimizer steps)."""
 
 
@@ -328,7 +347,7 @@ class PredictTarget(Model):
     name: str
     """Spec path (relative to the specs folder) or experiment name."""
     n_params: PositiveInt
-    tokens: PositiveInt
+    tokens: Tokens
 
 
 class FitConfig(Model):
@@ -343,12 +362,12 @@ class FitConfig(Model):
     loss_metric: str
     """That task's metric."""
     huber_delta: float = Field(gt=0)
-    bootstrap: int = Field(ge=0)
+    bootstrap: Bootstrap
     confidence: float = Field(gt=0, lt=1)
     seed: Seed
     target_compute: list[Annotated[float, Field(gt=0)]]
-    runs: list[LadderRun] = Field(min_length=1)
+    runs: list[LadderRun] = Field(min_length=1, max_length=MAX_LADDER_POINTS)
     """Runs of the fit grid (recipe None) and of the decision-accuracy recipes."""
-    recipe_tokens: PositiveInt | None = None
+    recipe_tokens: Tokens | None = None
     """Token budget of the recipe runs (None: no recipes)."""
     predict: list[PredictTarget] = []

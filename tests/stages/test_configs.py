@@ -3,11 +3,21 @@ validated: their fields carry the same limits as the spec's."""
 
 from __future__ import annotations
 
+import typing
+from pathlib import Path
+
 import pytest
+import yaml
 from pydantic import BaseModel, ValidationError
 
-from repro.spec.base import MAX_SEED
+from repro.compile.render import render_params_yaml
+from repro.compile.specs import compile_files
+from repro.spec.base import MAX_SEED, MAX_STEPS
 from repro.stages import STAGE_CONFIGS
+from repro.sweep.values import ValueProblem, validate_overrides
+from tests.spec.test_limits import _unbounded_ints
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _seed_fields() -> list[tuple[str, type[BaseModel], str]]:
@@ -37,3 +47,51 @@ def test_seed_out_of_range_is_refused_from_params(kind, model, name) -> None:
     with pytest.raises(ValidationError) as info:
         model.model_validate({name: MAX_SEED})
     assert not any(err["loc"][:1] == (name,) for err in info.value.errors())
+
+
+# ------------------------------------------------------------ every integer bounded
+
+
+def _models_within(tp: typing.Any, found: set[type[BaseModel]]) -> None:
+    """Every model reachable from `tp`, through Annotated, unions, containers and fields."""
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        if tp not in found:
+            found.add(tp)
+            for f in tp.model_fields.values():
+                _models_within(f.annotation, found)
+        return
+    for arg in typing.get_args(tp):
+        _models_within(arg, found)
+
+
+def _config_models() -> list[type[BaseModel]]:
+    found: set[type[BaseModel]] = set()
+    for model in STAGE_CONFIGS.values():
+        _models_within(model, found)
+    return sorted(found, key=lambda m: m.__name__)
+
+
+def test_every_integer_field_of_every_stage_config_has_an_upper_limit() -> None:
+    models = _config_models()
+    # the walk reaches the configs' own nested models, not only the registered ones
+    assert {"LedgerStage", "ScheduleSegment", "LadderRun", "PredictTarget"} <= {
+        m.__name__ for m in models}
+    unbounded = [f"{m.__name__}.{name}" for m in models
+                 for name, f in m.model_fields.items()
+                 if _unbounded_ints(f.annotation, tuple(f.metadata))]
+    assert unbounded == []
+
+
+@pytest.fixture(scope="module")
+def tiny_params() -> dict:
+    graph = compile_files([REPO / "specs/ci/tiny.yaml"], REPO / "specs/ci", REPO)
+    return yaml.safe_load(render_params_yaml(graph))
+
+
+def test_a_sweep_value_beyond_the_step_limit_is_refused_before_it_is_queued(tiny_params) -> None:
+    train = next(s for s in tiny_params if s.startswith("train-"))
+    key = f"{train}.steps"
+    validate_overrides(tiny_params, {key: MAX_STEPS}, REPO)  # the limit itself passes
+    with pytest.raises(ValueProblem, match="above the limit of 1,000,000,000") as e:
+        validate_overrides(tiny_params, {key: 10**18}, REPO)
+    assert e.value.key == key and e.value.value == 10**18
