@@ -38,6 +38,16 @@ from repro.spec.base import (
 
 Scalar = Union[bool, int, float, str]
 
+SIGNIFICANT_DIGITS = 12
+"""Range points are rounded to 12 significant digits: far below any effect a setting can
+have, and it keeps values such as 0.1 + 0.2 readable in `-S`, params.yaml and the report."""
+
+
+def clean_value(x: float, integer: bool) -> Scalar:
+    """A point of a numeric range as a sweep sets it: an int for an `integer` range, else
+    rounded to SIGNIFICANT_DIGITS."""
+    return int(round(x)) if integer else float(f"{x:.{SIGNIFICANT_DIGITS}g}")
+
 FIT_MIN_POINTS = 5
 """L(N, D) has five free constants (E, A, B, alpha, beta): fewer points cannot pin them."""
 
@@ -102,9 +112,26 @@ class SweepParameter(Model):
     def is_range(self) -> bool:
         return self.values is None
 
-    def point_count(self) -> int:
-        """Values a grid sweep takes along this parameter."""
-        return len(self.values) if self.values is not None else (self.num or 1)
+    def grid_values(self) -> list[Scalar]:
+        """The values a grid sweep tries along this parameter, in order: `values` as given,
+        or `num` points of the range, evenly spaced (geometric when `log`) with its exact
+        ends, rounded by `clean_value` and deduplicated, so an integer range has each integer
+        once (`num: 1000` over [1, 3] is 1, 2, 3). At most MAX_SWEEP_POINTS values either way
+        (the bound of `values` and of `num`)."""
+        if self.values is not None:
+            return list(self.values)
+        assert self.low is not None and self.high is not None
+        if self.num is None:
+            raise ValueError("a range without `num` has no grid (random and optuna sweeps "
+                             "draw from it instead)")
+        n, lo, hi = self.num, self.low, self.high
+        if self.log:
+            lo, hi = math.log(lo), math.log(hi)
+            raw = [math.exp(lo + (hi - lo) * i / (n - 1)) for i in range(n)]
+        else:
+            raw = [lo + (hi - lo) * i / (n - 1) for i in range(n)]
+        raw[0], raw[-1] = self.low, self.high  # exact ends, whatever the rounding of exp/log
+        return list(dict.fromkeys(clean_value(x, self.integer) for x in raw))
 
 
 class SweepObjective(Model):
@@ -151,10 +178,15 @@ class SweepSpec(Model):
     parameters: dict[Name, SweepParameter] = Field(min_length=1, max_length=64)
     """Searched dimensions by name (names label the report's plots)."""
 
-    def grid_size(self) -> int:
-        """Points of a grid over every parameter: the product of their value counts (a
-        Python integer: no overflow, nothing enumerated)."""
-        return math.prod(p.point_count() for p in self.parameters.values())
+    def trial_count(self) -> int:
+        """Trials the sweep runs, as the planner (repro.sweep.strategies) enumerates them:
+        `trials` for random and optuna; for a grid, the product of every parameter's
+        `grid_values` count (after an integer range's repeats are dropped), a Python integer:
+        no overflow, and the product itself is never enumerated."""
+        if self.strategy != "grid":
+            assert self.trials is not None  # _complete requires it
+            return self.trials
+        return math.prod(len(p.grid_values()) for p in self.parameters.values())
 
     @model_validator(mode="after")
     def _complete(self) -> SweepSpec:
@@ -166,9 +198,9 @@ class SweepSpec(Model):
             if self.trials is not None:
                 raise FieldError("a grid sweep runs every combination, so `trials` means nothing",
                                  "remove `trials` (or use strategy: random)")
-            points = self.grid_size()
+            points = self.trial_count()
             if points > MAX_SWEEP_POINTS:
-                counts = " x ".join(f"{self.parameters[n].point_count():,}" for n in self.parameters)
+                counts = " x ".join(f"{len(p.grid_values()):,}" for p in self.parameters.values())
                 raise FieldError(
                     f"the grid has {counts} = {_count(points)} points, above the limit of "
                     f"{MAX_SWEEP_POINTS:,} (each point is a queued DVC experiment)",
@@ -176,6 +208,7 @@ class SweepSpec(Model):
                     "with `trials`")
         elif self.trials is None:
             raise FieldError(f"a {self.strategy} sweep needs `trials` (how many configurations)")
+        # random and optuna: `trials` is a SweepPoints, so at most MAX_SWEEP_POINTS by its type
         return self
 
 

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from repro.spec.search import Scalar, SweepParameter, SweepSpec
 from repro.sweep.results import TrialResult
-from repro.sweep.strategies import distributions, parameter_grid
+from repro.sweep.strategies import distributions
 
 MIN_IMPORTANCE_TRIALS = 4
 """fANOVA fits a random forest to (configuration, objective) pairs; with fewer points every
@@ -114,7 +114,7 @@ def levels(name: str, p: SweepParameter, strategy: str,
     if not pairs:
         return []
     if _discrete(p, strategy):
-        order = [_norm(v) for v in (p.values if p.values is not None else parameter_grid(p))]
+        order = [_norm(v) for v in p.grid_values()]
         groups: dict[Any, list[float]] = {}
         for v, y in pairs:
             groups.setdefault(_norm(v), []).append(y)

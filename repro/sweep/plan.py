@@ -21,7 +21,7 @@ from repro.spec.search import Scalar, SweepSpec
 from repro.sweep.errors import SweepInputError
 from repro.sweep.keys import KeyResolutionError, get_path, resolve_pattern
 from repro.sweep.objective import Objective, ObjectiveError, find_objective
-from repro.sweep.strategies import SweepTooLarge, check_size, domain_probes, grid_points, random_points
+from repro.sweep.strategies import domain_probes, grid_points, random_points
 from repro.sweep.values import ValueProblem, check_passable, overrides, validate_overrides
 from repro.sweep.workspace import Workspace, compile_workspace, uncached_outputs, upstream
 
@@ -150,11 +150,6 @@ def build_plan(spec_path: Path, root: Path, require_current: bool = True
 def _build_plan(spec_path: Path, root: Path, require_current: bool) -> tuple[SweepPlan, Workspace]:
     spec = load_sweep_spec(spec_path)
     assert spec.sweep is not None
-    try:  # from the counts alone, before anything is compiled or enumerated
-        check_size(spec.sweep)
-    except SweepTooLarge as e:
-        raise SweepInputError([_Locator(spec_path, str(spec_path)).issue(
-            ("sweep", "parameters"), str(e), e.fix)]) from None
     workspace = compile_workspace(spec_path.parent, root, require_current)
     try:  # as the report names it: relative to the workspace, the same on every machine
         display = spec_path.resolve().relative_to(root.resolve()).as_posix()

@@ -16,7 +16,6 @@ from repro.sweep.analysis import Analysis, analyse
 from repro.sweep.plan import SweepPlan
 from repro.sweep.plots import parameter_png
 from repro.sweep.results import TrialResult
-from repro.sweep import strategies
 
 REPORT_MD, RESULTS_JSON = "report.md", "results.json"
 
@@ -29,15 +28,11 @@ def _val(v: Scalar | None) -> str:
     return "n/a" if v is None else (f"{v:.6g}" if isinstance(v, float) else str(v))
 
 
-def planned_count(plan: SweepPlan) -> int:
-    return strategies.planned_count(plan.sweep)
-
-
 def results_json(plan: SweepPlan, analysis: Analysis, baseline: float | None) -> dict[str, Any]:
     sweep, obj = plan.sweep, plan.objective
     return {
         "sweep": sweep.name, "experiment": plan.experiment, "spec": plan.spec_file,
-        "strategy": sweep.strategy, "seed": sweep.seed, "planned_trials": planned_count(plan),
+        "strategy": sweep.strategy, "seed": sweep.seed, "planned_trials": plan.sweep.trial_count(),
         "objective": {"stage": obj.stage_id, "metrics_file": obj.metrics_file,
                       "task": obj.task, "metric": obj.metric, "goal": obj.goal},
         "parameters": {n: {"keys": list(plan.keys[n]),
@@ -66,7 +61,7 @@ def report_blocks(plan: SweepPlan, analysis: Analysis, baseline: float | None) -
     direction = "lower" if obj.goal == "minimize" else "higher"
     blocks: list[Block] = [
         Heading(1, f"Sweep {sweep.name} ({plan.experiment})"),
-        Paragraph(f"Strategy {sweep.strategy} (seed {sweep.seed}), {planned_count(plan)} "
+        Paragraph(f"Strategy {sweep.strategy} (seed {sweep.seed}), {plan.sweep.trial_count()} "
                   f"trials planned: {len(analysis.ranked)} finished, {len(done)} completed, "
                   f"{failed} failed. Objective: {obj.goal} {obj.task} {obj.metric} ({direction} "
                   f"is better) from {obj.metrics_file}, the final evaluation of the main run. "

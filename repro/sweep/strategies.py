@@ -2,7 +2,8 @@
 
 * `grid`: the cartesian product of every parameter's values, the first parameter varying
   slowest (itertools.product order); a range gives `num` points, evenly spaced, or
-  geometrically when `log` (learning rates), rounded and deduplicated when `integer`.
+  geometrically when `log` (learning rates), rounded and deduplicated when `integer`
+  (repro.spec.search.SweepParameter.grid_values, which validation counts too).
 * `random`: `trials` independent draws from numpy's Generator seeded by `sweep.seed`: a
   value list is drawn uniformly, a range uniformly (in log space when `log`).
 * `optuna`: optuna's TPE sampler through its ask/tell interface. The study lives in an
@@ -24,29 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from repro.spec import search
-from repro.spec.search import Scalar, SweepParameter, SweepSpec
+from repro.spec.search import Scalar, SweepParameter, SweepSpec, clean_value
 
 if TYPE_CHECKING:
     import optuna
 
-# the spec's own limit (repro.spec.search refuses bigger sweeps at validation); the default
-# only serves while a checkout predates it
-MAX_TRIALS: int = getattr(search, "MAX_SWEEP_POINTS", 10_000)
-"""The most trials a sweep may plan. The sweep checks it again, from the counts alone,
-before it enumerates a single point, so an oversized grid (10**7 points) is refused in
-milliseconds instead of filling memory, whatever path the spec came by."""
-
-
-class SweepTooLarge(ValueError):
-    """A sweep plans more than MAX_TRIALS trials."""
-
-    fix = (f"plan at most {MAX_TRIALS} trials: fewer values or a smaller `num` per parameter, "
-           "fewer parameters, or strategy: random/optuna with fewer `trials`")
-
-SIGNIFICANT_DIGITS = 12
-"""Range points are rounded to 12 significant digits: far below any effect a setting can
-have, and it keeps values such as 0.1 + 0.2 readable in `-S`, params.yaml and the report."""
+# No size check here: a SweepSpec is frozen and exists only validated (every path to the
+# planner, `repro sweep` and its --dry-run, loads the spec through repro.spec.load), and
+# validation refuses a sweep of more than MAX_SWEEP_POINTS trials, counted by
+# SweepSpec.trial_count from the same `grid_values` the grid below enumerates.
 
 
 @dataclass(frozen=True)
@@ -65,57 +52,9 @@ def trial_name(sweep: str, index: int) -> str:
     return f"{sweep}-{index}"
 
 
-def _clean(x: float, integer: bool) -> Scalar:
-    return int(round(x)) if integer else float(f"{x:.{SIGNIFICANT_DIGITS}g}")
-
-
-def planned_count(sweep: SweepSpec) -> int:
-    """How many trials the sweep plans, computed without enumerating them: a grid's is the
-    product of its axes' lengths (stopping once past MAX_TRIALS); random and optuna run
-    `trials`. A result above MAX_TRIALS means "too many", not necessarily the exact count."""
-    if sweep.strategy != "grid":
-        return int(sweep.trials or 0)
-    count = 1
-    for p in sweep.parameters.values():
-        axis = len(p.values) if p.values is not None else int(p.num or 0)
-        if p.values is None and axis <= MAX_TRIALS:
-            axis = len(parameter_grid(p))  # an integer range may dedupe to fewer points
-        count *= axis
-        if count > MAX_TRIALS:
-            return count
-    return count
-
-
-def check_size(sweep: SweepSpec) -> None:
-    """SweepTooLarge unless the sweep plans at most MAX_TRIALS trials."""
-    count = planned_count(sweep)
-    if count > MAX_TRIALS:
-        what = "grid has at least" if sweep.strategy == "grid" else "sweep asks for"
-        raise SweepTooLarge(f"the {what} {count} trials; at most {MAX_TRIALS} are planned, "
-                            "each one a training run")
-
-
-def parameter_grid(p: SweepParameter) -> list[Scalar]:
-    """The values a grid tries for one parameter, in order."""
-    if p.values is not None:
-        return list(p.values)
-    assert p.low is not None and p.high is not None and p.num is not None
-    n = p.num
-    if n > MAX_TRIALS:
-        raise SweepTooLarge(f"a range of {n} points; at most {MAX_TRIALS} trials are planned")
-    if p.log:
-        lo, hi = math.log(p.low), math.log(p.high)
-        raw = [math.exp(lo + (hi - lo) * i / (n - 1)) for i in range(n)]
-    else:
-        raw = [p.low + (p.high - p.low) * i / (n - 1) for i in range(n)]
-    raw[0], raw[-1] = p.low, p.high  # exact ends, whatever the rounding of exp/log
-    return list(dict.fromkeys(_clean(x, p.integer) for x in raw))
-
-
 def grid_points(sweep: SweepSpec) -> list[dict[str, Scalar]]:
-    check_size(sweep)
     names = list(sweep.parameters)
-    axes = [parameter_grid(sweep.parameters[n]) for n in names]
+    axes = [sweep.parameters[n].grid_values() for n in names]
     return [dict(zip(names, combo)) for combo in itertools.product(*axes)]
 
 
@@ -123,7 +62,6 @@ def random_points(sweep: SweepSpec) -> list[dict[str, Scalar]]:
     import numpy as np
 
     assert sweep.trials is not None
-    check_size(sweep)
     rng = np.random.default_rng(sweep.seed)
     points = []
     for _ in range(sweep.trials):
@@ -142,7 +80,7 @@ def random_points(sweep: SweepSpec) -> list[dict[str, Scalar]]:
                 x = float(rng.uniform(p.low, p.high))
             if p.integer:
                 x = min(max(x, math.ceil(p.low)), math.floor(p.high))
-            point[name] = _clean(x, p.integer)
+            point[name] = clean_value(x, p.integer)
         points.append(point)
     return points
 
@@ -247,7 +185,7 @@ class OptunaSearch:
 
     def _trial(self, frozen: Any) -> Trial:
         name = frozen.user_attrs.get(_NAME_ATTR) or trial_name(self.sweep.name, frozen.number)
-        point = {n: _clean(v, False) if isinstance(v, float) else v
+        point = {n: clean_value(v, False) if isinstance(v, float) else v
                  for n, v in frozen.params.items()}
         return Trial(frozen.number, name, point)
 

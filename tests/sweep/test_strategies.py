@@ -12,7 +12,6 @@ from repro.sweep.strategies import (
     SearchChanged,
     domain_probes,
     grid_points,
-    parameter_grid,
     planned_trials,
     random_points,
 )
@@ -31,7 +30,7 @@ def test_grid_ranges_are_even_geometric_or_integer():
         "lr": {"keys": ["a.b"], "low": 1e-4, "high": 1e-2, "log": True, "num": 3},
         "warmup": {"keys": ["a.c"], "low": 0, "high": 10, "num": 3},
         "layers": {"keys": ["a.d"], "low": 1, "high": 4, "integer": True, "num": 6}})
-    lr, warmup, layers = (parameter_grid(p) for p in sweep.parameters.values())
+    lr, warmup, layers = (p.grid_values() for p in sweep.parameters.values())
     assert lr == [0.0001, 0.001, 0.01]          # geometric, exact ends
     assert warmup == [0.0, 5.0, 10.0]
     assert layers == [1, 2, 3, 4]                # 1, 1.6, 2.2, ... rounded, repeats dropped
@@ -104,42 +103,22 @@ def test_optuna_proposals_are_seeded(tmp_path):
     assert all(math.isfinite(t.point["lr"]) for t in a)
 
 
-def _oversized(strategy: str = "grid", trials: int | None = None, **extra) -> "SweepSpec":
-    """A sweep past MAX_TRIALS, built without the spec's own validation (which refuses it
-    first): the sweep must refuse it again whatever path it came by."""
-    from repro.spec.search import SweepParameter, SweepSpec
+def test_validation_counts_the_trials_the_planner_runs():
+    """SweepSpec.trial_count (the count validation holds to MAX_SWEEP_POINTS) is the number
+    of trials planned_trials makes, an integer range's repeats dropped in both."""
+    from repro.spec.base import MAX_SWEEP_POINTS
 
-    params = {f"p{i}": SweepParameter.model_validate(
-        {"keys": [f"train-toy-*.k{i}"], "values": [i + j / 10 for j in range(10)]})
-        for i in range(7)}  # 10**7 points
-    params.update(extra)
-    base = make_sweep()
-    return SweepSpec.model_construct(**{**dict(base), "strategy": strategy, "trials": trials,
-                                        "parameters": params})
+    def ints(high: int, num: int = MAX_SWEEP_POINTS) -> dict:
+        return {"keys": ["a.b"], "low": 1, "high": high, "integer": True, "num": num}
 
-
-def test_an_oversized_sweep_is_counted_and_refused_before_any_point_is_made():
-    import time
-
-    from repro.spec.search import SweepParameter
-    from repro.sweep.strategies import MAX_TRIALS, SweepTooLarge, check_size, planned_count
-
-    start = time.perf_counter()
-    grid = _oversized()
-    assert planned_count(grid) > MAX_TRIALS
-    with pytest.raises(SweepTooLarge, match=f"at most {MAX_TRIALS}"):
-        grid_points(grid)
-    with pytest.raises(SweepTooLarge):
-        planned_trials(grid)
-    huge_range = SweepParameter.model_construct(keys=["train-toy-*.x"], values=None, low=0.0,
-                                                high=1.0, log=False, integer=False, num=10**9)
-    with pytest.raises(SweepTooLarge):
-        check_size(_oversized(**{"p0": huge_range}))
-    with pytest.raises(SweepTooLarge):
-        random_points(_oversized("random", trials=10**9))
-    assert time.perf_counter() - start < 5  # nothing was enumerated
-    assert planned_count(make_sweep()) == 4
-    # an integer range dedupes: 1000 requested points in [1, 3] are 3 trials
-    small = SweepParameter.model_validate({"keys": ["train-toy-*.n"], "low": 1, "high": 3,
-                                           "num": 1000, "integer": True})
-    assert planned_count(make_sweep(parameters={"n": small.model_dump()})) == 3
+    # 1,000 x 1,000 requested points are 3 x 3 distinct trials: accepted, and 9 planned
+    small = make_sweep(parameters={"m": ints(3), "n": ints(3)})
+    assert small.trial_count() == len(planned_trials(small)) == 9
+    for sweep in (make_sweep(), make_sweep(parameters={
+            "lr": {"keys": ["a.b"], "low": 1e-4, "high": 1e-2, "log": True, "num": 7},
+            "layers": ints(4, num=6), "act": {"keys": ["a.c"], "values": ["gelu", "relu"]}}),
+            make_sweep(strategy="random", trials=5)):
+        assert sweep.trial_count() == len(planned_trials(sweep))
+    # counted after the dedupe, refused when that is still too many
+    with pytest.raises(ValueError, match=r"1,000 x 2 = 2,000 points, above the limit of 1,000"):
+        make_sweep(parameters={"n": ints(1000), "x": {"keys": ["a.c"], "values": [0, 1]}})
