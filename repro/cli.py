@@ -291,20 +291,25 @@ def _producer(path: Path) -> str | None:
         return None
 
 
-def _check_io(io) -> None:
+def _check_io(io, kind: str) -> None:
     """Refuse, before anything is loaded, a missing input (naming the stage that makes it) and
     an output a stage may not replace: a stage replaces its outputs whole (atomic_dir), so an
-    output must be a path inside the workspace, below it, as dvc.yaml declares them."""
+    output must be a path inside the workspace, below it, as dvc.yaml declares them, and clear
+    of the paths repro, DVC and git keep (repro.paths.reserved_clash, as the compiler checks:
+    `--out docs=specs` would replace every spec)."""
     from repro.errors import ReproError
 
+    fix = "run the stage through `dvc repro` (its command in dvc.yaml)"
     for key, path in io.outputs.items():
         parts = path.parts
-        if path.is_absolute() or ".." in parts or not parts or path.name in ("", ".") \
-                or parts[0] == ".git":
+        if path.is_absolute() or ".." in parts or not parts or path.name in ("", "."):
             raise ReproError(f"stage {io.name}: --out {key}={path} is not a path inside the "
                              "workspace; a stage replaces its outputs whole, so only the "
-                             "relative paths dvc.yaml declares are accepted",
-                             fix="run the stage through `dvc repro` (its command in dvc.yaml)")
+                             "relative paths dvc.yaml declares are accepted", fix=fix)
+        clash = paths.reserved_clash(path, kind)
+        if clash is not None:
+            raise ReproError(f"stage {io.name} would replace {path} (--out {key}) whole, "
+                             f"{clash}; it would delete what it did not make", fix=fix)
     for key, path in io.inputs.items():
         if not path.exists():
             maker = _producer(path)
@@ -365,7 +370,7 @@ def stage(kind: str, stage_id: str, inputs: tuple[str, ...], outputs: tuple[str,
         issues = validation_issues(e, params[stage_id], {}, display, model)
         _fail([SpecIssue(i.file, i.line, f"{stage_id}.{i.field}", i.message, i.fix) for i in issues])
     io = StageIO(stage_id, _pairs(inputs, "--in"), _pairs(outputs, "--out"))
-    _check_io(io)
+    _check_io(io, kind)
     # a killed earlier run of this stage left temporaries next to its outputs (repro.stages.base)
     for out in io.outputs.values():
         remove_stale_temporaries(out)

@@ -7,7 +7,8 @@ Metrics, plots and reports are small, committed to git (`cache: false`) and diff
 
 from __future__ import annotations
 
-from pathlib import PurePosixPath
+from dataclasses import dataclass
+from pathlib import PurePath, PurePosixPath
 
 SPECS_DIR = PurePosixPath("specs")
 DVC_YAML = PurePosixPath("dvc.yaml")
@@ -34,12 +35,46 @@ RESERVED: dict[PurePosixPath, tuple[str, frozenset[str]]] = {
     DVC_YAML: ("`repro compile` writes it", frozenset()),
     PARAMS_YAML: ("`repro compile` writes it", frozenset()),
     DVC_LOCK: ("DVC writes it", frozenset()),
+    PurePosixPath(".git"): ("it is git's repository", frozenset()),
+    PurePosixPath(".dvc"): ("it holds DVC's configuration and cache", frozenset()),
 }
 """Paths something other than a stage writes (or that the pipeline reads), with why, and the
 stage kinds whose outputs may lie inside. DVC deletes a stage's outputs before running it,
-so a stage output equal to one of these, holding one, or (for a kind not listed) inside one
-would delete what the stage did not make; the compiler refuses it
-(repro.compile.graph.check_outputs)."""
+and a stage replaces them whole (repro.stages.base.atomic_dir), so a stage output equal to
+one of these, holding one, or (for a kind not listed) inside one would delete what the stage
+did not make; `reserved_clash` says so, for the compiler (repro.compile.graph.check_outputs)
+and for `repro stage --out` (repro.cli)."""
+
+
+@dataclass(frozen=True)
+class ReservedClash:
+    """How an output path meets a reserved one (see `reserved_clash`)."""
+
+    reserved: PurePosixPath
+    where: str
+    """`a reserved path`, `which holds the reserved <path>` or `inside the reserved <path>`."""
+    why: str
+    """Why the reserved path is not a stage's to replace (RESERVED's text)."""
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.why}"
+
+
+def reserved_clash(path: PurePath, kind: str | None = None) -> ReservedClash | None:
+    """How a stage output `path` (relative, without `..`: callers refuse those first, as a
+    part-by-part comparison cannot see through them) clashes with a RESERVED path: equal to
+    it, holding it, or inside it unless `kind` is one of the stage kinds allowed there; None
+    if it does not."""
+    parts = PurePosixPath(path).parts
+    for reserved, (why, kinds) in RESERVED.items():
+        r = reserved.parts
+        if parts == r:
+            return ReservedClash(reserved, "a reserved path", why)
+        if r[:len(parts)] == parts:
+            return ReservedClash(reserved, f"which holds the reserved {reserved}", why)
+        if parts[:len(r)] == r and kind not in kinds:
+            return ReservedClash(reserved, f"inside the reserved {reserved}", why)
+    return None
 
 # Where each stage kind writes its main (DVC-cached) output.
 _DATA_ROOTS = {

@@ -133,6 +133,28 @@ def test_stage_refuses_outputs_outside_the_workspace_and_keeps_them(ws, tmp_path
     assert (ws / "sentinel.txt").read_text() == "keep me"
 
 
+def test_stage_refuses_a_reserved_output_and_keeps_it(ws):
+    """`--out x=specs` would replace every spec (a stage replaces its outputs whole): an
+    output on, holding or inside a path repro, DVC or git keep is refused (exit 2), as the
+    compiler refuses it, and what is there is untouched."""
+    (ws / "specs" / "sentinel.txt").write_text("keep me")
+    (ws / ".git").mkdir()
+    (ws / ".git" / "HEAD").write_text("keep me")
+    kind, sid = "evaltasks", _one_per_kind(ws)["evaltasks"][2]
+    for out, words in (("specs", "specs (--out x) whole, a reserved path: it holds the specs"),
+                       ("specs/", "a reserved path"), ("./specs", "a reserved path"),
+                       ("reports", "which holds the reserved reports/verify"),
+                       (".git", "a reserved path: it is git's repository"),
+                       (".dvc/cache", "inside the reserved .dvc"),
+                       ("reports/ladders/mine", "inside the reserved reports/ladders")):
+        result = CliRunner().invoke(main, ["stage", kind, sid, "--out", f"x={out}"])
+        _refused(result, words, "Fix: run the stage through `dvc repro`")
+    assert (ws / "specs" / "sentinel.txt").read_text() == "keep me"
+    assert (ws / ".git" / "HEAD").read_text() == "keep me"
+    assert {p.name for p in (ws / "specs").iterdir()} == {
+        p.name for p in (REPO / "specs").iterdir()} | {"sentinel.txt"}
+
+
 @pytest.mark.parametrize("args, words", [
     (["stage", "nope", "x"], "unknown stage kind 'nope'"),
     (["stage", "train", "../../home"], "'../../home' is not a stage id"),

@@ -285,16 +285,13 @@ def check_outputs(graph: StageGraph) -> None:
             raise GraphError(f"{_owner(graph, stage)} would write {str(path)!r}, outside the "
                              f"folder its kind writes to", field_,
                              f"choose another {field_ or 'name'}", experiment)
-        for reserved, (why, kinds) in paths.RESERVED.items():
-            inside = _is_within(parts, reserved.parts) and parts != reserved.parts
-            if _is_within(reserved.parts, parts) or (inside and stage.kind not in kinds):
-                field_, _, experiment = _named(graph, stage)
-                where = {"is": "a reserved path", "holds": f"which holds the reserved {reserved}",
-                         "is inside": f"inside the reserved {reserved}"}[_relation(parts, reserved.parts)]
-                raise GraphError(
-                    f"{_owner(graph, stage)} would write {path}, {where}: {why}; DVC deletes "
-                    f"a stage's outputs before running it", field_,
-                    f"choose another {field_ or 'name'} ({reserved} is reserved)", experiment)
+        clash = paths.reserved_clash(path, stage.kind)
+        if clash is not None:
+            field_, _, experiment = _named(graph, stage)
+            raise GraphError(
+                f"{_owner(graph, stage)} would write {path}, {clash}; DVC deletes "
+                f"a stage's outputs before running it", field_,
+                f"choose another {field_ or 'name'} ({clash.reserved} is reserved)", experiment)
     # sorted by path parts, a path and everything inside it are adjacent
     owned.sort(key=lambda o: o[0])
     for a, b in zip(owned, owned[1:]):
