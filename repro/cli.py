@@ -11,7 +11,15 @@ import yaml
 from pydantic import ValidationError
 
 from repro import paths
-from repro.spec.load import SpecError, SpecIssue, load_spec, load_specs, validation_issues
+from repro.spec.load import (
+    SPEC_SUFFIXES,
+    SpecError,
+    SpecIssue,
+    experiment_files,
+    load_spec,
+    load_specs,
+    validation_issues,
+)
 from repro.spec.safety import redact_text
 from repro.sweep.cli import sweep
 
@@ -24,9 +32,6 @@ def _fail(issues: list[SpecIssue]) -> None:
         click.echo(issue.render(), err=True)
     click.echo(f"{len(issues)} problem(s); nothing was run.", err=True)
     sys.exit(EXIT_BAD_INPUT)
-
-
-SPEC_SUFFIXES = (".yaml", ".yml")
 
 
 def _spec_files(targets: tuple[str, ...]) -> list[Path]:
@@ -214,9 +219,9 @@ def compiled_texts(specs_dir: Path, root: Path = Path(".")) -> tuple[str, str]:
     from repro.compile.specs import compile_files
     from repro.compile.render import render_dvc_yaml, render_params_yaml
 
-    files = sorted(specs_dir.glob("*.yaml"))
+    files = experiment_files(specs_dir) if specs_dir.is_dir() else []
     if not files:
-        _fail([SpecIssue(str(specs_dir), None, "", "no *.yaml experiment specs found",
+        _fail([SpecIssue(str(specs_dir), None, "", "no experiment specs (*.yaml, *.yml) found",
                          "add a spec or pass --specs")])
     try:
         graph = compile_files(files, specs_dir, root)
@@ -427,17 +432,13 @@ def verify(stages: tuple[str, ...], rtol: float, atol: float, out_dir: Path,
            scratch: Path | None, keep: bool) -> None:
     """Rebuild the pipeline (or STAGES alone) in a scratch copy and certify its outputs
     against dvc.lock; exit 1 if any stage fails."""
-    from repro.errors import ReproError
     from repro.stages.base import atomic_write_text, write_json
     from repro.verify import Tolerance
     from repro.verify import verify as run_verify
     from repro.verify.certificate import render_text
 
-    try:
-        cert, where = run_verify(Path("."), list(stages), Tolerance(rtol, atol), scratch, keep)
-    except ReproError as e:
-        click.echo(f"error: {redact_text(str(e))}", err=True)
-        sys.exit(EXIT_BAD_INPUT)
+    # a ReproError (e.g. an existing --scratch) is reported by _Main: exit 2, redacted
+    cert, where = run_verify(Path("."), list(stages), Tolerance(rtol, atol), scratch, keep)
     text = render_text(cert)
     click.echo(text)
     write_json(out_dir / "certificate.json", cert.as_json())
@@ -487,20 +488,16 @@ def plan(targets: tuple[str, ...], mfu: float, peak_tflops: float, as_json: bool
                    "missing). Token: HF_TOKEN or `hf auth login`.")
 def publish(site_dir: Path, reports_dir: Path, hub_repo: str | None) -> None:
     """Build a static site of every report and experiment into DIR (replaced atomically)."""
-    from repro.errors import ReproError
     from repro.report.publish import INDEX, build_site, push_to_hub
 
-    try:
-        site = build_site(reports_dir, site_dir)
-        for note in site.notes:
-            click.echo(f"note: {note}", err=True)
-        click.echo(f"wrote {site_dir}: {site.reports} report(s), {site.experiments} "
-                   f"experiment(s); open {site_dir / INDEX}")
-        if hub_repo:
-            click.echo(f"pushed to {push_to_hub(site_dir, hub_repo)}")
-    except ReproError as e:
-        click.echo(f"error: {redact_text(str(e))}", err=True)
-        sys.exit(EXIT_BAD_INPUT)
+    # a ReproError (e.g. DIR is not a site repro published) is reported by _Main: exit 2
+    site = build_site(reports_dir, site_dir)
+    for note in site.notes:
+        click.echo(f"note: {note}", err=True)
+    click.echo(f"wrote {site_dir}: {site.reports} report(s), {site.experiments} "
+               f"experiment(s); open {site_dir / INDEX}")
+    if hub_repo:
+        click.echo(f"pushed to {push_to_hub(site_dir, hub_repo)}")
 
 
 main.add_command(sweep)

@@ -43,6 +43,22 @@ def test_compile_bad_spec_exits_2(tmp_path, monkeypatch):
     assert not (root / "dvc.yaml").exists()
 
 
+def test_validate_and_compile_read_the_same_spec_files(tmp_path, monkeypatch):
+    """A `.yml` spec that `repro validate specs` reports valid is compiled too (it was
+    validated, then silently left out of dvc.yaml)."""
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    text = (REPO / "specs/qs-nope.yaml").read_text()
+    (specs / "nope.yml").write_text(text.split("\nreport:\n")[0] + "\n")
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    checked = runner.invoke(main, ["validate", "specs"])
+    assert checked.exit_code == 0 and "nope.yml" in checked.output, checked.output
+    compiled = runner.invoke(main, ["compile"])
+    assert compiled.exit_code == 0, compiled.output
+    assert "train-qs-nope-" in (tmp_path / "dvc.yaml").read_text()
+
+
 def test_stage_rejects_bad_override(tmp_path, monkeypatch):
     """A `dvc exp run -S` override is checked by the same models before the stage runs."""
     root = _project(tmp_path)

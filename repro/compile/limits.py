@@ -80,20 +80,6 @@ PART_FIELD = {
 """The spec field to change when a part is what makes a graph too big."""
 
 
-def snapshots_per_run(spec: ExperimentSpec) -> int:
-    """Snapshots one run takes (multiples of every_tokens' steps strictly inside each
-    training stage), counted without enumerating them."""
-    every = spec.evaluation.every_tokens
-    if every is None:
-        return 0
-    interval = max(1, every // spec.training.batch_tokens)
-    count, start = 0, 0
-    for n in spec.training.stage_steps():
-        count += max(0, (start + n - 1) // interval - start // interval)
-        start += n
-    return count
-
-
 def expansion(spec: ExperimentSpec) -> Expansion:
     """Upper bounds of the stages and size one spec compiles into (a ladder spec: its runs)."""
     out = Expansion(spec.name)
@@ -119,7 +105,7 @@ def expansion(spec: ExperimentSpec) -> Expansion:
         out.add("ladder", 1, points * runs * 8)  # the fit stage
         out.runs, out.trains, out.evaluations = points * runs, points * runs * len(tr.stages), points * runs
         return out
-    snapshots = snapshots_per_run(spec)
+    snapshots = spec.snapshots_per_run()
     distill = tr.distillation is not None and tr.distillation.logits != "full"
     for s in tr.stages:
         out.add("training", runs, runs * (train_base + 3 * len(s.mixture) + 8))

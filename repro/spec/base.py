@@ -92,6 +92,10 @@ the sweep is planned (`repro sweep --dry-run` took 68 s for 10,000 points)."""
 MAX_LADDER_POINTS = 256
 """Runs of one scaling ladder: sizes x budgets + recipes x sizes; each is a whole
 experiment in the graph (a 100x100 ladder took over 2.3 GB to compile)."""
+MAX_EVAL_TASKS = 256
+"""Names in one list of evaluation tasks, presets or local tasks: every evaluate stage's
+settings repeat them, so with MAX_SNAPSHOTS evaluations the graph stays within
+repro.compile.limits.MAX_GRAPH_SIZE (a group such as `mmlu` counts as one name)."""
 MAX_BOOTSTRAP = 1_000_000
 """Bootstrap resamples (10,000 keep a 95% interval's ends stable to ~1%)."""
 MAX_DPI = 2400

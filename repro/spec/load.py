@@ -921,6 +921,17 @@ def _resolve(tp: Any, value: Any) -> Any:
         return tp
 
 
+SPEC_SUFFIXES = (".yaml", ".yml")
+"""The file names `repro validate` reads as specs, and `repro compile` compiles."""
+
+
+def experiment_files(specs_dir: Path) -> list[Path]:
+    """The experiments a specs folder compiles: its top-level spec files, sorted (subfolders
+    hold bases, reference recipes and CI specs, validated but not compiled)."""
+    return sorted(p for p in specs_dir.iterdir()
+                  if p.name.lower().endswith(SPEC_SUFFIXES) and p.is_file())
+
+
 def load_specs(paths: list[Path]) -> list[ExperimentSpec]:
     """Load several specs, collecting every issue before raising; names must be unique."""
     specs: list[ExperimentSpec] = []

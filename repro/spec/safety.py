@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import unicodedata
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Iterator
@@ -96,6 +97,9 @@ def check_location(ref: str) -> str:
     FieldError(problem, fix). Remote URLs: no credentials; anything else is a local
     path (a hub id such as `org/name` is a relative path without `..`, and passes)."""
     if is_remote(ref):
+        if breaks_line(ref):
+            raise FieldError(f"URL {redact_url(ref)!r} holds a line break or control character",
+                             "remove it")
         check_url(ref)
     else:
         check_local(ref)
@@ -105,8 +109,9 @@ def check_location(ref: str) -> str:
 def check_local(ref: str) -> None:
     """A local path must stay in the workspace (see the module docstring)."""
     raw = _local_part(ref)
-    if "\x00" in raw:
-        raise FieldError(f"path {ref!r} holds a NUL character", "remove it")
+    if breaks_line(raw):  # a path is an argument of a stage command in dvc.yaml
+        raise FieldError(f"path {ref!r} holds a line break or control character, which "
+                         "DVC would run as a separate command", "remove it")
     try:
         raw.encode("utf-8")
     except UnicodeEncodeError:
@@ -228,12 +233,18 @@ def check_revision(revision: str) -> str:
     return revision
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+def breaks_line(text: str) -> bool:
+    """Whether `text` holds a control character (Unicode `Cc`: C0, DEL, C1) or any other
+    character `str.splitlines` breaks at (U+2028, U+2029...). DVC runs each line of a stage's
+    `cmd` as a command of its own (it splits with `splitlines`), and a job script's line
+    ends there too, so no quoting keeps such a character inside one argument."""
+    return len(f"x{text}x".splitlines()) > 1 or any(
+        unicodedata.category(c) == "Cc" for c in text)
 
 
 def check_no_control(value: str) -> str:
     """A value written into a generated script (an `#SBATCH` line) must stay on its line."""
-    if _CONTROL.search(value):
+    if breaks_line(value):
         raise FieldError(f"{value!r} holds a line break or control character, which would "
                          "start a new line of the generated job script", "remove it")
     return value

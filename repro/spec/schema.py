@@ -31,6 +31,7 @@ from repro.spec.search import LadderSpec, SweepSpec
 from repro.spec.base import (  # noqa: F401 (Name, NAME_PATTERN, PositiveInt re-exported)
     MAX_BOOTSTRAP,
     MAX_DATASETS,
+    MAX_EVAL_TASKS,
     MAX_LADDER_POINTS,
     MAX_REPLICAS,
     MAX_SNAPSHOTS,
@@ -1180,11 +1181,11 @@ class DecontaminationSpec(Model):
 class EvaluationSpec(Model):
     """lm-eval evaluation of the trained checkpoint."""
 
-    tasks: list[TaskName] = []
+    tasks: list[TaskName] = Field(default=[], max_length=MAX_EVAL_TASKS)
     """Standard lm-eval task names (need their datasets from the hub or a local cache).
     Names only, never paths: lm-eval would load a task YAML from a path, and a YAML's
     `!function` tags import Python code."""
-    local_tasks: list[LocalTaskSpec] = []
+    local_tasks: list[LocalTaskSpec] = Field(default=[], max_length=MAX_EVAL_TASKS)
     """Tasks generated from held-out curated documents."""
     num_fewshot: FewShot = 0
     """Few-shot examples per request."""
@@ -1202,7 +1203,7 @@ class EvaluationSpec(Model):
     (FineWeb chose its early-signal tasks by how they move with tokens, FACTS 4.3-4.4). Each
     snapshot is its own evaluate stage, cached by DVC. None: see `checkpoints`."""
 
-    presets: list[str] = []
+    presets: list[str] = Field(default=[], max_length=MAX_EVAL_TASKS)
     """Named suites of standard lm-eval tasks (repro.eval.presets): `fineweb_early_signal`
     (FACTS 4.3, at most 1000 documents per task) and `smollm3_base` (FACTS 4.5, its 0-shot
     cloze part). Expanded before `tasks`; see `standard_tasks`."""
@@ -1300,7 +1301,8 @@ class ReportSpec(Model):
     """Confidence level of the intervals (0.95: a 95% percentile interval)."""
     bootstrap_seed: Seed = 0
     """Seed of the bootstrap draws; fixed so reruns give identical reports."""
-    aggregate_tasks: list[str] | None = Field(default=None, min_length=1)
+    aggregate_tasks: list[str] | None = Field(default=None, min_length=1,
+                                              max_length=MAX_EVAL_TASKS)
     """Tasks whose normalised primary scores are averaged into the aggregate score (e.g. the
     FineWeb early-signal tasks, FACTS §4.3); None: every task with a chance level."""
 

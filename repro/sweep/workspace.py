@@ -20,7 +20,7 @@ import yaml
 from repro import paths
 from repro.compile.graph import GraphError, OutputRef, StageGraph
 from repro.compile.specs import compile_files
-from repro.spec.load import SpecError, SpecIssue
+from repro.spec.load import SpecError, SpecIssue, experiment_files
 from repro.sweep.errors import SweepInputError
 
 
@@ -42,14 +42,15 @@ def compile_workspace(specs_dir: Path, root: Path, require_current: bool = True)
     (rebuilding a report) reads params.yaml as it is: `dvc exp apply` may have changed it."""
     from repro.compile.render import render_dvc_yaml, render_params_yaml
 
-    files = sorted(specs_dir.glob("*.yaml"))
+    files = experiment_files(specs_dir)
     try:
         graph = compile_files(files, specs_dir, root)
+        expected = {paths.DVC_YAML: render_dvc_yaml(graph),
+                    paths.PARAMS_YAML: render_params_yaml(graph)}
     except SpecError as e:
         raise SweepInputError(e.issues) from None
     except GraphError as e:
         raise SweepInputError([e.issue(str(specs_dir))]) from None  # its spec file and line
-    expected = {paths.DVC_YAML: render_dvc_yaml(graph), paths.PARAMS_YAML: render_params_yaml(graph)}
     stale = [str(rel) for rel, text in expected.items()
              if not (root / rel).is_file() or (root / rel).read_text(encoding="utf-8") != text]
     if stale and require_current:

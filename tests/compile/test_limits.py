@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from repro.compile import limits
-from repro.compile.graph import GraphError, StageGraph, compile_graph, snapshot_steps
+from repro.compile.graph import GraphError, StageGraph, compile_graph
 from repro.compile.specs import compile_files
 from repro.spec.load import SpecError, load_specs
 
@@ -32,11 +32,6 @@ def test_the_estimate_bounds_the_graph_it_describes():
                     for s in graph.stages.values())
     assert len(graph.stages) <= stages <= 3 * len(graph.stages)
     assert real_size <= size
-
-
-def test_snapshots_are_counted_without_enumerating_them():
-    spec = load_specs([REPO / "specs" / "qs-nope.yaml"])[0]
-    assert limits.snapshots_per_run(spec) == sum(map(len, snapshot_steps(spec))) > 0
 
 
 def _refuses_before_building(monkeypatch, specs, **limit):

@@ -267,7 +267,10 @@ def _tree(node: Any) -> Any:
         value = [tuple(map(_tree, v)) if isinstance(v, tuple) else _tree(v) for v in node.value]
     else:
         value = node.value
-    return (type(node).__name__, node.tag, node.start_mark.line, value)
+    # an empty implicit value (`?` alone) has no text to point at: the two parsers place it
+    # on the line of its key or the next one, and an error there names the key's line anyway
+    empty = isinstance(node, yaml.ScalarNode) and node.value == "" and not node.style
+    return (type(node).__name__, node.tag, None if empty else node.start_mark.line, value)
 
 
 def _compose_with(loader: Any, text: str) -> Any:

@@ -181,15 +181,6 @@ def test_dvc_interpolation_is_refused_in_any_text(tmp_path, monkeypatch, overrid
     _refused(tmp_path, monkeypatch, X + override, "holds `${`", "fix: remove the `${`", line=line)
 
 
-def test_a_shared_case_that_injected_shell_through_interpolation_is_refused(tmp_path, monkeypatch):
-    case = Path("/work/shared/bad-specs-2-public/67-dvc-interpolation-shell-injection.yaml")
-    if not case.exists():
-        pytest.skip("the shared bad-spec corpus is not on this machine")
-    monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(main, ["validate", str(case)])
-    assert result.exit_code == 2 and "holds `${`" in result.output, result.output
-
-
 # ------------------------------------------------------------------ credentials
 
 
@@ -261,6 +252,12 @@ def test_a_list_longer_than_its_limit_is_refused(tmp_path, monkeypatch):
              "at most 64 items", line=3)
 
 
+def test_evaluation_task_lists_are_bounded(tmp_path, monkeypatch):
+    tasks = ", ".join(["hellaswag"] * (base.MAX_EVAL_TASKS + 1))
+    _refused(tmp_path, monkeypatch, X + f"evaluation:\n  tasks: [{tasks}]\n",
+             f"at most {base.MAX_EVAL_TASKS} items", line=3)
+
+
 def _grid(counts: list[int]) -> dict:
     return {"name": "g", "objective": {"task": "t"}, "parameters": {
         f"p{i}": {"keys": [f"a.p{i}"], "values": list(range(n))} for i, n in enumerate(counts)}}
@@ -270,11 +267,11 @@ def test_a_sweep_grid_is_counted_as_a_product_without_enumerating_it():
     start = time.perf_counter()
     with pytest.raises(ValueError) as e:
         search.SweepSpec.model_validate(_grid([1000] * 64))  # 10**192 points
-    assert time.perf_counter() - start < 2
+    assert time.perf_counter() - start < 10  # enumerating would never end
     assert "= a 193-digit number of points, above the limit of 1,000" in str(e.value)
     with pytest.raises(ValueError, match=r"10 x 10 x 10 x 10 = 10,000 points, above the limit of 1,000"):
         search.SweepSpec.model_validate(_grid([10, 10, 10, 10]))
-    assert search.SweepSpec.model_validate(_grid([10, 10, 10])).grid_size() == 1000
+    assert search.SweepSpec.model_validate(_grid([10, 10, 10])).trial_count() == 1000
 
 
 def test_sweep_trials_are_bounded():
