@@ -198,10 +198,7 @@ def _ledger_gate(graph, files: list[Path], root: Path) -> None:
         try:
             check_known_counts(stage.config, tokens)
         except LedgerError as e:
-            err = GraphError(str(e).split(". Fix: ")[0], "training.stages",
-                             "lower the mixture weight or token budget, or raise "
-                             "datasets.<name>.max_epochs",
-                             graph.spec_of.get(stage.config.experiment, stage.config.experiment))
+            err = GraphError(e.problem, e.field, e.fix, graph.spec_of.get(stage.config.experiment, stage.config.experiment))
             names = {}
             for f in files:  # spec names without validating again (they validated)
                 experiment = load_raw(f).data.get("experiment")

@@ -97,10 +97,11 @@ def check(book: dict[str, Any]) -> None:
                 f"{book['window_tokens']} tokens)")
     if problems:
         raise LedgerError(
-            f"token ledger of experiment {book['experiment']!r}: " + "; ".join(problems)
-            + ". Fix: lower the dataset's mixture weight or the training stages' token "
-              "budgets, give it more data (a larger source, milder curation), or raise "
-              "datasets.<name>.max_epochs in the spec if repeating it that often is intended.")
+            f"token ledger of experiment {book['experiment']!r}: " + "; ".join(problems),
+            field="training.stages",
+            fix="lower the dataset's mixture weight or the training stages' token budgets, "
+                "give it more data (a larger source, milder curation), or raise "
+                "datasets.<name>.max_epochs in the spec if repeating it that often is intended")
 
 
 def check_known_counts(cfg: LedgerConfig, tokens: dict[str, int]) -> None:
