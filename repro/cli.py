@@ -10,7 +10,7 @@ import click
 import yaml
 from pydantic import ValidationError
 
-from repro import paths
+from repro import paths, yamlio
 from repro.spec.load import (
     SPEC_SUFFIXES,
     SpecError,
@@ -286,7 +286,7 @@ def _producer(path: Path) -> str | None:
     from repro.verify.lockfile import declared_outputs
 
     try:
-        stages = (yaml.safe_load(Path(str(paths.DVC_YAML)).read_text(encoding="utf-8")) or {})["stages"]
+        stages = (yamlio.safe_load(Path(str(paths.DVC_YAML)).read_text(encoding="utf-8")) or {})["stages"]
         return next((name for name, entry in stages.items()
                      if path.as_posix() in declared_outputs(entry)), None)
     except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError):
@@ -350,7 +350,7 @@ def stage(kind: str, stage_id: str, inputs: tuple[str, ...], outputs: tuple[str,
                                  param_hint="STAGE_ID")
     display = str(params_file)
     try:
-        params = yaml.safe_load(params_file.read_text(encoding="utf-8")) or {}
+        params = yamlio.safe_load(params_file.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as e:
         _fail([SpecIssue(display, None, "", f"cannot read params: {e}", "run `repro compile`")])
     if not isinstance(params, dict):

@@ -19,9 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pathspec
-import yaml
-
-from repro import paths
+from repro import paths, yamlio
 from repro.verify.lockfile import LockedStage, declared_outputs, parse_lock
 
 
@@ -160,10 +158,10 @@ def dvc_status(root: Path) -> dict[str, list]:
 
 def explain(root: Path, status: dict[str, list] | None = None) -> list[StageExplanation]:
     """Every stage `dvc repro` would run, in pipeline order, with its reasons."""
-    dvc_stages = (yaml.safe_load((root / str(paths.DVC_YAML)).read_text(encoding="utf-8")) or {}).get("stages", {})
+    dvc_stages = (yamlio.safe_load((root / str(paths.DVC_YAML)).read_text(encoding="utf-8")) or {}).get("stages", {})
     lock_file = root / str(paths.DVC_LOCK)
     locked = parse_lock(lock_file.read_text(encoding="utf-8")) if lock_file.is_file() else {}
-    params = yaml.safe_load((root / str(paths.PARAMS_YAML)).read_text(encoding="utf-8")) or {}
+    params = yamlio.safe_load((root / str(paths.PARAMS_YAML)).read_text(encoding="utf-8")) or {}
     status = dvc_status(root) if status is None else status
     producer = {out: name for name, entry in dvc_stages.items() for out in declared_outputs(entry)}
     result: dict[str, StageExplanation] = {}

@@ -212,4 +212,4 @@ def stage_code(kind: str) -> list[PurePosixPath]:
 def error_log(stamp: str) -> PurePosixPath:
     """Where the CLI writes the traceback of an internal error (a bug, not the user's input),
     so the terminal shows one line naming this file instead (not committed)."""
-    return PurePosixPath(".repro/logs") / f"error-{stamp}.log"
+    return STATE_DIR / "logs" / f"error-{stamp}.log"

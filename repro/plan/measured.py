@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from repro import paths
+from repro import paths, yamlio
 
 STEP_COSTS = Path("bench/results/curation_steps.json")
 """Written by `python -m bench.curation_steps` (see bench/README.md); committed."""
@@ -67,14 +67,7 @@ class BuiltinRuns:
 def builtin_runs(root: Path) -> BuiltinRuns:
     out = BuiltinRuns()
     try:
-        # libyaml's safe loader when present (what yaml.safe_load does, in C): params.yaml
-        # of a large pipeline is megabytes, which the pure-Python parser reads at ~0.1 MB/s
-        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(
-            (root / str(paths.PARAMS_YAML)).read_text(encoding="utf-8"))
-        try:
-            params = loader.get_single_data() or {}
-        finally:
-            loader.dispose()
+        params = yamlio.safe_load((root / str(paths.PARAMS_YAML)).read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError):
         return out
     for stage_id, section in sorted(params.items()):

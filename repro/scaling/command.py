@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from repro import paths
+from repro import paths, yamlio
 from repro.spec.load import SpecError, SpecIssue, load_spec
 
 
@@ -43,9 +43,7 @@ def fit_stage_id(spec_path: Path) -> str:
     if not current:
         _issue(spec_path, "", "dvc.yaml / params.yaml are stale for the current specs",
                "run `repro compile` (and commit the result)")
-    import yaml
-
-    stages = yaml.safe_load(dvc_text)["stages"]
+    stages = yamlio.safe_load(dvc_text)["stages"]
     name = spec.ladder.name  # type: ignore[union-attr]
     matches = [s for s in stages if s.startswith("fit-")
                and f"--out ladder={paths.ladder_dir(name)}" in stages[s]["cmd"]]

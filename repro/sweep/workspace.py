@@ -15,9 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from repro import paths
+from repro import paths, yamlio
 from repro.compile.graph import GraphError, OutputRef, StageGraph
 from repro.compile.specs import compile_files
 from repro.spec.load import SpecError, SpecIssue, experiment_files
@@ -61,8 +59,8 @@ def compile_workspace(specs_dir: Path, root: Path, require_current: bool = True)
     params_file = root / paths.PARAMS_YAML
     text = expected[paths.PARAMS_YAML] if require_current else (
         params_file.read_text(encoding="utf-8") if params_file.is_file() else "")
-    params = yaml.safe_load(text) or {}
-    return Workspace(root, graph, params, yaml.safe_load(expected[paths.DVC_YAML]) or {})
+    params = yamlio.safe_load(text) or {}
+    return Workspace(root, graph, params, yamlio.safe_load(expected[paths.DVC_YAML]) or {})
 
 
 def upstream(graph: StageGraph, stage_id: str) -> set[str]:

@@ -9,6 +9,8 @@ from typing import Any
 
 import yaml
 
+from repro import yamlio
+
 from repro.errors import ReproError
 
 
@@ -68,7 +70,7 @@ def load_mapping(text: str, source: str) -> dict[str, Any]:
     """The YAML mapping in `text` (empty: {}); WorkspaceFileError naming `source` and the
     fix for broken YAML or another kind of value."""
     try:
-        data = yaml.safe_load(text)
+        data = yamlio.safe_load(text)
     except yaml.YAMLError as e:
         raise _bad(source, f"not valid YAML ({' '.join(str(e).split())})") from None
     if data is None:
