@@ -10,7 +10,7 @@ only what changes the stage's output; anything else would make DVC rerun for not
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Union
 
 from pydantic import Field, model_validator
 
@@ -228,8 +228,14 @@ class TrainConfig(Model):
     """Feature-learning monitor."""
     precision: Literal["fp32", "bf16"] = "fp32"
     """Autocast precision."""
-    compile: bool = False
-    """torch.compile the model."""
+    compile: Union[Literal["auto"], bool] = "auto"
+    """torch.compile the model (auto: with CUDA)."""
+    attention: Literal["auto", "sdpa", "flex", "flash"] = "auto"
+    """Attention kernel (repro.train.backends resolves auto)."""
+    cross_entropy: Literal["auto", "plain", "chunked", "liger"] = "auto"
+    """LM-head + cross-entropy kernel (repro.train.backends resolves auto)."""
+    deterministic: bool = True
+    """Deterministic CUDA kernels."""
     distributed: DistributedSpec = DistributedSpec()
     """Processes and parallelism."""
     checkpoint_every_steps: PositiveSteps | None = None
