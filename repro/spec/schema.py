@@ -1086,6 +1086,15 @@ class TrainingSpec(Model):
         if self.distillation is not None and self.mtp is not None:
             raise FieldError("training.distillation and training.mtp cannot be combined yet",
                              "use one of them per experiment")
+        # kernel choices that cannot work on any machine (repro.train.backends refuses the
+        # machine-dependent ones when the stage starts)
+        if self.attention == "flash" and self.precision != "bf16":
+            raise FieldError("training.attention flash computes in bf16/fp16 only and "
+                             "training.precision is fp32", "set precision: bf16, or attention: auto")
+        if self.cross_entropy in ("chunked", "liger") and self.distillation is not None:
+            raise FieldError(f"training.cross_entropy {self.cross_entropy} never holds the full "
+                             "logits, which the distillation loss needs",
+                             "set cross_entropy: auto or plain for a distillation run")
         return self
 
     @model_validator(mode="after")
