@@ -215,16 +215,35 @@ def check_backend(backend: str, *, cuda_devices: int, vllm_installed: bool,
     raise ValueError(f"unknown evaluation backend {backend!r}")
 
 
+DTYPES = ("float32", "bfloat16")
+"""Weight dtypes lm-eval may load a checkpoint in (`evaluation.dtype`, once resolved)."""
+
+
+def resolve_dtype(dtype: str, device: str) -> str:
+    """`evaluation.dtype` made concrete for the device the stage runs on: `auto` is bfloat16
+    on CUDA (the dtype the model was trained in under bf16 autocast, half the memory, so
+    lm-eval's `batch_size: auto` finds a larger batch; issue 17) and float32 on CPU (CPU bf16
+    matmuls are slow and less exact, and the checkpoints evaluated there are small)."""
+    if dtype == "auto":
+        return "bfloat16" if str(device).startswith("cuda") else "float32"
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown evaluation dtype {dtype!r}; one of auto, {', '.join(DTYPES)}")
+    return dtype
+
+
 def model_spec(backend: str, checkpoint: Path, *, max_length: int | None, seed: int,
-               tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.9
-               ) -> tuple[str, dict[str, Any]]:
+               tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.9,
+               dtype: str = "float32") -> tuple[str, dict[str, Any]]:
     """lm-eval's (model, model_args) for the backend. `accelerate` is lm-eval's `hf` model:
-    it shards the requests over the processes `accelerate launch` started."""
-    # float32: the checkpoints are small and CPU bf16 matmuls are slow and less exact.
+    it shards the requests over the processes `accelerate launch` started. `dtype` is a
+    resolved one (resolve_dtype): the weights are loaded in it (lm-eval's hf and vllm
+    models both take `dtype`)."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be resolved to one of {DTYPES} first, got {dtype!r}")
     # A dict, not lm-eval's "k=v,k=v" string, so a path holding a comma stays intact.
     # trust_remote_code off, explicitly: the checkpoint is ours (plain transformers classes),
     # and lm-eval must never run code shipped beside a model
-    args: dict[str, Any] = {"pretrained": str(Path(checkpoint).resolve()), "dtype": "float32",
+    args: dict[str, Any] = {"pretrained": str(Path(checkpoint).resolve()), "dtype": dtype,
                             "trust_remote_code": False}
     if backend == "vllm":
         args |= {"tensor_parallel_size": tensor_parallel_size,
@@ -263,14 +282,17 @@ def run_lm_eval(checkpoint: Path, local_tasks: Mapping[str, tuple[dict, Path]],
                 task_limits: Mapping[str, int | None] | None = None,
                 cache: Path | None = None, backend: str = "hf",
                 tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.9,
-                on_task_error: str = "fail") -> LmEvalRun:
+                on_task_error: str = "fail", dtype: str = "float32") -> LmEvalRun:
     """simple_evaluate on the checkpoint with every task. The result dict is None on
     non-zero ranks of a data-parallel run (rank 0 gathers everything).
 
     `max_length` bounds every model input (rolling-loglikelihood windows, contexts); None
     leaves it to lm-eval (the model config's max_position_embeddings). `task_limits` caps
     standard tasks individually (default: `limit`). `cache` is the path prefix of lm-eval's
-    sqlite response cache (`use_cache`); None computes every response."""
+    sqlite response cache (`use_cache`); None computes every response. `batch_size` may be
+    "auto": lm-eval's hf model then finds the largest batch that fits on the device (it
+    halves from a first guess on out-of-memory errors; on CPU the guess itself); `dtype` is
+    the resolved weight dtype (resolve_dtype)."""
     import lm_eval
     from lm_eval.tasks import TaskManager
 
@@ -285,7 +307,7 @@ def run_lm_eval(checkpoint: Path, local_tasks: Mapping[str, tuple[dict, Path]],
     run_limit, samples = sample_selection(loaded.leaves, limits)
     model, model_args = model_spec(backend, checkpoint, max_length=max_length, seed=seed,
                                    tensor_parallel_size=tensor_parallel_size,
-                                   gpu_memory_utilization=gpu_memory_utilization)
+                                   gpu_memory_utilization=gpu_memory_utilization, dtype=dtype)
     if cache is not None:
         # Responses are keyed by (request type, context, continuation); everything else
         # that shapes them is in the cache path, so a hit is the response this run would

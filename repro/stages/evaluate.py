@@ -3,6 +3,9 @@
 Inputs: `checkpoint` (save_pretrained folder with tokenizer), `task:<name>` per local task
 (evaltasks outputs). Outputs: `results` (folder: results.json + samples_<task>.jsonl) and
 `metrics` (json, see the stage contract). Runs on CPU unless CUDA is available (recorded).
+Weights load in `evaluation.dtype` (`auto`: bfloat16 on CUDA, float32 on CPU; the resolved
+dtype is recorded in the results, the metrics and the response cache key, since it changes
+the responses); `batch_size: auto` lets lm-eval's hf model find the largest batch that fits.
 
 Backends (`evaluation.backend`): `hf` in this process; `accelerate` re-launches this stage
 under `accelerate launch` (repro.eval.launch) and rank 0 writes the outputs; `vllm` uses
@@ -23,7 +26,13 @@ from typing import Any
 from repro import paths
 from repro.eval import launch
 from repro.eval.local_tasks import check_choices_fit, jsonl_bytes, read_manifest
-from repro.eval.lm_eval_runner import BOOTSTRAP_ITERS, cache_key, check_backend, run_lm_eval
+from repro.eval.lm_eval_runner import (
+    BOOTSTRAP_ITERS,
+    cache_key,
+    check_backend,
+    resolve_dtype,
+    run_lm_eval,
+)
 from repro.eval.presets import PRESETS
 from repro.eval.provenance import checkpoint_sha256, tokens_seen, trainer_state, training_seq_len
 from repro.eval.results import RESULTS_FILE, RunInfo, assemble, samples_file
@@ -95,6 +104,7 @@ def _run(cfg: EvaluateConfig, io: StageIO) -> None:
     # extrapolation as well as modelling quality.
     max_length = training_seq_len(state)
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = resolve_dtype(ev.dtype, device)
     tokenizer = AutoTokenizer.from_pretrained(checkpoint, trust_remote_code=False)
     for name, (manifest, task_dir) in local.items():
         check_choices_fit(task_dir, manifest, tokenizer, max_length)
@@ -102,7 +112,7 @@ def _run(cfg: EvaluateConfig, io: StageIO) -> None:
     standard = ev.standard_tasks
     task_limits = ev.task_limits()
     # What shapes a response besides the checkpoint and the request text (the cache key).
-    model_settings = {"backend": ev.backend, "device": device, "dtype": "float32",
+    model_settings = {"backend": ev.backend, "device": device, "dtype": dtype,
                       "batch_size": ev.batch_size, "max_length": max_length,
                       "num_processes": ev.num_processes,
                       "tensor_parallel_size": ev.tensor_parallel_size}
@@ -114,7 +124,8 @@ def _run(cfg: EvaluateConfig, io: StageIO) -> None:
             batch_size=ev.batch_size, seed=cfg.seed, device=device, workdir=workdir,
             max_length=max_length, task_limits=task_limits, cache=cache, backend=ev.backend,
             tensor_parallel_size=ev.tensor_parallel_size,
-            gpu_memory_utilization=ev.gpu_memory_utilization, on_task_error=ev.on_task_error)
+            gpu_memory_utilization=ev.gpu_memory_utilization, on_task_error=ev.on_task_error,
+            dtype=dtype)
         placeholders = {str(Path(checkpoint).resolve()): "<checkpoint>",
                         str(workdir.resolve()): "<tasks>", str(workdir): "<tasks>"}
     raw = evaluated.raw
@@ -126,7 +137,8 @@ def _run(cfg: EvaluateConfig, io: StageIO) -> None:
         tokens_seen=seen, tokens_seen_key=seen_key,
         settings={"num_fewshot": ev.num_fewshot, "limit": ev.limit,
                   "batch_size": ev.batch_size, "seed": cfg.seed, "device": device,
-                  "dtype": "float32", "bootstrap_iters": BOOTSTRAP_ITERS,
+                  "dtype": dtype, "dtype_requested": ev.dtype,
+                  "bootstrap_iters": BOOTSTRAP_ITERS,
                   "max_length": max_length,
                   "max_length_source": ("trainer_state.json:seq_len" if max_length
                                         else "lm-eval default (model config)"),
@@ -141,6 +153,8 @@ def _run(cfg: EvaluateConfig, io: StageIO) -> None:
     vocab_size = AutoConfig.from_pretrained(checkpoint, trust_remote_code=False).vocab_size
     results, samples, metrics = assemble(raw, info, {n: m for n, (m, _) in local.items()},
                                          tokenizer, vocab_size)
+    # how the scores were computed: bf16 and fp32 scores of one checkpoint differ slightly
+    metrics["settings"] = {"device": device, "dtype": dtype, "batch_size": ev.batch_size}
 
     with atomic_dir(io.output("results")) as out:
         (out / RESULTS_FILE).write_text(dumps_json(results), encoding="utf-8")

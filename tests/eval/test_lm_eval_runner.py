@@ -214,3 +214,41 @@ def test_accelerate_command():
     assert cmd[-3:] == ["-m", "repro.eval.worker", "/x/launch.json"]
     cmd = accelerate_command(1, Path("p.json"), cpu=True)
     assert "--cpu" in cmd and "--multi_gpu" not in cmd and "--num_processes=1" in cmd
+
+
+def test_evaluation_dtype_resolves_per_device():
+    """`evaluation.dtype: auto` is bfloat16 on CUDA and float32 on CPU; explicit ones stay."""
+    from repro.eval.lm_eval_runner import resolve_dtype
+
+    assert resolve_dtype("auto", "cpu") == "float32"
+    assert resolve_dtype("auto", "cuda") == resolve_dtype("auto", "cuda:1") == "bfloat16"
+    assert resolve_dtype("bfloat16", "cpu") == "bfloat16"
+    assert resolve_dtype("float32", "cuda") == "float32"
+    with pytest.raises(ValueError, match="unknown evaluation dtype 'float16'"):
+        resolve_dtype("float16", "cuda")
+
+
+def test_model_args_carry_the_resolved_dtype():
+    from repro.eval.lm_eval_runner import model_spec
+
+    for backend in ("hf", "accelerate", "vllm"):
+        _, args = model_spec(backend, Path("ckpt"), max_length=None, seed=0, dtype="bfloat16")
+        assert args["dtype"] == "bfloat16"
+    assert model_spec("hf", Path("ckpt"), max_length=None, seed=0)[1]["dtype"] == "float32"
+    with pytest.raises(ValueError, match="resolved"):  # `auto` never reaches lm-eval
+        model_spec("hf", Path("ckpt"), max_length=None, seed=0, dtype="auto")
+
+
+def test_response_cache_key_includes_the_dtype(tmp_path, monkeypatch):
+    """bf16 and fp32 responses of one checkpoint differ: they never share a cache entry."""
+    from repro.spec.schema import EvaluationSpec
+    from repro.stages.evaluate import CACHE_ROOT_ENV, response_cache
+
+    monkeypatch.setenv(CACHE_ROOT_ENV, str(tmp_path))
+    ev = EvaluationSpec(local_tasks=[LocalTaskSpec(kind="bpb", dataset="web")])
+    settings = {"backend": "hf", "device": "cuda", "batch_size": "auto", "max_length": 2048}
+    fp32 = response_cache(ev, "a" * 64, settings | {"dtype": "float32"})
+    bf16 = response_cache(ev, "a" * 64, settings | {"dtype": "bfloat16"})
+    assert fp32.parent.parent == bf16.parent.parent == tmp_path / ("a" * 64)
+    assert fp32 != bf16
+    assert response_cache(ev, "a" * 64, settings | {"dtype": "float32"}) == fp32

@@ -278,3 +278,59 @@ def test_accelerate_launch_one_cpu_process(inputs, tmp_path):
                                    config().model_dump(mode="json"), inputs, io_out)
     launch.relaunch_with_accelerate(1, payload, cpu=True)
     assert outputs(out) == ref
+
+
+def test_dtype_auto_is_float32_on_cpu_and_recorded(inputs, tmp_path):
+    """On CPU `dtype: auto` scores in float32, as before the field existed (the same bytes
+    as an explicit float32), and the resolved dtype is recorded in results and metrics."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("checks the CPU resolution")
+    auto = run(inputs, tmp_path / "auto", config(dtype="auto"))
+    fp32 = run(inputs, tmp_path / "fp32", config(dtype="float32"))
+    a, b = outputs(auto), outputs(fp32)
+    results = json.loads(a.pop("results/results.json"))
+    explicit = json.loads(b.pop("results/results.json"))
+    assert a == b  # metrics and samples: the same bytes
+    assert (results["settings"].pop("dtype_requested"), explicit["settings"].pop("dtype_requested")) \
+        == ("auto", "float32")
+    assert results == explicit and results["settings"]["dtype"] == "float32"
+    metrics = json.loads((auto / "metrics/m.json").read_text())
+    assert metrics["settings"] == {"device": "cpu", "dtype": "float32", "batch_size": 4}
+
+
+def test_bfloat16_reaches_the_model_and_the_cache_key(inputs, tmp_path, response_cache_root):
+    """An explicit bfloat16 loads the weights in bf16 (the scores change) and is a separate
+    response cache entry from float32."""
+    fp32 = json.loads((run(inputs, tmp_path / "fp32", config(dtype="float32"))
+                       / "metrics/m.json").read_text())
+    bf16 = json.loads((run(inputs, tmp_path / "bf16", config(dtype="bfloat16"))
+                       / "metrics/m.json").read_text())
+    assert bf16["settings"]["dtype"] == "bfloat16"
+    a, b = (m["tasks"]["repro_bpb_web"]["bits_per_byte"] for m in (fp32, bf16))
+    assert a != b and a == pytest.approx(b, rel=0.02)  # bf16 rounding, same model
+    (sha_dir,) = response_cache_root.iterdir()
+    assert len(list(sha_dir.iterdir())) == 2  # one cache entry per dtype
+
+
+def test_batch_size_auto_runs_with_the_hf_backend(inputs, tmp_path):
+    """`batch_size: auto`: lm-eval's hf model detects a batch size (on a GPU the largest
+    that fits; on CPU its first guess) and the run scores every document."""
+    out = run(inputs, tmp_path / "auto", config(batch_size="auto"))
+    metrics = json.loads((out / "metrics/m.json").read_text())
+    assert metrics["settings"]["batch_size"] == "auto"
+    ref = json.loads((run(inputs, tmp_path / "ref") / "metrics/m.json").read_text())
+    assert set(metrics["tasks"]) == set(ref["tasks"])
+    for task, values in ref["tasks"].items():
+        for name, value in values.items():
+            assert metrics["tasks"][task][name] == pytest.approx(value, rel=1e-4, abs=1e-6)
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_scores_in_bfloat16_with_auto_batch(inputs, tmp_path):
+    """On a GPU the defaults (dtype auto, batch_size auto) score in bf16 on CUDA."""
+    out = run(inputs, tmp_path / "gpu", config(batch_size="auto"))
+    metrics = json.loads((out / "metrics/m.json").read_text())
+    assert metrics["settings"] == {"device": "cuda", "dtype": "bfloat16", "batch_size": "auto"}
+    assert all(math.isfinite(v) for t in metrics["tasks"].values() for v in t.values())
