@@ -15,6 +15,22 @@ only inputs are the seeded init, the deterministic sampler and deterministic ker
 loop's whole state is packed every `checkpoint_every` updates (repro.train.resume); a
 killed stage resumes from it and ends with bitwise-identical weights, and the stability
 guard's rollbacks restore the same state from memory.
+
+Feeding the device (issue 17). Batches come from repro.train.prefetch.BatchFeed: step k+1's
+windows are drawn, fingerprinted and pinned on a background thread while step k runs, and
+copied to the device once per step with non_blocking=True. Losses stay on the device: the
+micro batches' losses and loss parts are summed there, and the step makes ONE host sync, a
+single `.tolist()` of (loss, parts..., grad norm). That sync cannot go further: the
+stability guard decides before the update whether to apply it (skip/rollback on a spike or
+a non-finite value), so it needs this step's loss and gradient norm every step, and the
+logged window keeps the parts. On CPU the arithmetic is the one of the synchronous loop
+(float64 sums of the same values in the same order), so curves, fingerprints and resumed
+weights are bitwise what they were.
+
+Static shapes for torch.compile: every micro batch is (micro_batch_size, seq_len + 1) (the
+spec refuses a micro batch size that does not divide a rank's sequences) and seq_len is fixed
+per stage, so the compiled trunk sees one shape and never recompiles after its first step;
+that first update's time is reported apart as `warmup_seconds`.
 """
 
 from __future__ import annotations
@@ -34,6 +50,7 @@ from repro.stages.configs import ScheduleSegment
 from repro.train import resume
 from repro.train.data import MixtureSampler
 from repro.train.data_order import check_against, fingerprint
+from repro.train.prefetch import BatchFeed
 from repro.train.distributed import DistContext, all_max_, all_mean
 from repro.train.objective import TrainModule
 from repro.train.optim import set_lr_multiplier
@@ -88,6 +105,7 @@ class LoopSettings:
     precision: str = "fp32"
     monitor_every: int | None = None
     progress: bool = True
+    prefetch: bool = True  # draw the next step's batch on a background thread (False: inline)
 
 
 @dataclass
@@ -101,6 +119,9 @@ class LoopResult:
     steps_timed: int
     resumed_from: int  # updates already done when this process started (0: fresh)
     lr_scale: float
+    # the first update of this process (compile, autotuning, allocator warmup) timed apart;
+    # steady tokens/s = (steps_timed - 1) updates over (seconds - warmup_seconds)
+    warmup_seconds: float = 0.0
 
 
 class Trainer:
@@ -132,6 +153,9 @@ class Trainer:
         self.plan = sampler.plan(settings.steps)
         # loop state (everything below is packed into the resumable state)
         self.done = 0
+        # the sampler's positions after the last completed update's batch: while the feed
+        # draws ahead, the sampler's own are one step further (repro.train.prefetch)
+        self.positions: dict[str, int] = dict(sampler.positions)
         self.lr_scale = 1.0
         self.rows: list[LogRow] = []
         self.fingerprints: list[str] = []
@@ -148,7 +172,7 @@ class Trainer:
             "done": self.done,
             "module": module_state(self.module, self.ctx),  # the model and MTP modules
             "optimizer": optimizer_state(self.module, self.optimizer, self.ctx),
-            "positions": dict(self.sampler.positions),
+            "positions": dict(self.positions),
             "lr_scale": self.lr_scale,
             "guard": self.guard.state_dict(),
             "rows": [(r.step, r.tokens, r.loss, r.lr, r.grad_norm, list(r.parts)) for r in self.rows],
@@ -165,6 +189,7 @@ class Trainer:
         load_module_state(self.module, state["module"], self.ctx)
         load_optimizer_state(self.module, self.optimizer, state["optimizer"], self.ctx)
         self.sampler.positions = dict(state["positions"])
+        self.positions = dict(state["positions"])
         self.done = int(state["done"])
         if not keep_lr_scale:
             self.lr_scale = float(state["lr_scale"])
@@ -187,9 +212,9 @@ class Trainer:
         for k in range(self.done):
             fp = fingerprint(replay.take(self.plan[k * self.seqs:(k + 1) * self.seqs]))
             check_against({k: self.fingerprints[k]}, k, fp, f"the resumable state in {self.s.resume_dir}")
-        if replay.positions != self.sampler.positions:
+        if replay.positions != self.positions:
             raise resume.ResumeError(
-                f"resumable state in {self.s.resume_dir} has data positions {self.sampler.positions}, "
+                f"resumable state in {self.s.resume_dir} has data positions {self.positions}, "
                 f"but replaying its {self.done} steps gives {replay.positions}; delete the folder "
                 "to restart the stage"
             )
@@ -204,13 +229,15 @@ class Trainer:
         return contextlib.nullcontext()
 
     def _backward(self, local: torch.Tensor, meta: list, tokens_seen: int) -> tuple[torch.Tensor, dict]:
-        """Forward/backward over the micro batches of this rank's rows; the step's loss."""
+        """Forward/backward over the micro batches of this rank's rows (already on the
+        device); the step's loss and loss parts as float64 tensors on the device (no sync)."""
         micro = self.s.micro_batch_size
         chunks = list(range(0, local.size(0), micro))
-        step_loss = torch.zeros((), dtype=torch.float64)
+        device = local.device
+        step_loss = torch.zeros((), dtype=torch.float64, device=device)
         parts_sum: dict[str, torch.Tensor] = {}
         for j, begin in enumerate(chunks):
-            rows = local[begin:begin + micro].to(self.ctx.device)
+            rows = local[begin:begin + micro]  # equal sizes: one static shape for torch.compile
             share = rows.size(0) / local.size(0)
             sync = j == len(chunks) - 1
             no_sync = getattr(self.forward, "no_sync", None)
@@ -219,17 +246,31 @@ class Trainer:
                 with self._autocast():
                     loss, parts = self.forward(rows, meta[begin:begin + micro], tokens_seen)
                 (loss * share).backward()
-            step_loss += loss.detach().double().cpu() * share
+            step_loss += loss.detach().double() * share
             for k, v in parts.items():
-                parts_sum[k] = parts_sum.get(k, torch.zeros((), dtype=torch.float64)) + v.detach().double().cpu() * share
+                zero = torch.zeros((), dtype=torch.float64, device=device)
+                parts_sum[k] = parts_sum.get(k, zero) + v.detach().double() * share
         return step_loss, parts_sum
 
-    def _grad_norm(self) -> float:
+    def _grad_norm(self) -> torch.Tensor:
+        """The global gradient norm before clipping, a device tensor (clipping needs no sync)."""
         params = [p for p in self.module.parameters() if p.grad is not None]
         clip = self.s.grad_clip if self.s.grad_clip is not None else math.inf
         # clip_grad_norm_ returns the norm before clipping; with inf it only measures
-        norm = torch.nn.utils.clip_grad_norm_(params, clip, foreach=True)
-        return float(norm)
+        return torch.nn.utils.clip_grad_norm_(params, clip, foreach=True)
+
+    def _step_values(self, local_loss: torch.Tensor, parts: dict[str, torch.Tensor]
+                     ) -> tuple[float, dict[str, float], float]:
+        """(step loss, parts, gradient norm) as floats: the step's one host sync.
+
+        The stability guard must judge this step's loss and gradient norm before the update
+        is applied, so they cannot wait for a log step; the parts ride along in the same
+        transfer (one all-reduce over ranks, one device-to-host copy)."""
+        names = sorted(parts)
+        reduced = all_mean(self.ctx, torch.stack([local_loss] + [parts[k] for k in names]))
+        norm = self._grad_norm().detach().to(device=reduced.device, dtype=torch.float64).reshape(1)
+        values = torch.cat([reduced, norm]).tolist()
+        return values[0], dict(zip(names, values[1:-1])), values[-1]
 
     def _checkpoint(self) -> bytes:
         blob = self.pack_state()
@@ -256,32 +297,43 @@ class Trainer:
         self.module.train()
         bar = tqdm(total=s.steps, initial=self.done, desc="train", unit="step", file=sys.stderr,
                    disable=not (s.progress and self.ctx.is_main), dynamic_ncols=True)
-        t0, timed = time.perf_counter(), 0
+        cuda = self.ctx.device.type == "cuda"
+        feed = BatchFeed(self.sampler, self.plan, s.steps, rank=self.ctx.rank, world=self.ctx.world,
+                         pin_memory=cuda, ahead=s.prefetch)
+        with feed:
+            seconds, warmup, timed = self._updates(feed, bar, rollback_target)
+        bar.close()
+        return LoopResult(self.rows, self.fingerprints, [e.as_dict() for e in self.guard.events], self.qk_events,
+                          self.monitor_rows, seconds, timed, resumed_from, self.lr_scale, warmup)
+
+    def _updates(self, feed: BatchFeed, bar, rollback_target: bytes | None) -> tuple[float, float, int]:
+        """The updates left to do; (seconds, seconds of the first one, updates done)."""
+        s = self.s
+        cuda = self.ctx.device.type == "cuda"
+        t0, timed, warmup = time.perf_counter(), 0, 0.0
         while self.done < s.steps:
             k = self.done
             n = s.step_start + k + 1
             mult = self._lr_multiplier(n)
             set_lr_multiplier(self.optimizer, mult)
-            batch_np, meta = self.sampler.take_with_meta(self.plan[k * self.seqs:(k + 1) * self.seqs])
-            fp = fingerprint(batch_np)
+            batch = feed.get(k)  # drawn while step k-1 ran; step k+1 is being drawn now
+            fp = batch.fingerprint
             check_against(s.previous_order, n, fp, s.previous_order_source)
-            batch = torch.from_numpy(batch_np)
-            local = batch[self.ctx.rank::self.ctx.world]
-            local_meta = meta[self.ctx.rank::self.ctx.world]
+            local = batch.local.to(self.ctx.device, non_blocking=True)  # pinned on CUDA: async
+            local_meta = batch.meta
             tokens_seen = s.tokens_start + k * self.seqs * s.seq_len
             monitored = self.monitor is not None and s.monitor_every and (n % s.monitor_every == 0 or k == s.steps - 1)
             before = self.monitor_snapshot() if monitored and self.monitor_snapshot else None
             probe = self.max_logit_probe() if (s.qk_clip_tau is not None and self.max_logit_probe) else None
             with probe if probe is not None else contextlib.nullcontext():
                 local_loss, parts = self._backward(local, local_meta, tokens_seen)
-            step_loss = float(all_mean(self.ctx, local_loss))
-            parts = {k2: float(all_mean(self.ctx, v)) for k2, v in sorted(parts.items())}
-            grad_norm = self._grad_norm()
+            step_loss, parts, grad_norm = self._step_values(local_loss, parts)  # the one sync
             action = self.guard.check(n, step_loss, grad_norm)
             if action == "rollback":
                 self.optimizer.zero_grad(set_to_none=True)
                 self.lr_scale *= self.guard.spec.rollback_lr_factor
                 scale = self.lr_scale
+                feed.discard()  # step k+1's draw moved the sampler on; the state resets it
                 self.load_state(resume.unpack(rollback_target), keep_events=True, keep_lr_scale=True)
                 self.lr_scale = scale
                 if self.ctx.is_main:
@@ -297,8 +349,13 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             self.fingerprints.append(fp)
             self.window.append((step_loss, grad_norm, parts))
+            self.positions = batch.positions
             self.done += 1
             timed += 1
+            if timed == 1:
+                if cuda:  # the first update's kernels (compiled on first use) have all run
+                    torch.cuda.synchronize(self.ctx.device)
+                warmup = time.perf_counter() - t0
             if monitored:
                 self.monitor_rows += self.monitor(n, s.tokens_start + self.done * self.seqs * s.seq_len, before)
             if n % s.log_every == 0 or self.done == s.steps:
@@ -311,10 +368,9 @@ class Trainer:
                 blob = self._checkpoint()
                 if rollback_target is not None:
                     rollback_target = blob
-        bar.close()
-        seconds = time.perf_counter() - t0
-        return LoopResult(self.rows, self.fingerprints, [e.as_dict() for e in self.guard.events], self.qk_events,
-                          self.monitor_rows, seconds, timed, resumed_from, self.lr_scale)
+        if cuda:
+            torch.cuda.synchronize(self.ctx.device)  # the last optimizer step has run
+        return time.perf_counter() - t0, warmup, timed
 
     def _log(self, n: int, lr: float) -> None:
         losses = [w[0] for w in self.window]
