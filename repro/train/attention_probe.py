@@ -27,11 +27,17 @@ Mask the probe applies (the attention's own):
   * None: plain causal. transformers' `create_causal_mask` returns None for sdpa only when the
     mask is exactly causal; with `position_ids` that restart inside a row (packed documents)
     and no 2-D attention_mask it builds the intra-document mask instead, which the probe then
-    receives as a tensor (masking_utils.find_packed_sequence_indices).
-Not supported (raise rather than report a wrong number): a KV cache (generation), flex
-attention's BlockMask, and a None mask with restarting position_ids under attention
-implementations other than sdpa/eager (flash-attention's varlen packing would need its own
-document rule).
+    receives as a tensor (masking_utils.find_packed_sequence_indices);
+  * a FlexAttention BlockMask (repro.model.attention's flex path): its own mask_mod, evaluated
+    per query chunk (torch's create_mask);
+  * None under flash-attention (repro.model.attention's flash path, the micro batch flattened
+    to one row): the documents flash packs, from the `cu_seq_lens_q` the attention receives,
+    or else, for batch size 1, from the position ids (a document starts where the position id
+    is at its minimum, transformers' prepare_fa_kwargs_from_position_ids); causal within each.
+    Keys are read from the start of the query chunk's first document only, so the flattened
+    B*T row costs what B rows of T cost.
+Not supported (raise rather than report a wrong number): a KV cache (generation), and a None
+mask with restarting position_ids under attention implementations other than sdpa/eager/flash.
 
 Cost: the logits are computed in query chunks so at most ~`max_elements` floats are alive
 at once; for a probe batch of 4 x 4096 tokens with 16 heads this is a few extra attention
@@ -81,28 +87,93 @@ def _restarts(position_ids: torch.Tensor | None) -> bool:
     return bool((torch.diff(position_ids, dim=-1) != 1).any())
 
 
+def _is_block_mask(mask) -> bool:
+    try:
+        from torch.nn.attention.flex_attention import BlockMask
+    except ImportError:
+        return False
+    return isinstance(mask, BlockMask)
+
+
+def _flash_documents(implementation: str | None, position_ids: torch.Tensor | None,
+                     attn_kwargs: dict | None, bsz: int, seq: int, device) -> torch.Tensor | None:
+    """(bsz, seq) document ids of the tokens flash-attention packs, or None (no packing)."""
+    if implementation is None or "flash" not in implementation:
+        return None
+    cu = (attn_kwargs or {}).get("cu_seq_lens_q")
+    if cu is not None:
+        idx = torch.arange(bsz * seq, device=device)
+        return torch.bucketize(idx, cu[1:].to(device=device, dtype=torch.long), right=True).view(bsz, seq)
+    if bsz != 1 or position_ids is None or not _restarts(position_ids):
+        return None  # transformers' flash path packs only a single row (_is_packed_sequence)
+    flat = position_ids.reshape(1, -1).to(device)
+    return (flat == flat.min()).long().cumsum(-1)
+
+
+class _AllowedKeys:
+    """The keys each query may attend to, read from what the attention receives, one query
+    chunk at a time: chunk(start, stop) -> (bool mask (b|1, h|1, stop-start, hi-lo), lo, hi)
+    over keys lo..hi-1."""
+
+    def __init__(self, attention_mask, q_len: int, k_len: int, device, *, implementation: str | None = None,
+                 position_ids: torch.Tensor | None = None, attn_kwargs: dict | None = None, bsz: int = 1):
+        self.mask, self.q_len, self.k_len, self.device = attention_mask, q_len, k_len, device
+        self.docs = None
+        if attention_mask is None:
+            self.docs = _flash_documents(implementation, position_ids, attn_kwargs, bsz, q_len, device)
+            if self.docs is not None:
+                starts = torch.arange(q_len, device=device).expand(bsz, q_len)
+                new = torch.ones_like(self.docs, dtype=torch.bool)
+                new[:, 1:] = self.docs[:, 1:] != self.docs[:, :-1]
+                # index of the first token of each token's document
+                self.doc_start = torch.where(new, starts, torch.zeros_like(starts)).cummax(dim=1).values
+            elif implementation not in _EAGER_LIKE and _restarts(position_ids):
+                raise NotImplementedError(
+                    f"attention implementation {implementation!r} gets no mask and restarting position_ids "
+                    "(packed documents); the probe knows sdpa/eager/flash's conventions only"
+                )
+        elif _is_block_mask(attention_mask):
+            if tuple(attention_mask.seq_lengths) != (q_len, k_len):
+                raise ValueError(f"BlockMask of {tuple(attention_mask.seq_lengths)} for q_len={q_len}, "
+                                 f"k_len={k_len}")
+        elif not isinstance(attention_mask, torch.Tensor):
+            raise NotImplementedError(f"attention mask of type {type(attention_mask).__name__} is not "
+                                      "supported by MaxLogitProbe")
+        elif attention_mask.ndim != 4:
+            raise ValueError("expected the 4-D mask the attention receives, got shape "
+                             f"{tuple(attention_mask.shape)}")
+
+    def chunk(self, start: int, stop: int, *, window: bool = True) -> tuple[torch.Tensor, int, int]:
+        mask, k_len = self.mask, self.k_len
+        if mask is None and self.docs is not None:
+            lo = int(self.doc_start[:, start].min()) if window else 0
+            hi = stop if window else k_len
+            q = torch.arange(start, stop, device=self.device)[:, None]
+            k = torch.arange(lo, hi, device=self.device)[None, :]
+            same = self.docs[:, start:stop, None] == self.docs[:, None, lo:hi]
+            return ((k <= q) & same)[:, None], lo, hi
+        if mask is None:
+            full = torch.ones(self.q_len, k_len, dtype=torch.bool, device=self.device).tril(k_len - self.q_len)
+            return full[None, None, start:stop], 0, k_len
+        if _is_block_mask(mask):
+            from repro.model.attention import dense_mask
+
+            return dense_mask(mask, start, stop).to(self.device), 0, k_len
+        m = mask[..., start:stop, :k_len]  # sdpa_attention_forward slices the key dim the same way
+        if m.dtype != torch.bool:
+            # eager: additive float mask, 0 where allowed and finfo(dtype).min (or -inf) where masked
+            m = m > torch.finfo(m.dtype).min / 2
+        return m, 0, k_len
+
+
 def allowed_mask(attention_mask, q_len: int, k_len: int, device, *, implementation: str | None = None,
-                 position_ids: torch.Tensor | None = None) -> torch.Tensor:
+                 position_ids: torch.Tensor | None = None, attn_kwargs: dict | None = None,
+                 bsz: int = 1) -> torch.Tensor:
     """Boolean (batch|1, heads|1, q_len, k_len) mask of the keys each query attends to, read
     from the mask the attention receives (see the module docstring for the conventions)."""
-    if attention_mask is None:
-        if implementation not in _EAGER_LIKE and _restarts(position_ids):
-            raise NotImplementedError(
-                f"attention implementation {implementation!r} gets no mask and restarting position_ids "
-                "(packed documents); the probe only knows sdpa/eager's mask conventions"
-            )
-        return torch.ones(q_len, k_len, dtype=torch.bool, device=device).tril(k_len - q_len)[None, None]
-    if not isinstance(attention_mask, torch.Tensor):
-        raise NotImplementedError(f"attention mask of type {type(attention_mask).__name__} (e.g. "
-                                  "flex attention's BlockMask) is not supported by MaxLogitProbe")
-    if attention_mask.ndim != 4:
-        raise ValueError("expected the 4-D mask the attention receives, got shape "
-                         f"{tuple(attention_mask.shape)}")
-    mask = attention_mask[..., :q_len, :k_len]  # sdpa_attention_forward slices the key dim the same way
-    if mask.dtype == torch.bool:
-        return mask
-    # eager: additive float mask, 0 where allowed and finfo(dtype).min (or -inf) where masked
-    return mask > torch.finfo(mask.dtype).min / 2
+    keys = _AllowedKeys(attention_mask, q_len, k_len, device, implementation=implementation,
+                        position_ids=position_ids, attn_kwargs=attn_kwargs, bsz=bsz)
+    return keys.chunk(0, q_len, window=False)[0]
 
 
 class MaxLogitProbe:
@@ -161,14 +232,15 @@ class MaxLogitProbe:
                                           "forward with use_cache=False")
             with torch.no_grad():
                 per_head = self._layer_max(module, got["hidden_states"], got["position_embeddings"],
-                                           got["attention_mask"], kwargs.get("position_ids"))
+                                           got["attention_mask"], kwargs.get("position_ids"), kwargs)
             old = self._max.get(layer_idx)
             self._max[layer_idx] = per_head if old is None else torch.maximum(old, per_head)
             return None  # inputs untouched
 
         return hook
 
-    def _layer_max(self, module, hidden, position_embeddings, attention_mask, position_ids) -> torch.Tensor:
+    def _layer_max(self, module, hidden, position_embeddings, attention_mask, position_ids,
+                   attn_kwargs=None) -> torch.Tensor:
         hidden = hidden.detach()
         bsz, seq, _ = hidden.shape
         head_dim = module.head_dim
@@ -183,13 +255,14 @@ class MaxLogitProbe:
         # Logits in fp32: the max is reported, not used, so avoid bf16 rounding of large values.
         q, k = q.float(), k.float()
         implementation = getattr(getattr(module, "config", None), "_attn_implementation", None)
-        allowed = allowed_mask(attention_mask, seq, k.shape[2], hidden.device,
-                               implementation=implementation, position_ids=position_ids)
+        keys = _AllowedKeys(attention_mask, seq, k.shape[2], hidden.device, implementation=implementation,
+                            position_ids=position_ids, attn_kwargs=attn_kwargs, bsz=bsz)
         chunk = max(1, self.max_elements // max(1, bsz * n_heads * k.shape[2]))
         best = torch.full((n_heads,), float("-inf"), device=hidden.device)
         for start in range(0, seq, chunk):
             stop = min(seq, start + chunk)
-            logits = torch.matmul(q[:, :, start:stop], k.transpose(2, 3)) * module.scaling
-            logits = logits.masked_fill(~allowed[:, :, start:stop], float("-inf"))
+            allowed, lo, hi = keys.chunk(start, stop)
+            logits = torch.matmul(q[:, :, start:stop], k[:, :, lo:hi].transpose(2, 3)) * module.scaling
+            logits = logits.masked_fill(~allowed, float("-inf"))
             best = torch.maximum(best, logits.amax(dim=(0, 2, 3)))
         return best

@@ -67,9 +67,21 @@ def cpp_compiler() -> str | None:
     return None
 
 
+FLASH_MAX_HEAD_DIM = 256  # flash-attn 2 kernels exist for head dims up to 256
+FLEX_BLOCK = 128  # FlexAttention's default sparse block size (torch.nn.attention.flex_attention)
+
+
+def _torch_at_least(major: int, minor: int) -> bool:
+    parts = torch.__version__.split("+")[0].split(".")
+    return (int(parts[0]), int(parts[1])) >= (major, minor)
+
+
 def resolve(*, attention: str, compile: bool | str, cross_entropy: str, precision: str,
-            doc_masking: bool, distillation: bool, device: torch.device) -> Backends:
-    """The kernels this stage runs on `device`, or BackendError naming the field and fix."""
+            doc_masking: bool, distillation: bool, device: torch.device,
+            head_dim: int | None = None, seq_len: int | None = None) -> Backends:
+    """The kernels this stage runs on `device`, or BackendError naming the field and fix.
+    `head_dim` (hidden_size / num_heads) and `seq_len` (the stage's window length), when given,
+    are checked against the attention path's limits."""
     cuda = device.type == "cuda"
     notes: list[str] = []
 
@@ -84,10 +96,10 @@ def resolve(*, attention: str, compile: bool | str, cross_entropy: str, precisio
             att = "sdpa"
             notes.append("attention sdpa: " + ("no document masking, plain causal attention uses "
                                                "sdpa's flash kernel" if cuda else "CPU"))
-        elif installed("flash_attn"):
+        elif installed("flash_attn") and precision == "bf16" and (head_dim or 0) <= FLASH_MAX_HEAD_DIM:
             att = "flash"
             notes.append("attention flash: CUDA with doc masking and flash-attn installed")
-        elif flex_available():
+        elif flex_available() and installed("triton"):
             att = "flex"
             notes.append("attention flex: CUDA with doc masking (flash-attn not installed)")
         else:
@@ -109,9 +121,25 @@ def resolve(*, attention: str, compile: bool | str, cross_entropy: str, precisio
             raise BackendError("flash-attn computes in bf16/fp16 only and training.precision is fp32",
                                field="training.attention",
                                fix="set precision: bf16, or attention: flex or sdpa")
+        if head_dim is not None and head_dim > FLASH_MAX_HEAD_DIM:
+            raise BackendError(f"flash-attn supports head dimensions up to {FLASH_MAX_HEAD_DIM} and this "
+                               f"model's is {head_dim}", field="training.attention",
+                               fix="set attention: flex (or sdpa), or give the model more heads")
     if att == "flex" and not flex_available():
         raise BackendError(f"this torch ({torch.__version__}) has no FlexAttention",
                            field="training.attention", fix="upgrade torch to 2.5+ or set attention: sdpa")
+    if att == "flex" and cuda and not installed("triton"):
+        # without triton flex_attention runs its unfused reference (full score matrix)
+        raise BackendError("FlexAttention on CUDA is compiled with triton, which is not installed",
+                           field="training.attention",
+                           fix="install triton (it ships with CUDA torch wheels) or set attention: sdpa")
+    if att == "flex" and seq_len is not None and seq_len % FLEX_BLOCK and not _torch_at_least(2, 6):
+        # torch 2.5's kernels need whole 128-token blocks (transformers pads for this itself)
+        raise BackendError(f"FlexAttention in torch {torch.__version__} needs a sequence length that "
+                           f"is a multiple of {FLEX_BLOCK}, and seq_len is {seq_len}",
+                           field="training.attention",
+                           fix=f"set seq_len to a multiple of {FLEX_BLOCK}, upgrade torch to 2.6+, or set "
+                               "attention: sdpa")
 
     # compile
     if compile == "auto":

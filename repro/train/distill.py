@@ -267,10 +267,45 @@ def load_teacher(ref: str, student_vocab_size: int, *, trust_remote_code: bool =
     return model
 
 
-def teacher_logits(teacher, inputs: torch.Tensor, position_ids: torch.Tensor | None = None) -> torch.Tensor:
+def teacher_attention(teacher, kind: str) -> str:
+    """Switch the teacher to the student's attention path `kind` (repro.model.attention) when
+    that computes the same function for it, and return the kind it runs. The flex/flash paths
+    implement causal document masking only, so a teacher with sliding-window layers or a logit
+    softcap (or one transformers cannot switch, e.g. no flash support) stays on sdpa, which
+    builds its masks from the position ids as before: correct, only slower."""
+    from repro.model.attention import set_attention
+
+    if kind == "sdpa":
+        set_attention(teacher, "sdpa")
+        return "sdpa"
+    cfg = teacher.config
+    sliding = any(t != "full_attention" for t in (getattr(cfg, "layer_types", None) or [])) or (
+        getattr(cfg, "sliding_window", None) is not None and getattr(cfg, "use_sliding_window", True))
+    if sliding or getattr(cfg, "attn_logit_softcapping", None) is not None:
+        return "sdpa"
+    try:
+        set_attention(teacher, kind)
+    except (ValueError, ImportError) as e:
+        warnings.warn(f"teacher keeps sdpa attention: {e}", stacklevel=2)
+        set_attention(teacher, "sdpa")
+        return "sdpa"
+    return kind
+
+
+def teacher_logits(teacher, inputs: torch.Tensor, position_ids: torch.Tensor | None = None,
+                   attention=None) -> torch.Tensor:
     """The teacher's fp32 logits (batch, seq, vocab), without autograd. use_cache=False and
-    no attention mask: then transformers derives the per-document mask from position_ids."""
+    no attention mask: then transformers derives the per-document mask from position_ids.
+    `attention` (repro.model.attention.AttentionInputs of the student's micro batch) is used
+    when the teacher runs the same path (teacher_attention): the same BlockMask or the same
+    flattened batch and cu_seqlens, built once for both models."""
+    from repro.model.attention import kind_of
+
     device = next(teacher.parameters()).device
+    if attention is not None and attention.kind != "sdpa" and kind_of(teacher) == attention.kind:
+        with torch.no_grad():
+            out = teacher(input_ids=attention.input_ids.to(device), use_cache=False, **attention.kwargs)
+        return attention.unflatten(out.logits).float()
     kwargs = {"input_ids": inputs.to(device), "use_cache": False}
     if position_ids is not None:
         kwargs["position_ids"] = position_ids.to(device)

@@ -108,7 +108,7 @@ def effective_rank(hidden: torch.Tensor, *, center: bool = False) -> float:
 
 
 def probe_metrics(model: torch.nn.Module, probe_inputs: torch.Tensor,
-                  position_ids: torch.Tensor | None = None) -> dict[str, dict[str, float]]:
+                  position_ids: torch.Tensor | None = None, *, attention=None) -> dict[str, dict[str, float]]:
     """One no-grad forward of the probe batch (batch, seq) returning
     {"effective_rank": {"embed": .., "0": .., ...}, "max_attn_logit": {"0": .., ...}}.
 
@@ -118,7 +118,12 @@ def probe_metrics(model: torch.nn.Module, probe_inputs: torch.Tensor,
     the last entry of `hidden_states` is the final-RMSNorm output (capture_outputs ties it to
     last_hidden_state), which would make the last layer's value not comparable with the others.
     Max logits are MaxLogitProbe's per-head maxima, maxed over heads. The model is put in
-    eval mode for the forward and its mode restored after."""
+    eval mode for the forward and its mode restored after.
+
+    `attention` (repro.model.attention.AttentionInputs of the probe batch, built on the model's
+    device) runs the forward through the model's attention path (BlockMask for flex, the
+    flattened batch for flash; the effective ranks flatten tokens anyway, and MaxLogitProbe
+    reads each path's mask); without it the forward gets `position_ids` (the sdpa path)."""
     ranks: dict[str, float] = {}
     handles = []
 
@@ -135,7 +140,10 @@ def probe_metrics(model: torch.nn.Module, probe_inputs: torch.Tensor,
     try:
         model.eval()
         with MaxLogitProbe(model) as probe, torch.no_grad():
-            model(input_ids=probe_inputs, position_ids=position_ids, use_cache=False)
+            if attention is not None:
+                model(input_ids=attention.input_ids, use_cache=False, **attention.kwargs)
+            else:
+                model(input_ids=probe_inputs, position_ids=position_ids, use_cache=False)
     finally:
         for h in handles:
             h.remove()
