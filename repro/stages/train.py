@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from repro import paths
+from repro.model.attention import set_attention
 from repro.model.build import (
     TokenIds,
     build_model,
@@ -46,6 +47,7 @@ from repro.train.checkpoint import (
     save_checkpoint,
     save_snapshot,
 )
+from repro.train.backends import Backends, resolve
 from repro.train.data import MixtureSampler, TokenShards
 from repro.train.data_order import LEDGER_FILE, ledger_csv, read_ledger
 from repro.train.loop import LoopSettings, Trainer, loss_csv
@@ -150,21 +152,45 @@ def _teacher(cfg: TrainConfig, io: StageIO, ids: TokenIds):
     return load_teacher(ref, ids.vocab_size, trust_remote_code=d.trust_remote_code), {}
 
 
-def _monitor_hooks(cfg: TrainConfig, module: TrainModule, sources: dict[str, TokenShards], eos: int):
+def backends_for(cfg: TrainConfig, device: torch.device) -> Backends:
+    """The kernels this stage runs on `device` (repro.train.backends): `auto` made concrete,
+    or BackendError naming the field and the fix, before anything heavy is built."""
+    return resolve(attention=cfg.attention, compile=cfg.compile, cross_entropy=cfg.cross_entropy,
+                   precision=cfg.precision, doc_masking=cfg.doc_masking,
+                   distillation=cfg.distillation is not None, device=device,
+                   head_dim=cfg.model.hidden_size // cfg.model.num_heads, seq_len=cfg.seq_len)
+
+
+def compile_trunk(model, backends: Backends):
+    """torch.compile of the trunk (`model.model`, no LM head: the head and the fused loss stay
+    eager, repro.train.objective), or None. dynamic=False: a stage's shapes are static (seq_len
+    fixed per stage, every micro batch micro_batch_size rows, the attention path's extra
+    inputs of fixed shape), so one graph is compiled on the first step and reused; dynamic
+    shapes would only add guards and slower kernels. Compiling is lazy: the cost shows in the
+    first update, reported as perf.json's warmup_seconds."""
+    if not backends.compile:
+        return None
+    return torch.compile(model.model, dynamic=False)
+
+
+def _monitor_hooks(cfg: TrainConfig, module: TrainModule, sources: dict[str, TokenShards], eos: int,
+                   attention: str, device: torch.device):
     """(monitor(step, tokens, before) -> rows, snapshot() -> before), or Nones."""
     if cfg.monitor is None:
         return None, None
+    from repro.model.attention import attention_inputs
     from repro.train.monitor import monitor_rows, probe_metrics, snapshot, update_rms_ratios
-    from repro.train.positions import document_position_ids
 
     first = sources[sorted(sources)[0]]
     count = min(cfg.monitor.probe_sequences, first.num_windows)
     probe = torch.from_numpy(__import__("numpy").stack([first.window(i) for i in range(count)]))[:, :-1]
-    positions = document_position_ids(probe, eos) if cfg.doc_masking else None
+    # the probe forward runs on the model's device through the stage's attention path
+    probe_att = attention_inputs(probe.to(device), eos, attention, cfg.doc_masking)
 
     def monitor(step: int, tokens: int, before: dict) -> list[tuple]:
         metrics = {"update_rms_ratio": update_rms_ratios(before, module.model),
-                   **probe_metrics(module.model, probe, positions)}
+                   **probe_metrics(module.model, probe_att.input_ids, probe_att.position_ids,
+                                   attention=probe_att)}
         # plain tuples: they travel in the resumable state (weights_only loading)
         return [astuple(r) for r in monitor_rows(step, tokens, metrics)]
 
@@ -194,6 +220,7 @@ def run(cfg: TrainConfig, io: StageIO) -> None:
 
 def _run(cfg: TrainConfig, io: StageIO, ctx: dist_mod.DistContext) -> None:
     setup_torch(ctx.world)
+    backends = backends_for(cfg, ctx.device)  # an impossible kernel choice fails here, first
     tok_dir = io.input("tokenizer")
     ids = token_ids(tok_dir)
     sources = load_sources(cfg, io, ids)
@@ -201,13 +228,19 @@ def _run(cfg: TrainConfig, io: StageIO, ctx: dist_mod.DistContext) -> None:
     teacher, caches = _teacher(cfg, io, ids)
     mtp = _mtp_modules(cfg, model, init)
     model.to(ctx.device)
+    set_attention(model, backends.attention)
     if mtp is not None:
         mtp.to(ctx.device)
+        set_attention(mtp, backends.attention)
     if teacher is not None:
+        from repro.train.distill import teacher_attention
+
         teacher.to(ctx.device)
-    compiled = torch.compile(model) if cfg.compile else None
-    module = TrainModule(model, ObjectiveSettings(ids.eos, cfg.doc_masking, cfg.z_loss, cfg.mtp, cfg.distillation),
-                         mtp=mtp, teacher=teacher, teacher_cache=caches, compiled=compiled)
+        teacher_attention(teacher, backends.attention)
+    objective = ObjectiveSettings(ids.eos, cfg.doc_masking, cfg.z_loss, cfg.mtp, cfg.distillation,
+                                  cross_entropy=backends.cross_entropy, attention=backends.attention)
+    module = TrainModule(model, objective, mtp=mtp, teacher=teacher, teacher_cache=caches,
+                         compiled_trunk=compile_trunk(model, backends))
     forward = dist_mod.wrap_model(module, ctx)
     optimizer = build_optimizer(module, cfg.optimizer)
     positions, tokens_before = {}, 0
@@ -222,7 +255,7 @@ def _run(cfg: TrainConfig, io: StageIO, ctx: dist_mod.DistContext) -> None:
     start_positions = dict(sampler.positions)
 
     previous = Path(paths.data_order_ledger(io.name))
-    monitor, snap = _monitor_hooks(cfg, module, sources, ids.eos)
+    monitor, snap = _monitor_hooks(cfg, module, sources, ids.eos, backends.attention, ctx.device)
     probe_factory = qk_apply = None
     if cfg.qk_clip is not None:
         from repro.train.attention_probe import MaxLogitProbe
@@ -250,8 +283,12 @@ def _run(cfg: TrainConfig, io: StageIO, ctx: dist_mod.DistContext) -> None:
                       if cfg.snapshot_steps else None)
     if ctx.is_main:
         log(io.name, f"steps {cfg.step_start + 1}..{cfg.step_start + cfg.steps}, "
-            f"{torch.get_num_threads()} torch threads x {ctx.world} process(es), {ctx.device}")
+            f"{torch.get_num_threads()} torch threads x {ctx.world} process(es), {ctx.device}; "
+            f"attention {backends.attention}, compile {'on' if backends.compile else 'off'}, "
+            f"cross-entropy {backends.cross_entropy}")
     result = trainer.run()
+    # the export is a plain HF checkpoint, loaded with sdpa (repro.model.build.ATTN_IMPLEMENTATION)
+    set_attention(model, "sdpa")
     # every rank takes part: under FSDP2 the shards are gathered here
     full = dist_mod.module_state(module, ctx)
     optim_state = dist_mod.optimizer_state(module, optimizer, ctx)
@@ -260,7 +297,7 @@ def _run(cfg: TrainConfig, io: StageIO, ctx: dist_mod.DistContext) -> None:
     if ctx.kind == "fsdp2" and ctx.enabled:
         module = _unsharded_copy(cfg, model, full)
     _write_outputs(cfg, io, ctx, module.model, module, optim_state, sampler, sources, start_positions,
-                   tokens_before, result, tok_dir, ids)
+                   tokens_before, result, tok_dir, ids, backends)
     _publish_snapshots(cfg, io, staging)
     resume.clear(Path(paths.resume_dir(io.name)))
     previous.parent.mkdir(parents=True, exist_ok=True)
@@ -338,8 +375,20 @@ def _unsharded_copy(cfg: TrainConfig, sharded_model, full: dict) -> TrainModule:
     return TrainModule(model, ObjectiveSettings(0, cfg.doc_masking), mtp=mtp)
 
 
+def steady_tokens_per_s(result, batch_tokens: int) -> tuple[float, float]:
+    """(tokens/s over the updates after this process's first, tokens/s over all of them).
+    The first update compiles the trunk (training.compile), autotunes kernels and grows the
+    allocator's pools: seconds to minutes on a GPU, which a short stage's average would
+    mostly measure. With a single update only the second number exists and both are it."""
+    total = result.steps_timed * batch_tokens / result.seconds if result.seconds > 0 else 0.0
+    steady_seconds = result.seconds - result.warmup_seconds
+    if result.steps_timed < 2 or steady_seconds <= 0:
+        return total, total
+    return (result.steps_timed - 1) * batch_tokens / steady_seconds, total
+
+
 def _write_outputs(cfg, io, ctx, model, module, optim_state, sampler, sources, start_positions,
-                   tokens_before, result, tok_dir, ids) -> None:
+                   tokens_before, result, tok_dir, ids, backends: Backends) -> None:
     from repro.train.flops import flops_per_token, measure_peak_flops, mfu
 
     tokens = cfg.steps * (cfg.batch_tokens // cfg.seq_len) * cfg.seq_len
@@ -404,10 +453,14 @@ def _write_outputs(cfg, io, ctx, model, module, optim_state, sampler, sources, s
     # measured, not reproducible: kept apart from the metrics above
     flops = flops_per_token(smollm3_config(cfg.model, ids), cfg.seq_len)  # PaLM app. B: 6N + attention
     peak = measure_peak_flops(seconds=0.5)
-    tps = (result.steps_timed * cfg.batch_tokens / result.seconds) if result.seconds > 0 else 0.0
+    tps, tps_all = steady_tokens_per_s(result, cfg.batch_tokens)
     write_json(io.output("perf"), {
+        # after the first update (compile, autotuning, allocator): the rate a longer run keeps
         "tokens_per_s": round(tps, 1),
         "tokens_per_s_per_process": round(tps / ctx.world, 1),
+        "tokens_per_s_with_warmup": round(tps_all, 1),  # every update this process did
+        "warmup_seconds": round(result.warmup_seconds, 3),  # this process's first update
+        "backends": backends.as_dict(),  # the kernels `auto` resolved to here, and why
         "train_flops_per_token": flops["total"],
         "flops_formula": "6N (matmul params incl. LM head) + 6*L*H*Q*T causal attention (PaLM app. B)",
         "peak_flops_measured": round(peak, 1),
