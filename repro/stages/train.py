@@ -38,6 +38,7 @@ from repro.model.build import (
 )
 from repro.stages.base import StageIO, atomic_dir, atomic_write_text, log, write_json
 from repro.stages.configs import TrainConfig
+from repro.train import determinism
 from repro.train import distributed as dist_mod
 from repro.train import resume
 from repro.train.checkpoint import (
@@ -56,10 +57,11 @@ from repro.train.optim import build_optimizer, grad_clip, load_state, reference_
 from repro.train.stability import StabilityGuard
 
 
-def setup_torch(world: int = 1) -> int:
+def setup_torch(world: int = 1, device: torch.device | None = None, deterministic: bool = True) -> int:
     threads = int(os.environ.get("REPRO_NUM_THREADS") or max(1, len(os.sched_getaffinity(0)) // world))
     torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    # before any CUDA work: cuBLAS reads its workspace config once (repro.train.determinism)
+    determinism.configure(deterministic, device if device is not None else torch.device("cpu"))
     return threads
 
 
@@ -213,13 +215,14 @@ def run(cfg: TrainConfig, io: StageIO) -> None:
         return
     ctx = dist_mod.init(cfg.distributed)
     try:
-        _run(cfg, io, ctx)
+        with determinism.explain_nondeterminism():  # an op without a deterministic CUDA kernel
+            _run(cfg, io, ctx)
     finally:
         dist_mod.shutdown(ctx)
 
 
 def _run(cfg: TrainConfig, io: StageIO, ctx: dist_mod.DistContext) -> None:
-    setup_torch(ctx.world)
+    setup_torch(ctx.world, ctx.device, cfg.deterministic)
     backends = backends_for(cfg, ctx.device)  # an impossible kernel choice fails here, first
     tok_dir = io.input("tokenizer")
     ids = token_ids(tok_dir)
@@ -414,7 +417,7 @@ def _write_outputs(cfg, io, ctx, model, module, optim_state, sampler, sources, s
             save_mtp(tmp, module.mtp, cfg.mtp)
         # the export parity gate: what lm-eval will load must compute what we trained
         probe = torch.from_numpy(sources[sorted(sources)[0]].window(0)[None, :-1].copy())
-        parity = check_export_parity(model, tmp, probe)
+        parity = check_export_parity(model, tmp, probe, precision=cfg.precision)
         if cfg.final_stage and cfg.model.inference_yarn is not None:
             export_inference_config(tmp, cfg.model)
     atomic_write_text(io.output("loss"), loss_csv(result.rows))
@@ -447,7 +450,8 @@ def _write_outputs(cfg, io, ctx, model, module, optim_state, sampler, sources, s
         "stability_events": result.events,
         "qk_clip_events": result.qk_clip_events,
         "lr_scale": result.lr_scale,
-        "export_parity_max_abs_diff": parity,
+        **parity.metrics(),  # export_parity_max_abs_diff, export_parity_tolerance
+        **determinism.describe(cfg.deterministic, ctx.device).metrics(),  # reruns_bitwise when not
         "data_order_sha256": hashlib.sha256("".join(result.fingerprints).encode()).hexdigest()[:16],
     })
     # measured, not reproducible: kept apart from the metrics above
