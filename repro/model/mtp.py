@@ -52,7 +52,6 @@ import json
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from repro.spec.schema import MTPSpec
@@ -242,19 +241,22 @@ class MTPModules(nn.Module):
         norm, head = base.model.norm, base.get_output_embeddings()
         return [head(norm(h)) for h in self.hidden_states(model, hidden, window, position_ids)]
 
-    def forward(self, model, hidden, window, position_ids=None) -> list[torch.Tensor]:
+    def forward(self, model, hidden, window, position_ids=None, cross_entropy: str = "plain") -> list[torch.Tensor]:
         """Per depth k the mean CE of predicting window[:, i+k+1] at position i (see mtp_losses)."""
+        from repro.train.linear_ce import linear_cross_entropy
+
         base = unwrap_model(model)
         norm, head = base.model.norm, base.get_output_embeddings()
         losses = []
         for k, h in enumerate(self.hidden_states(model, hidden, window, position_ids), start=1):
             labels = mtp_labels(window, k, position_ids).to(h.device)
-            logits = head(norm(h)).float()  # CE in fp32, as HF's loss upcasts under bf16
-            total = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX,
-                                    reduction="sum")
-            count = (labels != IGNORE_INDEX).sum()
-            # No valid target (e.g. every position next to a boundary): 0 with a graph, not NaN.
-            losses.append(total / count.clamp(min=1))
+            # Through the shared head's weight: plain = head(norm(h)).float() then CE in fp32 (as
+            # HF's loss upcasts under bf16); chunked/liger never hold this depth's (B, T-k, V)
+            # logits. Mean over the unignored targets; no valid target (e.g. every position next
+            # to a boundary) gives 0 with a graph, not NaN.
+            out = linear_cross_entropy(norm(h), head.weight, labels, method=cross_entropy,
+                                       ignore_index=IGNORE_INDEX)
+            losses.append(out.loss)
         return losses
 
 
@@ -280,6 +282,30 @@ def build_mtp(spec: MTPSpec, config, seed: int) -> MTPModules:
     return mtp.float()
 
 
+class _PreNormCapture:
+    """Captures the input of the trunk's final norm during one forward (a forward hook, removed
+    on exit): the pre-norm last hidden state h^0 (see "Choices" above)."""
+
+    def __init__(self, model: nn.Module):
+        self.norm = unwrap_model(model).model.norm
+        self.hidden: torch.Tensor | None = None
+
+    def __enter__(self) -> "_PreNormCapture":
+        def grab(module, args, kw, output):
+            self.hidden = args[0] if args else kw["hidden_states"]
+
+        self.handle = self.norm.register_forward_hook(grab, with_kwargs=True)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.handle.remove()
+
+    def result(self) -> torch.Tensor:
+        if self.hidden is None:
+            raise RuntimeError("the final norm did not run: cannot capture the trunk's hidden state")
+        return self.hidden
+
+
 def trunk_forward(
     model: nn.Module, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None, **kwargs
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -288,21 +314,24 @@ def trunk_forward(
     Calls `model(...)` itself (so DDP / compile wrappers see a normal forward) and captures the
     input of the final norm with a forward hook: the main CE uses `logits`, MTP uses the hidden
     state, with no second trunk pass."""
-    norm = unwrap_model(model).model.norm
-    captured: dict[str, torch.Tensor] = {}
-
-    def grab(module, args, kw, output):
-        captured["hidden"] = args[0] if args else kw["hidden_states"]
-
-    handle = norm.register_forward_hook(grab, with_kwargs=True)
-    try:
-        kwargs.setdefault("use_cache", False)
+    kwargs.setdefault("use_cache", False)
+    with _PreNormCapture(model) as cap:
         out = model(input_ids=input_ids, position_ids=position_ids, **kwargs)
-    finally:
-        handle.remove()
-    if "hidden" not in captured:
-        raise RuntimeError("the final norm did not run: cannot capture the trunk's hidden state")
-    return captured["hidden"], out.logits
+    return cap.result(), out.logits
+
+
+def trunk_states(
+    model: nn.Module, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None, **kwargs
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One pass of the trunk (`model.model`, no LM head): (pre-norm last hidden state, final
+    hidden state = norm of it), each (B, T, H). For callers that apply the head themselves,
+    e.g. a fused linear cross-entropy that never builds the logits (repro.train.linear_ce).
+    Runs the eager trunk: a hook added per call would not be seen by a torch.compile'd one
+    (Dynamo does not guard on hooks by default)."""
+    kwargs.setdefault("use_cache", False)
+    with _PreNormCapture(model) as cap:
+        out = unwrap_model(model).model(input_ids=input_ids, position_ids=position_ids, **kwargs)
+    return cap.result(), out.last_hidden_state
 
 
 def mtp_losses(
@@ -311,6 +340,7 @@ def mtp_losses(
     hidden: torch.Tensor,
     window: torch.Tensor,
     position_ids: torch.Tensor | None = None,
+    cross_entropy: str = "plain",
 ) -> list[torch.Tensor]:
     """Per depth k = 1..D the mean CE of predicting window[:, i+k+1] at position i.
 
@@ -318,8 +348,10 @@ def mtp_losses(
     embedding / final norm / lm_head are shared); hidden: pre-norm trunk state for
     window[:, :-1] from trunk_forward; window: (B, T+1) token ids; position_ids: the ids the
     trunk got, (B or 1, T) or (B, T+1), or None for one document per row. Targets beyond the
-    window or in another document than token i are ignored."""
-    return mtp(model, hidden, window, position_ids)
+    window or in another document than token i are ignored. cross_entropy: "plain" (full
+    logits per depth), "chunked" or "liger" (repro.train.linear_ce, the method the main loss
+    uses; same value up to rounding)."""
+    return mtp(model, hidden, window, position_ids, cross_entropy=cross_entropy)
 
 
 def total_mtp_loss(losses: list[torch.Tensor], weight: float) -> torch.Tensor:

@@ -23,6 +23,7 @@ from repro.model.mtp import (
     save_mtp,
     total_mtp_loss,
     trunk_forward,
+    trunk_states,
 )
 from repro.spec.schema import ModelSpec, MTPSpec
 
@@ -80,6 +81,11 @@ def test_trunk_forward_gives_pre_norm_state_and_main_logits():
     assert not torch.allclose(hidden, post)
     assert torch.allclose(model.model.norm(hidden), post, atol=1e-6)
     assert not model.model.norm._forward_hooks  # hook removed
+    # the trunk alone (no head): the same pre-norm state and the final hidden state
+    pre, final = trunk_states(model, w[:, :-1])
+    assert torch.equal(pre, hidden) and torch.equal(final, post)
+    assert torch.equal(model.lm_head(final), out.logits)  # head applied by the caller: same bits
+    assert not model.model.norm._forward_hooks
 
 
 def test_sequential_uses_embedding_of_token_t_plus_k():
@@ -238,3 +244,41 @@ def test_depth_beyond_trunk_layers_and_short_windows():
     assert len(mtp_losses(mtp, model, hidden, w)) == 4
     with pytest.raises(ValueError, match="too short"):
         mtp_losses(mtp, model, hidden[:, :4], w[:, :5])
+
+
+@pytest.mark.parametrize("kind", ["sequential", "parallel"])
+def test_fused_cross_entropy_per_depth(kind, monkeypatch):
+    """cross_entropy plain is bit for bit the full-logits CE of each depth (mean over its
+    unignored targets); chunked gives the same losses and gradients to fp32 rounding."""
+    import torch.nn.functional as F
+
+    from repro.train import linear_ce
+
+    monkeypatch.setattr(linear_ce, "MIN_CHUNK_ROWS", 8)  # several chunks, the last ragged
+    model = _model()
+    mtp = build_mtp(MTPSpec(kind=kind, depth=2), model.config, 3)
+    w = _window()
+    pos = torch.stack([torch.cat([torch.arange(6), torch.arange(10)]), torch.arange(T)])
+    params = list(model.parameters()) + list(mtp.parameters())
+
+    def run(method):
+        hidden, _ = trunk_forward(model, w[:, :-1], pos)
+        losses = mtp_losses(mtp, model, hidden, w, pos, cross_entropy=method)
+        return losses, torch.autograd.grad(sum(losses), params)
+
+    hidden, _ = trunk_forward(model, w[:, :-1], pos)
+    ref = []
+    for k, h in enumerate(mtp.hidden_states(model, hidden, w, pos), start=1):
+        labels = mtp_labels(w, k, pos)
+        logits = model.lm_head(model.model.norm(h)).float()
+        total = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
+        ref.append(total / (labels != IGNORE_INDEX).sum())
+    ref_grads = torch.autograd.grad(sum(ref), params)
+    plain, plain_grads = run("plain")
+    assert all(torch.equal(a, b) for a, b in zip(plain, ref))
+    assert all(torch.equal(a, b) for a, b in zip(plain_grads, ref_grads))
+    chunked, chunked_grads = run("chunked")
+    for a, b in zip(chunked, plain):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    for a, b in zip(chunked_grads, plain_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
