@@ -2,6 +2,7 @@
 (shared PERF.md).
 
     python -m bench.training            # or: python bench/training.py [--quick] [--json PATH]
+    python -m bench.training --device cuda --size 360m|1.7b|3b   # GPU sizes: bench/training_gpu.py
 
 1. Loop overhead: our loop (repro.train: TrainModule + Trainer.run, the library's own classes)
    vs a minimal hand-written torch loop, same model config (the quickstart's, specs/qs-nope.yaml),
@@ -538,6 +539,15 @@ def report(result: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    # --size or --device: the side-by-side bench at real sizes (bench/training_gpu.py)
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--size")
+    pre.add_argument("--device")
+    known, _ = pre.parse_known_args(argv)
+    if known.size is not None or known.device is not None:
+        from bench import training_gpu
+
+        return training_gpu.main(argv)
     parser = argparse.ArgumentParser(description="training loop throughput (ours vs minimal) and Muon vs AdamW")
     parser.add_argument("--tokens", action="append", metavar="DIR",
                         help="token folder (repeatable; equal weights), or 'synthetic'; "
