@@ -2,12 +2,15 @@
 
 Verdicts, per stage:
 - `exact`: every output's hash equals the one dvc.lock recorded.
-- `within tolerance`: some outputs differ, the two runs' environments differ in something
-  that changes float results (named in the certificate), and every differing file is
-  within the stated tolerance (repro.verify.tolerance).
-- `FAIL`: an output differs on an identical environment (the stage is not deterministic),
-  or beyond the tolerance, or in a format without a numeric comparison; or the stage did
-  not rebuild; or its inputs were not the ones the lock recorded.
+- `within tolerance`: some outputs differ, and either the two runs' environments differ in
+  something that changes float results (named in the certificate) or the stage's metrics
+  say its reruns are not bitwise (`reruns_bitwise: false` and the reason, written by a
+  train stage run with `training.deterministic: false` on a GPU, repro.train.determinism);
+  and every differing file is within the stated tolerance (repro.verify.tolerance).
+- `FAIL`: an output differs on an identical environment although the stage claims bitwise
+  reruns (the stage is not deterministic), or beyond the tolerance, or in a format without
+  a numeric comparison; or the stage did not rebuild; or its inputs were not the ones the
+  lock recorded.
 Machine records (`*.perf.json` timings, `*.env.json` fingerprints) are not compared by hash:
 timings differ by nature, and fingerprints are what the comparison is about.
 """
@@ -26,6 +29,11 @@ from repro.verify.lockfile import LockedStage
 from repro.verify.tolerance import FileComparison, Tolerance, compare_files
 
 EXACT, TOLERANCE, FAIL = "exact", "within tolerance", "FAIL"
+
+# Keys a stage's metrics carry when its reruns cannot be bitwise (repro.train.determinism
+# writes them; not imported from there, so verify does not import torch to read a JSON file).
+BITWISE_KEY, REASON_KEY = "reruns_bitwise", "reruns_bitwise_reason"
+_METRICS_READ_LIMIT = 10 * 2 ** 20  # a metrics file is a few kB; never read a huge output whole
 
 
 @dataclass
@@ -78,6 +86,26 @@ def _read_env(path: Path) -> dict[str, Any] | None:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+
+
+def _not_bitwise(outs, roots: tuple[Path, ...]) -> str | None:
+    """Why the stage's reruns are not bitwise, as its JSON metrics (recorded or rebuilt) say;
+    None when none of them says so."""
+    for rel in sorted(outs):
+        if not rel.endswith(".json") or paths.is_machine_record(rel):
+            continue
+        for root in roots:
+            path = root / rel
+            try:
+                if not path.is_file() or path.stat().st_size > _METRICS_READ_LIMIT:
+                    continue
+            except OSError:
+                continue
+            data = _read_env(path)
+            if isinstance(data, dict) and data.get(BITWISE_KEY) is False:
+                reason = " ".join(str(data.get(REASON_KEY) or "").split())[:300]  # one table cell
+                return reason or f"{rel} says {BITWISE_KEY}: false"
+    return None
 
 
 def _compare_output(rel: str, rebuilt: Path, recorded: Path, tol: Tolerance,
@@ -135,18 +163,23 @@ def verify_stage(name: str, recorded: LockedStage | None, rebuilt: LockedStage |
     checked = sum(1 for p in recorded.outs if not paths.is_machine_record(p))
     if not differing:
         return StageVerdict(name, EXACT, "", checked, environment_changes=env_changes)
-    tolerate = bool(env_changes)
+    not_bitwise = _not_bitwise(recorded.outs, (root, scratch))
+    tolerate = bool(env_changes) or not_bitwise is not None
     files: list[FileComparison] = []
     for p in differing:
         files += _compare_output(p, scratch / p, root / p, tol, tolerate)
     if not tolerate:
         return StageVerdict(name, FAIL, "outputs differ on an identical environment: the stage "
                             f"is not deterministic ({', '.join(differing)})", checked, files)
+    why = ([f"environment differs in {len(env_changes)} field(s)"] if env_changes else []) + \
+          ([f"reruns are not bitwise: {not_bitwise}"] if not_bitwise is not None else [])
     if all(f.within for f in files):
-        return StageVerdict(name, TOLERANCE, f"environment differs in {len(env_changes)} "
-                            f"field(s); outputs agree within {tol}", checked, files, env_changes)
-    return StageVerdict(name, FAIL, f"outputs differ beyond {tol} (environment differs in "
-                        f"{len(env_changes)} field(s))", checked, files, env_changes)
+        return StageVerdict(name, TOLERANCE, f"{'; '.join(why)}; outputs agree within {tol}",
+                            checked, files, env_changes)
+    fix = ("; judge with a looser --rtol/--atol, or train with training.deterministic: true for "
+           "bitwise reruns" if not_bitwise is not None else "")
+    return StageVerdict(name, FAIL, f"outputs differ beyond {tol} ({'; '.join(why)}){fix}", checked,
+                        files, env_changes)
 
 
 def render_text(cert: Certificate) -> str:

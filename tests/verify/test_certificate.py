@@ -7,7 +7,16 @@ import hashlib
 import json
 from pathlib import Path
 
-from repro.verify.certificate import EXACT, FAIL, TOLERANCE, Certificate, render_text, verify_stage
+from repro.verify.certificate import (
+    BITWISE_KEY,
+    EXACT,
+    FAIL,
+    REASON_KEY,
+    TOLERANCE,
+    Certificate,
+    render_text,
+    verify_stage,
+)
 from repro.verify.lockfile import LockedFile, LockedStage, parse_lock
 from repro.verify.tolerance import Tolerance
 
@@ -24,8 +33,8 @@ def _write(root: Path, rel: str, obj) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
-def _record(root: Path, loss: float, env: dict, params=None) -> LockedStage:
-    outs = {METRICS: LockedFile(METRICS, _write(root, METRICS, {"loss": loss})),
+def _record(root: Path, loss: float, env: dict, params=None, extra=None) -> LockedStage:
+    outs = {METRICS: LockedFile(METRICS, _write(root, METRICS, {"loss": loss, **(extra or {})})),
             ENV: LockedFile(ENV, _write(root, ENV, env))}
     return LockedStage("s", "cmd", {"in": LockedFile("in", "abc")}, outs, params or {"s": {"lr": 1}})
 
@@ -59,6 +68,49 @@ def test_difference_beyond_tolerance_fails_and_names_the_value(tmp_path):
     verdict = verify_stage("s", old, new, tmp_path / "ws", tmp_path / "scratch", TOL)
     assert verdict.verdict == FAIL and "beyond" in verdict.reason
     assert "loss" in verdict.files[0].detail and "2.6" in verdict.files[0].detail
+
+
+NOT_BITWISE = {BITWISE_KEY: False, REASON_KEY: "training.deterministic is false: the fastest CUDA kernels ran"}
+
+
+def test_a_stage_whose_reruns_are_not_bitwise_is_judged_within_tolerance_with_its_reason(tmp_path):
+    # a GPU train stage run with training.deterministic: false, rerun on the same machine
+    old = _record(tmp_path / "ws", 2.5, ENV_A, extra=NOT_BITWISE)
+    new = _record(tmp_path / "scratch", 2.5000001, ENV_A, extra=NOT_BITWISE)
+    verdict = verify_stage("s", old, new, tmp_path / "ws", tmp_path / "scratch", TOL)
+    assert verdict.verdict == TOLERANCE, verdict
+    assert verdict.reason.startswith("reruns are not bitwise: training.deterministic is false")
+    assert "environment differs" not in verdict.reason and verdict.environment_changes == {}
+    assert "max deviation" in verdict.files[0].detail
+    text = render_text(Certificate(str(TOL), {"numerics": {}}, [verdict]))
+    assert "| s | within tolerance | 1 | reruns are not bitwise: training.deterministic is false" in text
+
+
+def test_a_not_bitwise_stage_beyond_tolerance_fails_with_the_reason_and_the_fix(tmp_path):
+    old = _record(tmp_path / "ws", 2.5, ENV_A, extra=NOT_BITWISE)
+    new = _record(tmp_path / "scratch", 2.6, ENV_B, extra=NOT_BITWISE)
+    verdict = verify_stage("s", old, new, tmp_path / "ws", tmp_path / "scratch", TOL)
+    assert verdict.verdict == FAIL
+    assert "environment differs in 1 field(s); reruns are not bitwise: training.deterministic" in verdict.reason
+    assert "--rtol/--atol" in verdict.reason and "training.deterministic: true" in verdict.reason
+
+
+def test_reruns_bitwise_true_or_absent_keeps_the_bitwise_verdict(tmp_path):
+    for extra in ({BITWISE_KEY: True}, {}):
+        old = _record(tmp_path / "ws", 2.5, ENV_A, extra=extra)
+        new = _record(tmp_path / "scratch", 2.5000001, ENV_A, extra=extra)
+        verdict = verify_stage("s", old, new, tmp_path / "ws", tmp_path / "scratch", TOL)
+        assert verdict.verdict == FAIL and "not deterministic" in verdict.reason
+
+
+def test_the_recorded_metrics_alone_saying_not_bitwise_is_enough(tmp_path):
+    # the rebuild's metrics file is the differing output; the lock's own copy carries the key
+    old = _record(tmp_path / "ws", 2.5, ENV_A, extra=NOT_BITWISE)
+    new = _record(tmp_path / "scratch", 2.5000001, ENV_A, extra={BITWISE_KEY: False})
+    verdict = verify_stage("s", old, new, tmp_path / "ws", tmp_path / "scratch", TOL)
+    assert "training.deterministic is false" in verdict.reason
+    # the key differs between the two files (reason missing in one): structure is compared exactly
+    assert verdict.verdict == FAIL and "keys differ" in verdict.files[0].detail
 
 
 def test_changed_settings_inputs_and_missing_rebuilds_fail_with_a_reason(tmp_path):
