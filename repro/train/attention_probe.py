@@ -127,7 +127,8 @@ class _AllowedKeys:
                 new[:, 1:] = self.docs[:, 1:] != self.docs[:, :-1]
                 # index of the first token of each token's document
                 self.doc_start = torch.where(new, starts, torch.zeros_like(starts)).cummax(dim=1).values
-            elif implementation not in _EAGER_LIKE and _restarts(position_ids):
+            elif (implementation not in _EAGER_LIKE and "flash" not in (implementation or "")
+                  and _restarts(position_ids)):
                 raise NotImplementedError(
                     f"attention implementation {implementation!r} gets no mask and restarting position_ids "
                     "(packed documents); the probe knows sdpa/eager/flash's conventions only"

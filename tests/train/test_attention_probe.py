@@ -1,6 +1,8 @@
 """MaxLogitProbe against logits computed by hand (explicit weights, hand-written RoPE, explicit
 causal and document masks), on a tiny SmolLM3 with RoPE and NoPE layers and GQA, under sdpa
-(boolean / None masks) and eager (float masks)."""
+(boolean / None masks) and eager (float masks); and under the other attention paths of
+repro.model.attention (flex's BlockMask, flash's flattened batch with cu_seqlens: on CPU through
+a varlen reference implementation whose name marks it as flash)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import torch
 
 from repro.model.build import TokenIds, build_model
 from repro.spec.schema import ModelSpec
+from repro.model.attention import attention_inputs, set_attention
 from repro.train.attention_probe import MaxLogitProbe, allowed_mask
 
 # head_dim 8, 4 query heads sharing 2 KV heads (GQA), layers 0 and 2 RoPE, 1 and 3 NoPE.
@@ -183,6 +186,65 @@ def test_allowed_mask_conventions():
     assert causal[0, 0].tolist() == [[True, False, False], [True, True, False], [True, True, True]]
     f = torch.tensor([[[[0.0, torch.finfo(torch.float32).min], [0.0, 0.0]]]])
     assert allowed_mask(f, 2, 2, "cpu")[0, 0].tolist() == [[True, False], [True, True]]
-    with pytest.raises(NotImplementedError):
-        allowed_mask(None, 4, 4, "cpu", implementation="flash_attention_2",
+    # flash packs a single row by its position ids (documents start at the minimum) ...
+    flash = allowed_mask(None, 4, 4, "cpu", implementation="flash_attention_2",
+                         position_ids=torch.tensor([[0, 1, 0, 1]]))
+    assert flash[0, 0].tolist() == [[True, False, False, False], [True, True, False, False],
+                                     [False, False, True, False], [False, False, True, True]]
+    # ... or by the cu_seqlens it is given (empty trailing documents are padding)
+    cu = {"cu_seq_lens_q": torch.tensor([0, 1, 4, 4], dtype=torch.int32)}
+    assert allowed_mask(None, 4, 4, "cpu", implementation="flash_attention_2",
+                        attn_kwargs=cu)[0, 0].tolist() == [[True, False, False, False],
+                                                            [False, True, False, False],
+                                                            [False, True, True, False],
+                                                            [False, True, True, True]]
+    # several rows: transformers' flash path does not pack them (plain causal per row)
+    rows = allowed_mask(None, 2, 2, "cpu", implementation="flash_attention_2", bsz=2,
+                        position_ids=torch.tensor([[0, 0], [0, 1]]))
+    assert rows[0, 0].tolist() == [[True, False], [True, True]]
+    with pytest.raises(NotImplementedError):  # an implementation whose packing rule is unknown
+        allowed_mask(None, 4, 4, "cpu", implementation="some_kernel",
                      position_ids=torch.tensor([[0, 1, 0, 1]]))
+
+
+_VARLEN_REF = "flash_varlen_reference_for_probe_tests"
+
+
+def _varlen_reference(module, query, key, value, attention_mask, scaling=None, cu_seq_lens_q=None, **kwargs):
+    """flash_attn_varlen_func's result in plain torch (causal within each cu_seqlens segment)."""
+    n = query.shape[2]
+    seg = torch.bucketize(torch.arange(n), cu_seq_lens_q[1:].long(), right=True)
+    mask = torch.ones(n, n, dtype=torch.bool).tril() & (seg[:, None] == seg[None, :])
+    rep = query.shape[1] // key.shape[1]
+    out = torch.nn.functional.scaled_dot_product_attention(
+        query, key.repeat_interleave(rep, 1), value.repeat_interleave(rep, 1), attn_mask=mask, scale=scaling)
+    return out.transpose(1, 2).contiguous(), None
+
+
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
+@pytest.mark.parametrize("kind", ["flex", "flash"])
+def test_probe_reads_each_attention_paths_mask(kind):
+    """The same packed micro batch under flex (BlockMask) and flash (one flattened row with
+    cu_seqlens) gives sdpa's per-head maxima, which the tests above check by hand; chunks of
+    a few queries exercise the document windows of the flattened row."""
+    torch.manual_seed(4)
+    x = torch.randint(2, 40, (3, 12))
+    x[0, [3, 8]] = 0  # EOS (IDS.eos = 0)
+    x[1, 0] = 0
+    results = {}
+    for k in ("sdpa", kind):
+        model = model_with("sdpa")
+        if k == "flex":
+            set_attention(model, "flex")
+        elif k == "flash":
+            from transformers import AttentionInterface
+
+            AttentionInterface.register(_VARLEN_REF, _varlen_reference)
+            model.config._attn_implementation = _VARLEN_REF
+        ai = attention_inputs(x, 0, k, True)
+        with MaxLogitProbe(model, max_elements=4 * 4 * 12) as probe, torch.no_grad():
+            model(input_ids=ai.input_ids, use_cache=False, **ai.kwargs)
+        results[k] = probe.result()
+    assert sorted(results[kind]) == [0, 1, 2, 3]
+    for layer, want in results["sdpa"].items():
+        torch.testing.assert_close(results[kind][layer], want, rtol=1e-5, atol=1e-5)

@@ -163,3 +163,24 @@ def test_probe_feeds_qk_clip_respects_document_masking():
     got = rec.result()
     for i in ref:
         assert torch.allclose(got[i], ref[i], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
+def test_probe_feeds_qk_clip_under_flex():
+    """The flex path (repro.model.attention): the attention gets a BlockMask, built here by the
+    registered mask function from the restarting position_ids; the recorder reads logits
+    through that BlockMask and finds the same per-head maxima as the reference."""
+    from repro.model.attention import set_attention
+
+    model = build_model(GQA, IDS, 0)
+    set_attention(model, "flex")
+    with torch.no_grad():
+        model.model.layers[0].self_attn.q_proj.weight.mul_(50.0)
+    position_ids = torch.tensor([list(range(5)) + list(range(7)), list(range(12))])
+    segments = torch.tensor([[0] * 5 + [1] * 7, [0] * 12])
+    with MaxLogitProbe(model) as rec:
+        model(input_ids=INPUT, position_ids=position_ids)
+    ref = true_max_logits(model, INPUT, position_ids, segments)
+    got = rec.result()
+    for i in ref:
+        assert torch.allclose(got[i], ref[i], rtol=1e-5, atol=1e-6)
