@@ -9,6 +9,7 @@ import random
 from pathlib import Path
 
 import pytest
+import torch
 
 from repro.spec.schema import AdamWSpec, ModelSpec, TrainBPETokenizer
 from repro.stages import tokenize, tokenizer, train
@@ -105,6 +106,38 @@ def test_train_is_byte_identical_and_learns(data, tmp_path):
     assert m["mixture_planned_tokens"] == {"web": 1920, "code": 640} == m["mixture_consumed_tokens"]
     state = json.loads(fa["ck/trainer_state.json"])
     assert state["global_step"] == 10 and state["data_positions"] == {"web": 60, "code": 20}
+    perf = json.loads((a / "metrics" / "perf.json").read_text())
+    assert perf["backends"]["attention"] == "sdpa" and perf["backends"]["compile"] is False
+    assert perf["backends"]["cross_entropy"] in ("plain", "chunked") and perf["backends"]["notes"]
+    assert 0 < perf["warmup_seconds"] <= perf["seconds"] and perf["steps_timed"] == 10
+    assert perf["tokens_per_s"] > 0 and perf["tokens_per_s_with_warmup"] > 0
+
+
+def test_kernels_resolve_per_device_and_compile_auto_is_off_on_cpu():
+    from repro.train.backends import cpp_compiler
+
+    cpu = torch.device("cpu")
+    auto = train.backends_for(config(), cpu)
+    assert (auto.attention, auto.compile) == ("sdpa", False)
+    assert train.compile_trunk(None, auto) is None  # nothing compiled, nothing touched
+    if cpp_compiler() is not None:
+        assert train.backends_for(config(compile=True), cpu).compile is True
+
+
+def test_impossible_kernel_fails_before_anything_is_built(data, tmp_path, monkeypatch):
+    """A kernel this machine cannot run (Liger's CUDA kernel on a CPU) is one BackendError
+    naming the field and the fix, raised before the tokenizer, data or model are touched."""
+    from repro.train.backends import BackendError
+
+    def never(*a, **k):
+        raise AssertionError("the stage built something before resolving its kernels")
+
+    monkeypatch.setattr(train, "token_ids", never)
+    monkeypatch.setattr(train, "build_model", never)
+    with pytest.raises(BackendError) as err:
+        run(data, tmp_path / "out", config(cross_entropy="liger"))
+    assert err.value.field == "training.cross_entropy" and "auto" in err.value.fix
+    assert not (tmp_path / "out").exists()
 
 
 def test_second_stage_continues_exactly(data, tmp_path):
@@ -398,6 +431,11 @@ def test_torch_compile_matches_eager(data, tmp_path):
     for ra, rb in zip(_csv(eager / "plots" / "loss.csv"), _csv(compiled / "plots" / "loss.csv"), strict=True):
         assert float(rb["loss"]) == pytest.approx(float(ra["loss"]), rel=1e-4, abs=1e-5)
     assert json.loads((compiled / "metrics" / "m.json").read_text())["export_parity_max_abs_diff"] == 0.0
+    perf = json.loads((compiled / "metrics" / "perf.json").read_text())
+    # the first update compiles the trunk: its time is reported apart from the steady rate
+    assert perf["backends"]["compile"] is True and 0 < perf["warmup_seconds"] < perf["seconds"]
+    eager_perf = json.loads((eager / "metrics" / "perf.json").read_text())
+    assert perf["warmup_seconds"] > eager_perf["warmup_seconds"]
 
 
 def test_snapshots_are_the_model_at_their_step_and_change_nothing(data, tmp_path):

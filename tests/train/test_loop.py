@@ -4,6 +4,7 @@ to the very same logits as the model it trained."""
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import torch
@@ -69,3 +70,29 @@ def test_loop_logs_and_export_reloads_with_same_logits(tmp_path):
     reloaded = AutoModelForCausalLM.from_pretrained(str(tmp_path / "ck")).eval()
     with torch.no_grad():
         assert torch.equal(model(input_ids=x).logits, reloaded(input_ids=x).logits)
+
+
+def test_compiled_trunk_compiles_once_for_the_whole_stage(tmp_path):
+    """Static shapes: every micro batch is (micro_batch_size, seq_len + 1) and seq_len is fixed
+    per stage, so the trunk compiled with dynamic=False (as the train stage does) is traced on
+    the first update and never again, whatever the batch's documents. CompileCounter (dynamo's
+    test backend) counts traced frames without inductor, so this needs no C++ compiler."""
+    from torch._dynamo.testing import CompileCounter
+
+    torch._dynamo.reset()
+    counter = CompileCounter()
+    model = build_model(SPEC, IDS, 0)
+    trunk = torch.compile(model.model, dynamic=False, backend=counter)
+    module = TrainModule(model, ObjectiveSettings(eos_id=IDS.eos, doc_masking=True), compiled_trunk=trunk)
+    opt = build_adamw(module, AdamWSpec())
+    sampler = MixtureSampler({"d": shards(tmp_path)}, {"d": 1.0}, 4, 0, {})
+    settings = LoopSettings(step_start=0, steps=5, seq_len=16, micro_batch_size=2, log_every=5,
+                            tokens_start=0, schedule=SCHEDULE, reference_lr=1e-2, grad_clip=1.0,
+                            progress=False)
+    frames = []
+    result = Trainer(module, opt, sampler, settings, DistContext(0, 1, torch.device("cpu"), "single"),
+                     StabilityGuard(StabilitySpec()),
+                     after_update=lambda n, tokens: frames.append(counter.frame_count)).run()
+    assert frames[0] >= 1 and frames == [frames[0]] * 5  # traced during update 1 only
+    assert result.warmup_seconds > 0 and math.isfinite(result.rows[-1].loss)
+    torch._dynamo.reset()
