@@ -326,3 +326,30 @@ def test_flash_kernel_matches_sdpa_on_cuda():
     torch.testing.assert_close(got, ref, rtol=0, atol=2e-2)
     for n in gref:
         torch.testing.assert_close(g[n], gref[n], rtol=5e-2, atol=5e-3, msg=n)
+
+
+@pytest.mark.parametrize("kind", ["flex", "flash"])
+def test_train_module_loss_and_gradients_match_sdpa(kind):
+    """The objective (trunk, head, MTP heads) under each path: sdpa's loss and gradients. On CPU
+    flash runs through the varlen reference (the MTP modules stay on sdpa under flash)."""
+    from repro.model.mtp import build_mtp
+    from repro.spec.schema import MTPSpec
+    from repro.train.objective import ObjectiveSettings, TrainModule
+
+    window = torch.cat([_batch(), torch.full((3, 1), 7)], dim=1)
+    spec = MTPSpec(depth=2, kind="parallel")
+    out = {}
+    for k in ("sdpa", kind):
+        model = _flash_reference_model() if k == "flash" else _model()
+        mtp = build_mtp(spec, model.config, seed=1)
+        if k != "flash":
+            A.set_attention(model, k)
+        A.set_attention(mtp, k)
+        module = TrainModule(model, ObjectiveSettings(EOS, True, mtp=spec, attention=k), mtp=mtp)
+        loss, parts = module(window, [("a", i) for i in range(3)], 0)
+        loss.backward()
+        out[k] = loss.detach(), {n: p.grad for n, p in module.named_parameters()}
+    assert A.kind_of(mtp) == ("sdpa" if kind == "flash" else "flex")
+    torch.testing.assert_close(out[kind][0], out["sdpa"][0], rtol=0, atol=1e-6)
+    for n, g in out["sdpa"][1].items():
+        torch.testing.assert_close(out[kind][1][n], g, rtol=1e-4, atol=1e-6, msg=n)
