@@ -312,14 +312,26 @@ def flex_attention_forward(module, query, key, value, attention_mask, scaling=No
     return out.transpose(1, 2).contiguous(), None
 
 
-def flex_mask(batch_size: int, q_length: int, kv_length: int, q_offset: int = 0, kv_offset: int = 0,
-              mask_function=None, attention_mask: torch.Tensor | None = None, device="cpu", **kwargs):
+def flex_mask(batch_size: int, q_length: int | None = None, kv_length: int | None = None,
+              q_offset: int = 0, kv_offset: int = 0, mask_function=None,
+              attention_mask: torch.Tensor | None = None, device=None, **kwargs):
     """transformers mask function (AttentionMaskInterface signature) for FLEX_IMPLEMENTATION:
     the BlockMask of create_causal_mask's `mask_function` (causal, and intra-document when
     position ids restart: masking_utils' packed-sequence rule). Used where no BlockMask is
-    passed in: MTP blocks, evaluation/export forwards of a model still switched to flex."""
+    passed in: MTP blocks, evaluation/export forwards of a model still switched to flex.
+    Accepts the older transformers convention too (`cache_position` instead of q_length and
+    q_offset)."""
     from transformers.masking_utils import causal_mask_function
 
+    cache_position = kwargs.get("cache_position")
+    if q_length is None:
+        if cache_position is None:
+            raise TypeError("flex_mask needs q_length (or cache_position)")
+        q_length, q_offset = int(cache_position.shape[0]), cache_position[0]
+    if device is None:
+        device = cache_position.device if cache_position is not None else "cpu"
+    if torch.is_tensor(q_offset) and not torch.compiler.is_compiling():
+        q_offset = int(q_offset)  # a 0-d tensor offset would add a dimension to the mask
     if attention_mask is not None and not bool(attention_mask.all()):
         raise NotImplementedError("the flex path has no padding masks (training windows are never padded)")
     fn = causal_mask_function if mask_function is None else mask_function

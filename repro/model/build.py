@@ -20,7 +20,11 @@ import torch
 
 from repro.spec.schema import ModelSpec
 
-ATTN_IMPLEMENTATION = "sdpa"  # torch's fused attention; works on CPU
+# torch's fused attention; works on CPU. What every model is built and loaded with, and what an
+# exported checkpoint reloads with: a train stage switches the model to its attention path
+# (flex / flash, repro.model.attention.set_attention) for training only and back to this before
+# export; transformers never writes the implementation into config.json.
+ATTN_IMPLEMENTATION = "sdpa"
 
 
 @dataclass(frozen=True)
