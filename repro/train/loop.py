@@ -257,7 +257,10 @@ class Trainer:
         params = [p for p in self.module.parameters() if p.grad is not None]
         clip = self.s.grad_clip if self.s.grad_clip is not None else math.inf
         # clip_grad_norm_ returns the norm before clipping; with inf it only measures
-        return torch.nn.utils.clip_grad_norm_(params, clip, foreach=True)
+        norm = torch.nn.utils.clip_grad_norm_(params, clip, foreach=True)
+        # FSDP2: a DTensor over the shards; its full value (a collective) is the global norm
+        full = getattr(norm, "full_tensor", None)
+        return full() if callable(full) else norm
 
     def _step_values(self, local_loss: torch.Tensor, parts: dict[str, torch.Tensor]
                      ) -> tuple[float, dict[str, float], float]:
