@@ -119,11 +119,12 @@ def _inductor(deterministic: bool) -> list[str]:
     return done
 
 
-# torch's alert (ATen's alertNotDeterministic): "<op> does not have a deterministic
-# implementation, but you set 'torch.use_deterministic_algorithms(True)'. ..."; wrapped by
-# torch.compile as "RuntimeError: <op> does not ..." on a line of its own.
-_OP = re.compile(r"^(?:\w+(?:Error|Exception): )?(?P<op>\S+) does not have a deterministic "
-                 r"implementation", re.M)
+# torch's alert (ATen's alertNotDeterministic, torch._prims_common.alert_not_deterministic):
+# "<op> does not have a deterministic implementation, but you set
+# 'torch.use_deterministic_algorithms(True)'. ..."; <op> may hold spaces ("median CUDA with
+# indices output"); torch.compile's wrappers put it on a line of its own after "RuntimeError: ".
+_OP = re.compile(r"^(?:\w+(?:Error|Exception): )?(?P<op>[^\n]+?) does not have a "
+                 r"deterministic implementation", re.M)
 
 
 def _nondeterminism(exc: BaseException) -> str | None:
