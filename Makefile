@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install quickstart test test-fast compile bench-curation bench-training bench-evaluation calibrate-language debian-corpus
+.PHONY: install quickstart test test-fast compile bench-curation bench-training bench-evaluation calibrate-language debian-corpus gpu-check gpu-wheels
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -49,3 +49,21 @@ calibrate-language: install
 # Optional real multilingual corpus for specs/examples/debian-reference.yaml (Debian only).
 debian-corpus:
 	scripts/fetch-debian-reference.sh data/external/debian-reference
+
+# The one-call GPU check (issue 17; scripts/gpu-check.sh): bench at 360m and 1.7b, then
+# specs/gpu/gpu-360m.yaml through every stage to train -> evaluate; a JSON summary in
+# gpu-check-out/ (or $$OUT). On a bare GPU machine it installs .gpu-wheels/ first.
+gpu-check:
+	scripts/gpu-check.sh
+
+# Wheels of what the check imports beyond a CUDA torch + transformers image (Python 3.12,
+# x86-64), into .gpu-wheels/ (git-ignored; carry it to the GPU machine, ~45 MB).
+GPU_WHEELS := .gpu-wheels
+GPU_PIP := $(if $(wildcard $(BIN)/python),$(BIN)/python,python3) -m pip
+gpu-wheels:
+	rm -rf $(GPU_WHEELS) && mkdir -p $(GPU_WHEELS)
+	$(GPU_PIP) download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+	  -d $(GPU_WHEELS) -r scripts/gpu-wheels.txt
+	$(GPU_PIP) wheel --quiet --no-deps -w $(GPU_WHEELS) -r scripts/gpu-wheels-sdist.txt
+	@du -sh $(GPU_WHEELS)
