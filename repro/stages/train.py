@@ -7,12 +7,20 @@ change the sequence length and RoPE theta (long-context stages). Library code is
 repro.model (config/build/MTP) and repro.train (data, schedule, optimizers, objective,
 loop, resume, stability, monitor, distributed, checkpoint).
 
+Kernels (attention path, torch.compile of the trunk, LM-head cross-entropy) are resolved for
+the device first, by repro.train.backends: `auto` becomes a concrete choice recorded with its
+reason in perf.json's `backends`, and a choice this machine cannot run is a BackendError
+(field, fix) before the tokenizer, data or model are loaded.
+
 Everything that can be wrong with the inputs (vocabulary, architecture, teacher, step
 count, empty data) is checked before the first step. Reruns are byte-identical: no
 randomness besides seeded init and the seeded sampler, torch deterministic algorithms on,
 and a fixed thread count (REPRO_NUM_THREADS, else the CPUs this process may use; float
 reductions depend on it, so compare reruns made with the same count). The `perf` output
-(tokens/s, MFU) is measured and differs between runs by nature.
+(tokens/s, MFU) is measured and differs between runs by nature: `tokens_per_s` and `mfu`
+are the steady rate over the updates after this process's first; the first update (trunk
+compilation, kernel autotuning, allocator warmup) is `warmup_seconds`, and
+`tokens_per_s_with_warmup` counts every update.
 """
 
 from __future__ import annotations
