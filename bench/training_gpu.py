@@ -270,13 +270,13 @@ def build_ours(model: torch.nn.Module, eos: int, doc_masking: bool, backends):
     objective told the path and the cross-entropy method, and, when compiling, the trunk
     (model.model, no LM head) under torch.compile, so the fused loss stays eager."""
     from repro.model.attention import set_attention
+    from repro.stages.train import compile_trunk
     from repro.train.objective import ObjectiveSettings, TrainModule
 
     set_attention(model, backends.attention)
     settings = ObjectiveSettings(eos_id=eos, doc_masking=doc_masking, attention=backends.attention,
                                  cross_entropy=backends.cross_entropy)
-    trunk = torch.compile(model.model) if backends.compile else None
-    return TrainModule(model, settings, compiled_trunk=trunk)
+    return TrainModule(model, settings, compiled_trunk=compile_trunk(model, backends))
 
 
 class OursLoop:
@@ -293,7 +293,9 @@ class OursLoop:
 
         self.backends = resolve(attention=variant.attention, compile=variant.compile,
                                 cross_entropy=variant.cross_entropy, precision=precision,
-                                doc_masking=variant.doc_masking, distillation=False, device=device)
+                                doc_masking=variant.doc_masking, distillation=False, device=device,
+                                head_dim=setup.model.hidden_size // setup.model.num_heads,
+                                seq_len=setup.seq_len)
         self.setup, self.device, self.precision = setup, device, precision
         self.module = build_ours(model, data.eos_id, variant.doc_masking, self.backends)
         self.optimizer = build_optimizer(self.module, ADAMW)
@@ -511,6 +513,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--micro-batch", type=int, default=None, help="override the size's micro batch")
     p.add_argument("--only", action="append", metavar="VARIANT", help="run only these (repeatable)")
     p.add_argument("--skip", action="append", metavar="VARIANT", help="leave these out (repeatable)")
+    p.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=True,
+                   help="training.deterministic for every variant (the spec's default: on)")
     p.add_argument("--peak-seconds", type=float, default=2.0, help="each peak FLOP/s measurement")
     p.add_argument("--json", nargs="?", const="", default=None, metavar="PATH",
                    help="write the numbers and the machine fingerprint as JSON (default path: "
@@ -522,11 +526,12 @@ def main(argv: list[str] | None = None) -> dict:
     if args.warmup < 1 or args.rounds < 1 or args.steps < 1:
         raise SystemExit("--warmup, --rounds and --steps must be at least 1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    if device.type == "cuda":
-        # what the train stage's setup does for speed on CUDA is its business; here the
-        # matmul precision is explicit: bf16 autocast, TF32 for the fp32 parts
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    from repro.stages.train import setup_torch
+
+    # as the train stage sets torch up, once for every variant (threads; on CUDA the
+    # determinism switches of training.deterministic, default on: cuBLAS workspace,
+    # deterministic kernels); TF32 stays as torch has it (off), as in the stage
+    threads = setup_torch(1, device, deterministic=args.deterministic)
     t0 = time.perf_counter()
     result = bench(SIZES[args.size], device, precision=args.precision, warmup=args.warmup,
                    rounds=args.rounds, steps=args.steps, only=args.only, skip=args.skip,
@@ -534,6 +539,8 @@ def main(argv: list[str] | None = None) -> dict:
     from repro.environment import fingerprint
 
     result["machine"] = fingerprint()
+    result["deterministic"] = args.deterministic
+    result["threads"] = threads
     result["torch"] = torch.__version__
     result["seconds"] = time.perf_counter() - t0
     report(result)

@@ -97,6 +97,7 @@ def _tail(text: str, n: int = 4000) -> str:
 class Check:
     def __init__(self, out: Path, budget: float):
         self.out = out
+        out.mkdir(parents=True, exist_ok=True)
         self.deadline = time.monotonic() + budget
         self.summary: dict = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                               "budget_seconds": budget, "parts": {}}
@@ -256,6 +257,7 @@ def pipeline_part(check: Check, work: Path, tiny: bool, record: Path | None) -> 
             result["stages"][name] = {"status": "skipped", "seconds": 0.0,
                                       "why": f"needs {blocked}" if blocked else "out of time"}
             missing_outputs.update(outs)
+            check.summary["parts"]["pipeline"] = result | {"status": "running"}
             continue
         argv = shlex.split(entry["cmd"])
         if argv[0] != "repro":
