@@ -168,7 +168,8 @@ def backends_for(cfg: TrainConfig, device: torch.device) -> Backends:
     return resolve(attention=cfg.attention, compile=cfg.compile, cross_entropy=cfg.cross_entropy,
                    precision=cfg.precision, doc_masking=cfg.doc_masking,
                    distillation=cfg.distillation is not None, device=device,
-                   head_dim=cfg.model.hidden_size // cfg.model.num_heads, seq_len=cfg.seq_len)
+                   head_dim=cfg.model.hidden_size // cfg.model.num_heads, seq_len=cfg.seq_len,
+                   qk_clip=cfg.qk_clip is not None)
 
 
 def compile_trunk(model, backends: Backends):

@@ -88,3 +88,15 @@ def test_bf16_refused_on_a_gpu_without_it(monkeypatch):
     with pytest.raises(BackendError) as err:
         _resolve(CUDA, precision="bf16")
     assert err.value.field == "training.precision" and "V100" in str(err.value)
+
+
+def test_qk_clip_keeps_the_trunk_eager(monkeypatch):
+    """QK-Clip's probe hooks the attention layers; a compiled trunk would never clip."""
+    monkeypatch.setattr(backends, "installed", lambda m: m == "triton")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    b = _resolve(CUDA, precision="bf16", qk_clip=True)
+    assert b.compile is False and any("QK-Clip" in n for n in b.notes)
+    assert _resolve(CUDA, precision="bf16").compile is True
+    with pytest.raises(BackendError) as err:
+        _resolve(CUDA, precision="bf16", qk_clip=True, compile=True)
+    assert err.value.field == "training.compile" and "qk_clip" in err.value.fix
