@@ -60,6 +60,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python bench/training_gpu.py` from anywhere
@@ -378,8 +379,11 @@ def measure_variant(v: Variant, base: torch.nn.Module, setup: Setup, data: Data,
 def bench(size: Size, device: torch.device, *, precision: str = "bf16", warmup: int = 2,
           rounds: int = 2, steps: int = 3, only: list[str] | None = None,
           skip: list[str] | None = None, micro_batch_size: int | None = None,
-          peak_seconds: float = 2.0, seed: int = 0) -> dict:
-    """Every selected variant at `size` on `device`; the numbers, ratios and MFUs."""
+          peak_seconds: float = 2.0, seed: int = 0,
+          on_variant: Callable[[str, dict], None] | None = None) -> dict:
+    """Every selected variant at `size` on `device`; the numbers, ratios and MFUs.
+    `on_variant(name, row)` is called after each variant (progress: a run cut short by a
+    time limit still leaves what it measured)."""
     variants = select(all_variants(device), only, skip)
     micro = micro_batch_size or size.micro_batch_size
     setup = Setup(model=size.model, seq_len=size.seq_len, batch_tokens=size.seqs * size.seq_len,
@@ -415,6 +419,8 @@ def bench(size: Size, device: torch.device, *, precision: str = "bf16", warmup: 
             r = results[v.name]
             print(f"[{size.name}] {v.name}: " + (f"{r['tokens_per_s']:,.0f} tokens/s" if "error" not in r
                                                  else r["error"].splitlines()[0]), file=sys.stderr, flush=True)
+            if on_variant is not None:
+                on_variant(v.name, r)
         peak_after = measure_peak_flops(dtype, seconds=peak_seconds, size=matmul, device=device)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -533,9 +539,22 @@ def main(argv: list[str] | None = None) -> dict:
     # deterministic kernels); TF32 stays as torch has it (off), as in the stage
     threads = setup_torch(1, device, deterministic=args.deterministic)
     t0 = time.perf_counter()
+    path = None
+    if args.json is not None:
+        path = Path(args.json) if args.json else default_json_path(
+            args.size, torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu")
+        path.parent.mkdir(parents=True, exist_ok=True)
+    partial: dict = {"size": args.size, "device": str(device), "partial": True, "variants": {}}
+
+    def progress(name: str, row: dict) -> None:  # the JSON so far, replaced at the end
+        if path is not None:
+            partial["variants"][name] = {k: v for k, v in row.items() if k not in ("fingerprints", "traceback")}
+            path.write_text(json.dumps(partial, indent=2) + "\n", encoding="utf-8")
+
     result = bench(SIZES[args.size], device, precision=args.precision, warmup=args.warmup,
                    rounds=args.rounds, steps=args.steps, only=args.only, skip=args.skip,
-                   micro_batch_size=args.micro_batch, peak_seconds=args.peak_seconds)
+                   micro_batch_size=args.micro_batch, peak_seconds=args.peak_seconds,
+                   on_variant=progress)
     from repro.environment import fingerprint
 
     result["machine"] = fingerprint()
@@ -544,9 +563,7 @@ def main(argv: list[str] | None = None) -> dict:
     result["torch"] = torch.__version__
     result["seconds"] = time.perf_counter() - t0
     report(result)
-    if args.json is not None:
-        path = Path(args.json) if args.json else default_json_path(args.size, result["device_name"])
-        path.parent.mkdir(parents=True, exist_ok=True)
+    if path is not None:
         path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
         print(f"wrote {path}")
     return result
