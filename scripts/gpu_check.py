@@ -162,7 +162,8 @@ def environment() -> dict:
     versions = {}
     for dist in ("transformers", "accelerate", "triton", "tokenizers", "safetensors", "numpy",
                  "pydantic", "datatrove", "lm_eval", "datasets", "trafilatura", "flash_attn",
-                 "liger_kernel"):
+                 "liger_kernel", "pyarrow", "huggingface_hub", "fsspec", "pandas", "typing_extensions"):
+        # datasets 5.2 needs pyarrow >= 24 and huggingface-hub >= 1.31 from the image
         try:
             versions[dist] = md.version(dist.replace("_", "-"))
         except md.PackageNotFoundError:
