@@ -108,8 +108,14 @@ class _ChunkedLinearCE(torch.autograd.Function):
                 logits = F.linear(h_mm, w_mm).float()  # (r, V) fp32; the only (r, V) buffers
                 k = keep[start:end]
                 t = torch.where(k, targets[start:end], 0)  # any valid index where ignored
-                lse = torch.logsumexp(logits, dim=-1)
                 target_logit = logits.gather(1, t.unsqueeze(1)).squeeze(1)
+                # log-sum-exp and softmax in place over the one (r, V) buffer: e = exp(x - max),
+                # lse = max + log(sum e), softmax = e / sum e (torch.logsumexp would allocate
+                # a second (r, V) temporary and take more passes)
+                peak = logits.amax(dim=-1, keepdim=True)
+                e = logits.sub_(peak).exp_()
+                total = e.sum(dim=-1)
+                lse = peak.squeeze(1) + total.log()
                 ce_sum += torch.where(k, lse - target_logit, 0.0).sum()
                 if z_weight:
                     z_sum += torch.where(k, lse.square(), 0.0).sum()
@@ -120,15 +126,21 @@ class _ChunkedLinearCE(torch.autograd.Function):
                 #   z-loss:  z_weight * 2 * lse * softmax      (d lse / d logits = softmax)
                 scale = k.to(torch.float32) / denom
                 coef = scale * (1.0 + 2.0 * z_weight * lse) if z_weight else scale
-                g = logits.sub_(lse.unsqueeze(1)).exp_().mul_(coef.unsqueeze(1))  # in place
+                g = e.mul_((coef / total).unsqueeze(1))  # softmax * coef, in place
                 rows_idx = torch.arange(end - start, device=dev)
                 g[rows_idx, t] -= scale  # index_put_, deterministic (one index per row)
                 g_mm = g.to(cast) if cast is not None else g
                 if need_h:
-                    grad_h[start:end] = (g_mm @ w_mm).to(hidden.dtype)
+                    if g_mm.dtype == hidden.dtype:
+                        torch.mm(g_mm, w_mm, out=grad_h[start:end])  # a contiguous row block
+                    else:
+                        grad_h[start:end] = (g_mm @ w_mm).to(hidden.dtype)
                 if need_w:
-                    grad_w += (g_mm.t() @ h_mm).float()
-                del logits, g, g_mm
+                    if g_mm.dtype == torch.float32:
+                        grad_w.addmm_(g_mm.t(), h_mm)  # no (V, H) temporary
+                    else:  # a reduced-precision product, summed in fp32
+                        grad_w += (g_mm.t() @ h_mm).float()
+                del logits, e, g, g_mm
         ctx.save_for_backward(grad_h, grad_w)
         # three distinct tensors: only the first is differentiable
         loss = (ce_sum + z_weight * z_sum) / denom

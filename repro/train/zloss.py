@@ -2,6 +2,10 @@
 log(Z) = logsumexp of a token's logits, that keeps the softmax normaliser near 1 (log Z
 near 0) and so the output logits from drifting; PaLM used weight 1e-4. SmolLM3 trains
 without it (FACTS 3.8), so the spec's `z_loss` weight defaults to 0.
+
+This is the definition; the fused LM-head losses (repro.train.linear_ce: chunked, Liger's
+`lse_square_scale`) compute the same mean over kept targets inside their one pass over the
+logits, and tests/train/test_linear_ce.py checks them against this function.
 """
 
 from __future__ import annotations
