@@ -73,37 +73,10 @@ import torch.nn.functional as F  # noqa: E402
 from bench.training import Data, Setup, _ids, _schedule, draw_batches, prepare_data  # noqa: E402
 from repro.model.build import build_model, smollm3_config  # noqa: E402
 from repro.spec.schema import AdamWSpec, ModelSpec, MuonSpec  # noqa: E402
-from repro.train.flops import flops_per_token, measure_peak_flops, mfu  # noqa: E402
+from repro.train.flops import datasheet_peak, flops_per_token, measure_peak_flops, mfu  # noqa: E402
 from repro.train.positions import document_position_ids  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
-
-# Dense bf16 tensor-core peaks (no sparsity), FLOP/s, from NVIDIA's datasheets. Matched
-# against torch.cuda.get_device_name() in order: the first key found in the name wins, so
-# the specific names come before their family.
-DATASHEET_BF16: tuple[tuple[str, float], ...] = (
-    ("H100 PCIe", 756e12),
-    ("H100 NVL", 835e12),
-    ("GH200", 989e12),
-    ("H200", 989e12),  # H200 SXM: same compute as H100 SXM, more HBM
-    ("H100", 989e12),  # H100 SXM (e.g. "NVIDIA H100 80GB HBM3")
-    ("H800", 989e12),
-    ("B200", 2250e12),
-    ("A100", 312e12),
-    ("A800", 312e12),
-    ("L40S", 362e12),
-    ("A10G", 70e12),
-    ("L4", 121e12),
-)
-
-
-def datasheet_peak(device_name: str) -> float | None:
-    """The dense bf16 datasheet peak of a GPU by its name, or None when not in the table."""
-    for key, peak in DATASHEET_BF16:
-        if key.lower() in device_name.lower():
-            return peak
-    return None
-
 
 # --------------------------------------------------------------------------- sizes
 

@@ -371,6 +371,21 @@ def _publish_snapshots(cfg: TrainConfig, io: StageIO, staging: Path) -> None:
         os.replace(src, dst)
 
 
+def _peaks(cfg: TrainConfig, device: torch.device) -> tuple[float, str, float | None]:
+    """(matmul peak measured now on the training device in the training dtype, that dtype,
+    the GPU's datasheet dense bf16 peak or None). On CPU the datasheet means little (clocks,
+    AVX offsets, other jobs), so the measured peak is the one MFU divides by; on a GPU both
+    are reported. A GPU needs large matrices to reach its peak (8192² bf16 ≈ 1.1 TFLOP each)."""
+    from repro.train.flops import datasheet_peak, measure_peak_flops
+
+    dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
+    if device.type != "cuda":
+        return measure_peak_flops(dtype=torch.float32, seconds=0.5), "float32", None
+    measured = measure_peak_flops(dtype=dtype, seconds=1.0, size=8192, device=device)
+    sheet = datasheet_peak(torch.cuda.get_device_name(device)) if cfg.precision == "bf16" else None
+    return measured, str(dtype).removeprefix("torch."), sheet
+
+
 def _unsharded_copy(cfg: TrainConfig, sharded_model, full: dict) -> TrainModule:
     """A plain (single-process) copy of the trained modules from their gathered state, for
     export: FSDP2's parameters are shards."""
@@ -401,7 +416,7 @@ def steady_tokens_per_s(result, batch_tokens: int) -> tuple[float, float]:
 
 def _write_outputs(cfg, io, ctx, model, module, optim_state, sampler, sources, start_positions,
                    tokens_before, result, tok_dir, ids, backends: Backends) -> None:
-    from repro.train.flops import flops_per_token, measure_peak_flops, mfu
+    from repro.train.flops import flops_per_token, mfu
 
     tokens = cfg.steps * (cfg.batch_tokens // cfg.seq_len) * cfg.seq_len
     step_end = cfg.step_start + cfg.steps
@@ -465,7 +480,7 @@ def _write_outputs(cfg, io, ctx, model, module, optim_state, sampler, sources, s
     })
     # measured, not reproducible: kept apart from the metrics above
     flops = flops_per_token(smollm3_config(cfg.model, ids), cfg.seq_len)  # PaLM app. B: 6N + attention
-    peak = measure_peak_flops(seconds=0.5)
+    peak, peak_dtype, sheet = _peaks(cfg, ctx.device)
     tps, tps_all = steady_tokens_per_s(result, cfg.batch_tokens)
     write_json(io.output("perf"), {
         # after the first update (compile, autotuning, allocator): the rate a longer run keeps
@@ -477,7 +492,11 @@ def _write_outputs(cfg, io, ctx, model, module, optim_state, sampler, sources, s
         "train_flops_per_token": flops["total"],
         "flops_formula": "6N (matmul params incl. LM head) + 6*L*H*Q*T causal attention (PaLM app. B)",
         "peak_flops_measured": round(peak, 1),
+        "peak_flops_dtype": peak_dtype,
         "mfu": round(mfu(tps / ctx.world, flops["total"], peak), 5),
+        # GPUs: against the vendor's dense bf16 peak, as llm-foundry/OLMo-core/nanotron report
+        "peak_flops_datasheet": sheet,
+        "mfu_datasheet": round(mfu(tps / ctx.world, flops["total"], sheet), 5) if sheet else None,
         "processes": ctx.world,
         "threads_per_process": torch.get_num_threads(),
         "seconds": round(result.seconds, 2),

@@ -159,3 +159,30 @@ def mfu(tokens_per_s: float, flops_per_token_total: float, peak: float) -> float
     if not peak > 0 or not math.isfinite(peak):
         raise ValueError(f"peak FLOP/s must be positive and finite, got {peak}")
     return tokens_per_s * flops_per_token_total / peak
+
+
+# Dense bf16 tensor-core peaks (no sparsity), FLOP/s, from NVIDIA's datasheets. Matched
+# against torch.cuda.get_device_name() in order: the first key found in the name wins, so
+# the specific names come before their family.
+DATASHEET_BF16: tuple[tuple[str, float], ...] = (
+    ("H100 PCIe", 756e12),
+    ("H100 NVL", 835e12),
+    ("GH200", 989e12),
+    ("H200", 989e12),  # H200 SXM: same compute as H100 SXM, more HBM
+    ("H100", 989e12),  # H100 SXM (e.g. "NVIDIA H100 80GB HBM3")
+    ("H800", 989e12),
+    ("B200", 2250e12),
+    ("A100", 312e12),
+    ("A800", 312e12),
+    ("L40S", 362e12),
+    ("A10G", 70e12),
+    ("L4", 121e12),
+)
+
+
+def datasheet_peak(device_name: str) -> float | None:
+    """The dense bf16 datasheet peak of a GPU by its name, or None when not in the table."""
+    for key, peak in DATASHEET_BF16:
+        if key.lower() in device_name.lower():
+            return peak
+    return None

@@ -19,14 +19,6 @@ if str(REPO) not in sys.path:
 from bench import training, training_gpu  # noqa: E402
 
 
-def test_datasheet_peaks_by_device_name():
-    peak = training_gpu.datasheet_peak
-    assert peak("NVIDIA H100 80GB HBM3") == peak("NVIDIA H200") == 989e12
-    assert peak("NVIDIA H100 PCIe") == 756e12  # the specific name wins over its family
-    assert peak("NVIDIA A100-SXM4-80GB") == 312e12
-    assert peak("Some Future GPU") is None
-
-
 def test_sizes_are_the_shapes_issue_17_measured():
     from repro.model.build import TokenIds, smollm3_config
     from repro.train.flops import flops_per_token

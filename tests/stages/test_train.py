@@ -111,6 +111,9 @@ def test_train_is_byte_identical_and_learns(data, tmp_path):
     assert perf["backends"]["cross_entropy"] in ("plain", "chunked") and perf["backends"]["notes"]
     assert 0 < perf["warmup_seconds"] <= perf["seconds"] and perf["steps_timed"] == 10
     assert perf["tokens_per_s"] > 0 and perf["tokens_per_s_with_warmup"] > 0
+    # CPU: MFU against the fp32 matmul peak measured in the run; no datasheet peak
+    assert perf["peak_flops_dtype"] == "float32" and perf["peak_flops_measured"] > 0
+    assert perf["peak_flops_datasheet"] is None and perf["mfu_datasheet"] is None
 
 
 def test_kernels_resolve_per_device_and_compile_auto_is_off_on_cpu():

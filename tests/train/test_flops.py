@@ -70,3 +70,13 @@ def test_mfu():
     assert mfu(1000.0, 2e9, 4e12) == pytest.approx(0.5)
     with pytest.raises(ValueError):
         mfu(1.0, 1.0, 0.0)
+
+
+def test_datasheet_peaks_by_device_name():
+    from repro.train.flops import datasheet_peak as peak
+
+    assert peak("NVIDIA H100 80GB HBM3") == peak("NVIDIA H200") == 989e12
+    assert peak("NVIDIA H100 PCIe") == 756e12  # the specific name wins over its family
+    assert peak("NVIDIA A100-SXM4-80GB") == 312e12
+    assert peak("NVIDIA L40S") == 362e12 and peak("NVIDIA L4") == 121e12
+    assert peak("Some Future GPU") is None
