@@ -10,6 +10,12 @@ Document masking (when on) goes through the attention path `ObjectiveSettings.at
 (repro.model.attention): sdpa gets per-document position ids and builds its dense mask; flex
 gets a BlockMask built from the EOS positions once per micro batch; flash gets the micro batch
 flattened to one packed row with cu_seqlens. The teacher sees the same documents.
+
+The forward runs the trunk (`model.model`, or its torch.compile'd copy `compiled_trunk`),
+then the head through `ObjectiveSettings.cross_entropy` (repro.train.linear_ce): `plain`
+applies lm_head (the full logits, bit for bit model(...).logits; distillation needs them);
+`chunked`/`liger` fuse head, CE and z-loss so the (tokens x vocab) logits never exist. The
+MTP heads use the same method through the shared lm_head.
 """
 
 from __future__ import annotations
