@@ -273,3 +273,57 @@ def test_liger_all_ignored_and_no_z():
     torch.testing.assert_close(cw, rw, rtol=1e-3, atol=1e-4)
     none = torch.full_like(targets, -100)
     assert linear_cross_entropy(hidden, weight, none, method="liger", z_weight=Z).loss.item() == 0.0
+
+
+@pytest.mark.parametrize("api", ["tuple", "output", "old"])
+def test_liger_adapter_units_with_a_stand_in(monkeypatch, api):
+    """The Liger path's bookkeeping, on CPU: a stand-in with Liger's documented contract
+    (reduction "sum" over kept rows; the loss includes lse_square_scale * sum lse^2 and
+    return_z_loss returns that term; 0.5.3-0.6 return a tuple, >= 0.7 a CrossEntropyOutput,
+    < 0.5.3 has no return_z_loss) must give the plain method's loss, ce, z and gradients."""
+    import sys
+    import types
+    from dataclasses import dataclass
+
+    from repro.train.backends import BackendError
+
+    @dataclass
+    class Output:
+        loss: torch.Tensor
+        z_loss: torch.Tensor | None = None
+
+    def fused(input, weight, target, bias=None, ce_weight=None, ignore_index=-100, lse_square_scale=0.0,
+              label_smoothing=0.0, reduction="mean", softcap=None, return_z_loss=False):
+        assert reduction == "sum" and bias is None
+        logits = (input @ weight.t()).float()
+        keep = target != ignore_index
+        ce = F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="sum")
+        z = lse_square_scale * torch.where(keep, torch.logsumexp(logits, -1).square(), 0.0).sum()
+        if not return_z_loss:
+            return ce + z
+        return (ce + z, z) if api == "tuple" else Output(ce + z, z)
+
+    def old(input, weight, target, bias=None, ignore_index=-100, lse_square_scale=0.0, label_smoothing=0.0,
+            reduction="mean", softcap=None):
+        return fused(input, weight, target, ignore_index=ignore_index, lse_square_scale=lse_square_scale,
+                     reduction=reduction)
+
+    functional = types.ModuleType("liger_kernel.transformers.functional")
+    functional.liger_fused_linear_cross_entropy = old if api == "old" else fused
+    for name in ("liger_kernel", "liger_kernel.transformers"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    monkeypatch.setitem(sys.modules, "liger_kernel.transformers.functional", functional)
+
+    hidden, weight, targets = _data()
+    ref, rh, rw = _grads(lambda h, w: linear_cross_entropy(h, w, targets, method="plain", z_weight=Z), hidden, weight)
+    if api == "old":
+        with pytest.raises(BackendError, match="upgrade liger-kernel"):
+            linear_cross_entropy(hidden, weight, targets, method="liger", z_weight=Z)
+        out = linear_cross_entropy(hidden, weight, targets, method="liger")  # no z-loss: old API is fine
+        torch.testing.assert_close(out.loss, _reference(hidden, weight, targets, 0.0)[0], **FP32)
+        return
+    out, lh, lw = _grads(lambda h, w: linear_cross_entropy(h, w, targets, method="liger", z_weight=Z), hidden, weight)
+    for a, b in ((out.loss, ref.loss), (out.ce, ref.ce), (out.z, ref.z), (lh, rh), (lw, rw)):
+        torch.testing.assert_close(a, b, **FP32)
+    none = torch.full_like(targets, -100)
+    assert linear_cross_entropy(hidden, weight, none, method="liger", z_weight=Z).loss.item() == 0.0
