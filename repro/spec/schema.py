@@ -1037,6 +1037,14 @@ class TrainingSpec(Model):
     """Save resumable state this often inside a stage, so a crash costs at most this many
     steps; resuming is bitwise exact. Changes no output (not part of the stage identity)."""
 
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _compile_setting(cls, value):
+        # one message instead of pydantic's two (one per member of the union)
+        if value == "auto" or isinstance(value, bool):
+            return value
+        raise FieldError(f"compile is {value!r}", "use auto (on with CUDA, off on CPU), true or false")
+
     @model_validator(mode="after")
     def _batch_and_stages(self) -> TrainingSpec:
         names = [s.name for s in self.stages]
@@ -1089,11 +1097,10 @@ class TrainingSpec(Model):
         # kernel choices that cannot work on any machine (repro.train.backends refuses the
         # machine-dependent ones when the stage starts)
         if self.attention == "flash" and self.precision != "bf16":
-            raise FieldError("training.attention flash computes in bf16/fp16 only and "
-                             "training.precision is fp32", "set precision: bf16, or attention: auto")
+            raise FieldError("attention flash computes in bf16/fp16 only and precision is fp32", "set precision: bf16, or attention: auto")
         if self.cross_entropy in ("chunked", "liger") and self.distillation is not None:
-            raise FieldError(f"training.cross_entropy {self.cross_entropy} never holds the full "
-                             "logits, which the distillation loss needs",
+            raise FieldError(f"cross_entropy {self.cross_entropy} never holds the full logits, "
+                             "which the distillation loss needs",
                              "set cross_entropy: auto or plain for a distillation run")
         return self
 
