@@ -186,29 +186,6 @@ def snapshot_dir(stage_id: str, step: int) -> PurePosixPath:
     return PurePosixPath("artifacts/snapshots") / stage_id / f"step-{step:07d}"
 
 
-def stage_code(kind: str) -> list[PurePosixPath]:
-    """Code a stage kind depends on: its module plus the package folders it uses.
-    Changing these reruns the stage; the schema and CLI are excluded because they only
-    validate and dispatch."""
-    extra = {
-        "source": ["repro/data"],
-        "curate": ["repro/data"],
-        "split": ["repro/data/split.py"],
-        "decontaminate": ["repro/data/decont.py"],
-        "tokenizer": [],
-        "tokenize": [],
-        "funnel": ["repro/data/token_funnel.py", "repro/stages/tokenize.py"],
-        "ledger": ["repro/train/data.py"],
-        "train": ["repro/model", "repro/train"],
-        "teacherlogits": ["repro/model", "repro/train/distill.py", "repro/train/data.py"],
-        "evaltasks": ["repro/eval"],
-        "evaluate": ["repro/eval"],
-        "report": ["repro/report"],
-        "fit": ["repro/scaling"],
-    }[kind]
-    return [PACKAGE_DIR / "stages" / f"{kind}.py", *map(PurePosixPath, extra)]
-
-
 def error_log(stamp: str) -> PurePosixPath:
     """Where the CLI writes the traceback of an internal error (a bug, not the user's input),
     so the terminal shows one line naming this file instead (not committed)."""

@@ -200,7 +200,7 @@ def test_explain_names_old_and_new_values(tiny_repo: Path):
         assert proc.returncode == 0, proc.stderr
         runs = {r["stage"]: r for r in json.loads(proc.stdout)}
         assert f"setting {train}.optimizer.lr: {old_lr} → {old_lr * 2}" in runs[train]["reasons"]
-        assert any(r.startswith("code repro/train/ changed: loop.py modified") for r in runs[train]["reasons"])
+        assert any(r.startswith("code repro/train/loop.py modified") for r in runs[train]["reasons"])
         evaluations = [s for s, r in runs.items() if s.startswith("evaluate-") and train in r["upstream"]]
         assert evaluations and all(not runs[s]["reasons"] for s in evaluations)
         assert not any(s.startswith(("curate-", "tokenize-")) for s in runs)

@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from repro import paths
+from repro.compile.code_deps import stage_code
 from repro.compile.graph import EXECUTION_ONLY, GraphError, Stage, StageGraph
 from repro.spec.safety import breaks_line
 
@@ -95,7 +96,7 @@ def _param_deps(stage: Stage) -> list[str]:
 
 
 def _stage_entry(stage: Stage, graph: StageGraph) -> dict[str, Any]:
-    code = [str(p) for p in paths.stage_code(stage.kind)]
+    code = [str(p) for p in stage_code(stage.kind)]
     inputs = sorted({str(graph.path_of(ref)) for _, ref in stage.inputs})
     entry: dict[str, Any] = {
         "cmd": _cmd(stage, graph),

@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from repro import paths
+from repro.compile.code_deps import stage_code
 from repro.compile.graph import ExternalPath, GraphError, OutputRef, Stage, StageGraph
 from repro.compile.render import DVC_ESCAPED, _cmd, dvc_literal, render_dvc_yaml, render_params_yaml
 from repro.spec.schema import EvaluationSpec, ExecutorSpec, JsonlSource
@@ -124,7 +125,7 @@ def _workspace(root: Path, dvc_yaml: str, graph: StageGraph) -> dict[str, str]:
     (root / paths.DVC_YAML).write_text(dvc_yaml)
     (root / paths.PARAMS_YAML).write_text(render_params_yaml(graph))
     for stage in graph.stages.values():
-        for p in paths.stage_code(stage.kind):
+        for p in stage_code(stage.kind):
             (root / p).parent.mkdir(parents=True, exist_ok=True)
             if not (root / p).exists():
                 (root / p).write_text("# code\n")

@@ -88,7 +88,7 @@ def test_fit_stage_reads_every_final_evaluation_and_counts_n():
     assert smol.n_params == param_counts(ref.model, vocab_size=1)["non_embedding"]
     assert 11e12 < smol.tokens < 11.3e12  # SmolLM3's 11.2T tokens (FACTS 3)
     entry = yaml.safe_load(render_dvc_yaml(graph))["stages"][fit.id]
-    assert "reports/ladders/qs" in str(entry["outs"]) and "repro/scaling" in entry["deps"]
+    assert "reports/ladders/qs" in str(entry["outs"]) and "repro/scaling/fit.py" in entry["deps"]
 
 
 def test_a_ladder_needs_five_points_before_anything_is_compiled(tmp_path):
