@@ -75,7 +75,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from repro.model.build import TokenIds, build_model, smollm3_config  # noqa: E402
 from repro.spec.schema import AdamWSpec, ModelSpec, MuonSpec, StabilitySpec  # noqa: E402
-from repro.stages.configs import ScheduleSegment  # noqa: E402
+from repro.train.schedule import ScheduleSegment  # noqa: E402
 from repro.train.data import MixtureSampler, TokenShards  # noqa: E402
 from repro.train.data_order import fingerprint  # noqa: E402
 from repro.train.distributed import DistContext  # noqa: E402
@@ -280,9 +280,9 @@ def _ids(data: Data) -> TokenIds:
     return TokenIds(vocab_size=data.vocab_size, bos=data.eos_id, eos=data.eos_id, pad=data.eos_id)
 
 
-def _schedule(peak: float, warmup: int) -> ScheduleSegment:
-    """Warmup, then constant (no decay)."""
-    return ScheduleSegment(peak_lr=peak, warmup_steps=warmup, decay_start_step=None, decay_end_step=None,
+def _schedule(warmup: int) -> ScheduleSegment:
+    """Warmup, then constant (no decay); a shape on the optimizer's LR."""
+    return ScheduleSegment(warmup_steps=warmup, decay_start_step=None, decay_end_step=None,
                            decay_shape="linear", min_lr_ratio=0.0)
 
 
@@ -299,7 +299,7 @@ class Ours:
         self.optimizer = build_optimizer(self.module, spec)
         self.sampler = MixtureSampler(data.sources, dict(data.weights), setup.seqs, setup.seed, {})
         self.guard = StabilityGuard(setup.stability)
-        self.schedule = _schedule(reference_lr(spec), setup.warmup_steps)
+        self.schedule = _schedule(setup.warmup_steps)
         self.done = 0
         self.fingerprints: list[str] = []
         self.step_losses: list[float] = []  # only for rounds run with log_every=1

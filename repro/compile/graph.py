@@ -10,7 +10,8 @@ dvc.yaml entry, its params.yaml section and its output folder, so:
     `dvc exp run -S <id>.<field>=...` reruns that stage and what depends on it.
 A training schedule spans stages; each training stage gets only the slice of the schedule
 it needs (`ScheduleSegment`), so a later stage's budget enters an earlier stage only when
-the decay overlaps it.
+the decay overlaps it. The segment is a shape; the LR is stored once, in the stage's
+`optimizer` (a stage that restarts the schedule with its own `lr` gets it written there).
 
 Data path of one dataset (each arrow: the right stage reads the left one's output):
   source? -> curate -> split -> decontaminate? -> tokenize -> ledger -> train (experiment)
@@ -40,8 +41,11 @@ from repro.spec.load import SpecIssue
 from repro.spec.schema import (
     BuiltinSource,
     ExperimentSpec,
+    MuonSpec,
+    OptimizerSpec,
     PretrainedTokenizer,
     TrainBPETokenizer,
+    TrainingStageSpec,
 )
 from repro.stages.configs import (
     CurateConfig,
@@ -56,7 +60,6 @@ from repro.stages.configs import (
     Model,
     ReportConfig,
     PredictTarget,
-    ScheduleSegment,
     SourceConfig,
     SplitConfig,
     TeacherLogitsConfig,
@@ -64,6 +67,7 @@ from repro.stages.configs import (
     TokenizerConfig,
     TrainConfig,
 )
+from repro.train.schedule import ScheduleSegment
 
 # Output keys of each stage kind, and which of them are metrics / plots / uncached. Every
 # stage records the environment it ran in (`env`, written by the `repro stage` command).
@@ -387,17 +391,34 @@ def _tokenizer_stage(graph: StageGraph, spec: ExperimentSpec, splits: dict[str, 
     return graph.add(Stage("tokenizer", label, TokenizerConfig(tokenizer=tok, datasets=names), inputs))
 
 
-def reference_lr(spec: ExperimentSpec) -> float:
-    """The LR an experiment's schedule peaks at: AdamW's, or the AdamW part's for Muon
-    (every optimizer group is scaled by the same factor, see repro.train.optim)."""
+def reference_lr(opt: OptimizerSpec) -> float:
+    """The optimizer's reference LR: AdamW's, or the AdamW part's for Muon (the LR a stage's
+    own schedule `lr` replaces; see stage_optimizer)."""
+    return opt.adamw.lr if isinstance(opt, MuonSpec) else opt.lr
+
+
+def stage_optimizer(spec: ExperimentSpec, stage: TrainingStageSpec) -> OptimizerSpec:
+    """The optimizer settings a training stage runs with: the experiment's, except that a
+    stage restarting the schedule with its own `lr` (SmolLM3's long-context stages, FACTS
+    3.10) has it as its AdamW LR, and for Muon the Muon LR scaled by the same ratio
+    (StageScheduleSpec.lr). So the stage's params hold its LR once, in `optimizer`."""
     opt = spec.training.optimizer
-    return opt.adamw.lr if opt.kind == "muon" else opt.lr
+    if stage.schedule is None:
+        return opt
+    own = stage.schedule.lr
+    if isinstance(opt, MuonSpec):
+        # lr * (own / reference): at the peak, the product the loop formed before the LR
+        # moved out of the schedule
+        return opt.model_copy(update={"lr": opt.lr * (own / opt.adamw.lr),
+                                      "adamw": opt.adamw.model_copy(update={"lr": own})})
+    return opt.model_copy(update={"lr": own})
 
 
 def schedule_segments(spec: ExperimentSpec) -> list[tuple[int, int, ScheduleSegment]]:
     """(step_start, steps, segment) per training stage. The experiment's schedule spans the
     stages before the first one with a schedule of its own; each such stage restarts it
-    (warmup and decay within the stage, as SmolLM3's long-context stages; FACTS 3.10)."""
+    (warmup and decay within the stage, as SmolLM3's long-context stages; FACTS 3.10).
+    Segments are shapes; the LRs they multiply come from stage_optimizer."""
     tr = spec.training
     steps = [s.tokens // tr.batch_tokens for s in tr.stages]
     first_restart = next((i for i, s in enumerate(tr.stages) if s.schedule is not None), len(steps))
@@ -410,7 +431,7 @@ def schedule_segments(spec: ExperimentSpec) -> list[tuple[int, int, ScheduleSegm
             own = stage.schedule
             own_decay = round(own.decay_fraction * n)
             out.append((start, n, ScheduleSegment(
-                peak_lr=own.lr, start_step=start, warmup_steps=own.warmup_steps,
+                start_step=start, warmup_steps=own.warmup_steps,
                 decay_start_step=start + n - own_decay if own_decay else None,
                 decay_end_step=start + n if own_decay else None,
                 decay_shape=own.decay_shape, min_lr_ratio=own.min_lr_ratio,
@@ -418,7 +439,6 @@ def schedule_segments(spec: ExperimentSpec) -> list[tuple[int, int, ScheduleSegm
         else:
             overlaps = decay_steps > 0 and decay_start < start + n
             out.append((start, n, ScheduleSegment(
-                peak_lr=reference_lr(spec),
                 warmup_steps=tr.schedule.warmup_steps,
                 decay_start_step=decay_start if overlaps else None,
                 decay_end_step=total if overlaps else None,
@@ -581,7 +601,7 @@ def _train_stages(graph: StageGraph, spec: ExperimentSpec, tokenizer: Stage,
             "train", f"{prefix}-{stage_spec.name}",
             TrainConfig(
                 experiment=spec.name, stage=stage_spec.name, model=model,
-                optimizer=tr.optimizer, reset_optimizer=stage_spec.reset_optimizer,
+                optimizer=stage_optimizer(spec, stage_spec), reset_optimizer=stage_spec.reset_optimizer,
                 schedule=segment, seq_len=seq_len,
                 batch_tokens=tr.batch_tokens, micro_batch_size=tr.micro_batch_size,
                 step_start=start, steps=n, mixture=dict(sorted(stage_spec.mixture.items())),

@@ -52,6 +52,7 @@ from repro.spec.schema import (
     Source,
     TokenizerSpec,
 )
+from repro.train.schedule import ScheduleSegment  # the schedule's shape lives with its user
 
 
 class SourceConfig(Model):
@@ -153,28 +154,6 @@ class LedgerConfig(Model):
     """Dataset -> most passes training may make over its tokens (DatasetSpec.max_epochs)."""
 
 
-class ScheduleSegment(Model):
-    """The part of an LR schedule a training stage needs, resolved to global steps, so
-    that a later stage's budget only enters an earlier stage if its decay overlaps it."""
-
-    peak_lr: float = Field(gt=0)
-    """Peak LR of the optimizer's reference group (AdamW's; for Muon, its AdamW part);
-    every group is scaled by the same factor lr(step) / reference LR."""
-    start_step: Steps = 0
-    """Global step before the schedule's first update: 0 for the experiment's schedule, the
-    stage's first step - 1 for a stage that restarts it (warmup counts from here)."""
-    warmup_steps: Steps
-    """Warmup steps, counted from start_step."""
-    decay_start_step: Steps | None
-    """Global step where decay starts; None if this stage ends before the decay."""
-    decay_end_step: Steps | None
-    """Global step where decay ends (the schedule's last step); None as above."""
-    decay_shape: Literal["linear", "1-sqrt", "cosine"]
-    """Decay shape."""
-    min_lr_ratio: float = Field(ge=0, le=1)
-    """LR at the end of decay relative to the peak."""
-
-
 class TrainConfig(Model):
     """One curriculum stage of training."""
 
@@ -186,11 +165,13 @@ class TrainConfig(Model):
     """Architecture as of this stage (rope_theta and max_position_embeddings resolved for
     the stage); built in the first stage, checked in later ones."""
     optimizer: OptimizerSpec
-    """Optimizer settings."""
+    """Optimizer settings, the LRs included (the schedule only multiplies them). A stage that
+    restarts the schedule with its own `lr` gets it here (repro.compile.graph)."""
     reset_optimizer: bool = False
     """Start this stage with fresh optimizer state."""
     schedule: ScheduleSegment
-    """LR schedule as seen by this stage."""
+    """LR schedule as seen by this stage: a shape (warmup, decay, floor ratio) multiplying
+    the optimizer's LRs, which are stored only in `optimizer`."""
     seq_len: SeqLen
     """Tokens per sequence in this stage."""
     batch_tokens: BatchTokens

@@ -46,7 +46,6 @@ from typing import Callable
 import numpy as np
 import torch
 
-from repro.stages.configs import ScheduleSegment
 from repro.train import resume
 from repro.train.data import MixtureSampler
 from repro.train.data_order import check_against, fingerprint
@@ -54,7 +53,7 @@ from repro.train.prefetch import BatchFeed
 from repro.train.distributed import DistContext, all_max_, all_mean
 from repro.train.objective import TrainModule
 from repro.train.optim import set_lr_multiplier
-from repro.train.schedule import lr_at
+from repro.train.schedule import ScheduleSegment, multiplier_at
 from repro.train.stability import StabilityGuard
 
 
@@ -93,8 +92,8 @@ class LoopSettings:
     micro_batch_size: int
     log_every: int
     tokens_start: int
-    schedule: ScheduleSegment
-    reference_lr: float
+    schedule: ScheduleSegment  # a shape: multiplies each group's own LR (optimizer's base_lr)
+    reference_lr: float  # the optimizer's reference LR (repro.train.optim.reference_lr): logs, rounding
     grad_clip: float | None
     qk_clip_tau: float | None = None
     checkpoint_every: int | None = None
@@ -221,7 +220,10 @@ class Trainer:
 
     # ------------------------------------------------------------------------ steps
     def _lr_multiplier(self, n: int) -> float:
-        return lr_at(self.s.schedule, n) / self.s.reference_lr * self.lr_scale
+        """The factor on every group's base LR at update n: the schedule's shape times the
+        stability guard's LR scale. Evaluated at the reference LR so its float rounding is
+        the one checkpoints were trained with (repro.train.schedule)."""
+        return multiplier_at(self.s.schedule, n, self.s.reference_lr) * self.lr_scale
 
     def _autocast(self):
         if self.s.precision == "bf16":

@@ -11,10 +11,11 @@ inside a decoder layer (q/k/v/o projections, MLP gate/up/down) goes to `torch.op
 and everything else (token embedding, untied LM head, norm gains, biases) to AdamW with the
 spec's `adamw` settings and the same decay grouping.
 
-LR: every param group carries `base_lr`, its peak LR from the spec. The schedule gives a
-multiplier of the peak (`set_lr_multiplier`), so Muon's and AdamW's groups follow the same
-schedule shape, each from its own peak. `reference_lr` is the LR a schedule's absolute values
-refer to (AdamW's; for Muon the AdamW part's), so `multiplier = lr_at(step) / reference_lr`.
+LR: the spec's LRs are the only ones (the schedule is a shape, repro.train.schedule). Every
+param group carries `base_lr`, its peak LR from the spec, and each step the loop sets
+lr = base_lr * multiplier (`set_lr_multiplier`), so Muon's and AdamW's groups follow the same
+schedule shape, each from its own peak. `reference_lr` (AdamW's; for Muon the AdamW part's)
+is the group whose LR the training log reports.
 
 Every group also carries `group` ("decay", "no_decay" or "muon"): a label for logs. Groups
 are always built in a fixed order, and `load_state` re-applies the spec by that order.
@@ -186,12 +187,13 @@ def build_optimizer(model: torch.nn.Module, spec: AdamWSpec | MuonSpec) -> Optim
 
 
 def reference_lr(spec: AdamWSpec | MuonSpec) -> float:
-    """The LR the schedule's peak refers to: AdamW's LR (for Muon, its AdamW part's)."""
+    """The reference group's peak LR: AdamW's (for Muon, its AdamW part's). The log's `lr`
+    column is this group's LR, and the schedule's multiplier is rounded at it."""
     return spec.adamw.lr if isinstance(spec, MuonSpec) else spec.lr
 
 
 def set_lr_multiplier(optimizer: Optimizer, m: float) -> None:
-    """lr = base_lr * m on every group (m = schedule LR / reference_lr)."""
+    """lr = base_lr * m on every group (m = the schedule's factor times the LR scale)."""
     for g in optimizer.param_groups:
         g["lr"] = g["base_lr"] * m
 

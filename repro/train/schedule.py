@@ -1,25 +1,63 @@
-"""Warmup-stable-decay learning rate, as a pure function of the global step.
+"""Warmup-stable-decay LR schedule as a shape: a multiplier in [0, 1] of every optimizer
+group's LR, as a pure function of the global step.
+
+The LR itself lives once, in the optimizer settings (AdamW's `lr`; for Muon its `lr` and its
+`adamw.lr`); the schedule holds no LR, so a params.yaml change of `optimizer.lr` is what
+trains differently (issue 18). This is torchtitan's and nanoGPT's split too: a
+`LambdaLR`-style factor on the optimizer's LR.
 
 Steps are counted from 1: step n is the n-th optimizer update of the whole run, so a stage
 with `step_start` s and `steps` k applies updates s+1 .. s+k, and the compiler's
-`decay_end_step` (the run's last step) is the step whose LR reaches the floor.
+`decay_end_step` (the run's last step) is the step whose factor reaches the floor.
 
-  warmup  m = n - start_step <= warmup_steps: peak * m / warmup_steps (linear from 0; the
-          first update is not 0; start_step is 0 unless a stage restarts the schedule)
-  stable  until decay_start_step: peak
+  warmup  m = n - start_step <= warmup_steps: m / warmup_steps (linear from 0; the first
+          update is not 0; start_step is 0 unless a stage restarts the schedule)
+  stable  until decay_start_step: 1
   decay   progress p = (n - decay_start) / (decay_end - decay_start) in [0, 1]
-          lr = floor + (peak - floor) * f(p), floor = min_lr_ratio * peak
+          factor = r + (1 - r) * f(p), r = min_lr_ratio
           linear f = 1 - p (SmolLM3, FACTS 3.9); 1-sqrt f = 1 - sqrt(p) (Hägele et al.,
           FACTS 8.2); cosine f = (1 + cos(pi p)) / 2.
 A segment without decay (decay_start_step None: the run's decay starts after this stage)
-stays at the peak after warmup. If warmup and decay overlap, the lower value wins.
+stays at 1 after warmup. If warmup and decay overlap, the lower value wins.
+
+Float arithmetic. `multiplier_at(seg, n, reference)` evaluates the shape at peak `reference`
+and divides it back out. With `reference` = the optimizer's reference LR (AdamW's; for Muon
+its AdamW part's: `repro.train.optim.reference_lr`) this is, operation for operation, what
+the loop computed when the schedule stored that LR as its peak, so checkpoints trained
+before the change keep their bytes; the exact factor (reference 1.0) differs from it in the
+last bit at a few steps (e.g. 3 of qs-nope's 100).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Literal
 
-from repro.stages.configs import ScheduleSegment
+from pydantic import Field
+
+from repro.spec.base import Model, Steps
+
+DecayShape = Literal["linear", "1-sqrt", "cosine"]
+
+
+class ScheduleSegment(Model):
+    """The part of the LR schedule a training stage needs, resolved to global steps, so
+    that a later stage's budget only enters an earlier stage if its decay overlaps it. A
+    shape only: it multiplies the optimizer's LRs (every group by the same factor)."""
+
+    start_step: Steps = 0
+    """Global step before the schedule's first update: 0 for the experiment's schedule, the
+    stage's first step - 1 for a stage that restarts it (warmup counts from here)."""
+    warmup_steps: Steps
+    """Warmup steps, counted from start_step."""
+    decay_start_step: Steps | None
+    """Global step where decay starts; None if this stage ends before the decay."""
+    decay_end_step: Steps | None
+    """Global step where decay ends (the schedule's last step); None as above."""
+    decay_shape: DecayShape
+    """Decay shape."""
+    min_lr_ratio: float = Field(ge=0, le=1)
+    """Factor at the end of decay (the LR floor as a fraction of the optimizer's LR)."""
 
 
 def decay_factor(shape: str, progress: float) -> float:
@@ -33,21 +71,30 @@ def decay_factor(shape: str, progress: float) -> float:
     raise ValueError(f"unknown decay shape {shape!r}; use linear, 1-sqrt or cosine")
 
 
-def lr_at(seg: ScheduleSegment, step: int) -> float:
-    """LR of global update `step` (1-based)."""
+def _value_at(seg: ScheduleSegment, step: int, peak: float) -> float:
+    """The shape at global update `step` (1-based), scaled to `peak`."""
     if step < 1:
         raise ValueError(f"steps are counted from 1, got {step}")
-    lr = seg.peak_lr
+    value = peak
     local = step - seg.start_step  # updates since the schedule (re)started
     if local < 1:
         raise ValueError(f"step {step} comes before this schedule starts (after step {seg.start_step})")
     if seg.warmup_steps and local <= seg.warmup_steps:
-        lr = seg.peak_lr * local / seg.warmup_steps
+        value = peak * local / seg.warmup_steps
     if seg.decay_start_step is not None and step > seg.decay_start_step:
         if seg.decay_end_step is None:
             raise ValueError("decay_start_step is set but decay_end_step is not; set both or neither")
         span = max(seg.decay_end_step - seg.decay_start_step, 1)
-        floor = seg.min_lr_ratio * seg.peak_lr
-        decayed = floor + (seg.peak_lr - floor) * decay_factor(seg.decay_shape, (step - seg.decay_start_step) / span)
-        lr = min(lr, decayed)
-    return lr
+        floor = seg.min_lr_ratio * peak
+        decayed = floor + (peak - floor) * decay_factor(seg.decay_shape, (step - seg.decay_start_step) / span)
+        value = min(value, decayed)
+    return value
+
+
+def multiplier_at(seg: ScheduleSegment, step: int, reference: float = 1.0) -> float:
+    """Factor in [0, 1] on every group's LR at global update `step` (1-based). `reference`
+    only picks the float rounding (see the module docstring): pass the optimizer's
+    reference LR to reproduce checkpoints trained with the LR in the schedule."""
+    if not reference > 0:
+        raise ValueError(f"reference LR must be > 0, got {reference}")
+    return _value_at(seg, step, reference) / reference

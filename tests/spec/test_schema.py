@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from repro.compile.graph import schedule_segments
+from repro.compile.graph import schedule_segments, stage_optimizer
 from repro.spec.schema import ExperimentSpec
 from repro.spec.load import load_spec
 
@@ -71,8 +71,11 @@ def test_smollm3_long_context_stages():
     segs = schedule_segments(spec)
     assert segs[2][2].decay_end_step == 4_720_000  # the restarts do not stretch the WSD
     for (start, n, seg), stage in zip(segs[3:], (lc1, lc2)):
-        assert (seg.peak_lr, seg.start_step, seg.warmup_steps, seg.decay_shape) == (2e-5, start, 1000, "cosine")
+        assert (seg.start_step, seg.warmup_steps, seg.decay_shape) == (start, 1000, "cosine")
         assert seg.decay_start_step == start + 1000 and seg.decay_end_step == start + n
+        # the restart's LR is the stage's optimizer LR (the schedule holds none)
+        assert stage_optimizer(spec, stage).lr == 2e-5
+    assert stage_optimizer(spec, t.stages[0]) == t.optimizer
 
 
 def _training(**kw):

@@ -14,7 +14,8 @@ import torch
 from repro.spec.schema import AdamWSpec, ModelSpec, TrainBPETokenizer
 from repro.stages import tokenize, tokenizer, train
 from repro.stages.base import StageIO
-from repro.stages.configs import ScheduleSegment, TokenizeConfig, TokenizerConfig, TrainConfig
+from repro.stages.configs import TokenizeConfig, TokenizerConfig, TrainConfig
+from repro.train.schedule import ScheduleSegment
 
 MODEL = ModelSpec(hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=64,
                   nope_interval=2, max_position_embeddings=64)
@@ -53,7 +54,7 @@ def workspace(tmp_path, monkeypatch):
 
 
 def segment(decay_start=None, decay_end=None):
-    return ScheduleSegment(peak_lr=1e-2, warmup_steps=2, decay_start_step=decay_start,
+    return ScheduleSegment(warmup_steps=2, decay_start_step=decay_start,
                            decay_end_step=decay_end, decay_shape="1-sqrt", min_lr_ratio=0.1)
 
 
@@ -114,6 +115,34 @@ def test_train_is_byte_identical_and_learns(data, tmp_path):
     # CPU: MFU against the fp32 matmul peak measured in the run; no datasheet peak
     assert perf["peak_flops_dtype"] == "float32" and perf["peak_flops_measured"] > 0
     assert perf["peak_flops_datasheet"] is None and perf["mfu_datasheet"] is None
+
+
+def test_optimizer_lr_is_the_live_lr_and_the_schedule_holds_none(data, tmp_path):
+    """Issue 18: the LR is stored once. Two stages differing only in `optimizer.lr` train
+    with different group LRs at the same step (the schedule's factor times each group's
+    own LR), for AdamW and for both parts of Muon; the schedule section has no LR."""
+    from repro.spec.schema import MuonSpec
+
+    assert [k for k in config().model_dump()["schedule"] if "lr" in k] == ["min_lr_ratio"]
+
+    def group_lrs(cfg, out):
+        run(data, out, cfg)
+        saved = torch.load(out / "ck" / "optimizer.pt", weights_only=True)
+        groups = ([*saved["muon"]["param_groups"], *saved["adamw"]["param_groups"]]
+                  if saved.get("kind") == "muon+adamw" else saved["param_groups"])
+        logged = [float(r["lr"]) for r in _csv(out / "plots" / "loss.csv")]
+        return [g["lr"] for g in groups], logged, (out / "ck" / "model.safetensors").read_bytes()
+
+    # 3 steps: warmup 2 (factors 1/2, 1), then 1; logged at steps 2 and 3 (log_every 2)
+    lo, lo_log, lo_model = group_lrs(config(steps=3), tmp_path / "lo")
+    hi, hi_log, hi_model = group_lrs(config(steps=3, optimizer=AdamWSpec(lr=2e-2)), tmp_path / "hi")
+    assert lo == [1e-2, 1e-2] and hi == [2e-2, 2e-2]
+    assert lo_log == [1e-2, 1e-2] and hi_log == [2e-2, 2e-2]
+    assert lo_model != hi_model
+    muon = MuonSpec(lr=0.02, adamw=AdamWSpec(lr=1e-2))
+    m_lo, _, _ = group_lrs(config(steps=3, optimizer=muon), tmp_path / "m_lo")
+    m_hi, _, _ = group_lrs(config(steps=3, optimizer=muon.model_copy(update={"lr": 0.04})), tmp_path / "m_hi")
+    assert m_lo == [0.02, 1e-2, 1e-2] and m_hi == [0.04, 1e-2, 1e-2]  # Muon's group, then AdamW's
 
 
 def test_kernels_resolve_per_device_and_compile_auto_is_off_on_cpu():
@@ -301,8 +330,7 @@ def _csv(path: Path) -> list[dict]:
 def test_muon_trains_and_is_reproducible(data, tmp_path):
     from repro.spec.schema import MuonSpec
 
-    cfg = config(steps=8, optimizer=MuonSpec(lr=0.02, adamw=AdamWSpec(lr=1e-2)),
-                 schedule=segment().model_copy(update={"peak_lr": 1e-2}))
+    cfg = config(steps=8, optimizer=MuonSpec(lr=0.02, adamw=AdamWSpec(lr=1e-2)))
     a, b = run(data, tmp_path / "a", cfg), run(data, tmp_path / "b", cfg)
     assert files(a) == files(b)
     rows = _csv(a / "plots" / "loss.csv")

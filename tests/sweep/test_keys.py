@@ -9,10 +9,10 @@ from repro.sweep.keys import KeyResolutionError, get_path, leaf_paths, resolve_p
 PARAMS = {
     "train-exp-stable-1a2b3c4d": {"optimizer": {"lr": 0.003, "weight_decay": 0.1,
                                                 "betas": [0.9, 0.95]},
-                                  "schedule": {"peak_lr": 0.003}},
+                                  "schedule": {"warmup_steps": 10}},
     "train-exp-decay-5e6f7a8b": {"optimizer": {"lr": 0.003, "weight_decay": 0.1,
                                                "betas": [0.9, 0.95]},
-                                 "schedule": {"peak_lr": 0.003}},
+                                 "schedule": {"warmup_steps": 10}},
     "train-exp-seed1-stable-99999999": {"optimizer": {"lr": 0.003}},
     "evaluate-exp-decay-0c0c0c0c": {"seed": 0},
 }
@@ -20,7 +20,7 @@ PARAMS = {
 
 def test_leaves_are_non_mappings_in_file_order():
     assert leaf_paths(PARAMS["train-exp-stable-1a2b3c4d"]) == [
-        "optimizer.lr", "optimizer.weight_decay", "optimizer.betas", "schedule.peak_lr"]
+        "optimizer.lr", "optimizer.weight_decay", "optimizer.betas", "schedule.warmup_steps"]
     assert get_path(PARAMS, "train-exp-decay-5e6f7a8b.optimizer.betas") == [0.9, 0.95]
     with pytest.raises(KeyError):
         get_path(PARAMS, "train-exp-decay-5e6f7a8b.optimizer.nope")
@@ -30,8 +30,8 @@ def test_wildcard_in_the_stage_id_matches_every_stage_in_file_order():
     assert resolve_pattern("train-exp-*.optimizer.lr", PARAMS) == (
         "train-exp-stable-1a2b3c4d.optimizer.lr", "train-exp-decay-5e6f7a8b.optimizer.lr",
         "train-exp-seed1-stable-99999999.optimizer.lr")
-    assert resolve_pattern("train-exp-stable-1a2b3c4d.schedule.peak_lr", PARAMS) == (
-        "train-exp-stable-1a2b3c4d.schedule.peak_lr",)
+    assert resolve_pattern("train-exp-stable-1a2b3c4d.schedule.warmup_steps", PARAMS) == (
+        "train-exp-stable-1a2b3c4d.schedule.warmup_steps",)
 
 
 def test_stages_the_objective_does_not_read_are_dropped():

@@ -23,7 +23,6 @@ sweep:
     lr:
       keys:
         - train-ci-tiny-*.optimizer.lr
-        - train-ci-tiny-*.schedule.peak_lr
       values: [0.001, 0.01]
     warmup:
       keys: [train-ci-tiny-*.schedule.warmup_steps]
@@ -67,8 +66,7 @@ def test_plan_of_the_tiny_spec(tmp_path):
                      for n in ("stable", "decay"))
     # the seed-1 replica's training stages match the pattern too, but the objective (the
     # main run's final evaluation) does not read them
-    assert plan.keys["lr"] == (f"{stable}.optimizer.lr", f"{decay}.optimizer.lr",
-                               f"{stable}.schedule.peak_lr", f"{decay}.schedule.peak_lr")
+    assert plan.keys["lr"] == (f"{stable}.optimizer.lr", f"{decay}.optimizer.lr")
     assert plan.keys["warmup"] == (f"{stable}.schedule.warmup_steps", f"{decay}.schedule.warmup_steps")
     assert plan.objective.stage_id.startswith("evaluate-ci-tiny-decay-")
     assert plan.objective.metrics_file == f"metrics/{plan.objective.stage_id}.json"
@@ -129,6 +127,8 @@ def test_the_shipped_qs_lr_spec_plans_its_grid(tmp_path):
     (tmp_path / "params.yaml").write_text(render_params_yaml(graph))
     plan, _ = build_plan(specs / "qs-lr.yaml", tmp_path)
     assert plan.sweep.strategy == "grid" and plan.objective.task == "repro_bpb_web"
-    assert len(plan.keys["lr"]) == 4 and len(plan.keys["weight_decay"]) == 2
+    # one key per stage: the LR is stored once (optimizer.lr), the schedule is a shape
+    assert len(plan.keys["lr"]) == 2 and len(plan.keys["weight_decay"]) == 2
+    assert all(k.endswith(".optimizer.lr") for k in plan.keys["lr"])
     assert all(k.startswith("train-qs-lr-") for ks in plan.keys.values() for k in ks)
     assert plan.objective.stage_id.startswith("evaluate-qs-lr-decay-")

@@ -51,9 +51,9 @@ def test_values_dvc_cannot_carry_are_refused():
 
 
 def test_every_key_of_a_parameter_gets_its_value():
-    keys = {"lr": ("a.optimizer.lr", "a.schedule.peak_lr"), "wd": ("a.optimizer.weight_decay",)}
+    keys = {"lr": ("a.optimizer.lr", "b.optimizer.lr"), "wd": ("a.optimizer.weight_decay",)}
     assert overrides({"lr": 0.01, "wd": 0.0}, keys) == {
-        "a.optimizer.lr": 0.01, "a.schedule.peak_lr": 0.01, "a.optimizer.weight_decay": 0.0}
+        "a.optimizer.lr": 0.01, "b.optimizer.lr": 0.01, "a.optimizer.weight_decay": 0.0}
 
 
 def test_stage_kind_is_the_id_prefix():
@@ -64,7 +64,7 @@ def test_valid_values_pass_and_leave_params_untouched(tiny_params):
     train = _train(tiny_params)
     before = yaml.safe_dump(tiny_params)
     validate_overrides(tiny_params, {f"{train}.optimizer.lr": 0.01,
-                                     f"{train}.schedule.peak_lr": 0.01}, REPO)
+                                     f"{train}.schedule.warmup_steps": 1}, REPO)
     assert yaml.safe_dump(tiny_params) == before
 
 

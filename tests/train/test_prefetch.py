@@ -14,7 +14,7 @@ import torch
 
 from repro.model.build import TokenIds, build_model
 from repro.spec.schema import AdamWSpec, ModelSpec, StabilitySpec
-from repro.stages.configs import ScheduleSegment
+from repro.train.schedule import ScheduleSegment
 from repro.train import resume
 from repro.train.data import MixtureSampler, TokenShards
 from repro.train.data_order import fingerprint
@@ -28,7 +28,7 @@ from repro.train.stability import StabilityGuard
 SPEC = ModelSpec(hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=64,
                  max_position_embeddings=64)
 IDS = TokenIds(vocab_size=64, bos=0, eos=0, pad=1)
-SCHEDULE = ScheduleSegment(peak_lr=1e-2, warmup_steps=0, decay_start_step=None, decay_end_step=None,
+SCHEDULE = ScheduleSegment(warmup_steps=0, decay_start_step=None, decay_end_step=None,
                            decay_shape="linear", min_lr_ratio=0.0)
 CPU = DistContext(0, 1, torch.device("cpu"), "single")
 
