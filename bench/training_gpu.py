@@ -277,7 +277,7 @@ class OursLoop:
         self.guard = StabilityGuard(setup.stability)
         self.ctx = DistContext(0, 1, device, "single")
         self.lr = reference_lr(ADAMW)
-        self.schedule = _schedule(self.lr, 1)
+        self.schedule = _schedule(1)  # a shape; the LR is the optimizer's
         self.done = 0
         self.losses: list[float] = []
         self.fingerprints: list[str] = []

@@ -78,6 +78,20 @@ def test_smollm3_long_context_stages():
     assert stage_optimizer(spec, t.stages[0]) == t.optimizer
 
 
+def test_a_restarting_stage_scales_muon_by_the_same_ratio():
+    """StageScheduleSpec.lr is the AdamW part's LR for Muon, and the Muon LR moves by the same
+    ratio; both land in the stage's optimizer (the schedule holds no LR)."""
+    from repro.spec.schema import AdamWSpec, MuonSpec
+
+    spec = load_spec(REPO / "specs/reference/smollm3-3b.yaml")
+    muon = MuonSpec(lr=0.02, adamw=AdamWSpec(lr=2e-4))
+    spec = spec.model_copy(update={"training": spec.training.model_copy(update={"optimizer": muon})})
+    lc1 = stage_optimizer(spec, spec.training.stages[3])
+    assert lc1.adamw.lr == 2e-5 and lc1.lr == 0.02 * (2e-5 / 2e-4) == pytest.approx(2e-3)
+    assert lc1.model_copy(update={"lr": 0.02, "adamw": muon.adamw}) == muon  # nothing else moves
+    assert stage_optimizer(spec, spec.training.stages[0]) == muon
+
+
 def _training(**kw):
     from repro.spec.schema import TrainingSpec
 
