@@ -42,7 +42,7 @@ under data/tokens/, else synthetic text-like tokens (a Zipfian Markov chain, an 
 synthetic` forces synthetic data. The last `--val-windows` windows (split over the sources
 by mixture weight) are held out of training for part 2.
 
-Threads: set once at start as the train stage does (repro.stages.train.setup_torch:
+Threads: set once at start as the train stage does (repro.train.determinism.setup_torch:
 REPRO_NUM_THREADS, else all cores this process may use; deterministic algorithms on), the
 same for every variant. On a machine shared with other CPU-heavy work use
 REPRO_NUM_THREADS=1: OpenMP threads that wait on a descheduled peer slow every op down.
@@ -570,7 +570,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.muon_steps, args.eval_every, args.val_windows = 20, 5, min(args.val_windows, 8)
         args.peak_seconds = min(args.peak_seconds, 0.2)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from repro.stages.train import setup_torch
+    from repro.train.determinism import setup_torch
 
     old = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
            torch.is_deterministic_algorithms_warn_only_enabled())

@@ -505,7 +505,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.warmup < 1 or args.rounds < 1 or args.steps < 1:
         raise SystemExit("--warmup, --rounds and --steps must be at least 1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from repro.stages.train import setup_torch
+    from repro.train.determinism import setup_torch
 
     # as the train stage sets torch up, once for every variant (threads; on CUDA the
     # determinism switches of training.deterministic, default on: cuBLAS workspace,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from repro.stages.base import StageIO, atomic_dir, log
 from repro.stages.configs import TeacherLogitsConfig
-from repro.stages.train import setup_torch
+from repro.train.determinism import setup_torch
 from repro.train.data import TokenShards
 from repro.train.distill import load_teacher, write_teacher_cache
 

@@ -65,14 +65,6 @@ from repro.train.optim import build_optimizer, grad_clip, load_state, reference_
 from repro.train.stability import StabilityGuard
 
 
-def setup_torch(world: int = 1, device: torch.device | None = None, deterministic: bool = True) -> int:
-    threads = int(os.environ.get("REPRO_NUM_THREADS") or max(1, len(os.sched_getaffinity(0)) // world))
-    torch.set_num_threads(threads)
-    # before any CUDA work: cuBLAS reads its workspace config once (repro.train.determinism)
-    determinism.configure(deterministic, device if device is not None else torch.device("cpu"))
-    return threads
-
-
 def token_ids(tokenizer_dir) -> TokenIds:
     from transformers import AutoTokenizer
 
@@ -231,7 +223,7 @@ def run(cfg: TrainConfig, io: StageIO) -> None:
 
 
 def _run(cfg: TrainConfig, io: StageIO, ctx: dist_mod.DistContext) -> None:
-    setup_torch(ctx.world, ctx.device, cfg.deterministic)
+    determinism.setup_torch(ctx.world, ctx.device, cfg.deterministic)
     backends = backends_for(cfg, ctx.device)  # an impossible kernel choice fails here, first
     tok_dir = io.input("tokenizer")
     ids = token_ids(tok_dir)

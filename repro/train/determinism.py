@@ -167,3 +167,15 @@ def explain_nondeterminism():
                 "reruns are not bitwise and `repro verify` compares them within its tolerance), "
                 "or choose another training.attention (the op may come from the attention "
                 "kernel's backward pass)") from e
+
+
+def setup_torch(world: int = 1, device: torch.device | None = None, deterministic: bool = True) -> int:
+    """Threads and kernels for a stage that runs torch (train, teacherlogits, the benches):
+    REPRO_NUM_THREADS, else the CPUs this process may use shared by `world` processes (float
+    reductions depend on the count: compare reruns made with the same one), then `configure`.
+    Returns the thread count."""
+    threads = int(os.environ.get("REPRO_NUM_THREADS") or max(1, len(os.sched_getaffinity(0)) // world))
+    torch.set_num_threads(threads)
+    # before any CUDA work: cuBLAS reads its workspace config once
+    configure(deterministic, device if device is not None else torch.device("cpu"))
+    return threads

@@ -66,7 +66,7 @@ def test_declared_deps_cover_what_the_stage_loads(kind):
 
 @pytest.mark.parametrize("kind, needs", [
     ("decontaminate", ["repro/data/decont.py", "repro/eval/local_tasks.py"]),
-    ("teacherlogits", ["repro/train/positions.py", "repro/stages/train.py", "repro/train/distill.py"]),
+    ("teacherlogits", ["repro/train/positions.py", "repro/train/determinism.py", "repro/train/distill.py"]),
     ("funnel", ["repro/data/pipeline.py", "repro/data/samples.py", "repro/data/token_funnel.py"]),
     ("train", ["repro/train/loop.py", "repro/train/worker.py", "repro/stages/base.py"]),
     ("evaluate", ["repro/eval/worker.py", "repro/eval/launch.py"]),
@@ -75,6 +75,13 @@ def test_known_edges(kind, needs):
     """Function-local imports, imports of other stages and `python -m` relaunches count."""
     declared = {str(p) for p in code_deps.stage_code(kind)}
     assert set(needs) <= declared
+
+
+def test_teacher_targets_do_not_depend_on_the_training_loop():
+    """teacherlogits shares torch's set-up with training (repro.train.determinism), not the
+    train stage: editing the loop or the optimizer does not recompute cached teacher targets."""
+    declared = {str(p) for p in code_deps.stage_code("teacherlogits")}
+    assert not declared & {"repro/stages/train.py", "repro/train/loop.py", "repro/train/optim.py"}
 
 
 def test_edits_rerun_only_importers():
