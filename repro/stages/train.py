@@ -161,7 +161,7 @@ def backends_for(cfg: TrainConfig, device: torch.device) -> Backends:
                    precision=cfg.precision, doc_masking=cfg.doc_masking,
                    distillation=cfg.distillation is not None, device=device,
                    head_dim=cfg.model.hidden_size // cfg.model.num_heads, seq_len=cfg.seq_len,
-                   qk_clip=cfg.qk_clip is not None)
+                   qk_clip=cfg.qk_clip is not None, mtp=cfg.mtp is not None)
 
 
 def compile_trunk(model, backends: Backends):

@@ -79,7 +79,7 @@ def _torch_at_least(major: int, minor: int) -> bool:
 def resolve(*, attention: str, compile: bool | str, cross_entropy: str, precision: str,
             doc_masking: bool, distillation: bool, device: torch.device,
             head_dim: int | None = None, seq_len: int | None = None,
-            qk_clip: bool = False) -> Backends:
+            qk_clip: bool = False, mtp: bool = False) -> Backends:
     """The kernels this stage runs on `device`, or BackendError naming the field and fix.
     `head_dim` (hidden_size / num_heads) and `seq_len` (the stage's window length), when given,
     are checked against the attention path's limits."""
@@ -143,21 +143,22 @@ def resolve(*, attention: str, compile: bool | str, cross_entropy: str, precisio
                                "attention: sdpa")
 
     # compile
-    # QK-Clip reads each step's max attention logit through forward hooks on the attention
-    # layers (repro.train.attention_probe); a compiled trunk runs the graph traced on the
-    # first step and ignores hooks added later (dynamo's skip_nnmodule_hook_guards), so the
-    # clip would silently never fire.
+    # Two features read the trunk through forward hooks, which a compiled trunk ignores once
+    # traced (dynamo's skip_nnmodule_hook_guards): QK-Clip's max-logit probe on the attention
+    # layers (repro.train.attention_probe; the clip would silently never fire) and MTP's grab
+    # of the pre-norm state (repro.model.mtp.trunk_states; the objective runs the trunk eager
+    # then). With either, the trunk stays eager and the record says so.
+    hooked = "QK-Clip's max-logit probe" if qk_clip else "MTP's pre-norm hook" if mtp else None
     if compile == "auto":
-        comp = cuda and not qk_clip
-        notes.append("compile off: QK-Clip's max-logit probe needs the eager attention layers"
-                     if cuda and qk_clip else
+        comp = cuda and hooked is None
+        notes.append(f"compile off: {hooked} needs the eager trunk" if cuda and hooked else
                      "compile on: CUDA" if cuda else "compile off: CPU (pays off little there)")
     else:
         comp = bool(compile)
-    if comp and qk_clip:
-        raise BackendError("QK-Clip's max-logit probe hooks the attention layers, which a compiled "
-                           "trunk bypasses (it would never clip)", field="training.compile",
-                           fix="set compile: auto (off with qk_clip) or false, or turn qk_clip off")
+    if comp and hooked:
+        raise BackendError(f"{hooked} hooks the trunk's layers, which a compiled trunk bypasses",
+                           field="training.compile",
+                           fix="set compile: auto (off with qk_clip or mtp) or false")
     if comp and not cuda and cpp_compiler() is None:
         raise BackendError("torch.compile on CPU needs a C++ compiler (g++ or clang++) and none is "
                            "on PATH", field="training.compile",

@@ -100,3 +100,14 @@ def test_qk_clip_keeps_the_trunk_eager(monkeypatch):
     with pytest.raises(BackendError) as err:
         _resolve(CUDA, precision="bf16", qk_clip=True, compile=True)
     assert err.value.field == "training.compile" and "qk_clip" in err.value.fix
+
+
+def test_mtp_keeps_the_trunk_eager(monkeypatch):
+    """MTP grabs the pre-norm state with a hook: compile would be recorded on but not run."""
+    monkeypatch.setattr(backends, "installed", lambda m: m == "triton")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    b = _resolve(CUDA, precision="bf16", mtp=True)
+    assert b.compile is False and any("MTP" in n for n in b.notes)
+    with pytest.raises(BackendError) as err:
+        _resolve(CUDA, precision="bf16", mtp=True, compile=True)
+    assert err.value.field == "training.compile"
