@@ -23,10 +23,17 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Protocol
 
 from repro.errors import ReproError
-from repro.stages.base import StageIO, read_json
+from repro.jsonio import read_json
+
+
+class StageInputs(Protocol):
+    """What the report reads of its stage's inputs: those named `<prefix>:<parts>` (a
+    repro.stages.base.StageIO; a protocol, so this layer does not import the stages)."""
+
+    def inputs_with_prefix(self, prefix: str) -> dict[str, Path]: ...
 
 LOSS_COLUMNS = ("step", "tokens", "loss", "lr")
 SNAPSHOT = re.compile(r"^(?P<stage>.+)-step(?P<step>\d+)$")
@@ -196,13 +203,13 @@ def empty_loss() -> Any:
 class _Inputs:
     """Inputs grouped by name parts; malformed names become problems."""
 
-    def __init__(self, io: StageIO, problems: list[Problem]):
+    def __init__(self, io: StageInputs, problems: list[Problem]):
         self.problems = problems
         self.by = {p: self._group(io, p, n) for p, n in
                    (("train", 3), ("loss", 3), ("eval", 3), ("results", 3), ("funnel", 2),
                     ("ledger", 1))}
 
-    def _group(self, io: StageIO, prefix: str, parts: int) -> dict[tuple[str, ...], Path]:
+    def _group(self, io: StageInputs, prefix: str, parts: int) -> dict[tuple[str, ...], Path]:
         shape = {3: "<experiment>:<replica>:<stage or checkpoint>", 2: "<experiment>:<dataset>",
                  1: "<experiment>"}[parts]
         out = {}
@@ -308,7 +315,7 @@ def _replica(experiment: str, replica: str, ins: _Inputs, problems: list[Problem
     return Replica(replica, tuple(stages), tuple(cps), final, results.get(final))
 
 
-def load_runs(io: StageIO, experiments: list[str], baseline: str) -> Collected:
+def load_runs(io: StageInputs, experiments: list[str], baseline: str) -> Collected:
     """Experiments in display order with the problems found; raises ReportInputError only
     when no experiment has a training stage or an evaluation to show."""
     problems: list[Problem] = []

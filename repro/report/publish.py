@@ -27,7 +27,7 @@ from urllib.parse import quote
 from repro.errors import ReproError
 from repro.report.render import (Block, Bullets, Heading, Link, Paragraph, Table, Text, to_html,
                                  to_html_body)
-from repro.stages.base import atomic_dir, atomic_write_bytes, atomic_write_text
+from repro.atomic import atomic_dir, atomic_write_bytes, atomic_write_text
 
 INDEX = "index.html"
 REPORT_PAGE = "report.html"

@@ -11,7 +11,8 @@ from typing import Any
 
 from repro.report.render import Block, Bullets, Heading, Image, Paragraph, Table, to_markdown
 from repro.spec.search import Scalar
-from repro.stages.base import atomic_write_bytes, atomic_write_text, dumps_json
+from repro.atomic import atomic_write_bytes, atomic_write_text
+from repro.jsonio import dumps_json
 from repro.sweep.analysis import Analysis, analyse
 from repro.sweep.plan import SweepPlan
 from repro.sweep.plots import parameter_png

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from repro.model.build import ATTN_IMPLEMENTATION
-from repro.stages.base import dumps_json, read_json
+from repro.jsonio import dumps_json, read_json
 
 OPTIMIZER_FILE = "optimizer.pt"
 TRAINER_STATE_FILE = "trainer_state.json"
