@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from repro.data.pipeline import REMOVED_DIR
+from repro.data.special_tokens import text_only
 from repro.data.samples import iter_jsonl
 
 BATCH = 1000
@@ -40,8 +41,6 @@ class TokenCounter:
 
     def __init__(self, tokenizer_json: Path) -> None:
         from tokenizers import Tokenizer
-
-        from repro.stages.tokenize import text_only
 
         self.tokenizer = text_only(Tokenizer.from_file(str(tokenizer_json)))
 

@@ -38,18 +38,12 @@ from typing import Iterator
 
 from datatrove.pipeline.tokens import DocumentTokenizer
 
+from repro.data.special_tokens import text_only
 from repro.stages.base import StageIO, atomic_dir, dumps_json, write_json
 from repro.stages.configs import TokenizeConfig
 
 SAVE_FILENAME = "train"
 TRAIN_FILE = "train.jsonl"
-
-
-def text_only(tokenizer):
-    """Make a `tokenizers.Tokenizer` encode special-token strings found in text as plain
-    text (the post-processor still appends the real EOS by id)."""
-    tokenizer.encode_special_tokens = True
-    return tokenizer
 
 
 class TextOnlyDocumentTokenizer(DocumentTokenizer):
