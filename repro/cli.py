@@ -336,12 +336,14 @@ def stage(kind: str, stage_id: str, inputs: tuple[str, ...], outputs: tuple[str,
     validates it with the same models as the spec.
     """
     from repro.errors import ReproError
-    from repro.stages import STAGE_CONFIGS, stage_runner
+    from repro.stages import UnknownStageKind
+    from repro.stages import kind as stage_kind
     from repro.stages.base import StageIO, remove_stale_temporaries, seed_everything, set_offline_env
 
-    if kind not in STAGE_CONFIGS:
-        raise click.BadParameter(f"unknown stage kind {kind!r}; one of {sorted(STAGE_CONFIGS)}",
-                                 param_hint="KIND")
+    try:
+        declared = stage_kind(kind)
+    except UnknownStageKind as e:
+        raise click.BadParameter(str(e), param_hint="KIND") from None
     # the id names folders the stage may replace or clear (.repro/resume/<id>, its snapshots):
     # only the compiler's form, `<kind>-<label>-<hash>` of lowercase letters, digits, `_`, `-`
     if not _STAGE_ID.match(stage_id):
@@ -363,7 +365,7 @@ def stage(kind: str, stage_id: str, inputs: tuple[str, ...], outputs: tuple[str,
         _fail([SpecIssue(display, None, stage_id, f"is {_what(params[stage_id])}, "
                          "not a mapping of settings", "run `repro compile` to rewrite it, or "
                          "fix the `-S` override that replaced the section")])
-    model = STAGE_CONFIGS[kind]
+    model = declared.config
     try:
         # the workspace (where DVC runs the stage) confines local paths, as at compile time:
         # `dvc exp run -S` edits params.yaml after the spec was validated (repro.spec.safety)
@@ -379,7 +381,7 @@ def stage(kind: str, stage_id: str, inputs: tuple[str, ...], outputs: tuple[str,
     set_offline_env()
     seed_everything(getattr(cfg, "seed", 0))
     try:
-        stage_runner(kind)(cfg, io)
+        declared.run(cfg, io)
     except ReproError as e:  # the message names what is wrong and the fix
         click.echo(f"error: stage {stage_id}: {redact_text(str(e))}", err=True)
         sys.exit(EXIT_BAD_INPUT)

@@ -76,26 +76,6 @@ def reserved_clash(path: PurePath, kind: str | None = None) -> ReservedClash | N
             return ReservedClash(reserved, f"inside the reserved {reserved}", why)
     return None
 
-# Where each stage kind writes its main (DVC-cached) output.
-_DATA_ROOTS = {
-    "source": "data/raw",
-    "curate": "data/curated",
-    "split": "data/split",
-    "decontaminate": "data/decontaminated",
-    "tokenizer": "artifacts/tokenizer",
-    "tokenize": "data/tokens",
-    "train": "artifacts/checkpoints",
-    "teacherlogits": "data/teacher",
-    "evaltasks": "data/evaltasks",
-    "evaluate": "results/eval",
-}
-
-
-def stage_output(kind: str, stage_id: str) -> PurePosixPath:
-    """The main cached output folder of a stage."""
-    return PurePosixPath(_DATA_ROOTS[kind]) / stage_id
-
-
 def ledger_gate(experiment: str) -> PurePosixPath:
     """The file a passing token ledger writes and every training stage of the experiment
     depends on. Named by the experiment, not the ledger's id, and its content is fixed, so a

@@ -4,6 +4,7 @@ fix; a bug exits 1 with one line naming the log file that holds the traceback.""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 import sys
@@ -15,9 +16,10 @@ import yaml
 from click.testing import CliRunner, Result
 
 import repro.stages
+import repro.stages.source
 from repro.cli import main
 from repro.errors import ReproError
-from repro.stages import STAGE_CONFIGS
+from repro.stages import kinds
 
 REPO = Path(__file__).resolve().parents[1]
 BAD_SPECS = REPO.parent / "shared" / "bad-specs-2-public"  # beside the checkout (CI has it)
@@ -87,9 +89,9 @@ def test_every_stage_kind_refuses_a_malformed_section(ws):
     """Each kind's section replaced by a list, a number, or a mapping of wrong types."""
     runner = CliRunner()
     compiled = _one_per_kind(ws)
-    assert len(compiled) >= len(STAGE_CONFIGS) - 1  # the shipped specs use (nearly) every kind
+    assert len(compiled) >= len(kinds()) - 1  # the shipped specs use (nearly) every kind
     params = yaml.safe_load((ws / "params.yaml").read_text())
-    for kind in STAGE_CONFIGS:
+    for kind in kinds():
         args = compiled.get(kind, ["stage", kind, f"{kind}-by-hand"])
         for section in ([1, 2], 7, {"no_such_field": {"x": [1]}}):
             (ws / "params.yaml").write_text(yaml.safe_dump({**params, args[2]: section}))
@@ -168,12 +170,23 @@ def test_stage_usage_errors(ws, args, words):
     _refused(CliRunner().invoke(main, [sid if a == "SID" else a for a in args]), words)
 
 
-def test_a_stage_missing_an_output_key_is_a_user_error(ws, monkeypatch):
+@pytest.fixture
+def source_runs(monkeypatch):
+    """Replace the `source` stage kind's runner: `source_runs(fn)`."""
+    def patch(run):
+        monkeypatch.setattr(repro.stages.source, "KIND",
+                            dataclasses.replace(repro.stages.source.KIND, run=run))
+        repro.stages.kind.cache_clear()  # the registry reads the module's KIND again
+
+    yield patch
+    repro.stages.kind.cache_clear()
+
+
+def test_a_stage_missing_an_output_key_is_a_user_error(ws, source_runs):
     """A dvc.yaml older than the code (or a hand-run stage) without an --out the kind needs."""
     kinds = _one_per_kind(ws)
     runner = CliRunner()
-    monkeypatch.setattr(repro.stages, "stage_runner",
-                        lambda kind: lambda cfg, io: io.output("nonexistent"))
+    source_runs(lambda cfg, io: io.output("nonexistent"))
     _refused(runner.invoke(main, kinds["source"]), "has no output 'nonexistent'",
              "Fix: run `repro compile`")
 
@@ -192,7 +205,7 @@ def test_a_report_with_nothing_to_report_exits_2(ws):
     _refused(CliRunner().invoke(main, args), "nothing to report", "Fix: rebuild")
 
 
-def test_stage_removes_the_stale_temporaries_of_its_own_outputs_only(ws, monkeypatch):
+def test_stage_removes_the_stale_temporaries_of_its_own_outputs_only(ws, source_runs):
     """A killed run's `.<output>.tmp-<pid>` go when the stage starts again; a live writer's,
     another output's and the user's files stay."""
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -209,7 +222,7 @@ def test_stage_removes_the_stale_temporaries_of_its_own_outputs_only(ws, monkeyp
             outs[0].parent / f".other.tmp-{dead.pid}", outs[0].parent / "sentinel.txt"]
     for path in keep:
         path.write_text("keep me")
-    monkeypatch.setattr(repro.stages, "stage_runner", lambda kind: lambda cfg, io: None)
+    source_runs(lambda cfg, io: None)
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     left = sorted(str(p) for out in outs for p in out.parent.glob(f".{out.name}.*-*"))
@@ -220,11 +233,11 @@ def test_stage_removes_the_stale_temporaries_of_its_own_outputs_only(ws, monkeyp
 # ----------------------------------------------------------------------- internal errors
 
 
-def test_a_bug_is_one_line_and_a_log_file(ws, monkeypatch):
+def test_a_bug_is_one_line_and_a_log_file(ws, source_runs):
     def boom(cfg, io):
         raise RuntimeError("boom at https://user:s3cr3t@example.com/x\nsecond line")
 
-    monkeypatch.setattr(repro.stages, "stage_runner", lambda kind: boom)
+    source_runs(boom)
     result = CliRunner().invoke(main, _one_per_kind(ws)["source"])
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
     out = result.output
@@ -237,11 +250,11 @@ def test_a_bug_is_one_line_and_a_log_file(ws, monkeypatch):
     assert "Traceback" in text and "RuntimeError" in text and "s3cr3t" not in text
 
 
-def test_a_user_error_from_a_stage_is_redacted(ws, monkeypatch):
+def test_a_user_error_from_a_stage_is_redacted(ws, source_runs):
     def refuse(cfg, io):
         raise ReproError("cannot reach https://user:s3cr3t@example.com/data", fix="check it")
 
-    monkeypatch.setattr(repro.stages, "stage_runner", lambda kind: refuse)
+    source_runs(refuse)
     out = _refused(CliRunner().invoke(main, _one_per_kind(ws)["source"]),
                    "https://***@example.com/data", "Fix: check it")
     assert "s3cr3t" not in out

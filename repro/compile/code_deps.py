@@ -37,6 +37,9 @@ NOT_CODE: dict[str, str] = {
     "repro/compile/": "writes dvc.yaml and params.yaml; what it decides reaches a stage "
                       "through them, which DVC tracks",
     "repro/stages/__init__.py": "the kind -> module registry: dispatch only",
+    "repro/stages/kind.py": "what a stage kind declares for the compiler (outputs, their "
+                            "paths, execution-only keys); it reaches a stage through "
+                            "dvc.yaml (`--out`, `params`), which DVC tracks",
     "repro/stages/configs.py": "the stage config models: they validate a params.yaml section, "
                                "and every value (defaults included) is written there",
     "repro/spec/": "the spec models: as for configs.py, params.yaml carries every value, so a "

@@ -67,35 +67,9 @@ from repro.stages.configs import (
     TokenizerConfig,
     TrainConfig,
 )
+from repro.stages import kind as stage_kind
+from repro.stages.kind import SNAPSHOT
 from repro.train.schedule import ScheduleSegment
-
-# Output keys of each stage kind, and which of them are metrics / plots / uncached. Every
-# stage records the environment it ran in (`env`, written by the `repro stage` command).
-OUTPUT_KEYS: dict[str, tuple[str, ...]] = {
-    "source": ("corpus", "env"),
-    "curate": ("docs", "metrics", "env"),
-    "split": ("split", "metrics", "env"),
-    "decontaminate": ("docs", "metrics", "env"),
-    "tokenizer": ("tokenizer", "env"),
-    "tokenize": ("tokens", "metrics", "env"),
-    "funnel": ("metrics", "env"),
-    "ledger": ("gate", "metrics", "env"),
-    "train": ("checkpoint", "metrics", "loss", "monitor", "perf", "env"),
-    "teacherlogits": ("targets", "env"),
-    "evaltasks": ("task", "env"),
-    "evaluate": ("results", "metrics", "env"),
-    "report": ("report", "scores", "env"),
-    "fit": ("ladder", "metrics", "env"),
-}
-SNAPSHOT = "snapshot"
-"""Train output keys `snapshot:<global step>`, one per `TrainConfig.snapshot_steps` entry."""
-
-
-EXECUTION_ONLY: dict[str, set[str]] = {"curate": {"executor"}, "train": {"checkpoint_every_steps"}}
-"""Config fields left out of a stage's identity: they change how it runs, not what it makes
-(curation outputs are independent of executor and task count, see repro.data.pipeline; a
-training stage resumed from an in-stage checkpoint ends bitwise equal, see repro.train.resume)."""
-
 
 ORDER_ONLY_INPUTS: frozenset[str] = frozenset({"ledger"})
 """Input keys that order a stage after another without changing what it makes (the token
@@ -150,7 +124,8 @@ class Stage:
             "kind": self.kind,
             # execution-only settings (how many processes, which cluster) do not change
             # outputs, so a stage moved from a laptop to Ray or Slurm keeps its id and cache
-            "config": self.config.model_dump(mode="json", exclude=EXECUTION_ONLY.get(self.kind)),
+            "config": self.config.model_dump(
+                mode="json", exclude=set(stage_kind(self.kind).execution_only)),
             "inputs": {k: _ref_identity(v) for k, v in self.inputs if k not in ORDER_ONLY_INPUTS},
         }
         digest = hashlib.sha256(
@@ -167,34 +142,8 @@ class Stage:
         return dict(cached)
 
     def _build_outputs(self) -> dict[str, PurePosixPath]:
-        out: dict[str, PurePosixPath] = {}
-        keys = list(OUTPUT_KEYS[self.kind])
-        if self.kind == "train":
-            keys += [f"{SNAPSHOT}:{step}" for step in self.config.snapshot_steps]  # type: ignore[attr-defined]
-        for key in keys:
-            if key == "metrics":
-                out[key] = paths.stage_metrics(self.id)
-            elif key == "loss":
-                out[key] = paths.stage_plot(self.id, "loss.csv")
-            elif key == "monitor":
-                out[key] = paths.stage_plot(self.id, "monitor.csv")
-            elif key == "perf":
-                out[key] = paths.stage_perf(self.id)
-            elif key == "env":
-                out[key] = paths.stage_env(self.id)
-            elif key == "report":
-                out[key] = paths.report_dir(self.config.name)  # type: ignore[attr-defined]
-            elif key == "ladder":
-                out[key] = paths.ladder_dir(self.config.name)  # type: ignore[attr-defined]
-            elif key == "scores":
-                out[key] = paths.report_scores_dir(self.config.name)  # type: ignore[attr-defined]
-            elif key.startswith(SNAPSHOT + ":"):
-                out[key] = paths.snapshot_dir(self.id, int(key.split(":", 1)[1]))
-            elif key == "gate":
-                out[key] = paths.ledger_gate(self.config.experiment)  # type: ignore[attr-defined]
-            else:
-                out[key] = paths.stage_output(self.kind, self.id)
-        return out
+        return {key: out.path(self.id, self.config)
+                for key, out in stage_kind(self.kind).outputs_for(self.config).items()}
 
 
 def _ref_identity(ref: Input) -> str:
@@ -240,17 +189,17 @@ class StageGraph:
         return found
 
 
-NAMED_OUTPUTS: dict[str, str] = {"report": "report.name", "fit": "ladder.name",
-                                 "ledger": "experiment.name"}
-"""Stage kinds whose output paths carry a name from a spec (reports/<report>,
-reports/ladders/<ladder>, data/ledger/<experiment>.ok), and the spec field it comes from;
-every other output path is named by its stage's content id."""
+def _naming_field(stage: Stage) -> str:
+    """The spec field whose value names some of a stage's output paths (`report.name` for
+    reports/<report>, see repro.stages.kind.Output.named_by); empty if its outputs are all
+    named by its content id."""
+    return next((o.named_by for o in stage_kind(stage.kind).outputs.values() if o.named_by), "")
 
 
 def _named(graph: StageGraph, stage: Stage) -> tuple[str, str, str]:
     """(spec field, the name it holds, experiment whose spec holds it) behind a stage's
     output paths; empty strings for id-named outputs."""
-    field_ = NAMED_OUTPUTS.get(stage.kind, "")
+    field_ = _naming_field(stage)
     name = getattr(stage.config, "experiment" if stage.kind == "ledger" else "name", "") if field_ else ""
     experiment = str(getattr(stage.config, "experiment", "") or "")
     experiment = graph.origin.get(stage.id) or graph.spec_of.get(experiment, experiment)
@@ -301,8 +250,7 @@ def check_outputs(graph: StageGraph) -> None:
     for a, b in zip(owned, owned[1:]):
         if _is_within(b[0], a[0]):
             # blame the stage whose output path comes from a name in a spec
-            first, second = (b, a) if NAMED_OUTPUTS.get(b[2].kind) and not (
-                NAMED_OUTPUTS.get(a[2].kind)) else (a, b)
+            first, second = (b, a) if _naming_field(b[2]) and not _naming_field(a[2]) else (a, b)
             field_, _, experiment = _named(graph, first[2])
             relation = _relation(first[0], second[0])
             verb = "is also" if relation == "is" else relation

@@ -14,6 +14,7 @@ from pathlib import Path
 from repro.stages.base import (StageIO, atomic_dir, atomic_write_text, dumps_json,
                                remove_stale_temporaries, work_sibling, write_json)
 from repro.stages.configs import CurateConfig
+from repro.stages.kind import ENV, METRICS, StageKind, data
 
 
 def run(cfg: CurateConfig, io: StageIO) -> None:
@@ -46,3 +47,11 @@ def run(cfg: CurateConfig, io: StageIO) -> None:
         write_json(io.output("metrics"), funnel.as_metrics())
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+KIND = StageKind(
+    config=CurateConfig,
+    outputs={"docs": data("data/curated"), "metrics": METRICS, "env": ENV},
+    run=run,
+    execution_only=frozenset({"executor"}),
+)

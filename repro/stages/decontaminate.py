@@ -21,6 +21,7 @@ from typing import Iterator
 
 from repro.stages.base import StageIO, atomic_dir, log, write_json
 from repro.stages.configs import DecontaminateConfig
+from repro.stages.kind import ENV, METRICS, StageKind, data
 
 TRAIN_FILE = "train.jsonl"
 REMOVED_FILE = "removed.jsonl"
@@ -91,3 +92,10 @@ def run(cfg: DecontaminateConfig, io: StageIO) -> None:
         "removed_chars": dict(sorted(removed_chars.items())),
         "index": indexed,
     })
+
+
+KIND = StageKind(
+    config=DecontaminateConfig,
+    outputs={"docs": data("data/decontaminated"), "metrics": METRICS, "env": ENV},
+    run=run,
+)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from repro.eval.local_tasks import DATA_FILE, MANIFEST_FILE, build_task, read_heldout
 from repro.stages.base import StageIO, atomic_dir, dumps_json
 from repro.stages.configs import EvalTasksConfig
+from repro.stages.kind import ENV, StageKind, data
 
 
 def run(cfg: EvalTasksConfig, io: StageIO) -> None:
@@ -20,3 +21,10 @@ def run(cfg: EvalTasksConfig, io: StageIO) -> None:
     with atomic_dir(io.output("task")) as out:
         (out / DATA_FILE).write_bytes(data)
         (out / MANIFEST_FILE).write_text(dumps_json(manifest), encoding="utf-8")
+
+
+KIND = StageKind(
+    config=EvalTasksConfig,
+    outputs={"task": data("data/evaltasks"), "env": ENV},
+    run=run,
+)

@@ -39,6 +39,7 @@ from repro.eval.results import RESULTS_FILE, RunInfo, assemble, samples_file
 from repro.spec.schema import EvaluationSpec
 from repro.stages.base import StageIO, atomic_dir, dumps_json, write_json
 from repro.stages.configs import EvaluateConfig
+from repro.stages.kind import ENV, METRICS, StageKind, data
 
 log = logging.getLogger(__name__)
 
@@ -161,3 +162,10 @@ def _run(cfg: EvaluateConfig, io: StageIO) -> None:
         for name, rows in samples.items():
             (out / samples_file(name)).write_bytes(jsonl_bytes(rows))
     write_json(io.output("metrics"), metrics)
+
+
+KIND = StageKind(
+    config=EvaluateConfig,
+    outputs={"results": data("results/eval"), "metrics": METRICS, "env": ENV},
+    run=run,
+)

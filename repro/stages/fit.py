@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 
+from repro import paths
 from repro.errors import ReproError
 from repro.scaling import ladder_report
 from repro.stages.base import (
@@ -29,6 +30,7 @@ from repro.stages.base import (
     write_json,
 )
 from repro.stages.configs import FitConfig, LadderRun
+from repro.stages.kind import ENV, METRICS, Output, Role, StageKind
 
 
 class LadderInputError(ReproError, ValueError):
@@ -69,3 +71,15 @@ def run(cfg: FitConfig, io: StageIO) -> None:
         atomic_write_text(out / "fit.json", dumps_json(result.record()))
         atomic_write_text(out / "points.csv", ladder_report.points_csv(result))
     write_json(io.output("metrics"), result.headline())
+
+
+KIND = StageKind(
+    config=FitConfig,
+    outputs={
+        "ladder": Output(Role.RECORD, lambda stage_id, cfg: paths.ladder_dir(cfg.name),
+                         named_by="ladder.name"),
+        "metrics": METRICS,
+        "env": ENV,
+    },
+    run=run,
+)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from repro.stages.base import StageIO, read_json, write_json
 from repro.stages.configs import FunnelConfig
+from repro.stages.kind import ENV, METRICS, StageKind
 
 
 def run(cfg: FunnelConfig, io: StageIO) -> None:
@@ -28,3 +29,10 @@ def run(cfg: FunnelConfig, io: StageIO) -> None:
     write_json(io.output("metrics"), dataset_funnel(
         cfg.dataset, io.input("curated"), metrics, io.input("split"), decont,
         io.input("tokenizer") / "tokenizer.json"))
+
+
+KIND = StageKind(
+    config=FunnelConfig,
+    outputs={"metrics": METRICS, "env": ENV},
+    run=run,
+)

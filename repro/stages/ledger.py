@@ -24,9 +24,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from repro import paths
 from repro.errors import ReproError
 from repro.stages.base import StageIO, atomic_write_text, log, write_json
 from repro.stages.configs import LedgerConfig, LedgerStage
+from repro.stages.kind import ENV, METRICS, Output, Role, StageKind
 
 EXACT_SLOTS = 2_000_000
 """Simulate the round robin slot by slot up to this many slots per stage (about a second)."""
@@ -141,3 +143,16 @@ def run(cfg: LedgerConfig, io: StageIO) -> None:
     check(book)
     write_json(io.output("metrics"), book)
     atomic_write_text(io.output("gate"), f"token ledger of {cfg.experiment} passed\n")
+
+
+KIND = StageKind(
+    config=LedgerConfig,
+    outputs={
+        # named by the experiment, not the ledger's id (repro.paths.ledger_gate says why)
+        "gate": Output(Role.DATA, lambda stage_id, cfg: paths.ledger_gate(cfg.experiment),
+                       named_by="experiment.name"),
+        "metrics": METRICS,
+        "env": ENV,
+    },
+    run=run,
+)

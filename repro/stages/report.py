@@ -20,11 +20,13 @@ reruns are byte-identical.
 
 from __future__ import annotations
 
+from repro import paths
 from repro.report import content, plots, render, tables
 from repro.report.collect import load_runs
 from repro.report.compare import Settings, compare
 from repro.stages.base import StageIO, atomic_dir, atomic_write_bytes, atomic_write_text, dumps_json
 from repro.stages.configs import ReportConfig
+from repro.stages.kind import ENV, Output, Role, StageKind
 
 
 def run(cfg: ReportConfig, io: StageIO) -> None:
@@ -60,3 +62,16 @@ def run(cfg: ReportConfig, io: StageIO) -> None:
         atomic_write_text(out / "scores_over_tokens.csv", over_tokens.write_csv())
         atomic_write_text(out / "loss.csv", tables.loss_table(collected.runs).write_csv())
         atomic_write_text(out / "summary.json", dumps_json(record))
+
+
+KIND = StageKind(
+    config=ReportConfig,
+    outputs={
+        "report": Output(Role.RECORD, lambda stage_id, cfg: paths.report_dir(cfg.name),
+                         named_by="report.name"),
+        "scores": Output(Role.RECORD, lambda stage_id, cfg: paths.report_scores_dir(cfg.name),
+                         named_by="report.name"),
+        "env": ENV,
+    },
+    run=run,
+)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from repro.stages.base import StageIO, atomic_dir
 from repro.stages.configs import SourceConfig
+from repro.stages.kind import ENV, StageKind, data
 
 
 def run(cfg: SourceConfig, io: StageIO) -> None:
@@ -36,3 +37,10 @@ def run(cfg: SourceConfig, io: StageIO) -> None:
             raise ValueError(f"unknown builtin source {src.name!r}")
     if n == 0:
         raise RuntimeError(f"builtin source {src.name} produced no documents")
+
+
+KIND = StageKind(
+    config=SourceConfig,
+    outputs={"corpus": data("data/raw"), "env": ENV},
+    run=run,
+)

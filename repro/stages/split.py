@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from repro.stages.base import StageIO, atomic_dir, write_json
 from repro.stages.configs import SplitConfig
+from repro.stages.kind import ENV, METRICS, StageKind, data
 
 
 def run(cfg: SplitConfig, io: StageIO) -> None:
@@ -18,3 +19,10 @@ def run(cfg: SplitConfig, io: StageIO) -> None:
     with atomic_dir(io.output("split")) as out:
         write_split(result, out)
     write_json(io.output("metrics"), result.metrics())
+
+
+KIND = StageKind(
+    config=SplitConfig,
+    outputs={"split": data("data/split"), "metrics": METRICS, "env": ENV},
+    run=run,
+)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from repro.stages.base import StageIO, atomic_dir, log
 from repro.stages.configs import TeacherLogitsConfig
+from repro.stages.kind import ENV, StageKind, data
 from repro.train.determinism import setup_torch
 from repro.train.data import TokenShards
 from repro.train.distill import load_teacher, write_teacher_cache
@@ -27,3 +28,10 @@ def run(cfg: TeacherLogitsConfig, io: StageIO) -> None:
     with atomic_dir(io.output("targets")) as tmp:
         write_teacher_cache(teacher, shards, tmp, cfg.mode, cfg.k, cfg.temperature, cfg.seed,
                             batch_size=8, doc_masking=cfg.doc_masking, progress=True)
+
+
+KIND = StageKind(
+    config=TeacherLogitsConfig,
+    outputs={"targets": data("data/teacher"), "env": ENV},
+    run=run,
+)

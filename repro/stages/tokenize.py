@@ -41,6 +41,7 @@ from datatrove.pipeline.tokens import DocumentTokenizer
 from repro.data.special_tokens import text_only
 from repro.stages.base import StageIO, atomic_dir, dumps_json, write_json
 from repro.stages.configs import TokenizeConfig
+from repro.stages.kind import ENV, METRICS, StageKind, data
 
 SAVE_FILENAME = "train"
 TRAIN_FILE = "train.jsonl"
@@ -131,3 +132,10 @@ def run(cfg: TokenizeConfig, io: StageIO) -> None:
         "bytes": counted.bytes,
         "bytes_per_token": round(counted.bytes / text_tokens, 6) if text_tokens else 0.0,
     })
+
+
+KIND = StageKind(
+    config=TokenizeConfig,
+    outputs={"tokens": data("data/tokens"), "metrics": METRICS, "env": ENV},
+    run=run,
+)

@@ -28,6 +28,7 @@ from typing import Iterator
 
 from repro.stages.base import StageIO, atomic_dir
 from repro.stages.configs import TokenizerConfig
+from repro.stages.kind import ENV, StageKind, data
 
 BYTE_SYMBOLS = 256
 """Byte-level BPE always holds the 256 byte symbols besides the special tokens."""
@@ -131,3 +132,10 @@ def run(cfg: TokenizerConfig, io: StageIO) -> None:
         fast = load_pretrained(source, spec.revision)
     with atomic_dir(out) as tmp:
         fast.save_pretrained(str(tmp))
+
+
+KIND = StageKind(
+    config=TokenizerConfig,
+    outputs={"tokenizer": data("artifacts/tokenizer"), "env": ENV},
+    run=run,
+)

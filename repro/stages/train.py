@@ -46,6 +46,7 @@ from repro.model.build import (
 )
 from repro.stages.base import StageIO, atomic_dir, atomic_write_text, log, write_json
 from repro.stages.configs import TrainConfig
+from repro.stages.kind import ENV, METRICS, PERF, SNAPSHOT, Output, Role, StageKind, data, plot
 from repro.train import determinism
 from repro.train import distributed as dist_mod
 from repro.train import resume
@@ -495,3 +496,27 @@ def _write_outputs(cfg, io, ctx, model, module, optim_state, sampler, sources, s
         "steps_timed": result.steps_timed,
         "resumed_from_step": cfg.step_start + result.resumed_from if result.resumed_from else None,
     })
+
+
+def _snapshot_outputs(cfg: TrainConfig) -> dict[str, Output]:
+    return {f"{SNAPSHOT}:{step}": Output(
+        Role.DATA, lambda stage_id, cfg, step=step: paths.snapshot_dir(stage_id, step))
+        for step in cfg.snapshot_steps}
+
+
+KIND = StageKind(
+    config=TrainConfig,
+    outputs={
+        "checkpoint": data("artifacts/checkpoints"),
+        "metrics": METRICS,
+        "loss": plot("loss.csv", x="tokens", y="loss"),
+        "monitor": plot("monitor.csv", x="tokens"),
+        "perf": PERF,
+        "env": ENV,
+    },
+    run=run,
+    # in-stage checkpoints change how a stage runs, not what it makes: a stage resumed from
+    # one ends bitwise equal (repro.train.resume)
+    execution_only=frozenset({"checkpoint_every_steps"}),
+    extra_outputs=_snapshot_outputs,
+)

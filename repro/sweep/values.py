@@ -1,7 +1,7 @@
 """Check trial values before anything is queued, with the stages' own config models.
 
 A trial sets params.yaml keys; the stage reading them validates its section with
-`repro.stages.STAGE_CONFIGS[kind]` when it starts (`repro stage`). Doing the same here, on
+the stage kind's config (`repro.stages.kind`) when it starts (`repro stage`). Doing the same here, on
 a copy of params.yaml with the trial's overrides applied, turns "trial 7 crashed an hour
 in" into an error before the first trial runs. The overrides are also the text of
 `dvc exp run -S key=value`, which DVC parses with Hydra's override grammar: this module
@@ -53,16 +53,17 @@ def overrides(point: Point, keys: Mapping[str, tuple[str, ...]]) -> dict[str, Sc
 def validate_overrides(params: Mapping[str, Any], sets: Mapping[str, Scalar],
                        workspace: Path) -> None:
     """Raise ValueProblem for the first touched stage section its config model refuses."""
-    from repro.stages import STAGE_CONFIGS
+    from repro.stages import kinds
 
     patched = copy.deepcopy(dict(params))
     for key, value in sets.items():
         set_path(patched, key, value)
     for stage_id in dict.fromkeys(k.split(".", 1)[0] for k in sets):
         kind = stage_kind(stage_id)
-        model = STAGE_CONFIGS.get(kind)
-        if model is None:
+        declared = kinds().get(kind)
+        if declared is None:
             continue  # not a repro stage: nothing of ours reads it
+        model = declared.config
         try:
             model.model_validate(patched[stage_id], context={"workspace": workspace})
         except ValidationError as e:

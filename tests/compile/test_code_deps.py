@@ -14,9 +14,9 @@ from pathlib import PurePosixPath
 import pytest
 
 from repro.compile import code_deps
-from repro.stages import STAGE_CONFIGS
+from repro.stages import kinds
 
-KINDS = sorted(STAGE_CONFIGS)
+KINDS = sorted(kinds())
 
 _PROBE = textwrap.dedent("""
     import importlib, json, sys
@@ -94,7 +94,8 @@ def test_edits_rerun_only_importers():
             assert not (p == "repro/cli.py" or p.startswith(("repro/compile/", "repro/spec/"))), (kind, p)
             assert p.endswith(".py") and (code_deps.ROOT / p).is_file()
     assert [str(p) for p in code_deps.stage_code("tokenizer")] == [
-        "repro/__init__.py", "repro/stages/base.py", "repro/stages/tokenizer.py"]
+        "repro/__init__.py", "repro/atomic.py", "repro/jsonio.py", "repro/stages/base.py",
+        "repro/stages/tokenizer.py"]
 
 
 def test_scanner_edges(tmp_path, monkeypatch):

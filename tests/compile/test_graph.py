@@ -13,7 +13,7 @@ from repro.compile.graph import GraphError, OutputRef, compile_graph
 from repro.compile.render import HEADER, render_dvc_yaml, render_params_yaml
 from repro.compile.specs import compile_files
 from repro.spec.load import load_spec, load_specs
-from repro.stages import STAGE_CONFIGS
+from repro.stages import kinds
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden"
@@ -80,11 +80,11 @@ def test_each_stage_reads_only_its_params_section_and_it_validates():
         kind = graph.stages[sid].kind
         if kind in ("curate", "train"):  # every field but the execution-only ones
             skip = {"curate": {"executor"}, "train": {"checkpoint_every_steps"}}[kind]
-            fields = set(STAGE_CONFIGS[kind].model_fields) - skip
+            fields = set(kinds()[kind].config.model_fields) - skip
             assert sorted(entry["params"]) == sorted(f"{sid}.{f}" for f in fields)
         else:
             assert entry["params"] == [sid]
-        assert STAGE_CONFIGS[kind].model_validate(params[sid]) == graph.stages[sid].config
+        assert kinds()[kind].config.model_validate(params[sid]) == graph.stages[sid].config
 
 
 def _ids(graph):

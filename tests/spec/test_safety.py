@@ -201,12 +201,12 @@ def test_valid_slurm_settings_reach_the_job_script(tmp_path):
 
 
 def test_stage_kinds_come_from_the_registry():
-    from repro.stages import STAGE_CONFIGS, stage_runner
+    from repro.stages import kind, kinds
 
-    assert callable(stage_runner("split")) and "split" in STAGE_CONFIGS
-    for kind in ("os", "..cli", "base"):
+    assert callable(kind("split").run) and "split" in kinds()
+    for name in ("os", "..cli", "base", "kind", "configs", "repro.cli"):
         with pytest.raises(ValueError, match="unknown stage kind"):
-            stage_runner(kind)
+            kind(name)
 
 
 def test_ocr_backends_come_from_the_registry():
@@ -258,8 +258,10 @@ def test_lm_eval_never_loads_a_task_from_a_path(tmp_path):
 # Every dynamic import, and every model/tokenizer loading call, in the package: a new one
 # must be added here after review (does a spec string reach it? is remote code off?).
 DYNAMIC_IMPORTS = {
-    # registry-checked kind (STAGE_CONFIGS), see test_stage_kinds_come_from_the_registry
-    ("repro/stages/__init__.py", "stage_runner"),
+    # registry-checked kind (a module of repro.stages declaring KIND), see
+    # test_stage_kinds_come_from_the_registry
+    ("repro/stages/__init__.py", "kind"),
+    ("repro/stages/__init__.py", "kinds"),
     # standard-library module names from sys.stdlib_module_names, never from a spec
     ("repro/data/pydoc_web.py", "_import"),
 }

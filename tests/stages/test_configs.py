@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 from repro.compile.render import render_params_yaml
 from repro.compile.specs import compile_files
 from repro.spec.base import MAX_SEED, MAX_STEPS
-from repro.stages import STAGE_CONFIGS
+from repro.stages import kinds
 from repro.sweep.values import ValueProblem, validate_overrides
 from tests.spec.test_limits import _unbounded_ints
 
@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _seed_fields() -> list[tuple[str, type[BaseModel], str]]:
     found = []
-    for kind, model in sorted(STAGE_CONFIGS.items()):
+    for kind, model in sorted((k, d.config) for k, d in kinds().items()):
         for name in model.model_fields:
             if name.endswith("seed"):
                 found.append((kind, model, name))
@@ -66,7 +66,7 @@ def _models_within(tp: typing.Any, found: set[type[BaseModel]]) -> None:
 
 def _config_models() -> list[type[BaseModel]]:
     found: set[type[BaseModel]] = set()
-    for model in STAGE_CONFIGS.values():
+    for model in (d.config for d in kinds().values()):
         _models_within(model, found)
     return sorted(found, key=lambda m: m.__name__)
 

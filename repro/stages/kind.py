@@ -1,0 +1,119 @@
+"""What a stage kind declares: its config model, its outputs, its execution-only settings and
+its runner. Each stage module ends with one `KIND = StageKind(...)`; the registry
+(repro.stages.kinds) finds them, and the compiler, the renderer and `repro stage` read
+nothing else, so adding a stage kind is adding one module.
+
+Outputs are declared by role (what DVC does with them) and by how their path is built (from
+the stage's content id, or from a name in the spec for outputs a person looks for by name,
+such as reports/<report>).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+from repro import paths
+from repro.spec.schema import Model
+
+if TYPE_CHECKING:  # the runner's signature only
+    from repro.stages.base import StageIO
+
+
+class Role(enum.Enum):
+    """How dvc.yaml lists an output."""
+
+    DATA = "data"
+    """A DVC-cached output (`outs`): data, checkpoints, results; shared through the cache."""
+    RECORD = "record"
+    """An uncached output committed to git (`outs` with `cache: false`): reports, the
+    environment record, score CSVs."""
+    METRICS = "metrics"
+    """A DVC metrics file (`metrics`, uncached): `dvc metrics diff` compares it."""
+    PLOT = "plot"
+    """A DVC plots file (`plots`, uncached), drawn against `plot_x` (and `plot_y`)."""
+
+
+@dataclass(frozen=True)
+class Output:
+    """One output of a stage kind."""
+
+    role: Role
+    path: Callable[[str, Any], PurePosixPath]
+    """(stage id, config) -> path relative to the repository root."""
+    named_by: str = ""
+    """The spec field whose value names the path (`report.name`), for outputs placed by a
+    name rather than by the stage's content id; empty for id-named outputs. Two stages
+    naming the same path is then a spec error about that field (repro.compile.graph)."""
+    plot_x: str = ""
+    plot_y: str = ""
+
+    def dvc_properties(self) -> dict[str, Any]:
+        """The output's options in dvc.yaml (beyond its path)."""
+        if self.role is Role.DATA:
+            return {}
+        props: dict[str, Any] = {"cache": False}
+        if self.plot_x:
+            props["x"] = self.plot_x
+        if self.plot_y:
+            props["y"] = self.plot_y
+        return props
+
+
+def data(root: str) -> Output:
+    """The kind's main cached output, a folder `<root>/<stage id>`."""
+    return Output(Role.DATA, lambda stage_id, cfg: PurePosixPath(root) / stage_id)
+
+
+METRICS = Output(Role.METRICS, lambda stage_id, cfg: paths.stage_metrics(stage_id))
+"""The stage's metrics file (metrics/<id>.json)."""
+PERF = Output(Role.METRICS, lambda stage_id, cfg: paths.stage_perf(stage_id))
+"""Timings of the run (metrics/<id>.perf.json): measured, so they differ between runs."""
+ENV = Output(Role.RECORD, lambda stage_id, cfg: paths.stage_env(stage_id))
+"""The environment the stage ran in (metrics/<id>.env.json), written by `repro stage` after
+the runner succeeds; every kind declares it."""
+
+
+SNAPSHOT = "snapshot"
+"""Prefix of a training stage's output keys `snapshot:<global step>`, one per
+`TrainConfig.snapshot_steps` entry (evaluate stages read them by that key)."""
+
+
+def plot(name: str, x: str, y: str = "") -> Output:
+    """A CSV of the stage plotted by DVC (plots/<id>/<name>)."""
+    return Output(Role.PLOT, lambda stage_id, cfg: paths.stage_plot(stage_id, name),
+                  plot_x=x, plot_y=y)
+
+
+@dataclass(frozen=True)
+class StageKind:
+    """Everything the pipeline knows about one kind of stage."""
+
+    config: type[Model]
+    """The model validating the stage's section of params.yaml (repro.stages.configs)."""
+    outputs: Mapping[str, Output]
+    """Output key (`--out KEY=PATH`) -> declaration, in dvc.yaml order."""
+    run: Callable[[Any, StageIO], None]
+    """`run(cfg, io)`: makes every output but `env`, atomically."""
+    execution_only: frozenset[str] = frozenset()
+    """Config fields that change how the stage runs, not what it makes: left out of its
+    identity and of its params.yaml dependencies (so changing them reruns nothing)."""
+    extra_outputs: Callable[[Any], Mapping[str, Output]] | None = None
+    """Outputs that depend on the config (a training stage's `snapshot:<step>` folders)."""
+    name: str = field(default="", compare=False)
+    """The kind's name (its module's), filled in by the registry."""
+
+    def __post_init__(self) -> None:
+        unknown = self.execution_only - set(self.config.model_fields)
+        if unknown:  # a typo here would silently put the field back into the identity
+            raise ValueError(f"execution_only names {sorted(unknown)}, which "
+                             f"{self.config.__name__} does not have")
+
+    def outputs_for(self, cfg: Any) -> dict[str, Output]:
+        """Every output of a stage of this kind with config `cfg`."""
+        out = dict(self.outputs)
+        if self.extra_outputs is not None:
+            out.update(self.extra_outputs(cfg))
+        return out
