@@ -102,6 +102,11 @@ class StageKind:
     identity and of its params.yaml dependencies (so changing them reruns nothing)."""
     extra_outputs: Callable[[Any], Mapping[str, Output]] | None = None
     """Outputs that depend on the config (a training stage's `snapshot:<step>` folders)."""
+    effects: Callable[[Any], Any] | None = None
+    """What the stage builds from a config before it touches data (a training stage's model
+    config, optimizer groups and LR at every step, ...), as comparable values: the test of
+    live settings (tests/compile/test_params_live.py) checks that changing any key outside
+    `execution_only` changes them. Built by the same functions `run` uses."""
     name: str = field(default="", compare=False)
     """The kind's name (its module's), filled in by the registry."""
 
