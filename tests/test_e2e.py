@@ -210,3 +210,28 @@ def test_explain_names_old_and_new_values(tiny_repo: Path):
         params_path.write_text(params_text)
         code_path.write_text(code_text)
     assert "would run nothing" in _repro_cli(["explain"], tiny_repo).stdout
+
+
+def _lr_column(repo: Path, stage: str) -> list[float]:
+    rows = (repo / "plots" / stage / "loss.csv").read_text().splitlines()
+    column = rows[0].split(",").index("lr")
+    return [float(r.split(",")[column]) for r in rows[1:]]
+
+
+def test_exp_run_optimizer_lr_changes_the_lr_curve(tiny_repo: Path):
+    """The headline use of params.yaml (issue 18): `dvc exp run -S <train>.optimizer.lr=...`
+    trains with the new LR. The LR is stored once (the schedule is a shape multiplying it),
+    so every logged LR scales by exactly the same factor."""
+    params = yaml.safe_load((tiny_repo / "params.yaml").read_text())
+    train = next(k for k, v in params.items() if k.startswith("train-") and v["step_start"] == 0)
+    before = _lr_column(tiny_repo, train)
+    lr = params[train]["optimizer"]["lr"]
+    try:
+        out = _run(["dvc", "exp", "run", "-S", f"{train}.optimizer.lr={lr * 2}", train], tiny_repo)
+        assert train in _ran_stages(out.stdout), out.stdout
+        after = _lr_column(tiny_repo, train)
+        assert len(after) == len(before) and any(b > 0 for b in before)
+        assert after == pytest.approx([2 * b for b in before], rel=1e-5)  # 6 digits, (before, after)
+    finally:  # leave the committed run in the workspace for any later test
+        _run(["git", "checkout", "--", "."], tiny_repo)
+        _run(["dvc", "checkout", "--force"], tiny_repo)
