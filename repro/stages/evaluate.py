@@ -37,6 +37,7 @@ from repro.eval.presets import PRESETS
 from repro.eval.provenance import checkpoint_sha256, tokens_seen, trainer_state, training_seq_len
 from repro.eval.results import RESULTS_FILE, RunInfo, assemble, samples_file
 from repro.spec.schema import EvaluationSpec
+from repro.stages import worker
 from repro.stages.base import StageIO, atomic_dir, dumps_json, write_json
 from repro.stages.configs import EvaluateConfig
 from repro.stages.kind import ENV, METRICS, StageKind, data
@@ -78,9 +79,9 @@ def run(cfg: EvaluateConfig, io: StageIO) -> None:
     _check_backend(ev)  # before anything is loaded: a GPU backend on a CPU machine fails now
     if ev.backend == "accelerate" and not launch.under_launcher():
         with tempfile.TemporaryDirectory(prefix="repro-eval-launch-") as tmp:
-            payload = launch.write_payload(Path(tmp) / "launch.json", io.name,
-                                           cfg.model_dump(mode="json"), io.inputs, io.outputs)
-            launch.relaunch_with_accelerate(ev.num_processes, payload)
+            payload = Path(tmp) / "launch.json"
+            launch.relaunch_with_accelerate(ev.num_processes,
+                                            worker.write_payload(payload, "evaluate", cfg, io))
         return
     _run(cfg, io)
 

@@ -44,6 +44,7 @@ from repro.model.build import (
     load_model,
     smollm3_config,
 )
+from repro.stages import worker
 from repro.stages.base import StageIO, atomic_dir, atomic_write_text, log, write_json
 from repro.stages.configs import TrainConfig
 from repro.stages.kind import ENV, METRICS, PERF, SNAPSHOT, Output, Role, StageKind, data, plot
@@ -204,16 +205,7 @@ def _monitor_hooks(cfg: TrainConfig, module: TrainModule, sources: dict[str, Tok
 def run(cfg: TrainConfig, io: StageIO) -> None:
     if cfg.distributed.nproc > 1 and not dist_mod.under_torchrun():
         payload = Path(paths.resume_dir(io.name)) / "launch.json"
-        payload.parent.mkdir(parents=True, exist_ok=True)
-        payload.write_text(json.dumps({
-            "name": io.name, "config": cfg.model_dump(mode="json"),
-            "inputs": {k: str(v) for k, v in io.inputs.items()},
-            "outputs": {k: str(v) for k, v in io.outputs.items()},
-        }), encoding="utf-8")
-        rc = dist_mod.relaunch_with_torchrun(cfg.distributed, payload)
-        if rc != 0:
-            raise RuntimeError(f"torchrun with {cfg.distributed.nproc} processes exited with status {rc}; "
-                               "the ranks' errors are printed above")
+        dist_mod.relaunch_with_torchrun(cfg.distributed, worker.write_payload(payload, "train", cfg, io))
         return
     ctx = dist_mod.init(cfg.distributed)
     try:

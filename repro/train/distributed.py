@@ -1,8 +1,8 @@
 """Process groups for data-parallel training (torchrun; gloo on CPU, NCCL on GPU).
 
 A stage whose spec asks for `ddp` or `fsdp2` with nproc > 1 re-launches itself under
-`torch.distributed.run` (torchrun) with the same command line; each rank then joins the
-group from torchrun's environment. Data parallelism keeps the global batch: every rank
+`torch.distributed.run` (torchrun), each rank running the worker it names (repro.relaunch);
+each rank then joins the group from torchrun's environment. Data parallelism keeps the global batch: every rank
 draws the same step (the sampler is deterministic), takes rows rank, rank + world, ...,
 and gradients are averaged, so the update equals the single-process one up to float
 summation order. Rank 0 writes every output.
@@ -11,13 +11,13 @@ summation order. Rank 0 writes every output.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from repro.relaunch import WorkerArgs, cores_per_process, run_launcher
 from repro.spec.schema import DistributedSpec
 
 
@@ -41,19 +41,18 @@ def under_torchrun() -> bool:
     return "TORCHELASTIC_RUN_ID" in os.environ or ("RANK" in os.environ and "WORLD_SIZE" in os.environ)
 
 
-def relaunch_with_torchrun(spec: DistributedSpec, payload: Path) -> int:
-    """Run `repro.train.worker payload` under torchrun with spec.nproc processes; the exit
-    code. The payload (the stage's validated config and paths, written by the caller) makes
-    the ranks independent of how this process was started (CLI, DVC or a test)."""
+def relaunch_with_torchrun(spec: DistributedSpec, worker: WorkerArgs) -> None:
+    """Run `python <worker>` under torchrun in spec.nproc processes (the stage's payload in
+    its arguments makes the ranks independent of how this process was started: CLI, DVC or
+    a test); RelaunchError if a rank failed (repro.relaunch)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc_per_node={spec.nproc}", "-m", "repro.train.worker", str(payload)]
+           f"--nproc_per_node={spec.nproc}", *worker]
     # torchrun sets OMP_NUM_THREADS=1 unless it is set; each rank takes an equal share of
     # the cores instead (REPRO_NUM_THREADS, read by the stage's setup_torch).
     env = dict(os.environ)
-    if "REPRO_NUM_THREADS" not in env:
-        env["REPRO_NUM_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // spec.nproc))
+    env.setdefault("REPRO_NUM_THREADS", str(cores_per_process(spec.nproc)))
     env.setdefault("OMP_NUM_THREADS", env["REPRO_NUM_THREADS"])
-    return subprocess.call(cmd, env=env)
+    run_launcher(cmd, env, f"torchrun with {spec.nproc} processes")
 
 
 def init(spec: DistributedSpec) -> DistContext:

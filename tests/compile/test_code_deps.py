@@ -68,8 +68,8 @@ def test_declared_deps_cover_what_the_stage_loads(kind):
     ("decontaminate", ["repro/data/decont.py", "repro/eval/local_tasks.py"]),
     ("teacherlogits", ["repro/train/positions.py", "repro/train/determinism.py", "repro/train/distill.py"]),
     ("funnel", ["repro/data/pipeline.py", "repro/data/samples.py", "repro/data/token_funnel.py"]),
-    ("train", ["repro/train/loop.py", "repro/train/worker.py", "repro/stages/base.py"]),
-    ("evaluate", ["repro/eval/worker.py", "repro/eval/launch.py"]),
+    ("train", ["repro/train/loop.py", "repro/stages/worker.py", "repro/stages/base.py"]),
+    ("evaluate", ["repro/stages/worker.py", "repro/eval/launch.py"]),
 ])
 def test_known_edges(kind, needs):
     """Function-local imports, imports of other stages and `python -m` relaunches count."""

@@ -208,11 +208,12 @@ def test_accelerate_command():
 
     from repro.eval.launch import accelerate_command
 
-    cmd = accelerate_command(4, Path("/x/launch.json"))
+    worker = ["-m", "some.worker", "/x/launch.json"]
+    cmd = accelerate_command(4, worker)
     assert cmd[:3] == [sys.executable, "-m", "accelerate.commands.launch"]
     assert "--num_processes=4" in cmd and "--multi_gpu" in cmd and "--cpu" not in cmd
-    assert cmd[-3:] == ["-m", "repro.eval.worker", "/x/launch.json"]
-    cmd = accelerate_command(1, Path("p.json"), cpu=True)
+    assert cmd[-3:] == worker  # the worker the stage names, run as given
+    cmd = accelerate_command(1, worker, cpu=True)
     assert "--cpu" in cmd and "--multi_gpu" not in cmd and "--num_processes=1" in cmd
 
 

@@ -270,13 +270,13 @@ def test_accelerate_launch_one_cpu_process(inputs, tmp_path):
     """The accelerate path end to end on one CPU process (launch, payload, worker, rank 0
     writes): the same bytes as an in-process run."""
     from repro.eval import launch
+    from repro.stages import worker
 
     ref = outputs(run(inputs, tmp_path / "ref"))
     out = tmp_path / "acc"
-    io_out = {"results": out / "results", "metrics": out / "metrics" / "m.json"}
-    payload = launch.write_payload(tmp_path / "launch.json", "evaluate-x",
-                                   config().model_dump(mode="json"), inputs, io_out)
-    launch.relaunch_with_accelerate(1, payload, cpu=True)
+    io = StageIO("evaluate-x", inputs, {"results": out / "results", "metrics": out / "metrics" / "m.json"})
+    launch.relaunch_with_accelerate(
+        1, worker.write_payload(tmp_path / "launch.json", "evaluate", config(), io), cpu=True)
     assert outputs(out) == ref
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from repro.spec.schema import AdamWSpec, ModelSpec, TrainBPETokenizer
-from repro.stages import tokenize, tokenizer, train
+from repro.stages import tokenize, tokenizer, train, worker
 from repro.stages.base import StageIO
 from repro.stages.configs import TokenizeConfig, TokenizerConfig, TrainConfig
 from repro.train.schedule import ScheduleSegment
@@ -207,14 +207,6 @@ def test_continuing_checks_step_and_architecture(data, tmp_path):
 
 # ------------------------------------------------------------------ crash, resume, order
 
-def _payload(tmp: Path, cfg: TrainConfig, io: StageIO) -> Path:
-    p = tmp / "payload.json"
-    p.write_text(json.dumps({"name": io.name, "config": cfg.model_dump(mode="json"),
-                             "inputs": {k: str(v) for k, v in io.inputs.items()},
-                             "outputs": {k: str(v) for k, v in io.outputs.items()}}))
-    return p
-
-
 def test_sigkill_then_rerun_resumes_bitwise(data, tmp_path, monkeypatch):
     import os
     import signal
@@ -233,8 +225,8 @@ def test_sigkill_then_rerun_resumes_bitwise(data, tmp_path, monkeypatch):
     monkeypatch.chdir(work)
     io = stage_io(data, work)
     env = dict(os.environ, REPRO_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, "-m", "repro.train.worker", str(_payload(work, cfg, io))],
-                            cwd=work, env=env, stderr=subprocess.DEVNULL)
+    args = worker.write_payload(work / "payload.json", "train", cfg, io)
+    proc = subprocess.Popen([sys.executable, *args], cwd=work, env=env, stderr=subprocess.DEVNULL)
     state = work / ".repro" / "resume" / "train" / "state.pt"
     deadline = time.time() + 120
     while not state.exists() and proc.poll() is None and time.time() < deadline:
