@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from repro.spec import redact
+
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -218,13 +220,11 @@ def _check_raw(members: list[tuple[Any, tuple]], value: Any, where: str) -> None
     spec model is left to its own fields' checks (which point at the exact line)."""
     if isinstance(value, str):
         if "://" in value:  # any URL in any text: no credentials (repro.spec.safety)
-            from repro.spec import safety  # (safety imports this module)
-
-            shown = safety.redact_text(value)  # hides userinfo and secret query values
+            shown = redact.redact_text(value)  # hides userinfo and secret query values
             if shown != value:
                 shown = shown if len(shown) <= 120 else shown[:120] + "..."
                 raise FieldError(f"{where} {shown!r} holds a URL that carries credentials",
-                                 safety.CREDENTIALS_FIX)
+                                 redact.CREDENTIALS_FIX)
         if "${" in value:
             shown = value if len(value) <= 80 else value[:80] + "..."
             raise FieldError(

@@ -23,7 +23,7 @@ from repro.atomic import (OutputWriteError, atomic_dir, atomic_write_bytes, atom
                           remove_stale_temporaries, work_sibling)
 from repro.errors import ReproError
 from repro.jsonio import dumps_json, read_json, write_json
-from repro.spec.safety import redact_text
+from repro.spec.redact import redact_text
 
 __all__ = ["OFFLINE_ENV", "OutputWriteError", "StageIO", "StageIOError", "atomic_dir",
            "atomic_write_bytes", "atomic_write_text", "dumps_json", "log", "read_json",
@@ -72,7 +72,7 @@ class StageIO:
 
 def log(stage: str, message: str) -> None:
     """One progress line of a stage on stderr. Redacted: it may quote a dataset's source or a
-    setting, which may hold a URL with a credential (repro.spec.safety)."""
+    setting, which may hold a URL with a credential (repro.spec.redact)."""
     print(redact_text(f"[{stage}] {message}"), file=sys.stderr, flush=True)
 
 
