@@ -21,6 +21,7 @@ from typing import Any
 
 from repro.spec.schema import ExperimentSpec
 from repro.spec.search import LadderSpec, short_tokens
+from repro.spec.vocab import vocab_size
 from repro.stages.configs import PredictTarget
 
 
@@ -114,8 +115,7 @@ def expand(spec: ExperimentSpec) -> list[LadderPoint]:
 
 def n_params(spec: ExperimentSpec, parameters: str, root: Path = Path(".")) -> int:
     """N of an experiment's model: non-embedding or total parameters (repro.train.flops)."""
-    from repro.plan.vocab import vocab_size
-    from repro.train.flops import param_counts
+    from repro.train.flops import param_counts  # imports torch: only ladders need it
 
     vocab, source = vocab_size(spec.tokenizer, root)
     if vocab is None:
