@@ -2,36 +2,86 @@
 
 from __future__ import annotations
 
+import datetime
+import json
+import os
 import re
 import sys
+import tempfile
+import traceback
 from pathlib import Path
+from typing import NoReturn
 
 import click
 import yaml
 from pydantic import ValidationError
 
 from repro import paths, yamlio
-from repro.spec.load import (
-    SPEC_SUFFIXES,
-    SpecError,
-    SpecIssue,
-    experiment_files,
-    load_spec,
-    load_specs,
-    validation_issues,
-)
+from repro.compile.specs import compiled_texts
+from repro.environment import fingerprint
+from repro.errors import ReproError, ReproErrors
+from repro.explain import explain as run_explain
+from repro.explain import render as render_explain
+from repro.numerics import pin_numerics_env
+from repro.report.publish import INDEX, build_site, push_to_hub
+from repro.scaling.command import fit_cmd
+from repro.spec.load import SPEC_SUFFIXES, SpecError, load_spec, validation_issues
 from repro.spec.safety import redact_text
+from repro.stages.base import (
+    StageIO,
+    atomic_write_text,
+    remove_stale_temporaries,
+    seed_everything,
+    set_offline_env,
+    write_json,
+)
 from repro.sweep.cli import sweep
+from repro.verify import Tolerance
+from repro.verify import verify as run_verify
+from repro.verify.certificate import render_text
+from repro.verify.lockfile import check_workspace_files, declared_outputs
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 1
 
+MAX_SHOWN_CHARS = 2000
+"""Longest part of a rendered error (its file, field, message or fix): a message may quote
+a user's value of megabytes."""
 
-def _fail(issues: list[SpecIssue]) -> None:
-    for issue in issues:
-        click.echo(issue.render(), err=True)
-    click.echo(f"{len(issues)} problem(s); nothing was run.", err=True)
-    sys.exit(EXIT_BAD_INPUT)
+
+def _shown(text: str) -> str:
+    text = redact_text(text)  # before cutting: a cut URL could lose the `@` of its password
+    if len(text) <= MAX_SHOWN_CHARS:
+        return text
+    return f"{text[:MAX_SHOWN_CHARS]}... ({len(text) - MAX_SHOWN_CHARS} more characters)"
+
+
+def render_error(error: ReproError, context: str = "") -> str:
+    """The one rendering of a user's error, from its data: for each issue
+    `file:line: field: message` (`error: field: message` when no file is known) and an
+    indented `fix:` line; after several problems found together (ReproErrors), how many and
+    what was not done. `context` prefixes each message (`stage <id>`). Each part passes
+    through redact_text (a spec or params.yaml may hold a credential) and is cut to
+    MAX_SHOWN_CHARS."""
+    lines = []
+    for issue in error.issues:
+        message = f"{context}: {issue.message}" if context else issue.message
+        if issue.file:
+            where = f"{issue.file}:{issue.line}" if issue.line else issue.file
+            head = f"{_shown(where)}: {_shown(issue.field or '<spec>')}"
+        else:
+            head = f"error: {_shown(issue.field)}" if issue.field else "error"
+        lines.append(f"{head}: {_shown(message)}")
+        if issue.fix:
+            lines.append(f"    fix: {_shown(issue.fix)}")
+    if isinstance(error, ReproErrors):
+        lines.append(f"{len(error.issues)} problem(s); {error.outcome}.")
+    return "\n".join(lines)
+
+
+def _exit(error: ReproError, context: str = "") -> NoReturn:
+    click.echo(render_error(error, context), err=True)
+    sys.exit(error.exit_status)
 
 
 def _spec_files(targets: tuple[str, ...]) -> list[Path]:
@@ -39,33 +89,34 @@ def _spec_files(targets: tuple[str, ...]) -> list[Path]:
     any depth, sorted (hidden folders such as .git and .venv are skipped, symlinked folders
     not followed). A target that does not exist, or a folder holding no spec file, is
     refused (exit 2): checking nothing must not pass for success."""
-    import os
-
     files: list[Path] = []
-    issues: list[SpecIssue] = []
+    issues: list[ReproError] = []
     for t in targets:
         p = Path(t)
         if p.is_dir():
             found: list[Path] = []
             for folder, subfolders, names in os.walk(p, onerror=lambda e: issues.append(
-                    SpecIssue(str(e.filename or t), None, "", f"cannot list the folder: "
-                              f"{e.strerror or e}", "check its permissions"))):
+                    ReproError(f"cannot list the folder: "
+                                f"{e.strerror or e}",
+                               fix="check its permissions", file=str(e.filename or t)))):
                 subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
                 found.extend(Path(folder, n) for n in names if n.lower().endswith(SPEC_SUFFIXES))
             if not found:
-                issues.append(SpecIssue(t, None, "", "the folder holds no spec file "
-                                        "(*.yaml or *.yml, in it or its subfolders)",
-                                        "name the folder that holds the specs (e.g. specs/) "
-                                        "or a spec file"))
+                issues.append(ReproError("the folder holds no spec file "
+                                          "(*.yaml or *.yml, in it or its subfolders)",
+                                         fix="name the folder that holds the specs (e.g. specs/) "
+                                          "or a spec file",
+                                         file=t))
             files.extend(sorted(found))
         elif not os.path.lexists(p):
-            issues.append(SpecIssue(t, None, "", "file not found (nor a folder)",
-                                    "check the path (relative paths start at the current "
-                                    f"directory, {os.getcwd()!r})"))
+            issues.append(ReproError("file not found (nor a folder)",
+                                     fix="check the path (relative paths start at the current "
+                                      f"directory, {os.getcwd()!r})",
+                                     file=t))
         else:
             files.append(p)  # load_spec refuses what is not a regular file, before reading
     if issues:
-        _fail(issues)
+        raise SpecError(issues)
     return files
 
 
@@ -77,11 +128,6 @@ def _one_line(text: str) -> str:
 def _log_internal_error(error: BaseException) -> str:
     """Write `error`'s traceback (credentials in URLs redacted) to a new log file; return
     where it went. Falls back to the temporary folder where the workspace is not writable."""
-    import datetime
-    import os
-    import tempfile
-    import traceback
-
     text = redact_text("".join(traceback.format_exception(error)))
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
     for log in (Path(str(paths.error_log(stamp))),
@@ -98,32 +144,26 @@ def _log_internal_error(error: BaseException) -> str:
 class _Main(click.Group):
     """The `repro` group: no verb ends in a traceback.
 
-    An error the user can fix (ReproError, a spec problem, a file that cannot be read or
-    written) is one message naming what is wrong and the fix, exit 2; anything else is a bug,
-    printed as one line with the log file that holds its traceback, exit 1. Messages pass
-    through redact_text: they may quote a URL with a credential from a spec or params.yaml."""
+    An error the user can fix (a ReproError, such as a spec problem; a file that cannot be
+    read or written) is rendered by render_error, naming what is wrong and the fix, exit 2
+    (or the error's own exit_status); anything else is a bug, printed as one line with the
+    log file that holds its traceback, exit 1."""
 
     def invoke(self, ctx: click.Context):
-        from repro.errors import ReproError
-
         try:
             return super().invoke(ctx)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort,
                 SystemExit, KeyboardInterrupt):
             raise
-        except SpecError as e:
-            _fail(e.issues)
         except ReproError as e:
-            click.echo(f"error: {redact_text(str(e))}", err=True)
-            sys.exit(EXIT_BAD_INPUT)
+            _exit(e)
         except OSError as e:
             if e.filename is None:  # not about a path the user named: treat as a bug
                 raise _internal(e) from None
             where = _log_internal_error(e)
-            click.echo(f"error: {_one_line(f'{e.strerror or e}: {e.filename}')}. Fix: check "
-                       f"that the path exists and is readable/writable (details in {where})",
-                       err=True)
-            sys.exit(EXIT_BAD_INPUT)
+            _exit(ReproError(_one_line(f"{e.strerror or e}: {e.filename}"),
+                             fix="check that the path exists and is readable/writable "
+                                 f"(details in {where})"))
         except Exception as e:
             raise _internal(e) from None
 
@@ -139,8 +179,6 @@ def _internal(error: BaseException) -> SystemExit:
 @click.version_option(package_name="repro")
 def main() -> None:
     """Declarative reproduction of LM pretraining experiments, compiled to DVC."""
-    from repro.numerics import pin_numerics_env
-
     pin_numerics_env()  # before any stage imports torch
 
 
@@ -148,9 +186,7 @@ def main() -> None:
 @click.argument("targets", nargs=-1, required=True)
 def validate(targets: tuple[str, ...]) -> None:
     """Validate spec files (or folders of them: their *.yaml and *.yml files, recursively)."""
-    from repro.spec.safety import redact_text
-
-    issues: list[SpecIssue] = []
+    issues: list[ReproError] = []
     files = _spec_files(targets)
     invalid = 0
     for path in files:
@@ -165,69 +201,8 @@ def validate(targets: tuple[str, ...]) -> None:
     summary = f"checked {len(files)} spec file(s) {where}: "
     if issues:
         click.echo(redact_text(summary + f"{invalid} invalid"), err=True)
-        _fail(issues)
+        raise SpecError(issues)
     click.echo(redact_text(summary + "all valid"))
-
-
-def _ledger_gate(graph, files: list[Path], root: Path) -> None:
-    """Refuse a mixture the token counts measured so far (committed tokenize metrics) show
-    would repeat a dataset more than its max_epochs; unknown counts (no metrics file, or one
-    that does not hold a whole `tokens` count) are left to the ledger stage, which checks
-    before training starts."""
-    import json
-
-    from repro.compile.graph import GraphError, OutputRef
-    from repro.compile.specs import locate
-    from repro.spec.load import load_raw
-    from repro.stages.ledger import LedgerError, check_known_counts
-
-    issues = []
-    for stage in graph.stages.values():
-        if stage.kind != "ledger":
-            continue
-        tokens = {}
-        for key, ref in stage.inputs:
-            metrics = root / str(paths.stage_metrics(ref.stage_id)) if isinstance(ref, OutputRef) else None
-            if key.startswith("tokens:") and metrics is not None and metrics.is_file():
-                try:
-                    count = json.loads(metrics.read_text(encoding="utf-8"))["tokens"]
-                except (OSError, ValueError, KeyError, TypeError):
-                    continue
-                if type(count) is int and count >= 0:
-                    tokens[key.split(":", 1)[1]] = count
-        try:
-            check_known_counts(stage.config, tokens)
-        except LedgerError as e:
-            err = GraphError(e.problem, e.field, e.fix, graph.spec_of.get(stage.config.experiment, stage.config.experiment))
-            names = {}
-            for f in files:  # spec names without validating again (they validated)
-                experiment = load_raw(f).data.get("experiment")
-                if isinstance(experiment, dict):
-                    names[experiment.get("name")] = f
-            locate(err, names)
-            issues.append(err.issue(str(files[0])))
-    if issues:
-        _fail(issues)
-
-
-def compiled_texts(specs_dir: Path, root: Path = Path(".")) -> tuple[str, str]:
-    """dvc.yaml and params.yaml text for the experiment specs directly under specs_dir."""
-    from repro.compile.graph import GraphError
-    from repro.compile.specs import compile_files
-    from repro.compile.render import render_dvc_yaml, render_params_yaml
-
-    files = experiment_files(specs_dir) if specs_dir.is_dir() else []
-    if not files:
-        _fail([SpecIssue(str(specs_dir), None, "", "no experiment specs (*.yaml, *.yml) found",
-                         "add a spec or pass --specs")])
-    try:
-        graph = compile_files(files, specs_dir, root)
-        _ledger_gate(graph, files, root)
-        return render_dvc_yaml(graph), render_params_yaml(graph)
-    except SpecError as e:
-        _fail(e.issues)
-    except GraphError as e:  # located in its spec file and line when it concerns one spec
-        _fail([e.issue(str(specs_dir))])
 
 
 @main.command("compile")
@@ -239,8 +214,6 @@ def compiled_texts(specs_dir: Path, root: Path = Path(".")) -> tuple[str, str]:
               help="Where dvc.yaml and params.yaml are written.")
 def compile_cmd(check: bool, specs_dir: Path, root: Path) -> None:
     """Compile specs into dvc.yaml + params.yaml (byte-identical on re-run)."""
-    from repro.stages.base import atomic_write_text
-
     dvc_text, params_text = compiled_texts(specs_dir, root)
     targets = {root / str(paths.DVC_YAML): dvc_text, root / str(paths.PARAMS_YAML): params_text}
     if check:
@@ -283,8 +256,6 @@ def _what(value: object) -> str:
 
 def _producer(path: Path) -> str | None:
     """The dvc.yaml stage that makes `path` (None if none does, or there is no dvc.yaml)."""
-    from repro.verify.lockfile import declared_outputs
-
     try:
         stages = (yamlio.safe_load(Path(str(paths.DVC_YAML)).read_text(encoding="utf-8")) or {})["stages"]
         return next((name for name, entry in stages.items()
@@ -299,8 +270,6 @@ def _check_io(io, kind: str) -> None:
     output must be a path inside the workspace, below it, as dvc.yaml declares them, and clear
     of the paths repro, DVC and git keep (repro.paths.reserved_clash, as the compiler checks:
     `--out docs=specs` would replace every spec)."""
-    from repro.errors import ReproError
-
     fix = "run the stage through `dvc repro` (its command in dvc.yaml)"
     for key, path in io.outputs.items():
         parts = path.parts
@@ -335,10 +304,8 @@ def stage(kind: str, stage_id: str, inputs: tuple[str, ...], outputs: tuple[str,
     Reads the stage's section of params.yaml (so `dvc exp run -S` overrides apply) and
     validates it with the same models as the spec.
     """
-    from repro.errors import ReproError
     from repro.stages import UnknownStageKind
     from repro.stages import kind as stage_kind
-    from repro.stages.base import StageIO, remove_stale_temporaries, seed_everything, set_offline_env
 
     try:
         declared = stage_kind(kind)
@@ -354,17 +321,21 @@ def stage(kind: str, stage_id: str, inputs: tuple[str, ...], outputs: tuple[str,
     try:
         params = yamlio.safe_load(params_file.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as e:
-        _fail([SpecIssue(display, None, "", f"cannot read params: {e}", "run `repro compile`")])
+        raise SpecError([ReproError(f"cannot read params: {e}", fix="run `repro compile`",
+                                    file=display)]) from None
     if not isinstance(params, dict):
-        _fail([SpecIssue(display, None, "", f"is {_what(params)}, not a mapping of "
-                         "stage ids to their settings", "run `repro compile` to rewrite it")])
+        raise SpecError([ReproError(f"is {_what(params)}, not a mapping of stage ids to their "
+                                    "settings", fix="run `repro compile` to rewrite it",
+                                    file=display)])
     if stage_id not in params:
-        _fail([SpecIssue(display, None, stage_id, "no such section",
-                         "dvc.yaml and params.yaml disagree; run `repro compile`")])
+        raise SpecError([ReproError("no such section", field=stage_id,
+                                    fix="dvc.yaml and params.yaml disagree; run `repro compile`",
+                                    file=display)])
     if not isinstance(params[stage_id], dict):
-        _fail([SpecIssue(display, None, stage_id, f"is {_what(params[stage_id])}, "
-                         "not a mapping of settings", "run `repro compile` to rewrite it, or "
-                         "fix the `-S` override that replaced the section")])
+        raise SpecError([ReproError(f"is {_what(params[stage_id])}, not a mapping of settings",
+                                    field=stage_id, fix="run `repro compile` to rewrite it, or "
+                                    "fix the `-S` override that replaced the section",
+                                    file=display)])
     model = declared.config
     try:
         # the workspace (where DVC runs the stage) confines local paths, as at compile time:
@@ -372,7 +343,9 @@ def stage(kind: str, stage_id: str, inputs: tuple[str, ...], outputs: tuple[str,
         cfg = model.model_validate(params[stage_id], context={"workspace": Path.cwd()})
     except ValidationError as e:
         issues = validation_issues(e, params[stage_id], {}, display, model)
-        _fail([SpecIssue(i.file, i.line, f"{stage_id}.{i.field}", i.message, i.fix) for i in issues])
+        raise SpecError([ReproError(i.message, fix=i.fix, file=i.file, line=i.line,
+                                    field=f"{stage_id}.{i.field}" if i.field else stage_id)
+                         for i in issues]) from None
     io = StageIO(stage_id, _pairs(inputs, "--in"), _pairs(outputs, "--out"))
     _check_io(io, kind)
     # a killed earlier run of this stage left temporaries next to its outputs (repro.stages.base)
@@ -382,13 +355,9 @@ def stage(kind: str, stage_id: str, inputs: tuple[str, ...], outputs: tuple[str,
     seed_everything(getattr(cfg, "seed", 0))
     try:
         declared.run(cfg, io)
-    except ReproError as e:  # the message names what is wrong and the fix
-        click.echo(f"error: stage {stage_id}: {redact_text(str(e))}", err=True)
-        sys.exit(EXIT_BAD_INPUT)
+    except ReproError as e:  # what is wrong and the fix, said for this stage
+        _exit(e, context=f"stage {stage_id}")
     if "env" in io.outputs:  # last, so a failed stage leaves no record of a run
-        from repro.environment import fingerprint
-        from repro.stages.base import write_json
-
         write_json(io.output("env"), fingerprint())
 
 
@@ -396,23 +365,16 @@ def stage(kind: str, stage_id: str, inputs: tuple[str, ...], outputs: tuple[str,
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def explain(as_json: bool) -> None:
     """Why `dvc repro` would run each stage: changed settings (old → new), code, inputs."""
-    import json
-
-    from repro.explain import explain as run_explain
-    from repro.explain import render
-    from repro.verify.lockfile import check_workspace_files
-
     check_workspace_files(Path("."))  # one error naming a malformed file, not a KeyError
     try:
         runs = run_explain(Path("."))
-    except (OSError, RuntimeError) as e:
-        click.echo(f"error: {redact_text(str(e))}", err=True)
-        sys.exit(EXIT_BAD_INPUT)
+    except (OSError, RuntimeError) as e:  # DVC missing or failing: its own words
+        raise ReproError(str(e), fix="check that `dvc status` runs in this workspace") from e
     if as_json:
         click.echo(json.dumps([{"stage": r.stage, "reasons": r.reasons, "upstream": r.upstream}
                                for r in runs], indent=2))
     else:
-        click.echo(render(runs), nl=False)
+        click.echo(render_explain(runs), nl=False)
 
 
 @main.command()
@@ -431,11 +393,6 @@ def verify(stages: tuple[str, ...], rtol: float, atol: float, out_dir: Path,
            scratch: Path | None, keep: bool) -> None:
     """Rebuild the pipeline (or STAGES alone) in a scratch copy and certify its outputs
     against dvc.lock; exit 1 if any stage fails."""
-    from repro.stages.base import atomic_write_text, write_json
-    from repro.verify import Tolerance
-    from repro.verify import verify as run_verify
-    from repro.verify.certificate import render_text
-
     # a ReproError (e.g. an existing --scratch) is reported by _Main: exit 2, redacted
     cert, where = run_verify(Path("."), list(stages), Tolerance(rtol, atol), scratch, keep)
     text = render_text(cert)
@@ -456,9 +413,7 @@ def verify(stages: tuple[str, ...], rtol: float, atol: float, out_dir: Path,
 @click.option("--json", "as_json", is_flag=True, help="Print the plans as JSON.")
 def plan(targets: tuple[str, ...], mfu: float, peak_tflops: float, as_json: bool) -> None:
     """Estimate curation CPU-hours, training FLOPs, evaluation cost and disk of specs."""
-    import json
-
-    from repro.plan import plan_spec, render
+    from repro.plan import plan_spec, render  # here: the cost model imports torch
 
     specs, issues = [], []
     for path in _spec_files(targets):
@@ -467,7 +422,7 @@ def plan(targets: tuple[str, ...], mfu: float, peak_tflops: float, as_json: bool
         except SpecError as e:
             issues.extend(e.issues)
     if issues:
-        _fail(issues)
+        raise SpecError(issues)
     others = {s.name: s for _, s in specs}
     plans = [plan_spec(s, f, mfu=mfu, peak_tflops=peak_tflops, others=others) for f, s in specs]
     if as_json:
@@ -487,8 +442,6 @@ def plan(targets: tuple[str, ...], mfu: float, peak_tflops: float, as_json: bool
                    "missing). Token: HF_TOKEN or `hf auth login`.")
 def publish(site_dir: Path, reports_dir: Path, hub_repo: str | None) -> None:
     """Build a static site of every report and experiment into DIR (replaced atomically)."""
-    from repro.report.publish import INDEX, build_site, push_to_hub
-
     # a ReproError (e.g. DIR is not a site repro published) is reported by _Main: exit 2
     site = build_site(reports_dir, site_dir)
     for note in site.notes:
@@ -500,11 +453,8 @@ def publish(site_dir: Path, reports_dir: Path, hub_repo: str | None) -> None:
 
 
 main.add_command(sweep)
-
-from repro.scaling.command import fit_cmd  # noqa: E402 (registered after the core verbs)
-
 main.add_command(fit_cmd)
 
 
-if __name__ == "__main__":  # `python -m repro.cli` sees every verb, `fit` included
+if __name__ == "__main__":
     main()

@@ -114,7 +114,7 @@ def test_every_stage_kind_with_missing_inputs_names_the_stage_that_makes_them(ws
         key, path = first
         maker = made_by[path]
         _refused(runner.invoke(main, args), f"input {key} ({path}) does not exist",
-                 f"stage {maker} makes it", f"Fix: `dvc repro {maker}`")
+                 f"stage {maker} makes it", f"    fix: `dvc repro {maker}`")
         checked.append(kind)
     assert {"train", "tokenize", "report", "evaluate", "fit", "ledger"} <= set(checked)
 
@@ -130,7 +130,7 @@ def test_stage_refuses_outputs_outside_the_workspace_and_keeps_them(ws, tmp_path
     kind, sid = "evaltasks", kinds["evaltasks"][2]
     for out in (str(mine), f"../{mine.name}", ".", "./"):
         result = CliRunner().invoke(main, ["stage", kind, sid, "--out", f"tasks={out}"])
-        _refused(result, "is not a path inside the workspace", "Fix:")
+        _refused(result, "is not a path inside the workspace", "    fix:")
     assert (mine / "sentinel.txt").read_text() == "keep me"
     assert (ws / "sentinel.txt").read_text() == "keep me"
 
@@ -150,7 +150,7 @@ def test_stage_refuses_a_reserved_output_and_keeps_it(ws):
                        (".dvc/cache", "inside the reserved .dvc"),
                        ("reports/ladders/mine", "inside the reserved reports/ladders")):
         result = CliRunner().invoke(main, ["stage", kind, sid, "--out", f"x={out}"])
-        _refused(result, words, "Fix: run the stage through `dvc repro`")
+        _refused(result, words, "    fix: run the stage through `dvc repro`")
     assert (ws / "specs" / "sentinel.txt").read_text() == "keep me"
     assert (ws / ".git" / "HEAD").read_text() == "keep me"
     assert {p.name for p in (ws / "specs").iterdir()} == {
@@ -188,7 +188,7 @@ def test_a_stage_missing_an_output_key_is_a_user_error(ws, source_runs):
     runner = CliRunner()
     source_runs(lambda cfg, io: io.output("nonexistent"))
     _refused(runner.invoke(main, kinds["source"]), "has no output 'nonexistent'",
-             "Fix: run `repro compile`")
+             "    fix: run `repro compile`")
 
 
 def test_a_report_with_nothing_to_report_exits_2(ws):
@@ -202,7 +202,7 @@ def test_a_report_with_nothing_to_report_exits_2(ws):
                 path.write_text("{broken")
             else:
                 path.mkdir(exist_ok=True)
-    _refused(CliRunner().invoke(main, args), "nothing to report", "Fix: rebuild")
+    _refused(CliRunner().invoke(main, args), "nothing to report", "    fix: rebuild")
 
 
 def test_stage_removes_the_stale_temporaries_of_its_own_outputs_only(ws, source_runs):
@@ -256,7 +256,7 @@ def test_a_user_error_from_a_stage_is_redacted(ws, source_runs):
 
     source_runs(refuse)
     out = _refused(CliRunner().invoke(main, _one_per_kind(ws)["source"]),
-                   "https://***@example.com/data", "Fix: check it")
+                   "https://***@example.com/data", "    fix: check it")
     assert "s3cr3t" not in out
 
 
@@ -313,9 +313,9 @@ def test_explain_and_verify_refuse_malformed_dvc_files(tmp_path, monkeypatch, dv
     (tmp_path / "dvc.lock").write_text(dvc_lock or "stages: {}\n")
     (tmp_path / "params.yaml").write_text(params)
     runner = CliRunner()
-    _refused(runner.invoke(main, ["explain"]), words, "Fix:")
+    _refused(runner.invoke(main, ["explain"]), words, "    fix:")
     if "params.yaml" not in words:  # verify does not read params.yaml itself
-        _refused(runner.invoke(main, ["verify"]), words, "Fix:")
+        _refused(runner.invoke(main, ["verify"]), words, "    fix:")
 
 
 def test_explain_without_dvc_yaml_and_verify_with_a_negative_tolerance(tmp_path, monkeypatch):

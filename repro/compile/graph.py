@@ -37,7 +37,7 @@ from repro.compile import limits
 from repro.compile.ladder import LadderError, LadderPoint
 from repro.compile.ladder import expand as ladder_points
 from repro.compile.ladder import n_params as ladder_n_params
-from repro.spec.load import SpecIssue
+from repro.errors import ReproError
 from repro.spec.schema import (
     BuiltinSource,
     ExperimentSpec,
@@ -76,21 +76,13 @@ ORDER_ONLY_INPUTS: frozenset[str] = frozenset({"ledger"})
 ledger's gate before training): left out of the stage's identity."""
 
 
-class GraphError(ValueError):
+class GraphError(ReproError, ValueError):
     """A problem that spans specs (e.g. a report naming an unknown experiment), with the
     spec field it concerns, how to fix it, and the experiment whose spec holds that field
-    (repro.compile.specs.compile_files turns it into the spec's file and line)."""
+    (repro.compile.specs.locate turns it into the spec's file and line)."""
 
     def __init__(self, message: str, field: str = "", fix: str = "", experiment: str = "") -> None:
-        super().__init__(message)
-        self.field, self.fix, self.experiment = field, fix, experiment
-        self.file: str | None = None
-        self.line: int | None = None
-
-    def issue(self, fallback: str) -> SpecIssue:
-        """The error as a spec issue: in its spec file and line when located, else `fallback`
-        (e.g. the specs folder)."""
-        return SpecIssue(self.file or fallback, self.line, self.field, str(self), self.fix)
+        super().__init__(message, field=field, fix=fix, experiment=experiment)
 
 
 @dataclass(frozen=True)
@@ -675,7 +667,7 @@ def _ladder_runs(specs: list[ExperimentSpec]) -> tuple[list[ExperimentSpec], dic
         try:
             points[spec.name] = ladder_points(spec)
         except LadderError as e:
-            raise GraphError(str(e), e.field, e.fix, spec.name) from e
+            raise GraphError(e.message, e.field, e.fix, spec.name) from e
         for p in points[spec.name]:
             if p.spec.name in owner:
                 if owner[p.spec.name] == spec.name:
@@ -703,7 +695,7 @@ def _fit_stage(graph: StageGraph, spec: ExperimentSpec, points: list[LadderPoint
             try:
                 n_of[p.spec.name] = ladder_n_params(p.spec, ladder.parameters, root)
             except LadderError as e:
-                raise GraphError(str(e), e.field, e.fix, spec.name) from e
+                raise GraphError(e.message, e.field, e.fix, spec.name) from e
         for run in by_name[p.spec.name].runs:
             final = next(e for e in run.evaluate if e.final)
             inputs[f"eval:{p.spec.name}:{run.label}"] = OutputRef(final.stage.id, "metrics")

@@ -19,9 +19,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from repro.errors import ReproError
 from repro.spec.schema import ExperimentSpec
 from repro.spec.search import LadderSpec, short_tokens
-from repro.spec.vocab import vocab_size
 from repro.stages.configs import PredictTarget
 
 
@@ -35,12 +35,12 @@ class LadderPoint:
     tokens: int  # whole steps x batch_tokens
 
 
-class LadderError(ValueError):
-    """A ladder that cannot be expanded, with the field and the fix."""
+class LadderError(ReproError, ValueError):
+    """A ladder that cannot be expanded, with the field and the fix (the compiler adds the
+    experiment, repro.compile.graph.GraphError)."""
 
     def __init__(self, message: str, field: str, fix: str) -> None:
-        super().__init__(message)
-        self.field, self.fix = field, fix
+        super().__init__(message, field=field, fix=fix)
 
 
 def split_tokens(stage_tokens: list[int], budget: int, batch_tokens: int) -> list[int]:
@@ -77,7 +77,8 @@ def _point(spec: ExperimentSpec, ladder: LadderSpec, size_index: int, budget: in
     try:
         split = split_tokens([s.tokens for s in tr.stages], budget, tr.batch_tokens)
     except LadderError as e:
-        raise LadderError(f"ladder {ladder.name!r}, size {size.name!r}: {e}", e.field, e.fix) from e
+        raise LadderError(f"ladder {ladder.name!r}, size {size.name!r}: {e.message}", e.field,
+                          e.fix) from e
     for stage, tokens in zip(data["training"]["stages"], split):
         stage["tokens"] = tokens
         if mixture is not None:
@@ -115,7 +116,8 @@ def expand(spec: ExperimentSpec) -> list[LadderPoint]:
 
 def n_params(spec: ExperimentSpec, parameters: str, root: Path = Path(".")) -> int:
     """N of an experiment's model: non-embedding or total parameters (repro.train.flops)."""
-    from repro.train.flops import param_counts  # imports torch: only ladders need it
+    from repro.plan.vocab import vocab_size
+    from repro.train.flops import param_counts
 
     vocab, source = vocab_size(spec.tokenizer, root)
     if vocab is None:

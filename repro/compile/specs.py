@@ -1,21 +1,27 @@
-"""Spec files -> stage graph: load, resolve what a ladder predicts (other spec files), compile.
-The one path from files to a graph, shared by `repro compile` and the tests."""
+"""Spec files -> stage graph -> dvc.yaml and params.yaml: load, resolve what a ladder
+predicts (other spec files), compile, check the token ledger, render. The one path from
+files to a graph, shared by `repro compile`, `repro fit`, sweeps and the tests."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
-from repro.compile.graph import GraphError, StageGraph, compile_graph
+from repro import paths
+from repro.compile.graph import GraphError, OutputRef, StageGraph, compile_graph
 from repro.compile.ladder import LadderError, prediction_targets
-from repro.spec.load import SpecError, _display, load_raw, load_specs
+from repro.compile.render import render_dvc_yaml, render_params_yaml
+from repro.errors import ReproError
+from repro.spec.load import SpecError, _display, experiment_files, load_raw, load_specs
 from repro.spec.safety import workspace
+from repro.stages.ledger import LedgerError, check_known_counts
 
 
 def compile_files(files: list[Path], specs_dir: Path, root: Path = Path(".")) -> StageGraph:
     """Compile the experiment spec files (raises SpecError, or GraphError located in the spec
-    file, and line, of the field it concerns: `error.issue(...)`). `root` is the workspace
-    their paths are confined to: its stages run there (repro.spec.safety)."""
+    file, and line, of the field it concerns). `root` is the workspace their paths are
+    confined to: its stages run there (repro.spec.safety)."""
     with workspace(root):
         specs = load_specs(files)
         file_of = {spec.name: Path(f) for spec, f in zip(specs, files)}
@@ -25,7 +31,7 @@ def compile_files(files: list[Path], specs_dir: Path, root: Path = Path(".")) ->
                 try:
                     predictions[spec.name] = prediction_targets(spec, specs_dir, root)
                 except LadderError as e:
-                    raise GraphError(str(e), e.field, e.fix, spec.name) from e
+                    raise GraphError(e.message, e.field, e.fix, spec.name) from e
             return compile_graph(specs, predictions, root)
         except GraphError as e:
             locate(e, file_of)
@@ -54,3 +60,53 @@ def locate(error: GraphError, file_of: dict[str, Path]) -> None:
         if loc[:n] in origin:
             error.file, error.line = origin[loc[:n]]
             return
+
+
+def _ledger_gate(graph: StageGraph, files: list[Path], root: Path) -> None:
+    """Refuse a mixture the token counts measured so far (committed tokenize metrics) show
+    would repeat a dataset more than its max_epochs; unknown counts (no metrics file, or one
+    that does not hold a whole `tokens` count) are left to the ledger stage, which checks
+    before training starts. Raises SpecError with one issue per refused stage."""
+    issues: list[ReproError] = []
+    for stage in graph.stages.values():
+        if stage.kind != "ledger":
+            continue
+        tokens = {}
+        for key, ref in stage.inputs:
+            metrics = root / str(paths.stage_metrics(ref.stage_id)) if isinstance(ref, OutputRef) else None
+            if key.startswith("tokens:") and metrics is not None and metrics.is_file():
+                try:
+                    count = json.loads(metrics.read_text(encoding="utf-8"))["tokens"]
+                except (OSError, ValueError, KeyError, TypeError):
+                    continue
+                if type(count) is int and count >= 0:
+                    tokens[key.split(":", 1)[1]] = count
+        try:
+            check_known_counts(stage.config, tokens)
+        except LedgerError as e:
+            experiment = stage.config.experiment  # type: ignore[attr-defined]
+            err = GraphError(e.message, e.field, e.fix, graph.spec_of.get(experiment, experiment))
+            names = {}
+            for f in files:  # spec names without validating again (they validated)
+                written = load_raw(f).data.get("experiment")
+                if isinstance(written, dict):
+                    names[written.get("name")] = f
+            locate(err, names)
+            issues.append(err if err.file else err.located(str(files[0])))
+    if issues:
+        raise SpecError(issues)
+
+
+def compiled_texts(specs_dir: Path, root: Path = Path(".")) -> tuple[str, str]:
+    """dvc.yaml and params.yaml text for the experiment specs directly under specs_dir;
+    SpecError (every issue located in its spec file) when they do not compile."""
+    files = experiment_files(specs_dir) if specs_dir.is_dir() else []
+    if not files:
+        raise SpecError([ReproError("no experiment specs (*.yaml, *.yml) found",
+                                    fix="add a spec or pass --specs", file=str(specs_dir))])
+    try:
+        graph = compile_files(files, specs_dir, root)
+        _ledger_gate(graph, files, root)
+        return render_dvc_yaml(graph), render_params_yaml(graph)
+    except GraphError as e:  # located in its spec file and line when it concerns one spec
+        raise SpecError([e if e.file else e.located(str(specs_dir))]) from None

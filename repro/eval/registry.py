@@ -102,7 +102,7 @@ def check_local_tasks_declared(tasks: list[str], local_task_names: list[str]) ->
                 f"does not declare (declared: {sorted(local_task_names)})",
                 f"add {{kind: {m['kind']}, dataset: {m['dataset']}}} to evaluation.local_tasks "
                 "(a declared local task is evaluated without being listed in tasks), or "
-                "remove it from evaluation.tasks")
+                "remove it from evaluation.tasks", at=("tasks",))
 
 
 def closest_names(name: str, n: int = 3) -> list[str]:

@@ -18,9 +18,9 @@ from repro.plan.disk import DiskPlan, plan_disk
 from repro.plan.evaluation import EvaluationPlan, plan_evaluation
 from repro.plan.quantity import Q, total
 from repro.plan.training import DEFAULT_MFU, DEFAULT_PEAK_TFLOPS, TrainingPlan, plan_training
+from repro.plan.vocab import vocab_size
 from repro.spec import schema as S
 from repro.spec.load import SpecError
-from repro.spec.vocab import vocab_size
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ def plan_spec(spec: S.ExperimentSpec, spec_file: str, *, root: Path = Path("."),
         graph = _graph_view(spec)
     except GraphError as e:
         locate(e, {spec.name: Path(spec_file)})
-        raise SpecError([e.issue(spec_file)]) from None
+        raise SpecError([e if e.file else e.located(spec_file)]) from None
     stages = list(graph.stages.values())
     ids = {(s.kind, getattr(s.config, "dataset", None)): s.id for s in stages}
     costs = measured.step_costs(root)

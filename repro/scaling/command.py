@@ -2,7 +2,8 @@
 
 The fit is an ordinary pipeline stage (`fit-<ladder>-<hash>`, repro.stages.fit), so this is
 `dvc repro <that stage>`: only the runs whose settings or inputs changed are trained again,
-and the same result comes from `make quickstart` or `dvc exp run`."""
+and the same result comes from `make quickstart` or `dvc exp run`. Its errors are
+SpecErrors, rendered by repro.cli like every other verb's (exit 2)."""
 
 from __future__ import annotations
 
@@ -12,23 +13,22 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
 from repro import paths, yamlio
-from repro.spec.load import SpecError, SpecIssue, load_spec
+from repro.compile.specs import compiled_texts
+from repro.errors import ReproError
+from repro.spec.load import SpecError, load_spec
 
 
-def _issue(spec: Path, field: str, message: str, fix: str) -> None:
-    click.echo(SpecIssue(str(spec), None, field, message, fix).render(), err=True)
-    click.echo("1 problem(s); nothing was run.", err=True)
-    sys.exit(2)
+def _issue(spec: Path, field: str, message: str, fix: str) -> NoReturn:
+    raise SpecError([ReproError(message, field=field, fix=fix, file=str(spec))])
 
 
 def fit_stage_id(spec_path: Path) -> str:
     """The compiled fit stage of a ladder spec (the workspace's dvc.yaml must be current)."""
-    from repro.cli import compiled_texts
-
     spec = load_spec(spec_path)
     if spec.ladder is None:
         _issue(spec_path, "ladder", f"experiment {spec.name!r} has no `ladder` block",
@@ -79,12 +79,7 @@ def _summary(report: Path) -> None:
 @click.option("--no-run", is_flag=True, help="Print the last fit's result; run nothing.")
 def fit_cmd(spec: Path, no_run: bool) -> None:
     """Train a ladder spec's runs as needed and fit L(N, D) (`dvc repro <its fit stage>`)."""
-    try:
-        stage = fit_stage_id(spec)
-    except SpecError as e:
-        for issue in e.issues:
-            click.echo(issue.render(), err=True)
-        sys.exit(2)
+    stage = fit_stage_id(spec)  # a SpecError is rendered by repro.cli (exit 2)
     report = Path(str(paths.ladder_dir(load_spec(spec).ladder.name)))  # type: ignore[union-attr]
     if not no_run:
         dvc = shutil.which("dvc", path=os.path.dirname(sys.executable) + os.pathsep

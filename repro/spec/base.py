@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from repro.errors import ReproError
 from repro.spec import redact
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
@@ -19,15 +20,23 @@ Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
-class FieldError(ValueError):
-    """A validator's error with the problem and the fix kept apart, so a user's value that
-    holds `; ` cannot split the message at the wrong place (repro.spec.load renders them as
-    the issue's message and its `fix:` line). `str()` joins them for plain ValueError users."""
+class FieldError(ReproError, ValueError):
+    """A validator's error as data: the problem, the fix and, for a check that concerns
+    one field of the model it validates (a cross-field check, a value deep in a mapping),
+    `at`: that field's location relative to the model (`("hidden_size",)`,
+    `("stages", 1, "schedule", "warmup_steps")`). repro.spec.load renders them as the
+    issue's message, its `fix:` line and the line of that field. A ValueError, because
+    pydantic turns only ValueError and AssertionError raised in validators into
+    validation errors."""
 
-    def __init__(self, problem: str, fix: str = ""):
-        self.problem = problem
-        self.fix = fix
-        super().__init__(f"{problem}; {fix}" if fix else problem)
+    def __init__(self, problem: str, fix: str = "", *, at: tuple[str | int, ...] = ()):
+        super().__init__(problem, fix=fix, field=_dotted(at))
+        self.at = at
+
+
+def _dotted(at: tuple[str | int, ...]) -> str:
+    """`("stages", 1, "schedule")` -> `stages[1].schedule`."""
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in at).lstrip(".")
 
 
 # ------------------------------------------------------------------------------ limits
@@ -213,40 +222,44 @@ def _limited(members: list[tuple[Any, tuple]]) -> bool:
                for tp, meta in members)
 
 
-def _check_raw(members: list[tuple[Any, tuple]], value: Any, where: str) -> None:
+def _check_raw(members: list[tuple[Any, tuple]], value: Any, where: str, at: tuple) -> None:
     """Refuse, in the raw input `value` of a field whose type has these `members`: `${` in
     any text (keys and items too), a YAML boolean where a number is expected, and an
     integer beyond int64 unless an integer limit (`UpTo`) applies. A value that becomes a
-    spec model is left to its own fields' checks (which point at the exact line)."""
+    spec model is left to its own fields' checks (which point at the exact line). `where`
+    names the value in messages, `at` is its location in the model's input."""
     if isinstance(value, str):
         if "://" in value:  # any URL in any text: no credentials (repro.spec.safety)
             shown = redact.redact_text(value)  # hides userinfo and secret query values
             if shown != value:
                 shown = shown if len(shown) <= 120 else shown[:120] + "..."
                 raise FieldError(f"{where} {shown!r} holds a URL that carries credentials",
-                                 redact.CREDENTIALS_FIX)
+                                 redact.CREDENTIALS_FIX, at=at)
         if "${" in value:
             shown = value if len(value) <= 80 else value[:80] + "..."
             raise FieldError(
                 f"{where} {shown!r} holds `${{`, which DVC would replace with a value of "
                 "params.yaml when it runs the pipeline (a spec could rewrite a stage's "
                 "command that way)",
-                "remove the `${` (text in a spec is used as written: write the value itself)")
+                "remove the `${` (text in a spec is used as written: write the value itself)",
+                at=at)
         return
     if isinstance(value, bool):
         if not _admits(members, bool) and (_admits(members, int) or _admits(members, float)):
             raise FieldError(f"{where} is {str(value).lower()} (YAML reads true/false, yes/no "
                              "and on/off as booleans), but it is a number",
-                             "write a whole number" if _admits(members, int) else "write a number")
+                             "write a whole number" if _admits(members, int) else "write a number",
+                             at=at)
         return
     if isinstance(value, int):
         if _admits(members, float) and not _admits(members, int):
             if abs(value) > sys.float_info.max:  # a float field: its own range
                 raise FieldError(f"{where} is {_shown(value)}, beyond the range of a number "
-                                 "setting", "write a number in its range (e.g. 2.0e-4 or 1.0e+9)")
+                                 "setting", "write a number in its range (e.g. 2.0e-4 or 1.0e+9)",
+                                 at=at)
         elif abs(value) > MAX_INT and not _limited(members):
             raise FieldError(f"{where} is {_shown(value)}, beyond the range of any setting",
-                             f"write a number between {-MAX_INT:,} and {MAX_INT:,}")
+                             f"write a number between {-MAX_INT:,} and {MAX_INT:,}", at=at)
         return
     if isinstance(value, dict):
         if any(isinstance(tp, type) and issubclass(tp, BaseModel) for tp, _ in members):
@@ -255,9 +268,9 @@ def _check_raw(members: list[tuple[Any, tuple]], value: Any, where: str) -> None
         key_tp, value_tp = kv[0] if kv and len(kv[0]) == 2 else (Any, Any)
         for k, v in value.items():
             label = str(k) if len(str(k)) <= 80 else str(k)[:80] + "..."
-            _check_raw(_members(key_tp), k, f"{where} key {label!r}")
+            _check_raw(_members(key_tp), k, f"{where} key {label!r}", at + (k,))
             _check_raw(_members(value_tp), v, f"{where}.{label}" if label.isidentifier()
-                       else f"{where}[{label!r}]")
+                       else f"{where}[{label!r}]", at + (k,))
         return
     if isinstance(value, (list, tuple)):
         seqs = [tp for tp, _ in members if typing.get_origin(tp) in (list, tuple)]
@@ -265,7 +278,7 @@ def _check_raw(members: list[tuple[Any, tuple]], value: Any, where: str) -> None
         fixed = bool(seqs) and typing.get_origin(seqs[0]) is tuple and Ellipsis not in args
         for i, item in enumerate(value):
             item_tp = (args[i] if i < len(args) else Any) if fixed else (args[0] if args else Any)
-            _check_raw(_members(item_tp), item, f"{where}[{i}]")
+            _check_raw(_members(item_tp), item, f"{where}[{i}]", at + (i,))
 
 
 class Model(BaseModel):
@@ -291,10 +304,12 @@ class Model(BaseModel):
         - no integer beyond int64 where no integer limit (`UpTo`) applies;
         - no URL carrying credentials in any text (repro.spec.safety.check_url): a field
           that takes a URL checks it too, this catches the others (a glob, a description).
-        A message starts with the field's name, so repro.spec.load points at its line."""
+        Each error carries the value's location (`at`), so repro.spec.load points at its
+        line."""
         if isinstance(data, dict):
             for name, value in data.items():
                 field = cls.model_fields.get(name) if isinstance(name, str) else None
                 if field is not None:
-                    _check_raw(_members(field.annotation, tuple(field.metadata)), value, name)
+                    _check_raw(_members(field.annotation, tuple(field.metadata)), value, name,
+                               (name,))
         return data

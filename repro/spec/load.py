@@ -31,6 +31,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from repro.errors import ReproError, ReproErrors
 from repro.spec.base import FieldError
 from repro.spec.safety import current_workspace, redact_text, redact_url
 from repro.spec.schema import NAME_PATTERN, SCHEMA_VERSION, ExperimentSpec
@@ -41,42 +42,9 @@ _NAME_FIX = ("a name uses lowercase letters, digits, `_` and `-`, starts with a 
              "digit and has at most 64 characters")
 
 
-@dataclass(frozen=True)
-class SpecIssue:
-    """One problem in one spec, located as precisely as we can."""
-
-    file: str
-    line: int | None
-    field: str
-    message: str
-    fix: str = ""
-
-    def render(self) -> str:
-        """`file:line: field: message` and a `fix:` line; URLs redacted (a credential in a
-        spec is refused, and never echoed while saying so) and each part cut to
-        MAX_SHOWN_CHARS (a message may quote a user's value of megabytes)."""
-        where = _shown(f"{self.file}:{self.line}" if self.line else self.file)
-        text = f"{where}: {_shown(self.field or '<spec>')}: {_shown(self.message)}"
-        return f"{text}\n    fix: {_shown(self.fix)}" if self.fix else text
-
-
-MAX_SHOWN_CHARS = 2000
-"""Longest part of a rendered issue (its file, field, message or fix)."""
-
-
-def _shown(text: str) -> str:
-    text = redact_text(text)  # before cutting: a cut URL could lose the `@` of its password
-    if len(text) <= MAX_SHOWN_CHARS:
-        return text
-    return f"{text[:MAX_SHOWN_CHARS]}... ({len(text) - MAX_SHOWN_CHARS} more characters)"
-
-
-class SpecError(Exception):
-    """Raised for any invalid spec; carries every issue found."""
-
-    def __init__(self, issues: list[SpecIssue]):
-        self.issues = issues
-        super().__init__("\n".join(i.render() for i in issues))
+class SpecError(ReproErrors):
+    """Raised for any invalid spec; its `issues` are every problem found, each a ReproError
+    with the spec file, line, field path, message and fix."""
 
 
 @dataclass
@@ -119,7 +87,7 @@ def read_spec_bytes(path: Path, display: str) -> bytes:
     MAX_SPEC_BYTES + 1 bytes are read, so a file that grows meanwhile is bounded too."""
 
     def refuse(message: str, fix: str) -> typing.NoReturn:
-        raise SpecError([SpecIssue(display, None, "", message, fix)])
+        raise SpecError([ReproError(message, fix=fix, file=display)])
 
     def refuse_kind(mode: int) -> typing.NoReturn:
         real = os.path.realpath(path)
@@ -265,20 +233,20 @@ def _parse(path: Path, display: str) -> RawSpec:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
-        raise SpecError([SpecIssue(
-            display, line, "", f"not UTF-8 text (byte 0x{data[e.start]:02x} cannot be decoded; "
-            "is it a binary file or saved in another encoding?)", "save the spec as UTF-8 text")])
-    deep = SpecIssue(display, None, "", f"the spec nests more than {MAX_DEPTH} levels deep",
-                     "flatten it; the schema needs only a few levels")
+        raise SpecError([ReproError(f"not UTF-8 text (byte 0x{data[e.start]:02x} cannot be decoded; "
+                                     "is it a binary file or saved in another encoding?)",
+                                    fix="save the spec as UTF-8 text", file=display, line=line)])
+    deep = ReproError(f"the spec nests more than {MAX_DEPTH} levels deep",
+                      fix="flatten it; the schema needs only a few levels", file=display)
     try:
         node = _compose(text)  # nodes only; _Constructor builds values
     except _TooMany as e:
-        raise SpecError([SpecIssue(
-            display, e.mark.line + 1, "", f"the spec holds more than {MAX_VALUES} values",
-            "a spec holds settings, not data: keep long lists in files under the workspace "
-            "(e.g. data/external/) and point at them from the spec")])
+        raise SpecError([ReproError(f"the spec holds more than {MAX_VALUES} values",
+                                    fix="a spec holds settings, not data: keep long lists in files under the workspace "
+                                     "(e.g. data/external/) and point at them from the spec",
+                                    file=display, line=e.mark.line + 1)])
     except _TooDeep as e:
-        raise SpecError([SpecIssue(display, e.mark.line + 1, deep.field, deep.message, deep.fix)])
+        raise SpecError([deep.located(display, e.mark.line + 1)])
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark else None
@@ -286,25 +254,27 @@ def _parse(path: Path, display: str) -> RawSpec:
         tab = "'\\t'" in problem or " tab " in problem or _char_at(text, mark) == "\t"
         fix = ("indent with spaces: YAML does not allow tabs in indentation" if tab
                else "fix the YAML syntax")
-        raise SpecError([SpecIssue(display, line, "", f"YAML syntax error: {problem}", fix)])
+        raise SpecError([ReproError(f"YAML syntax error: {problem}", fix=fix, file=display,
+                                    line=line)])
     except yaml.reader.ReaderError as e:  # a character YAML refuses (NUL, other controls)
         line = text[: e.position].count("\n") + 1
-        raise SpecError([SpecIssue(
-            display, line, "", f"character U+{e.character:04X} is not allowed in YAML",
-            "remove it; if the file is binary, it is not a spec")])
+        raise SpecError([ReproError(f"character U+{e.character:04X} is not allowed in YAML",
+                                    fix="remove it; if the file is binary, it is not a spec",
+                                    file=display, line=line)])
     except yaml.YAMLError as e:
-        raise SpecError([SpecIssue(display, None, "", f"YAML error: {e}", "fix the YAML")])
+        raise SpecError([ReproError(f"YAML error: {e}", fix="fix the YAML", file=display)])
     except RecursionError:  # a backstop: the composer stops at MAX_DEPTH first
         raise SpecError([deep])
     if node is None:
-        raise SpecError([SpecIssue(display, 1, "", "the file is empty", "write a spec mapping")])
+        raise SpecError([ReproError("the file is empty", fix="write a spec mapping", file=display,
+                                    line=1)])
     origin: dict[Loc, tuple[str, int]] = {}
     constructor = _Constructor(display, origin)
     data = constructor.value(node, ())
     if not isinstance(data, dict):
         raise SpecError(
-            [SpecIssue(display, node.start_mark.line + 1, "", "a spec must be a mapping",
-                       "start the file with `schema_version: 1`")]
+            [ReproError("a spec must be a mapping", fix="start the file with `schema_version: 1`",
+                        file=display, line=node.start_mark.line + 1)]
         )
     return RawSpec(data, origin, constructor.key_text, constructor.value_text)
 
@@ -340,8 +310,8 @@ class _Constructor:
         self.value_text: dict[Loc, str] = {}  # scalar values that are not text, as written
 
     def fail(self, node: yaml.Node, loc: Loc, message: str, fix: str) -> typing.NoReturn:
-        raise SpecError([SpecIssue(self.display, node.start_mark.line + 1,
-                                   _dotted(loc, self.key_text), message, fix)])
+        raise SpecError([ReproError(message, field=_dotted(loc, self.key_text), fix=fix,
+                                    file=self.display, line=node.start_mark.line + 1)])
 
     def check_tag(self, node: yaml.Node, loc: Loc) -> None:
         if node.tag in _SPECIAL_TAGS:
@@ -502,7 +472,7 @@ def load_raw(path: Path, _stack: tuple[Path, ...] = (), _top: Path | None = None
     line = raw.origin.pop(("extends",), (display, None))[1]
 
     def fail(message: str, fix: str) -> typing.NoReturn:
-        raise SpecError([SpecIssue(display, line, "extends", message, fix)])
+        raise SpecError([ReproError(message, field="extends", fix=fix, file=display, line=line)])
 
     if parent is None or parent == "":
         fail("is empty", "name the base spec file (`extends: base.yaml`) or remove the line")
@@ -588,9 +558,9 @@ def load_spec(path: Path | str) -> ExperimentSpec:
                    f"{SCHEMA_VERSION} (`schema_version: {SCHEMA_VERSION}`)")
         else:
             fix = f"write `schema_version: {SCHEMA_VERSION}` (the number, unquoted)"
-        raise SpecError([SpecIssue(line[0], line[1], "schema_version",
-                                   f"schema_version is {found}; this repro reads version "
-                                   f"{SCHEMA_VERSION}", fix)])
+        raise SpecError([ReproError(f"schema_version is {found}; this repro reads version "
+                                     f"{SCHEMA_VERSION}",
+                                    field="schema_version", fix=fix, file=line[0], line=line[1])])
     try:
         return ExperimentSpec.model_validate(raw.data)
     except ValidationError as e:
@@ -602,18 +572,19 @@ MAX_ISSUES = 50
 
 
 def _issues(err: ValidationError, raw: RawSpec, display: str,
-            model: type[BaseModel] = ExperimentSpec) -> list[SpecIssue]:
+            model: type[BaseModel] = ExperimentSpec) -> list[ReproError]:
     errors = err.errors()
     issues = [_issue(e, raw, display, model) for e in errors[:MAX_ISSUES]]
     if len(errors) > MAX_ISSUES:
-        issues.append(SpecIssue(display, None, "", f"{len(errors) - MAX_ISSUES} more "
-                                "problem(s) not listed", "fix the problems above and "
-                                "validate again"))
+        issues.append(ReproError(f"{len(errors) - MAX_ISSUES} more "
+                                  "problem(s) not listed",
+                                 fix="fix the problems above and "
+                                  "validate again", file=display))
     return issues
 
 
 def validation_issues(err: ValidationError, data: dict, origin: dict, display: str,
-                      model: type[BaseModel] = ExperimentSpec) -> list[SpecIssue]:
+                      model: type[BaseModel] = ExperimentSpec) -> list[ReproError]:
     """Turn a pydantic ValidationError on `data` into located issues (also used for
     params.yaml sections, where `origin` may be empty)."""
     return _issues(err, RawSpec(data, origin), display, model)
@@ -716,7 +687,7 @@ _NOT_TEXT = ("quote it: YAML reads unquoted numbers, dates, yes/no/true/false/on
 
 
 def _issue(err: dict, raw: RawSpec, display: str,
-           model: type[BaseModel] = ExperimentSpec) -> SpecIssue:
+           model: type[BaseModel] = ExperimentSpec) -> ReproError:
     err_loc = tuple(err["loc"])
     if err_loc[-1:] == ("[key]",):  # a mapping key (e.g. a dataset name) that is invalid
         loc = _data_loc(raw.data, err_loc[:-1])
@@ -725,24 +696,25 @@ def _issue(err: dict, raw: RawSpec, display: str,
         where = _dotted(loc, raw.key_text, raw.data)
         if not isinstance(key, str):
             written = raw.key_text.get(loc, _yaml_scalar(key))
-            return SpecIssue(file, line, where, f"key {written!r} is read by YAML as "
-                             f"{_yaml_reading(key)}, not as text", f"quote it: {_quoted(written)}:")
+            return ReproError(f"key {written!r} is read by YAML as "
+                               f"{_yaml_reading(key)}, not as text",
+                              field=where, fix=f"quote it: {_quoted(written)}:", file=file,
+                              line=line)
         fix = (_NAME_FIX if err.get("ctx", {}).get("pattern") == NAME_PATTERN
                else "change the key to satisfy the constraint")
-        return SpecIssue(file, line, where, f"key {key!r}: {err['msg']}", fix)
+        return ReproError(f"key {key!r}: {err['msg']}", field=where, fix=fix, file=file, line=line)
     loc = _data_loc(raw.data, err_loc)
     kind = err["type"]
     message = err["msg"]
     fix = ""
     if kind.startswith("value_error") or kind == "assertion_error":
         raised = err.get("ctx", {}).get("error")
-        if isinstance(raised, FieldError):  # the problem and the fix, as data
-            message, fix = raised.problem, raised.fix
-        else:  # a plain ValueError written "<problem>; <fix>"
-            message, fix = _split_fix(message.removeprefix("Value error, ")
-                                      .removeprefix("Assertion failed, "))
-        # a cross-field check names the field it is about first: point at that field
-        loc = _named_loc(message, loc, raw.data) or loc
+        if isinstance(raised, FieldError):  # the problem, the fix and the field, as data
+            # a cross-field check names the field it is about (`at`, relative to the model
+            # it validates): point at that field's line
+            message, fix, loc = raised.message, raised.fix, loc + raised.at
+        elif isinstance(raised, BaseException):  # a plain ValueError: no fix of its own
+            message = str(raised)
     file, line = display, None
     for n in range(len(loc), -1, -1):
         if loc[:n] in raw.origin:
@@ -764,7 +736,7 @@ def _issue(err: dict, raw: RawSpec, display: str,
     elif kind == "missing":
         fix = f"add `{loc[-1]}:`" if loc else "add the field"
     elif kind.startswith("value_error") or kind == "assertion_error":
-        pass  # the validator wrote "<problem>; <fix>", split above
+        pass  # the validator's own message and fix, read above
     elif kind in ("literal_error", "enum", "union_tag_invalid"):
         fix = "use one of the values listed"
     elif kind == "union_tag_not_found":
@@ -799,7 +771,8 @@ def _issue(err: dict, raw: RawSpec, display: str,
         fix = "change the value to satisfy the constraint"
     if not fix:  # every issue says what to do, even for an error kind not listed above
         fix = "see the field's documentation in repro/spec/schema.py"
-    return SpecIssue(file, line, _dotted(loc, raw.key_text, raw.data), message, fix)
+    return ReproError(message, field=_dotted(loc, raw.key_text, raw.data), fix=fix, file=file,
+                      line=line)
 
 
 def _annotation_at(model: type[BaseModel], loc: Loc, data: Any) -> tuple[Any, Any]:
@@ -818,61 +791,6 @@ def _annotation_at(model: type[BaseModel], loc: Loc, data: Any) -> tuple[Any, An
         else:
             cur = None
     return target, cur
-
-
-def _split_fix(message: str, quotes: str = "`'\"") -> tuple[str, str]:
-    """A plain ValueError's "<problem>; <fix>" (FieldError keeps the two apart; this is for
-    any other validator): split at the first "; " outside parentheses, backquotes and
-    quoted values, so a user's value shown as `'a; b'` is never cut. A quote opens a value
-    only at the start of a word (an apostrophe, as in "doesn't", does not); if one is never
-    closed, it was not a value: split again minding backquotes and brackets only."""
-    depth, quote, i = 0, "", 0
-    while i < len(message):
-        ch = message[i]
-        if quote:
-            if ch == "\\" and quote != "`":
-                i += 1  # an escaped character inside a repr()
-            elif ch == quote:
-                quote = ""
-        elif ch in quotes and (ch == "`" or i == 0 or not message[i - 1].isalnum()):
-            quote = ch
-        elif ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth = max(0, depth - 1)
-        elif depth == 0 and message.startswith("; ", i):
-            return message[:i], message[i + 2:]
-        i += 1
-    if quote and quotes != "`":
-        return _split_fix(message, "`")
-    return message, ""
-
-
-_FIELD_PATH = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*|\[\d+\])*")
-
-
-def _named_loc(message: str, loc: Loc, data: Any) -> Loc | None:
-    """The location of the field path a message starts with (`training.stages[0] ...`,
-    `num_kv_heads 3 ...`), relative to `loc` or to the spec root, if it is in the data."""
-    found = _FIELD_PATH.match(message)
-    if not found:
-        return None
-    parts = tuple(int(p[1:-1]) if p.startswith("[") else p
-                  for p in re.findall(r"[A-Za-z_]\w*|\[\d+\]", found.group()))
-    for candidate in (loc + parts, parts):
-        if candidate == loc[:len(candidate)]:
-            continue  # no more precise than what pydantic located
-        cur = data
-        for part in candidate:
-            if isinstance(cur, dict) and part in cur:
-                cur = cur[part]
-            elif isinstance(cur, list) and isinstance(part, int) and part < len(cur):
-                cur = cur[part]
-            else:
-                break
-        else:
-            return candidate
-    return None
 
 
 def _allowed_keys(model: type[BaseModel], loc: Loc, data: Any) -> list[str]:
@@ -935,7 +853,7 @@ def experiment_files(specs_dir: Path) -> list[Path]:
 def load_specs(paths: list[Path]) -> list[ExperimentSpec]:
     """Load several specs, collecting every issue before raising; names must be unique."""
     specs: list[ExperimentSpec] = []
-    issues: list[SpecIssue] = []
+    issues: list[ReproError] = []
     seen: dict[str, str] = {}
     for path in map(Path, paths):
         try:
@@ -944,9 +862,9 @@ def load_specs(paths: list[Path]) -> list[ExperimentSpec]:
             issues.extend(e.issues)
             continue
         if spec.name in seen:
-            issues.append(SpecIssue(_display(path), None, "experiment.name",
-                                    f"experiment name {spec.name!r} is also used by {seen[spec.name]}",
-                                    "give each experiment a unique name"))
+            issues.append(ReproError(f"experiment name {spec.name!r} is also used by {seen[spec.name]}",
+                                     field="experiment.name",
+                                     fix="give each experiment a unique name", file=_display(path)))
             continue
         seen[spec.name] = _display(path)
         specs.append(spec)

@@ -14,7 +14,7 @@ validation refuses what would let it reach outside the project, leak a secret or
   GOOGLE_APPLICATION_CREDENTIALS...) or the filesystem's own credential files.
 - **Names are not code.** Every kind, backend and task is a name looked up in an explicit
   registry (the schema's `Literal`s and discriminated unions, `repro.eval.presets`,
-  `repro.data.pdf.OCR_BACKENDS`, `repro.stages.STAGE_CONFIGS`); lm-eval task names may not
+  `repro.data.pdf.OCR_BACKENDS`, `repro.stages.kind`); lm-eval task names may not
   be file paths (lm-eval would load such a YAML, whose `!function` tags import Python); a
   Slurm `env_command` is one of a few known shell forms, not free shell.
 

@@ -711,12 +711,12 @@ class ModelSpec(Model):
         if self.hidden_size % self.num_heads:
             raise FieldError(
                 f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}",
-                "choose num_heads dividing hidden_size"
+                "choose num_heads dividing hidden_size", at=("hidden_size",)
             )
         if self.num_heads % self.num_kv_heads:
             raise FieldError(
                 f"num_kv_heads {self.num_kv_heads} does not divide num_heads {self.num_heads}",
-                "GQA needs num_heads to be a multiple of num_kv_heads"
+                "GQA needs num_heads to be a multiple of num_kv_heads", at=("num_kv_heads",)
             )
         return self
 
@@ -1057,7 +1057,8 @@ class TrainingSpec(Model):
             if self.batch_tokens % seq_len:
                 raise FieldError(
                     f"batch_tokens {self.batch_tokens} is not a multiple of {where}'s seq_len "
-                    f"{seq_len}", f"use {max(1, self.batch_tokens // seq_len) * seq_len}"
+                    f"{seq_len}", f"use {max(1, self.batch_tokens // seq_len) * seq_len}",
+                    at=("batch_tokens",)
                 )
             sequences = self.batch_tokens // seq_len
             nproc = self.distributed.nproc
@@ -1071,7 +1072,7 @@ class TrainingSpec(Model):
                 raise FieldError(
                     f"micro_batch_size {self.micro_batch_size} does not divide the {per_rank} "
                     f"sequences per step{' and process' if nproc > 1 else ''} of {where}",
-                    f"pick a divisor of {per_rank}"
+                    f"pick a divisor of {per_rank}", at=("micro_batch_size",)
                 )
             if s.tokens < self.batch_tokens:
                 raise FieldError(
@@ -1118,13 +1119,14 @@ class TrainingSpec(Model):
                 "raise batch_tokens or lower the stages' tokens")
         first_restart = next((i for i, s in enumerate(self.stages) if s.schedule is not None),
                              len(self.stages))
-        spans: list[tuple[str, ScheduleSpec, int, list[int]]] = []
+        spans: list[tuple[tuple[str | int, ...], ScheduleSpec, int, list[int]]] = []
         if first_restart:
-            spans.append(("schedule", self.schedule, sum(steps[:first_restart]),
+            spans.append((("schedule",), self.schedule, sum(steps[:first_restart]),
                           list(range(first_restart))))
-        spans += [(f"stages[{i}].schedule", s.schedule, steps[i], [i])
+        spans += [(("stages", i, "schedule"), s.schedule, steps[i], [i])
                   for i, s in enumerate(self.stages) if s.schedule is not None]
-        for field, sched, n, idx in spans:
+        for at, sched, n, idx in spans:
+            field = "schedule" if len(at) == 1 else f"stages[{at[1]}].schedule"
             names = ", ".join(repr(self.stages[i].name) for i in idx)
             tokens = sum(self.stages[i].tokens for i in idx)
             what = (f"the {n:,} optimizer steps it spans (stage{'s' if len(idx) > 1 else ''} "
@@ -1135,7 +1137,8 @@ class TrainingSpec(Model):
                 raise FieldError(
                     f"{field}.warmup_steps {warmup:,} is longer than {what}: the LR would "
                     "never reach its peak",
-                    f"lower {field}.warmup_steps to at most {n:,}, or {more}")
+                    f"lower {field}.warmup_steps to at most {n:,}, or {more}",
+                    at=at + ("warmup_steps",))
             decay = round(sched.decay_fraction * n)
             if sched.decay_fraction < 1 and warmup + decay > n:
                 raise FieldError(
@@ -1144,7 +1147,7 @@ class TrainingSpec(Model):
                     "would run into the decay",
                     f"lower {field}.warmup_steps to at most {n - decay:,} or decay_fraction to "
                     f"at most {(n - warmup) / n:.4g} (1.0 gives a warmup-then-decay schedule "
-                    f"over all of it), or {more}")
+                    f"over all of it), or {more}", at=at)
         return self
 
     def stage_steps(self) -> list[int]:
@@ -1453,20 +1456,21 @@ class ExperimentSpec(Model):
                 if name not in self.datasets:
                     raise FieldError(
                         f"training.stages[{i}].mixture names dataset {name!r}, "
-                        "which is not declared", f"declared datasets: {known}"
+                        "which is not declared", f"declared datasets: {known}",
+                        at=("training", "stages", i, "mixture")
                     )
         if isinstance(self.tokenizer, TrainBPETokenizer):
             for name in self.tokenizer.datasets:
                 if name not in self.datasets:
                     raise FieldError(
                         f"tokenizer.datasets names {name!r}, which is not declared",
-                        f"declared datasets: {known}"
+                        f"declared datasets: {known}", at=("tokenizer", "datasets")
                     )
         for task in self.evaluation.local_tasks:
             if task.dataset not in self.datasets:
                 raise FieldError(
                     f"evaluation.local_tasks names dataset {task.dataset!r}, which is not "
-                    "declared", f"declared datasets: {known}"
+                    "declared", f"declared datasets: {known}", at=("evaluation", "local_tasks")
                 )
         if self.report is not None:
             members = set(self.report.experiments) | {self.experiment.name}
@@ -1474,7 +1478,7 @@ class ExperimentSpec(Model):
                 raise FieldError(
                     f"report.baseline {self.report.baseline!r} is not among the compared "
                     f"experiments {sorted(members)}", "add it to report.experiments or choose "
-                    f"one of them as the baseline"
+                    f"one of them as the baseline", at=("report", "baseline")
                 )
         tr = self.training
         for i, (seq, (_, max_pos)) in enumerate(zip(tr.stage_seq_lens(), tr.stage_rope(self.model))):
@@ -1484,7 +1488,8 @@ class ExperimentSpec(Model):
                     else f"training.stages[{i}].max_position_embeddings")
                 raise FieldError(
                     f"training.stages[{i}] ({tr.stages[i].name!r}) trains on sequences of "
-                    f"{seq} tokens, more than {field} {max_pos}", f"raise {field} to at least {seq}"
+                    f"{seq} tokens, more than {field} {max_pos}", f"raise {field} to at least {seq}",
+                    at=("training", "stages", i)
                 )
         if self.ladder is not None and (self.report is not None or self.sweep is not None):
             raise FieldError(
@@ -1497,14 +1502,15 @@ class ExperimentSpec(Model):
                     if d not in self.datasets:
                         raise FieldError(
                             f"ladder.recipes.{name}.mixture names dataset {d!r}, which is not "
-                            "declared", f"declared datasets: {known}")
+                            "declared", f"declared datasets: {known}",
+                            at=("ladder", "recipes", name, "mixture"))
         every = self.evaluation.every_tokens
         if every is not None and every % tr.batch_tokens:
             lower = max(1, every // tr.batch_tokens) * tr.batch_tokens
             raise FieldError(
                 f"evaluation.every_tokens {every} is not a multiple of training.batch_tokens "
                 f"{tr.batch_tokens} (snapshots are taken between optimizer steps)", f"use {lower} "
-                f"or {lower + tr.batch_tokens}"
+                f"or {lower + tr.batch_tokens}", at=("evaluation", "every_tokens")
             )
         return self
 
@@ -1521,7 +1527,8 @@ class ExperimentSpec(Model):
             raise FieldError(
                 f"experiment.replicas make {runs} runs (the main run and {runs - 1} replicas) x "
                 f"{len(tr.stages)} training stages = {trains:,} train stages, above the limit "
-                f"of {MAX_TRAIN_STAGES:,}", "use fewer replicas or training stages")
+                f"of {MAX_TRAIN_STAGES:,}", "use fewer replicas or training stages",
+                at=("experiment", "replicas"))
         every = self.evaluation.every_tokens
         if every is not None:
             per_run, start = self.snapshots_per_run(), sum(tr.stage_steps())
@@ -1533,7 +1540,8 @@ class ExperimentSpec(Model):
                     f"{runs} runs = {total:,} snapshot evaluations (each a stage of its own), "
                     f"above the limit of {MAX_SNAPSHOTS:,}",
                     f"raise every_tokens to at least {need:,} (a multiple of batch_tokens), or "
-                    "evaluate stage ends only (remove every_tokens)")
+                    "evaluate stage ends only (remove every_tokens)",
+                    at=("evaluation", "every_tokens"))
         if self.ladder is not None and all(s.schedule is None for s in tr.stages):
             # a ladder run spans budget // batch_tokens steps under the experiment's schedule
             # (repro.compile.ladder.split_tokens): its smallest budget must hold the warmup
@@ -1555,7 +1563,7 @@ class ExperimentSpec(Model):
                     f"{sched.warmup_steps:,} warmup steps"
                     + (f" and {decay:,} decay steps" if overlap else ""),
                     f"use budgets of at least {need * tr.batch_tokens:,} tokens, or lower "
-                    "training.schedule.warmup_steps")
+                    "training.schedule.warmup_steps", at=("ladder", "tokens"))
         if self.ladder is not None:  # every ladder run is the experiment, trained again
             points = self.ladder.run_count()
             if points * runs > MAX_LADDER_POINTS:

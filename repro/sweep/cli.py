@@ -1,29 +1,31 @@
-"""`repro sweep SPEC`: one short function; the work is in the modules it calls."""
+"""`repro sweep SPEC`: one short function; the work is in the modules it calls. Its errors
+(SweepInputError: exit 2, nothing queued; SweepRunError: exit 1) are ReproErrors, rendered
+by repro.cli like every other verb's."""
 
 from __future__ import annotations
 
 import shlex
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
-from repro.spec.safety import redact_text
-from repro.sweep.errors import SweepInputError, SweepRunError
+from repro.paths import sweep_report_dir as report_dir
+from repro.stages.base import read_json
+from repro.sweep.driver import Driver
+from repro.sweep.dvc import DvcBackend, queue_args
+from repro.sweep.plan import SweepPlan, build_plan
+from repro.sweep.report import write_report
+from repro.sweep.results import collect_results
+from repro.sweep.strategies import planned_trials
+from repro.sweep.values import overrides
+from repro.sweep.workspace import check_committed
 
-if TYPE_CHECKING:
-    from repro.sweep.plan import SweepPlan
-
-EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
+EXIT_INTERRUPTED = 130
 
 
 def _describe(plan: SweepPlan, workers: int) -> str:
     """What the sweep would do: keys, objective, trials and the exact DVC commands."""
-    from repro.sweep.dvc import queue_args
-    from repro.sweep.strategies import planned_trials
-    from repro.sweep.values import overrides
-
     sweep, obj = plan.sweep, plan.objective
     lines = [f"sweep {sweep.name} of experiment {plan.experiment} ({sweep.strategy}, "
              f"{workers} worker(s))",
@@ -63,15 +65,6 @@ def sweep(spec: Path, workers: int | None, dry_run: bool, resume: bool, report_o
 
     Every trial is `dvc exp run --queue -S <key>=<value> ...` on the experiment's final
     evaluation stage; see reports/sweeps/<name>/ for the result."""
-    from repro.stages.base import read_json
-    from repro.sweep.driver import Driver
-    from repro.sweep.dvc import DvcBackend
-    from repro.paths import sweep_report_dir as report_dir
-    from repro.sweep.plan import build_plan
-    from repro.sweep.report import write_report
-    from repro.sweep.results import collect_results
-    from repro.sweep.workspace import check_committed
-
     root = Path(".")
     try:
         plan, _ = build_plan(spec, root, require_current=not report_only)
@@ -89,14 +82,6 @@ def sweep(spec: Path, workers: int | None, dry_run: bool, resume: bool, report_o
         baseline = plan.objective.read(read_json(metrics)) if metrics.is_file() else None
         out = root / str(report_dir(plan.sweep.name))
         analysis = write_report(plan, results, baseline, out)
-    except SweepInputError as e:
-        for issue in e.issues:
-            click.echo(issue.render(), err=True)
-        click.echo(f"{len(e.issues)} problem(s); nothing was queued.", err=True)
-        sys.exit(EXIT_BAD_INPUT)
-    except SweepRunError as e:
-        click.echo(f"error: {redact_text(str(e))}", err=True)
-        sys.exit(EXIT_FAILED)
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted: queued trials keep running in DVC's queue (`dvc queue "
                    f"status`); `repro sweep {spec}` resumes and waits for them", err=True)

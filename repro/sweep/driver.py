@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Protocol
 
 from repro import paths
-from repro.spec.load import SpecIssue
+from repro.errors import ReproError
 from repro.spec.search import Scalar
 from repro.sweep.dvc import ExpRecord
 from repro.sweep.errors import SweepInputError, SweepRunError
@@ -96,12 +96,12 @@ class Driver:
                 if trial_index(self.plan.sweep.name, r.name) is not None]
         problem = self._state_problem()
         if problem is not None:
-            raise SweepInputError([SpecIssue(
-                self.plan.spec_file, None, "sweep.name",
-                f"{problem}, so {self.state_dir} is not a sweep state folder this command "
-                "made; nothing was discarded or removed",
-                "remove it by hand if it is stale (a link: the link, after checking what it "
-                "points at), then rerun with --restart")])
+            raise SweepInputError([ReproError(f"{problem}, so {self.state_dir} is not a sweep state folder this command "
+                                               "made; nothing was discarded or removed",
+                                              field="sweep.name",
+                                              fix="remove it by hand if it is stale (a link: the link, after checking what it "
+                                               "points at), then rerun with --restart",
+                                              file=self.plan.spec_file)])
         running = sorted({r.name for r in mine if r.state == "running"})
         if running:
             raise SweepRunError(
@@ -135,9 +135,10 @@ class Driver:
         try:
             return OptunaSearch(self.plan.sweep, self.state_dir)
         except SearchChanged as e:
-            raise SweepInputError([SpecIssue(self.plan.spec_file, None, "sweep", str(e),
-                                             "rerun with --restart, or give the sweep a new "
-                                             "name")]) from None
+            raise SweepInputError([ReproError(str(e), field="sweep",
+                                              fix="rerun with --restart, or give the sweep a new "
+                                               "name",
+                                              file=self.plan.spec_file)]) from None
 
     # ------------------------------------------------------------------ one batch
 
@@ -186,12 +187,12 @@ class Driver:
     def _check_same(self, trial: Trial, record: ExpRecord) -> None:
         ran = recorded_point(record, self.plan.keys)
         if ran and not same_point(ran, trial.point):
-            raise SweepInputError([SpecIssue(
-                self.plan.spec_file, None, "sweep",
-                f"experiment {trial.name} exists with {ran}, but the sweep now plans "
-                f"{trial.point} for it: the sweep block changed since it ran",
-                "rerun with --restart (removes the sweep's experiments), or give the sweep a "
-                "new name")])
+            raise SweepInputError([ReproError(f"experiment {trial.name} exists with {ran}, but the sweep now plans "
+                                               f"{trial.point} for it: the sweep block changed since it ran",
+                                              field="sweep",
+                                              fix="rerun with --restart (removes the sweep's experiments), or give the sweep a "
+                                               "new name",
+                                              file=self.plan.spec_file)])
 
     # ------------------------------------------------------------------ waiting
 
@@ -215,7 +216,7 @@ class Driver:
                 errors += 1
                 if errors >= POLL_ERRORS:
                     raise
-                self.echo(f"note: {str(e).splitlines()[0]}; polling again")
+                self.echo(f"note: {e.message.splitlines()[0]}; polling again")
                 continue
             errors = 0
             for name in left:

@@ -14,15 +14,17 @@ from collections.abc import Iterable, Mapping
 from fnmatch import fnmatchcase
 from typing import Any
 
+from repro.errors import ReproError
+
 SUGGESTIONS = 3
 
 
-class KeyResolutionError(ValueError):
-    """A pattern that names no usable key; `fix` says what to write instead."""
+class KeyResolutionError(ReproError, ValueError):
+    """A pattern that names no usable key; `fix` says what to write instead (the sweep
+    planner places it at the pattern's line in the spec)."""
 
     def __init__(self, message: str, fix: str) -> None:
-        super().__init__(message)
-        self.fix = fix
+        super().__init__(message, fix=fix)
 
 
 def leaf_paths(section: Any, prefix: str = "") -> list[str]:

@@ -3,7 +3,7 @@
 Everything that can be wrong with a sweep's input is found here, before anything is
 queued: no sweep block, a stale workspace, a key pattern that names nothing (with the
 closest keys that exist), a value a stage would refuse, an objective task the experiment
-does not evaluate. Problems come back as SpecIssues located in the spec file (the line of
+does not evaluate. Problems come back as ReproErrors located in the spec file (the line of
 the offending entry, through `extends`), like the spec loader's.
 """
 
@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from repro.compile.specs import field_loc
 from repro.spec import safety
-from repro.spec.load import Loc, SpecError, SpecIssue, load_raw, load_spec
+from repro.errors import ReproError
+from repro.spec.load import Loc, SpecError, load_raw, load_spec
 from repro.spec.schema import ExperimentSpec
 from repro.spec.search import Scalar, SweepSpec
 from repro.sweep.errors import SweepInputError
@@ -54,9 +56,9 @@ class _Locator:
         except SpecError:
             self.origin = {}
 
-    def issue(self, loc: Loc, message: str, fix: str) -> SpecIssue:
+    def issue(self, loc: Loc, message: str, fix: str) -> ReproError:
         file, line = self.origin.get(loc, (self.display, None))
-        return SpecIssue(file, line, ".".join(map(str, loc)), message, fix)
+        return ReproError(message, field=".".join(map(str, loc)), fix=fix, file=file, line=line)
 
 
 def load_sweep_spec(path: Path) -> ExperimentSpec:
@@ -66,8 +68,8 @@ def load_sweep_spec(path: Path) -> ExperimentSpec:
     except SpecError as e:
         raise SweepInputError(e.issues) from None
     if spec.sweep is None:
-        raise SweepInputError([SpecIssue(str(path), None, "sweep", "the spec has no `sweep` block",
-                                         "add one (see specs/qs-lr.yaml)")])
+        raise SweepInputError([ReproError("the spec has no `sweep` block", field="sweep",
+                                          fix="add one (see specs/qs-lr.yaml)", file=str(path))])
     return spec
 
 
@@ -82,7 +84,7 @@ def resolve_keys(sweep: SweepSpec, params: Mapping[str, Any], usable: set[str] |
             try:
                 matched = resolve_pattern(pattern, params, usable)
             except KeyResolutionError as e:
-                issues.append(where.issue(loc, str(e), e.fix))
+                issues.append(where.issue(loc, e.message, e.fix))
                 continue
             for key in matched:
                 if key in owner and owner[key] != name:
@@ -110,7 +112,7 @@ def check_values(sweep: SweepSpec, keys: Mapping[str, tuple[str, ...]],
                  params: Mapping[str, Any], root: Path, where: _Locator) -> None:
     """Validate every touched stage section of every point with its config model;
     SweepInputError naming each refused (parameter, value) once."""
-    issues: dict[tuple[str, str], SpecIssue] = {}
+    issues: dict[tuple[str, str], ReproError] = {}
     owner = {k: name for name, ks in keys.items() for k in ks}
     for point in points_to_check(sweep):
         for name, value in point.items():
@@ -127,7 +129,7 @@ def check_values(sweep: SweepSpec, keys: Mapping[str, tuple[str, ...]],
             issues.setdefault((name, repr(e.value)), where.issue(
                 _value_loc(sweep, name),
                 f"value {e.value!r} for `{e.key}` is refused by stage {stage}: "
-                f"{str(e).split(': ', 1)[1]}",
+                f"{e.message}",
                 f"change sweep.parameters.{name} to values the field accepts"))
     if issues:
         raise SweepInputError(list(issues.values()))
@@ -159,7 +161,7 @@ def _build_plan(spec_path: Path, root: Path, require_current: bool) -> tuple[Swe
     try:
         objective = find_objective(spec, workspace.graph)
     except ObjectiveError as e:
-        raise SweepInputError([where.issue(tuple(e.field.split(".")), str(e), e.fix)]) from None
+        raise SweepInputError([where.issue(field_loc(e.field), e.message, e.fix)]) from None
     usable = upstream(workspace.graph, objective.stage_id)
     keys = resolve_keys(spec.sweep, workspace.params, usable, where)
     check_values(spec.sweep, keys, workspace.params, root, where)

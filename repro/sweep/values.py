@@ -18,17 +18,20 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from repro.errors import ReproError
+from repro.spec.load import validation_issues
 from repro.spec.search import Scalar
 
 Point = Mapping[str, Scalar]
 """A trial's configuration: parameter name -> value."""
 
 
-class ValueProblem(ValueError):
-    """A value a stage config refuses: which key, and the config's own message."""
+class ValueProblem(ReproError, ValueError):
+    """A value a stage config refuses: which key and value, and the config's own message
+    and fix (the sweep planner words the issue for the spec's parameter)."""
 
-    def __init__(self, key: str, value: Scalar, message: str) -> None:
-        super().__init__(f"{key}={value!r}: {message}")
+    def __init__(self, key: str, value: Scalar, message: str, fix: str = "") -> None:
+        super().__init__(message, field=key, fix=fix)
         self.key, self.value = key, value
 
 
@@ -70,8 +73,10 @@ def validate_overrides(params: Mapping[str, Any], sets: Mapping[str, Scalar],
             err = e.errors()[0]
             mine = [k for k in sets if k.startswith(stage_id + ".")]
             key = next((k for k in mine if _within(k, err["loc"])), mine[0])
-            where = ".".join(str(p) for p in err["loc"])
-            raise ValueProblem(key, sets[key], f"{where or stage_id}: {err['msg']}") from None
+            # the config's own message and fix, as the `repro stage` command would show them
+            issue = validation_issues(e, patched[stage_id], {}, stage_id, model)[0]
+            raise ValueProblem(key, sets[key], f"{issue.field or stage_id}: {issue.message}",
+                               issue.fix) from None
 
 
 def _within(key: str, loc: tuple[Any, ...]) -> bool:

@@ -18,7 +18,8 @@ from typing import Any
 from repro import paths, yamlio
 from repro.compile.graph import GraphError, OutputRef, StageGraph
 from repro.compile.specs import compile_files
-from repro.spec.load import SpecError, SpecIssue, experiment_files
+from repro.errors import ReproError
+from repro.spec.load import SpecError, experiment_files
 from repro.sweep.errors import SweepInputError
 
 
@@ -48,14 +49,15 @@ def compile_workspace(specs_dir: Path, root: Path, require_current: bool = True)
     except SpecError as e:
         raise SweepInputError(e.issues) from None
     except GraphError as e:
-        raise SweepInputError([e.issue(str(specs_dir))]) from None  # its spec file and line
+        # located in its spec file and line when it concerns one spec
+        raise SweepInputError([e if e.file else e.located(str(specs_dir))]) from None
     stale = [str(rel) for rel, text in expected.items()
              if not (root / rel).is_file() or (root / rel).read_text(encoding="utf-8") != text]
     if stale and require_current:
-        raise SweepInputError([SpecIssue(
-            ", ".join(stale), None, "", f"not what the specs in {specs_dir} compile to, so "
-            "trials would run other settings than the specs say",
-            f"run `repro compile --specs {specs_dir}` (and commit the result)")])
+        raise SweepInputError([ReproError(f"not what the specs in {specs_dir} compile to, so "
+                                           "trials would run other settings than the specs say",
+                                          fix=f"run `repro compile --specs {specs_dir}` (and commit the result)",
+                                          file=", ".join(stale))])
     params_file = root / paths.PARAMS_YAML
     text = expected[paths.PARAMS_YAML] if require_current else (
         params_file.read_text(encoding="utf-8") if params_file.is_file() else "")
@@ -106,14 +108,14 @@ def check_committed(root: Path) -> None:
 
     issues = []
     if not git("rev-parse", "--verify", "-q", "HEAD"):
-        issues.append(SpecIssue(str(root), None, "", "not a git repository with a commit; DVC "
-                                "experiments branch from the current commit",
-                                "`git init`, then `git add -A && git commit`"))
+        issues.append(ReproError("not a git repository with a commit; DVC "
+                                  "experiments branch from the current commit",
+                                 fix="`git init`, then `git add -A && git commit`", file=str(root)))
     else:
         for rel in (paths.DVC_YAML, paths.PARAMS_YAML):
             if not git("ls-files", "--error-unmatch", str(rel)):
-                issues.append(SpecIssue(str(rel), None, "", "is not tracked by git, so queued "
-                                        "trials (run in a git checkout) would not see it",
-                                        f"`git add {rel}` and commit"))
+                issues.append(ReproError("is not tracked by git, so queued "
+                                          "trials (run in a git checkout) would not see it",
+                                         fix=f"`git add {rel}` and commit", file=str(rel)))
     if issues:
         raise SweepInputError(issues)

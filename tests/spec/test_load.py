@@ -273,15 +273,40 @@ def test_long_extends_chain_blames_the_file_that_crosses_the_limit(tmp_path, mon
 # ------------------------------------------------------------------ messages as written
 
 
-def test_split_fix_never_cuts_a_quoted_value():
-    split = load_module._split_fix
-    assert split("value 'a; b' is wrong; quote it") == ("value 'a; b' is wrong", "quote it")
-    assert split('value "it\'s; b" is wrong; fix it') == ('value "it\'s; b" is wrong', "fix it")
-    assert split("it doesn't fit; use `a; b` instead") == ("it doesn't fit", "use `a; b` instead")
-    assert split("names (a; b) twice; keep one") == ("names (a; b) twice", "keep one")
-    assert split("the datasets' weights; fix them") == ("the datasets' weights", "fix them")
-    assert split("an 'unclosed quote; then the fix") == ("an 'unclosed quote", "then the fix")
-    assert split("no fix here") == ("no fix here", "")
+def test_a_value_holding_a_semicolon_stays_in_the_message(tmp_path):
+    """A validator's problem and fix travel as data (FieldError): a user's value holding
+    `; ` is never cut into a message and a fix."""
+    _base(tmp_path)
+    spec = _write(tmp_path, "bad.yaml", "extends: base.yaml\nexperiment:\n"
+                  "  description: 'a; b ${c}; d'\n")
+    with pytest.raises(SpecError) as e:
+        load_spec(spec)
+    (issue,) = e.value.issues
+    assert (Path(issue.file).name, issue.line, issue.field) == ("bad.yaml", 3,
+                                                                 "experiment.description")
+    assert issue.message.startswith("description 'a; b ${c}; d' holds `${`")
+    assert issue.fix.startswith("remove the `${`")
+
+
+def test_a_plain_value_error_keeps_its_whole_message():
+    """A validator outside repro.spec raising a plain ValueError: its message whole, and
+    the generic fix (nothing splits its text)."""
+    from pydantic import BaseModel, ValidationError, field_validator
+
+    class Plain(BaseModel):
+        x: int
+
+        @field_validator("x")
+        @classmethod
+        def _odd(cls, v: int) -> int:
+            raise ValueError("x is even; make it odd")
+
+    try:
+        Plain(x=2)
+    except ValidationError as err:
+        (issue,) = load_module.validation_issues(err, {"x": 2}, {}, "p.yaml", Plain)
+    assert (issue.field, issue.message) == ("x", "x is even; make it odd")
+    assert issue.fix == "see the field's documentation in repro/spec/schema.py"
 
 
 def test_keys_are_shown_as_written():
@@ -350,14 +375,15 @@ def test_huge_values_are_cut_in_messages_and_redaction_stays_linear(tmp_path):
     URL pattern was tried from every letter of a long word: minutes for 9 MB)."""
     import time
 
-    from repro.spec.load import MAX_SHOWN_CHARS, SpecIssue
+    from repro.cli import MAX_SHOWN_CHARS, render_error
+    from repro.errors import ReproError
     from repro.spec.safety import redact_text
 
     start = time.monotonic()
     assert redact_text("y" * 2_000_000) == "y" * 2_000_000
     assert time.monotonic() - start < 5  # quadratic: about 40 minutes
-    rendered = SpecIssue("s.yaml", 3, "a.b", "value " + "s3://k:SECRET@b/" + "y" * 10**6,
-                         "fix it").render()
+    rendered = render_error(ReproError("value " + "s3://k:SECRET@b/" + "y" * 10**6,
+                                       field="a.b", fix="fix it", file="s.yaml", line=3))
     assert len(rendered) < 2 * MAX_SHOWN_CHARS and "SECRET" not in rendered
     assert rendered.endswith("more characters)\n    fix: fix it")
     _base(tmp_path)

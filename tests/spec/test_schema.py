@@ -113,8 +113,8 @@ def _training(**kw):
     ({"mtp": {"later_loss_weight": 0.1}}, "set both later_loss_weight and later_from_tokens"),
     ({"mtp": {}, "distillation": {"teacher": "x/y"}}, "cannot be combined"),
     ({"attention": "flash"}, "flash computes in bf16/fp16 only.*set precision: bf16"),
-    ({"compile": "maybe"}, "compile is 'maybe'; use auto"),
-    ({"compile": 1}, "compile is 1; use auto"),
+    ({"compile": "maybe"}, r"compile is 'maybe' \(fix: use auto"),
+    ({"compile": 1}, r"compile is 1 \(fix: use auto"),
     ({"cross_entropy": "chunked", "distillation": {"teacher": "x/y"}}, "never holds the full logits"),
 ])
 def test_training_options_are_checked(kw, message):
