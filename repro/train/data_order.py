@@ -15,10 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
+from repro.errors import ReproError
+
 LEDGER_FILE = "data_order.csv"
 
 
-class DataOrderError(RuntimeError):
+class DataOrderError(ReproError, RuntimeError):
     """The batches differ from the ones a previous run of the same stage drew."""
 
 

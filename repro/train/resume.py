@@ -25,10 +25,12 @@ from typing import Any
 
 import torch
 
+from repro.errors import ReproError
+
 STATE_FILE = "state.pt"
 
 
-class ResumeError(RuntimeError):
+class ResumeError(ReproError, RuntimeError):
     """A resume folder that does not belong to this stage."""
 
 

@@ -16,10 +16,11 @@ import math
 from collections import deque
 from dataclasses import asdict, dataclass
 
+from repro.errors import ReproError
 from repro.spec.schema import StabilitySpec
 
 
-class TrainingStopped(RuntimeError):
+class TrainingStopped(ReproError, RuntimeError):
     """The stability policy stopped training; the message says why and what to change."""
 
 
