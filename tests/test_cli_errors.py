@@ -334,3 +334,15 @@ def test_publish_refuses_bad_reports_and_a_foreign_folder(tmp_path, monkeypatch)
         (tmp_path / "r" / "a" / "summary.json").write_text(text)
         _refused(runner.invoke(main, ["publish", "site", "--reports", "r"]), "summary.json")
     assert not (tmp_path / "site").exists()
+
+
+def test_python_m_repro_cli_lists_every_verb():
+    """`python -m repro.cli` runs the module as __main__: with the old import cycle
+    (repro.cli <-> repro.scaling.command, broken by an import after the verbs) `fit` was
+    registered on a second copy of the module only."""
+    proc = subprocess.run([sys.executable, "-m", "repro.cli", "--help"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    verbs = {line.split()[0] for line in proc.stdout.split("Commands:")[1].splitlines()
+             if line.strip()}
+    assert {"compile", "validate", "stage", "sweep", "fit", "plan"} <= verbs, proc.stdout
