@@ -233,18 +233,19 @@ def _parse(path: Path, display: str) -> RawSpec:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
-        raise SpecError([ReproError(f"not UTF-8 text (byte 0x{data[e.start]:02x} cannot be decoded; "
-                                     "is it a binary file or saved in another encoding?)",
-                                    fix="save the spec as UTF-8 text", file=display, line=line)])
+        raise SpecError([ReproError(
+            f"not UTF-8 text (byte 0x{data[e.start]:02x} cannot be decoded; is it a binary "
+            "file or saved in another encoding?)", fix="save the spec as UTF-8 text",
+            file=display, line=line)])
     deep = ReproError(f"the spec nests more than {MAX_DEPTH} levels deep",
                       fix="flatten it; the schema needs only a few levels", file=display)
     try:
         node = _compose(text)  # nodes only; _Constructor builds values
     except _TooMany as e:
-        raise SpecError([ReproError(f"the spec holds more than {MAX_VALUES} values",
-                                    fix="a spec holds settings, not data: keep long lists in files under the workspace "
-                                     "(e.g. data/external/) and point at them from the spec",
-                                    file=display, line=e.mark.line + 1)])
+        raise SpecError([ReproError(
+            f"the spec holds more than {MAX_VALUES} values", fix="a spec holds settings, not "
+            "data: keep long lists in files under the workspace (e.g. data/external/) and "
+            "point at them from the spec", file=display, line=e.mark.line + 1)])
     except _TooDeep as e:
         raise SpecError([deep.located(display, e.mark.line + 1)])
     except yaml.MarkedYAMLError as e:

@@ -96,12 +96,11 @@ class Driver:
                 if trial_index(self.plan.sweep.name, r.name) is not None]
         problem = self._state_problem()
         if problem is not None:
-            raise SweepInputError([ReproError(f"{problem}, so {self.state_dir} is not a sweep state folder this command "
-                                               "made; nothing was discarded or removed",
-                                              field="sweep.name",
-                                              fix="remove it by hand if it is stale (a link: the link, after checking what it "
-                                               "points at), then rerun with --restart",
-                                              file=self.plan.spec_file)])
+            raise SweepInputError([ReproError(
+                f"{problem}, so {self.state_dir} is not a sweep state folder this command "
+                "made; nothing was discarded or removed", field="sweep.name",
+                fix="remove it by hand if it is stale (a link: the link, after checking what it "
+                "points at), then rerun with --restart", file=self.plan.spec_file)])
         running = sorted({r.name for r in mine if r.state == "running"})
         if running:
             raise SweepRunError(
@@ -137,7 +136,7 @@ class Driver:
         except SearchChanged as e:
             raise SweepInputError([ReproError(str(e), field="sweep",
                                               fix="rerun with --restart, or give the sweep a new "
-                                               "name",
+                                                  "name",
                                               file=self.plan.spec_file)]) from None
 
     # ------------------------------------------------------------------ one batch
@@ -187,12 +186,11 @@ class Driver:
     def _check_same(self, trial: Trial, record: ExpRecord) -> None:
         ran = recorded_point(record, self.plan.keys)
         if ran and not same_point(ran, trial.point):
-            raise SweepInputError([ReproError(f"experiment {trial.name} exists with {ran}, but the sweep now plans "
-                                               f"{trial.point} for it: the sweep block changed since it ran",
-                                              field="sweep",
-                                              fix="rerun with --restart (removes the sweep's experiments), or give the sweep a "
-                                               "new name",
-                                              file=self.plan.spec_file)])
+            raise SweepInputError([ReproError(
+                f"experiment {trial.name} exists with {ran}, but the sweep now plans "
+                f"{trial.point} for it: the sweep block changed since it ran", field="sweep",
+                fix="rerun with --restart (removes the sweep's experiments), or give the sweep "
+                "a new name", file=self.plan.spec_file)])
 
     # ------------------------------------------------------------------ waiting
 

@@ -54,10 +54,10 @@ def compile_workspace(specs_dir: Path, root: Path, require_current: bool = True)
     stale = [str(rel) for rel, text in expected.items()
              if not (root / rel).is_file() or (root / rel).read_text(encoding="utf-8") != text]
     if stale and require_current:
-        raise SweepInputError([ReproError(f"not what the specs in {specs_dir} compile to, so "
-                                           "trials would run other settings than the specs say",
-                                          fix=f"run `repro compile --specs {specs_dir}` (and commit the result)",
-                                          file=", ".join(stale))])
+        raise SweepInputError([ReproError(
+            f"not what the specs in {specs_dir} compile to, so trials would run other settings "
+            "than the specs say", fix=f"run `repro compile --specs {specs_dir}` (and commit the "
+            "result)", file=", ".join(stale))])
     params_file = root / paths.PARAMS_YAML
     text = expected[paths.PARAMS_YAML] if require_current else (
         params_file.read_text(encoding="utf-8") if params_file.is_file() else "")
