@@ -38,6 +38,7 @@ from repro.numerics import pin_numerics_env  # noqa: E402
 
 pin_numerics_env()
 
+from repro.jsonl import iter_rows  # noqa: E402
 from repro.eval.local_tasks import DATA_FILE, MANIFEST_FILE, Doc, build_task  # noqa: E402
 from repro.spec.schema import LocalTaskSpec  # noqa: E402
 from repro.stages.base import StageIO, dumps_json  # noqa: E402
@@ -128,8 +129,7 @@ def request_count(results_dir: Path) -> int:
     (rolling loglikelihood), from the per-sample rows."""
     n = 0
     for path in results_dir.glob("samples_*.jsonl"):
-        for line in path.read_text(encoding="utf-8").splitlines():
-            row = json.loads(line)
+        for row in iter_rows(path):
             n += len(row["loglikelihoods"]) if "loglikelihoods" in row else 1
     return n
 

@@ -24,7 +24,6 @@ last (datatrove keeps one task per hash); counts per task are therefore per firs
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ from datatrove.pipeline.decont.n_grams import (
     NGramsDecontIndexer,
 )
 
+from repro.jsonl import iter_rows
 from repro.spec.schema import DecontaminationSpec
 
 INDEX_SUFFIX = ".index.hashes"
@@ -67,15 +67,13 @@ def local_task_items(task_dir: Path) -> Iterator[EvalItem]:
 
     manifest = read_manifest(task_dir)  # checks the data against its recorded sha256
     name, kind = manifest["name"], manifest["kind"]
-    with open(Path(task_dir) / manifest.get("data_file", DATA_FILE), encoding="utf-8") as f:
-        for line in f:
-            row = json.loads(line)
-            if kind == "bpb":
-                yield EvalItem(name, "", row["text"])
-            elif kind in ("cloze", "code_cloze"):
-                yield EvalItem(name, row["context"], row["choices"][row["label"]])
-            else:
-                raise ValueError(f"{task_dir}: unknown local task kind {kind!r}")
+    for row in iter_rows(Path(task_dir) / manifest.get("data_file", DATA_FILE)):
+        if kind == "bpb":
+            yield EvalItem(name, "", row["text"])
+        elif kind in ("cloze", "code_cloze"):
+            yield EvalItem(name, row["context"], row["choices"][row["label"]])
+        else:
+            raise ValueError(f"{task_dir}: unknown local task kind {kind!r}")
 
 
 def _gold_answers(task: Any, doc: dict) -> list[str]:

@@ -25,7 +25,8 @@ from datatrove.data import Document, DocumentsPipeline
 from datatrove.io import DataFolderLike
 from datatrove.pipeline.readers.base import BaseDiskReader
 
-from repro.data.readers import SkipCounting, error_reason
+from repro.data.pdf_sources import pdf_document
+from repro.data.skips import SkipCounting, error_reason
 
 Format = Literal["auto", "html", "pdf", "text", "code"]
 
@@ -131,8 +132,6 @@ class FilesReader(SkipCounting, BaseDiskReader):
             return None
         fmt = file_format(filepath, self.fmt)
         if fmt == "pdf":
-            from repro.data.pdf_sources import pdf_document
-
             return pdf_document(data, filepath, filepath)
         if b"\x00" in data:
             self.count_skip("binary_file", filepath, f"NUL bytes in a {fmt} file")

@@ -19,7 +19,9 @@ Skip reasons (the `read_skipped` entry of the funnel):
                    JSONL: also a string escaping a lone surrogate, "\\ud800")
   empty_text       a record whose text field is missing or empty
   unreadable_file  a file that cannot be opened or read (permissions, I/O, network)
-FilesReader adds `empty_file` and `binary_file` (repro.data.files_reader).
+FilesReader adds `empty_file` and `binary_file` (repro.data.files_reader). The counting
+itself (`SkipCounting`, `error_reason`, `reader_skips`) is in repro.data.skips, below this
+module and files_reader, which both use it.
 
 Remote sources are read through datatrove's `DataFolder` (fsspec): credentials come from
 the environment (AWS_* variables, HF_TOKEN...) and are never passed as reader arguments, so
@@ -28,76 +30,19 @@ they appear neither in outputs nor in datatrove's serialised pipeline (`executor
 
 from __future__ import annotations
 
-import gzip
 import itertools
-import zlib
 from pathlib import Path
 
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.readers import JsonlReader, ParquetReader, WarcReader
 from datatrove.pipeline.readers.huggingface import HuggingFaceDatasetReader
-from datatrove.utils.logging import logger
-from datatrove.utils.stats import Stats
 
+from repro.data.files_reader import FilesReader
+from repro.data.pdf_sources import PdfWarcReader
+from repro.data.skips import SKIP_PREFIX, SkipCounting, error_reason, reader_skips
+from repro.data.source_check import hub_error
 from repro.spec import schema as S
-
-SKIP_PREFIX = "skipped_"
-"""Reader stats with this prefix count inputs that could not be read, by reason."""
-
-MAX_WARNINGS_PER_REASON = 5
-"""Log the first few skips of each reason per task; later ones are only counted."""
-
-
-def reader_skips(stats: Stats) -> dict[str, int]:
-    """`{reason: count}` of the inputs a reader block skipped, from its (merged) datatrove
-    stats; empty when nothing was skipped. Sorted by reason, so metrics are stable."""
-    return {key.removeprefix(SKIP_PREFIX): int(metric.total)
-            for key, metric in sorted(stats.stats.items())
-            if key.startswith(SKIP_PREFIX) and int(metric.total) > 0}
-
-
-def error_reason(exc: BaseException) -> str:
-    """Skip reason for an exception raised while reading a file."""
-    if isinstance(exc, EOFError):
-        return "truncated_gzip"  # gzip/zstd stream ended before its end marker
-    if isinstance(exc, (gzip.BadGzipFile, zlib.error)):
-        return "corrupt_gzip"
-    if isinstance(exc, UnicodeDecodeError):
-        return "invalid_utf8"
-    try:
-        import pyarrow
-
-        if isinstance(exc, pyarrow.ArrowException):
-            return "corrupt_parquet"
-    except ImportError:  # pragma: no cover - pyarrow comes with datatrove[processing]
-        pass
-    try:
-        from warcio.exceptions import ArchiveLoadFailed
-
-        if isinstance(exc, ArchiveLoadFailed):
-            return "invalid_warc"
-    except ImportError:  # pragma: no cover
-        pass
-    return "unreadable_file"
-
-
-class SkipCounting:
-    """Mixin for readers: `count_skip(reason, where, detail)` counts `skipped_<reason>` and logs
-    the first few of each reason; documents with no text are counted as `empty_text`."""
-
-    def count_skip(self, reason: str, where: str, detail: object = "") -> None:
-        self.stat_update(f"{SKIP_PREFIX}{reason}")
-        logged = self.__dict__.setdefault("_skip_logged", {})
-        logged[reason] = logged.get(reason, 0) + 1
-        if logged[reason] <= MAX_WARNINGS_PER_REASON:
-            logger.warning(f"skipped ({reason}) {where}: {detail}")
-
-    def get_document_from_dict(self, data: dict, source_file: str, id_in_file: int | str):
-        document = super().get_document_from_dict(data, source_file, id_in_file)
-        if document is None:
-            self.count_skip("empty_text", f"{source_file}#{id_in_file}", "no text")
-        return document
 
 
 class _GuardedStream:
@@ -440,8 +385,6 @@ class HubDatasetReader(SkipCounting, HuggingFaceDatasetReader):
         return super().get_document_from_dict(data, labels[source_file], id_in_file)
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        from repro.data.source_check import hub_error
-
         if data:
             yield from data
         try:
@@ -487,8 +430,6 @@ class RecordSharded(PipelineStep):
 def _warc_reader(path: str, glob: str | None, content: str, progress: bool,
                  **kwargs) -> PipelineStep:
     if content == "pdf":
-        from repro.data.pdf_sources import PdfWarcReader
-
         reader = PdfWarcReader(path, glob_pattern=glob, doc_progress=progress, **kwargs)
         reader.add_file_path = False  # as the other readers: no input location in documents
         return reader
@@ -532,21 +473,13 @@ def source_reader(source: S.Source, raw: Path | None, progress: bool = True) -> 
                                 limit=source.limit, text_key=source.text_key,
                                 doc_progress=progress)
     if isinstance(source, S.FilesSource):
-        from repro.data.files_reader import FilesReader
-
         return FilesReader(source.path, glob_pattern=source.glob, fmt=source.format,
                            limit=source.limit, doc_progress=progress)
     raise ValueError(f"unknown source kind {source.kind!r}")  # pragma: no cover
 
 
-def segment_reader(folder: Path) -> PipelineStep:
-    """Reader of an intermediate JSONL folder written by the previous pass."""
-    return JsonlReader(str(folder), glob_pattern="*.jsonl", compression=None,
-                       recursive=False, add_file_path=False)
-
-
 __all__ = [
     "HubDatasetReader", "RecordSharded", "RobustJsonlReader", "RobustParquetReader",
     "RobustWarcReader", "SkipCounting", "error_reason", "html_record", "reader_skips",
-    "segment_reader", "source_reader",
+    "source_reader",
 ]

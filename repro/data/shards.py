@@ -21,6 +21,8 @@ from datatrove.data import Document, DocumentsPipeline, Media
 from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.writers import JsonlWriter
 
+from repro.jsonl import folder_files, iter_lines
+
 
 def shard_of(doc_id: str, shards: int) -> int:
     """The shard a document id belongs to (stable across machines and Python runs)."""
@@ -49,14 +51,8 @@ class ShardedJsonlWriter(JsonlWriter):
 def _sorted_lines(folder: Path) -> list[tuple[str, str]]:
     """(id, raw JSON line) of every document in the `*.jsonl` files of `folder`, sorted.
     Sorting on the raw line after the id makes the order total even if ids repeat."""
-    rows: list[tuple[str, str]] = []
-    if not folder.is_dir():
-        return rows
-    for path in sorted(folder.glob("*.jsonl")):
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                if line.strip():
-                    rows.append((json.loads(line)["id"], line if line.endswith("\n") else line + "\n"))
+    rows = [(line.value["id"], line.text)
+            for path in folder_files(folder) for line in iter_lines(path)]
     rows.sort()
     return rows
 
@@ -77,6 +73,8 @@ class CanonicalShardReader(PipelineStep):
         if world_size != self.shards:
             raise ValueError(f"canonical shards of {self.folder} need {self.shards} tasks, got {world_size}")
         for _, line in _sorted_lines(shard_dir(self.folder, rank)):
+            # parsed again, one at a time: _sorted_lines checked every line but keeps only the
+            # text, as holding a whole shard parsed as well would double its memory
             d = json.loads(line)
             media = [Media(**m) for m in d.get("media") or []]
             self.stat_update("documents")

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from repro.data.samples import iter_jsonl
+from repro.jsonl import iter_folder_rows
 
 _SCALE = float(1 << 64)
 
@@ -40,7 +40,7 @@ def split_documents(docs_dir: Path, fraction: float, max_docs: int, seed: int) -
     from tqdm import tqdm
 
     scored = []
-    for doc in tqdm(iter_jsonl(docs_dir), desc="split", unit="doc"):
+    for doc in tqdm(iter_folder_rows(docs_dir), desc="split", unit="doc"):
         doc_id = str(doc["id"])
         scored.append((unit_hash(seed, doc_id), doc_id, doc["text"]))
     scored.sort()

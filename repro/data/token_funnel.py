@@ -23,14 +23,13 @@ What the numbers mean, exactly:
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from repro.data.pipeline import REMOVED_DIR
 from repro.data.special_tokens import text_only
-from repro.data.samples import iter_jsonl
+from repro.jsonl import iter_folder_rows, iter_rows
 
 BATCH = 1000
 """Documents per tokenizer call."""
@@ -58,12 +57,8 @@ class TokenCounter:
 
 
 def _read(path: Path) -> Iterator[dict]:
-    if not path.exists():
-        return
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                yield json.loads(line)
+    """Rows of `path`; none when it does not exist (a dataset without held-out documents)."""
+    return iter_rows(path) if path.exists() else iter(())
 
 
 def _texts(rows: Iterable[dict]) -> Iterator[str]:
@@ -83,7 +78,7 @@ def curation_funnel(curated: Path, curate_metrics: dict[str, Any], kept_tokens: 
         removed_dir = Path(curated) / REMOVED_DIR / label
         removed = counts["docs_in"] - counts["docs_out"]
         if removed_dir.is_dir():
-            tokens: int | None = counter.count(_texts(iter_jsonl(removed_dir)))
+            tokens: int | None = counter.count(_texts(iter_folder_rows(removed_dir)))
         else:
             tokens = 0 if removed == 0 else None
         steps[label] = dict(counts, tokens_removed=tokens)

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from repro.jsonl import iter_lines, iter_rows
 from repro.spec.schema import LocalTaskSpec
 
 TASK_FORMAT_VERSION = 1
@@ -100,17 +101,13 @@ class Unit:
 def read_heldout(path: Path) -> list[Doc]:
     """Held-out documents (`{"id", "text"}` lines), sorted by id, empty ones dropped."""
     docs: dict[str, Doc] = {}
-    with Path(path).open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                doc = Doc(str(row["id"]), row["text"])
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise ValueError(f"{path}:{n}: not a held-out row {{\"id\", \"text\"}}: {e}")
-            if doc.text.strip():
-                docs[doc.id] = doc
+    for line in iter_lines(path):
+        try:
+            doc = Doc(str(line.value["id"]), line.value["text"])
+        except (KeyError, TypeError) as e:
+            raise line.error(f"not a held-out row {{\"id\", \"text\"}}: {e}") from e
+        if doc.text.strip():
+            docs[doc.id] = doc
     return [docs[k] for k in sorted(docs)]
 
 
@@ -395,8 +392,8 @@ def check_choices_fit(task_dir: Path, manifest: dict[str, Any], tokenizer: Any,
     data = Path(task_dir) / manifest.get("data_file", DATA_FILE)
     delimiter = TARGET_DELIMITERS.get(manifest.get("kind", "cloze"), " ")
     longest = 0
-    for line in data.read_text(encoding="utf-8").splitlines():
-        for choice in json.loads(line)["choices"]:
+    for row in iter_rows(data):
+        for choice in row["choices"]:
             longest = max(longest, len(tokenizer(delimiter + choice)["input_ids"]))
     if longest > max_length:
         raise ValueError(

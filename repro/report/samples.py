@@ -8,14 +8,13 @@ Rows are keyed by `doc_id`, which is what pairs two models' answers to the same 
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
+from repro.jsonl import JsonlError, iter_rows
 from repro.report.stats import ItemScores
 
 SAMPLES_PREFIX = "samples_"
@@ -74,10 +73,12 @@ def read_items(folder: Path) -> tuple[dict[str, dict[str, MetricItems]], list[st
     for path in files:
         task = path.stem[len(SAMPLES_PREFIX):]
         try:
-            rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
-                    if line.strip()]
+            rows = list(iter_rows(path))
             if not all(isinstance(r, dict) and isinstance(r.get("doc_id"), int) for r in rows):
                 raise ValueError("a row lacks an integer doc_id")
+        except JsonlError as e:  # the file's name and line only: reports carry no paths
+            problems.append(f"{path.name}: unreadable (line {e.line}: {e.problem})")
+            continue
         except (OSError, ValueError) as e:
             problems.append(f"{path.name}: unreadable ({e})")
             continue
@@ -104,10 +105,3 @@ def stack(parts: list[MetricItems], ids: np.ndarray) -> ItemScores:
         num.append(p.num[pos])
         den.append(p.den[pos])
     return ItemScores(np.stack(num), np.stack(den))
-
-
-def by_metric(replicas: Mapping[str, Mapping[str, Mapping[str, MetricItems]]],
-              task: str, metric: str) -> list[MetricItems]:
-    """The replicas' items of one task metric (replicas lacking it are left out)."""
-    return [r[task][metric] for _, r in sorted(replicas.items())
-            if metric in r.get(task, {})]

@@ -54,8 +54,9 @@ _LBFGS_OPTIONS = {"maxiter": 2000, "ftol": 1e-12, "gtol": 1e-8}
 
 
 @dataclass(frozen=True)
-class LadderPoint:
-    """One finished run: N parameters, D training tokens, final loss (e.g. validation)."""
+class LossPoint:
+    """One finished run: N parameters, D training tokens, final loss (e.g. validation). A
+    ladder's run once trained; the run before training is repro.compile.ladder.LadderPoint."""
 
     n: float
     d: float
@@ -105,7 +106,7 @@ class FitResult:
     """Of those, how many L-BFGS runs reported convergence."""
     residuals: tuple[float, ...]
     """log(predicted) − log(observed) per input point, in input order."""
-    points: tuple[LadderPoint, ...] = field(repr=False)
+    points: tuple[LossPoint, ...] = field(repr=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {"law": self.law.as_dict(), "objective": self.objective,
@@ -153,7 +154,7 @@ class BootstrapResult:
 # ------------------------------------------------------------------------------ validation
 
 
-def _arrays(points: Sequence[LadderPoint]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _arrays(points: Sequence[LossPoint]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """log N, log D, log L, after checking the ladder can determine the law."""
     if len(points) < MIN_POINTS:
         raise ValueError(f"a scaling-law fit needs at least {MIN_POINTS} runs (the law has 5 "
@@ -301,7 +302,7 @@ def _theta(law: ScalingLaw) -> np.ndarray:
 # ------------------------------------------------------------------------------------- fit
 
 
-def fit_scaling_law(points: Sequence[LadderPoint], *, huber_delta: float = HUBER_DELTA,
+def fit_scaling_law(points: Sequence[LossPoint], *, huber_delta: float = HUBER_DELTA,
                     init_grid: InitGrid | None = None,
                     top_k: int | None = DEFAULT_TOP_K) -> FitResult:
     """Chinchilla approach 3 (Hoffmann et al. 2022 Eq. 10): the grid start whose L-BFGS run
@@ -315,7 +316,7 @@ def fit_scaling_law(points: Sequence[LadderPoint], *, huber_delta: float = HUBER
     return _result(problem, theta, points, len(starts), n_opt, n_conv)
 
 
-def _result(problem: _Problem, theta: np.ndarray, points: tuple[LadderPoint, ...],
+def _result(problem: _Problem, theta: np.ndarray, points: tuple[LossPoint, ...],
             n_inits: int, n_optimised: int, n_converged: int) -> FitResult:
     r, _ = problem.residuals(theta)
     return FitResult(law=_law(theta), objective=float(problem.huber(r)) * problem.delta,
@@ -326,7 +327,7 @@ def _result(problem: _Problem, theta: np.ndarray, points: tuple[LadderPoint, ...
 # ------------------------------------------------------------------------------- bootstrap
 
 
-def bootstrap_intervals(points: Sequence[LadderPoint], *, resamples: int = 200,
+def bootstrap_intervals(points: Sequence[LossPoint], *, resamples: int = 200,
                         confidence: float = 0.95, seed: int = 0,
                         target_computes: Iterable[float] = (),
                         loss_queries: Iterable[tuple[float, float]] = (),

@@ -12,7 +12,7 @@ from typing import Any
 
 from repro.scaling import plots
 from repro.scaling.decision import DecisionRecord, DecisionResult, SizeDecision, decision_accuracy
-from repro.scaling.fit import BootstrapResult, FitResult, Interval, LadderPoint, bootstrap_intervals, fit_scaling_law
+from repro.scaling.fit import BootstrapResult, FitResult, Interval, LossPoint, bootstrap_intervals, fit_scaling_law
 from repro.scaling.law import CHINCHILLA, EPOCH_REFIT, ScalingLaw
 from repro.stages.configs import FitConfig
 
@@ -47,7 +47,7 @@ class Prediction:
 @dataclass(frozen=True)
 class LadderResult:
     cfg: FitConfig
-    points: tuple[LadderPoint, ...]
+    points: tuple[LossPoint, ...]
     fit: FitResult
     bootstrap: BootstrapResult | None
     optima: tuple[Optimum, ...]
@@ -110,7 +110,7 @@ def analyse(cfg: FitConfig, losses: dict[tuple[str, str], float],
             scores: dict[tuple[str, str], dict[str, dict[str, float]]]) -> LadderResult:
     """Fit the ladder's runs (recipe None) and rank its recipes' runs."""
     fit_runs = [r for r in cfg.runs if r.recipe is None]
-    points = tuple(LadderPoint(n=float(r.n_params), d=float(r.tokens),
+    points = tuple(LossPoint(n=float(r.n_params), d=float(r.tokens),
                                loss=losses[(r.experiment, r.run)], label=f"{r.experiment}:{r.run}")
                    for r in fit_runs)
     queries = [(float(p.n_params), float(p.tokens)) for p in cfg.predict]

@@ -14,7 +14,7 @@ import numpy as np
 
 from repro.report.plots import COLORS, _figure
 from repro.scaling.decision import DecisionResult
-from repro.scaling.fit import LadderPoint
+from repro.scaling.fit import LossPoint
 from repro.scaling.law import FLOPS_PER_PARAM_TOKEN, ScalingLaw
 
 MAX_DATA_TICKS = 8
@@ -59,7 +59,7 @@ def _law_text(law: ScalingLaw) -> str:
             f"{law.b:.4g}/D^{law.beta:.3g}")
 
 
-def fit_png(points: Sequence[LadderPoint], law: ScalingLaw,
+def fit_png(points: Sequence[LossPoint], law: ScalingLaw,
             target_compute: float | None = None) -> bytes:
     """Loss vs tokens on log axes: one colour per model size, observed runs as dots and the
     fitted law as a line. With `target_compute`, the law's compute-optimal (N, D) for that
@@ -105,7 +105,7 @@ def fit_png(points: Sequence[LadderPoint], law: ScalingLaw,
     return out[0]
 
 
-def isoflop_png(law: ScalingLaw, points: Sequence[LadderPoint]) -> bytes:
+def isoflop_png(law: ScalingLaw, points: Sequence[LossPoint]) -> bytes:
     """Predicted loss vs N along C = 6ND for a few budgets spanning the ladder's compute
     (Hoffmann et al. 2022 Fig. 3's IsoFLOP profiles, from the law instead of runs), each
     budget's compute-optimal N starred and joined across budgets.

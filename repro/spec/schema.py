@@ -124,54 +124,56 @@ class BuiltinSource(Model):
     """Keep at most this many documents (the first ones in sorted module order)."""
 
 
-class WarcSource(Model):
+class FolderSource(Model):
+    """The fields every source reading files under a folder or URL prefix shares (warc,
+    jsonl, parquet, files): where the files are, which of them, how many documents. They
+    are declared once here; a source adds its own fields and its default `glob`."""
+
+    kind: str
+    """The source kind: each source narrows it to its own literal (declared here so that it
+    stays the first key of a source, in specs and in params.yaml)."""
+    path: Location
+    """Folder or URL prefix holding the files. A local path is resolved from the
+    workspace and must stay inside it; a URL carries no credentials (repro.spec.safety)."""
+    glob: Glob
+    """Glob pattern selecting files under `path` (each source has its default)."""
+    limit: DocLimit = -1
+    """Read at most this many documents per task (-1: all)."""
+
+
+class WarcSource(FolderSource):
     """WARC or WARC.gz files from a local folder or any fsspec URL (s3://, hf://...)."""
 
     kind: Literal["warc"] = "warc"
-    path: Location
-    """Folder or URL prefix holding the WARC files. A local path is resolved from the
-    workspace and must stay inside it; a URL carries no credentials (repro.spec.safety)."""
     glob: Glob = "*.warc*"
     """Glob pattern selecting files under `path`."""
     content: Literal["html", "pdf"] = "html"
     """Which response records to read, by MIME type: HTML pages (web chain) or PDF files
     (PDF chain, as FinePDFs selects PDFs from Common Crawl by MIME; FACTS 2.2)."""
-    limit: DocLimit = -1
-    """Read at most this many documents per task (-1: all)."""
 
 
-class JsonlSource(Model):
+class JsonlSource(FolderSource):
     """JSONL(.gz) documents from a local folder or any fsspec URL."""
 
     kind: Literal["jsonl"] = "jsonl"
-    path: Location
-    """Folder or URL prefix holding the JSONL files. A local path is resolved from the
-    workspace and must stay inside it; a URL carries no credentials (repro.spec.safety)."""
     glob: Glob = "*.jsonl*"
     """Glob pattern selecting files under `path`."""
     text_key: str = "text"
     """Field holding the document text."""
     id_key: str = "id"
     """Field holding the document id."""
-    limit: DocLimit = -1
-    """Read at most this many documents per task (-1: all)."""
 
 
-class ParquetSource(Model):
+class ParquetSource(FolderSource):
     """Parquet documents from a local folder or any fsspec URL."""
 
     kind: Literal["parquet"] = "parquet"
-    path: Location
-    """Folder or URL prefix holding the Parquet files. A local path is resolved from the
-    workspace and must stay inside it; a URL carries no credentials (repro.spec.safety)."""
     glob: Glob = "*.parquet"
     """Glob pattern selecting files under `path`."""
     text_key: str = "text"
     """Column holding the document text."""
     id_key: str = "id"
     """Column holding the document id."""
-    limit: DocLimit = -1
-    """Read at most this many documents per task (-1: all)."""
 
 
 class HFDatasetSource(Model):
@@ -192,20 +194,15 @@ class HFDatasetSource(Model):
     """Read at most this many documents (-1: all)."""
 
 
-class FilesSource(Model):
+class FilesSource(FolderSource):
     """A folder (local or any fsspec URL) of files, one document per file."""
 
     kind: Literal["files"] = "files"
-    path: Location
-    """Folder or URL prefix holding the files. A local path is resolved from the
-    workspace and must stay inside it; a URL carries no credentials (repro.spec.safety)."""
     glob: Glob = "**/*"
     """Glob pattern selecting files under `path` (recursive by default)."""
     format: Literal["auto", "html", "pdf", "text", "code"] = "auto"
     """How to read each file: `auto` decides by extension (.html/.htm, .pdf, source-code
     extensions, anything else as text). Code files get their language from the extension."""
-    limit: DocLimit = -1
-    """Read at most this many documents per task (-1: all)."""
 
 
 Source = Annotated[

@@ -93,3 +93,14 @@ def test_files_are_sharded_across_tasks_and_limited(tmp_path):
     assert sorted(shards[1]) == ["f1.txt", "f3.txt"]
     limited = read(source_reader(S.FilesSource(path=str(root), limit=2), None, progress=False))
     assert sorted(limited) == ["f0.txt", "f1.txt"]
+
+
+def test_files_reader_sits_below_readers():
+    """No import cycle: readers imports files_reader; both import the skip counting from
+    repro.data.skips, which imports neither."""
+    from repro.compile import code_deps
+
+    assert "repro/data/files_reader.py" in code_deps.module_closure("repro.data.readers")
+    assert "repro/data/readers.py" not in code_deps.module_closure("repro.data.files_reader")
+    assert not {"repro/data/readers.py", "repro/data/files_reader.py"} & set(
+        code_deps.module_closure("repro.data.skips"))

@@ -21,7 +21,7 @@ import re
 import numpy as np
 import pytest
 
-from repro.scaling.fit import (DEFAULT_TOP_K, MIN_POINTS, LadderPoint, bootstrap_intervals,
+from repro.scaling.fit import (DEFAULT_TOP_K, MIN_POINTS, LossPoint, bootstrap_intervals,
                                fit_scaling_law)
 from repro.scaling.law import CHINCHILLA, EPOCH_REFIT, ScalingLaw
 from tests.scaling.ladders import ladder
@@ -68,7 +68,7 @@ def test_screening_top_k_finds_the_same_optimum_as_four_times_the_starts() -> No
 
 def test_huber_loss_shrugs_off_an_outlying_run() -> None:
     points = ladder(CHINCHILLA)
-    points[5] = LadderPoint(points[5].n, points[5].d, points[5].loss * 1.2, "diverged")
+    points[5] = LossPoint(points[5].n, points[5].d, points[5].loss * 1.2, "diverged")
     fit = fit_scaling_law(points)
     assert abs(fit.law.alpha - 0.34) < 0.01 and abs(fit.law.beta - 0.28) < 0.01
     worst = max(range(len(points)), key=lambda i: abs(fit.residuals[i]))
@@ -111,7 +111,7 @@ def test_a_single_token_count_is_not_identifiable() -> None:
 def test_non_positive_or_non_finite_values_are_rejected(field: str, value: float) -> None:
     points = ladder(CHINCHILLA)
     p = points[3]
-    points[3] = LadderPoint(**{**p.__dict__, field: value})
+    points[3] = LossPoint(**{**p.__dict__, field: value})
     with pytest.raises(ValueError,
                        match=f"{re.escape(p.label)}.*{field} must be a positive finite"):
         fit_scaling_law(points)
