@@ -74,7 +74,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from repro.model.build import TokenIds, build_model, smollm3_config  # noqa: E402
-from repro.spec.schema import AdamWSpec, ModelSpec, MuonSpec, StabilitySpec  # noqa: E402
+from repro.spec.schema import AdamWSpec, ModelSpec, MuonSpec, StabilitySpec, TrainingSettings  # noqa: E402
 from repro.train.schedule import ScheduleSegment  # noqa: E402
 from repro.train.data import MixtureSampler, TokenShards  # noqa: E402
 from repro.train.data_order import fingerprint  # noqa: E402
@@ -82,7 +82,7 @@ from repro.train.distributed import DistContext  # noqa: E402
 from repro.train.flops import flops_per_token, measure_peak_flops, mfu  # noqa: E402
 from repro.train.loop import LoopSettings, Trainer  # noqa: E402
 from repro.train.objective import ObjectiveSettings, TrainModule  # noqa: E402
-from repro.train.optim import build_optimizer, reference_lr  # noqa: E402
+from repro.train.optim import build_optimizer  # noqa: E402
 from repro.train.positions import document_position_ids  # noqa: E402
 from repro.train.stability import StabilityGuard, TrainingStopped  # noqa: E402
 
@@ -308,11 +308,12 @@ class Ours:
         """Seconds for `steps` updates (building the round's Trainer included)."""
         s = self.setup
         start = time.perf_counter()
+        training = TrainingSettings(micro_batch_size=s.micro_batch_size,
+                                    log_every_steps=log_every or s.log_every, monitor=None,
+                                    checkpoint_every_steps=None)
         settings = LoopSettings(
-            step_start=self.done, steps=steps, seq_len=s.seq_len, micro_batch_size=s.micro_batch_size,
-            log_every=log_every or s.log_every, tokens_start=self.done * s.tokens_per_step,
-            schedule=self.schedule, reference_lr=reference_lr(self.spec), grad_clip=self.spec.grad_clip,
-            monitor_every=None, progress=False)
+            training=training, optimizer=self.spec, schedule=self.schedule, step_start=self.done,
+            steps=steps, seq_len=s.seq_len, tokens_start=self.done * s.tokens_per_step, progress=False)
         result = Trainer(self.module, self.optimizer, self.sampler, settings, CPU, self.guard).run()
         seconds = time.perf_counter() - start
         self.done += steps

@@ -72,7 +72,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from bench.training import Data, Setup, _ids, _schedule, draw_batches, prepare_data  # noqa: E402
 from repro.model.build import build_model, smollm3_config  # noqa: E402
-from repro.spec.schema import AdamWSpec, ModelSpec, MuonSpec  # noqa: E402
+from repro.spec.schema import AdamWSpec, ModelSpec, MuonSpec, TrainingSettings  # noqa: E402
 from repro.train.flops import datasheet_peak, flops_per_token, measure_peak_flops, mfu  # noqa: E402
 from repro.train.positions import document_position_ids  # noqa: E402
 
@@ -262,7 +262,7 @@ class OursLoop:
         from repro.train.backends import resolve
         from repro.train.data import MixtureSampler
         from repro.train.distributed import DistContext
-        from repro.train.optim import build_optimizer, reference_lr
+        from repro.train.optim import build_optimizer
         from repro.train.stability import StabilityGuard
 
         self.backends = resolve(attention=variant.attention, compile=variant.compile,
@@ -276,7 +276,6 @@ class OursLoop:
         self.sampler = MixtureSampler(data.sources, dict(data.weights), setup.seqs, setup.seed, {})
         self.guard = StabilityGuard(setup.stability)
         self.ctx = DistContext(0, 1, device, "single")
-        self.lr = reference_lr(ADAMW)
         self.schedule = _schedule(1)  # a shape; the LR is the optimizer's
         self.done = 0
         self.losses: list[float] = []
@@ -286,11 +285,12 @@ class OursLoop:
         from repro.train.loop import LoopSettings, Trainer
 
         s = self.setup
+        training = TrainingSettings(micro_batch_size=s.micro_batch_size, log_every_steps=1,
+                                    precision=self.precision, monitor=None,
+                                    checkpoint_every_steps=None)
         settings = LoopSettings(
-            step_start=self.done, steps=steps, seq_len=s.seq_len, micro_batch_size=s.micro_batch_size,
-            log_every=1, tokens_start=self.done * s.tokens_per_step, schedule=self.schedule,
-            reference_lr=self.lr, grad_clip=ADAMW.grad_clip, precision=self.precision,
-            monitor_every=None, progress=False)
+            training=training, optimizer=ADAMW, schedule=self.schedule, step_start=self.done,
+            steps=steps, seq_len=s.seq_len, tokens_start=self.done * s.tokens_per_step, progress=False)
         _sync(self.device)
         start = time.perf_counter()
         result = Trainer(self.module, self.optimizer, self.sampler, settings, self.ctx, self.guard).run()

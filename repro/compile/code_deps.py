@@ -55,8 +55,8 @@ why. Deliberately short: a file belongs here only if no edit to it can change an
 SPEC_RUNTIME_METHODS: dict[str, str] = {
     "MTPSpec.weight_at": "the MTP loss weight per step (repro.train.objective)",
     "LocalTaskSpec.task_name": "local task names (repro.eval, repro.data.decont)",
-    "EvaluationSpec.standard_tasks": "the lm-eval tasks an evaluation runs (stages/evaluate.py)",
-    "EvaluationSpec.task_limits": "per-task example limits (stages/evaluate.py)",
+    "EvaluationSettings.standard_tasks": "the lm-eval tasks an evaluation runs (stages/evaluate.py)",
+    "EvaluationSettings.task_limits": "per-task example limits (stages/evaluate.py)",
     "TrainingSpec.stage_steps": "called outside stages only (compiler, planner, sweeps)",
     "TrainingSpec.stage_seq_lens": "called outside stages only (compiler, planner, sweeps)",
     "TrainingSpec.stage_rope": "called outside stages only (compiler, planner, sweeps)",

@@ -40,11 +40,14 @@ from repro.compile.ladder import n_params as ladder_n_params
 from repro.errors import ReproError
 from repro.spec.schema import (
     BuiltinSource,
+    EvaluationSettings,
     ExperimentSpec,
     MuonSpec,
     OptimizerSpec,
     PretrainedTokenizer,
+    ReportSpec,
     TrainBPETokenizer,
+    TrainingSettings,
     TrainingStageSpec,
 )
 from repro.stages.configs import (
@@ -66,6 +69,7 @@ from repro.stages.configs import (
     TokenizeConfig,
     TokenizerConfig,
     TrainConfig,
+    fields_of,
 )
 from repro.stages import kind as stage_kind
 from repro.stages.kind import SNAPSHOT
@@ -331,12 +335,6 @@ def _tokenizer_stage(graph: StageGraph, spec: ExperimentSpec, splits: dict[str, 
     return graph.add(Stage("tokenizer", label, TokenizerConfig(tokenizer=tok, datasets=names), inputs))
 
 
-def reference_lr(opt: OptimizerSpec) -> float:
-    """The optimizer's reference LR: AdamW's, or the AdamW part's for Muon (the LR a stage's
-    own schedule `lr` replaces; see stage_optimizer)."""
-    return opt.adamw.lr if isinstance(opt, MuonSpec) else opt.lr
-
-
 def stage_optimizer(spec: ExperimentSpec, stage: TrainingStageSpec) -> OptimizerSpec:
     """The optimizer settings a training stage runs with: the experiment's, except that a
     stage restarting the schedule with its own `lr` (SmolLM3's long-context stages, FACTS
@@ -539,20 +537,15 @@ def _train_stages(graph: StageGraph, spec: ExperimentSpec, tokenizer: Stage,
         model = spec.model.model_copy(update={"rope_theta": theta, "max_position_embeddings": max_pos})
         trains.append(graph.add(Stage(
             "train", f"{prefix}-{stage_spec.name}",
+            # the experiment's TrainingSettings pass whole; the rest is this stage's own
             TrainConfig(
+                **fields_of(tr, TrainingSettings),
                 experiment=spec.name, stage=stage_spec.name, model=model,
                 optimizer=stage_optimizer(spec, stage_spec), reset_optimizer=stage_spec.reset_optimizer,
-                schedule=segment, seq_len=seq_len,
-                batch_tokens=tr.batch_tokens, micro_batch_size=tr.micro_batch_size,
+                schedule=segment, seq_len=seq_len, batch_tokens=tr.batch_tokens,
                 step_start=start, steps=n, mixture=dict(sorted(stage_spec.mixture.items())),
                 seed=seed, data_seed=None if data_seed == seed else data_seed,
-                snapshot_steps=snapshots[i], log_every_steps=tr.log_every_steps,
-                doc_masking=tr.doc_masking, z_loss=tr.z_loss, qk_clip=tr.qk_clip, mtp=tr.mtp,
-                distillation=tr.distillation, stability=tr.stability, monitor=tr.monitor,
-                precision=tr.precision, compile=tr.compile, attention=tr.attention,
-                cross_entropy=tr.cross_entropy, deterministic=tr.deterministic, distributed=tr.distributed,
-                checkpoint_every_steps=tr.checkpoint_every_steps,
-                final_stage=i == len(tr.stages) - 1,
+                snapshot_steps=snapshots[i], final_stage=i == len(tr.stages) - 1,
             ),
             tuple(inputs),
         )))
@@ -603,10 +596,13 @@ def _run(graph: StageGraph, spec: ExperimentSpec, tokenizer: Stage, tokens: dict
         if last or ev.every_tokens is not None or ev.checkpoints == "every_stage":
             checkpoints.append((name, OutputRef(t.id, "checkpoint"), last))
     label = run[0]
+    # what an evaluation reads of the spec's `evaluation` (not which checkpoints, nor the
+    # decontamination of training data): changing those changes no evaluation's identity
+    evaluation = EvaluationSettings(**fields_of(ev, EvaluationSettings))
     evals = tuple(
         EvaluatedCheckpoint(ckpt, graph.add(Stage(
             "evaluate", f"{_run_prefix(spec, run)}-{ckpt}",
-            EvaluateConfig(experiment=spec.name, checkpoint=ckpt, evaluation=ev,
+            EvaluateConfig(experiment=spec.name, checkpoint=ckpt, evaluation=evaluation,
                            seed=spec.experiment.seed),
             (("checkpoint", ref),
              *((f"task:{name}", OutputRef(t.id, "task")) for name, t in sorted(tasks.items()))),
@@ -760,8 +756,8 @@ def compile_graph(specs: list[ExperimentSpec],
             inputs += [(f"funnel:{n}:{d}", OutputRef(f.id, "metrics"))
                        for d, f in sorted(by_name[n].funnels.items())]
         report = graph.add(Stage("report", rep.name,
-                                 # every other report setting (bootstrap, aggregate...) passes through
-                                 ReportConfig(**rep.model_dump(exclude={"experiments"}), experiments=names),
+                                 # the spec's report, its experiments resolved to all compared
+                                 ReportConfig(**{**fields_of(rep, ReportSpec), "experiments": names}),
                                  tuple(inputs)))
         graph.origin[report.id] = spec.name
     for spec in ladder_specs:

@@ -971,21 +971,14 @@ class TrainingStageSpec(Model):
         return mixture
 
 
-class TrainingSpec(Model):
-    """Sequence length, batch, optimizer, schedule and curriculum stages."""
+class TrainingSettings(Model):
+    """The training settings every curriculum stage of an experiment runs with, defined once:
+    `training:` in a spec holds them (TrainingSpec extends this model, so their YAML keys sit
+    directly under `training:`), and each train stage's params.yaml section holds them as the
+    same fields (repro.stages.configs.TrainConfig extends it too), with these defaults."""
 
-    seq_len: SeqLen = 4096
-    """Tokens per training sequence (SmolLM3 pretraining: 4096)."""
-    batch_tokens: BatchTokens = 2_359_296
-    """Tokens per optimizer step (SmolLM3: 3 x 192 x 4096; FACTS 3.5)."""
     micro_batch_size: Batch = 1
     """Sequences per forward/backward pass; gradient accumulation makes up the rest."""
-    optimizer: OptimizerSpec = AdamWSpec()
-    """Optimizer."""
-    schedule: ScheduleSpec = ScheduleSpec()
-    """Learning-rate schedule."""
-    stages: list[TrainingStageSpec] = Field(min_length=1, max_length=MAX_TRAINING_STAGES)
-    """Curriculum stages, trained in order, each continuing from the previous one."""
     log_every_steps: PositiveSteps = 10
     """Record the loss curve every this-many steps."""
     doc_masking: bool = True
@@ -1041,6 +1034,22 @@ class TrainingSpec(Model):
         if value == "auto" or isinstance(value, bool):
             return value
         raise FieldError(f"compile is {value!r}", "use auto (on with CUDA, off on CPU), true or false")
+
+
+class TrainingSpec(TrainingSettings):
+    """Sequence length, batch, optimizer, schedule and curriculum stages; the settings every
+    stage runs with (precision, kernels, monitor, ...) are TrainingSettings' fields."""
+
+    seq_len: SeqLen = 4096
+    """Tokens per training sequence (SmolLM3 pretraining: 4096)."""
+    batch_tokens: BatchTokens = 2_359_296
+    """Tokens per optimizer step (SmolLM3: 3 x 192 x 4096; FACTS 3.5)."""
+    optimizer: OptimizerSpec = AdamWSpec()
+    """Optimizer."""
+    schedule: ScheduleSpec = ScheduleSpec()
+    """Learning-rate schedule."""
+    stages: list[TrainingStageSpec] = Field(min_length=1, max_length=MAX_TRAINING_STAGES)
+    """Curriculum stages, trained in order, each continuing from the previous one."""
 
     @model_validator(mode="after")
     def _batch_and_stages(self) -> TrainingSpec:
@@ -1213,8 +1222,13 @@ class DecontaminationSpec(Model):
     every n-gram (datatrove's behaviour)."""
 
 
-class EvaluationSpec(Model):
-    """lm-eval evaluation of the trained checkpoint."""
+class EvaluationSettings(Model):
+    """How one checkpoint is evaluated: the settings an evaluate stage reads, defined once.
+    `evaluation:` in a spec holds them (EvaluationSpec extends this model with which
+    checkpoints to evaluate and the decontamination of training data), and each evaluate
+    stage's params.yaml section holds exactly these (repro.stages.configs.EvaluateConfig),
+    so a setting no evaluation reads (`checkpoints`, `every_tokens`, `decontamination`)
+    changes which stages exist or what they train on, never an evaluation's identity."""
 
     tasks: list[TaskName] = Field(default=[], max_length=MAX_EVAL_TASKS)
     """Standard lm-eval task names (need their datasets from the hub or a local cache).
@@ -1231,16 +1245,6 @@ class EvaluationSpec(Model):
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     """Weights dtype lm-eval loads the checkpoint in. `auto`: bfloat16 on CUDA, float32 on
     CPU (CPU bf16 matmuls are slow and less exact)."""
-    checkpoints: Literal["final", "every_stage"] = "final"
-    """Evaluate only the final checkpoint, or the end of every training stage."""
-    decontamination: DecontaminationSpec | None = DecontaminationSpec()
-    """Remove training documents that overlap the evaluation tasks; None disables."""
-    every_tokens: Tokens | None = None
-    """Also evaluate snapshots taken every this many training tokens (a multiple of
-    `training.batch_tokens`), and the end of every training stage, for score-vs-tokens curves
-    (FineWeb chose its early-signal tasks by how they move with tokens, FACTS 4.3-4.4). Each
-    snapshot is its own evaluate stage, cached by DVC. None: see `checkpoints`."""
-
     presets: list[str] = Field(default=[], max_length=MAX_EVAL_TASKS)
     """Named suites of standard lm-eval tasks (repro.eval.presets): `fineweb_early_signal`
     (FACTS 4.3, at most 1000 documents per task) and `smollm3_base` (FACTS 4.5, its 0-shot
@@ -1275,7 +1279,7 @@ class EvaluationSpec(Model):
         return value
 
     @model_validator(mode="after")
-    def _some_task(self) -> EvaluationSpec:
+    def _some_task(self) -> EvaluationSettings:
         if not self.tasks and not self.local_tasks and not self.presets:
             raise FieldError("no evaluation tasks", "add `tasks`, `presets` or `local_tasks`")
         names = [t.task_name for t in self.local_tasks]
@@ -1285,7 +1289,7 @@ class EvaluationSpec(Model):
         return self
 
     @model_validator(mode="after")
-    def _backend_fields(self) -> EvaluationSpec:
+    def _backend_fields(self) -> EvaluationSettings:
         # A field of another backend would be silently ignored: say which backend uses it.
         if self.num_processes != 1 and self.backend != "accelerate":
             raise FieldError(f"evaluation.num_processes is {self.num_processes} but backend is "
@@ -1318,6 +1322,22 @@ class EvaluationSpec(Model):
                 if cap is not None:
                     out[t] = cap if out[t] is None else min(out[t], cap)
         return out
+
+
+class EvaluationSpec(EvaluationSettings):
+    """lm-eval evaluation of the trained checkpoints: how each is evaluated
+    (EvaluationSettings' fields), which ones, and the decontamination of the training data
+    against the evaluation tasks."""
+
+    checkpoints: Literal["final", "every_stage"] = "final"
+    """Evaluate only the final checkpoint, or the end of every training stage."""
+    decontamination: DecontaminationSpec | None = DecontaminationSpec()
+    """Remove training documents that overlap the evaluation tasks; None disables."""
+    every_tokens: Tokens | None = None
+    """Also evaluate snapshots taken every this many training tokens (a multiple of
+    `training.batch_tokens`), and the end of every training stage, for score-vs-tokens curves
+    (FineWeb chose its early-signal tasks by how they move with tokens, FACTS 4.3-4.4). Each
+    snapshot is its own evaluate stage, cached by DVC. None: see `checkpoints`."""
 
 
 # ----------------------------------------------------------------------------- report

@@ -6,21 +6,26 @@ use the spec's bounded types (repro.spec.base: Steps, Tokens, SeqLen, ...) and l
 the same reason: `-S` and `repro sweep` edit params.yaml after the spec was validated, and a
 stage must not loop or allocate in proportion to an unchecked number. A config holds
 only what changes the stage's output; anything else would make DVC rerun for nothing.
+
+A group of settings is defined once, in repro.spec.schema, with one default: a config that
+reads a whole group extends or holds the spec's own model (TrainConfig extends
+TrainingSettings, EvaluateConfig holds EvaluationSettings, ReportConfig is a ReportSpec), and
+the compiler passes those models through (`fields_of`), never field by field. Where a stage
+reads only part of a spec section, the schema defines that part as its own model, so the
+stage's identity follows what it reads.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from repro.spec.base import (
-    MAX_BOOTSTRAP,
     MAX_DATASETS,
     MAX_LADDER_POINTS,
     MAX_SNAPSHOTS,
     MAX_TRAINING_STAGES,
-    Batch,
     BatchTokens,
     Bootstrap,
     Parallel,
@@ -35,24 +40,29 @@ from repro.spec.schema import (
     CurationStep,
     DecontaminationSpec,
     DistillationSpec,
-    DistributedSpec,
-    EvaluationSpec,
+    EvaluationSettings,
     ExecutorSpec,
     HeldoutSpec,
     LocalTaskSpec,
     Model,
     ModelSpec,
-    MonitorSpec,
-    MTPSpec,
     Name,
     OptimizerSpec,
     PositiveInt,
-    QKClipSpec,
-    StabilitySpec,
+    ReportSpec,
     Source,
     TokenizerSpec,
+    TrainingSettings,
 )
 from repro.train.schedule import ScheduleSegment  # the schedule's shape lives with its user
+
+
+def fields_of(model: BaseModel, view: type[BaseModel]) -> dict[str, Any]:
+    """The values `model` holds for the fields `view` declares, as validated objects (nested
+    models pass as they are): how the compiler hands a spec's settings group to a stage config
+    built on the same definition (`TrainConfig(**fields_of(training, TrainingSettings), ...)`),
+    with no field listed by hand."""
+    return {name: getattr(model, name) for name in view.model_fields}
 
 
 class SourceConfig(Model):
@@ -154,8 +164,11 @@ class LedgerConfig(Model):
     """Dataset -> most passes training may make over its tokens (DatasetSpec.max_epochs)."""
 
 
-class TrainConfig(Model):
-    """One curriculum stage of training."""
+class TrainConfig(TrainingSettings):
+    """One curriculum stage of training: the experiment's TrainingSettings (micro batch,
+    logging, objective terms, stability, monitor, kernels, processes, in-stage checkpoints;
+    declared once in repro.spec.schema, with the spec's defaults), and what this stage
+    resolves for itself below."""
 
     experiment: Name
     """Experiment this stage belongs to (labels outputs)."""
@@ -176,8 +189,6 @@ class TrainConfig(Model):
     """Tokens per sequence in this stage."""
     batch_tokens: BatchTokens
     """Tokens per optimizer step."""
-    micro_batch_size: Batch
-    """Sequences per forward/backward pass (per process)."""
     step_start: Steps
     """Global step this stage starts at."""
     steps: PositiveSteps
@@ -191,36 +202,9 @@ class TrainConfig(Model):
     snapshot_steps: list[PositiveSteps] = Field(default=[], max_length=MAX_SNAPSHOTS)
     """Global steps inside this stage after which the model is also saved as a `snapshot:<step>`
     output, for evaluation over training (`evaluation.every_tokens`)."""
-    log_every_steps: PositiveSteps
-    """Loss-curve resolution."""
-    doc_masking: bool = True
-    """Intra-document attention masking and per-document positions."""
-    z_loss: float = Field(default=0.0, ge=0)
-    """z-loss weight."""
-    qk_clip: QKClipSpec | None = None
-    """QK-Clip settings."""
-    mtp: MTPSpec | None = None
-    """Multi-token prediction."""
-    distillation: DistillationSpec | None = None
-    """Distillation (the teacher itself comes in as the `teacher` input or by hub name)."""
-    stability: StabilitySpec = StabilitySpec()
-    """NaN/Inf and spike handling."""
-    monitor: MonitorSpec | None = None
-    """Feature-learning monitor."""
-    precision: Literal["fp32", "bf16"] = "fp32"
-    """Autocast precision."""
-    compile: Union[Literal["auto"], bool] = "auto"
-    """torch.compile the model (auto: with CUDA)."""
-    attention: Literal["auto", "sdpa", "flex", "flash"] = "auto"
-    """Attention kernel (repro.train.backends resolves auto)."""
-    cross_entropy: Literal["auto", "plain", "chunked", "liger"] = "auto"
-    """LM-head + cross-entropy kernel (repro.train.backends resolves auto)."""
-    deterministic: bool = True
-    """Deterministic CUDA kernels."""
-    distributed: DistributedSpec = DistributedSpec()
-    """Processes and parallelism."""
-    checkpoint_every_steps: PositiveSteps | None = None
-    """In-stage resumable checkpoints (execution only: not part of the stage identity)."""
+    final_stage: bool = False
+    """Whether this is the experiment's last training stage (its checkpoint is the export
+    that gets `model.inference_yarn`)."""
 
     @model_validator(mode="after")
     def _snapshots_inside(self) -> TrainConfig:
@@ -232,9 +216,6 @@ class TrainConfig(Model):
         if self.snapshot_steps != sorted(set(self.snapshot_steps)):
             raise ValueError(f"snapshot_steps {self.snapshot_steps} must be increasing and distinct")
         return self
-    final_stage: bool = False
-    """Whether this is the experiment's last training stage (its checkpoint is the export
-    that gets `model.inference_yarn`)."""
 
 
 class TeacherLogitsConfig(Model):
@@ -277,37 +258,17 @@ class EvaluateConfig(Model):
     """Experiment evaluated."""
     checkpoint: Name
     """Training stage whose checkpoint is evaluated."""
-    evaluation: EvaluationSpec
-    """Tasks, few-shot, limit, batch size."""
+    evaluation: EvaluationSettings
+    """Tasks, few-shot, limit, batch size, backend: the spec's `evaluation` less what no
+    evaluate stage reads (repro.spec.schema.EvaluationSettings)."""
     seed: Seed
     """lm-eval random seeds."""
 
 
-class ReportConfig(Model):
-    """Compare experiments."""
-
-    name: Name
-    """Report name."""
-    baseline: Name
-    """Experiment compared against."""
-    experiments: list[Name]
-    """Experiments in the report, in display order."""
-    bootstrap_iterations: int = Field(default=10_000, ge=100, le=MAX_BOOTSTRAP)
-    """Paired bootstrap draws (see ReportSpec)."""
-    confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
-    """Confidence level of the intervals."""
-    bootstrap_seed: Seed = 0
-    """Seed of the bootstrap draws."""
-    aggregate_tasks: list[str] | None = Field(default=None, min_length=1)
-    """Tasks averaged into the aggregate score; None: every task with a chance level."""
-
-    @model_validator(mode="after")
-    def _aggregate_unique(self) -> ReportConfig:
-        if self.aggregate_tasks is not None and len(set(self.aggregate_tasks)) != len(
-                self.aggregate_tasks):
-            raise ValueError(f"aggregate_tasks {self.aggregate_tasks} lists a task twice; "
-                             f"list each once")
-        return self
+class ReportConfig(ReportSpec):
+    """Compare experiments: the spec's `report` (same fields, defaults and checks), with
+    `experiments` resolved by the compiler to every experiment compared, in display order
+    (the baseline first, the spec's own experiment added; repro.compile.graph)."""
 
 
 class LadderRun(Model):

@@ -36,7 +36,7 @@ from repro.eval.lm_eval_runner import (
 from repro.eval.presets import PRESETS
 from repro.eval.provenance import checkpoint_sha256, tokens_seen, trainer_state, training_seq_len
 from repro.eval.results import RESULTS_FILE, RunInfo, assemble, samples_file
-from repro.spec.schema import EvaluationSpec
+from repro.spec.schema import EvaluationSettings
 from repro.stages import worker
 from repro.stages.base import StageIO, atomic_dir, dumps_json, write_json
 from repro.stages.configs import EvaluateConfig
@@ -49,7 +49,7 @@ CACHE_ROOT_ENV = "REPRO_LM_EVAL_CACHE"
 folder); unset: repro.paths.lm_eval_cache, relative to the repository root DVC runs in."""
 
 
-def response_cache(ev: EvaluationSpec, ckpt_sha: str, settings: dict[str, Any]) -> Path | None:
+def response_cache(ev: EvaluationSettings, ckpt_sha: str, settings: dict[str, Any]) -> Path | None:
     """Path prefix of lm-eval's sqlite response cache for this checkpoint and the settings
     that shape responses, or None when `evaluation.cache_requests` is off."""
     if not ev.cache_requests:
@@ -65,7 +65,7 @@ def response_cache(ev: EvaluationSpec, ckpt_sha: str, settings: dict[str, Any]) 
     return folder / key / "responses"
 
 
-def _check_backend(ev: EvaluationSpec) -> None:
+def _check_backend(ev: EvaluationSettings) -> None:
     import torch
 
     cuda_devices = torch.cuda.device_count() if torch.cuda.is_available() else 0

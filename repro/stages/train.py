@@ -63,7 +63,7 @@ from repro.train.data import MixtureSampler, TokenShards
 from repro.train.data_order import LEDGER_FILE, ledger_csv, read_ledger
 from repro.train.loop import LoopSettings, Trainer, loss_csv
 from repro.train.objective import ObjectiveSettings, TrainModule
-from repro.train.optim import build_optimizer, grad_clip, load_state, reference_lr
+from repro.train.optim import build_optimizer, load_state
 from repro.train.stability import StabilityGuard
 
 
@@ -260,16 +260,14 @@ def _run(cfg: TrainConfig, io: StageIO, ctx: dist_mod.DistContext) -> None:
 
         probe_factory = lambda: MaxLogitProbe(model)  # noqa: E731
         qk_apply = lambda logits: apply_qk_clip(model, logits, cfg.qk_clip.tau)  # noqa: E731
+    # the config's own models, as they are: cfg is a TrainingSettings (micro batch, logging,
+    # monitor, precision, QK-Clip, in-stage checkpoints), cfg.optimizer holds clip and LR
     settings = LoopSettings(
-        step_start=cfg.step_start, steps=cfg.steps, seq_len=cfg.seq_len,
-        micro_batch_size=cfg.micro_batch_size, log_every=cfg.log_every_steps,
-        tokens_start=tokens_before, schedule=cfg.schedule, reference_lr=reference_lr(cfg.optimizer),
-        grad_clip=grad_clip(cfg.optimizer), qk_clip_tau=cfg.qk_clip.tau if cfg.qk_clip else None,
-        checkpoint_every=cfg.checkpoint_every_steps, resume_dir=Path(paths.resume_dir(io.name)),
-        config_fingerprint=config_fingerprint(cfg, io),
+        training=cfg, optimizer=cfg.optimizer, schedule=cfg.schedule,
+        step_start=cfg.step_start, steps=cfg.steps, seq_len=cfg.seq_len, tokens_start=tokens_before,
+        resume_dir=Path(paths.resume_dir(io.name)), config_fingerprint=config_fingerprint(cfg, io),
         previous_order=read_ledger(previous) if previous.exists() else {},
-        previous_order_source=str(previous), precision=cfg.precision,
-        monitor_every=cfg.monitor.every_steps if cfg.monitor else None,
+        previous_order_source=str(previous),
     )
     staging = _snapshot_staging(io.name)
     # the loop compares global steps with the rerun ledger; its own list is stage-relative

@@ -12,7 +12,7 @@ of the step's sequences), which is what the gradient is of.
 
 Exactness. Given the same thread count, a stage's outputs are bitwise reproducible: the
 only inputs are the seeded init, the deterministic sampler and deterministic kernels. The
-loop's whole state is packed every `checkpoint_every` updates (repro.train.resume); a
+loop's whole state is packed every `checkpoint_every_steps` updates (repro.train.resume); a
 killed stage resumes from it and ends with bitwise-identical weights, and the stability
 guard's rollbacks restore the same state from memory.
 
@@ -46,13 +46,14 @@ from typing import Callable
 import numpy as np
 import torch
 
+from repro.spec.schema import OptimizerSpec, TrainingSettings
 from repro.train import resume
 from repro.train.data import MixtureSampler
 from repro.train.data_order import check_against, fingerprint
 from repro.train.prefetch import BatchFeed
 from repro.train.distributed import DistContext, all_max_, all_mean
 from repro.train.objective import TrainModule
-from repro.train.optim import set_lr_multiplier
+from repro.train.optim import reference_lr, set_lr_multiplier
 from repro.train.schedule import ScheduleSegment, multiplier_at
 from repro.train.stability import StabilityGuard
 
@@ -86,23 +87,27 @@ def loss_csv(rows: list[LogRow]) -> str:
 
 @dataclass
 class LoopSettings:
+    """What the loop runs with: the stage config's own models and fields, under their config
+    names (nothing renamed or copied out of them), and where the run's state lives."""
+
+    training: TrainingSettings
+    """The experiment's training settings as the stage config holds them (the train stage
+    passes its TrainConfig, which extends TrainingSettings). The loop reads
+    micro_batch_size, log_every_steps, precision, monitor (its every_steps),
+    checkpoint_every_steps and whether qk_clip is on (the stage applies its tau)."""
+    optimizer: OptimizerSpec
+    """The optimizer's settings: grad_clip, and the reference LR (repro.train.optim.
+    reference_lr) that the loss curve's `lr` column reports and the schedule's factor is
+    rounded at. The LRs themselves are already in the torch optimizer's groups."""
+    schedule: ScheduleSegment  # a shape: multiplies each group's own LR (optimizer's base_lr)
     step_start: int
     steps: int
     seq_len: int
-    micro_batch_size: int
-    log_every: int
-    tokens_start: int
-    schedule: ScheduleSegment  # a shape: multiplies each group's own LR (optimizer's base_lr)
-    reference_lr: float  # the optimizer's reference LR (repro.train.optim.reference_lr): logs, rounding
-    grad_clip: float | None
-    qk_clip_tau: float | None = None
-    checkpoint_every: int | None = None
+    tokens_start: int  # tokens trained on by earlier stages
     resume_dir: Path | None = None
     config_fingerprint: str = ""
     previous_order: dict[int, str] = field(default_factory=dict)  # rerun check
     previous_order_source: str = ""
-    precision: str = "fp32"
-    monitor_every: int | None = None
     progress: bool = True
     prefetch: bool = True  # draw the next step's batch on a background thread (False: inline)
 
@@ -139,6 +144,8 @@ class Trainer:
         self.optimizer = optimizer
         self.sampler = sampler
         self.s = settings
+        self.t = settings.training
+        self.reference_lr = reference_lr(settings.optimizer)
         self.ctx = ctx
         self.guard = guard
         self.monitor = monitor
@@ -223,17 +230,17 @@ class Trainer:
         """The factor on every group's base LR at update n: the schedule's shape times the
         stability guard's LR scale. Evaluated at the reference LR so its float rounding is
         the one checkpoints were trained with (repro.train.schedule)."""
-        return multiplier_at(self.s.schedule, n, self.s.reference_lr) * self.lr_scale
+        return multiplier_at(self.s.schedule, n, self.reference_lr) * self.lr_scale
 
     def _autocast(self):
-        if self.s.precision == "bf16":
+        if self.t.precision == "bf16":
             return torch.autocast(device_type=self.ctx.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def _backward(self, local: torch.Tensor, meta: list, tokens_seen: int) -> tuple[torch.Tensor, dict]:
         """Forward/backward over the micro batches of this rank's rows (already on the
         device); the step's loss and loss parts as float64 tensors on the device (no sync)."""
-        micro = self.s.micro_batch_size
+        micro = self.t.micro_batch_size
         chunks = list(range(0, local.size(0), micro))
         device = local.device
         step_loss = torch.zeros((), dtype=torch.float64, device=device)
@@ -257,7 +264,7 @@ class Trainer:
     def _grad_norm(self) -> torch.Tensor:
         """The global gradient norm before clipping, a device tensor (clipping needs no sync)."""
         params = [p for p in self.module.parameters() if p.grad is not None]
-        clip = self.s.grad_clip if self.s.grad_clip is not None else math.inf
+        clip = self.s.optimizer.grad_clip if self.s.optimizer.grad_clip is not None else math.inf
         # clip_grad_norm_ returns the norm before clipping; with inf it only measures
         norm = torch.nn.utils.clip_grad_norm_(params, clip, foreach=True)
         # FSDP2: a DTensor over the shards; its full value (a collective) is the global norm
@@ -313,7 +320,7 @@ class Trainer:
 
     def _updates(self, feed: BatchFeed, bar, rollback_target: bytes | None) -> tuple[float, float, int]:
         """The updates left to do; (seconds, seconds of the first one, updates done)."""
-        s = self.s
+        s, t = self.s, self.t
         cuda = self.ctx.device.type == "cuda"
         t0, timed, warmup = time.perf_counter(), 0, 0.0
         while self.done < s.steps:
@@ -327,9 +334,10 @@ class Trainer:
             local = batch.local.to(self.ctx.device, non_blocking=True)  # pinned on CUDA: async
             local_meta = batch.meta
             tokens_seen = s.tokens_start + k * self.seqs * s.seq_len
-            monitored = self.monitor is not None and s.monitor_every and (n % s.monitor_every == 0 or k == s.steps - 1)
+            monitored = self.monitor is not None and t.monitor is not None and (
+                n % t.monitor.every_steps == 0 or k == s.steps - 1)
             before = self.monitor_snapshot() if monitored and self.monitor_snapshot else None
-            probe = self.max_logit_probe() if (s.qk_clip_tau is not None and self.max_logit_probe) else None
+            probe = self.max_logit_probe() if (t.qk_clip is not None and self.max_logit_probe) else None
             with probe if probe is not None else contextlib.nullcontext():
                 local_loss, parts = self._backward(local, local_meta, tokens_seen)
             step_loss, parts, grad_norm = self._step_values(local_loss, parts)  # the one sync
@@ -363,13 +371,14 @@ class Trainer:
                 warmup = time.perf_counter() - t0
             if monitored:
                 self.monitor_rows += self.monitor(n, s.tokens_start + self.done * self.seqs * s.seq_len, before)
-            if n % s.log_every == 0 or self.done == s.steps:
-                self._log(n, mult * s.reference_lr)
+            if n % t.log_every_steps == 0 or self.done == s.steps:
+                self._log(n, mult * self.reference_lr)
                 bar.set_postfix(loss=f"{self.rows[-1].loss:.4f}", lr=f"{self.rows[-1].lr:.2e}")
             bar.update(1)
             if self.after_update is not None:
                 self.after_update(n, s.tokens_start + self.done * self.seqs * s.seq_len)
-            if s.checkpoint_every and self.done % s.checkpoint_every == 0 and self.done < s.steps:
+            every = t.checkpoint_every_steps
+            if every and self.done % every == 0 and self.done < s.steps:
                 blob = self._checkpoint()
                 if rollback_target is not None:
                     rollback_target = blob

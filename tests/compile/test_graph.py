@@ -13,7 +13,9 @@ from repro.compile.graph import GraphError, OutputRef, compile_graph
 from repro.compile.render import HEADER, render_dvc_yaml, render_params_yaml
 from repro.compile.specs import compile_files
 from repro.spec.load import load_spec, load_specs
+from repro.spec.schema import EvaluationSettings, TrainingSettings
 from repro.stages import kinds
+from repro.stages.configs import fields_of
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden"
@@ -128,6 +130,28 @@ def test_eval_change_touches_only_evaluate_and_report(tmp_path):
     assert _kinds_labels(new, _changed(base, new)) == sorted([
         ("evaluate", f"qs-rope{run}-{ckpt}") for run in ("", "-seed1")
         for ckpt in ("decay", "stable", "stable-step40")] + [("report", "quickstart")])
+
+
+def test_a_setting_no_evaluation_reads_leaves_every_evaluation_alone(tmp_path):
+    """`evaluation.checkpoints` says which checkpoints are evaluated, not how: an evaluate
+    stage's params hold only EvaluationSettings. qs-rope evaluates every stage end already
+    (every_tokens), so switching it to every_stage changes no stage at all."""
+    new = _variant_graph(tmp_path, "evaluation: {checkpoints: every_stage}\n")
+    assert _ids(new) == _ids(_graph())
+    evaluate = next(s for s in new.stages.values() if s.kind == "evaluate")
+    assert type(evaluate.config.evaluation) is EvaluationSettings
+
+
+def test_train_stages_hold_the_specs_training_settings_whole():
+    """The compiler passes the spec's TrainingSettings to every train stage as they are (no
+    field copied by hand, none left at a default of the stage config's own)."""
+    specs = {s.name: s for s in load_specs(QUICKSTART)}
+    trains = [s for s in _graph().stages.values()
+              if s.kind == "train" and s.config.experiment in specs]
+    assert len({s.config.experiment for s in trains}) == len(specs) - 1  # qs-ladder trains its runs
+    for stage in trains:
+        spec = specs[stage.config.experiment]
+        assert fields_of(stage.config, TrainingSettings) == fields_of(spec.training, TrainingSettings)
 
 
 def test_decay_stage_change_keeps_stable_stage(tmp_path):

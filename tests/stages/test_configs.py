@@ -95,3 +95,32 @@ def test_a_sweep_value_beyond_the_step_limit_is_refused_before_it_is_queued(tiny
     with pytest.raises(ValueProblem, match="above the limit of 1,000,000,000") as e:
         validate_overrides(tiny_params, {key: 10**18}, REPO)
     assert e.value.key == key and e.value.value == 10**18
+
+
+# ------------------------------------------------- one definition per group of settings
+
+
+def test_stage_configs_extend_the_spec_models_instead_of_copying_them() -> None:
+    """Each group of settings is declared once, in repro.spec.schema, with one default: the
+    train config extends TrainingSettings without declaring any of its fields again, the
+    report config is the spec's ReportSpec, and the evaluate config holds the part of the
+    spec's evaluation that an evaluation reads."""
+    from repro.spec.schema import (
+        EvaluationSettings,
+        EvaluationSpec,
+        ReportSpec,
+        TrainingSettings,
+        TrainingSpec,
+    )
+    from repro.stages.configs import EvaluateConfig, ReportConfig, TrainConfig
+
+    assert issubclass(TrainConfig, TrainingSettings) and issubclass(TrainingSpec, TrainingSettings)
+    redeclared = set(vars(TrainConfig).get("__annotations__", {})) & set(TrainingSettings.model_fields)
+    assert redeclared == set()
+    for name in TrainingSettings.model_fields:  # the spec's defaults (monitor on, checkpoints)
+        assert TrainConfig.model_fields[name].default == TrainingSpec.model_fields[name].default, name
+    assert issubclass(ReportConfig, ReportSpec) and not vars(ReportConfig).get("__annotations__")
+    assert issubclass(EvaluationSpec, EvaluationSettings)
+    assert EvaluateConfig.model_fields["evaluation"].annotation is EvaluationSettings
+    unread = set(EvaluationSpec.model_fields) - set(EvaluationSettings.model_fields)
+    assert unread == {"checkpoints", "decontamination", "every_tokens"}

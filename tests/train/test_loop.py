@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from repro.model.build import TokenIds, build_model
-from repro.spec.schema import AdamWSpec, ModelSpec
+from repro.spec.schema import AdamWSpec, ModelSpec, TrainingSettings
 from repro.train.schedule import ScheduleSegment
 from repro.train.checkpoint import load_optimizer_state, read_trainer_state, save_checkpoint
 from repro.train.data import MixtureSampler, TokenShards
@@ -26,6 +26,12 @@ SPEC = ModelSpec(hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, inte
 IDS = TokenIds(vocab_size=64, bos=0, eos=0, pad=1)
 SCHEDULE = ScheduleSegment(warmup_steps=0, decay_start_step=None, decay_end_step=None,
                            decay_shape="linear", min_lr_ratio=0.0)
+
+
+def settings_every(log_every_steps: int) -> TrainingSettings:
+    """Micro batches of 2, no monitor, no in-stage checkpoints."""
+    return TrainingSettings(micro_batch_size=2, log_every_steps=log_every_steps, monitor=None,
+                            checkpoint_every_steps=None)
 
 
 def shards(tmp_path) -> TokenShards:
@@ -45,9 +51,8 @@ def test_loop_logs_and_export_reloads_with_same_logits(tmp_path):
     module = TrainModule(model, ObjectiveSettings(eos_id=IDS.eos, doc_masking=True))
     opt = build_adamw(module, AdamWSpec())
     sampler = MixtureSampler({"d": shards(tmp_path)}, {"d": 1.0}, 4, 0, {})
-    settings = LoopSettings(step_start=0, steps=7, seq_len=16, micro_batch_size=2, log_every=3,
-                            tokens_start=100, schedule=SCHEDULE, reference_lr=1e-2, grad_clip=1.0,
-                            progress=False)
+    settings = LoopSettings(training=settings_every(3), optimizer=AdamWSpec(), schedule=SCHEDULE,
+                            step_start=0, steps=7, seq_len=16, tokens_start=100, progress=False)
     result = Trainer(module, opt, sampler, settings, DistContext(0, 1, torch.device("cpu"), "single"),
                      StabilityGuard(StabilitySpec())).run()
     rows = result.rows
@@ -56,7 +61,7 @@ def test_loop_logs_and_export_reloads_with_same_logits(tmp_path):
     assert len(result.fingerprints) == 7 and len(set(result.fingerprints)) == 7
     csv = loss_csv(rows).splitlines()
     assert csv[0] == "step,tokens,loss,lr,grad_norm,ce"
-    assert csv[1].startswith(f"3,292,{rows[0].loss:.6f},0.01,")
+    assert csv[1].startswith(f"3,292,{rows[0].loss:.6f},0.0002,")  # the optimizer's LR
     assert dict(rows[0].parts)["ce"] == rows[0].loss  # plain CE: the loss is its only part
 
     (tmp_path / "tok").mkdir()
@@ -86,9 +91,8 @@ def test_compiled_trunk_compiles_once_for_the_whole_stage(tmp_path):
     module = TrainModule(model, ObjectiveSettings(eos_id=IDS.eos, doc_masking=True), compiled_trunk=trunk)
     opt = build_adamw(module, AdamWSpec())
     sampler = MixtureSampler({"d": shards(tmp_path)}, {"d": 1.0}, 4, 0, {})
-    settings = LoopSettings(step_start=0, steps=5, seq_len=16, micro_batch_size=2, log_every=5,
-                            tokens_start=0, schedule=SCHEDULE, reference_lr=1e-2, grad_clip=1.0,
-                            progress=False)
+    settings = LoopSettings(training=settings_every(5), optimizer=AdamWSpec(), schedule=SCHEDULE,
+                            step_start=0, steps=5, seq_len=16, tokens_start=0, progress=False)
     frames = []
     result = Trainer(module, opt, sampler, settings, DistContext(0, 1, torch.device("cpu"), "single"),
                      StabilityGuard(StabilitySpec()),

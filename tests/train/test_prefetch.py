@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from repro.model.build import TokenIds, build_model
-from repro.spec.schema import AdamWSpec, ModelSpec, StabilitySpec
+from repro.spec.schema import AdamWSpec, ModelSpec, StabilitySpec, TrainingSettings
 from repro.train.schedule import ScheduleSegment
 from repro.train import resume
 from repro.train.data import MixtureSampler, TokenShards
@@ -115,10 +115,12 @@ def trainer(sources, steps=9, *, prefetch=True, checkpoint_every=None, resume_di
     model = build_model(SPEC, IDS, 0)
     module = TrainModule(model, ObjectiveSettings(eos_id=IDS.eos, doc_masking=True))
     opt = build_adamw(module, AdamWSpec())
-    settings = LoopSettings(step_start=0, steps=steps, seq_len=16, micro_batch_size=micro, log_every=1,
-                            tokens_start=0, schedule=SCHEDULE, reference_lr=1e-2, grad_clip=1.0,
-                            checkpoint_every=checkpoint_every, resume_dir=resume_dir,
-                            config_fingerprint="t", progress=False, prefetch=prefetch)
+    training = TrainingSettings(micro_batch_size=micro, log_every_steps=1, monitor=None,
+                                checkpoint_every_steps=checkpoint_every)
+    settings = LoopSettings(training=training, optimizer=AdamWSpec(), schedule=SCHEDULE,
+                            step_start=0, steps=steps, seq_len=16, tokens_start=0,
+                            resume_dir=resume_dir, config_fingerprint="t", progress=False,
+                            prefetch=prefetch)
     return Trainer(module, opt, sampler(sources), settings, CPU, guard or StabilityGuard(StabilitySpec()),
                    after_update=after_update)
 
