@@ -198,11 +198,6 @@ def set_lr_multiplier(optimizer: Optimizer, m: float) -> None:
         g["lr"] = g["base_lr"] * m
 
 
-def grad_clip(spec: AdamWSpec | MuonSpec) -> float | None:
-    """Global gradient-norm clip over all parameters (None: off)."""
-    return spec.grad_clip
-
-
 # --------------------------------------------------------------------------- reloading
 
 

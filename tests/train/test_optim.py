@@ -15,7 +15,6 @@ from repro.train.optim import (
     MuonWithAdamW,
     build_adamw,
     build_optimizer,
-    grad_clip,
     load_state,
     param_groups,
     reference_lr,
@@ -162,7 +161,6 @@ def test_lr_multiplier_and_reference():
     assert [g["lr"] for g in opt.param_groups] == [0.01, 1.5e-3, 1.5e-3]
     assert opt.muon.param_groups[0]["lr"] == 0.01  # the groups are the sub-optimizers' own
     assert reference_lr(MUON) == 3e-3 and reference_lr(ADAMW) == 3e-3
-    assert grad_clip(MUON) == 1.0 and grad_clip(AdamWSpec(grad_clip=None)) is None
 
 
 def test_muon_load_state_reapplies_spec_and_checks_kind():
