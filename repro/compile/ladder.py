@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from repro.errors import ReproError
+from repro.spec.load import load_spec
 from repro.spec.schema import ExperimentSpec
 from repro.spec.search import LadderSpec, short_tokens
+from repro.spec.vocab import vocab_size
 from repro.stages.configs import PredictTarget
 
 
@@ -116,8 +118,7 @@ def expand(spec: ExperimentSpec) -> list[LadderPoint]:
 
 def n_params(spec: ExperimentSpec, parameters: str, root: Path = Path(".")) -> int:
     """N of an experiment's model: non-embedding or total parameters (repro.train.flops)."""
-    from repro.plan.vocab import vocab_size
-    from repro.train.flops import param_counts
+    from repro.train.flops import param_counts  # imports torch: only ladders need it
 
     vocab, source = vocab_size(spec.tokenizer, root)
     if vocab is None:
@@ -131,8 +132,6 @@ def n_params(spec: ExperimentSpec, parameters: str, root: Path = Path(".")) -> i
 
 def prediction_targets(spec: ExperimentSpec, specs_dir: Path, root: Path = Path(".")) -> list[PredictTarget]:
     """N and D of the specs a ladder predicts (`ladder.predict`, relative to specs_dir)."""
-    from repro.spec.load import load_spec
-
     ladder = spec.ladder
     if ladder is None:
         return []

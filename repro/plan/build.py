@@ -18,9 +18,9 @@ from repro.plan.disk import DiskPlan, plan_disk
 from repro.plan.evaluation import EvaluationPlan, plan_evaluation
 from repro.plan.quantity import Q, total
 from repro.plan.training import DEFAULT_MFU, DEFAULT_PEAK_TFLOPS, TrainingPlan, plan_training
-from repro.plan.vocab import vocab_size
 from repro.spec import schema as S
 from repro.spec.load import SpecError
+from repro.spec.vocab import vocab_size
 
 
 @dataclass(frozen=True)
