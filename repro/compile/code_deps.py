@@ -147,6 +147,13 @@ def _file_imports(path: str) -> frozenset[str]:
     return frozenset(found)
 
 
+def file_imports(path: str) -> frozenset[str]:
+    """The edges of the import graph out of one file: repo-relative files of ours that
+    running `path` (repo-relative, e.g. `repro/train/loop.py`) imports directly, by the
+    rules above (tests/test_layering.py checks the layers and cycles with them)."""
+    return _file_imports(path)
+
+
 @functools.cache
 def module_closure(module: str) -> tuple[str, ...]:
     """Every file of ours that importing (and running) `module` may execute, sorted; NOT_CODE

@@ -120,7 +120,7 @@ def expansion(spec: ExperimentSpec) -> Expansion:
 def check(specs: list[ExperimentSpec]) -> list[Expansion]:
     """Every spec's expansion, after checking their sum against MAX_GRAPH_STAGES and
     MAX_GRAPH_SIZE; GraphError names the biggest spec, its biggest part and the limit."""
-    from repro.compile.graph import GraphError
+    from repro.compile.graph import GraphError  # graph.py imports this module (GraphError should live below both)
 
     parts = {s.name: expansion(s) for s in specs}
     for spec in specs:  # a report reads every run's training and evaluation metrics

@@ -36,6 +36,8 @@ from datatrove.pipeline.decont.n_grams import (
     NGramsDecontIndexer,
 )
 
+from repro.eval.lm_eval_runner import TaskUnavailableError, load_tasks
+from repro.eval.local_tasks import DATA_FILE, read_manifest
 from repro.jsonl import iter_rows
 from repro.spec.schema import DecontaminationSpec
 
@@ -63,8 +65,6 @@ def datatrove_config(spec: DecontaminationSpec) -> NGramsDecontConfig:
 
 def local_task_items(task_dir: Path) -> Iterator[EvalItem]:
     """Items of a local task built by the evaltasks stage (see repro.eval.local_tasks)."""
-    from repro.eval.local_tasks import DATA_FILE, read_manifest
-
     manifest = read_manifest(task_dir)  # checks the data against its recorded sha256
     name, kind = manifest["name"], manifest["kind"]
     for row in iter_rows(Path(task_dir) / manifest.get("data_file", DATA_FILE)):
@@ -98,8 +98,6 @@ def standard_task_items(names: list[str], task_manager: Any = None) -> Iterator[
         return
     from lm_eval.api.group import Group
     from lm_eval.tasks import TaskManager
-
-    from repro.eval.lm_eval_runner import TaskUnavailableError, load_tasks
 
     tm = task_manager if task_manager is not None else TaskManager()
     for name in names:

@@ -18,6 +18,10 @@ from datatrove.pipeline.filters import URLFilter
 from datatrove.pipeline.writers.disk_base import DiskWriter
 
 from repro.spec import schema as S
+from repro.data.code_filters import CodeQualityFilter
+from repro.data.extractors import ResiliparseExtractor
+from repro.data.language import LinguaLanguageFilter
+from repro.data.pdf import PdfExtractor
 
 GLOBAL_KINDS = frozenset({"exact_dedup", "minhash"})
 """Steps that need the whole dataset (all tasks) before deciding on a document."""
@@ -96,16 +100,10 @@ def per_document_step(step: S.CurationStep, exclusion_writer: DiskWriter | None)
         return WarmTrafilatura(favour_precision=step.favour_precision,
                                deduplicate=step.deduplicate, timeout=step.timeout_s)
     if isinstance(step, S.ResiliparseStep):
-        from repro.data.extractors import ResiliparseExtractor
-
         return ResiliparseExtractor(step)
     if isinstance(step, S.PdfExtractStep):
-        from repro.data.pdf import PdfExtractor
-
         return PdfExtractor(step, exclusion_writer=ex)
     if isinstance(step, S.LanguageStep):
-        from repro.data.language import LinguaLanguageFilter
-
         return LinguaLanguageFilter(languages=step.languages, candidates=step.candidates,
                                     thresholds={lang: step.thresholds.get(lang, step.default_threshold) for lang in step.languages},
                                     max_chars=step.max_chars, high_accuracy=step.high_accuracy,
@@ -148,8 +146,6 @@ def per_document_step(step: S.CurationStep, exclusion_writer: DiskWriter | None)
             char_duplicates_ratio=step.char_duplicates_ratio,
             new_line_ratio=step.new_line_ratio, exclusion_writer=ex)
     if isinstance(step, S.CodeQualityStep):
-        from repro.data.code_filters import CodeQualityFilter
-
         return CodeQualityFilter(
             max_line_length=step.max_line_length, max_avg_line_length=step.max_avg_line_length,
             min_alnum_fraction=step.min_alnum_fraction,

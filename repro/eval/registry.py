@@ -65,7 +65,7 @@ def index_live() -> list[str]:
 def registered_names() -> frozenset[str]:
     """The task, group and tag names the evaluate stage can load (lm-eval's built-in
     registry: local tasks are added separately, see `is_known_task`)."""
-    from repro.eval import lm_eval_index
+    from repro.eval import lm_eval_index  # validating a preset or local name never loads the index
 
     installed = installed_lm_eval_version()
     # Not installed: this machine only validates/compiles; the pipeline runs with the pinned
@@ -130,7 +130,7 @@ def check_registered_task(name: str) -> str:
 
 
 def _index_version() -> str:
-    from repro.eval import lm_eval_index
+    from repro.eval import lm_eval_index  # validating a preset or local name never loads the index
 
     return lm_eval_index.LM_EVAL_VERSION
 

@@ -55,6 +55,7 @@ import torch
 from torch import nn
 
 from repro.spec.schema import MTPSpec
+from repro.train.linear_ce import linear_cross_entropy
 
 MTP_WEIGHTS = "mtp.safetensors"
 MTP_CONFIG = "mtp_config.json"
@@ -243,8 +244,6 @@ class MTPModules(nn.Module):
 
     def forward(self, model, hidden, window, position_ids=None, cross_entropy: str = "plain") -> list[torch.Tensor]:
         """Per depth k the mean CE of predicting window[:, i+k+1] at position i (see mtp_losses)."""
-        from repro.train.linear_ce import linear_cross_entropy
-
         base = unwrap_model(model)
         norm, head = base.model.norm, base.get_output_embeddings()
         losses = []

@@ -26,7 +26,9 @@ from pydantic import (
 )
 
 from repro.eval import registry
+from repro.eval.presets import PRESETS, unknown_presets
 from repro.spec import safety
+from repro.spec.language_thresholds import LINGUA_THRESHOLDS
 from repro.spec.search import LadderSpec, SweepSpec
 from repro.spec.base import (  # noqa: F401 (Name, NAME_PATTERN, PositiveInt re-exported)
     MAX_BOOTSTRAP,
@@ -67,7 +69,6 @@ from repro.spec.base import (  # noqa: F401 (Name, NAME_PATTERN, PositiveInt re-
     Vocab,
     Width,
 )
-from repro.spec.language_thresholds import LINGUA_THRESHOLDS
 
 SCHEMA_VERSION = 1
 
@@ -1271,8 +1272,6 @@ class EvaluationSettings(Model):
     @field_validator("presets")
     @classmethod
     def _known_presets(cls, value: list[str]) -> list[str]:
-        from repro.eval.presets import PRESETS, unknown_presets
-
         unknown = unknown_presets(value)
         if unknown:
             raise FieldError(f"unknown evaluation preset(s) {unknown}", f"known: {sorted(PRESETS)}")
@@ -1305,16 +1304,12 @@ class EvaluationSettings(Model):
     @property
     def standard_tasks(self) -> list[str]:
         """lm-eval task names to run: presets expanded in order, then `tasks`, each once."""
-        from repro.eval.presets import PRESETS
-
         expanded = [t for p in self.presets for t in PRESETS[p].tasks] + list(self.tasks)
         return list(dict.fromkeys(expanded))
 
     def task_limits(self) -> dict[str, int | None]:
         """Per standard task, the most documents (per leaf task) to evaluate: `limit`,
         lowered to a preset's cap for tasks that come from it (FACTS 4.3: 1000)."""
-        from repro.eval.presets import PRESETS
-
         out: dict[str, int | None] = {t: self.limit for t in self.standard_tasks}
         for p in self.presets:
             cap = PRESETS[p].max_samples

@@ -13,15 +13,14 @@ from pathlib import Path
 
 from repro.stages.base import (StageIO, atomic_dir, atomic_write_text, dumps_json,
                                remove_stale_temporaries, work_sibling, write_json)
+from repro.data import samples
+from repro.data.source_check import check_source
 from repro.stages.configs import CurateConfig
 from repro.stages.kind import ENV, METRICS, StageKind, data
 
 
 def run(cfg: CurateConfig, io: StageIO) -> None:
-    from repro.data import samples
-    from repro.data.pipeline import REMOVED_DIR, Curation, step_label
-
-    from repro.data.source_check import check_source
+    from repro.data.pipeline import REMOVED_DIR, Curation, step_label  # imports datatrove: `repro compile` imports every stage module
 
     raw = io.inputs.get("raw")
     # a missing or unreadable source, or one that is not inside the workspace (the directory

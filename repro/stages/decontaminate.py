@@ -19,6 +19,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
+from repro.eval.local_tasks import read_manifest
 from repro.stages.base import StageIO, atomic_dir, log, write_json
 from repro.stages.configs import DecontaminateConfig
 from repro.stages.kind import ENV, METRICS, StageKind, data
@@ -41,9 +42,7 @@ def _line(row: dict) -> str:
 def run(cfg: DecontaminateConfig, io: StageIO) -> None:
     from itertools import chain
 
-    from repro.data.decont import build_index, find_contaminated, local_task_items, standard_task_items
-    from repro.eval.local_tasks import read_manifest
-
+    from repro.data.decont import build_index, find_contaminated, local_task_items, standard_task_items  # imports datatrove: `repro compile` imports every stage module
     train = io.input("split") / TRAIN_FILE
     if not train.exists():
         raise FileNotFoundError(f"{train} is missing: input `split` must be a split output")

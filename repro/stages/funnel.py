@@ -19,7 +19,7 @@ from repro.stages.kind import ENV, METRICS, StageKind
 
 
 def run(cfg: FunnelConfig, io: StageIO) -> None:
-    from repro.data.token_funnel import dataset_funnel
+    from repro.data.token_funnel import dataset_funnel  # imports datatrove: `repro compile` imports every stage module
 
     metrics = read_json(io.input("curate_metrics"))
     if metrics.get("dataset") != cfg.dataset:

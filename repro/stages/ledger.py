@@ -29,6 +29,7 @@ from repro.errors import ReproError
 from repro.stages.base import StageIO, atomic_write_text, log, write_json
 from repro.stages.configs import LedgerConfig, LedgerStage
 from repro.stages.kind import ENV, METRICS, Output, Role, StageKind
+from repro.train.data import TokenShards, slot_sources
 
 EXACT_SLOTS = 2_000_000
 """Simulate the round robin slot by slot up to this many slots per stage (about a second)."""
@@ -40,8 +41,6 @@ class LedgerError(ReproError, ValueError):
 
 def stage_windows(stage: LedgerStage, sequences_per_step: int) -> dict[str, int]:
     """Windows each dataset gives the stage: one per sequence slot it wins."""
-    from repro.train.data import slot_sources
-
     slots = stage.steps * sequences_per_step
     if slots <= EXACT_SLOTS:
         counts = Counter(slot_sources(stage.mixture, slots))
@@ -120,8 +119,6 @@ def check_known_counts(cfg: LedgerConfig, tokens: dict[str, int]) -> None:
 
 def available_tokens(folder: Path, seq_len: int) -> dict[str, int]:
     """{tokens, windows} of a tokenize output, counted by the loader training uses."""
-    from repro.train.data import TokenShards
-
     shards = TokenShards(folder, seq_len)
     return {"tokens": int(shards.meta["num_tokens"]), "windows": shards.num_windows}
 

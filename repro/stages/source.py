@@ -9,6 +9,10 @@ produced at run time, deterministically for a given Python installation.
 
 from __future__ import annotations
 
+from repro.data.pydoc_pdf import write_corpus
+from repro.data.pydoc_web import iter_pages
+from repro.data.stdlib_code import iter_documents, write_jsonl
+from repro.data.warc import write_warc
 from repro.stages.base import StageIO, atomic_dir
 from repro.stages.configs import SourceConfig
 from repro.stages.kind import ENV, StageKind, data
@@ -18,18 +22,11 @@ def run(cfg: SourceConfig, io: StageIO) -> None:
     src = cfg.source
     with atomic_dir(io.output("corpus")) as out:
         if src.name == "pydoc_web":
-            from repro.data.pydoc_web import iter_pages
-            from repro.data.warc import write_warc
-
             n = write_warc(iter_pages(src.max_docs), out / "pydoc_web.warc")
         elif src.name == "pydoc_pdf":
-            from repro.data.pydoc_pdf import write_corpus
-
             n = write_corpus(out / "pydoc_pdf.warc", src.max_docs)
         elif src.name == "stdlib_code":
             from tqdm import tqdm
-
-            from repro.data.stdlib_code import iter_documents, write_jsonl
 
             docs = tqdm(iter_documents(src.max_docs), desc="stdlib files", unit="file")
             n = write_jsonl(docs, out / "stdlib_code.jsonl")

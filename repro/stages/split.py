@@ -7,14 +7,13 @@ or task count); the held-out set is capped at `max_docs`, keeping the lowest has
 
 from __future__ import annotations
 
+from repro.data.split import split_documents, write_split
 from repro.stages.base import StageIO, atomic_dir, write_json
 from repro.stages.configs import SplitConfig
 from repro.stages.kind import ENV, METRICS, StageKind, data
 
 
 def run(cfg: SplitConfig, io: StageIO) -> None:
-    from repro.data.split import split_documents, write_split
-
     result = split_documents(io.input("docs"), cfg.heldout.fraction, cfg.heldout.max_docs, cfg.seed)
     with atomic_dir(io.output("split")) as out:
         write_split(result, out)

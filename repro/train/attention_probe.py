@@ -51,6 +51,7 @@ from __future__ import annotations
 import re
 
 import torch
+from repro.model.attention import dense_mask
 
 _LAYER_RE = re.compile(r"(?:^|\.)layers\.(\d+)$")
 _EAGER_LIKE = ("sdpa", "eager")
@@ -157,8 +158,6 @@ class _AllowedKeys:
             full = torch.ones(self.q_len, k_len, dtype=torch.bool, device=self.device).tril(k_len - self.q_len)
             return full[None, None, start:stop], 0, k_len
         if _is_block_mask(mask):
-            from repro.model.attention import dense_mask
-
             return dense_mask(mask, start, stop).to(self.device), 0, k_len
         m = mask[..., start:stop, :k_len]  # sdpa_attention_forward slices the key dim the same way
         if m.dtype != torch.bool:

@@ -54,6 +54,7 @@ import torch
 from repro.train.positions import document_position_ids  # noqa: F401  (re-exported)
 import torch.nn.functional as F
 
+from repro.model.attention import kind_of, set_attention
 from repro.train.data import TokenShards
 
 CACHE_FORMAT = 1
@@ -273,8 +274,6 @@ def teacher_attention(teacher, kind: str) -> str:
     implement causal document masking only, so a teacher with sliding-window layers or a logit
     softcap (or one transformers cannot switch, e.g. no flash support) stays on sdpa, which
     builds its masks from the position ids as before: correct, only slower."""
-    from repro.model.attention import set_attention
-
     if kind == "sdpa":
         set_attention(teacher, "sdpa")
         return "sdpa"
@@ -299,8 +298,6 @@ def teacher_logits(teacher, inputs: torch.Tensor, position_ids: torch.Tensor | N
     `attention` (repro.model.attention.AttentionInputs of the student's micro batch) is used
     when the teacher runs the same path (teacher_attention): the same BlockMask or the same
     flattened batch and cu_seqlens, built once for both models."""
-    from repro.model.attention import kind_of
-
     device = next(teacher.parameters()).device
     if attention is not None and attention.kind != "sdpa" and kind_of(teacher) == attention.kind:
         with torch.no_grad():

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from repro.train.backends import BackendError
 from repro.train.zloss import IGNORE_INDEX, z_loss
 
 METHODS = ("plain", "chunked", "liger")
@@ -181,8 +182,6 @@ def _liger(hidden, weight, targets, ignore_index, z_weight) -> LMLoss:
     so that the all-ignored case gives 0 like the other methods (Liger's "mean" divides by
     that count and would give NaN). Liger's returned loss already includes
     lse_square_scale * sum(lse^2) over kept rows, and its z_loss is that term, scaled."""
-    from repro.train.backends import BackendError
-
     try:
         from liger_kernel.transformers.functional import liger_fused_linear_cross_entropy
     except ImportError as e:

@@ -50,10 +50,11 @@ from repro.spec.schema import OptimizerSpec, TrainingSettings
 from repro.train import resume
 from repro.train.data import MixtureSampler
 from repro.train.data_order import check_against, fingerprint
-from repro.train.prefetch import BatchFeed
-from repro.train.distributed import DistContext, all_max_, all_mean
+from repro.train.distributed import (DistContext, all_max_, all_mean, load_module_state,
+                                     load_optimizer_state, module_state, optimizer_state)
 from repro.train.objective import TrainModule
 from repro.train.optim import reference_lr, set_lr_multiplier
+from repro.train.prefetch import BatchFeed
 from repro.train.schedule import ScheduleSegment, multiplier_at
 from repro.train.stability import StabilityGuard
 
@@ -171,8 +172,6 @@ class Trainer:
 
     # ---------------------------------------------------------------- resumable state
     def pack_state(self) -> bytes:
-        from repro.train.distributed import module_state, optimizer_state
-
         return resume.pack({
             "config_fingerprint": self.s.config_fingerprint,
             "done": self.done,
@@ -190,8 +189,6 @@ class Trainer:
         })
 
     def load_state(self, state: dict, *, keep_events: bool = False, keep_lr_scale: bool = False) -> None:
-        from repro.train.distributed import load_module_state, load_optimizer_state
-
         load_module_state(self.module, state["module"], self.ctx)
         load_optimizer_state(self.module, self.optimizer, state["optimizer"], self.ctx)
         self.sampler.positions = dict(state["positions"])

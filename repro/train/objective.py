@@ -26,8 +26,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from repro.model.attention import attention_inputs
+from repro.model.mtp import mtp_losses, total_mtp_loss, trunk_states
 from repro.spec.schema import DistillationSpec, MTPSpec
+from repro.train.distill import TeacherTargets, kd_loss, teacher_logits
+from repro.train.linear_ce import METHODS, linear_cross_entropy
 from repro.train.positions import document_position_ids
+from repro.train.zloss import z_loss
 
 
 @dataclass(frozen=True)
@@ -51,8 +56,6 @@ class TrainModule(torch.nn.Module):
                  mtp: torch.nn.Module | None = None, teacher: torch.nn.Module | None = None,
                  teacher_cache: dict[str, Any] | None = None, compiled_trunk: Any = None) -> None:
         super().__init__()
-        from repro.train.linear_ce import METHODS
-
         if settings.cross_entropy not in METHODS:
             raise ValueError(f"cross_entropy {settings.cross_entropy!r} is not one of {METHODS} "
                              "(resolve `auto` with repro.train.backends.resolve first)")
@@ -75,8 +78,6 @@ class TrainModule(torch.nn.Module):
 
     def attention(self, inputs: torch.Tensor):
         """The trunk's attention kwargs for this micro batch (repro.model.attention.AttentionInputs)."""
-        from repro.model.attention import attention_inputs
-
         st = self.settings
         return attention_inputs(inputs, st.eos_id, st.attention, st.doc_masking)
 
@@ -91,8 +92,6 @@ class TrainModule(torch.nn.Module):
         # the trunk on (1, batch*seq_len); unflatten gives (batch, seq_len, H) back.
         pre_norm = None
         if self.mtp is not None:
-            from repro.model.mtp import trunk_states
-
             kwargs = dict(att.kwargs)
             pre_norm, hidden = trunk_states(self.model, att.input_ids, kwargs.pop("position_ids"), **kwargs)
             pre_norm = att.unflatten(pre_norm)
@@ -104,8 +103,6 @@ class TrainModule(torch.nn.Module):
         if st.cross_entropy == "plain":
             loss = self._plain_loss(hidden, targets, inputs, att, meta, parts)
         else:
-            from repro.train.linear_ce import linear_cross_entropy
-
             out = linear_cross_entropy(hidden, self.model.lm_head.weight, targets, method=st.cross_entropy,
                                        z_weight=st.z_loss)
             parts["ce"] = out.ce
@@ -113,8 +110,6 @@ class TrainModule(torch.nn.Module):
                 parts["z_loss"] = out.z
             loss = out.loss
         if self.mtp is not None:
-            from repro.model.mtp import mtp_losses, total_mtp_loss
-
             losses = mtp_losses(self.mtp, self.model, pre_norm, windows, position_ids,
                                 cross_entropy=st.cross_entropy)
             weight = st.mtp.weight_at(tokens_seen)
@@ -135,16 +130,12 @@ class TrainModule(torch.nn.Module):
         else:
             loss = ce
         if st.z_loss > 0:
-            from repro.train.zloss import z_loss
-
             z = z_loss(logits)
             parts["z_loss"] = z.detach()
             loss = loss + st.z_loss * z
         return loss
 
     def _distill(self, logits, targets, inputs, att, meta, parts) -> torch.Tensor:
-        from repro.train.distill import TeacherTargets, kd_loss, teacher_logits
-
         d = self.settings.distillation
         if d.logits == "full":
             teacher = TeacherTargets.dense(teacher_logits(self.teacher, inputs, att.position_ids, attention=att))

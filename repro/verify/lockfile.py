@@ -9,8 +9,8 @@ from typing import Any
 
 import yaml
 
-from repro import yamlio
 
+from repro import paths, yamlio
 from repro.errors import ReproError
 
 
@@ -117,8 +117,6 @@ def check_workspace_files(root: Path) -> None:
     """dvc.yaml (required), dvc.lock and params.yaml (when present) have the shapes DVC and
     `repro compile` write; WorkspaceFileError naming the file and the fix otherwise, before
     a command reads them field by field."""
-    from repro import paths
-
     dvc_yaml = root / str(paths.DVC_YAML)
     if not dvc_yaml.is_file():
         raise WorkspaceFileError(f"no {paths.DVC_YAML} in {root}",

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-import repro.verify as verify_pkg
+import repro.verify.run as verify_pkg
 from repro.cli import main
 from repro.errors import ReproError
-from repro.verify import Tolerance, verify
+from repro.verify.run import verify
+from repro.verify.tolerance import Tolerance
 from repro.verify.scratch import new_folder
 
 
