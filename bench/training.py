@@ -282,8 +282,7 @@ def _ids(data: Data) -> TokenIds:
 
 def _schedule(warmup: int) -> ScheduleSegment:
     """Warmup, then constant (no decay); a shape on the optimizer's LR."""
-    return ScheduleSegment(warmup_steps=warmup, decay_start_step=None, decay_end_step=None,
-                           decay_shape="linear", min_lr_ratio=0.0)
+    return ScheduleSegment(warmup_steps=warmup)  # no decay
 
 
 class Ours:

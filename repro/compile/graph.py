@@ -364,27 +364,34 @@ def schedule_segments(spec: ExperimentSpec) -> list[tuple[int, int, ScheduleSegm
     decay_steps = round(tr.schedule.decay_fraction * total)
     decay_start = total - decay_steps
     out, start = [], 0
-    for i, (stage, n) in enumerate(zip(tr.stages, steps)):
+    for stage, n in zip(tr.stages, steps):
         if stage.schedule is not None:
             own = stage.schedule
             own_decay = round(own.decay_fraction * n)
-            out.append((start, n, ScheduleSegment(
-                start_step=start, warmup_steps=own.warmup_steps,
-                decay_start_step=start + n - own_decay if own_decay else None,
-                decay_end_step=start + n if own_decay else None,
-                decay_shape=own.decay_shape, min_lr_ratio=own.min_lr_ratio,
-            )))
+            segment = _segment(start, own.warmup_steps,
+                               (start + n - own_decay, start + n) if own_decay else None,
+                               own.decay_shape, own.min_lr_ratio)
         else:
-            overlaps = decay_steps > 0 and decay_start < start + n
-            out.append((start, n, ScheduleSegment(
-                warmup_steps=tr.schedule.warmup_steps,
-                decay_start_step=decay_start if overlaps else None,
-                decay_end_step=total if overlaps else None,
-                decay_shape=tr.schedule.decay_shape,
-                min_lr_ratio=tr.schedule.min_lr_ratio,
-            )))
+            segment = _segment(0, tr.schedule.warmup_steps,
+                               (decay_start, total) if decay_steps > 0 else None,
+                               tr.schedule.decay_shape, tr.schedule.min_lr_ratio)
+        # only what moves this stage's LRs: another stage's budget enters a stage only
+        # where it does (repro.train.schedule.ScheduleSegment.for_stage)
+        out.append((start, n, segment.for_stage(start, n)))
         start += n
     return out
+
+
+def _segment(start_step: int, warmup_steps: int, decay: tuple[int, int] | None,
+             shape: str, min_lr_ratio: float) -> ScheduleSegment:
+    """A schedule (re)starting after `start_step`: its warmup, and its decay with its shape
+    and floor, if it has one."""
+    if decay is None:
+        return ScheduleSegment(start_step=start_step if warmup_steps else 0,
+                               warmup_steps=warmup_steps)
+    return ScheduleSegment(start_step=start_step if warmup_steps else 0,
+                           warmup_steps=warmup_steps, decay_start_step=decay[0],
+                           decay_end_step=decay[1], decay_shape=shape, min_lr_ratio=min_lr_ratio)
 
 
 def _ledger_stage(graph: StageGraph, spec: ExperimentSpec, tokens: dict[str, Stage]) -> Stage:
@@ -534,7 +541,10 @@ def _train_stages(graph: StageGraph, spec: ExperimentSpec, tokenizer: Stage,
         elif teacher is not None:
             inputs.append(("teacher", teacher))
         inputs.append(("ledger", OutputRef(ledger.id, "gate")))  # order only
-        model = spec.model.model_copy(update={"rope_theta": theta, "max_position_embeddings": max_pos})
+        # only the last stage's checkpoint is the export that serves with YaRN
+        yarn = spec.model.inference_yarn if i == len(tr.stages) - 1 else None
+        model = spec.model.model_copy(update={"rope_theta": theta, "max_position_embeddings": max_pos,
+                                              "inference_yarn": yarn})
         trains.append(graph.add(Stage(
             "train", f"{prefix}-{stage_spec.name}",
             # the experiment's TrainingSettings pass whole; the rest is this stage's own
@@ -545,7 +555,7 @@ def _train_stages(graph: StageGraph, spec: ExperimentSpec, tokenizer: Stage,
                 schedule=segment, seq_len=seq_len, batch_tokens=tr.batch_tokens,
                 step_start=start, steps=n, mixture=dict(sorted(stage_spec.mixture.items())),
                 seed=seed, data_seed=None if data_seed == seed else data_seed,
-                snapshot_steps=snapshots[i], final_stage=i == len(tr.stages) - 1,
+                snapshot_steps=snapshots[i],
             ),
             tuple(inputs),
         )))

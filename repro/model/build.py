@@ -14,7 +14,9 @@ vocabulary (shared OFFLINE.md).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -128,23 +130,30 @@ def load_model(path, spec: ModelSpec, ids: TokenIds):
     return model
 
 
-def export_inference_config(folder, spec: ModelSpec) -> None:
-    """Write the spec's inference-time YaRN scaling into an exported config.json (training
-    used plain RoPE; SmolLM3 serves 128k with YaRN x2 over its 64k training; FACTS 3.10)."""
-    import json
-    from pathlib import Path
-
+def inference_rope(spec: ModelSpec) -> dict | None:
+    """The exported config.json's `rope_parameters` and `max_position_embeddings` under the
+    spec's inference-time YaRN scaling, or None without it (training used plain RoPE;
+    SmolLM3 serves 128k with YaRN x2 over its 64k training; FACTS 3.10)."""
     yarn = spec.inference_yarn
     if yarn is None:
+        return None
+    original = yarn.original_max_position_embeddings or spec.max_position_embeddings
+    return {
+        "rope_parameters": {"rope_type": "yarn", "rope_theta": float(spec.rope_theta),
+                            "factor": float(yarn.factor),
+                            "original_max_position_embeddings": original},
+        "max_position_embeddings": int(original * yarn.factor),
+    }
+
+
+def export_inference_config(folder, spec: ModelSpec) -> None:
+    """Write `inference_rope(spec)` into an exported config.json (nothing without YaRN)."""
+    update = inference_rope(spec)
+    if update is None:
         return
     path = Path(folder) / "config.json"
     config = json.loads(path.read_text(encoding="utf-8"))
-    original = yarn.original_max_position_embeddings or spec.max_position_embeddings
-    config["rope_parameters"] = {
-        "rope_type": "yarn", "rope_theta": float(spec.rope_theta), "factor": float(yarn.factor),
-        "original_max_position_embeddings": original,
-    }
-    config["max_position_embeddings"] = int(original * yarn.factor)
+    config.update(update)
     path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 

@@ -722,10 +722,11 @@ class ModelSpec(Model):
 # --------------------------------------------------------------------------- training
 
 
-class AdamWSpec(Model):
-    """torch.optim.AdamW; defaults from SmolLM3 (FACTS 3.8)."""
+class AdamWParams(Model):
+    """AdamW's hyperparameters; defaults from SmolLM3 (FACTS 3.8). Muon's AdamW part holds
+    these alone: gradient clipping is over all parameters, so Muon's own `grad_clip` applies
+    (a second one here would be a setting that does nothing)."""
 
-    kind: Literal["adamw"] = "adamw"
     lr: Annotated[float, Field(gt=0)] = 2e-4
     """Peak learning rate (SmolLM3: 2e-4)."""
     betas: tuple[Fraction, Fraction] = (0.9, 0.95)
@@ -737,9 +738,6 @@ class AdamWSpec(Model):
     no_decay_patterns: list[str] = [r".*embed_tokens.*"]
     """Regexes of parameter names excluded from weight decay (SmolLM3/nanotron excludes
     only the token embedding, so norm gains are decayed; FACTS 3.8)."""
-    grad_clip: Annotated[float, Field(gt=0)] | None = 1.0
-    """Clip the global gradient norm to this value (SmolLM3: 1.0); None disables."""
-
     @field_validator("no_decay_patterns")
     @classmethod
     def _regexes_compile(cls, patterns: list[str]) -> list[str]:
@@ -750,6 +748,14 @@ class AdamWSpec(Model):
                 raise FieldError(f"no_decay_patterns entry {p!r} is not a valid regex: {e}",
                                  "write a Python regular expression (e.g. '.*embed_tokens.*')")
         return patterns
+
+
+class AdamWSpec(AdamWParams):
+    """torch.optim.AdamW on every parameter (SmolLM3, FACTS 3.8)."""
+
+    kind: Literal["adamw"] = "adamw"
+    grad_clip: Annotated[float, Field(gt=0)] | None = 1.0
+    """Clip the global gradient norm to this value (SmolLM3: 1.0); None disables."""
 
 
 class MuonSpec(Model):
@@ -772,7 +778,7 @@ class MuonSpec(Model):
     adjust_lr: Literal["original", "match_rms_adamw"] = "original"
     """torch's adjust_lr_fn: `original` scales by sqrt(max(1, A/B)); `match_rms_adamw`
     by 0.2*sqrt(max(A, B)), so AdamW's LR and weight decay carry over (FACTS 5.3)."""
-    adamw: AdamWSpec = AdamWSpec(lr=3e-4, weight_decay=0.01)
+    adamw: AdamWParams = AdamWParams(lr=3e-4, weight_decay=0.01)
     """AdamW for the non-matrix parameters (Keller's example: lr 3e-4, betas 0.9/0.95,
     wd 0.01; FACTS 5.4)."""
     grad_clip: Annotated[float, Field(gt=0)] | None = 1.0

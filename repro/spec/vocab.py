@@ -1,6 +1,7 @@
 """The vocabulary size a spec's model will have, without the network: a trained BPE's is in
 the spec; a local pretrained tokenizer is read from its tokenizer.json; a hub tokenizer is
-looked up among the few the reference specs use, whose sizes FACTS records."""
+looked up among the few the reference specs use, whose sizes FACTS records. Read by the
+compiler (a ladder's parameter counts) and the planner, so it lives below both."""
 
 from __future__ import annotations
 

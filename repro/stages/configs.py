@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, model_validator
 
 from repro.spec.base import (
+    FieldError,
     MAX_DATASETS,
     MAX_LADDER_POINTS,
     MAX_SNAPSHOTS,
@@ -202,9 +203,28 @@ class TrainConfig(TrainingSettings):
     snapshot_steps: list[PositiveSteps] = Field(default=[], max_length=MAX_SNAPSHOTS)
     """Global steps inside this stage after which the model is also saved as a `snapshot:<step>`
     output, for evaluation over training (`evaluation.every_tokens`)."""
-    final_stage: bool = False
-    """Whether this is the experiment's last training stage (its checkpoint is the export
-    that gets `model.inference_yarn`)."""
+
+    @model_validator(mode="after")
+    def _every_setting_applies(self) -> TrainConfig:
+        """Values that this stage would run exactly as another value (a `dvc exp run -S` on
+        them would rerun it for nothing) are refused (tests/compile/test_params_live.py)."""
+        if self.batch_tokens % self.seq_len:
+            raise FieldError(f"batch_tokens {self.batch_tokens} is not a multiple of seq_len "
+                             f"{self.seq_len}: a step trains on whole sequences",
+                             f"use a multiple of {self.seq_len}", at=("batch_tokens",))
+        if self.reset_optimizer and self.step_start == 0:
+            raise FieldError("reset_optimizer is set on a stage that starts the run: there is "
+                             "no optimizer state to reset", "set it to false",
+                             at=("reset_optimizer",))
+        if self.data_seed is not None and self.data_seed == self.seed:
+            raise FieldError(f"data_seed {self.data_seed} equals seed: null already means the "
+                             "seed", "set data_seed to null, or to another seed",
+                             at=("data_seed",))
+        try:
+            self.schedule.check_applies(self.step_start, self.steps)
+        except FieldError as e:
+            raise FieldError(e.message, e.fix, at=("schedule", *e.at)) from None
+        return self
 
     @model_validator(mode="after")
     def _snapshots_inside(self) -> TrainConfig:

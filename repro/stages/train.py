@@ -31,6 +31,7 @@ import os
 import shutil
 from dataclasses import astuple
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -41,6 +42,7 @@ from repro.model.build import (
     build_model,
     count_params,
     export_inference_config,
+    inference_rope,
     load_model,
     smollm3_config,
 )
@@ -63,7 +65,8 @@ from repro.train.data import MixtureSampler, TokenShards
 from repro.train.data_order import LEDGER_FILE, ledger_csv, read_ledger
 from repro.train.loop import LoopSettings, Trainer, loss_csv
 from repro.train.objective import ObjectiveSettings, TrainModule
-from repro.train.optim import build_optimizer, load_state
+from repro.train.optim import build_optimizer, load_state, reference_lr, set_lr_multiplier
+from repro.train.schedule import multiplier_at
 from repro.train.stability import StabilityGuard
 
 
@@ -425,7 +428,7 @@ def _write_outputs(cfg, io, ctx, model, module, optim_state, sampler, sources, s
         # the export parity gate: what lm-eval will load must compute what we trained
         probe = torch.from_numpy(sources[sorted(sources)[0]].window(0)[None, :-1].copy())
         parity = check_export_parity(model, tmp, probe, precision=cfg.precision)
-        if cfg.final_stage and cfg.model.inference_yarn is not None:
+        if cfg.model.inference_yarn is not None:  # the compiler sets it on the last stage only
             export_inference_config(tmp, cfg.model)
     atomic_write_text(io.output("loss"), loss_csv(result.rows))
     from repro.train.monitor import MonitorRow, monitor_csv
@@ -488,6 +491,59 @@ def _write_outputs(cfg, io, ctx, model, module, optim_state, sampler, sources, s
     })
 
 
+EFFECTS_TOKEN_IDS = TokenIds(vocab_size=256, bos=0, eos=1, pad=2)
+"""Stand-in special tokens for `effects`, which runs without the tokenizer input: the model's
+vocabulary comes from the tokenizer stage (its own settings), not from this stage's."""
+
+
+def effects(cfg: TrainConfig) -> dict[str, Any]:
+    """What a training stage builds from its settings before it reads a token, as values
+    (StageKind.effects: the test that every params.yaml key is live compares them). Built by
+    the functions `run` calls: the model's config and its init seed, every optimizer group's
+    hyperparameters and its LR at each update of the stage (the schedule's shape times the
+    group's own LR, repro.train.schedule), the MTP weight at each update, the data order's
+    draw, the kernels asked for, and the settings the loop, the stability guard and the
+    launcher read (handed to them as the config's own models)."""
+    ids = EFFECTS_TOKEN_IDS
+    with torch.device("meta"):  # shapes and names only: nothing is allocated or drawn
+        model = build_model(cfg.model, ids, cfg.seed)
+        mtp = _mtp_modules(cfg, model, None)
+        objective = ObjectiveSettings(ids.eos, cfg.doc_masking, cfg.z_loss, cfg.mtp,
+                                      cfg.distillation)
+        module = TrainModule(model, objective, mtp=mtp)
+        optimizer = build_optimizer(module, cfg.optimizer)
+    updates = range(cfg.step_start + 1, cfg.step_start + cfg.steps + 1)
+    lrs = []
+    for n in updates:
+        set_lr_multiplier(optimizer, multiplier_at(cfg.schedule, n, reference_lr(cfg.optimizer)))
+        lrs.append(tuple(g["lr"] for g in optimizer.param_groups))
+    groups = [{k: v for k, v in g.items() if k not in ("params", "lr", "names")} | {
+        "params": len(g["params"])} for g in optimizer.param_groups]
+    tokens = [cfg.batch_tokens * n for n in updates]  # tokens seen after update n (all stages)
+    return {
+        "model_config": {k: v for k, v in smollm3_config(cfg.model, ids).to_dict().items()
+                         if k != "transformers_version"},
+        "init_seed": cfg.seed if cfg.step_start == 0 else None,  # later stages load `init`
+        "optimizer_groups": groups,
+        "lr_per_update": lrs,
+        "fresh_optimizer_state": cfg.step_start == 0 or cfg.reset_optimizer,
+        "mtp_weight_per_update": [cfg.mtp.weight_at(t) for t in tokens] if cfg.mtp else None,
+        "objective": objective,
+        "data_order": (dict(cfg.mixture), cfg.batch_tokens // cfg.seq_len, cfg.seq_len,
+                       cfg.seed if cfg.data_seed is None else cfg.data_seed),
+        "snapshots": list(cfg.snapshot_steps),
+        "kernels": (cfg.attention, cfg.compile, cfg.cross_entropy, cfg.deterministic,
+                    cfg.precision),
+        "loop": (cfg.micro_batch_size, cfg.log_every_steps, cfg.monitor, cfg.qk_clip,
+                 cfg.optimizer.grad_clip),
+        "guard": cfg.stability,
+        "launch": cfg.distributed,
+        "labels": (cfg.experiment, cfg.stage),  # trainer_state.json
+        # the last stage's export serves with YaRN (repro.model.build.inference_rope)
+        "export": inference_rope(cfg.model),
+    }
+
+
 def _snapshot_outputs(cfg: TrainConfig) -> dict[str, Output]:
     return {f"{SNAPSHOT}:{step}": Output(
         Role.DATA, lambda stage_id, cfg, step=step: paths.snapshot_dir(stage_id, step))
@@ -509,4 +565,5 @@ KIND = StageKind(
     # one ends bitwise equal (repro.train.resume)
     execution_only=frozenset({"checkpoint_every_steps"}),
     extra_outputs=_snapshot_outputs,
+    effects=effects,
 )

@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 import torch
 
-from repro.spec.schema import AdamWSpec, MuonSpec
+from repro.spec.schema import AdamWParams, AdamWSpec, MuonSpec
 
 # Every 2-D weight below a decoder layer is a hidden matrix (FACTS 5.4), and so is every
 # 2-D weight of a multi-token-prediction depth (its projection and block). Norm gains there
@@ -65,7 +65,7 @@ def _decay_split(named: list[tuple[str, torch.Tensor]], patterns: list[str]):
     return decay, no_decay
 
 
-def _adamw_settings(spec: AdamWSpec) -> list[dict[str, Any]]:
+def _adamw_settings(spec: AdamWParams) -> list[dict[str, Any]]:
     """Hyper-parameters of the [decay, no_decay] AdamW groups (all but `params`)."""
     common = {"betas": tuple(spec.betas), "eps": spec.eps, "base_lr": spec.lr, "lr": spec.lr}
     return [
@@ -85,7 +85,7 @@ def _muon_settings(spec: MuonSpec) -> dict[str, Any]:
     }
 
 
-def param_groups(model: torch.nn.Module, spec: AdamWSpec,
+def param_groups(model: torch.nn.Module, spec: AdamWParams,
                  params: list[tuple[str, torch.Tensor]] | None = None) -> list[dict]:
     """Two AdamW groups in a fixed order: [decayed, not decayed], over `params` (default: all
     trainable parameters). Parameters are (name, tensor) pairs, so torch records

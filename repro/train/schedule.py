@@ -33,31 +33,85 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from repro.spec.base import Model, Steps
+from repro.spec.base import FieldError, Model, Steps
 
 DecayShape = Literal["linear", "1-sqrt", "cosine"]
 
 
 class ScheduleSegment(Model):
-    """The part of the LR schedule a training stage needs, resolved to global steps, so
-    that a later stage's budget only enters an earlier stage if its decay overlaps it. A
-    shape only: it multiplies the optimizer's LRs (every group by the same factor)."""
+    """The part of the LR schedule a training stage needs, resolved to global steps: only
+    what changes the factor at one of the stage's updates, so that another stage's budget
+    enters a stage only where it moves its LR (a warmup the stage starts after is left out,
+    and a decay it ends before). A shape only: it multiplies the optimizer's LRs (every group
+    by the same factor)."""
 
     start_step: Steps = 0
-    """Global step before the schedule's first update: 0 for the experiment's schedule, the
-    stage's first step - 1 for a stage that restarts it (warmup counts from here)."""
-    warmup_steps: Steps
-    """Warmup steps, counted from start_step."""
-    decay_start_step: Steps | None
-    """Global step where decay starts; None if this stage ends before the decay."""
-    decay_end_step: Steps | None
-    """Global step where decay ends (the schedule's last step); None as above."""
-    decay_shape: DecayShape
+    """Global step before the warmup's first update: 0 for the experiment's schedule, the
+    step before a stage that restarts the schedule with a warmup of its own. Only a warmup
+    counts from it, so it is 0 without one."""
+    warmup_steps: Steps = 0
+    """Warmup steps, counted from start_step; 0 where no warmup reaches the stage."""
+    decay_start_step: Steps | None = None
+    """Global step where decay starts; None if this stage ends before the decay (the decay
+    fields below are then None too)."""
+    decay_end_step: Steps | None = None
+    """Global step where decay ends (the schedule's last step)."""
+    decay_shape: DecayShape | None = None
     """Decay shape."""
-    min_lr_ratio: float = Field(ge=0, le=1)
+    min_lr_ratio: float | None = Field(default=None, ge=0, le=1)
     """Factor at the end of decay (the LR floor as a fraction of the optimizer's LR)."""
+
+    @model_validator(mode="after")
+    def _only_what_applies(self) -> ScheduleSegment:
+        if self.start_step and not self.warmup_steps:
+            raise FieldError(f"start_step is {self.start_step} without a warmup: it only says "
+                             "where a warmup counts from", "set start_step to 0",
+                             at=("start_step",))
+        decay = {"decay_start_step": self.decay_start_step,
+                 "decay_end_step": self.decay_end_step, "decay_shape": self.decay_shape,
+                 "min_lr_ratio": self.min_lr_ratio}
+        unset = [k for k, v in decay.items() if v is None]
+        if unset and len(unset) < len(decay):
+            raise FieldError(f"{', '.join(unset)} not set while the other decay fields are",
+                             "set all four decay fields, or none (no decay in this stage)",
+                             at=(unset[0],))
+        if self.decay_start_step is not None and self.decay_end_step < self.decay_start_step:
+            raise FieldError(f"decay_end_step {self.decay_end_step} comes before "
+                             f"decay_start_step {self.decay_start_step}",
+                             "end the decay at or after its start", at=("decay_end_step",))
+        return self
+
+    def for_stage(self, step_start: int, steps: int) -> ScheduleSegment:
+        """This schedule as a stage with updates step_start+1 .. step_start+steps sees it:
+        without a warmup that ends before the stage, or a decay that starts after it (the
+        factor at each of its updates is unchanged; `check_applies` then passes)."""
+        update: dict = {}
+        if self.start_step + self.warmup_steps < step_start + 1:
+            update |= {"start_step": 0, "warmup_steps": 0}
+        if self.decay_start_step is not None and self.decay_start_step >= step_start + steps:
+            update |= dict.fromkeys(("decay_start_step", "decay_end_step", "decay_shape",
+                                     "min_lr_ratio"))
+        return ScheduleSegment.model_validate({**self.model_dump(), **update})
+
+    def check_applies(self, step_start: int, steps: int) -> None:
+        """Refuse parts that change no update step_start+1 .. step_start+steps of a stage
+        (a `dvc exp run -S` on them would rerun it for nothing)."""
+        first, last = step_start + 1, step_start + steps
+        if self.start_step > step_start:
+            raise FieldError(f"start_step {self.start_step} is after this stage's first update "
+                             f"{first}", f"set it to at most {step_start}", at=("start_step",))
+        if self.warmup_steps and self.start_step + self.warmup_steps < first:
+            raise FieldError(
+                f"the warmup ends at step {self.start_step + self.warmup_steps}, before this "
+                f"stage's first update {first}: it changes none of its LRs",
+                "set warmup_steps and start_step to 0", at=("warmup_steps",))
+        if self.decay_start_step is not None and self.decay_start_step >= last:
+            raise FieldError(
+                f"the decay starts after step {self.decay_start_step}, at or after this "
+                f"stage's last update {last}: it changes none of its LRs",
+                "set the four decay fields to null", at=("decay_start_step",))
 
 
 def decay_factor(shape: str, progress: float) -> float:
@@ -82,8 +136,6 @@ def _value_at(seg: ScheduleSegment, step: int, peak: float) -> float:
     if seg.warmup_steps and local <= seg.warmup_steps:
         value = peak * local / seg.warmup_steps
     if seg.decay_start_step is not None and step > seg.decay_start_step:
-        if seg.decay_end_step is None:
-            raise ValueError("decay_start_step is set but decay_end_step is not; set both or neither")
         span = max(seg.decay_end_step - seg.decay_start_step, 1)
         floor = seg.min_lr_ratio * peak
         decayed = floor + (peak - floor) * decay_factor(seg.decay_shape, (step - seg.decay_start_step) / span)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from repro.compile import code_deps
 from repro.compile.graph import Stage, StageGraph
@@ -101,7 +101,9 @@ def _candidates(value: Any) -> list[Any]:
     return []
 
 
-CANDIDATES: dict[str, list[Any]] = {
+CANDIDATES: dict[str, Any] = {
+    # a snapshot must lie inside the stage (after its first update, before its last)
+    "train:snapshot_steps": lambda cfg: [[cfg["step_start"] + 1]],
     "curate:steps.#.languages.#": ["fr", "de"],
     "curate:steps.#.candidates": [["en", "fr"]],
     "evaluate:evaluation.tasks": [["hellaswag"]],
@@ -109,7 +111,7 @@ CANDIDATES: dict[str, list[Any]] = {
     "report:aggregate_tasks": [["hellaswag"]],
 }
 """Values to try first for keys whose valid values the generic candidates miss (a language
-code, a task name, a preset name)."""
+code, a task name, a preset name), or a function of the section giving them."""
 
 COMPANIONS: dict[str, dict[Path_, Any]] = {
     "train:distributed.nproc": {("distributed", "kind"): "ddp"},
@@ -136,6 +138,17 @@ UNMUTABLE: dict[str, str] = {
                              "execution-only (its siblings are tested)",
     "train:distillation": "a whole sub-model that needs a teacher input; its keys are tested "
                           "on the distillation stages of specs/qs-distill.yaml",
+    "train:reset_optimizer": "false is its only valid value on a run's first stage (no state "
+                             "to reset); tested on the later stages",
+    "train:schedule.start_step": "where a warmup counts from: 0 without one, and at most the "
+                                 "stage's step_start (so 0 on a first stage); other values "
+                                 "only on a stage restarting the schedule with a warmup",
+    "train:schedule.warmup_steps": "0 is its only valid value on a stage the warmup ends "
+                                   "before; tested on the first stages",
+} | {
+    f"train:schedule.{key}": "a decay is four fields set together, none on a stage that ends "
+                             "before it; tested one by one on the stages it reaches"
+    for key in ("decay_start_step", "decay_end_step", "decay_shape", "min_lr_ratio")
 }
 """Keys (`<kind>:<dotted path>`, `#` for list indices) that have no other valid value on
 their own, with why."""
@@ -156,7 +169,8 @@ def _mutated(stage: Stage, path: Path_, value: Any) -> tuple[Any, Any] | None:
         section = _set(section, companion, companion_value)
     base = model.model_validate(section, context=context)
     value = dict(_leaves(section))[path]
-    tried = CANDIDATES.get(key, []) + _candidates(value) + [True, False]
+    extra = CANDIDATES.get(key, [])
+    tried = (extra(section) if callable(extra) else extra) + _candidates(value) + [True, False]
     if isinstance(value, str):
         try:
             model.model_validate(_set(section, path, "\x00not-a-choice"), context=context)
@@ -200,7 +214,7 @@ def _field_name(stage: Stage, path: Path_) -> str:
     for part in path:
         if isinstance(part, int):
             node = node[part] if isinstance(node, (list, tuple)) else None
-        elif hasattr(node, "model_fields") and part in type(node).model_fields:
+        elif isinstance(node, BaseModel) and part in type(node).model_fields:
             last, node = part, getattr(node, part)
         elif isinstance(node, dict):
             node = node.get(part)
@@ -209,27 +223,34 @@ def _field_name(stage: Stage, path: Path_) -> str:
     return last
 
 
+def _structure(stage: Stage) -> tuple:
+    """A stage's kind and the shape of its section: every key, with the value where it is a
+    switch (a bool or a None) and the type elsewhere. Stages of one structure run the same
+    code paths on the same fields (a first training stage and a later one differ: one has no
+    optimizer state to reset; a stage inside the decay and one before it differ too)."""
+    leaves = _leaves(stage.config.model_dump(mode="json"))
+    return (stage.kind, *((_shape(stage.kind, p),
+                           v if v is None or isinstance(v, bool) else type(v).__name__)
+                          for p, v in leaves))
+
+
 def _cases() -> list[tuple[str, str, Path_]]:
-    cases = []
-    seen: set[str] = set()
-    for sid, stage in _stages().items():
-        for path, _ in _leaves(stage.config.model_dump(mode="json")):
-            # one case per kind and key shape: the same key of two stages of a kind is read
-            # by the same code (stage ids differ, fields do not)
-            shape = _shape(stage.kind, path)
-            if shape in seen:
-                continue
-            seen.add(shape)
-            cases.append((sid, stage.kind, path))
-    return cases
+    """Every key of one stage per structure (see `_structure`)."""
+    representatives: dict[tuple, Stage] = {}
+    for stage in _stages().values():
+        representatives.setdefault(_structure(stage), stage)
+    return [(stage.id, stage.kind, path) for stage in representatives.values()
+            for path, _ in _leaves(stage.config.model_dump(mode="json"))]
 
 
 CASES = _cases()
 
 KNOWN_DEAD: dict[str, str] = {
-    "curate:source.max_docs": "a builtin corpus is built by the source stage (max_docs applies "
-                              "there) and reaches curate as its `raw` input; curate's copy of "
-                              "max_docs only reruns it for nothing",
+    "curate:source.max_docs": "a builtin corpus is cut to max_docs by the source stage and "
+                              "reaches curate as its `raw` input, so curate's copy reruns it "
+                              "for nothing. Dropping it renames every data stage of the "
+                              "quickstart (its committed metrics and dvc.lock are keyed by "
+                              "id): left to issue 22's stable stage names, so they move once",
 }
 """Dead settings found by this test and not fixed yet: strict xfails, so fixing one fails
 the test until it is removed from here."""
@@ -245,7 +266,7 @@ def _dotted(path: Path_) -> str:
 
 
 @pytest.mark.parametrize("sid,kind,path", [
-    pytest.param(sid, kind, path, id=f"{kind}:{_dotted(path)}", marks=_marks(kind, path))
+    pytest.param(sid, kind, path, id=f"{sid}:{_dotted(path)}", marks=_marks(kind, path))
     for sid, kind, path in CASES])
 def test_every_params_key_is_live_or_execution_only(sid: str, kind: str, path: Path_):
     stage = _stages()[sid]
@@ -278,7 +299,10 @@ def test_every_params_key_is_live_or_execution_only(sid: str, kind: str, path: P
 
 
 def _dotted_value(cfg: Any, path: Path_) -> Any:
-    return dict(_leaves(cfg.model_dump(mode="json")))[path]
+    node: Any = cfg.model_dump(mode="json")
+    for part in path:
+        node = node[part]
+    return node
 
 
 def test_the_cases_cover_both_pipelines_and_every_kind_they_use():

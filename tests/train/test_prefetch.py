@@ -28,8 +28,7 @@ from repro.train.stability import StabilityGuard
 SPEC = ModelSpec(hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=64,
                  max_position_embeddings=64)
 IDS = TokenIds(vocab_size=64, bos=0, eos=0, pad=1)
-SCHEDULE = ScheduleSegment(warmup_steps=0, decay_start_step=None, decay_end_step=None,
-                           decay_shape="linear", min_lr_ratio=0.0)
+SCHEDULE = ScheduleSegment(warmup_steps=0)  # no decay
 CPU = DistContext(0, 1, torch.device("cpu"), "single")
 
 

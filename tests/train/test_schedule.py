@@ -11,6 +11,8 @@ from repro.train.schedule import ScheduleSegment, multiplier_at
 
 
 def seg(shape="linear", start=80, end=100, warmup=10, floor=0.0):
+    if start is None:
+        return ScheduleSegment(warmup_steps=warmup)
     return ScheduleSegment(warmup_steps=warmup, decay_start_step=start,
                            decay_end_step=end, decay_shape=shape, min_lr_ratio=floor)
 
