@@ -121,7 +121,7 @@ class Stage:
             # execution-only settings (how many processes, which cluster) do not change
             # outputs, so a stage moved from a laptop to Ray or Slurm keeps its id and cache
             "config": self.config.model_dump(
-                mode="json", exclude=set(stage_kind(self.kind).execution_only)),
+                mode="json", exclude=stage_kind(self.kind).identity_exclude()),
             "inputs": {k: _ref_identity(v) for k, v in self.inputs if k not in ORDER_ONLY_INPUTS},
         }
         digest = hashlib.sha256(

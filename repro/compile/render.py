@@ -92,10 +92,8 @@ def _cmd(stage: Stage, graph: StageGraph) -> str:
 def _param_deps(stage: Stage) -> list[str]:
     """The params.yaml keys DVC tracks for a stage: its whole section, or, where some
     fields are execution-only, every other field, so changing those reruns nothing."""
-    skip = stage_kind(stage.kind).execution_only
-    if not skip:
-        return [stage.id]
-    return [f"{stage.id}.{name}" for name in type(stage.config).model_fields if name not in skip]
+    keys = stage_kind(stage.kind).tracked_params(stage.config.model_dump(mode="json"))
+    return [stage.id] if keys is None else [f"{stage.id}.{key}" for key in keys]
 
 
 def _stage_entry(stage: Stage, graph: StageGraph) -> dict[str, Any]:

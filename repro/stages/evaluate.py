@@ -169,4 +169,7 @@ KIND = StageKind(
     config=EvaluateConfig,
     outputs={"results": data("results/eval"), "metrics": METRICS, "env": ENV},
     run=run,
+    # a response cache only saves time: a checkpoint's scores are the same with it or
+    # without it (the cache is keyed by the checkpoint's sha256 and the model settings)
+    execution_only=frozenset({"evaluation.cache_requests"}),
 )

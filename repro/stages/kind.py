@@ -98,8 +98,9 @@ class StageKind:
     run: Callable[[Any, StageIO], None]
     """`run(cfg, io)`: makes every output but `env`, atomically."""
     execution_only: frozenset[str] = frozenset()
-    """Config fields that change how the stage runs, not what it makes: left out of its
-    identity and of its params.yaml dependencies (so changing them reruns nothing)."""
+    """Config fields (dotted for a field of a sub-model: `evaluation.cache_requests`) that
+    change how the stage runs, not what it makes: left out of its identity and of its
+    params.yaml dependencies (so changing them reruns nothing)."""
     extra_outputs: Callable[[Any], Mapping[str, Output]] | None = None
     """Outputs that depend on the config (a training stage's `snapshot:<step>` folders)."""
     effects: Callable[[Any], Any] | None = None
@@ -111,10 +112,46 @@ class StageKind:
     """The kind's name (its module's), filled in by the registry."""
 
     def __post_init__(self) -> None:
-        unknown = self.execution_only - set(self.config.model_fields)
-        if unknown:  # a typo here would silently put the field back into the identity
-            raise ValueError(f"execution_only names {sorted(unknown)}, which "
-                             f"{self.config.__name__} does not have")
+        for dotted in self.execution_only:  # a typo would silently put it back in the identity
+            model: Any = self.config
+            for part in dotted.split("."):
+                field_info = getattr(model, "model_fields", {}).get(part)
+                if field_info is None:
+                    raise ValueError(f"execution_only names {dotted!r}, which "
+                                     f"{self.config.__name__} does not have")
+                model = field_info.annotation
+
+    def identity_exclude(self) -> dict[str, Any]:
+        """`execution_only` as pydantic's `model_dump(exclude=...)` takes it."""
+        exclude: dict[str, Any] = {}
+        for dotted in sorted(self.execution_only):
+            node = exclude
+            *parents, last = dotted.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[last] = True
+        return exclude
+
+    def tracked_params(self, section: Mapping[str, Any]) -> list[str] | None:
+        """The keys of a params.yaml `section` DVC tracks for a stage of this kind, relative
+        to the section (`evaluation.batch_size`), or None for the whole section: every key
+        but the execution-only ones, named at the shallowest level that leaves them out."""
+        if not self.execution_only:
+            return None
+        exclude = self.identity_exclude()
+
+        def keys(node: Mapping[str, Any], skip: Mapping[str, Any], prefix: str) -> list[str]:
+            out = []
+            for name, value in node.items():
+                if skip.get(name) is True:
+                    continue
+                if isinstance(skip.get(name), dict) and isinstance(value, Mapping):
+                    out += keys(value, skip[name], f"{prefix}{name}.")
+                else:
+                    out.append(f"{prefix}{name}")
+            return out
+
+        return keys(section, exclude, "")
 
     def outputs_for(self, cfg: Any) -> dict[str, Output]:
         """Every output of a stage of this kind with config `cfg`."""

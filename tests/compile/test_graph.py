@@ -15,7 +15,7 @@ from repro.compile.specs import compile_files
 from repro.spec.load import load_spec, load_specs
 from repro.spec.schema import EvaluationSettings, TrainingSettings
 from repro.stages import kinds
-from repro.stages.configs import fields_of
+from repro.stages.configs import EvaluateConfig, fields_of
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden"
@@ -83,6 +83,11 @@ def test_each_stage_reads_only_its_params_section_and_it_validates():
         if kind in ("curate", "train"):  # every field but the execution-only ones
             skip = {"curate": {"executor"}, "train": {"checkpoint_every_steps"}}[kind]
             fields = set(kinds()[kind].config.model_fields) - skip
+            assert sorted(entry["params"]) == sorted(f"{sid}.{f}" for f in fields)
+        elif kind == "evaluate":  # every evaluation setting but the response cache's switch
+            fields = set(EvaluateConfig.model_fields) - {"evaluation"}
+            fields |= {f"evaluation.{f}" for f in EvaluationSettings.model_fields} - {
+                "evaluation.cache_requests"}
             assert sorted(entry["params"]) == sorted(f"{sid}.{f}" for f in fields)
         else:
             assert entry["params"] == [sid]

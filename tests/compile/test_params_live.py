@@ -282,12 +282,15 @@ def test_every_params_key_is_live_or_execution_only(sid: str, kind: str, path: P
     stage = Stage(stage.kind, stage.label, base, stage.inputs)
     changed = Stage(stage.kind, stage.label, cfg, stage.inputs)
     sid, tracked = stage.id, _param_deps(stage)
-    if path[0] in declared.execution_only:
-        assert changed.id == stage.id, f"{_dotted(path)} is execution-only but changes the id"
-        assert all(not t.startswith(f"{sid}.{path[0]}") for t in tracked), tracked
+    dotted = _dotted(path)
+    if any(dotted == e or dotted.startswith(e + ".") for e in declared.execution_only):
+        assert changed.id == stage.id, f"{dotted} is execution-only but changes the id"
+        assert not any(f"{sid}.{dotted}".startswith(t + ".") or t.startswith(f"{sid}.{dotted}")
+                       or t == f"{sid}.{dotted}" for t in tracked), tracked
         return
     assert changed.id != stage.id
-    assert any(sid == t or f"{sid}.{path[0]}".startswith(t) for t in tracked), tracked
+    assert any(f"{sid}.{dotted}" == t or f"{sid}.{dotted}".startswith(t + ".")
+               for t in tracked), (dotted, tracked)
     name = _field_name(stage, path)
     assert name in _names_read(kind), (
         f"{sid}.{_dotted(path)}: nothing in the code of the {kind} stage reads `{name}`: a dead "
