@@ -27,6 +27,8 @@ from repro.report.publish import INDEX, build_site, push_to_hub
 from repro.scaling.command import fit_cmd
 from repro.spec.load import SPEC_SUFFIXES, SpecError, load_spec, validation_issues
 from repro.spec.safety import redact_text
+from repro.stages import UnknownStageKind
+from repro.stages import kind as stage_kind
 from repro.stages.base import (
     StageIO,
     atomic_write_text,
@@ -36,10 +38,10 @@ from repro.stages.base import (
     write_json,
 )
 from repro.sweep.cli import sweep
-from repro.verify import Tolerance
-from repro.verify import verify as run_verify
 from repro.verify.certificate import render_text
 from repro.verify.lockfile import check_workspace_files, declared_outputs
+from repro.verify.run import verify as run_verify
+from repro.verify.tolerance import Tolerance
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 1
@@ -304,9 +306,6 @@ def stage(kind: str, stage_id: str, inputs: tuple[str, ...], outputs: tuple[str,
     Reads the stage's section of params.yaml (so `dvc exp run -S` overrides apply) and
     validates it with the same models as the spec.
     """
-    from repro.stages import UnknownStageKind
-    from repro.stages import kind as stage_kind
-
     try:
         declared = stage_kind(kind)
     except UnknownStageKind as e:
@@ -413,7 +412,8 @@ def verify(stages: tuple[str, ...], rtol: float, atol: float, out_dir: Path,
 @click.option("--json", "as_json", is_flag=True, help="Print the plans as JSON.")
 def plan(targets: tuple[str, ...], mfu: float, peak_tflops: float, as_json: bool) -> None:
     """Estimate curation CPU-hours, training FLOPs, evaluation cost and disk of specs."""
-    from repro.plan import plan_spec, render  # here: the cost model imports torch
+    from repro.plan.build import plan_spec  # here: the cost model imports torch
+    from repro.plan.render import render  # with plan_spec: only `repro plan` needs it
 
     specs, issues = [], []
     for path in _spec_files(targets):

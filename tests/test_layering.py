@@ -26,43 +26,14 @@ import ast
 import io
 import re
 import tokenize
+from collections.abc import Iterable, Mapping
 from functools import cache
-from pathlib import Path
-
-import pytest
 
 from repro.compile.code_deps import ROOT, file_imports
 
 LOWER = ("spec", "model", "data", "train", "eval", "report")
 """Layers that must not import UPPER (with the top-level modules: the lowest layer)."""
 UPPER = ("stages", "compile", "cli")
-
-KNOWN_CYCLES: dict[str, tuple[frozenset[str], str]] = {
-    "compile/graph <-> compile/limits": (
-        frozenset({"repro/compile/graph.py", "repro/compile/limits.py"}),
-        "limits.check raises GraphError, defined in repro/compile/graph.py, which calls "
-        "limits.check: GraphError belongs in a module below both (owner of graph.py)"),
-    "plan/__init__ re-exports for the CLI": (
-        frozenset({"repro/plan/__init__.py", "repro/plan/build.py", "repro/plan/curation.py",
-                   "repro/plan/disk.py", "repro/plan/evaluation.py", "repro/plan/render.py"}),
-        "repro/cli.py imports plan_spec and render from the package: once it imports "
-        "repro.plan.build and repro.plan.render, the package __init__ re-exports nothing"),
-    "verify/__init__ re-exports for the CLI": (
-        frozenset({"repro/verify/__init__.py", "repro/verify/certificate.py",
-                   "repro/verify/run.py", "repro/verify/scratch.py"}),
-        "repro/cli.py imports verify and Tolerance from the package: once it imports "
-        "repro.verify.run and repro.verify.tolerance, the package __init__ re-exports nothing"),
-}
-"""Cycles other engineers' files still close (issue 18), each with the fix. A strict xfail
-each: the test below fails once the cycle is gone, so its entry is removed then."""
-
-LOCAL_IMPORTS_ELSEWHERE: dict[str, str] = {
-    "repro/cli.py": "the CLI's lazy imports (being reworked with its commands)",
-    "repro/sweep/values.py": "repro/sweep/ is being reworked (its import of the stage registry)",
-    "repro/sweep/workspace.py": "repro/sweep/ is being reworked (its import of the renderer)",
-    "repro/stages/train.py": "the train stage's body (being reworked with its settings)",
-}
-"""Files whose function-local imports are owned by other work in progress (strict xfail)."""
 
 
 def _files() -> list[str]:
@@ -83,9 +54,10 @@ def _graph() -> dict[str, frozenset[str]]:
     return {f: file_imports(f) - {f} for f in _files()}
 
 
-def _cycles() -> list[frozenset[str]]:
-    """Strongly connected components of more than one file (Tarjan, iterative)."""
-    graph = _graph()
+def _cycles(graph: Mapping[str, Iterable[str]] | None = None) -> list[frozenset[str]]:
+    """Strongly connected components of more than one file (Tarjan, iterative) of `graph`
+    (default: the package's)."""
+    graph = _graph() if graph is None else graph
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []
@@ -138,17 +110,10 @@ def test_lower_layers_do_not_import_stages_compiler_or_cli():
 
 
 def test_no_import_cycles():
-    known = {files for files, _ in KNOWN_CYCLES.values()}
-    new = [sorted(c) for c in _cycles() if c not in known]
-    assert not new, "import cycles:\n  " + "\n  ".join(" <-> ".join(c) for c in new)
-
-
-@pytest.mark.parametrize("name", [
-    pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=reason))
-    for name, (_, reason) in KNOWN_CYCLES.items()])
-def test_known_cycle_is_gone(name):
-    files, _ = KNOWN_CYCLES[name]
-    assert files not in set(_cycles()), f"still a cycle: {' <-> '.join(sorted(files))}"
+    cycles = [sorted(c) for c in _cycles()]
+    assert not cycles, ("import cycles (move what both sides need into a module below them; "
+                        "a package __init__.py that re-exports its submodules closes one):\n  "
+                        + "\n  ".join(" <-> ".join(c) for c in cycles))
 
 
 def test_no_import_after_main_guard():
@@ -207,20 +172,11 @@ def _unexplained_local_imports(path: str) -> list[str]:
 
 
 def test_function_local_imports_say_why():
-    bad = [line for path in _files() if path not in LOCAL_IMPORTS_ELSEWHERE
-           for line in _unexplained_local_imports(path)]
+    bad = [line for path in _files() for line in _unexplained_local_imports(path)]
     assert not bad, ("function-local imports of our modules or heavy dependencies without a "
                      "reason comment: move each to the top of its module, or say on its line "
                      "why it must stay local (a heavy dependency a process may not need):\n  "
                      + "\n  ".join(bad))
-
-
-@pytest.mark.parametrize("path", [
-    pytest.param(path, marks=pytest.mark.xfail(strict=True, reason=reason))
-    for path, reason in LOCAL_IMPORTS_ELSEWHERE.items()])
-def test_function_local_imports_say_why_elsewhere(path):
-    bad = _unexplained_local_imports(path)
-    assert not bad, "\n  ".join(bad)
 
 
 def test_the_checks_see_what_they_check(tmp_path):
@@ -236,4 +192,5 @@ def test_the_checks_see_what_they_check(tmp_path):
     flagged = [n.lineno for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
                and _needs_reason(n) and not _is_reason(comments.get(n.lineno, ""))]
     assert flagged == [2, 3]
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [frozenset("abc")]
     assert frozenset({"repro/stages/train.py", "repro/train/loop.py"}) not in set(_cycles())

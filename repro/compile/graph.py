@@ -34,10 +34,10 @@ from pathlib import Path, PurePosixPath
 
 from repro import paths
 from repro.compile import limits
+from repro.compile.errors import GraphError
 from repro.compile.ladder import LadderError, LadderPoint
 from repro.compile.ladder import expand as ladder_points
 from repro.compile.ladder import n_params as ladder_n_params
-from repro.errors import ReproError
 from repro.spec.schema import (
     BuiltinSource,
     EvaluationSettings,
@@ -78,15 +78,6 @@ from repro.train.schedule import ScheduleSegment
 ORDER_ONLY_INPUTS: frozenset[str] = frozenset({"ledger"})
 """Input keys that order a stage after another without changing what it makes (the token
 ledger's gate before training): left out of the stage's identity."""
-
-
-class GraphError(ReproError, ValueError):
-    """A problem that spans specs (e.g. a report naming an unknown experiment), with the
-    spec field it concerns, how to fix it, and the experiment whose spec holds that field
-    (repro.compile.specs.locate turns it into the spec's file and line)."""
-
-    def __init__(self, message: str, field: str = "", fix: str = "", experiment: str = "") -> None:
-        super().__init__(message, field=field, fix=fix, experiment=experiment)
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ class LadderPoint:
 
 class LadderError(ReproError, ValueError):
     """A ladder that cannot be expanded, with the field and the fix (the compiler adds the
-    experiment, repro.compile.graph.GraphError)."""
+    experiment, repro.compile.errors.GraphError)."""
 
     def __init__(self, message: str, field: str, fix: str) -> None:
         super().__init__(message, field=field, fix=fix)

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from repro.compile.errors import GraphError
 from repro.spec.schema import ExperimentSpec
 
 MAX_GRAPH_STAGES = 20_000
@@ -120,8 +121,6 @@ def expansion(spec: ExperimentSpec) -> Expansion:
 def check(specs: list[ExperimentSpec]) -> list[Expansion]:
     """Every spec's expansion, after checking their sum against MAX_GRAPH_STAGES and
     MAX_GRAPH_SIZE; GraphError names the biggest spec, its biggest part and the limit."""
-    from repro.compile.graph import GraphError  # graph.py imports this module (GraphError should live below both)
-
     parts = {s.name: expansion(s) for s in specs}
     for spec in specs:  # a report reads every run's training and evaluation metrics
         if spec.report is None:

@@ -9,7 +9,8 @@ import yaml
 
 from repro import paths
 from repro.compile.code_deps import stage_code
-from repro.compile.graph import GraphError, Stage, StageGraph
+from repro.compile.errors import GraphError
+from repro.compile.graph import Stage, StageGraph
 from repro.eval.local_tasks import OUTPUT_TYPES
 from repro.spec.safety import breaks_line
 from repro.stages.kind import Role

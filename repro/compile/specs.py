@@ -9,7 +9,8 @@ import re
 from pathlib import Path
 
 from repro import paths
-from repro.compile.graph import GraphError, OutputRef, StageGraph, compile_graph
+from repro.compile.errors import GraphError
+from repro.compile.graph import OutputRef, StageGraph, compile_graph
 from repro.compile.ladder import LadderError, prediction_targets
 from repro.compile.render import render_dvc_yaml, render_params_yaml
 from repro.errors import ReproError

@@ -10,9 +10,9 @@ give stays "unknown" (or a bound) instead of being invented, and totals say so.
 Modules, one job each: curation (CPU-hours per dataset and step), training (FLOPs per
 stage, GPU-hours), evaluation (forward FLOPs per evaluated checkpoint), disk (bytes per
 output kind), build (assembles them), render (the table).
+
+Import them by name (repro.plan.build.plan_spec, repro.plan.render.render): this file
+re-exports nothing, because importing any submodule runs it first, and re-exporting build,
+which imports its siblings, would make every submodule import itself through it (a cycle;
+tests/test_layering.py).
 """
-
-from repro.plan.build import ExperimentPlan, plan_spec
-from repro.plan.render import render
-
-__all__ = ["ExperimentPlan", "plan_spec", "render"]

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from repro import paths
-from repro.compile.graph import GraphError, compile_graph
+from repro.compile.errors import GraphError
+from repro.compile.graph import compile_graph
 from repro.compile.specs import locate
 from repro.plan import measured
 from repro.plan.curation import DatasetCuration, plan_dataset

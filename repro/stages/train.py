@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from repro import paths
-from repro.model.attention import set_attention
+from repro.model.attention import attention_inputs, set_attention
 from repro.model.build import (
     TokenIds,
     build_model,
@@ -46,6 +46,7 @@ from repro.model.build import (
     load_model,
     smollm3_config,
 )
+from repro.model.mtp import build_mtp, load_mtp, save_mtp
 from repro.stages import worker
 from repro.stages.base import StageIO, atomic_dir, atomic_write_text, log, write_json
 from repro.stages.configs import TrainConfig
@@ -53,6 +54,7 @@ from repro.stages.kind import ENV, METRICS, PERF, SNAPSHOT, Output, Role, StageK
 from repro.train import determinism
 from repro.train import distributed as dist_mod
 from repro.train import resume
+from repro.train.attention_probe import MaxLogitProbe
 from repro.train.checkpoint import (
     check_export_parity,
     load_optimizer_state,
@@ -63,9 +65,20 @@ from repro.train.checkpoint import (
 from repro.train.backends import Backends, resolve
 from repro.train.data import MixtureSampler, TokenShards
 from repro.train.data_order import LEDGER_FILE, ledger_csv, read_ledger
+from repro.train.distill import TeacherCache, load_teacher, teacher_attention
+from repro.train.flops import datasheet_peak, flops_per_token, measure_peak_flops, mfu
 from repro.train.loop import LoopSettings, Trainer, loss_csv
+from repro.train.monitor import (
+    MonitorRow,
+    monitor_csv,
+    monitor_rows,
+    probe_metrics,
+    snapshot,
+    update_rms_ratios,
+)
 from repro.train.objective import ObjectiveSettings, TrainModule
 from repro.train.optim import build_optimizer, load_state, reference_lr, set_lr_multiplier
+from repro.train.qk_clip import apply_qk_clip
 from repro.train.schedule import multiplier_at
 from repro.train.stability import StabilityGuard
 
@@ -129,8 +142,6 @@ def _model_and_state(cfg: TrainConfig, io: StageIO, ids: TokenIds):
 def _mtp_modules(cfg: TrainConfig, model, init: Path | None):
     if cfg.mtp is None:
         return None
-    from repro.model.mtp import build_mtp, load_mtp
-
     if init is not None and (init / "mtp.safetensors").exists():
         return load_mtp(init, cfg.mtp, model.config)
     return build_mtp(cfg.mtp, model.config, cfg.seed)
@@ -141,8 +152,6 @@ def _teacher(cfg: TrainConfig, io: StageIO, ids: TokenIds):
     d = cfg.distillation
     if d is None:
         return None, {}
-    from repro.train.distill import TeacherCache, load_teacher
-
     if d.logits != "full":
         caches = io.inputs_with_prefix("teacher_targets")
         missing = sorted(set(cfg.mixture) - set(caches))
@@ -186,9 +195,6 @@ def _monitor_hooks(cfg: TrainConfig, module: TrainModule, sources: dict[str, Tok
     """(monitor(step, tokens, before) -> rows, snapshot() -> before), or Nones."""
     if cfg.monitor is None:
         return None, None
-    from repro.model.attention import attention_inputs
-    from repro.train.monitor import monitor_rows, probe_metrics, snapshot, update_rms_ratios
-
     first = sources[sorted(sources)[0]]
     count = min(cfg.monitor.probe_sequences, first.num_windows)
     probe = torch.from_numpy(__import__("numpy").stack([first.window(i) for i in range(count)]))[:, :-1]
@@ -233,8 +239,6 @@ def _run(cfg: TrainConfig, io: StageIO, ctx: dist_mod.DistContext) -> None:
         mtp.to(ctx.device)
         set_attention(mtp, backends.attention)
     if teacher is not None:
-        from repro.train.distill import teacher_attention
-
         teacher.to(ctx.device)
         teacher_attention(teacher, backends.attention)
     objective = ObjectiveSettings(ids.eos, cfg.doc_masking, cfg.z_loss, cfg.mtp, cfg.distillation,
@@ -258,9 +262,6 @@ def _run(cfg: TrainConfig, io: StageIO, ctx: dist_mod.DistContext) -> None:
     monitor, snap = _monitor_hooks(cfg, module, sources, ids.eos, backends.attention, ctx.device)
     probe_factory = qk_apply = None
     if cfg.qk_clip is not None:
-        from repro.train.attention_probe import MaxLogitProbe
-        from repro.train.qk_clip import apply_qk_clip
-
         probe_factory = lambda: MaxLogitProbe(model)  # noqa: E731
         qk_apply = lambda logits: apply_qk_clip(model, logits, cfg.qk_clip.tau)  # noqa: E731
     # the config's own models, as they are: cfg is a TrainingSettings (micro batch, logging,
@@ -362,8 +363,6 @@ def _peaks(cfg: TrainConfig, device: torch.device) -> tuple[float, str, float | 
     the GPU's datasheet dense bf16 peak or None). On CPU the datasheet means little (clocks,
     AVX offsets, other jobs), so the measured peak is the one MFU divides by; on a GPU both
     are reported. A GPU needs large matrices to reach its peak (8192² bf16 ≈ 1.1 TFLOP each)."""
-    from repro.train.flops import datasheet_peak, measure_peak_flops
-
     dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
     if device.type != "cuda":
         return measure_peak_flops(dtype=torch.float32, seconds=0.5), "float32", None
@@ -381,8 +380,6 @@ def _unsharded_copy(cfg: TrainConfig, sharded_model, full: dict) -> TrainModule:
     model.load_state_dict({k[len("model."):]: v for k, v in full.items() if k.startswith("model.")})
     mtp = None
     if cfg.mtp is not None:
-        from repro.model.mtp import build_mtp
-
         mtp = build_mtp(cfg.mtp, model.config, cfg.seed)
         mtp.load_state_dict({k[len("mtp."):]: v for k, v in full.items() if k.startswith("mtp.")})
     return TrainModule(model, ObjectiveSettings(0, cfg.doc_masking), mtp=mtp)
@@ -402,8 +399,6 @@ def steady_tokens_per_s(result, batch_tokens: int) -> tuple[float, float]:
 
 def _write_outputs(cfg, io, ctx, model, module, optim_state, sampler, sources, start_positions,
                    tokens_before, result, tok_dir, ids, backends: Backends) -> None:
-    from repro.train.flops import flops_per_token, mfu
-
     tokens = cfg.steps * (cfg.batch_tokens // cfg.seq_len) * cfg.seq_len
     step_end = cfg.step_start + cfg.steps
     trainer_state = {
@@ -422,8 +417,6 @@ def _write_outputs(cfg, io, ctx, model, module, optim_state, sampler, sources, s
         save_checkpoint(tmp, model, optim_state, tok_dir, trainer_state)
         (tmp / LEDGER_FILE).write_text(ledger_csv(cfg.step_start + 1, result.fingerprints), encoding="utf-8")
         if module.mtp is not None:
-            from repro.model.mtp import save_mtp
-
             save_mtp(tmp, module.mtp, cfg.mtp)
         # the export parity gate: what lm-eval will load must compute what we trained
         probe = torch.from_numpy(sources[sorted(sources)[0]].window(0)[None, :-1].copy())
@@ -431,8 +424,6 @@ def _write_outputs(cfg, io, ctx, model, module, optim_state, sampler, sources, s
         if cfg.model.inference_yarn is not None:  # the compiler sets it on the last stage only
             export_inference_config(tmp, cfg.model)
     atomic_write_text(io.output("loss"), loss_csv(result.rows))
-    from repro.train.monitor import MonitorRow, monitor_csv
-
     atomic_write_text(io.output("monitor"), monitor_csv([MonitorRow(*r) for r in result.monitor_rows]))
 
     total, non_emb = count_params(model)

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from repro import paths
-from repro.compile.graph import GraphError, OutputRef, StageGraph, _run_prefix
+from repro.compile.errors import GraphError
+from repro.compile.graph import OutputRef, StageGraph, _run_prefix
 from repro.spec.schema import ExperimentSpec
 
 

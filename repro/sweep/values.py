@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from repro.errors import ReproError
 from repro.spec.load import validation_issues
 from repro.spec.search import Scalar
+from repro.stages import kinds
 
 Point = Mapping[str, Scalar]
 """A trial's configuration: parameter name -> value."""
@@ -56,8 +57,6 @@ def overrides(point: Point, keys: Mapping[str, tuple[str, ...]]) -> dict[str, Sc
 def validate_overrides(params: Mapping[str, Any], sets: Mapping[str, Scalar],
                        workspace: Path) -> None:
     """Raise ValueProblem for the first touched stage section its config model refuses."""
-    from repro.stages import kinds
-
     patched = copy.deepcopy(dict(params))
     for key, value in sets.items():
         set_path(patched, key, value)

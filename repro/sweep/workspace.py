@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from repro import paths, yamlio
-from repro.compile.graph import GraphError, OutputRef, StageGraph
+from repro.compile.errors import GraphError
+from repro.compile.graph import OutputRef, StageGraph
+from repro.compile.render import render_dvc_yaml, render_params_yaml
 from repro.compile.specs import compile_files
 from repro.errors import ReproError
 from repro.spec.load import SpecError, experiment_files
@@ -39,8 +41,6 @@ def compile_workspace(specs_dir: Path, root: Path, require_current: bool = True)
     """Compile the top-level specs of `specs_dir` and check root's dvc.yaml and params.yaml
     are exactly what they compile to; SweepInputError otherwise. `require_current=False`
     (rebuilding a report) reads params.yaml as it is: `dvc exp apply` may have changed it."""
-    from repro.compile.render import render_dvc_yaml, render_params_yaml
-
     files = experiment_files(specs_dir)
     try:
         graph = compile_files(files, specs_dir, root)

@@ -2,15 +2,8 @@
 outputs are the ones dvc.lock records (run.py rebuilds, certificate.py gives the verdicts,
 tolerance.py says which differences are accepted).
 
-The re-exports below are for repro/cli.py only: importing a submodule runs this file
-first, so re-exporting submodules that import their siblings is an import cycle
-(tests/test_layering.py, KNOWN_CYCLES). Once the CLI imports repro.verify.run and
-repro.verify.tolerance, they go.
+Import them by name (repro.verify.run.verify, repro.verify.tolerance.Tolerance): this file
+re-exports nothing, because importing any submodule runs it first, and re-exporting run,
+which imports its siblings, would make every submodule import itself through it (a cycle;
+tests/test_layering.py).
 """
-
-from __future__ import annotations
-
-from repro.verify.run import verify
-from repro.verify.tolerance import Tolerance
-
-__all__ = ["Tolerance", "verify"]

@@ -9,7 +9,8 @@ from pathlib import Path, PurePosixPath
 import pytest
 import yaml
 
-from repro.compile.graph import GraphError, OutputRef, compile_graph
+from repro.compile.errors import GraphError
+from repro.compile.graph import OutputRef, compile_graph
 from repro.compile.render import HEADER, render_dvc_yaml, render_params_yaml
 from repro.compile.specs import compile_files
 from repro.spec.load import load_spec, load_specs

@@ -26,7 +26,8 @@ import yaml
 
 from repro import paths
 from repro.compile.code_deps import stage_code
-from repro.compile.graph import ExternalPath, GraphError, OutputRef, Stage, StageGraph
+from repro.compile.errors import GraphError
+from repro.compile.graph import ExternalPath, OutputRef, Stage, StageGraph
 from repro.compile.render import DVC_ESCAPED, _cmd, dvc_literal, render_dvc_yaml, render_params_yaml
 from repro.spec.schema import EvaluationSpec, ExecutorSpec, JsonlSource
 from repro.stages.configs import CurateConfig, EvaluateConfig, FitConfig, LedgerConfig, ReportConfig

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from repro.compile.graph import GraphError, compile_graph
+from repro.compile.errors import GraphError
+from repro.compile.graph import compile_graph
 from repro.compile.ladder import expand, split_tokens
 from repro.compile.render import render_dvc_yaml
 from repro.compile.specs import compile_files

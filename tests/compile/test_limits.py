@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from repro.compile import limits
-from repro.compile.graph import GraphError, StageGraph, compile_graph
+from repro.compile.errors import GraphError
+from repro.compile.graph import StageGraph, compile_graph
 from repro.compile.specs import compile_files
 from repro.spec.load import SpecError, load_specs
 
@@ -79,7 +80,7 @@ def test_a_ladder_counts_its_runs(monkeypatch):
 
 
 def test_plan_refusal_is_a_located_spec_error(monkeypatch):
-    from repro.plan import plan_spec
+    from repro.plan.build import plan_spec
 
     [spec] = load_specs([REPO / "specs" / "qs-nope.yaml"])
     monkeypatch.setattr(limits, "MAX_GRAPH_SIZE", 1_000)
@@ -127,7 +128,7 @@ def test_a_ladder_counts_parameters_without_building_a_model(monkeypatch):
 
 
 def test_the_largest_model_compiles_and_plans_without_building_one(tmp_path, monkeypatch):
-    from repro.plan import plan_spec
+    from repro.plan.build import plan_spec
 
     _no_tensors(monkeypatch)
     (tmp_path / "qs-nope.yaml").write_text((REPO / "specs" / "qs-nope.yaml").read_text())

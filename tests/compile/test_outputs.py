@@ -12,7 +12,8 @@ from click.testing import CliRunner
 
 from repro import paths
 from repro.cli import main
-from repro.compile.graph import GraphError, Stage, StageGraph, check_outputs
+from repro.compile.errors import GraphError
+from repro.compile.graph import Stage, StageGraph, check_outputs
 from repro.compile.specs import compile_files, field_loc
 from repro.stages.configs import FitConfig, ReportConfig
 

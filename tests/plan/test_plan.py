@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from repro.cli import main
-from repro.plan import plan_spec
+from repro.plan.build import plan_spec
 from repro.plan.measured import STEP_COSTS
 from repro.plan.quantity import INF, Q
 from repro.plan.render import num, q, render
