@@ -79,7 +79,7 @@ def reserved_clash(path: PurePath, kind: str | None = None) -> ReservedClash | N
 def ledger_gate(experiment: str) -> PurePosixPath:
     """The file a passing token ledger writes and every training stage of the experiment
     depends on. Named by the experiment, not the ledger's id, and its content is fixed, so a
-    ledger change that still passes (a new max_epochs, a later stage's budget) reruns no
+    ledger change that still passes (a new max_epochs, a later phase's budget) reruns no
     training stage that it does not otherwise change."""
     return LEDGER_DIR / f"{experiment}.ok"
 

@@ -8,10 +8,12 @@ dvc.yaml entry, its params.yaml section and its output folder, so:
   * changing one field changes that stage's id and the ids of its descendants, nothing else;
   * each stage's params section holds only the settings that stage reads, so
     `dvc exp run -S <id>.<field>=...` reruns that stage and what depends on it.
-A training schedule spans stages; each training stage gets only the slice of the schedule
-it needs (`ScheduleSegment`), so a later stage's budget enters an earlier stage only when
-the decay overlaps it. The segment is a shape; the LR is stored once, in the stage's
-`optimizer` (a stage that restarts the schedule with its own `lr` gets it written there).
+A training schedule spans curriculum phases (a spec's `training.stages`; "stage" here is
+always a DVC stage), each trained by a `train` stage of its own; each gets only the slice of
+the schedule it needs (`ScheduleSegment`), so a later phase's budget enters an earlier phase
+only when the decay overlaps it. The segment is a shape; the LR is stored once, in the train
+stage's `optimizer` (a phase that restarts the schedule with its own `lr` gets it written
+there).
 
 Data path of one dataset (each arrow: the right stage reads the left one's output):
   source? -> curate -> split -> decontaminate? -> tokenize -> ledger -> train (experiment)
@@ -19,7 +21,7 @@ Data path of one dataset (each arrow: the right stage reads the left one's outpu
   split -> tokenizer (trained on the training splits before decontamination, so evaluation
            tasks never change the tokenizer)
   curate, split, decontaminate, tokenizer -> funnel (per dataset and tokenizer) -> report
-Every training stage of an experiment waits for its ledger's gate, an order-only input: it
+Every train stage of an experiment waits for its ledger's gate, an order-only input: it
 orders the stages (training never starts on a mixture that would repeat a dataset more than
 its `max_epochs`) but is left out of the stage's identity, since it changes no output.
 """
@@ -48,7 +50,7 @@ from repro.spec.schema import (
     ReportSpec,
     TrainBPETokenizer,
     TrainingSettings,
-    TrainingStageSpec,
+    TrainingPhaseSpec,
 )
 from repro.stages.configs import (
     CurateConfig,
@@ -58,7 +60,7 @@ from repro.stages.configs import (
     FitConfig,
     FunnelConfig,
     LedgerConfig,
-    LedgerStage,
+    LedgerPhase,
     LadderRun,
     Model,
     ReportConfig,
@@ -251,8 +253,8 @@ def check_outputs(graph: StageGraph) -> None:
 
 @dataclass(frozen=True)
 class EvaluatedCheckpoint:
-    """An evaluate stage and the checkpoint it scores: a training stage's name (its end) or
-    `<stage>-step<N>` (a snapshot inside it)."""
+    """An evaluate stage and the checkpoint it scores: a training phase's name (its end) or
+    `<phase>-step<N>` (a snapshot inside it)."""
 
     label: str
     stage: Stage
@@ -326,15 +328,15 @@ def _tokenizer_stage(graph: StageGraph, spec: ExperimentSpec, splits: dict[str, 
     return graph.add(Stage("tokenizer", label, TokenizerConfig(tokenizer=tok, datasets=names), inputs))
 
 
-def stage_optimizer(spec: ExperimentSpec, stage: TrainingStageSpec) -> OptimizerSpec:
-    """The optimizer settings a training stage runs with: the experiment's, except that a
-    stage restarting the schedule with its own `lr` (SmolLM3's long-context stages, FACTS
+def phase_optimizer(spec: ExperimentSpec, phase: TrainingPhaseSpec) -> OptimizerSpec:
+    """The optimizer settings a training phase runs with: the experiment's, except that a
+    phase restarting the schedule with its own `lr` (SmolLM3's long-context stages, FACTS
     3.10) has it as its AdamW LR, and for Muon the Muon LR scaled by the same ratio
-    (StageScheduleSpec.lr). So the stage's params hold its LR once, in `optimizer`."""
+    (PhaseScheduleSpec.lr). So the train stage's params hold its LR once, in `optimizer`."""
     opt = spec.training.optimizer
-    if stage.schedule is None:
+    if phase.schedule is None:
         return opt
-    own = stage.schedule.lr
+    own = phase.schedule.lr
     if isinstance(opt, MuonSpec):
         # lr * (own / reference): at the peak, the product the loop formed before the LR
         # moved out of the schedule
@@ -344,10 +346,10 @@ def stage_optimizer(spec: ExperimentSpec, stage: TrainingStageSpec) -> Optimizer
 
 
 def schedule_segments(spec: ExperimentSpec) -> list[tuple[int, int, ScheduleSegment]]:
-    """(step_start, steps, segment) per training stage. The experiment's schedule spans the
-    stages before the first one with a schedule of its own; each such stage restarts it
-    (warmup and decay within the stage, as SmolLM3's long-context stages; FACTS 3.10).
-    Segments are shapes; the LRs they multiply come from stage_optimizer."""
+    """(step_start, steps, segment) per training phase. The experiment's schedule spans the
+    phases before the first one with a schedule of its own; each such phase restarts it
+    (warmup and decay within the phase, as SmolLM3's long-context stages; FACTS 3.10).
+    Segments are shapes; the LRs they multiply come from phase_optimizer."""
     tr = spec.training
     steps = [s.tokens // tr.batch_tokens for s in tr.stages]
     first_restart = next((i for i, s in enumerate(tr.stages) if s.schedule is not None), len(steps))
@@ -355,9 +357,9 @@ def schedule_segments(spec: ExperimentSpec) -> list[tuple[int, int, ScheduleSegm
     decay_steps = round(tr.schedule.decay_fraction * total)
     decay_start = total - decay_steps
     out, start = [], 0
-    for stage, n in zip(tr.stages, steps):
-        if stage.schedule is not None:
-            own = stage.schedule
+    for phase, n in zip(tr.stages, steps):
+        if phase.schedule is not None:
+            own = phase.schedule
             own_decay = round(own.decay_fraction * n)
             segment = _segment(start, own.warmup_steps,
                                (start + n - own_decay, start + n) if own_decay else None,
@@ -366,9 +368,9 @@ def schedule_segments(spec: ExperimentSpec) -> list[tuple[int, int, ScheduleSegm
             segment = _segment(0, tr.schedule.warmup_steps,
                                (decay_start, total) if decay_steps > 0 else None,
                                tr.schedule.decay_shape, tr.schedule.min_lr_ratio)
-        # only what moves this stage's LRs: another stage's budget enters a stage only
-        # where it does (repro.train.schedule.ScheduleSegment.for_stage)
-        out.append((start, n, segment.for_stage(start, n)))
+        # only what moves this phase's LRs: another phase's budget enters a phase only
+        # where it does (repro.train.schedule.ScheduleSegment.for_phase)
+        out.append((start, n, segment.for_phase(start, n)))
         start += n
     return out
 
@@ -387,12 +389,12 @@ def _segment(start_step: int, warmup_steps: int, decay: tuple[int, int] | None,
 
 def _ledger_stage(graph: StageGraph, spec: ExperimentSpec, tokens: dict[str, Stage]) -> Stage:
     tr = spec.training
-    stages = [LedgerStage(name=s.name, steps=n, mixture=dict(sorted(s.mixture.items())))
+    phases = [LedgerPhase(name=s.name, steps=n, mixture=dict(sorted(s.mixture.items())))
               for s, (_, n, _) in zip(tr.stages, schedule_segments(spec))]
     return graph.add(Stage(
         "ledger", spec.name,
         LedgerConfig(experiment=spec.name, seq_len=tr.seq_len, batch_tokens=tr.batch_tokens,
-                     stages=stages,
+                     phases=phases,
                      max_epochs={n: spec.datasets[n].max_epochs for n in sorted(tokens)}),
         tuple((f"tokens:{n}", OutputRef(t.id, "tokens")) for n, t in sorted(tokens.items())),
     ))
@@ -468,8 +470,8 @@ def _teacher_logits_stages(graph: StageGraph, spec: ExperimentSpec, teacher: Inp
     assert d is not None
     out: dict[tuple[str, int], Stage] = {}
     tr = spec.training
-    for stage, seq_len in zip(tr.stages, tr.stage_seq_lens()):
-        for name in sorted(stage.mixture):
+    for phase, seq_len in zip(tr.stages, tr.phase_seq_lens()):
+        for name in sorted(phase.mixture):
             if (name, seq_len) in out:
                 continue
             out[(name, seq_len)] = graph.add(Stage(
@@ -493,15 +495,15 @@ def _run_prefix(spec: ExperimentSpec, run: tuple[str, int, int]) -> str:
 
 
 def snapshot_steps(spec: ExperimentSpec) -> list[list[int]]:
-    """Per training stage, the global steps strictly inside it at which a snapshot is saved
+    """Per training phase, the global steps strictly inside it at which a snapshot is saved
     for evaluation over training: every `evaluation.every_tokens` tokens, counted from the
-    start of training (each stage's last step is its checkpoint, evaluated anyway)."""
+    start of training (each phase's last step is its checkpoint, evaluated anyway)."""
     every = spec.evaluation.every_tokens
     segments = schedule_segments(spec)
     if every is None:
         return [[] for _ in segments]
     interval = every // spec.training.batch_tokens
-    # the multiples of interval inside (start, start + n), stepped to: a stage may have
+    # the multiples of interval inside (start, start + n), stepped to: a phase may have
     # millions of steps and only a few snapshots
     return [list(range((start // interval + 1) * interval, start + n, interval))
             for start, n, _ in segments]
@@ -510,7 +512,7 @@ def snapshot_steps(spec: ExperimentSpec) -> list[list[int]]:
 def _train_stages(graph: StageGraph, spec: ExperimentSpec, tokenizer: Stage,
                   tokens: dict[str, Stage], ledger: Stage, teachers: dict[str, Stage],
                   run: tuple[str, int, int]) -> list[Stage]:
-    """One stage per curriculum stage, each continuing the previous one's checkpoint, for one
+    """One train stage per curriculum phase, each continuing the previous one's checkpoint, for one
     run (label, seed, data_seed) of the experiment. The main run keeps the plain labels."""
     _, seed, data_seed = run
     prefix = _run_prefix(spec, run)
@@ -520,31 +522,31 @@ def _train_stages(graph: StageGraph, spec: ExperimentSpec, tokenizer: Stage,
     teacher = _teacher_input(spec, teachers)
     caches = (_teacher_logits_stages(graph, spec, teacher, tokens)
               if tr.distillation is not None and tr.distillation.logits != "full" else {})
-    shapes = zip(tr.stages, schedule_segments(spec), tr.stage_seq_lens(), tr.stage_rope(spec.model))
-    for i, (stage_spec, (start, n, segment), seq_len, (theta, max_pos)) in enumerate(shapes):
+    shapes = zip(tr.stages, schedule_segments(spec), tr.phase_seq_lens(), tr.phase_rope(spec.model))
+    for i, (phase, (start, n, segment), seq_len, (theta, max_pos)) in enumerate(shapes):
         inputs: list[tuple[str, Input]] = [("tokenizer", OutputRef(tokenizer.id, "tokenizer"))]
-        inputs += [(f"tokens:{d}", OutputRef(tokens[d].id, "tokens")) for d in sorted(stage_spec.mixture)]
+        inputs += [(f"tokens:{d}", OutputRef(tokens[d].id, "tokens")) for d in sorted(phase.mixture)]
         if trains:
             inputs.append(("init", OutputRef(trains[-1].id, "checkpoint")))
         if caches:
             inputs += [(f"teacher_targets:{d}", OutputRef(caches[(d, seq_len)].id, "targets"))
-                       for d in sorted(stage_spec.mixture)]
+                       for d in sorted(phase.mixture)]
         elif teacher is not None:
             inputs.append(("teacher", teacher))
         inputs.append(("ledger", OutputRef(ledger.id, "gate")))  # order only
-        # only the last stage's checkpoint is the export that serves with YaRN
+        # only the last phase's checkpoint is the export that serves with YaRN
         yarn = spec.model.inference_yarn if i == len(tr.stages) - 1 else None
         model = spec.model.model_copy(update={"rope_theta": theta, "max_position_embeddings": max_pos,
                                               "inference_yarn": yarn})
         trains.append(graph.add(Stage(
-            "train", f"{prefix}-{stage_spec.name}",
-            # the experiment's TrainingSettings pass whole; the rest is this stage's own
+            "train", f"{prefix}-{phase.name}",
+            # the experiment's TrainingSettings pass whole; the rest is this phase's own
             TrainConfig(
                 **fields_of(tr, TrainingSettings),
-                experiment=spec.name, stage=stage_spec.name, model=model,
-                optimizer=stage_optimizer(spec, stage_spec), reset_optimizer=stage_spec.reset_optimizer,
+                experiment=spec.name, phase=phase.name, model=model,
+                optimizer=phase_optimizer(spec, phase), reset_optimizer=phase.reset_optimizer,
                 schedule=segment, seq_len=seq_len, batch_tokens=tr.batch_tokens,
-                step_start=start, steps=n, mixture=dict(sorted(stage_spec.mixture.items())),
+                step_start=start, steps=n, mixture=dict(sorted(phase.mixture.items())),
                 seed=seed, data_seed=None if data_seed == seed else data_seed,
                 snapshot_steps=snapshots[i],
             ),
@@ -589,7 +591,7 @@ def _run(graph: StageGraph, spec: ExperimentSpec, tokenizer: Stage, tokens: dict
     ev = spec.evaluation
     checkpoints: list[tuple[str, OutputRef, bool]] = []
     for i, t in enumerate(trains):
-        name = t.config.stage  # type: ignore[attr-defined]
+        name = t.config.phase  # type: ignore[attr-defined]
         if ev.every_tokens is not None:
             checkpoints += [(f"{name}-step{step}", OutputRef(t.id, f"{SNAPSHOT}:{step}"), False)
                             for step in t.config.snapshot_steps]  # type: ignore[attr-defined]
@@ -746,9 +748,9 @@ def compile_graph(specs: list[ExperimentSpec],
             for run in by_name[n].runs:
                 key = f"{n}:{run.label}"
                 for t in run.train:
-                    stage = t.config.stage  # type: ignore[attr-defined]
-                    inputs += [(f"train:{key}:{stage}", OutputRef(t.id, "metrics")),
-                               (f"loss:{key}:{stage}", OutputRef(t.id, "loss"))]
+                    phase = t.config.phase  # type: ignore[attr-defined]
+                    inputs += [(f"train:{key}:{phase}", OutputRef(t.id, "metrics")),
+                               (f"loss:{key}:{phase}", OutputRef(t.id, "loss"))]
                 for e in run.evaluate:
                     inputs.append((f"eval:{key}:{e.label}", OutputRef(e.stage.id, "metrics")))
                     if e.final:  # per-item samples, for the paired bootstrap

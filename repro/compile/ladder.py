@@ -7,7 +7,7 @@ experiment is an ordinary ExperimentSpec (re-validated), so it shares the curate
 tokenizer and token shards of its parent through the stage graph's content ids, and each of
 its settings sits in params.yaml like any other run's.
 
-Token budgets are split over the spec's training stages in their written proportions, in
+Token budgets are split over the spec's training phases in their written proportions, in
 whole optimizer steps, so a WSD decay keeps its share of every run (Hägele et al. 2024: each
 budget needs its own cooldown for a valid final loss, FACTS 8.2). Snapshot evaluations are
 dropped: the fit reads final losses only.
@@ -45,17 +45,17 @@ class LadderError(ReproError, ValueError):
         super().__init__(message, field=field, fix=fix)
 
 
-def split_tokens(stage_tokens: list[int], budget: int, batch_tokens: int) -> list[int]:
-    """Split `budget` over stages in proportion to `stage_tokens`, each a whole number (>= 1)
-    of optimizer steps; the total is `budget` rounded down to whole steps."""
+def split_tokens(phase_tokens: list[int], budget: int, batch_tokens: int) -> list[int]:
+    """Split `budget` over training phases in proportion to `phase_tokens`, each a whole
+    number (>= 1) of optimizer steps; the total is `budget` rounded down to whole steps."""
     steps = budget // batch_tokens
-    if steps < len(stage_tokens):
+    if steps < len(phase_tokens):
         raise LadderError(
             f"a budget of {budget} tokens is {steps} optimizer steps of {batch_tokens} tokens, "
-            f"fewer than the {len(stage_tokens)} training stages",
-            "ladder.tokens", f"use budgets of at least {len(stage_tokens) * batch_tokens} tokens")
-    total = sum(stage_tokens)
-    shares = [max(1, round(steps * t / total)) for t in stage_tokens[:-1]]
+            f"fewer than the {len(phase_tokens)} training stages",
+            "ladder.tokens", f"use budgets of at least {len(phase_tokens) * batch_tokens} tokens")
+    total = sum(phase_tokens)
+    shares = [max(1, round(steps * t / total)) for t in phase_tokens[:-1]]
     last = steps - sum(shares)
     if last < 1:
         raise LadderError(
@@ -81,10 +81,10 @@ def _point(spec: ExperimentSpec, ladder: LadderSpec, size_index: int, budget: in
     except LadderError as e:
         raise LadderError(f"ladder {ladder.name!r}, size {size.name!r}: {e.message}", e.field,
                           e.fix) from e
-    for stage, tokens in zip(data["training"]["stages"], split):
-        stage["tokens"] = tokens
+    for phase, tokens in zip(data["training"]["stages"], split):
+        phase["tokens"] = tokens
         if mixture is not None:
-            stage["mixture"] = dict(mixture)
+            phase["mixture"] = dict(mixture)
     data["evaluation"]["every_tokens"] = None
     data["evaluation"]["checkpoints"] = "final"
     try:

@@ -11,7 +11,7 @@ masking (nanotron `_use_doc_masking`, FACTS 3.3). Three paths compute the same f
   flex   torch FlexAttention with a BlockMask built from the EOS positions, as torchtitan does
          (torchtitan/models/attention.py `get_document_mask_mod`): document id of a token = the
          number of EOS before it, mask_mod = causal & same document. The BlockMask is built once
-         per micro batch (B, T fixed per stage, so shapes stay static and torch.compile does not
+         per micro batch (B, T fixed per phase, so shapes stay static and torch.compile does not
          recompile) and passed as `attention_mask`: a 4-D mask makes transformers'
          create_causal_mask return it as is. RoPE still takes the per-document position ids.
   flash  flash-attn's varlen kernel through transformers' `flash_attention_2` (nanotron's

@@ -89,8 +89,8 @@ def build_model(spec: ModelSpec, ids: TokenIds, seed: int):
     return SmolLM3ForCausalLM(smollm3_config(spec, ids)).float()
 
 
-# Config fields that define the architecture (what a later stage must agree on). RoPE theta
-# and max_position_embeddings are left out: a long-context stage changes them on purpose
+# Config fields that define the architecture (what a later phase must agree on). RoPE theta
+# and max_position_embeddings are left out: a long-context phase changes them on purpose
 # (SmolLM3 4k -> 32k -> 64k, theta 5e4 -> 2e6 -> 5e6; FACTS 3.10), and neither is a weight.
 ARCH_FIELDS = (
     "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
@@ -105,13 +105,13 @@ def architecture_diff(actual, expected) -> list[str]:
     for f in ARCH_FIELDS:
         a, e = getattr(actual, f, None), getattr(expected, f, None)
         if a != e:
-            diffs.append(f"{f}: checkpoint has {a!r}, this stage's spec gives {e!r}")
+            diffs.append(f"{f}: checkpoint has {a!r}, this phase's spec gives {e!r}")
     return diffs
 
 
 def load_model(path, spec: ModelSpec, ids: TokenIds):
-    """A checkpoint saved by an earlier stage, checked against this stage's spec, with this
-    stage's RoPE theta and context length (the weights do not depend on either)."""
+    """A checkpoint saved by an earlier phase, checked against this phase's spec, with this
+    phase's RoPE theta and context length (the weights do not depend on either)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     found = AutoConfig.from_pretrained(path, trust_remote_code=False)
@@ -119,10 +119,10 @@ def load_model(path, spec: ModelSpec, ids: TokenIds):
     diffs = architecture_diff(found, expected)
     if diffs:
         raise ValueError(
-            f"checkpoint {path} does not match the model this stage expects:\n  "
+            f"checkpoint {path} does not match the model this phase expects:\n  "
             + "\n  ".join(diffs)
-            + "\nA curriculum stage continues the previous stage's model: keep `model` and the "
-            "tokenizer the same across an experiment's stages."
+            + "\nA curriculum phase continues the previous phase's model: keep `model` and the "
+            "tokenizer the same across an experiment's `training.stages`."
         )
     model = AutoModelForCausalLM.from_pretrained(path, config=expected, dtype=torch.float32,
                                                  attn_implementation=ATTN_IMPLEMENTATION,

@@ -53,7 +53,7 @@ class ExperimentPlan:
             "training": _plain(t) | {
                 "tokens_per_run": t.tokens_per_run, "flops_per_run": t.flops_per_run,
                 "flops": t.flops, "gpu_hours": t.gpu_hours, "cpu_core_hours": t.cpu_core_hours,
-                "stages": [_plain(s) | {"total": s.total} for s in t.stages]},
+                "stages": [_plain(s) | {"total": s.total} for s in t.phases]},
             "evaluation": _plain(e) | {"flops_per_checkpoint": e.flops_per_checkpoint.as_dict(),
                                        "flops": e.flops.as_dict(),
                                        "gpu_hours": e.flops.scale(

@@ -7,7 +7,7 @@
                    of each trained dataset when decontamination is on
   token shards     tokens × bytes per id (uint16, or uint32 above 65,536 ids;
                    repro.stages.tokenize) + 8 bytes per document end (the .index file)
-  checkpoints      one per training stage and run: fp32 weights (save_pretrained) and the
+  checkpoints      one per training phase and run: fp32 weights (save_pretrained) and the
                    optimizer state (torch.save; AdamW: 2 fp32 tensors per parameter; Muon: 1
                    momentum buffer per hidden matrix, AdamW's 2 for the rest), plus MTP weights
   snapshots        fp32 weights only (repro.train.checkpoint.save_snapshot)
@@ -42,11 +42,11 @@ class DiskPlan:
 
 
 def tokens_drawn(spec: S.ExperimentSpec) -> dict[str, float]:
-    """Tokens each dataset supplies to one run (weight × stage tokens, summed)."""
+    """Tokens each dataset supplies to one run (weight × phase tokens, summed)."""
     out: dict[str, float] = {}
-    for stage in spec.training.stages:
-        trained = stage.tokens // spec.training.batch_tokens * spec.training.batch_tokens
-        for name, w in stage.mixture.items():
+    for phase in spec.training.stages:
+        trained = phase.tokens // spec.training.batch_tokens * spec.training.batch_tokens
+        for name, w in phase.mixture.items():
             out[name] = out.get(name, 0.0) + w * trained
     return out
 

@@ -1,6 +1,6 @@
 """Evaluation cost per checkpoint: forward FLOPs ≈ 2·N per scored token (plus causal
 attention at the request's length, stated separately) × tokens scored, times the evaluated
-checkpoints (final, stage ends, snapshots every `evaluation.every_tokens`, for every run).
+checkpoints (final, phase ends, snapshots every `evaluation.every_tokens`, for every run).
 
 Tokens scored, with every assumption explicit:
   * standard lm-eval tasks: documents = the evaluation split's size (table below, from the

@@ -69,12 +69,12 @@ def render(plan: ExperimentPlan) -> str:
               _row(f"TRAINING (per run; {t.runs} run{'s' * (t.runs > 1)})", "seq_len", "tokens",
                    "6ND FLOPs", "attention", "extra", "total", widths=(34, 8, 11, 11, 11, 11, 11))]
     w = (34, 8, 11, 11, 11, 11, 11)
-    for s in t.stages:
+    for s in t.phases:
         lines.append(_row(f"  {s.name}", s.seq_len, num(s.tokens), num(s.dense), num(s.attention),
                           num(s.extra), num(s.total), widths=w))
     lines += [
-        _row("  total per run", "", num(t.tokens_per_run), num(sum(s.dense for s in t.stages)),
-             num(sum(s.attention for s in t.stages)), num(sum(s.extra for s in t.stages)),
+        _row("  total per run", "", num(t.tokens_per_run), num(sum(s.dense for s in t.phases)),
+             num(sum(s.attention for s in t.phases)), num(sum(s.extra for s in t.phases)),
              num(t.flops_per_run), widths=w),
         f"  all runs: {num(t.flops)} FLOPs = {num(t.gpu_hours)} GPU-hours at {t.mfu:.0%} MFU of "
         f"{num(t.peak_flops / 1e12)} TFLOP/s",

@@ -1,12 +1,12 @@
-"""Training FLOPs per curriculum stage, and the accelerator hours they take.
+"""Training FLOPs per curriculum phase, and the accelerator hours they take.
 
 Per token, forward + backward (repro.train.flops, PaLM App. B): dense = 6·N with N the
 matmul parameters (attention + MLP + the LM-head matmul, counted even when tied), and causal
-attention = 6·L·H·Q·T at the stage's own sequence length T, stated separately. For a tied
+attention = 6·L·H·Q·T at the phase's own sequence length T, stated separately. For a tied
 model N is the parameter count less the norm gains, i.e. Chinchilla's convention of counting
 all parameters in C ≈ 6ND (FACTS 9.1); Kaplan's N (non-embedding) is reported beside it.
-D is what training really consumes: whole optimizer steps × batch_tokens per stage (the
-stage builder floors tokens to steps, repro.compile.graph.schedule_segments).
+D is what training really consumes: whole optimizer steps × batch_tokens per phase (the
+compiler floors tokens to steps, repro.compile.graph.schedule_segments).
 
 Extras, stated separately when the spec has them: MTP modules (per depth one transformer
 block, the shared LM head and, for sequential modules, the 2d→d projection; FACTS 6.1-6.2)
@@ -31,7 +31,7 @@ DEFAULT_PEAK_TFLOPS = 989.0
 
 
 @dataclass(frozen=True)
-class StageFlops:
+class PhaseFlops:
     name: str
     seq_len: int
     steps: int
@@ -56,7 +56,8 @@ class TrainingPlan:
     params_6nd: int
     """N of 6·N·D: the matmul parameters (repro.train.flops.param_counts 'matmul')."""
     vocab_size: int
-    stages: list[StageFlops]
+    phases: list[PhaseFlops]
+    """Per curriculum phase, in training order (the plan's JSON lists them as `stages`)."""
     runs: int
     """Training runs: the main run plus replicas."""
     mfu: float
@@ -67,11 +68,11 @@ class TrainingPlan:
 
     @property
     def tokens_per_run(self) -> int:
-        return sum(s.tokens for s in self.stages)
+        return sum(s.tokens for s in self.phases)
 
     @property
     def flops_per_run(self) -> float:
-        return sum(s.total for s in self.stages)
+        return sum(s.total for s in self.phases)
 
     @property
     def flops(self) -> float:
@@ -119,9 +120,9 @@ def plan_training(spec: S.ExperimentSpec, vocab: int, *, mfu: float = DEFAULT_MF
                   others: dict[str, S.ExperimentSpec] | None = None) -> TrainingPlan:
     tr, notes = spec.training, []
     p = param_counts(spec.model, vocab_size=vocab)
-    stages = []
-    for stage, seq_len in zip(tr.stages, tr.stage_seq_lens()):
-        steps = stage.tokens // tr.batch_tokens
+    phases = []
+    for phase, seq_len in zip(tr.stages, tr.phase_seq_lens()):
+        steps = phase.tokens // tr.batch_tokens
         tokens = steps * tr.batch_tokens
         f = flops_per_token(spec.model, seq_len, vocab_size=vocab)
         extra = 0.0
@@ -129,10 +130,10 @@ def plan_training(spec: S.ExperimentSpec, vocab: int, *, mfu: float = DEFAULT_MF
             extra += _mtp_per_token(spec, vocab, seq_len)
         if tr.distillation is not None:
             extra += _teacher_per_token(spec, vocab, seq_len, others or {}, notes)
-        stages.append(StageFlops(stage.name, seq_len, steps, tokens, f["dense"] * tokens,
+        phases.append(PhaseFlops(phase.name, seq_len, steps, tokens, f["dense"] * tokens,
                                  f["attention"] * tokens, extra * tokens))
     if tr.mtp is not None:
         notes.append(f"extra FLOPs include {tr.mtp.depth} {tr.mtp.kind} MTP module(s)")
-    return TrainingPlan(p["total"], p["non_embedding"], p["matmul"], vocab, stages,
+    return TrainingPlan(p["total"], p["non_embedding"], p["matmul"], vocab, phases,
                         len(spec.experiment.runs()), mfu, peak_tflops * 1e12, cpu_peak_flops,
                         list(dict.fromkeys(notes)))

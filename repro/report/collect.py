@@ -2,14 +2,14 @@
 
 The compiler wires, per experiment and replica (models trained alike with another seed
 and/or data subset; FACTS §4.2 averages two per variant):
-- `train:<experiment>:<replica>:<stage>`: train metrics json (step_end, tokens, ...);
-- `loss:<experiment>:<replica>:<stage>`: loss CSV `step,tokens,loss,lr[,ce,...]`;
+- `train:<experiment>:<replica>:<phase>`: train metrics json (step_end, tokens, ...);
+- `loss:<experiment>:<replica>:<phase>`: loss CSV `step,tokens,loss,lr[,ce,...]`;
 - `eval:<experiment>:<replica>:<checkpoint>`: evaluate metrics json, where the checkpoint is a
-  training stage (its end) or `<stage>-step<N>` (a snapshot inside it);
+  training phase (its end) or `<phase>-step<N>` (a snapshot inside it);
 - `results:<experiment>:<replica>:<checkpoint>`: evaluate results folder (per-item samples)
   of the replica's final checkpoint, for the paired bootstrap;
 and per experiment `ledger:<experiment>` and `funnel:<experiment>:<dataset>` (replicas share
-their data). A replica's final checkpoint is the end of its training stage with the largest
+their data). A replica's final checkpoint is the end of its training phase with the largest
 `step_end`.
 
 Nothing here raises for a missing or broken input: each one becomes a `Problem` that the
@@ -36,8 +36,10 @@ class StageInputs(Protocol):
     def inputs_with_prefix(self, prefix: str) -> dict[str, Path]: ...
 
 LOSS_COLUMNS = ("step", "tokens", "loss", "lr")
-SNAPSHOT = re.compile(r"^(?P<stage>.+)-step(?P<step>\d+)$")
-"""A checkpoint named `<stage>-step<N>` is the snapshot at global step N inside <stage>."""
+SNAPSHOT = re.compile(r"^(?P<phase>.+)-step(?P<step>\d+)$")
+"""A checkpoint named `<phase>-step<N>` is the snapshot at global step N inside <phase>.
+(A curriculum phase: a spec's `training.stages` entry. The report's tables and texts keep
+the word "stage" they have always shown.)"""
 
 
 class ReportInputError(ReproError, ValueError):
@@ -57,17 +59,17 @@ class Problem:
 
 
 @dataclass(frozen=True)
-class StageRun:
-    """One training stage of one replica."""
+class PhaseRun:
+    """One training phase of one replica."""
 
     name: str
     step_end: int
     tokens: int
-    """Tokens trained in this stage."""
+    """Tokens trained in this phase."""
     tokens_total: int
-    """Cumulative tokens through this stage."""
+    """Cumulative tokens through this phase."""
     final_loss: float | None
-    """Mean training cross entropy of the stage's last log window."""
+    """Mean training cross entropy of the phase's last log window."""
     loss: Any
     """polars DataFrame with columns step, tokens, loss, lr (global step, cumulative tokens)."""
 
@@ -77,9 +79,9 @@ class Checkpoint:
     """One evaluated checkpoint of a replica."""
 
     name: str
-    stage: str
+    phase: str
     step: int | None
-    """Global step of a `<stage>-step<N>` snapshot; None for the end of the stage."""
+    """Global step of a `<phase>-step<N>` snapshot; None for the end of the phase."""
     tokens_seen: int | None
     metrics: Mapping[str, Any]
     """Evaluate metrics json, non-finite numbers made None."""
@@ -98,22 +100,22 @@ class Replica:
     """One trained model of an experiment."""
 
     name: str
-    stages: tuple[StageRun, ...]
-    """Training stages in training order (by step_end)."""
+    phases: tuple[PhaseRun, ...]
+    """Training phases in training order (by step_end)."""
     checkpoints: tuple[Checkpoint, ...] = ()
     """Evaluated checkpoints by tokens seen."""
-    final_stage: str | None = None
-    """Name of the last training stage: its checkpoint is the one compared."""
+    final_phase: str | None = None
+    """Name of the last training phase: its checkpoint is the one compared."""
     results: Path | None = None
     """Results folder (per-item samples) of the final checkpoint, if wired."""
 
     @property
     def final(self) -> Checkpoint | None:
-        return next((c for c in self.checkpoints if c.name == self.final_stage), None)
+        return next((c for c in self.checkpoints if c.name == self.final_phase), None)
 
     @property
     def final_train_loss(self) -> float | None:
-        last = next((s for s in self.stages if s.name == self.final_stage), None)
+        last = next((s for s in self.phases if s.name == self.final_phase), None)
         return None if last is None else last.final_loss
 
 
@@ -134,11 +136,11 @@ class ExperimentRun:
         return tuple(r for r in self.replicas if r.final is not None)
 
     @property
-    def final_stage(self) -> StageRun | None:
-        """The last training stage (of the first replica that has one)."""
+    def final_phase(self) -> PhaseRun | None:
+        """The last training phase (of the first replica that has one)."""
         for r in self.replicas:
-            for s in r.stages:
-                if s.name == r.final_stage:
+            for s in r.phases:
+                if s.name == r.final_phase:
                     return s
         return None
 
@@ -234,9 +236,9 @@ def _read(path: Path, what: str, experiment: str, problems: list[Problem]) -> An
         return None
 
 
-def _stage(experiment: str, replica: str, stage: str, metrics_path: Path,
-           loss_path: Path | None, problems: list[Problem]) -> StageRun | None:
-    what = f"replica {replica}, stage {stage}"
+def _phase(experiment: str, replica: str, phase: str, metrics_path: Path,
+           loss_path: Path | None, problems: list[Problem]) -> PhaseRun | None:
+    what = f"replica {replica}, stage {phase}"  # the report's wording since before "phase"
     m = _read(metrics_path, f"{what}: train metrics {metrics_path}", experiment, problems)
     if not isinstance(m, dict):
         return None
@@ -257,12 +259,12 @@ def _stage(experiment: str, replica: str, stage: str, metrics_path: Path,
     final = m.get("final_ce", m.get("final_loss"))
     if final is not None and finite(final) is None:
         problems.append(Problem(experiment, f"{what}: final training loss is {final!r}"))
-    return StageRun(stage, step_end, tokens, int(m.get("tokens_total", tokens)),
+    return PhaseRun(phase, step_end, tokens, int(m.get("tokens_total", tokens)),
                     finite(final), loss)
 
 
 def _checkpoint(experiment: str, replica: str, name: str, path: Path,
-                stages: Mapping[str, StageRun], problems: list[Problem]) -> Checkpoint | None:
+                phases: Mapping[str, PhaseRun], problems: list[Problem]) -> Checkpoint | None:
     what = f"replica {replica}, checkpoint {name}"
     raw = _read(path, f"{what}: evaluation {path}", experiment, problems)
     if not isinstance(raw, dict):
@@ -275,11 +277,11 @@ def _checkpoint(experiment: str, replica: str, name: str, path: Path,
                 problems.append(Problem(experiment, f"{what}: {task} {metric} is {v}; "
                                                     f"shown as missing"))
     snap = SNAPSHOT.match(name)
-    stage, step = (snap["stage"], int(snap["step"])) if snap else (name, None)
+    phase, step = (snap["phase"], int(snap["step"])) if snap else (name, None)
     tokens = raw.get("tokens_seen")
-    if not isinstance(tokens, int) and step is None and name in stages:
-        tokens = stages[name].tokens_total  # the stage's end: its cumulative tokens
-    return Checkpoint(name, stage, step, tokens if isinstance(tokens, int) else None,
+    if not isinstance(tokens, int) and step is None and name in phases:
+        tokens = phases[name].tokens_total  # the phase's end: its cumulative tokens
+    return Checkpoint(name, phase, step, tokens if isinstance(tokens, int) else None,
                       _clean(raw))
 
 
@@ -288,23 +290,23 @@ def _replica(experiment: str, replica: str, ins: _Inputs, problems: list[Problem
     loss = {k[1]: v for k, v in ins.of("loss", experiment).items() if k[0] == replica}
     evals = {k[1]: v for k, v in ins.of("eval", experiment).items() if k[0] == replica}
     results = {k[1]: v for k, v in ins.of("results", experiment).items() if k[0] == replica}
-    stages = [s for name, p in sorted(train.items())
-              if (s := _stage(experiment, replica, name, p, loss.get(name), problems))]
-    stages.sort(key=lambda s: (s.step_end, s.name))
-    ends = [s.step_end for s in stages]
+    phases = [s for name, p in sorted(train.items())
+              if (s := _phase(experiment, replica, name, p, loss.get(name), problems))]
+    phases.sort(key=lambda s: (s.step_end, s.name))
+    ends = [s.step_end for s in phases]
     if len(set(ends)) != len(ends):
         problems.append(Problem(experiment, f"replica {replica}: training stages share a "
-                                            f"step_end {[(s.name, s.step_end) for s in stages]}; "
+                                            f"step_end {[(s.name, s.step_end) for s in phases]}; "
                                             f"ordered by name"))
-    by_name = {s.name: s for s in stages}
+    by_name = {s.name: s for s in phases}
     cps = [c for name, p in sorted(evals.items())
            if (c := _checkpoint(experiment, replica, name, p, by_name, problems))]
     cps.sort(key=lambda c: (c.tokens_seen is None, c.tokens_seen or 0, c.name))
-    if stages:
-        final = stages[-1].name
+    if phases:
+        final = phases[-1].name
     else:
-        ends_of_stages = [c.name for c in cps if c.step is None]
-        final = ends_of_stages[-1] if ends_of_stages else None
+        ends_of_phases = [c.name for c in cps if c.step is None]
+        final = ends_of_phases[-1] if ends_of_phases else None
         problems.append(Problem(experiment, f"replica {replica}: no train metrics; "
                                 + (f"final checkpoint taken as {final} (most tokens seen)"
                                    if final else "no loss curve or final checkpoint")))
@@ -312,12 +314,12 @@ def _replica(experiment: str, replica: str, ins: _Inputs, problems: list[Problem
         problems.append(Problem(experiment, f"replica {replica}: final checkpoint {final} "
                                             f"(largest step_end) has no evaluation; evaluated: "
                                             f"{[c.name for c in cps] or 'none'}"))
-    return Replica(replica, tuple(stages), tuple(cps), final, results.get(final))
+    return Replica(replica, tuple(phases), tuple(cps), final, results.get(final))
 
 
 def load_runs(io: StageInputs, experiments: list[str], baseline: str) -> Collected:
     """Experiments in display order with the problems found; raises ReportInputError only
-    when no experiment has a training stage or an evaluation to show."""
+    when no experiment has a training phase or an evaluation to show."""
     problems: list[Problem] = []
     ins = _Inputs(io, problems)
     runs = []
@@ -329,10 +331,10 @@ def load_runs(io: StageInputs, experiments: list[str], baseline: str) -> Collect
                                           "left out of the report"))
             continue
         replicas = tuple(_replica(name, r, ins, problems) for r in labels)
-        if not any(r.stages or r.checkpoints for r in replicas):
+        if not any(r.phases or r.checkpoints for r in replicas):
             problems.append(Problem(name, "none of its inputs could be read; left out"))
             continue
-        finals = sorted({r.final_stage for r in replicas if r.final_stage})
+        finals = sorted({r.final_phase for r in replicas if r.final_phase})
         if len(finals) > 1:
             problems.append(Problem(name, f"replicas end in different stages {finals}; "
                                           f"each is compared at its own final checkpoint"))

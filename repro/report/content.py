@@ -51,13 +51,13 @@ def _experiment_items(col: Collected) -> tuple[str, ...]:
     for run in col.runs:
         role = " (baseline)" if run.name == col.baseline else ""
         reps = ", ".join(r.name for r in run.replicas)
-        first = next((r for r in run.replicas if r.stages), None)
-        stages = " → ".join(s.name for s in first.stages) if first else MISSING
-        final = run.final_stage
+        first = next((r for r in run.replicas if r.phases), None)
+        phases = " → ".join(s.name for s in first.phases) if first else MISSING
+        final = run.final_phase
         end = (f"{fmt_tokens(final.tokens_total)} tokens; compared at the end of stage "
                f"{final.name} (step {final.step_end})" if final else "no training metrics")
         items.append(f"{run.name}{role}: {len(run.replicas)} replica(s) ({reps}), "
-                     f"{len(run.evaluated)} evaluated; stages {stages}; {end}")
+                     f"{len(run.evaluated)} evaluated; stages {phases}; {end}")
     return tuple(items)
 
 
@@ -71,9 +71,9 @@ def _results_table(col: Collected, cmp: Comparison) -> Table:
     header.append("aggregate ↑")
     body = []
     for run in col.runs:
-        stage = run.final_stage
+        phase = run.final_phase
         cells = [_name(run, col.baseline), str(len(run.evaluated)),
-                 fmt_tokens(stage.tokens_total if stage else None), fmt(final_train_loss(run))]
+                 fmt_tokens(phase.tokens_total if phase else None), fmt(final_train_loss(run))]
         for key in [c.key for c in cmp.columns] + [AGGREGATE]:
             s = cmp.scores[run.name][key]
             cells.append(fmt(s.value) if s.value is None or s.stderr is None

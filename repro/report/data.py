@@ -85,9 +85,9 @@ def ledger_rows(runs: list[ExperimentRun]) -> list[tuple[str, ...]]:
             continue
         book = run.ledger
         for dataset, d in book["datasets"].items():
-            by_stage = " + ".join(f"{s} {d['stages'][s]['tokens']:,}"
+            by_phase = " + ".join(f"{s} {d['stages'][s]['tokens']:,}"
                                   for s in book["stages"] if s in d["stages"])
-            cells = (dataset, _int(d["tokens_available"]), _int(d["tokens_drawn"]), by_stage,
+            cells = (dataset, _int(d["tokens_available"]), _int(d["tokens_drawn"]), by_phase,
                      f"{d['epochs']:.2f}", f"{d['max_epochs']:g}")
             for names, _, other in rows:
                 if other == cells:
@@ -118,8 +118,8 @@ def unique_funnels(runs: list[ExperimentRun]) -> list[tuple[str, Mapping[str, An
 
 def ledger_numbers(runs: list[ExperimentRun]) -> list[tuple[str, str, int, int, int]]:
     """(experiments, dataset, tokens available, tokens planned, tokens drawn); experiments
-    with identical numbers merged. Planned = mixture weight x stage tokens, summed over
-    stages; drawn = whole windows training takes (repro.stages.ledger)."""
+    with identical numbers merged. Planned = mixture weight x phase tokens, summed over
+    phases; drawn = whole windows training takes (repro.stages.ledger)."""
     rows: list[tuple[list[str], tuple[str, int, int, int]]] = []
     for run in runs:
         if run.ledger is None:

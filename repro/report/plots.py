@@ -52,7 +52,7 @@ def _tokens_axis(ax: Any) -> None:
 
 def loss_png(runs: list[ExperimentRun], baseline: str | None) -> bytes:
     """Training loss (upper) and learning rate (lower) vs tokens: one thin line per replica,
-    one colour per experiment; dotted lines mark stage boundaries."""
+    one colour per experiment; dotted lines mark the boundaries of training phases."""
     import polars as pl
 
     out: list[bytes] = []
@@ -63,9 +63,9 @@ def loss_png(runs: list[ExperimentRun], baseline: str | None) -> bytes:
             color = COLORS[i % len(COLORS)]
             label: str | None = _label(run.name, baseline)
             for rep in run.replicas:
-                if not rep.stages:
+                if not rep.phases:
                     continue
-                curve = pl.concat([s.loss for s in rep.stages]).sort("step", maintain_order=True)
+                curve = pl.concat([s.loss for s in rep.phases]).sort("step", maintain_order=True)
                 if curve.height:
                     drawn = True
                     ax_loss.plot(curve["tokens"].to_list(), curve["loss"].to_list(), color=color,
@@ -73,7 +73,7 @@ def loss_png(runs: list[ExperimentRun], baseline: str | None) -> bytes:
                     ax_lr.plot(curve["tokens"].to_list(), curve["lr"].to_list(), color=color,
                                lw=0.9, alpha=0.85)
                     label = None  # one legend entry per experiment
-                for prev, nxt in zip(rep.stages, rep.stages[1:]):
+                for prev, nxt in zip(rep.phases, rep.phases[1:]):
                     x = prev.tokens_total
                     if (x, nxt.name) in labelled:
                         continue

@@ -30,7 +30,7 @@ def _mean(xs: list[float]) -> float | None:
 
 
 def final_train_loss(run: ExperimentRun) -> float | None:
-    """Mean over replicas of the final stage's training loss."""
+    """Mean over replicas of the final phase's training loss."""
     return _mean([v for r in run.replicas if (v := finite(r.final_train_loss)) is not None])
 
 
@@ -52,13 +52,13 @@ def summary_table(col: Collected, cmp: Comparison) -> Any:
     base_loss = None if base is None else final_train_loss(base)
     rows = []
     for run in col.runs:
-        stage = run.final_stage
+        phase = run.final_phase
         loss = final_train_loss(run)
         row: dict[str, Any] = {
             "experiment": run.name, "is_baseline": run.name == col.baseline,
-            "replicas": len(run.evaluated), "final_stage": None if stage is None else stage.name,
-            "step_end": None if stage is None else stage.step_end,
-            "tokens": None if stage is None else stage.tokens_total, "final_train_loss": loss,
+            "replicas": len(run.evaluated), "final_stage": None if phase is None else phase.name,
+            "step_end": None if phase is None else phase.step_end,
+            "tokens": None if phase is None else phase.tokens_total, "final_train_loss": loss,
             "final_train_loss_delta": (loss - base_loss if None not in (loss, base_loss)
                                        else None),  # type: ignore[operator]
         }
@@ -116,7 +116,7 @@ def scores_over_tokens(runs: list[ExperimentRun]) -> Any:
                         if metric.endswith(STDERR) or metric in TABLE_SKIP:
                             continue
                         rows.append({"experiment": run.name, "replica": rep.name,
-                                     "checkpoint": cp.name, "stage": cp.stage, "step": cp.step,
+                                     "checkpoint": cp.name, "stage": cp.phase, "step": cp.step,
                                      "tokens": cp.tokens_seen, "task": task, "metric": metric,
                                      "value": finite(v),
                                      "stderr": finite(metrics.get(metric + STDERR))})
@@ -164,33 +164,34 @@ def mean_scores(bands: Any, experiment: str) -> Any:
 
 
 def loss_table(runs: list[ExperimentRun]) -> Any:
-    """Every replica's training loss curve, stages concatenated in training order."""
+    """Every replica's training loss curve, phases concatenated in training order (the
+    `stage` column holds the phase's name)."""
     import polars as pl
 
     frames = [s.loss.select(pl.lit(run.name).alias("experiment"),
                             pl.lit(rep.name).alias("replica"), pl.lit(s.name).alias("stage"),
                             "step", "tokens", "loss", "lr")
-              for run in runs for rep in run.replicas for s in rep.stages]
+              for run in runs for rep in run.replicas for s in rep.phases]
     schema = {"experiment": pl.String, "replica": pl.String, "stage": pl.String,
               "step": pl.Int64, "tokens": pl.Int64, "loss": pl.Float64, "lr": pl.Float64}
     return pl.concat(frames) if frames else pl.DataFrame(schema=schema)
 
 
-def stage_records(runs: list[ExperimentRun]) -> dict[str, list[dict]]:
-    """Per experiment, its training stages in order (of its first replica with any: replicas
+def phase_records(runs: list[ExperimentRun]) -> dict[str, list[dict]]:
+    """Per experiment, its training phases in order (of its first replica with any: replicas
     train alike), each with every replica's own numbers under `replicas` (summary.json)."""
     out = {}
     for r in runs:
-        first = next((rep for rep in r.replicas if rep.stages), None)
+        first = next((rep for rep in r.replicas if rep.phases), None)
         out[r.name] = [] if first is None else [
             {"stage": s.name, "step_end": s.step_end, "tokens": s.tokens,
              "tokens_total": s.tokens_total,
-             "final_loss": _mean([t.final_loss for rep in r.replicas for t in rep.stages
+             "final_loss": _mean([t.final_loss for rep in r.replicas for t in rep.phases
                                   if t.name == s.name and t.final_loss is not None]),
              "replicas": {rep.name: {"step_end": t.step_end, "tokens_total": t.tokens_total,
                                      "final_loss": t.final_loss}
-                          for rep in r.replicas for t in rep.stages if t.name == s.name}}
-            for s in first.stages]
+                          for rep in r.replicas for t in rep.phases if t.name == s.name}}
+            for s in first.phases]
     return out
 
 
@@ -262,7 +263,7 @@ def summary_record(name: str, baseline: str, col: Collected, cmp: Comparison,
         "deltas": [{k: (finite(v) if isinstance(v, float) else v) for k, v in row.items()}
                    for row in deltas.to_dicts()],
         "problems": dumps_problems(col.problems),
-        "stages": stage_records(col.runs),
+        "stages": phase_records(col.runs),
         "evaluations": evaluation_records(col.runs),
         "data": data.summary(col.runs),
     }

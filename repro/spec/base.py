@@ -86,12 +86,12 @@ MAX_FEWSHOT = 1024
 """Few-shot examples per evaluation request."""
 MAX_DATASETS = 256
 """Datasets of one experiment (each compiles into a handful of stages)."""
-MAX_TRAINING_STAGES = 64
-"""Curriculum stages of one training run (SmolLM3: 5)."""
+MAX_TRAINING_PHASES = 64
+"""Curriculum phases (`training.stages`) of one training run (SmolLM3: 5)."""
 MAX_REPLICAS = 64
 """Extra runs of one experiment (FineWeb: 2 runs per variant, DataDecide: 3 seeds)."""
 MAX_TRAIN_STAGES = 1024
-"""Train stages of one experiment: runs (main + replicas) x curriculum stages."""
+"""Train stages of one experiment: runs (main + replicas) x curriculum phases."""
 MAX_SNAPSHOTS = 2_000
 """Snapshot evaluations of one experiment (evaluation.every_tokens), over all its runs:
 each is a stage of its own (a million took 2 minutes and 4.9 GB to compile; 10,000 took 9 s

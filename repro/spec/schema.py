@@ -39,7 +39,7 @@ from repro.spec.base import (  # noqa: F401 (Name, NAME_PATTERN, PositiveInt re-
     MAX_SNAPSHOTS,
     MAX_STEPS,
     MAX_TRAIN_STAGES,
-    MAX_TRAINING_STAGES,
+    MAX_TRAINING_PHASES,
     NAME_PATTERN,
     Batch,
     BatchTokens,
@@ -670,7 +670,7 @@ class YarnSpec(Model):
     factor: Annotated[float, Field(gt=1.0)] = 2.0
     """Context multiplier (SmolLM3: 2, 64k -> 128k; FACTS 3.10)."""
     original_max_position_embeddings: SeqLen | None = None
-    """Context the model was trained for; default: the last training stage's
+    """Context the model was trained for; default: the last training phase's
     max_position_embeddings."""
 
 
@@ -817,7 +817,7 @@ class MTPSpec(Model):
     later_loss_weight: Annotated[float, Field(ge=0)] | None = None
     """lambda after `later_from_tokens` (DeepSeek-V3: 0.1 for the last 4.8T tokens)."""
     later_from_tokens: Tokens | None = None
-    """Tokens seen (all stages) from which `later_loss_weight` applies."""
+    """Tokens seen (all phases) from which `later_loss_weight` applies."""
 
     @model_validator(mode="after")
     def _later_pair(self) -> MTPSpec:
@@ -884,7 +884,7 @@ class StabilitySpec(Model):
     rollback_lr_factor: Annotated[float, Field(gt=0, lt=1)] = 0.5
     """LR multiplier applied after each rollback (cumulative)."""
     max_events: PositiveSteps = 10
-    """Stop after this many skips/rollbacks in one stage: the run is not recovering."""
+    """Stop after this many skips/rollbacks in one phase: the run is not recovering."""
 
 
 class MonitorSpec(Model):
@@ -892,9 +892,9 @@ class MonitorSpec(Model):
     max attention logit per layer and effective rank of hidden states."""
 
     every_steps: PositiveSteps = 50
-    """Record the monitor every this-many steps (and at the last step of each stage)."""
+    """Record the monitor every this-many steps (and at the last step of each phase)."""
     probe_sequences: Batch = 4
-    """Sequences in the probe batch (the first windows of the stage's first source)."""
+    """Sequences in the probe batch (the first windows of the phase's first source)."""
 
 
 class DistributedSpec(Model):
@@ -918,7 +918,7 @@ class DistributedSpec(Model):
 
 
 class ScheduleSpec(Model):
-    """Warmup-stable-decay learning-rate schedule spanning all training stages."""
+    """Warmup-stable-decay learning-rate schedule spanning all training phases."""
 
     warmup_steps: Steps = 2000
     """Linear warmup steps (SmolLM3: 2000)."""
@@ -931,38 +931,41 @@ class ScheduleSpec(Model):
     """LR at the end of decay, as a fraction of the peak (SmolLM3: 0)."""
 
 
-class StageScheduleSpec(ScheduleSpec):
-    """A stage that restarts the LR schedule, as SmolLM3's long-context stages do (lr 2e-5,
-    1000 warmup steps, cosine to 0; FACTS 3.10). Its warmup and decay span this stage only."""
+class PhaseScheduleSpec(ScheduleSpec):
+    """The schedule of a phase that restarts the LR schedule, as SmolLM3's long-context
+    stages do (lr 2e-5, 1000 warmup steps, cosine to 0; FACTS 3.10). Its warmup and decay
+    span this phase only."""
 
     lr: Annotated[float, Field(gt=0)]
-    """Peak LR of this stage (for Muon: of the AdamW part; the Muon LR is scaled by the
+    """Peak LR of this phase (for Muon: of the AdamW part; the Muon LR is scaled by the
     same ratio to the optimizer's LR)."""
 
 
-class TrainingStageSpec(Model):
-    """One curriculum stage: a token budget and a data mixture; optionally a longer context
-    (sequence length, RoPE theta) and its own LR schedule."""
+class TrainingPhaseSpec(Model):
+    """One curriculum phase (an entry of `training.stages` in a spec; SmolLM3 calls them
+    stages): a token budget and a data mixture; optionally a longer context (sequence
+    length, RoPE theta) and its own LR schedule. "Phase" in code, so that "stage" always
+    means a DVC stage; each phase trains in a `train` stage of its own."""
 
     name: Name
-    """Stage name, unique within the experiment."""
+    """Phase name, unique within the experiment."""
     tokens: Tokens
-    """Token budget of this stage."""
+    """Token budget of this phase."""
     mixture: dict[Name, Annotated[float, Field(gt=0)]]
     """Dataset name -> sampling weight; weights must sum to 1."""
     seq_len: SeqLen | None = None
-    """Sequence length from this stage on (SmolLM3 long context: 4k -> 32k -> 64k;
-    FACTS 3.10); default: the previous stage's."""
+    """Sequence length from this phase on (SmolLM3 long context: 4k -> 32k -> 64k;
+    FACTS 3.10); default: the previous phase's."""
     rope_theta: Annotated[float, Field(gt=0)] | None = None
-    """RoPE base from this stage on (SmolLM3: 2e6 at 32k, 5e6 at 64k); default: the
-    previous stage's."""
+    """RoPE base from this phase on (SmolLM3: 2e6 at 32k, 5e6 at 64k); default: the
+    previous phase's."""
     max_position_embeddings: SeqLen | None = None
-    """Model context from this stage on; default: the previous stage's."""
+    """Model context from this phase on; default: the previous phase's."""
     reset_optimizer: bool = False
-    """Start this stage with fresh optimizer state (SmolLM3's 64k stage; FACTS 3.10)."""
-    schedule: StageScheduleSpec | None = None
-    """Restart the LR schedule for this stage; default: the stage follows the experiment's
-    schedule, which spans every stage that has none of its own."""
+    """Start this phase with fresh optimizer state (SmolLM3's 64k stage; FACTS 3.10)."""
+    schedule: PhaseScheduleSpec | None = None
+    """Restart the LR schedule for this phase; default: the phase follows the experiment's
+    schedule, which spans every phase that has none of its own."""
 
     @field_validator("mixture")
     @classmethod
@@ -979,7 +982,7 @@ class TrainingStageSpec(Model):
 
 
 class TrainingSettings(Model):
-    """The training settings every curriculum stage of an experiment runs with, defined once:
+    """The training settings every curriculum phase of an experiment runs with, defined once:
     `training:` in a spec holds them (TrainingSpec extends this model, so their YAML keys sit
     directly under `training:`), and each train stage's params.yaml section holds them as the
     same fields (repro.stages.configs.TrainConfig extends it too), with these defaults."""
@@ -1031,7 +1034,7 @@ class TrainingSettings(Model):
     distributed: DistributedSpec = DistributedSpec()
     """Single process, DDP or FSDP2."""
     checkpoint_every_steps: PositiveSteps | None = 100
-    """Save resumable state this often inside a stage, so a crash costs at most this many
+    """Save resumable state this often inside a train stage, so a crash costs at most this many
     steps; resuming is bitwise exact. Changes no output (not part of the stage identity)."""
 
     @field_validator("compile", mode="before")
@@ -1044,8 +1047,8 @@ class TrainingSettings(Model):
 
 
 class TrainingSpec(TrainingSettings):
-    """Sequence length, batch, optimizer, schedule and curriculum stages; the settings every
-    stage runs with (precision, kernels, monitor, ...) are TrainingSettings' fields."""
+    """Sequence length, batch, optimizer, schedule and curriculum phases; the settings every
+    phase runs with (precision, kernels, monitor, ...) are TrainingSettings' fields."""
 
     seq_len: SeqLen = 4096
     """Tokens per training sequence (SmolLM3 pretraining: 4096)."""
@@ -1055,17 +1058,18 @@ class TrainingSpec(TrainingSettings):
     """Optimizer."""
     schedule: ScheduleSpec = ScheduleSpec()
     """Learning-rate schedule."""
-    stages: list[TrainingStageSpec] = Field(min_length=1, max_length=MAX_TRAINING_STAGES)
-    """Curriculum stages, trained in order, each continuing from the previous one."""
+    stages: list[TrainingPhaseSpec] = Field(min_length=1, max_length=MAX_TRAINING_PHASES)
+    """Curriculum phases (the YAML key keeps SmolLM3's word, `stages`; each is a
+    TrainingPhaseSpec), trained in order, each continuing from the previous one."""
 
     @model_validator(mode="after")
-    def _batch_and_stages(self) -> TrainingSpec:
+    def _batch_and_phases(self) -> TrainingSpec:
         names = [s.name for s in self.stages]
         if len(set(names)) != len(names):
             raise FieldError(f"training stage names must be unique, got {names}", "give each "
                              "stage its own name")
         restarted = None
-        for i, (s, seq_len) in enumerate(zip(self.stages, self.stage_seq_lens())):
+        for i, (s, seq_len) in enumerate(zip(self.stages, self.phase_seq_lens())):
             where = f"training.stages[{i}] ({s.name!r})"
             if self.batch_tokens % seq_len:
                 raise FieldError(
@@ -1120,10 +1124,10 @@ class TrainingSpec(TrainingSettings):
 
     @model_validator(mode="after")
     def _steps_and_schedules(self) -> TrainingSpec:
-        """Bounded step count; each LR schedule fits the steps it spans (a stage trains
+        """Bounded step count; each LR schedule fits the steps it spans (a phase trains
         tokens // batch_tokens optimizer steps, as repro.compile.graph.schedule_segments
         counts them, and decays over round(decay_fraction x its steps))."""
-        steps = self.stage_steps()
+        steps = self.phase_steps()
         total = sum(steps)
         if total > MAX_STEPS:
             raise FieldError(
@@ -1163,20 +1167,20 @@ class TrainingSpec(TrainingSettings):
                     f"over all of it), or {more}", at=at)
         return self
 
-    def stage_steps(self) -> list[int]:
-        """Each stage's optimizer steps (its tokens // batch_tokens, as training runs them)."""
+    def phase_steps(self) -> list[int]:
+        """Each phase's optimizer steps (its tokens // batch_tokens, as training runs them)."""
         return [s.tokens // self.batch_tokens for s in self.stages]
 
-    def stage_seq_lens(self) -> list[int]:
-        """Each stage's sequence length (a stage inherits the previous stage's)."""
+    def phase_seq_lens(self) -> list[int]:
+        """Each phase's sequence length (a phase inherits the previous phase's)."""
         out, current = [], self.seq_len
         for s in self.stages:
             current = s.seq_len or current
             out.append(current)
         return out
 
-    def stage_rope(self, model: ModelSpec) -> list[tuple[float, int]]:
-        """Each stage's (rope_theta, max_position_embeddings), inherited like seq_len."""
+    def phase_rope(self, model: ModelSpec) -> list[tuple[float, int]]:
+        """Each phase's (rope_theta, max_position_embeddings), inherited like seq_len."""
         out, theta, max_pos = [], model.rope_theta, model.max_position_embeddings
         for s in self.stages:
             theta = s.rope_theta or theta
@@ -1331,12 +1335,13 @@ class EvaluationSpec(EvaluationSettings):
     against the evaluation tasks."""
 
     checkpoints: Literal["final", "every_stage"] = "final"
-    """Evaluate only the final checkpoint, or the end of every training stage."""
+    """Evaluate only the final checkpoint, or the end of every training phase (`every_stage`:
+    the spec's word for a phase)."""
     decontamination: DecontaminationSpec | None = DecontaminationSpec()
     """Remove training documents that overlap the evaluation tasks; None disables."""
     every_tokens: Tokens | None = None
     """Also evaluate snapshots taken every this many training tokens (a multiple of
-    `training.batch_tokens`), and the end of every training stage, for score-vs-tokens curves
+    `training.batch_tokens`), and the end of every training phase, for score-vs-tokens curves
     (FineWeb chose its early-signal tasks by how they move with tokens, FACTS 4.3-4.4). Each
     snapshot is its own evaluate stage, cached by DVC. None: see `checkpoints`."""
 
@@ -1388,8 +1393,8 @@ class ReplicaSpec(Model):
     seed: Seed
     """Seed of model initialisation (and of the data order unless `data_seed` is set)."""
     data_seed: Seed | None = None
-    """Seed of the data order: which token windows each stage draws and in which order, so a
-    stage that draws less than an epoch of a source sees a different subset of it (FineWeb's
+    """Seed of the data order: which token windows each phase draws and in which order, so a
+    phase that draws less than an epoch of a source sees a different subset of it (FineWeb's
     "different data subset", FACTS 4.2). None: the same as `seed`."""
 
     @property
@@ -1469,8 +1474,8 @@ class ExperimentSpec(Model):
     @model_validator(mode="after")
     def _references(self) -> ExperimentSpec:
         known = sorted(self.datasets)
-        for i, stage in enumerate(self.training.stages):
-            for name in stage.mixture:
+        for i, phase in enumerate(self.training.stages):
+            for name in phase.mixture:
                 if name not in self.datasets:
                     raise FieldError(
                         f"training.stages[{i}].mixture names dataset {name!r}, "
@@ -1499,7 +1504,7 @@ class ExperimentSpec(Model):
                     f"one of them as the baseline", at=("report", "baseline")
                 )
         tr = self.training
-        for i, (seq, (_, max_pos)) in enumerate(zip(tr.stage_seq_lens(), tr.stage_rope(self.model))):
+        for i, (seq, (_, max_pos)) in enumerate(zip(tr.phase_seq_lens(), tr.phase_rope(self.model))):
             if seq > max_pos:
                 field = ("model.max_position_embeddings" if i == 0 or not any(
                     s.max_position_embeddings for s in tr.stages[:i + 1])
@@ -1536,7 +1541,7 @@ class ExperimentSpec(Model):
     def _bounded_expansion(self) -> ExperimentSpec:
         """What the compiler expands this experiment into stays bounded (repro.spec.base
         limits), counted with Python integers before anything is built: train stages (runs
-        x curriculum stages), snapshot evaluations (evaluation.every_tokens, per run) and
+        x curriculum phases), snapshot evaluations (evaluation.every_tokens, per run) and
         ladder runs."""
         tr = self.training
         runs = 1 + len(self.experiment.replicas)
@@ -1549,7 +1554,7 @@ class ExperimentSpec(Model):
                 at=("experiment", "replicas"))
         every = self.evaluation.every_tokens
         if every is not None:
-            per_run, start = self.snapshots_per_run(), sum(tr.stage_steps())
+            per_run, start = self.snapshots_per_run(), sum(tr.phase_steps())
             total = per_run * runs
             if total > MAX_SNAPSHOTS:
                 need = -(-start * runs // MAX_SNAPSHOTS) * tr.batch_tokens
@@ -1568,7 +1573,7 @@ class ExperimentSpec(Model):
             n = budget // tr.batch_tokens
             decay = round(sched.decay_fraction * n)
             overlap = sched.decay_fraction < 1 and sched.warmup_steps + decay > n
-            # (fewer steps than stages: repro.compile.ladder says so, with its own fix)
+            # (fewer steps than phases: repro.compile.ladder says so, with its own fix)
             if n >= len(tr.stages) and (sched.warmup_steps > n or overlap):
                 need = sched.warmup_steps if sched.decay_fraction >= 1 else math.ceil(
                     sched.warmup_steps / (1 - sched.decay_fraction))
@@ -1602,13 +1607,13 @@ class ExperimentSpec(Model):
 
     def snapshots_per_run(self) -> int:
         """Snapshots one run saves for evaluation over training, counted without listing
-        them: the multiples of every_tokens // batch_tokens strictly inside each stage (as
+        them: the multiples of every_tokens // batch_tokens strictly inside each phase (as
         repro.compile.graph.snapshot_steps lists them)."""
         every = self.evaluation.every_tokens
         if every is None or every % self.training.batch_tokens:
             return 0
         interval, count, start = every // self.training.batch_tokens, 0, 0
-        for n in self.training.stage_steps():
+        for n in self.training.phase_steps():
             count += (start + n - 1) // interval - start // interval
             start += n
         return count

@@ -231,7 +231,7 @@ class LadderRecipe(Model):
     """A data recipe compared at every size for decision accuracy."""
 
     mixture: dict[Name, Annotated[float, Field(gt=0)]] | None = None
-    """Mixture used in every training stage; None keeps the experiment's own mixtures (the
+    """Mixture used in every training phase; None keeps the experiment's own mixtures (the
     runs are then the fit's runs at `decision_tokens`, not trained twice)."""
 
 
@@ -253,7 +253,7 @@ class LadderSpec(Model):
     """Model sizes (at least 2: alpha needs N to vary)."""
     tokens: list[Tokens] = Field(min_length=2)
     """Training-token budgets of every size (at least 2: beta needs D to vary); each is split
-    over the experiment's training stages in their proportions, in whole optimizer steps."""
+    over the experiment's training phases in their proportions, in whole optimizer steps."""
     parameters: Literal["non_embedding", "total"] = "non_embedding"
     """What N counts. Chinchilla counted all parameters; at toy scale the embedding is most
     of the model and does not scale like the rest (Kaplan et al. 2020 fit non-embedding N)."""

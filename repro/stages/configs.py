@@ -26,7 +26,7 @@ from repro.spec.base import (
     MAX_DATASETS,
     MAX_LADDER_POINTS,
     MAX_SNAPSHOTS,
-    MAX_TRAINING_STAGES,
+    MAX_TRAINING_PHASES,
     BatchTokens,
     Bootstrap,
     Parallel,
@@ -138,20 +138,20 @@ class TokenizeConfig(Model):
     """Seed for the document shuffle."""
 
 
-class LedgerStage(Model):
-    """What one training stage draws: a number of steps and a mixture."""
+class LedgerPhase(Model):
+    """What one training phase draws: a number of steps and a mixture."""
 
     name: Name
-    """Training stage name."""
+    """Training phase name."""
     steps: PositiveSteps
-    """Optimizer steps (the stage's tokens // batch_tokens, as training runs them)."""
+    """Optimizer steps (the phase's tokens // batch_tokens, as training runs them)."""
     mixture: dict[Name, float] = Field(max_length=MAX_DATASETS)
     """Dataset -> sampling weight."""
 
 
 class LedgerConfig(Model):
     """An experiment's token ledger: tokens available per dataset against what its training
-    stages draw; the gate every training stage of the experiment waits for."""
+    phases draw; the gate every train stage of the experiment waits for."""
 
     experiment: Name
     """Experiment whose training is checked (names the gate file)."""
@@ -159,49 +159,50 @@ class LedgerConfig(Model):
     """Tokens per training sequence (a window holds seq_len + 1 tokens)."""
     batch_tokens: BatchTokens
     """Tokens per optimizer step."""
-    stages: list[LedgerStage] = Field(max_length=MAX_TRAINING_STAGES)
-    """Training stages in order."""
+    phases: list[LedgerPhase] = Field(max_length=MAX_TRAINING_PHASES)
+    """Training phases in order."""
     max_epochs: dict[Name, Annotated[float, Field(gt=0)]] = Field(max_length=MAX_DATASETS)
     """Dataset -> most passes training may make over its tokens (DatasetSpec.max_epochs)."""
 
 
 class TrainConfig(TrainingSettings):
-    """One curriculum stage of training: the experiment's TrainingSettings (micro batch,
-    logging, objective terms, stability, monitor, kernels, processes, in-stage checkpoints;
-    declared once in repro.spec.schema, with the spec's defaults), and what this stage
-    resolves for itself below."""
+    """A train stage: one curriculum phase of training. The experiment's TrainingSettings
+    (micro batch, logging, objective terms, stability, monitor, kernels, processes, in-stage
+    checkpoints; declared once in repro.spec.schema, with the spec's defaults), and what this
+    phase resolves for itself below."""
 
     experiment: Name
     """Experiment this stage belongs to (labels outputs)."""
-    stage: Name
-    """Training stage name."""
+    phase: Name
+    """Training phase name (an entry of the spec's `training.stages`; trainer_state.json
+    and the metrics still record it under their `stage` key)."""
     model: ModelSpec
-    """Architecture as of this stage (rope_theta and max_position_embeddings resolved for
-    the stage); built in the first stage, checked in later ones."""
+    """Architecture as of this phase (rope_theta and max_position_embeddings resolved for
+    the phase); built in the first phase, checked in later ones."""
     optimizer: OptimizerSpec
-    """Optimizer settings, the LRs included (the schedule only multiplies them). A stage that
+    """Optimizer settings, the LRs included (the schedule only multiplies them). A phase that
     restarts the schedule with its own `lr` gets it here (repro.compile.graph)."""
     reset_optimizer: bool = False
-    """Start this stage with fresh optimizer state."""
+    """Start this phase with fresh optimizer state."""
     schedule: ScheduleSegment
-    """LR schedule as seen by this stage: a shape (warmup, decay, floor ratio) multiplying
+    """LR schedule as seen by this phase: a shape (warmup, decay, floor ratio) multiplying
     the optimizer's LRs, which are stored only in `optimizer`."""
     seq_len: SeqLen
-    """Tokens per sequence in this stage."""
+    """Tokens per sequence in this phase."""
     batch_tokens: BatchTokens
     """Tokens per optimizer step."""
     step_start: Steps
-    """Global step this stage starts at."""
+    """Global step this phase starts at."""
     steps: PositiveSteps
-    """Optimizer steps in this stage (= tokens // batch_tokens)."""
+    """Optimizer steps in this phase (= tokens // batch_tokens)."""
     mixture: dict[Name, float] = Field(max_length=MAX_DATASETS)
-    """Dataset -> sampling weight for this stage."""
+    """Dataset -> sampling weight for this phase."""
     seed: Seed
     """Seed for init, and for the data order unless `data_seed` is set."""
     data_seed: Seed | None = None
     """Seed of the data order (a replica drawing another subset/order); None: `seed`."""
     snapshot_steps: list[PositiveSteps] = Field(default=[], max_length=MAX_SNAPSHOTS)
-    """Global steps inside this stage after which the model is also saved as a `snapshot:<step>`
+    """Global steps inside this phase after which the model is also saved as a `snapshot:<step>`
     output, for evaluation over training (`evaluation.every_tokens`)."""
 
     @model_validator(mode="after")
@@ -213,7 +214,7 @@ class TrainConfig(TrainingSettings):
                              f"{self.seq_len}: a step trains on whole sequences",
                              f"use a multiple of {self.seq_len}", at=("batch_tokens",))
         if self.reset_optimizer and self.step_start == 0:
-            raise FieldError("reset_optimizer is set on a stage that starts the run: there is "
+            raise FieldError("reset_optimizer is set on the phase that starts the run: there is "
                              "no optimizer state to reset", "set it to false",
                              at=("reset_optimizer",))
         if self.data_seed is not None and self.data_seed == self.seed:
@@ -277,7 +278,8 @@ class EvaluateConfig(Model):
     experiment: Name
     """Experiment evaluated."""
     checkpoint: Name
-    """Training stage whose checkpoint is evaluated."""
+    """Checkpoint evaluated: a training phase's name (its end) or `<phase>-step<N>` (a
+    snapshot inside it)."""
     evaluation: EvaluationSettings
     """Tasks, few-shot, limit, batch size, backend: the spec's `evaluation` less what no
     evaluate stage reads (repro.spec.schema.EvaluationSettings)."""

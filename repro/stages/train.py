@@ -1,10 +1,12 @@
-"""Stage `train`: one curriculum stage of SmolLM3 pretraining.
+"""Stage `train`: one curriculum phase of SmolLM3 pretraining (SmolLM3's "stages", a spec's
+`training.stages`; "phase" in code, so that "stage" always means a DVC stage).
 
-The first stage builds the model from the spec with torch seeded by cfg.seed; a later stage
-gets the previous stage's checkpoint as `init` and continues its model, optimizer state
+The first phase builds the model from the spec with torch seeded by cfg.seed; a later phase
+gets the previous phase's checkpoint as `init` and continues its model, optimizer state
 (unless `reset_optimizer`), MTP modules, global step and per-source data positions; it may
-change the sequence length and RoPE theta (long-context stages). Library code is in
-repro.model (config/build/MTP) and repro.train (data, schedule, optimizers, objective,
+change the sequence length and RoPE theta (long-context phases). trainer_state.json and the
+metrics record the phase's name under their `stage` key, as they always have. Library code
+is in repro.model (config/build/MTP) and repro.train (data, schedule, optimizers, objective,
 loop, resume, stability, monitor, distributed, checkpoint).
 
 Kernels (attention path, torch.compile of the trunk, LM-head cross-entropy) are resolved for
@@ -120,20 +122,20 @@ def _model_and_state(cfg: TrainConfig, io: StageIO, ids: TokenIds):
     """(model, init trainer state or None, init checkpoint path or None)."""
     if "init" not in io.inputs:
         if cfg.step_start != 0:
-            raise ValueError(f"stage {cfg.stage} starts at step {cfg.step_start} but has no `init` checkpoint")
+            raise ValueError(f"phase {cfg.phase} starts at step {cfg.step_start} but has no `init` checkpoint")
         return build_model(cfg.model, ids, cfg.seed), None, None
     init = io.input("init")
     state = read_trainer_state(init)
     if state.get("experiment") != cfg.experiment:
         raise ValueError(
             f"checkpoint {init} was written by experiment {state.get('experiment')!r}, not "
-            f"{cfg.experiment!r}: a stage continues only its own experiment's previous stage. "
+            f"{cfg.experiment!r}: a phase continues only its own experiment's previous phase. "
             "Run `repro compile` and `dvc repro` so every stage is rebuilt from its own spec"
         )
     if state["global_step"] != cfg.step_start:
         raise ValueError(
-            f"checkpoint {init} ended at global step {state['global_step']} but stage "
-            f"{cfg.stage} starts at step {cfg.step_start}; the stage budgets disagree: "
+            f"checkpoint {init} ended at global step {state['global_step']} but phase "
+            f"{cfg.phase} starts at step {cfg.step_start}; the phase budgets disagree: "
             "run `repro compile` and `dvc repro` so every stage is rebuilt consistently"
         )
     return load_model(init, cfg.model, ids), state, init
@@ -181,7 +183,7 @@ def backends_for(cfg: TrainConfig, device: torch.device) -> Backends:
 def compile_trunk(model, backends: Backends):
     """torch.compile of the trunk (`model.model`, no LM head: the head and the fused loss stay
     eager, repro.train.objective), or None. dynamic=False: a stage's shapes are static (seq_len
-    fixed per stage, every micro batch micro_batch_size rows, the attention path's extra
+    fixed per phase, every micro batch micro_batch_size rows, the attention path's extra
     inputs of fixed shape), so one graph is compiled on the first step and reused; dynamic
     shapes would only add guards and slower kernels. Compiling is lazy: the cost shows in the
     first update, reported as perf.json's warmup_seconds."""
@@ -330,7 +332,7 @@ def _snapshot_hook(cfg: TrainConfig, ctx: dist_mod.DistContext, module: TrainMod
             return
         export = (_unsharded_copy(cfg, model, full).model if ctx.kind == "fsdp2" and ctx.enabled
                   else module.model)
-        state = {"experiment": cfg.experiment, "stage": cfg.stage, "global_step": step,
+        state = {"experiment": cfg.experiment, "stage": cfg.phase, "global_step": step,
                  "tokens_seen": tokens_seen, "seq_len": cfg.seq_len, "seed": cfg.seed,
                  "data_seed": cfg.seed if cfg.data_seed is None else cfg.data_seed,
                  "snapshot": True, "sequences_per_step": seqs}
@@ -403,10 +405,10 @@ def _write_outputs(cfg, io, ctx, model, module, optim_state, sampler, sources, s
     step_end = cfg.step_start + cfg.steps
     trainer_state = {
         "experiment": cfg.experiment,
-        "stage": cfg.stage,
+        "stage": cfg.phase,  # the key predates the word "phase"; readers expect it
         "global_step": step_end,
         "tokens_seen": tokens_before + tokens,
-        "data_positions": sampler.positions,  # windows consumed per source, all stages so far
+        "data_positions": sampler.positions,  # windows consumed per source, all phases so far
         "seq_len": cfg.seq_len,
         "seed": cfg.seed,
         "data_seed": cfg.seed if cfg.data_seed is None else cfg.data_seed,
@@ -421,7 +423,7 @@ def _write_outputs(cfg, io, ctx, model, module, optim_state, sampler, sources, s
         # the export parity gate: what lm-eval will load must compute what we trained
         probe = torch.from_numpy(sources[sorted(sources)[0]].window(0)[None, :-1].copy())
         parity = check_export_parity(model, tmp, probe, precision=cfg.precision)
-        if cfg.model.inference_yarn is not None:  # the compiler sets it on the last stage only
+        if cfg.model.inference_yarn is not None:  # the compiler sets it on the last phase only
             export_inference_config(tmp, cfg.model)
     atomic_write_text(io.output("loss"), loss_csv(result.rows))
     atomic_write_text(io.output("monitor"), monitor_csv([MonitorRow(*r) for r in result.monitor_rows]))
@@ -436,7 +438,7 @@ def _write_outputs(cfg, io, ctx, model, module, optim_state, sampler, sources, s
     last = result.rows[-1]
     write_json(io.output("metrics"), {
         "experiment": cfg.experiment,
-        "stage": cfg.stage,
+        "stage": cfg.phase,  # the metrics' key, as reports read it
         "steps": cfg.steps,
         "step_end": step_end,
         "tokens": tokens,
@@ -447,7 +449,7 @@ def _write_outputs(cfg, io, ctx, model, module, optim_state, sampler, sources, s
         "params_non_embedding": non_emb,
         "mixture_planned_tokens": planned,
         "mixture_consumed_tokens": consumed,
-        "epochs": epochs,  # passes over each source's windows through this stage
+        "epochs": epochs,  # passes over each source's windows through this phase
         "stability_events": result.events,
         "qk_clip_events": result.qk_clip_events,
         "lr_scale": result.lr_scale,
@@ -491,7 +493,7 @@ def effects(cfg: TrainConfig) -> dict[str, Any]:
     """What a training stage builds from its settings before it reads a token, as values
     (StageKind.effects: the test that every params.yaml key is live compares them). Built by
     the functions `run` calls: the model's config and its init seed, every optimizer group's
-    hyperparameters and its LR at each update of the stage (the schedule's shape times the
+    hyperparameters and its LR at each update of the phase (the schedule's shape times the
     group's own LR, repro.train.schedule), the MTP weight at each update, the data order's
     draw, the kernels asked for, and the settings the loop, the stability guard and the
     launcher read (handed to them as the config's own models)."""
@@ -510,11 +512,11 @@ def effects(cfg: TrainConfig) -> dict[str, Any]:
         lrs.append(tuple(g["lr"] for g in optimizer.param_groups))
     groups = [{k: v for k, v in g.items() if k not in ("params", "lr", "names")} | {
         "params": len(g["params"])} for g in optimizer.param_groups]
-    tokens = [cfg.batch_tokens * n for n in updates]  # tokens seen after update n (all stages)
+    tokens = [cfg.batch_tokens * n for n in updates]  # tokens seen after update n (all phases)
     return {
         "model_config": {k: v for k, v in smollm3_config(cfg.model, ids).to_dict().items()
                          if k != "transformers_version"},
-        "init_seed": cfg.seed if cfg.step_start == 0 else None,  # later stages load `init`
+        "init_seed": cfg.seed if cfg.step_start == 0 else None,  # later phases load `init`
         "optimizer_groups": groups,
         "lr_per_update": lrs,
         "fresh_optimizer_state": cfg.step_start == 0 or cfg.reset_optimizer,
@@ -529,8 +531,8 @@ def effects(cfg: TrainConfig) -> dict[str, Any]:
                  cfg.optimizer.grad_clip),
         "guard": cfg.stability,
         "launch": cfg.distributed,
-        "labels": (cfg.experiment, cfg.stage),  # trainer_state.json
-        # the last stage's export serves with YaRN (repro.model.build.inference_rope)
+        "labels": (cfg.experiment, cfg.phase),  # trainer_state.json
+        # the last phase's export serves with YaRN (repro.model.build.inference_rope)
         "export": inference_rope(cfg.model),
     }
 

@@ -1,7 +1,7 @@
 """The number a sweep optimises and where it comes from.
 
 It is one metric of the experiment's main-run final evaluation: the `evaluate` stage of
-the main run's last training stage, whose metrics file (`metrics/<stage id>.json`) holds
+the train stage of the main run's last phase, whose metrics file (`metrics/<stage id>.json`) holds
 `tasks.<task>.<metric>`. Running that stage as the target of `dvc exp run` runs exactly
 what a trial needs: the experiment's training and evaluation, and upstream of them only
 what the trial's settings change (everything else comes from DVC's cache).

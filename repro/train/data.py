@@ -12,15 +12,15 @@ We read shards with numpy memmaps instead of datatrove's DatatroveFolderDataset 
 sampler reads windows in a seeded random order and that dataset is built for sequential
 reads (it seeks and re-reads its index on every backward jump).
 
-Mixture sampling (our own; no library does stage-aware deterministic mixing):
+Mixture sampling (our own; no library does phase-aware deterministic mixing):
   * which source fills each sequence slot of a step comes from smooth weighted round robin
-    (nginx's algorithm) over the stage's weights: every slot each source gains its weight,
+    (nginx's algorithm) over the phase's weights: every slot each source gains its weight,
     the richest source (ties: dataset name order) takes the slot and pays 1. Over any run of
     slots each source's count stays within one slot of weight x slots, with no randomness.
-    The round robin restarts at each stage's first step.
+    The round robin restarts at each training phase's first step.
   * each source serves its windows in a seeded permutation, a fresh one per epoch, so a
     source that runs out wraps around (repeats data) instead of stopping. A source's
-    position (windows consumed so far) is saved in the checkpoint, so the next stage goes
+    position (windows consumed so far) is saved in the checkpoint, so the next phase goes
     on where this one stopped.
 """
 
@@ -93,9 +93,9 @@ def slot_sources(weights: dict[str, float], slots: int) -> list[str]:
 
 @dataclass
 class MixtureSampler:
-    """Which windows make up each step of a training stage.
+    """Which windows make up each step of a training phase.
 
-    positions: windows consumed so far per source (carried over from the previous stage).
+    positions: windows consumed so far per source (carried over from the previous phase).
     """
 
     sources: dict[str, TokenShards]
@@ -112,7 +112,7 @@ class MixtureSampler:
         self._orders: dict[tuple[str, int], np.ndarray] = {}
 
     def plan(self, steps: int) -> list[str]:
-        """Source of every sequence slot of the stage, in order (steps x sequences_per_step)."""
+        """Source of every sequence slot of the phase, in order (steps x sequences_per_step)."""
         return slot_sources(self.weights, steps * self.sequences_per_step)
 
     def _window_index(self, name: str, position: int) -> int:

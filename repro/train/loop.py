@@ -1,4 +1,4 @@
-"""The training loop of one curriculum stage.
+"""The training loop of one curriculum phase (one train stage).
 
 One optimizer step per global step: the mixture sampler draws the step's windows (every
 rank draws the same ones; each rank trains on rows rank, rank + world, ...), micro batches
@@ -29,7 +29,7 @@ weights are bitwise what they were.
 
 Static shapes for torch.compile: every micro batch is (micro_batch_size, seq_len + 1) (the
 spec refuses a micro batch size that does not divide a rank's sequences) and seq_len is fixed
-per stage, so the compiled trunk sees one shape and never recompiles after its first step;
+per phase, so the compiled trunk sees one shape and never recompiles after its first step;
 that first update's time is reported apart as `warmup_seconds`.
 """
 
@@ -64,7 +64,7 @@ class LogRow:
     """One point of the loss curve: means over the updates since the previous point."""
 
     step: int  # global step (1-based) of the last update in the window
-    tokens: int  # tokens trained on through this step, all stages
+    tokens: int  # tokens trained on through this step, all phases
     loss: float  # the optimised loss (CE, or the distillation mix, plus auxiliary terms)
     lr: float  # LR of the reference group at that last update
     grad_norm: float  # global gradient norm before clipping
@@ -104,7 +104,7 @@ class LoopSettings:
     step_start: int
     steps: int
     seq_len: int
-    tokens_start: int  # tokens trained on by earlier stages
+    tokens_start: int  # tokens trained on by earlier phases
     resume_dir: Path | None = None
     config_fingerprint: str = ""
     previous_order: dict[int, str] = field(default_factory=dict)  # rerun check
@@ -130,7 +130,7 @@ class LoopResult:
 
 
 class Trainer:
-    """Runs the updates of one stage; state in, state out, outputs left to the caller."""
+    """Runs the updates of one phase; state in, state out, outputs left to the caller."""
 
     def __init__(self, module: TrainModule, optimizer: torch.optim.Optimizer, sampler: MixtureSampler,
                  settings: LoopSettings, ctx: DistContext, guard: StabilityGuard,

@@ -204,10 +204,11 @@ def set_lr_multiplier(optimizer: Optimizer, m: float) -> None:
 def _check_names(what: str, expected: list, saved: list) -> None:
     if saved != expected:
         raise ValueError(
-            f"the saved {what} state groups parameters differently from this stage "
+            f"the saved {what} state groups parameters differently from this phase "
             f"(saved {saved}, now {expected}); no_decay_patterns, the Muon/AdamW split or the "
-            "architecture changed between stages: keep them equal across an experiment's "
-            "stages, or set `reset_optimizer: true` on the stage that changes them"
+            "architecture changed between training phases: keep them equal across an "
+            "experiment's `training.stages`, or set `reset_optimizer: true` on the one that "
+            "changes them"
         )
 
 
@@ -218,8 +219,8 @@ def _names(groups: list[dict]) -> list:
 def load_state(optimizer: Optimizer, state: dict, spec: AdamWSpec | MuonSpec, loader=None) -> None:
     """Load a saved optimizer state into `optimizer` (built by `build_optimizer` for the same
     model and spec kind), then re-apply the spec's hyper-parameters: the saved groups carry
-    the previous stage's values (torch's load_state_dict replaces each group's settings with
-    the saved ones), and a stage may change betas, eps, weight decay, momentum or peak LR.
+    the previous phase's values (torch's load_state_dict replaces each group's settings with
+    the saved ones), and a phase may change betas, eps, weight decay, momentum or peak LR.
     Raises ValueError when the optimizer kind or the parameter grouping differs. `loader`
     replaces `optimizer.load_state_dict` for AdamW (FSDP2 loads through
     repro.train.distributed.load_optimizer_state)."""
@@ -227,9 +228,10 @@ def load_state(optimizer: Optimizer, state: dict, spec: AdamWSpec | MuonSpec, lo
     kind = "muon" if isinstance(spec, MuonSpec) else "adamw"
     if saved_kind != kind:
         raise ValueError(
-            f"the saved optimizer state is {saved_kind} but this stage's optimizer is {kind}; "
-            "the optimizer kind cannot change between stages with a shared state: keep "
-            "`optimizer.kind` equal, or set `reset_optimizer: true` on the stage that changes it"
+            f"the saved optimizer state is {saved_kind} but this phase's optimizer is {kind}; "
+            "the optimizer kind cannot change between training phases with a shared state: "
+            "keep `optimizer.kind` equal, or set `reset_optimizer: true` on the phase "
+            "(`training.stages[i]`) that changes it"
         )
     if isinstance(spec, MuonSpec):
         if not isinstance(optimizer, MuonWithAdamW):

@@ -6,18 +6,18 @@ The LR itself lives once, in the optimizer settings (AdamW's `lr`; for Muon its 
 trains differently (issue 18). This is torchtitan's and nanoGPT's split too: a
 `LambdaLR`-style factor on the optimizer's LR.
 
-Steps are counted from 1: step n is the n-th optimizer update of the whole run, so a stage
+Steps are counted from 1: step n is the n-th optimizer update of the whole run, so a phase
 with `step_start` s and `steps` k applies updates s+1 .. s+k, and the compiler's
 `decay_end_step` (the run's last step) is the step whose factor reaches the floor.
 
   warmup  m = n - start_step <= warmup_steps: m / warmup_steps (linear from 0; the first
-          update is not 0; start_step is 0 unless a stage restarts the schedule)
+          update is not 0; start_step is 0 unless a phase restarts the schedule)
   stable  until decay_start_step: 1
   decay   progress p = (n - decay_start) / (decay_end - decay_start) in [0, 1]
           factor = r + (1 - r) * f(p), r = min_lr_ratio
           linear f = 1 - p (SmolLM3, FACTS 3.9); 1-sqrt f = 1 - sqrt(p) (Hägele et al.,
           FACTS 8.2); cosine f = (1 + cos(pi p)) / 2.
-A segment without decay (decay_start_step None: the run's decay starts after this stage)
+A segment without decay (decay_start_step None: the run's decay starts after this phase)
 stays at 1 after warmup. If warmup and decay overlap, the lower value wins.
 
 Float arithmetic. `multiplier_at(seg, n, reference)` evaluates the shape at peak `reference`
@@ -41,20 +41,20 @@ DecayShape = Literal["linear", "1-sqrt", "cosine"]
 
 
 class ScheduleSegment(Model):
-    """The part of the LR schedule a training stage needs, resolved to global steps: only
-    what changes the factor at one of the stage's updates, so that another stage's budget
-    enters a stage only where it moves its LR (a warmup the stage starts after is left out,
+    """The part of the LR schedule a training phase needs, resolved to global steps: only
+    what changes the factor at one of the phase's updates, so that another phase's budget
+    enters a phase only where it moves its LR (a warmup the phase starts after is left out,
     and a decay it ends before). A shape only: it multiplies the optimizer's LRs (every group
     by the same factor)."""
 
     start_step: Steps = 0
     """Global step before the warmup's first update: 0 for the experiment's schedule, the
-    step before a stage that restarts the schedule with a warmup of its own. Only a warmup
+    step before a phase that restarts the schedule with a warmup of its own. Only a warmup
     counts from it, so it is 0 without one."""
     warmup_steps: Steps = 0
-    """Warmup steps, counted from start_step; 0 where no warmup reaches the stage."""
+    """Warmup steps, counted from start_step; 0 where no warmup reaches the phase."""
     decay_start_step: Steps | None = None
-    """Global step where decay starts; None if this stage ends before the decay (the decay
+    """Global step where decay starts; None if this phase ends before the decay (the decay
     fields below are then None too)."""
     decay_end_step: Steps | None = None
     """Global step where decay ends (the schedule's last step)."""
@@ -83,9 +83,9 @@ class ScheduleSegment(Model):
                              "end the decay at or after its start", at=("decay_end_step",))
         return self
 
-    def for_stage(self, step_start: int, steps: int) -> ScheduleSegment:
-        """This schedule as a stage with updates step_start+1 .. step_start+steps sees it:
-        without a warmup that ends before the stage, or a decay that starts after it (the
+    def for_phase(self, step_start: int, steps: int) -> ScheduleSegment:
+        """This schedule as a phase with updates step_start+1 .. step_start+steps sees it:
+        without a warmup that ends before the phase, or a decay that starts after it (the
         factor at each of its updates is unchanged; `check_applies` then passes)."""
         update: dict = {}
         if self.start_step + self.warmup_steps < step_start + 1:

@@ -309,8 +309,8 @@ def test_every_training_stage_waits_for_its_ledger():
     for exp, ledger in ledgers.items():
         trains = [t.config for t in _of_kind(graph, "train")
                   if t.config.experiment == exp and t.config.seed == 0]  # the main run
-        assert [(s.name, s.steps, s.mixture) for s in ledger.config.stages] == [
-            (t.stage, t.steps, t.mixture) for t in trains]
+        assert [(s.name, s.steps, s.mixture) for s in ledger.config.phases] == [
+            (t.phase, t.steps, t.mixture) for t in trains]
         assert (ledger.config.seq_len, ledger.config.batch_tokens) == (
             trains[0].seq_len, trains[0].batch_tokens)
         assert ledger.config.max_epochs == {"code": 4.0, "pdf": 4.0, "web": 4.0}
@@ -344,7 +344,7 @@ def test_report_reads_funnels_and_ledgers():
 
 def test_distillation_teacher_is_trained_first_and_is_a_dependency():
     graph = _graph()
-    trains = {(s.config.experiment, s.config.stage): s for s in _of_kind(graph, "train")}
+    trains = {(s.config.experiment, s.config.phase): s for s in _of_kind(graph, "train")}
     teacher_final = trains[("qs-teacher", "decay")]
     for stage in ("stable", "decay"):
         assert _input(trains[("qs-distill", stage)], "teacher") == OutputRef(teacher_final.id, "checkpoint")
@@ -429,7 +429,7 @@ def test_a_replica_repeating_the_main_run_is_refused(tmp_path):
 def test_every_tokens_adds_snapshots_and_their_evaluations(tmp_path):
     # 8192 tokens per step; stable = steps 1..80, decay = 81..100
     new = _variant_graph(tmp_path, "evaluation: {every_tokens: 245760}\n")  # 30 steps
-    trains = {s.config.stage: s for s in _of_kind(new, "train")
+    trains = {s.config.phase: s for s in _of_kind(new, "train")
               if s.config.experiment == "qs-rope" and s.config.seed == 0}
     assert trains["stable"].config.snapshot_steps == [30, 60]
     assert trains["decay"].config.snapshot_steps == [90]

@@ -65,7 +65,7 @@ def _graph(end: str = "", missing: bool = True) -> tuple[StageGraph, str]:
          ("carrier", OutputRef(carrier.id, "docs")))))
     experiment = h("experiment", param)
     ledger = graph.add(Stage("ledger", experiment, LedgerConfig.model_construct(
-        experiment=experiment, seq_len=8, batch_tokens=8, stages=[], max_epochs={}),
+        experiment=experiment, seq_len=8, batch_tokens=8, phases=[], max_epochs={}),
         ((f"tokens:{h('dataset', param)}", OutputRef(curate.id, "docs")),)))
     evaluation = EvaluationSpec.model_construct(tasks=[h("task", param)], presets=[], local_tasks=[])
     evaluate = graph.add(Stage("evaluate", experiment, EvaluateConfig.model_construct(

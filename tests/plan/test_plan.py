@@ -45,14 +45,14 @@ def test_fineweb_ablation_flops_match_published_size_and_tokens():
     assert t.params_total + 50257 * 2048 == pytest.approx(1.82e9, rel=0.01)
     # tied: N of 6ND (the matmul parameters) is every parameter but the norm gains
     assert t.params_6nd == pytest.approx(t.params_total, rel=1e-4)
-    (stage,) = t.stages
-    assert stage.tokens == 13_351 * 2_097_152 and stage.tokens == pytest.approx(28e9, rel=1e-4)
+    (phase,) = t.phases
+    assert phase.tokens == 13_351 * 2_097_152 and phase.tokens == pytest.approx(28e9, rel=1e-4)
     # 6·N·D (FACTS 4.2: ~28B tokens); 1% against 1.71B, the brief's 10% against 1.82B
-    assert stage.dense == pytest.approx(6 * 1.71e9 * 28e9, rel=0.01)
-    assert stage.dense == pytest.approx(6 * 1.82e9 * 28e9, rel=0.10)
+    assert phase.dense == pytest.approx(6 * 1.71e9 * 28e9, rel=0.01)
+    assert phase.dense == pytest.approx(6 * 1.82e9 * 28e9, rel=0.10)
     # causal attention stated separately: 6·L·H·Q·T per token, H·Q = d = 2048, T = 2048
-    assert stage.attention == 6 * 24 * 2048 * 2048 * stage.tokens
-    assert t.flops == stage.dense + stage.attention and t.runs == 1
+    assert phase.attention == 6 * 24 * 2048 * 2048 * phase.tokens
+    assert t.flops == phase.dense + phase.attention and t.runs == 1
 
 
 def test_fineweb_ablation_350b_budget():
@@ -60,23 +60,23 @@ def test_fineweb_ablation_350b_budget():
     raw = spec.model_dump()
     raw["training"]["stages"][0]["tokens"] = 350_000_000_000  # FACTS 4.2: dedup checks
     plan = _plan(FINEWEB, ExperimentSpec.model_validate(raw))
-    assert plan.training.stages[0].dense == pytest.approx(6 * 1.71e9 * 350e9, rel=0.01)
+    assert plan.training.phases[0].dense == pytest.approx(6 * 1.71e9 * 350e9, rel=0.01)
 
 
-def test_smollm3_flops_per_stage_and_gpu_hours():
+def test_smollm3_flops_per_phase_and_gpu_hours():
     t = _plan(SMOLLM3).training
     assert t.params_total == pytest.approx(3.08e9, rel=2e-3)  # FACTS 3.1
-    main_stages = t.stages[:3]
+    main_phases = t.phases[:3]
     # FACTS 3.5: 4,720,000 steps x 2,359,296 tokens ≈ 11.14T
-    assert sum(s.tokens for s in main_stages) == 4_720_000 * 2_359_296
-    assert sum(s.dense for s in main_stages) == pytest.approx(6 * 3.08e9 * 11.14e12, rel=0.01)
-    assert sum(s.dense for s in main_stages) == pytest.approx(2.06e23, rel=0.01)
-    # long-context stages (FACTS 3.10): 20,000 and 22,000 steps, attention at their length
-    lc32, lc64 = t.stages[3:]
+    assert sum(s.tokens for s in main_phases) == 4_720_000 * 2_359_296
+    assert sum(s.dense for s in main_phases) == pytest.approx(6 * 3.08e9 * 11.14e12, rel=0.01)
+    assert sum(s.dense for s in main_phases) == pytest.approx(2.06e23, rel=0.01)
+    # long-context phases (FACTS 3.10): 20,000 and 22,000 steps, attention at their length
+    lc32, lc64 = t.phases[3:]
     assert (lc32.steps, lc64.steps) == (20_000, 22_000)
     assert lc64.attention == 6 * 36 * 16 * 128 * 65536 * lc64.tokens
     assert lc64.attention > lc64.dense  # at 64k attention outweighs 6N
-    assert t.flops == pytest.approx(sum(s.dense + s.attention for s in t.stages))
+    assert t.flops == pytest.approx(sum(s.dense + s.attention for s in t.phases))
     # 384 H100 x 24 days (FACTS 3.11) at PERF.md's ~29% nanotron MFU
     at_29 = _plan(SMOLLM3, mfu=0.29).training
     assert at_29.gpu_hours == pytest.approx(384 * 24 * 24, rel=0.10)
@@ -89,7 +89,7 @@ def test_tiny_numbers_add_up():
     plan = _plan(TINY)
     t = plan.training
     assert t.runs == 2  # the main run and one replica
-    assert t.flops_per_run == sum(s.dense + s.attention + s.extra for s in t.stages)
+    assert t.flops_per_run == sum(s.dense + s.attention + s.extra for s in t.phases)
     assert t.flops == 2 * t.flops_per_run
     assert t.tokens_per_run == 4096 + 2048
     for c in plan.curation:

@@ -5,16 +5,16 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from repro.report.collect import Checkpoint, Collected, ExperimentRun, Replica, StageRun
+from repro.report.collect import Checkpoint, Collected, ExperimentRun, Replica, PhaseRun
 
 
-def _stage(name: str, step_start: int, step_end: int, loss: float) -> StageRun:
+def _phase(name: str, step_start: int, step_end: int, loss: float) -> PhaseRun:
     steps = list(range(step_start + 1, step_end + 1))
     curve = pl.DataFrame({"step": steps, "tokens": [s * 10 for s in steps],
                           "loss": [loss + 1 / s for s in steps], "lr": [1e-3] * len(steps)},
                          schema={"step": pl.Int64, "tokens": pl.Int64,
                                  "loss": pl.Float64, "lr": pl.Float64})
-    return StageRun(name, step_end, (step_end - step_start) * 10, step_end * 10, loss, curve)
+    return PhaseRun(name, step_end, (step_end - step_start) * 10, step_end * 10, loss, curve)
 
 
 @pytest.fixture
@@ -25,10 +25,10 @@ def make_run():
              loss: float = 2.0, replicas: int = 1) -> ExperimentRun:
         reps = []
         for i in range(replicas):
-            stages = (_stage("s1", 0, 4, loss + 1), _stage("s2", 4, 8, loss))
+            phases = (_phase("s1", 0, 4, loss + 1), _phase("s2", 4, 8, loss))
             ev = {"experiment": name, "checkpoint": "s2", "tokens_seen": 80, "tasks": tasks,
                   "random_baseline": random_baseline or {}}
-            reps.append(Replica(f"seed{i}", stages, (Checkpoint("s2", "s2", None, 80, ev),),
+            reps.append(Replica(f"seed{i}", phases, (Checkpoint("s2", "s2", None, 80, ev),),
                                 "s2"))
         return ExperimentRun(name, tuple(reps))
     return make

@@ -57,11 +57,11 @@ def test_replicas_checkpoints_and_final(tmp_path):
     assert col.problems == [] and col.baseline == "a"
     assert [r.name for r in run.replicas] == ["seed0", "seed1"]
     rep = run.replicas[0]
-    assert [s.name for s in rep.stages] == ["stable", "decay"]  # by step_end, not by name
+    assert [s.name for s in rep.phases] == ["stable", "decay"]  # by step_end, not by name
     assert [c.name for c in rep.checkpoints] == ["stable-step2", "stable", "decay"]
-    assert (rep.checkpoints[0].stage, rep.checkpoints[0].step) == ("stable", 2)
+    assert (rep.checkpoints[0].phase, rep.checkpoints[0].step) == ("stable", 2)
     assert rep.final.name == "decay" and rep.results == tmp_path
-    assert run.final_stage.name == "decay" and len(run.evaluated) == 2
+    assert run.final_phase.name == "decay" and len(run.evaluated) == 2
 
 
 def test_bad_inputs_become_problems(tmp_path):
@@ -85,7 +85,7 @@ def test_bad_inputs_become_problems(tmp_path):
     [run] = col.runs
     assert col.baseline is None
     assert run.replicas[0].final.tasks["t"]["acc"] is None  # NaN shown as missing
-    assert run.replicas[0].stages[-1].loss.height == 0       # curve empty, stage kept
+    assert run.replicas[0].phases[-1].loss.height == 0       # curve empty, stage kept
 
 
 def test_baseline_not_listed(tmp_path):

@@ -30,8 +30,8 @@ def test_pngs_are_deterministic_and_untagged(make_run):
 
 def test_empty_inputs_still_plot_or_are_skipped(make_run):
     run = make_run("a", {})
-    empty = tuple(dataclasses.replace(s, loss=s.loss.clear()) for s in run.replicas[0].stages)
-    run = dataclasses.replace(run, replicas=(dataclasses.replace(run.replicas[0], stages=empty),))
+    empty = tuple(dataclasses.replace(s, loss=s.loss.clear()) for s in run.replicas[0].phases)
+    run = dataclasses.replace(run, replicas=(dataclasses.replace(run.replicas[0], phases=empty),))
     assert plots.loss_png([run], "a").startswith(PNG_MAGIC)
     assert plots.scores_png(score_bands(scores_over_tokens([run])), {}, "a", ["a"]).startswith(
         PNG_MAGIC)

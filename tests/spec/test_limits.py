@@ -137,7 +137,7 @@ def test_a_huge_integer_in_a_sweep_value_is_refused():
 def test_the_reference_specs_validate_far_inside_the_limits():
     spec = load_spec(REPO / "specs/reference/smollm3-3b.yaml")
     assert sum(s.tokens for s in spec.training.stages) * 80 < base.MAX_TOKENS
-    assert sum(spec.training.stage_steps()) * 200 < base.MAX_STEPS
+    assert sum(spec.training.phase_steps()) * 200 < base.MAX_STEPS
 
 
 # ------------------------------------------------------------------ booleans for numbers
@@ -237,7 +237,7 @@ def test_snapshot_evaluations_are_counted_before_anything_is_built(tmp_path, mon
     assert need % 8192 == 0 and 2 * 20_000 * 8192 // need <= base.MAX_SNAPSHOTS
 
 
-def test_runs_times_stages_are_bounded(tmp_path, monkeypatch):
+def test_runs_times_phases_are_bounded(tmp_path, monkeypatch):
     stages = "".join(f"    - {{name: s{i}, tokens: 81920, mixture: {{web: 1.0}}}}\n" for i in range(64))
     replicas = ", ".join(f"{{seed: {i}}}" for i in range(1, 17))
     _refused(tmp_path, monkeypatch,
@@ -293,8 +293,8 @@ def test_a_ladder_is_counted_before_it_is_expanded():
 # ------------------------------------------------------------------ schedules vs steps
 
 
-def test_a_stage_schedule_longer_than_its_stage_is_refused(tmp_path, monkeypatch):
-    # qs-nope: the `decay` stage is 163,840 tokens = 20 steps of 8,192
+def test_a_phase_schedule_longer_than_its_phase_is_refused(tmp_path, monkeypatch):
+    # qs-nope: the `decay` phase is 163,840 tokens = 20 steps of 8,192
     _refused(tmp_path, monkeypatch, X + (
         "training:\n  stages:\n"
         "    - {name: stable, tokens: 655360, mixture: {web: 1.0}}\n"
@@ -313,14 +313,14 @@ def test_the_experiment_warmup_longer_than_its_steps_is_refused(tmp_path, monkey
 
 
 def test_a_warmup_running_into_the_decay_is_refused():
-    stage = {"name": "a", "tokens": 5120, "mixture": {"web": 1.0}}  # 10 steps of 512
-    kw = {"seq_len": 64, "batch_tokens": 512, "micro_batch_size": 2, "stages": [stage]}
+    phase = {"name": "a", "tokens": 5120, "mixture": {"web": 1.0}}  # 10 steps of 512
+    kw = {"seq_len": 64, "batch_tokens": 512, "micro_batch_size": 2, "stages": [phase]}
     with pytest.raises(ValueError, match=r"warmup_steps 8 \+ decay 5 steps .* are longer than "
                                          r"the 10 optimizer steps"):
         schema.TrainingSpec.model_validate(kw | {"schedule": {"warmup_steps": 8, "decay_fraction": 0.5}})
     # a warmup then a decay over everything (FineWeb's warmup-cosine) overlaps by design
     ok = schema.TrainingSpec.model_validate(kw | {"schedule": {"warmup_steps": 3, "decay_fraction": 1.0}})
-    assert ok.stage_steps() == [10]
+    assert ok.phase_steps() == [10]
 
 
 # ------------------------------------------------------------------ bounded compile
@@ -353,7 +353,7 @@ def test_snapshots_are_counted_as_the_compiler_lists_them(path):
     spec = load_spec(REPO / "specs" / path)
     counted = spec.snapshots_per_run()
     assert counted > 0 and counted == sum(map(len, snapshot_steps(spec)))
-    for every in (1, 3, 7):  # steps between snapshots, crossing stage ends
+    for every in (1, 3, 7):  # steps between snapshots, crossing phase ends
         data = spec.model_dump(mode="json")
         data["evaluation"]["every_tokens"] = every * spec.training.batch_tokens
         other = schema.ExperimentSpec.model_validate(data)

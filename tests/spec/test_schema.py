@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from repro.compile.graph import schedule_segments, stage_optimizer
+from repro.compile.graph import schedule_segments, phase_optimizer
 from repro.spec.schema import ExperimentSpec
 from repro.spec.load import load_spec
 
@@ -50,46 +50,46 @@ def test_smollm3_reference_matches_published_recipe():
     steps = [s.tokens // t.batch_tokens for s in t.stages]
     assert steps[:3] == [3_450_000, 748_000, 522_000]        # FACTS 3.5
     segs = schedule_segments(spec)[:3]
-    # Decay covers exactly stage 3; stages 1-2 do not see it (FACTS 3.9).
+    # Decay covers exactly phase 3; phases 1-2 do not see it (FACTS 3.9).
     assert [s.decay_start_step for _, _, s in segs] == [None, None, 4_198_000]
     assert segs[-1][2].decay_end_step == 4_720_000
     assert t.optimizer.lr == 2e-4 and t.schedule.warmup_steps == 2000
     assert t.doc_masking and t.precision == "bf16" and m.inference_yarn.factor == 2.0
 
 
-def test_smollm3_long_context_stages():
+def test_smollm3_long_context_phases():
     """LC1 4k->32k (theta 2e6, 20,000 steps = 47.2B tokens), LC2 32k->64k (theta 5e6,
     22,000 steps = 51.9B, optimizer reset), each restarting lr 2e-5 / 1000 warmup / cosine
-    (FACTS 3.10); the main WSD still decays over exactly stage 3."""
+    (FACTS 3.10); the main WSD still decays over exactly phase 3."""
     spec = load_spec(REPO / "specs/reference/smollm3-3b.yaml")
     t = spec.training
     lc1, lc2 = t.stages[3], t.stages[4]
     assert [s.tokens // t.batch_tokens for s in (lc1, lc2)] == [20_000, 22_000]
-    assert t.stage_seq_lens()[3:] == [32768, 65536]
-    assert t.stage_rope(spec.model)[3:] == [(2e6, 32768), (5e6, 65536)]
+    assert t.phase_seq_lens()[3:] == [32768, 65536]
+    assert t.phase_rope(spec.model)[3:] == [(2e6, 32768), (5e6, 65536)]
     assert (lc1.reset_optimizer, lc2.reset_optimizer) == (False, True)
     segs = schedule_segments(spec)
     assert segs[2][2].decay_end_step == 4_720_000  # the restarts do not stretch the WSD
-    for (start, n, seg), stage in zip(segs[3:], (lc1, lc2)):
+    for (start, n, seg), phase in zip(segs[3:], (lc1, lc2)):
         assert (seg.start_step, seg.warmup_steps, seg.decay_shape) == (start, 1000, "cosine")
         assert seg.decay_start_step == start + 1000 and seg.decay_end_step == start + n
-        # the restart's LR is the stage's optimizer LR (the schedule holds none)
-        assert stage_optimizer(spec, stage).lr == 2e-5
-    assert stage_optimizer(spec, t.stages[0]) == t.optimizer
+        # the restart's LR is the phase's optimizer LR (the schedule holds none)
+        assert phase_optimizer(spec, phase).lr == 2e-5
+    assert phase_optimizer(spec, t.stages[0]) == t.optimizer
 
 
-def test_a_restarting_stage_scales_muon_by_the_same_ratio():
-    """StageScheduleSpec.lr is the AdamW part's LR for Muon, and the Muon LR moves by the same
-    ratio; both land in the stage's optimizer (the schedule holds no LR)."""
+def test_a_restarting_phase_scales_muon_by_the_same_ratio():
+    """PhaseScheduleSpec.lr is the AdamW part's LR for Muon, and the Muon LR moves by the same
+    ratio; both land in the phase's optimizer (the schedule holds no LR)."""
     from repro.spec.schema import AdamWSpec, MuonSpec
 
     spec = load_spec(REPO / "specs/reference/smollm3-3b.yaml")
     muon = MuonSpec(lr=0.02, adamw=AdamWSpec(lr=2e-4))
     spec = spec.model_copy(update={"training": spec.training.model_copy(update={"optimizer": muon})})
-    lc1 = stage_optimizer(spec, spec.training.stages[3])
+    lc1 = phase_optimizer(spec, spec.training.stages[3])
     assert lc1.adamw.lr == 2e-5 and lc1.lr == 0.02 * (2e-5 / 2e-4) == pytest.approx(2e-3)
     assert lc1.model_copy(update={"lr": 0.02, "adamw": muon.adamw}) == muon  # nothing else moves
-    assert stage_optimizer(spec, spec.training.stages[0]) == muon
+    assert phase_optimizer(spec, spec.training.stages[0]) == muon
 
 
 def _training(**kw):
@@ -122,7 +122,7 @@ def test_training_options_are_checked(kw, message):
         _training(**kw)
 
 
-def test_stage_context_must_fit_max_positions():
+def test_phase_context_must_fit_max_positions():
     base = load_spec(REPO / "specs/qs-nope.yaml").model_dump(mode="json")
     base["training"]["stages"][1]["seq_len"] = 1024
     with pytest.raises(ValueError, match=r"training.stages\[1\] \('decay'\) trains on sequences of 1024 tokens, "

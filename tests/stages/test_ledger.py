@@ -12,7 +12,7 @@ import pytest
 
 from repro.stages import ledger as ledger_stage
 from repro.stages.base import StageIO
-from repro.stages.configs import LedgerConfig, LedgerStage
+from repro.stages.configs import LedgerConfig, LedgerPhase
 from repro.stages.ledger import LedgerError, run
 from repro.train.data import MixtureSampler, TokenShards
 
@@ -37,8 +37,8 @@ def make_tokens(folder: Path, file_tokens: list[int]) -> Path:
 def config(max_epochs: dict[str, float] | None = None, decay_steps: int = 5) -> LedgerConfig:
     return LedgerConfig(
         experiment="exp", seq_len=SEQ_LEN, batch_tokens=BATCH_TOKENS,
-        stages=[LedgerStage(name="stable", steps=10, mixture={"a": 0.75, "b": 0.25}),
-                LedgerStage(name="decay", steps=decay_steps, mixture={"a": 0.5, "b": 0.5})],
+        phases=[LedgerPhase(name="stable", steps=10, mixture={"a": 0.75, "b": 0.25}),
+                LedgerPhase(name="decay", steps=decay_steps, mixture={"a": 0.5, "b": 0.5})],
         max_epochs=max_epochs or {"a": 4.0, "b": 4.0})
 
 
@@ -61,17 +61,17 @@ def test_numbers_agree_with_the_training_sampler(tmp_path):
     a, b = book["datasets"]["a"], book["datasets"]["b"]
     assert (a["tokens_available"], a["windows_available"]) == (190, 11)
     assert (b["tokens_available"], b["windows_available"]) == (1000, 62)
-    # What training draws: the same sampler, positions carried from stage to stage.
+    # What training draws: the same sampler, positions carried from phase to phase.
     sources = {n: TokenShards(p, SEQ_LEN) for n, p in inputs(tmp_path / "again").items()
                for n in [n.split(":")[1]]}
     positions: dict[str, int] = {}
-    for stage in cfg.stages:
-        sampler = MixtureSampler(sources, dict(stage.mixture), BATCH_TOKENS // SEQ_LEN, 0,
+    for phase in cfg.phases:
+        sampler = MixtureSampler(sources, dict(phase.mixture), BATCH_TOKENS // SEQ_LEN, 0,
                                  dict(positions))
         before = dict(sampler.positions)
-        sampler.take(sampler.plan(stage.steps))
+        sampler.take(sampler.plan(phase.steps))
         for n in ("a", "b"):
-            assert book["datasets"][n]["stages"][stage.name]["windows"] == (
+            assert book["datasets"][n]["stages"][phase.name]["windows"] == (
                 sampler.positions[n] - before[n])
         positions = sampler.positions
     assert a["windows_drawn"] == positions["a"] == 30 + 10
@@ -113,10 +113,10 @@ def test_missing_tokens_input_is_a_clear_error(tmp_path):
         run(config(), StageIO("l", ins, {"metrics": tmp_path / "m.json", "gate": tmp_path / "g"}))
 
 
-def test_large_stages_use_rounded_weights(monkeypatch):
-    stage = LedgerStage(name="s", steps=25, mixture={"a": 0.7, "b": 0.3})
-    exact = ledger_stage.stage_windows(stage, 4)
+def test_large_phases_use_rounded_weights(monkeypatch):
+    phase = LedgerPhase(name="s", steps=25, mixture={"a": 0.7, "b": 0.3})
+    exact = ledger_stage.phase_windows(phase, 4)
     monkeypatch.setattr(ledger_stage, "EXACT_SLOTS", 10)
-    rounded = ledger_stage.stage_windows(stage, 4)
+    rounded = ledger_stage.phase_windows(phase, 4)
     assert rounded == {"a": 70, "b": 30}
     assert all(abs(exact[n] - rounded[n]) <= 1 for n in exact)

@@ -1,5 +1,5 @@
 """train stage: a few steps on a tiny synthetic corpus. Loss goes down, reruns are
-byte-identical, a second stage continues the first exactly, and mismatches fail clearly."""
+byte-identical, a second phase continues the first exactly, and mismatches fail clearly."""
 
 from __future__ import annotations
 
@@ -60,11 +60,11 @@ def segment(decay_start=None, decay_end=None):
                            decay_end_step=decay_end, decay_shape="1-sqrt", min_lr_ratio=0.1)
 
 
-def config(stage="s1", start=0, steps=6, mixture=None, model=MODEL, schedule=None, **kw):
+def config(phase="s1", start=0, steps=6, mixture=None, model=MODEL, schedule=None, **kw):
     return TrainConfig(
-        experiment="exp", stage=stage, model=model, optimizer=kw.pop("optimizer", AdamWSpec(lr=1e-2)),
-        # as the compiler writes it: only the parts that reach this stage's updates
-        schedule=(schedule or segment()).for_stage(start, steps), seq_len=32, batch_tokens=256,
+        experiment="exp", phase=phase, model=model, optimizer=kw.pop("optimizer", AdamWSpec(lr=1e-2)),
+        # as the compiler writes it: only the parts that reach this phase's updates
+        schedule=(schedule or segment()).for_phase(start, steps), seq_len=32, batch_tokens=256,
         micro_batch_size=kw.pop("micro_batch_size", 4),
         step_start=start, steps=steps, mixture=mixture or {"web": 0.5, "code": 0.5}, seed=0,
         log_every_steps=2, **kw,
@@ -175,13 +175,13 @@ def test_impossible_kernel_fails_before_anything_is_built(data, tmp_path, monkey
     assert not (tmp_path / "out").exists()
 
 
-def test_second_stage_continues_exactly(data, tmp_path):
+def test_second_phase_continues_exactly(data, tmp_path):
     sched = segment(decay_start=4, decay_end=8)
     first = run(data, tmp_path / "first", config(steps=4, schedule=sched))
     second = run(data, tmp_path / "second", config("s2", 4, 4, schedule=sched), init=first / "ck")
     whole = run(data, tmp_path / "whole", config(steps=8, schedule=sched))
     # 4 sequences of each source per step: the round robin is back at its start after every
-    # step, so two stages see exactly the data of one, and the weights must match bit for bit
+    # step, so two phases see exactly the data of one, and the weights must match bit for bit
     for f in ("model.safetensors", "optimizer.pt"):
         assert (second / "ck" / f).read_bytes() == (whole / "ck" / f).read_bytes(), f
     state = json.loads((second / "ck" / "trainer_state.json").read_text())
@@ -195,7 +195,7 @@ def test_second_stage_continues_exactly(data, tmp_path):
 
 def test_continuing_checks_step_and_architecture(data, tmp_path):
     first = run(data, tmp_path / "first", config(steps=2))
-    with pytest.raises(ValueError, match="ended at global step 2 but stage s2 starts at step 3"):
+    with pytest.raises(ValueError, match="ended at global step 2 but phase s2 starts at step 3"):
         run(data, tmp_path / "x", config("s2", 3, 2), init=first / "ck")
     other = first / "ck" / "trainer_state.json"
     with pytest.raises(ValueError, match="written by experiment 'exp', not 'other'"):
@@ -419,7 +419,7 @@ def test_qk_clip_z_loss_and_bf16(data, tmp_path):
     assert m["export_parity_max_abs_diff"] == 0.0
 
 
-def test_long_context_stage_changes_rope_and_exports_yarn(data, tmp_path):
+def test_long_context_phase_changes_rope_and_exports_yarn(data, tmp_path):
     from repro.spec.schema import YarnSpec
 
     first = run(data, tmp_path / "first", config(steps=2))
@@ -477,7 +477,7 @@ def test_snapshots_are_the_model_at_their_step_and_change_nothing(data, tmp_path
     # saving a snapshot reads the weights only: the stage ends exactly as without snapshots
     for f in ("model.safetensors", "optimizer.pt", "data_order.csv"):
         assert (out / "ck" / f).read_bytes() == (plain / "ck" / f).read_bytes(), f
-    # the step-2 snapshot is the model a 2-step stage ends with
+    # the step-2 snapshot is the model a 2-step phase ends with
     assert (out / "snaps" / "s2" / "model.safetensors").read_bytes() == \
         (short / "ck" / "model.safetensors").read_bytes()
     state = json.loads((out / "snaps" / "s4" / "trainer_state.json").read_text())
