@@ -25,7 +25,9 @@ sweep:
         - train-ci-tiny-*.optimizer.lr
       values: [0.001, 0.01]
     warmup:
-      keys: [train-ci-tiny-*.schedule.warmup_steps]
+      # the stable phases only: a warmup of 1 or 2 steps ends inside them, and a train
+      # stage's schedule holds only what reaches its updates (the decay phase has none)
+      keys: [train-ci-tiny-*stable-*.schedule.warmup_steps]
       values: [1, 2]
 """
 
@@ -67,7 +69,7 @@ def test_plan_of_the_tiny_spec(tmp_path):
     # the seed-1 replica's training stages match the pattern too, but the objective (the
     # main run's final evaluation) does not read them
     assert plan.keys["lr"] == (f"{stable}.optimizer.lr", f"{decay}.optimizer.lr")
-    assert plan.keys["warmup"] == (f"{stable}.schedule.warmup_steps", f"{decay}.schedule.warmup_steps")
+    assert plan.keys["warmup"] == (f"{stable}.schedule.warmup_steps",)
     assert plan.objective.stage_id.startswith("evaluate-ci-tiny-decay-")
     assert plan.objective.metrics_file == f"metrics/{plan.objective.stage_id}.json"
     assert plan.objective.goal == "minimize"
@@ -92,7 +94,8 @@ def test_a_stale_params_yaml_is_refused(tmp_path):
 
 def test_bad_patterns_are_all_reported_at_their_lines(tmp_path):
     spec = tiny_workspace(tmp_path, SWEEP.replace("optimizer.lr", "optimizer.lrr")
-                          .replace("train-ci-tiny-*.schedule.warmup", "train-ci-tyni-*.schedule.warmup"))
+                          .replace("train-ci-tiny-*stable-*.schedule.warmup",
+                                   "train-ci-tyni-*stable-*.schedule.warmup"))
     first, second = _issues(spec, tmp_path)
     assert (first.file, first.line, first.field) == (  # named as from the workspace
         "specs/tiny.yaml", _line(spec, "optimizer.lrr"), "sweep.parameters.lr.keys.0")
