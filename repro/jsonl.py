@@ -1,8 +1,8 @@
 """Reading the JSONL files repro writes (split, decontamination, local tasks, eval samples).
 
 One reader for every such file, so that a bad line fails the same way everywhere: a
-`JsonlError` naming the file and the line (1-based, blank lines counted, as an editor shows
-them). Lines are split on `\\n` only, the JSONL rule: our writers (`json.dumps(...,
+`JsonlError` (a ReproError, so `repro stage` renders it like any user error) naming the file
+and the line (1-based, blank lines counted, as an editor shows them). Lines are split on `\\n` only, the JSONL rule: our writers (`json.dumps(...,
 ensure_ascii=False)`) leave U+2028, U+0085 and friends raw inside strings, where
 `str.splitlines()` would cut a document in two. Blank lines are skipped.
 
@@ -24,17 +24,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from repro.errors import ReproError
+
 JSONL_GLOB = "*.jsonl"
 
 
-class JsonlError(ValueError):
-    """A JSONL line that cannot be read: `<path>:<line>: <problem>`. `path`, `line` and
-    `problem` are kept apart, so a caller can name only the file (outputs must not carry
-    absolute paths)."""
+class JsonlError(ReproError, ValueError):
+    """A JSONL line that cannot be read, as data: `file`, `line` and the problem as
+    `message`, kept apart so a caller can name only the file (outputs must not carry
+    absolute paths). Its text is `<path>:<line>: <problem>`, as compilers and editors write a
+    place. A ValueError too: a malformed file is a bad value, and callers catch it as one."""
 
     def __init__(self, path: Path | str, line: int, problem: str):
-        self.path, self.line, self.problem = Path(path), line, problem
-        super().__init__(f"{path}:{line}: {problem}")
+        super().__init__(problem, file=str(path), line=line)
+
+    @property
+    def path(self) -> Path:
+        """The file, as a path."""
+        return Path(self.file or "")
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.message}"
 
 
 @dataclass(frozen=True, slots=True)

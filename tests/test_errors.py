@@ -38,8 +38,6 @@ NOT_USER_FACING = {
                                                 "it keeps its traceback",
     "repro.relaunch.RelaunchError": "a relaunched process failed: each rank renders its own "
                                     "error; this reports the launcher's exit status",
-    "repro.jsonl.JsonlError": "a malformed data file found by the JSONL reader; its callers "
-                              "turn it into their own message (report/samples: a note)",
 }
 
 

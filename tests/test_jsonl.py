@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from repro.errors import ReproError
 from repro.jsonl import JsonlError, folder_files, iter_folder_rows, iter_lines, iter_rows
 
 
@@ -39,7 +40,9 @@ def test_a_bad_line_names_the_file_and_line(tmp_path, content, problem) -> None:
     p.write_bytes(content)
     with pytest.raises(JsonlError, match=rf"bad\.jsonl:3: {problem}") as e:
         list(iter_rows(p))
-    assert (e.value.path, e.value.line) == (p, 3) and isinstance(e.value, ValueError)
+    assert (e.value.path, e.value.file, e.value.line) == (p, str(p), 3)
+    assert e.value.message.startswith(problem)
+    assert isinstance(e.value, ValueError) and isinstance(e.value, ReproError)
 
 
 def test_a_line_error_for_rows_that_do_not_fit(tmp_path) -> None:

@@ -419,20 +419,20 @@ def _check_replaceable(site_dir: Path, reports_dir: Path) -> None:
     """Publishing replaces the whole folder, so only a new or empty one, or a site an earlier
     `repro publish` wrote (it holds MARKER), may go; never a link (its target would go), the
     workspace or a folder holding it, or one holding the reports being published."""
-    fix = "Fix: choose a new or empty folder, e.g. site/"
+    fix = "choose a new or empty folder, e.g. site/"
     if site_dir.is_symlink():
         raise PublishError(f"{site_dir} is a symbolic link; `repro publish` replaces the whole "
-                           f"folder, so it does not follow links (nothing was removed). {fix}")
+                           "folder, so it does not follow links (nothing was removed)", fix=fix)
     here, target = Path.cwd().resolve(), site_dir.resolve()
     if target == here or target in here.parents or target == reports_dir.resolve() \
             or target in reports_dir.resolve().parents:
         raise PublishError(f"{site_dir} holds the workspace or the reports being published; "
-                           "`repro publish` replaces the whole folder (nothing was removed). "
-                           f"{fix}")
+                           "`repro publish` replaces the whole folder (nothing was removed)",
+                           fix=fix)
     if site_dir.exists() and (not site_dir.is_dir() or (any(site_dir.iterdir())
                                                         and not (site_dir / MARKER).is_file())):
         raise PublishError(f"{site_dir} exists and was not written by `repro publish`, which "
-                           f"replaces the whole folder (nothing was removed). {fix}")
+                           "replaces the whole folder (nothing was removed)", fix=fix)
 
 
 def build_site(reports_dir: Path, site_dir: Path) -> Site:

@@ -77,7 +77,7 @@ def read_items(folder: Path) -> tuple[dict[str, dict[str, MetricItems]], list[st
             if not all(isinstance(r, dict) and isinstance(r.get("doc_id"), int) for r in rows):
                 raise ValueError("a row lacks an integer doc_id")
         except JsonlError as e:  # the file's name and line only: reports carry no paths
-            problems.append(f"{path.name}: unreadable (line {e.line}: {e.problem})")
+            problems.append(f"{path.name}: unreadable (line {e.line}: {e.message})")
             continue
         except (OSError, ValueError) as e:
             problems.append(f"{path.name}: unreadable ({e})")

@@ -232,10 +232,15 @@ class TrainConfig(TrainingSettings):
         inside = range(self.step_start + 1, self.step_start + self.steps)
         outside = [s for s in self.snapshot_steps if s not in inside]
         if outside:
-            raise ValueError(f"snapshot_steps {outside} are not inside this stage's steps "
-                             f"{inside.start}..{inside.stop - 1} (its last step is its checkpoint)")
+            raise FieldError(f"snapshot_steps {outside} are not inside this stage's steps "
+                             f"{inside.start}..{inside.stop - 1} (its last step is its checkpoint)",
+                             f"keep only steps {inside.start}..{inside.stop - 1}, or run `repro "
+                             "compile`, which writes them from evaluation.every_tokens",
+                             at=("snapshot_steps",))
         if self.snapshot_steps != sorted(set(self.snapshot_steps)):
-            raise ValueError(f"snapshot_steps {self.snapshot_steps} must be increasing and distinct")
+            raise FieldError(f"snapshot_steps {self.snapshot_steps} must be increasing and "
+                             "distinct", "list each step once, in increasing order",
+                             at=("snapshot_steps",))
         return self
 
 

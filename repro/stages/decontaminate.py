@@ -17,22 +17,15 @@ import shutil
 import tempfile
 from collections import Counter
 from pathlib import Path
-from typing import Iterator
 
 from repro.eval.local_tasks import read_manifest
+from repro.jsonl import iter_rows
 from repro.stages.base import StageIO, atomic_dir, log, write_json
 from repro.stages.configs import DecontaminateConfig
 from repro.stages.kind import ENV, METRICS, StageKind, data
 
 TRAIN_FILE = "train.jsonl"
 REMOVED_FILE = "removed.jsonl"
-
-
-def _read_jsonl(path: Path) -> Iterator[dict]:
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                yield json.loads(line)
 
 
 def _line(row: dict) -> str:
@@ -65,7 +58,7 @@ def run(cfg: DecontaminateConfig, io: StageIO) -> None:
         with atomic_dir(io.output("docs")) as out, \
                 open(out / TRAIN_FILE, "w", encoding="utf-8", newline="\n") as kept, \
                 open(out / REMOVED_FILE, "w", encoding="utf-8", newline="\n") as removed:
-            for row, match in find_contaminated(_read_jsonl(train), index, cfg.decontamination):
+            for row, match in find_contaminated(iter_rows(train), index, cfg.decontamination):
                 docs_in += 1
                 chars_in += len(row["text"])
                 if match is None:

@@ -21,11 +21,13 @@ checks two runs byte for byte, so nothing is forced here.
 
 from __future__ import annotations
 
-import json
+import itertools
 import os
 from pathlib import Path
 from typing import Iterator
 
+from repro.errors import ReproError
+from repro.jsonl import iter_rows
 from repro.stages.base import StageIO, atomic_dir
 from repro.stages.configs import TokenizerConfig
 from repro.stages.kind import ENV, StageKind, data
@@ -35,13 +37,11 @@ BYTE_SYMBOLS = 256
 
 
 def iter_texts(split_dirs: list[Path], max_docs: int | None) -> Iterator[str]:
-    """Texts of each split's train.jsonl, dataset by dataset, at most max_docs each."""
+    """Texts of each split's train.jsonl, dataset by dataset, at most max_docs documents
+    each (blank lines are not documents: repro.jsonl skips them; the split writes none)."""
     for d in split_dirs:
-        with open(Path(d) / "train.jsonl", encoding="utf-8") as f:
-            for i, line in enumerate(f):
-                if max_docs is not None and i >= max_docs:
-                    break
-                yield json.loads(line)["text"]
+        rows = iter_rows(Path(d) / "train.jsonl")
+        yield from (row["text"] for row in itertools.islice(rows, max_docs))
 
 
 def check_special_tokens(special_tokens: list[str], vocab_size: int) -> None:
@@ -106,12 +106,13 @@ def load_pretrained(name_or_path: str, revision: str | None):
                                              local_files_only=offline, trust_remote_code=False)
     except (OSError, ValueError) as e:
         where = "the local folder" if Path(name_or_path).exists() else "the Hugging Face cache"
-        raise RuntimeError(
+        raise ReproError(
             f"cannot load tokenizer {name_or_path!r} (revision {revision}) from {where}"
-            + (" with network access off (HF_HUB_OFFLINE=1)" if offline else "")
-            + f": {e}. Fix: point tokenizer.name_or_path at a local folder holding tokenizer.json, "
-            f"or fetch it once where the hub is reachable (`hf download {name_or_path}`) so it "
-            "is in the HF cache."
+            + (" with network access off (HF_HUB_OFFLINE=1)" if offline else "") + f": {e}",
+            field="tokenizer.name_or_path",
+            fix="point tokenizer.name_or_path at a local folder holding tokenizer.json, or fetch "
+                f"it once where the hub is reachable (`hf download {name_or_path}`) so it is in "
+                "the HF cache",
         ) from e
 
 

@@ -53,11 +53,12 @@ def new_folder(path: Path) -> Path:
     except FileExistsError:
         raise ReproError(
             f"--scratch {path} already exists; `repro verify` removes its scratch folder when "
-            "done, so it only works in a new one (nothing was removed). Fix: pass a path that "
-            "does not exist yet, or leave out --scratch to use a temporary folder") from None
+            "done, so it only works in a new one (nothing was removed)",
+            fix="pass a path that does not exist yet, or leave out --scratch to use a "
+                "temporary folder") from None
     except NotADirectoryError:
         raise ReproError(f"--scratch {path}: a parent of it is a file, not a folder (nothing "
-                         "was removed). Fix: pass a path under a folder") from None
+                         "was removed)", fix="pass a path under a folder") from None
     return top
 
 

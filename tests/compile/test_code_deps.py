@@ -94,8 +94,8 @@ def test_edits_rerun_only_importers():
             assert not (p == "repro/cli.py" or p.startswith(("repro/compile/", "repro/spec/"))), (kind, p)
             assert p.endswith(".py") and (code_deps.ROOT / p).is_file()
     assert [str(p) for p in code_deps.stage_code("tokenizer")] == [
-        "repro/__init__.py", "repro/atomic.py", "repro/jsonio.py", "repro/stages/base.py",
-        "repro/stages/tokenizer.py"]
+        "repro/__init__.py", "repro/atomic.py", "repro/jsonio.py", "repro/jsonl.py",
+        "repro/stages/base.py", "repro/stages/tokenizer.py"]
 
 
 def test_scanner_edges(tmp_path, monkeypatch):

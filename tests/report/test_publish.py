@@ -201,8 +201,8 @@ def test_publish_never_removes_a_link_the_workspace_or_the_reports(stage_reports
                             (ws, stage_reports), (ws, ws / "reports")):
         result = runner.invoke(main, ["publish", str(target), "--reports", str(reports)])
         assert result.exit_code == 2, result.output
-        assert "nothing was removed" in result.output and "Fix: choose a new or empty folder" \
-            in result.output and "Traceback" not in result.output
+        assert "nothing was removed" in result.output and "\n    fix: choose a new or empty " \
+            "folder" in result.output and "Traceback" not in result.output
     assert (earlier / "sentinel.txt").read_text() == "keep me" and (tmp_path / "link").is_symlink()
     assert (ws / "sentinel.txt").read_text() == "keep me" and (ws / "sub").is_dir()
     assert _files(ws / "reports") == _files(stage_reports)

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from repro.errors import ReproError
+from repro.jsonl import JsonlError
 from repro.spec.schema import PretrainedTokenizer, TrainBPETokenizer
 from repro.stages.base import StageIO
 from repro.stages.configs import TokenizerConfig
-from repro.stages.tokenizer import run
+from repro.stages.tokenizer import iter_texts, run
 
 WORDS = "the a cat dog sat on mat ran to house big small red blue and with of in é 東京 def return".split()
 
@@ -96,6 +98,20 @@ def test_max_docs_per_dataset_caps_each_dataset(tmp_path):
     assert (capped / "tokenizer.json").read_bytes() != (full / "tokenizer.json").read_bytes()
 
 
+def test_max_docs_counts_documents_and_a_bad_line_is_located(tmp_path):
+    """Read through repro.jsonl: a blank line is no document (it used to stop the stage),
+    the reading stops at max_docs, so a later line is never parsed, and a bad line before it
+    names its file and line."""
+    (tmp_path / "a").mkdir()
+    rows = [json.dumps({"id": i, "text": f"t{i}"}) for i in range(3)]
+    (tmp_path / "a" / "train.jsonl").write_text(f"{rows[0]}\n\n{rows[1]}\n{rows[2]}\n{{bad\n")
+    assert list(iter_texts([tmp_path / "a"], 2)) == ["t0", "t1"]
+    assert list(iter_texts([tmp_path / "a"], 3)) == ["t0", "t1", "t2"]
+    with pytest.raises(JsonlError, match=r"train\.jsonl:5: not JSON") as e:
+        list(iter_texts([tmp_path / "a"], None))
+    assert e.value.line == 5
+
+
 def test_pretrained_from_local_folder(tmp_path):
     src = train(tmp_path, "src")
     cfg = TokenizerConfig(tokenizer=PretrainedTokenizer(name_or_path=str(src)), datasets=[])
@@ -108,6 +124,8 @@ def test_pretrained_from_local_folder(tmp_path):
 def test_pretrained_hub_name_offline_names_the_fix(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     cfg = TokenizerConfig(tokenizer=PretrainedTokenizer(name_or_path="no-such-org/no-such-tokenizer"), datasets=[])
-    with pytest.raises(RuntimeError, match="hf download no-such-org/no-such-tokenizer"):
+    with pytest.raises(ReproError, match="cannot load tokenizer 'no-such-org/no-such-tokenizer'") as e:
         run(cfg, StageIO("tok", {}, {"tokenizer": tmp_path / "t"}))
+    assert e.value.field == "tokenizer.name_or_path"
+    assert "`hf download no-such-org/no-such-tokenizer`" in e.value.fix
     assert not (tmp_path / "t").exists()

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from repro.spec.base import FieldError
 from repro.spec.schema import AdamWSpec, ModelSpec, TrainBPETokenizer
 from repro.stages import tokenize, tokenizer, train, worker
 from repro.stages.base import StageIO
@@ -489,8 +490,14 @@ def test_snapshots_are_the_model_at_their_step_and_change_nothing(data, tmp_path
 
 
 def test_snapshot_steps_must_lie_inside_the_stage():
-    with pytest.raises(ValueError, match=r"snapshot_steps \[6\] are not inside this stage's steps 1..5"):
+    with pytest.raises(ValueError, match=r"snapshot_steps \[6\] are not inside this stage's steps 1..5") as e:
         config(steps=6, snapshot_steps=[6])
+    err = e.value.errors()[0]["ctx"]["error"]  # the validator's FieldError, as data
+    assert isinstance(err, FieldError) and err.at == ("snapshot_steps",) and "1..5" in err.fix
+    with pytest.raises(ValueError, match="must be increasing and distinct") as e:
+        config(steps=6, snapshot_steps=[3, 3])
+    err = e.value.errors()[0]["ctx"]["error"]
+    assert isinstance(err, FieldError) and err.fix == "list each step once, in increasing order"
 
 
 def test_data_seed_changes_the_data_order_only(data, tmp_path):

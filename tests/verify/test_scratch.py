@@ -29,7 +29,8 @@ def test_existing_scratch_folder_is_refused_and_kept(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(main, ["verify", "s", "--scratch", str(mine)])
     assert result.exit_code == 2, result.output
-    assert "already exists" in result.output and "Fix:" in result.output
+    assert "already exists" in result.output
+    assert "\n    fix: pass a path that does not exist yet" in result.output
     assert "Traceback" not in result.output
     assert (mine / "sentinel.txt").read_text() == "keep me"
     assert sorted(p.name for p in mine.iterdir()) == ["sentinel.txt"]
