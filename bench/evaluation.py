@@ -143,14 +143,14 @@ def same_outputs(a: Path, b: Path) -> bool:
 def config(local_tasks: list[dict], **evaluation) -> EvaluateConfig:
     return EvaluateConfig.model_validate({
         "experiment": "bench", "checkpoint": "decay", "seed": 0,
-        "evaluation": {"local_tasks": local_tasks, "decontamination": None, **evaluation}})
+        "evaluation": {"local_tasks": local_tasks, **evaluation}})
 
 
 def bench_synthetic(root: Path, rounds: int) -> dict:
     from repro.stages.evaluate import CACHE_ROOT_ENV
 
     inputs = build_inputs(root / "inputs")
-    tasks = [t.model_dump() for t in TASKS]
+    tasks = [t.ref().model_dump() for t in TASKS]  # built by build_inputs; the stage names them
     times: dict[str, list[float]] = {"batch_1": [], "batch_auto": [], "cache_cold": [],
                                      "cache_warm": []}
     identical = True

@@ -54,7 +54,8 @@ why. Deliberately short: a file belongs here only if no edit to it can change an
 
 SPEC_RUNTIME_METHODS: dict[str, str] = {
     "MTPSpec.weight_at": "the MTP loss weight per step (repro.train.objective)",
-    "LocalTaskSpec.task_name": "local task names (repro.eval, repro.data.decont)",
+    "LocalTaskRef.task_name": "local task names (repro.eval, repro.data.decont)",
+    "LocalTaskRef.ref": "called outside stages only (compiler)",
     "EvaluationSettings.standard_tasks": "the lm-eval tasks an evaluation runs (stages/evaluate.py)",
     "EvaluationSettings.task_limits": "per-task example limits (stages/evaluate.py)",
     "TrainingSpec.phase_steps": "called outside stages only (compiler, planner, sweeps)",

@@ -601,7 +601,9 @@ def _run(graph: StageGraph, spec: ExperimentSpec, tokenizer: Stage, tokens: dict
     label = run[0]
     # what an evaluation reads of the spec's `evaluation` (not which checkpoints, nor the
     # decontamination of training data): changing those changes no evaluation's identity
-    evaluation = EvaluationSettings(**fields_of(ev, EvaluationSettings))
+    # the local tasks by name only: they arrive built, as the evaltasks stages' outputs
+    evaluation = EvaluationSettings(**{**fields_of(ev, EvaluationSettings),
+                                       "local_tasks": [t.ref() for t in ev.local_tasks]})
     evals = tuple(
         EvaluatedCheckpoint(ckpt, graph.add(Stage(
             "evaluate", f"{_run_prefix(spec, run)}-{ckpt}",

@@ -1196,8 +1196,10 @@ class TrainingSpec(TrainingSettings):
 # ------------------------------------------------------------------------- evaluation
 
 
-class LocalTaskSpec(Model):
-    """An lm-eval task generated from a dataset's held-out documents."""
+class LocalTaskRef(Model):
+    """Which local lm-eval task: its kind and dataset (its name follows). What an evaluate
+    stage reads; the task's size and choices are the evaltasks stage's, whose output the
+    evaluate stage gets as an input (a copy here would rerun it for nothing)."""
 
     kind: Literal["bpb", "cloze", "code_cloze"]
     """`bpb`: bits per byte by rolling loglikelihood; `cloze`: pick the true next sentence
@@ -1205,14 +1207,23 @@ class LocalTaskSpec(Model):
     of a code file among lines of other files (multiple choice)."""
     dataset: Name
     """Dataset whose held-out split the task is built from."""
-    max_docs: Docs = 100
-    """Documents (bpb) or questions (cloze, code_cloze) in the task."""
-    num_choices: Annotated[int, Field(ge=2, le=10)] = 4
-    """Choices per cloze / code_cloze question (ignored for bpb)."""
 
     @property
     def task_name(self) -> str:
         return f"repro_{self.kind}_{self.dataset}".replace("-", "_")
+
+    def ref(self) -> LocalTaskRef:
+        """This task as an evaluate stage names it."""
+        return LocalTaskRef(kind=self.kind, dataset=self.dataset)
+
+
+class LocalTaskSpec(LocalTaskRef):
+    """An lm-eval task generated from a dataset's held-out documents."""
+
+    max_docs: Docs = 100
+    """Documents (bpb) or questions (cloze, code_cloze) in the task."""
+    num_choices: Annotated[int, Field(ge=2, le=10)] = 4
+    """Choices per cloze / code_cloze question (ignored for bpb)."""
 
 
 class DecontaminationSpec(Model):
@@ -1245,8 +1256,9 @@ class EvaluationSettings(Model):
     """Standard lm-eval task names (need their datasets from the hub or a local cache).
     Names only, never paths: lm-eval would load a task YAML from a path, and a YAML's
     `!function` tags import Python code."""
-    local_tasks: list[LocalTaskSpec] = Field(default=[], max_length=MAX_EVAL_TASKS)
-    """Tasks generated from held-out curated documents."""
+    local_tasks: list[LocalTaskRef] = Field(default=[], max_length=MAX_EVAL_TASKS)
+    """Tasks generated from held-out curated documents (an evaluate stage names them; the
+    spec, EvaluationSpec, says how each is built)."""
     num_fewshot: FewShot = 0
     """Few-shot examples per request."""
     limit: Docs | None = None
@@ -1334,6 +1346,9 @@ class EvaluationSpec(EvaluationSettings):
     (EvaluationSettings' fields), which ones, and the decontamination of the training data
     against the evaluation tasks."""
 
+    local_tasks: list[LocalTaskSpec] = Field(default=[], max_length=MAX_EVAL_TASKS)
+    """Tasks generated from held-out curated documents: which, how many documents or
+    questions, how many choices (built by the evaltasks stage)."""
     checkpoints: Literal["final", "every_stage"] = "final"
     """Evaluate only the final checkpoint, or the end of every training phase (`every_stage`:
     the spec's word for a phase)."""

@@ -93,7 +93,8 @@ def _run(cfg: EvaluateConfig, io: StageIO) -> None:
     checkpoint = io.input("checkpoint")
     ev = cfg.evaluation
     task_dirs = io.inputs_with_prefix("task")
-    expected = sorted(t.task_name for t in ev.local_tasks)
+    asked = lm_eval_request(cfg)
+    expected = asked["local_tasks"]
     if sorted(task_dirs) != expected:
         raise ValueError(f"local task inputs {sorted(task_dirs)} do not match "
                          f"evaluation.local_tasks {expected}; rerun `repro compile`")
@@ -111,8 +112,7 @@ def _run(cfg: EvaluateConfig, io: StageIO) -> None:
     for name, (manifest, task_dir) in local.items():
         check_choices_fit(task_dir, manifest, tokenizer, max_length)
 
-    standard = ev.standard_tasks
-    task_limits = ev.task_limits()
+    standard, task_limits = asked["standard_tasks"], asked["task_limits"]
     # What shapes a response besides the checkpoint and the request text (the cache key).
     model_settings = {"backend": ev.backend, "device": device, "dtype": dtype,
                       "batch_size": ev.batch_size, "max_length": max_length,
@@ -122,12 +122,13 @@ def _run(cfg: EvaluateConfig, io: StageIO) -> None:
     with tempfile.TemporaryDirectory(prefix="repro-lm-eval-") as tmp:
         workdir = Path(tmp)
         evaluated = run_lm_eval(
-            checkpoint, local, standard, num_fewshot=ev.num_fewshot, limit=ev.limit,
-            batch_size=ev.batch_size, seed=cfg.seed, device=device, workdir=workdir,
-            max_length=max_length, task_limits=task_limits, cache=cache, backend=ev.backend,
-            tensor_parallel_size=ev.tensor_parallel_size,
-            gpu_memory_utilization=ev.gpu_memory_utilization, on_task_error=ev.on_task_error,
-            dtype=dtype)
+            checkpoint, local, standard, num_fewshot=asked["num_fewshot"],
+            limit=asked["limit"], batch_size=asked["batch_size"], seed=asked["seed"],
+            device=device, workdir=workdir, max_length=max_length, task_limits=task_limits,
+            cache=cache, backend=asked["backend"],
+            tensor_parallel_size=asked["tensor_parallel_size"],
+            gpu_memory_utilization=asked["gpu_memory_utilization"],
+            on_task_error=asked["on_task_error"], dtype=dtype)
         placeholders = {str(Path(checkpoint).resolve()): "<checkpoint>",
                         str(workdir.resolve()): "<tasks>", str(workdir): "<tasks>"}
     raw = evaluated.raw
@@ -165,6 +166,30 @@ def _run(cfg: EvaluateConfig, io: StageIO) -> None:
     write_json(io.output("metrics"), metrics)
 
 
+def lm_eval_request(cfg: EvaluateConfig) -> dict[str, Any]:
+    """The lm-eval run an evaluate stage asks for, from its settings alone (the checkpoint
+    adds its training sequence length, the machine its device and the dtype `auto` resolves
+    to): the tasks (presets expanded), their limits, few-shot, batching, seeds, backend."""
+    ev = cfg.evaluation
+    return {
+        "local_tasks": sorted(t.task_name for t in ev.local_tasks),
+        "standard_tasks": ev.standard_tasks, "task_limits": ev.task_limits(),
+        "num_fewshot": ev.num_fewshot, "limit": ev.limit, "batch_size": ev.batch_size,
+        "seed": cfg.seed, "dtype": ev.dtype, "backend": ev.backend,
+        "num_processes": ev.num_processes, "tensor_parallel_size": ev.tensor_parallel_size,
+        "gpu_memory_utilization": ev.gpu_memory_utilization,
+        "on_task_error": ev.on_task_error,
+    }
+
+
+def effects(cfg: EvaluateConfig) -> dict[str, Any]:
+    """What an evaluate stage does with its settings (StageKind.effects): the lm-eval run it
+    asks for, and the labels its results carry."""
+    return {"lm_eval": lm_eval_request(cfg),
+            "presets": list(cfg.evaluation.presets),  # recorded in results.json
+            "labels": (cfg.experiment, cfg.checkpoint)}
+
+
 KIND = StageKind(
     config=EvaluateConfig,
     outputs={"results": data("results/eval"), "metrics": METRICS, "env": ENV},
@@ -172,4 +197,5 @@ KIND = StageKind(
     # a response cache only saves time: a checkpoint's scores are the same with it or
     # without it (the cache is keyed by the checkpoint's sha256 and the model settings)
     execution_only=frozenset({"evaluation.cache_requests"}),
+    effects=effects,
 )

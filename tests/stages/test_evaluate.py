@@ -90,7 +90,7 @@ def response_cache_root(tmp_path, monkeypatch) -> Path:
 def config(**evaluation) -> EvaluateConfig:
     return EvaluateConfig.model_validate({
         "experiment": "exp", "checkpoint": "decay", "seed": 0,
-        "evaluation": {"local_tasks": [t.model_dump() for t in TASKS], "batch_size": 4,
+        "evaluation": {"local_tasks": [t.ref().model_dump() for t in TASKS], "batch_size": 4,
                        **evaluation}})
 
 
@@ -222,7 +222,7 @@ def test_code_cloze_task_runs(inputs, tmp_path):
     (folder / MANIFEST_FILE).write_text(dumps_json(manifest))
     cfg = EvaluateConfig.model_validate({
         "experiment": "exp", "checkpoint": "decay", "seed": 0,
-        "evaluation": {"local_tasks": [spec.model_dump()], "batch_size": 4}})
+        "evaluation": {"local_tasks": [spec.ref().model_dump()], "batch_size": 4}})
     out = run({"checkpoint": inputs["checkpoint"], f"task:{spec.task_name}": folder},
               tmp_path / "out", cfg)
     results = json.loads((out / "results/results.json").read_text())
