@@ -38,7 +38,6 @@ def kind(name: str) -> StageKind:
     declared = getattr(importlib.import_module(f"{__name__}.{name}"), "KIND", None)
     if not isinstance(declared, StageKind):
         raise _unknown(name)
-    object.__setattr__(declared, "name", name)
     return declared
 
 

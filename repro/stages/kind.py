@@ -11,7 +11,7 @@ such as reports/<report>).
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
@@ -108,8 +108,6 @@ class StageKind:
     config, optimizer groups and LR at every step, ...), as comparable values: the test of
     live settings (tests/compile/test_params_live.py) checks that changing any key outside
     `execution_only` changes them. Built by the same functions `run` uses."""
-    name: str = field(default="", compare=False)
-    """The kind's name (its module's), filled in by the registry."""
 
     def __post_init__(self) -> None:
         for dotted in self.execution_only:  # a typo would silently put it back in the identity
