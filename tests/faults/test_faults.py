@@ -145,7 +145,13 @@ class Workspace:
     def kill_during(self, stage: str, ready: Callable[[], bool], what: str,
                     timeout_s: float = 600) -> dict[int, tuple[int, str]]:
         """Start `dvc repro <stage>` in its own process group, wait until `ready()`, then
-        SIGKILL the whole group; returns the group's processes at that moment."""
+        SIGKILL the whole group; returns the group's processes at that moment.
+
+        The group is frozen (SIGSTOP) the moment `ready()` holds, and listed and killed
+        frozen: a writer cannot go on between what the test saw and the kill. Listing the
+        group first (a /proc walk, tens of ms on a busy machine) let the curate stage go on
+        writing: the kill then found a shard still under its `.jsonl.tmp` name, or the
+        output already renamed into place (issue 19)."""
         log = self.tmp / f"{stage}.log"
         with open(log, "w") as out:
             proc = subprocess.Popen(["dvc", "repro", stage], cwd=self.root, env=self.env,
@@ -156,7 +162,8 @@ class Workspace:
                 assert proc.poll() is None, f"{stage} ended before {what}:\n{log.read_text()[-4000:]}"
                 assert time.monotonic() < deadline, f"no {what} after {timeout_s} s"
                 time.sleep(POLL_S)
-            group = _group(proc.pid)
+            os.killpg(proc.pid, signal.SIGSTOP)
+            group = _group(proc.pid)  # stopped processes (state T) are listed as live
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -278,7 +285,13 @@ def test_sigkill_during_curation_then_repro_is_identical(ws: Workspace):
     [docs] = [p for p in ws.outputs(curate) if p.parent.name == "curated"]
 
     def partial_output() -> bool:
-        return any(f.is_file() for t in docs.parent.glob(f".{docs.name}.tmp-*") for f in t.rglob("*"))
+        # a whole shard renamed into the temporary (Canonicalize writes `<n>.jsonl.tmp`
+        # first): some output is complete, the rest is not
+        try:
+            return any(f.is_file() for t in docs.parent.glob(f".{docs.name}.tmp-*")
+                       for f in t.rglob("*.jsonl"))
+        except FileNotFoundError:  # the temporary was renamed into place while walked
+            return False
 
     group = ws.kill_during(curate, partial_output, "partial curated files")
     # DVC, the stage and the workers of datatrove's process pool (children of its
