@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install quickstart test test-fast compile bench-curation bench-training bench-evaluation calibrate-language debian-corpus gpu-check gpu-wheels
+.PHONY: install quickstart test test-deps test-fast compile bench-curation bench-training bench-evaluation calibrate-language debian-corpus gpu-check gpu-wheels
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -24,14 +24,23 @@ quickstart: install
 compile: install
 	$(BIN)/repro compile
 
-# The browser test needs headless Chromium: installed from the distribution's packages when
-# missing (a no-op when present; a note, and the test skips, where it cannot be installed).
-test: install
+# What the tests need beyond the venv, from the distribution's packages when missing (a
+# no-op when present; a note, and the tests that need it skip, where it cannot be installed):
+# headless Chromium for the browser test, tesseract for the OCR tests. CI (.ci/run) runs this.
+test-deps:
 	scripts/install-test-browser.sh
-	$(BIN)/python -m pytest -q
+	scripts/install-test-ocr.sh
+
+# One pytest worker per CPU (pytest-xdist); `--dist loadgroup` keeps the tests of one
+# xdist_group (those sharing a DVC workspace, in order) on one worker. TEST_WORKERS=0: serial.
+TEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
+PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+
+test: install test-deps
+	$(PYTEST)
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 # Benchmarks and calibrations (run by hand; see bench/README.md).
 bench-curation: install
