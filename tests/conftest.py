@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
+import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -127,3 +131,85 @@ def _make_workspace(root: Path, specs: str = "specs/ci") -> Path:
 def make_workspace():
     """`make_workspace(root, specs="specs/ci") -> root`: see `_make_workspace`."""
     return _make_workspace
+
+
+# ------------------------------------- the tiny pipeline, built once per test run (issue 19)
+
+
+@dataclass(frozen=True)
+class BuiltWorkspace:
+    """A workspace compiled from specs/ci and built by `dvc repro`, its outputs committed to
+    git and DVC's cache (`dvc exp run` needs the committed run). Shared by every test of the
+    run and never changed by one: a test works on its own `copy`."""
+
+    root: Path
+    repro_stdout: str
+    """What the building `dvc repro` printed (the stages it ran)."""
+
+    def copy(self, dest: Path) -> Path:
+        """A private copy at `dest` (a few MB: cheap), without DVC's state folder .dvc/tmp
+        (locks, and hashes keyed by inode, which a copy does not keep): DVC re-hashes the
+        copied files on first use, as in a fresh clone with a filled cache."""
+        shutil.copytree(self.root, dest, symlinks=True,
+                        ignore=lambda d, names: ["tmp"] if Path(d).name == ".dvc" else [])
+        return dest
+
+
+def _build_tiny_workspace(shared: Path) -> BuiltWorkspace:
+    """Build the tiny workspace under `shared` unless a process of this run already did.
+
+    pytest-xdist workers are separate processes sharing the run's base temporary folder; an
+    exclusive lock on a file there makes the first one build while the others wait, and a
+    marker file tells them it is done (or that it failed: they fail at once, with its log,
+    rather than build again)."""
+    root, log = shared / "tiny-workspace", shared / "tiny-workspace.repro.log"
+    done, failed = shared / "tiny-workspace.done", shared / "tiny-workspace.failed"
+    with open(shared / "tiny-workspace.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the holder dies
+        if failed.exists():
+            pytest.fail(f"building the tiny workspace failed:\n{failed.read_text()}")
+        if not done.exists():
+            shutil.rmtree(root, ignore_errors=True)  # a worker killed while building it
+            root.mkdir(parents=True)
+            try:
+                _make_workspace(root)
+                proc = subprocess.run(["dvc", "repro"], cwd=root, env=tool_env(), text=True,
+                                      capture_output=True, timeout=1800)
+                assert proc.returncode == 0, f"dvc repro failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+                for args in (["git", "add", "-A"],
+                             ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "run"]):
+                    subprocess.run(args, cwd=root, check=True, capture_output=True)
+            except BaseException as e:
+                failed.write_text(str(e))
+                raise
+            log.write_text(proc.stdout)
+            done.touch()
+    return BuiltWorkspace(root, log.read_text())
+
+
+@pytest.fixture(scope="session")
+def tiny_workspace(tmp_path_factory) -> BuiltWorkspace:
+    """The tiny pipeline (specs/ci) built once per run, for every process of it: under
+    pytest-xdist each worker has its own base temporary folder, all inside the run's."""
+    base = tmp_path_factory.getbasetemp()
+    return _build_tiny_workspace(base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base)
+
+
+# ------------------------------------------------------ pytest-xdist: who runs with whom
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
+def pytest_collection_modifyitems(config, items) -> None:
+    """Under pytest-xdist (`make test`: --dist loadgroup), the tests of a module that share a
+    module-scoped fixture run on one worker, in file order: the fixture is made once, and
+    tests that build on each other's state (one DVC workspace, changed test after test, as
+    in test_e2e.py and faults/test_faults.py) see it as when run alone. An explicit
+    `xdist_group` mark wins."""
+    for item in items:
+        if item.get_closest_marker("xdist_group"):
+            continue
+        fixtures = getattr(item, "_fixtureinfo", None)
+        scopes = {d.scope for defs in (fixtures.name2fixturedefs.values() if fixtures else ())
+                  for d in defs}
+        if "module" in scopes:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))

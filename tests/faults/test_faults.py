@@ -1,12 +1,14 @@
 """Faults (issue 6, item 4): stages killed or starved of disk mid-run, then `dvc repro` again.
 
-One scratch workspace compiled from specs/ci (tests/conftest.py `make_workspace`) serves the
-module. The end-to-end tests run in file order and each interrupts the *first* run of its
-stage, so that DVC has nothing cached for it (its run cache would otherwise restore the
-outputs instead of running the stage). Each then checks what the workspace and DVC hold
-after the fault (no declared output, no dvc.lock entry, no new cache object), that a plain
-`dvc repro` completes, and that it gives the bytes of an uninterrupted run: a forced
-`dvc repro -f -s <stage>` afterwards (force skips the run cache, so the stage really runs).
+The module works on its own copy of the tiny pipeline's workspace, built once per test run
+(tests/conftest.py `tiny_workspace`). Each end-to-end test first returns its stage to never
+having run (`Workspace.forget`: outputs, dvc.lock entry, the cache objects only it made and
+DVC's run cache, which would otherwise restore the outputs instead of running the stage),
+so that the run it interrupts is the stage's *first*, with every input already built. Each
+then checks what the workspace and DVC hold after the fault (no declared output, no
+dvc.lock entry, no new cache object), that a plain `dvc repro` completes, and that it gives
+the bytes of an uninterrupted run: a forced `dvc repro -f -s <stage>` afterwards (force
+skips the run cache, so the stage really runs).
 
 Processes are killed as a whole process group (DVC, the stage and its workers), as a
 preempted job or the OOM killer of a container would, at a moment observed from outside:
@@ -19,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -138,6 +141,36 @@ class Workspace:
         assert f"Running stage '{stage}'" in proc.stdout, proc.stdout[-4000:]
         return proc
 
+    def _objects(self, entry: dict) -> set[Path]:
+        """The files in DVC's cache holding the outputs of a dvc.lock entry (a folder's
+        `.dir` listing and the objects it lists)."""
+        found = set()
+        for out in entry.get("outs", []):
+            md5 = out.get("md5")
+            if not md5:
+                continue
+            obj = self.root / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+            found.add(obj)
+            if md5.endswith(".dir") and obj.exists():
+                found |= {self.root / ".dvc" / "cache" / "files" / "md5" / f["md5"][:2] / f["md5"][2:]
+                          for f in json.loads(obj.read_text())}
+        return found
+
+    def forget(self, stage: str) -> None:
+        """Return `stage` to never having run: its outputs, its dvc.lock entry, the cache
+        objects no other stage's outputs hold and DVC's run cache (which would restore the
+        stage's outputs instead of running it) are removed. The stages it reads stay built."""
+        lock = yaml.safe_load((self.root / "dvc.lock").read_text())
+        entry = lock["stages"].pop(stage)
+        for path in self.outputs(stage):
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        kept = set().union(*(self._objects(e) for e in lock["stages"].values()))
+        for obj in self._objects(entry) - kept:
+            obj.unlink(missing_ok=True)
+        shutil.rmtree(self.root / ".dvc" / "cache" / "runs", ignore_errors=True)
+        (self.root / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
+        assert self.lock_entry(stage) is None and stage in self.stale()
+
     def build_inputs(self, stage: str) -> None:
         """Run everything `stage` needs, but not `stage`."""
         self.dvc("repro", *self.producers(stage))
@@ -186,8 +219,8 @@ class Workspace:
 
 
 @pytest.fixture(scope="module")
-def ws(tmp_path_factory, make_workspace) -> Workspace:
-    w = Workspace(make_workspace(tmp_path_factory.mktemp("faults-repo")),
+def ws(tmp_path_factory, tiny_workspace) -> Workspace:
+    w = Workspace(tiny_workspace.copy(tmp_path_factory.mktemp("faults-repo") / "ws"),
                   tmp_path_factory.mktemp("faults-tmp"), tmp_path_factory.mktemp("faults-lm-eval-cache"))
     root = w.root
     # an in-stage checkpoint after every update of the first training stage, so the
@@ -277,7 +310,7 @@ def test_sigkill_during_curation_then_repro_is_identical(ws: Workspace):
     """curate-pdf (2 datatrove tasks on 2 worker processes) is killed, with DVC and all its
     workers, once its temporary output holds files; the rerun matches an uninterrupted run."""
     curate = ws.stage("curate-pdf-")
-    assert ws.lock_entry(curate) is None, "the first run of the stage must be the one killed"
+    ws.forget(curate)  # the run killed below is the stage's first
     params = yaml.safe_load((ws.root / "params.yaml").read_text())[curate]
     assert params["executor"]["tasks"] >= 2 and params["executor"]["workers"] >= 2
     ws.build_inputs(curate)
@@ -325,7 +358,7 @@ def test_full_disk_fails_cleanly_and_dvc_caches_nothing(ws: Workspace, tmp_path:
     outputs; under `dvc repro` (the limit on the stage's shell only), DVC records and caches
     nothing for it; without the limit the rerun completes as an uninterrupted run."""
     tokenize = ws.stage("tokenize-web-")
-    assert ws.lock_entry(tokenize) is None
+    ws.forget(tokenize)
     ws.build_inputs(tokenize)
     [tokens] = [p for p in ws.outputs(tokenize) if p.parent.name == "tokens"]
     cmd = ws.stages()[tokenize]["cmd"]
@@ -378,7 +411,7 @@ def test_sigkill_during_training_resumes_bitwise_through_dvc(ws: Workspace):
     and checks more files; this goes through DVC: nothing partial recorded, the staged
     snapshot survives DVC deleting the failed stage's outputs.)"""
     train = ws.stage("train-ci-tiny-stable-")
-    assert ws.lock_entry(train) is None
+    ws.forget(train)
     ws.build_inputs(train)
     cache_before = ws.cache()
     state = ws.root / ".repro" / "resume" / train / "state.pt"
@@ -423,7 +456,7 @@ def test_sigkill_during_evaluation_then_repro_is_identical(ws: Workspace, tmp_pa
     results equal those of an uninterrupted run with a cold cache."""
     evaluate = next(s for s in ws.stages() if s.startswith("evaluate-ci-tiny-stable-")
                     and "step" not in s)
-    assert ws.lock_entry(evaluate) is None
+    ws.forget(evaluate)
     ws.build_inputs(evaluate)
     cache_before = ws.cache()
 
