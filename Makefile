@@ -16,10 +16,18 @@ $(STAMP): requirements.lock pyproject.toml
 
 install: $(STAMP)
 
-# Fresh machine: venv + pinned deps, check the generated pipeline is current, rebuild everything.
+# Fresh machine: venv + pinned deps, check the generated pipeline is current, fetch what a
+# shared DVC cache already holds (only when a default remote is configured: README "Sharing
+# the DVC cache"; an object missing there, or a remote out of reach, is built here instead),
+# rebuild what is left, then a first screen: the report, its headline, what to try next.
 quickstart: install
 	$(BIN)/repro compile --check
+	@if $(BIN)/dvc remote default >/dev/null 2>&1; then \
+	  echo "dvc pull --allow-missing dvc.yaml  (default remote: $$($(BIN)/dvc remote default))"; \
+	  $(BIN)/dvc pull --allow-missing dvc.yaml || echo "note: dvc pull failed; building locally instead"; \
+	fi
 	$(BIN)/dvc repro
+	@$(BIN)/repro summary
 
 compile: install
 	$(BIN)/repro compile
