@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install quickstart test test-fast compile bench-curation bench-training bench-evaluation calibrate-language debian-corpus gpu-check gpu-wheels
+.PHONY: install quickstart test test-fast compile bench-curation bench-training bench-evaluation bench-stages calibrate-language debian-corpus gpu-check gpu-wheels
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -50,6 +50,9 @@ bench-training: install
 
 bench-evaluation: install
 	$(BIN)/python -m bench.evaluation
+
+bench-stages: install
+	$(BIN)/python -m bench.stage_overhead
 
 calibrate-language: install
 	$(BIN)/python bench/calibrate_language.py --write-spec
