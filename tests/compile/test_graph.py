@@ -66,11 +66,15 @@ def test_shared_data_stages_appear_once():
     assert len(written) == 7 and len(QUICKSTART) == 8
     ladder_runs = 3 * 3 + 3
     assert kinds.count("ledger") == len(written) + ladder_runs
-    # two stages per run; qs-nope and qs-rope have a second run (a seed-1 replica); three
-    # evaluated checkpoints per run (a snapshot after 40 steps and both stage ends)
+    # two stages per run; qs-nope and qs-rope have a second run (a seed-1 replica); one
+    # evaluate stage per run, scoring three checkpoints (a snapshot after 40 steps and both
+    # stage ends; qs-lr and the ladder runs their final one only)
     runs = len(written) - 1 + 2
     assert kinds.count("train") == 2 * runs + 2 + ladder_runs
-    assert kinds.count("evaluate") == 3 * runs + 1 + ladder_runs
+    assert kinds.count("evaluate") == runs + 1 + ladder_runs
+    evaluated = [s.config.checkpoints for s in graph.stages.values() if s.kind == "evaluate"]
+    assert sum(map(len, evaluated)) == 3 * runs + 1 + ladder_runs
+    assert ["stable-step40", "stable", "decay"] in evaluated and ["decay"] in evaluated
     assert kinds.count("report") == 1 and kinds.count("fit") == 1
 
 
@@ -132,10 +136,9 @@ def test_same_settings_same_stages(tmp_path):
 def test_eval_change_touches_only_evaluate_and_report(tmp_path):
     base = _graph()
     new = _variant_graph(tmp_path, "evaluation: {num_fewshot: 1}\n")
-    # every evaluated checkpoint of both runs (main and the seed1 replica); no training
-    assert _kinds_labels(new, _changed(base, new)) == sorted([
-        ("evaluate", f"qs-rope{run}-{ckpt}") for run in ("", "-seed1")
-        for ckpt in ("decay", "stable", "stable-step40")] + [("report", "quickstart")])
+    # the evaluation of both runs (main and the seed1 replica); no training
+    assert _kinds_labels(new, _changed(base, new)) == [
+        ("evaluate", "qs-rope"), ("evaluate", "qs-rope-seed1"), ("report", "quickstart")]
 
 
 def test_a_setting_no_evaluation_reads_leaves_every_evaluation_alone(tmp_path):
@@ -173,7 +176,8 @@ training:
     changed = _kinds_labels(new, _changed(base, new))
     assert ("train", "qs-rope-stable") not in changed
     # The ledger sees the new budget; the stable stage waits for it without depending on it.
-    assert changed == [("evaluate", "qs-rope-decay"), ("evaluate", "qs-rope-seed1-decay"),
+    # (each run's evaluate stage reruns; its result cache scores only the new checkpoint)
+    assert changed == [("evaluate", "qs-rope"), ("evaluate", "qs-rope-seed1"),
                        ("ledger", "qs-rope"), ("report", "quickstart"),
                        ("train", "qs-rope-decay"), ("train", "qs-rope-seed1-decay")]
 
@@ -403,8 +407,7 @@ def test_replicas_add_runs_and_leave_the_main_run_untouched(tmp_path):
     changed = _kinds_labels(new, _changed(base, new))
     # the new run (train + evaluate), and a report that now reads it; nothing else
     assert changed == [
-        ("evaluate", "qs-rope-seed2-data7-decay"), ("evaluate", "qs-rope-seed2-data7-stable"),
-        ("evaluate", "qs-rope-seed2-data7-stable-step40"), ("report", "quickstart"),
+        ("evaluate", "qs-rope-seed2-data7"), ("report", "quickstart"),
         ("train", "qs-rope-seed2-data7-decay"), ("train", "qs-rope-seed2-data7-stable")]
     trains = {s.label: s.config for s in _of_kind(new, "train")}
     assert (trains["qs-rope-seed1-stable"].seed, trains["qs-rope-seed1-stable"].data_seed) == (1, None)
@@ -435,13 +438,23 @@ def test_every_tokens_adds_snapshots_and_their_evaluations(tmp_path):
     assert trains["decay"].config.snapshot_steps == [90]
     outs = trains["stable"].outputs()
     assert outs["snapshot:30"] == PurePosixPath(f"artifacts/snapshots/{trains['stable'].id}/step-0000030")
-    evals = {s.config.checkpoint: s for s in _of_kind(new, "evaluate")
-             if s.label.startswith("qs-rope-") and not s.label.startswith("qs-rope-seed1")}
-    assert sorted(evals) == ["decay", "decay-step90", "stable", "stable-step30", "stable-step60"]
-    assert dict(evals["stable-step60"].inputs)["checkpoint"] == OutputRef(trains["stable"].id, "snapshot:60")
+    [evaluate] = [s for s in _of_kind(new, "evaluate") if s.label == "qs-rope"]
+    # one stage scores the run's checkpoints in training order; the last is the final one
+    assert evaluate.config.checkpoints == ["stable-step30", "stable-step60", "stable",
+                                           "decay-step90", "decay"]
+    inputs = dict(evaluate.inputs)
+    assert inputs["checkpoint:stable-step60"] == OutputRef(trains["stable"].id, "snapshot:60")
+    assert inputs["checkpoint:decay"] == OutputRef(trains["decay"].id, "checkpoint")
+    outs = evaluate.outputs()
+    assert outs["results:stable-step30"] == PurePosixPath(f"results/eval/{evaluate.id}/stable-step30")
+    assert outs["metrics:decay"] == PurePosixPath(f"metrics/{evaluate.id}/decay.json")
+    assert set(outs) == {"env"} | {f"{k}:{c}" for k in ("results", "metrics")
+                                   for c in evaluate.config.checkpoints}
     [report] = _of_kind(new, "report")
     keys = {k for k, _ in report.inputs}
     assert {"eval:qs-rope:seed0:stable-step30", "eval:qs-rope:seed0:stable"} <= keys
+    assert dict(report.inputs)["eval:qs-rope:seed0:stable-step30"] == \
+        OutputRef(evaluate.id, "metrics:stable-step30")
     # per-item samples only of the final checkpoint (the one compared)
     assert sorted(k for k in keys if k.startswith("results:qs-rope:")) == [
         "results:qs-rope:seed0:decay", "results:qs-rope:seed1:decay"]

@@ -80,8 +80,10 @@ def test_fit_stage_reads_every_final_evaluation_and_counts_n():
     assert len([r for r in cfg.runs if r.recipe is None]) == 9 and len(cfg.runs) == 15
     evaluations = {s.id: s for s in graph.stages.values() if s.kind == "evaluate"}
     for key, ref in fit.inputs:
-        assert key.startswith("eval:") and ref.key == "metrics"
-        assert evaluations[ref.stage_id].config.experiment == key.split(":")[1]
+        evaluate = evaluations[ref.stage_id]
+        # the final checkpoint's metrics of the run's evaluate stage
+        assert key.startswith("eval:") and ref.key == f"metrics:{evaluate.config.checkpoints[-1]}"
+        assert evaluate.config.experiment == key.split(":")[1]
     assert len(fit.inputs) == 12  # 9 fit runs + 3 code-heavy runs; base reuses the fit's
     # the reference specs' N and D, counted like the ladder's
     smol = next(t for t in cfg.predict if t.name == "reference/smollm3-3b.yaml")

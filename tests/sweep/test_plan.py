@@ -3,6 +3,7 @@ found before anything is queued, located in the spec file."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -70,8 +71,8 @@ def test_plan_of_the_tiny_spec(tmp_path):
     # main run's final evaluation) does not read them
     assert plan.keys["lr"] == (f"{stable}.optimizer.lr", f"{decay}.optimizer.lr")
     assert plan.keys["warmup"] == (f"{stable}.schedule.warmup_steps",)
-    assert plan.objective.stage_id.startswith("evaluate-ci-tiny-decay-")
-    assert plan.objective.metrics_file == f"metrics/{plan.objective.stage_id}.json"
+    assert re.fullmatch(r"evaluate-ci-tiny-[0-9a-f]{8}", plan.objective.stage_id)
+    assert plan.objective.metrics_file == f"metrics/{plan.objective.stage_id}/decay.json"
     assert plan.objective.goal == "minimize"
     assert plan.baseline_point == {"lr": 0.003, "warmup": 2}
     # uncached outputs of the stages trials skip (data, tokenizer, ledger...), not of those
@@ -134,4 +135,5 @@ def test_the_shipped_qs_lr_spec_plans_its_grid(tmp_path):
     assert len(plan.keys["lr"]) == 2 and len(plan.keys["weight_decay"]) == 2
     assert all(k.endswith(".optimizer.lr") for k in plan.keys["lr"])
     assert all(k.startswith("train-qs-lr-") for ks in plan.keys.values() for k in ks)
-    assert plan.objective.stage_id.startswith("evaluate-qs-lr-decay-")
+    assert re.fullmatch(r"evaluate-qs-lr-[0-9a-f]{8}", plan.objective.stage_id)  # the main run's
+    assert plan.objective.metrics_file == f"metrics/{plan.objective.stage_id}/decay.json"
