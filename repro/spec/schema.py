@@ -1360,7 +1360,9 @@ class EvaluationSpec(EvaluationSettings):
     """Also evaluate snapshots taken every this many training tokens (a multiple of
     `training.batch_tokens`), and the end of every training phase, for score-vs-tokens curves
     (FineWeb chose its early-signal tasks by how they move with tokens, FACTS 4.3-4.4). Each
-    snapshot is its own evaluate stage, cached by DVC. None: see `checkpoints`."""
+    snapshot is an output of its training stage and is scored by the run's evaluate stage,
+    its result cached on its own (a snapshot added scores only that one). None: see
+    `checkpoints`."""
 
 
 # ----------------------------------------------------------------------------- report

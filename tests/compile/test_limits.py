@@ -31,7 +31,11 @@ def test_the_estimate_bounds_the_graph_it_describes():
     size = sum(e.total_size for e in expansions)
     real_size = sum(_values(s.config.model_dump(mode="json")) + len(s.inputs)
                     for s in graph.stages.values())
-    assert len(graph.stages) <= stages <= 3 * len(graph.stages)
+    # an upper bound, not a wild one: most of the excess is the data stages the quickstart
+    # specs share (one set of about 23), counted once per spec, and it grew relative to the
+    # graph as each run became fewer stages (one evaluate stage per run: 76 stages, 243
+    # counted)
+    assert len(graph.stages) <= stages <= 4 * len(graph.stages)
     assert real_size <= size
 
 
