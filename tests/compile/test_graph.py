@@ -66,11 +66,11 @@ def test_shared_data_stages_appear_once():
     assert len(written) == 7 and len(QUICKSTART) == 8
     ladder_runs = 3 * 3 + 3
     assert kinds.count("ledger") == len(written) + ladder_runs
-    # two stages per run; qs-nope and qs-rope have a second run (a seed-1 replica); three
-    # evaluated checkpoints per run (a snapshot after 40 steps and both stage ends)
+    # two stages per run; qs-nope and qs-rope have a second run (a seed-1 replica); four
+    # evaluated checkpoints per run (snapshots after 16 and 32 steps and both stage ends)
     runs = len(written) - 1 + 2
     assert kinds.count("train") == 2 * runs + 2 + ladder_runs
-    assert kinds.count("evaluate") == 3 * runs + 1 + ladder_runs
+    assert kinds.count("evaluate") == 4 * runs + 1 + ladder_runs
     assert kinds.count("report") == 1 and kinds.count("fit") == 1
 
 
