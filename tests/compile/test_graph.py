@@ -68,14 +68,15 @@ def test_shared_data_stages_appear_once():
     ladder_runs = 3 * 3 + 3
     assert "ledger" not in kinds
     # two stages per run; qs-nope and qs-rope have a second run (a seed-1 replica); one
-    # evaluate stage per run, scoring three checkpoints (a snapshot after 40 steps and both
-    # stage ends; qs-lr and the ladder runs their final one only)
+    # evaluate stage per run, scoring four checkpoints (snapshots after 16 and 32 steps and
+    # both stage ends; qs-lr and the ladder runs their final one only)
     runs = len(written) - 1 + 2
     assert kinds.count("train") == 2 * runs + 2 + ladder_runs
     assert kinds.count("evaluate") == runs + 1 + ladder_runs
     evaluated = [s.config.checkpoints for s in graph.stages.values() if s.kind == "evaluate"]
-    assert sum(map(len, evaluated)) == 3 * runs + 1 + ladder_runs
-    assert ["stable-step40", "stable", "decay"] in evaluated and ["decay"] in evaluated
+    assert sum(map(len, evaluated)) == 4 * runs + 1 + ladder_runs
+    assert ["stable-step16", "stable-step32", "stable", "decay"] in evaluated
+    assert ["decay"] in evaluated
     assert kinds.count("report") == 1 and kinds.count("fit") == 1
 
 
@@ -170,14 +171,15 @@ def test_decay_stage_change_keeps_stable_stage(tmp_path):
     new = _variant_graph(tmp_path, """
 training:
   stages:
-    - {name: stable, tokens: 655360, mixture: {web: 0.6, pdf: 0.05, code: 0.35}}
-    - {name: decay, tokens: 327680, mixture: {web: 0.4, pdf: 0.1, code: 0.5}}
-  schedule: {warmup_steps: 10, decay_shape: 1-sqrt, decay_fraction: 0.3333333333333333}
+    - {name: stable, tokens: 196608, mixture: {web: 0.6, pdf: 0.05, code: 0.35}}
+    - {name: decay, tokens: 98304, mixture: {web: 0.4, pdf: 0.1, code: 0.5}}
+  schedule: {warmup_steps: 6, decay_shape: 1-sqrt, decay_fraction: 0.3333333333333333}
 """)
     changed = _kinds_labels(new, _changed(base, new))
     assert ("train", "qs-rope-stable") not in changed
     # The decay phase's ledger sees the new budget; the stable phase's holds only its own.
-    # (each run's evaluate stage reruns; its result cache scores only the new checkpoint)
+    # (24 decay steps now hold a snapshot: every 16 steps, at step 64; each run's evaluate
+    # stage reruns, and its result cache scores only the new checkpoints)
     assert changed == [("evaluate", "qs-rope"), ("evaluate", "qs-rope-seed1"),
                        ("report", "quickstart"),
                        ("train", "qs-rope-decay"), ("train", "qs-rope-seed1-decay")]
@@ -434,42 +436,42 @@ def test_a_replica_repeating_the_main_run_is_refused(tmp_path):
 
 
 def test_every_tokens_adds_snapshots_and_their_evaluations(tmp_path):
-    # 8192 tokens per step; stable = steps 1..80, decay = 81..100
-    new = _variant_graph(tmp_path, "evaluation: {every_tokens: 245760}\n")  # 30 steps
+    # 4096 tokens per step; stable = steps 1..48, decay = 49..60
+    new = _variant_graph(tmp_path, "evaluation: {every_tokens: 57344}\n")  # 14 steps
     trains = {s.config.phase: s for s in _of_kind(new, "train")
               if s.config.experiment == "qs-rope" and s.config.seed == 0}
-    assert trains["stable"].config.snapshot_steps == [30, 60]
-    assert trains["decay"].config.snapshot_steps == [90]
+    assert trains["stable"].config.snapshot_steps == [14, 28, 42]
+    assert trains["decay"].config.snapshot_steps == [56]
     outs = trains["stable"].outputs()
-    assert outs["snapshot:30"] == PurePosixPath(f"artifacts/snapshots/{trains['stable'].id}/step-0000030")
+    assert outs["snapshot:14"] == PurePosixPath(f"artifacts/snapshots/{trains['stable'].id}/step-0000014")
     [evaluate] = [s for s in _of_kind(new, "evaluate") if s.label == "qs-rope"]
     # one stage scores the run's checkpoints in training order; the last is the final one
-    assert evaluate.config.checkpoints == ["stable-step30", "stable-step60", "stable",
-                                           "decay-step90", "decay"]
+    assert evaluate.config.checkpoints == ["stable-step14", "stable-step28", "stable-step42",
+                                           "stable", "decay-step56", "decay"]
     inputs = dict(evaluate.inputs)
-    assert inputs["checkpoint:stable-step60"] == OutputRef(trains["stable"].id, "snapshot:60")
+    assert inputs["checkpoint:stable-step42"] == OutputRef(trains["stable"].id, "snapshot:42")
     assert inputs["checkpoint:decay"] == OutputRef(trains["decay"].id, "checkpoint")
     outs = evaluate.outputs()
-    assert outs["results:stable-step30"] == PurePosixPath(f"results/eval/{evaluate.id}/stable-step30")
+    assert outs["results:stable-step14"] == PurePosixPath(f"results/eval/{evaluate.id}/stable-step14")
     assert outs["metrics:decay"] == PurePosixPath(f"metrics/{evaluate.id}/decay.json")
     assert set(outs) == {"env"} | {f"{k}:{c}" for k in ("results", "metrics")
                                    for c in evaluate.config.checkpoints}
     [report] = _of_kind(new, "report")
     keys = {k for k, _ in report.inputs}
-    assert {"eval:qs-rope:seed0:stable-step30", "eval:qs-rope:seed0:stable"} <= keys
-    assert dict(report.inputs)["eval:qs-rope:seed0:stable-step30"] == \
-        OutputRef(evaluate.id, "metrics:stable-step30")
+    assert {"eval:qs-rope:seed0:stable-step14", "eval:qs-rope:seed0:stable"} <= keys
+    assert dict(report.inputs)["eval:qs-rope:seed0:stable-step14"] == \
+        OutputRef(evaluate.id, "metrics:stable-step14")
     # per-item samples only of the final checkpoint (the one compared)
     assert sorted(k for k in keys if k.startswith("results:qs-rope:")) == [
         "results:qs-rope:seed0:decay", "results:qs-rope:seed1:decay"]
     dvc = yaml.safe_load(render_dvc_yaml(new))
     stage = dvc["stages"][trains["stable"].id]
-    assert f"artifacts/snapshots/{trains['stable'].id}/step-0000030" in stage["outs"]
-    assert "--out snapshot:30=" in stage["cmd"]
+    assert f"artifacts/snapshots/{trains['stable'].id}/step-0000014" in stage["outs"]
+    assert "--out snapshot:14=" in stage["cmd"]
 
 
 def test_every_tokens_must_be_a_multiple_of_the_batch(tmp_path):
-    with pytest.raises(Exception, match=r"(?s)every_tokens 10000 is not a multiple of training.batch_tokens 8192.*fix: use 8192 or 16384"):
+    with pytest.raises(Exception, match=r"(?s)every_tokens 10000 is not a multiple of training.batch_tokens 4096.*fix: use 8192 or 12288"):
         _variant(tmp_path, "evaluation: {every_tokens: 10000}\n")
 
 
