@@ -105,9 +105,17 @@ def compiled_texts(specs_dir: Path, root: Path = Path(".")) -> tuple[str, str]:
     if not files:
         raise SpecError([ReproError("no experiment specs (*.yaml, *.yml) found",
                                     fix="add a spec or pass --specs", file=str(specs_dir))])
+    graph = compile_checked(files, specs_dir, root)
+    return render_dvc_yaml(graph), render_params_yaml(graph)
+
+
+def compile_checked(files: list[Path], specs_dir: Path, root: Path = Path("."),
+                    where: Path | None = None) -> StageGraph:
+    """compile_files, then the token-ledger gate; every error a SpecError, located in its
+    spec file and line when it concerns one spec, else in `where` (default specs_dir)."""
     try:
         graph = compile_files(files, specs_dir, root)
         _ledger_gate(graph, files, root)
-        return render_dvc_yaml(graph), render_params_yaml(graph)
-    except GraphError as e:  # located in its spec file and line when it concerns one spec
-        raise SpecError([e if e.file else e.located(str(specs_dir))]) from None
+        return graph
+    except GraphError as e:
+        raise SpecError([e if e.file else e.located(str(where or specs_dir))]) from None
