@@ -270,13 +270,20 @@ def _what(value: object) -> str:
 
 
 def _producer(path: Path) -> str | None:
-    """The dvc.yaml stage that makes `path` (None if none does, or there is no dvc.yaml)."""
-    try:
-        stages = (yamlio.safe_load(Path(str(paths.DVC_YAML)).read_text(encoding="utf-8")) or {})["stages"]
-        return next((name for name, entry in stages.items()
-                     if path.as_posix() in declared_outputs(entry)), None)
-    except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError):
-        return None
+    """The stage that makes `path`, as a `dvc repro` target: a stage of ./dvc.yaml or of an
+    example pipeline's (examples/<name>/dvc.yaml:<stage>); None if none does."""
+    pipelines = [Path(str(paths.DVC_YAML)),
+                 *sorted(Path(str(paths.EXAMPLES_DIR)).glob(f"*/{paths.DVC_YAML}"))]
+    for dvc_yaml in pipelines:
+        try:
+            stages = (yamlio.safe_load(dvc_yaml.read_text(encoding="utf-8")) or {})["stages"]
+            name = next((name for name, entry in stages.items()
+                         if path.as_posix() in declared_outputs(entry)), None)
+        except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError):
+            continue
+        if name is not None:
+            return name if dvc_yaml == Path(str(paths.DVC_YAML)) else f"{dvc_yaml.as_posix()}:{name}"
+    return None
 
 
 def _check_io(io, kind: str) -> None:

@@ -139,8 +139,16 @@ def compile_example(example: Pipeline, default: Compiled, root: Path = Path(".")
     files = default.pipeline.files() + example.files()
     graph = compile_checked(files, default.pipeline.specs, root, where=example.specs)
     own = frozenset(s for s in graph.stages if s not in default.graph.stages)
-    source = f"{example.specs.as_posix()}/*.yaml with {default.pipeline.specs.as_posix()}/*.yaml"
+    source = f"{_shown(example.specs, root)}/*.yaml with {_shown(default.pipeline.specs, root)}/*.yaml"
     return Compiled(example, graph, Placement(example.folder, own, source))
+
+
+def _shown(folder: Path, root: Path) -> str:
+    """A specs folder as the header names it: relative to the workspace, as on every machine."""
+    try:
+        return folder.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return folder.as_posix()
 
 
 def compile_pipeline(pipeline: Pipeline, root: Path = Path(".")) -> tuple[Compiled, Compiled]:
