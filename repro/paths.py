@@ -23,7 +23,6 @@ PACKAGE_DIR = PurePosixPath("repro")
 REPORTS_DIR = PurePosixPath("reports")
 METRICS_DIR = PurePosixPath("metrics")
 PLOTS_DIR = PurePosixPath("plots")
-LEDGER_DIR = PurePosixPath("data/ledger")
 VERIFY_DIR = REPORTS_DIR / "verify"  # `repro verify`'s certificate
 SWEEP_REPORTS_DIR = REPORTS_DIR / "sweeps"
 LADDER_REPORTS_DIR = REPORTS_DIR / "ladders"
@@ -83,17 +82,15 @@ def reserved_clash(path: PurePath, kind: str | None = None) -> ReservedClash | N
             return ReservedClash(reserved, f"inside the reserved {reserved}", why)
     return None
 
-def ledger_gate(experiment: str) -> PurePosixPath:
-    """The file a passing token ledger writes and every training stage of the experiment
-    depends on. Named by the experiment, not the ledger's id, and its content is fixed, so a
-    ledger change that still passes (a new max_epochs, a later phase's budget) reruns no
-    training stage that it does not otherwise change."""
-    return LEDGER_DIR / f"{experiment}.ok"
-
-
 def stage_metrics(stage_id: str) -> PurePosixPath:
     """The stage's DVC metrics file (committed)."""
     return METRICS_DIR / f"{stage_id}.json"
+
+
+def stage_ledger(stage_id: str) -> PurePosixPath:
+    """A train stage's token ledger through its phase (committed DVC metrics;
+    repro.train.ledger): the report reads the last phase's."""
+    return METRICS_DIR / f"{stage_id}.ledger.json"
 
 
 def stage_perf(stage_id: str) -> PurePosixPath:

@@ -12,7 +12,7 @@ short still leaves what it measured), each continuing past a failure of the prev
   pipeline     specs/gpu/gpu-360m.yaml compiled (`repro compile`) into a scratch workspace and
                every stage of it run with `repro stage` in dependency order, as DVC would run
                them (no DVC here: the GPU machine has none): source -> curate -> split ->
-               tokenizer -> tokenize -> ledger -> train -> evaluate (+ evaltasks, funnel). A
+               tokenizer -> tokenize -> train -> evaluate (+ evaltasks, funnel). A
                failed stage skips the stages that need its outputs; the others still run.
                The train stage's metrics and perf, and the evaluation's scores, go into the
                summary.

@@ -82,7 +82,7 @@ def test_stage_rejects_bad_override(tmp_path, monkeypatch):
 
 def test_compile_refuses_a_mixture_the_measured_tokens_cannot_feed(tmp_path, monkeypatch):
     """With committed tokenize metrics, `repro compile` refuses a budget that would repeat a
-    dataset past its max_epochs (the ledger stage would refuse it later); within the limit,
+    dataset past its max_epochs (its train stages would refuse it later); within the limit,
     and without measured counts, it compiles."""
 
     root = _project(tmp_path)

@@ -16,14 +16,15 @@ stage's `optimizer` (a phase that restarts the schedule with its own `lr` gets i
 there).
 
 Data path of one dataset (each arrow: the right stage reads the left one's output):
-  source? -> curate -> split -> decontaminate? -> tokenize -> ledger -> train (experiment)
+  source? -> curate -> split -> decontaminate? -> tokenize -> train (experiment)
   split -> evaltasks -> decontaminate (every evaluation task of the experiment)
   split -> tokenizer (trained on the training splits before decontamination, so evaluation
            tasks never change the tokenizer)
   curate, split, decontaminate, tokenizer -> funnel (per dataset and tokenizer) -> report
-Every train stage of an experiment waits for its ledger's gate, an order-only input: it
-orders the stages (training never starts on a mixture that would repeat a dataset more than
-its `max_epochs`) but is left out of the stage's identity, since it changes no output.
+Every train stage checks the experiment's token ledger through its phase before it trains
+(repro.train.ledger: training never starts on a mixture that would repeat a dataset more
+than its `max_epochs`); the earlier phases' draws come from its `init` checkpoint, and the
+last phase's `ledger` output is the one the report reads.
 """
 
 from __future__ import annotations
@@ -59,8 +60,6 @@ from repro.stages.configs import (
     EvaluateConfig,
     FitConfig,
     FunnelConfig,
-    LedgerConfig,
-    LedgerPhase,
     LadderRun,
     Model,
     ReportConfig,
@@ -76,11 +75,6 @@ from repro.stages.configs import (
 from repro.stages import kind as stage_kind
 from repro.stages.kind import SNAPSHOT
 from repro.train.schedule import ScheduleSegment
-
-ORDER_ONLY_INPUTS: frozenset[str] = frozenset({"ledger"})
-"""Input keys that order a stage after another without changing what it makes (the token
-ledger's gate before training): left out of the stage's identity."""
-
 
 @dataclass(frozen=True)
 class OutputRef:
@@ -115,7 +109,7 @@ class Stage:
             # outputs, so a stage moved from a laptop to Ray or Slurm keeps its id and cache
             "config": self.config.model_dump(
                 mode="json", exclude=stage_kind(self.kind).identity_exclude()),
-            "inputs": {k: _ref_identity(v) for k, v in self.inputs if k not in ORDER_ONLY_INPUTS},
+            "inputs": {k: _ref_identity(v) for k, v in self.inputs},
         }
         digest = hashlib.sha256(
             json.dumps(identity, sort_keys=True, separators=(",", ":")).encode()
@@ -189,7 +183,7 @@ def _named(graph: StageGraph, stage: Stage) -> tuple[str, str, str]:
     """(spec field, the name it holds, experiment whose spec holds it) behind a stage's
     output paths; empty strings for id-named outputs."""
     field_ = _naming_field(stage)
-    name = getattr(stage.config, "experiment" if stage.kind == "ledger" else "name", "") if field_ else ""
+    name = getattr(stage.config, "name", "") if field_ else ""
     experiment = str(getattr(stage.config, "experiment", "") or "")
     experiment = graph.origin.get(stage.id) or graph.spec_of.get(experiment, experiment)
     return field_, str(name), experiment
@@ -199,7 +193,7 @@ def _is_within(inner: tuple[str, ...], outer: tuple[str, ...]) -> bool:
     return inner[:len(outer)] == outer
 
 
-_NAMED_WHAT = {"report": "report", "fit": "ladder", "ledger": "experiment"}
+_NAMED_WHAT = {"report": "report", "fit": "ladder"}
 
 
 def _owner(graph: StageGraph, stage: Stage) -> str:
@@ -280,7 +274,6 @@ class ExperimentStages:
     """The main run first, then the replicas."""
     funnels: dict[str, Stage]
     """Dataset -> its funnel stage (datasets in the training mixture)."""
-    ledger: Stage
 
     @property
     def main(self) -> RunStages:
@@ -385,19 +378,6 @@ def _segment(start_step: int, warmup_steps: int, decay: tuple[int, int] | None,
     return ScheduleSegment(start_step=start_step if warmup_steps else 0,
                            warmup_steps=warmup_steps, decay_start_step=decay[0],
                            decay_end_step=decay[1], decay_shape=shape, min_lr_ratio=min_lr_ratio)
-
-
-def _ledger_stage(graph: StageGraph, spec: ExperimentSpec, tokens: dict[str, Stage]) -> Stage:
-    tr = spec.training
-    phases = [LedgerPhase(name=s.name, steps=n, mixture=dict(sorted(s.mixture.items())))
-              for s, (_, n, _) in zip(tr.stages, schedule_segments(spec))]
-    return graph.add(Stage(
-        "ledger", spec.name,
-        LedgerConfig(experiment=spec.name, seq_len=tr.seq_len, batch_tokens=tr.batch_tokens,
-                     phases=phases,
-                     max_epochs={n: spec.datasets[n].max_epochs for n in sorted(tokens)}),
-        tuple((f"tokens:{n}", OutputRef(t.id, "tokens")) for n, t in sorted(tokens.items())),
-    ))
 
 
 def _training_docs(graph: StageGraph, spec: ExperimentSpec, splits: dict[str, Stage],
@@ -510,7 +490,7 @@ def snapshot_steps(spec: ExperimentSpec) -> list[list[int]]:
 
 
 def _train_stages(graph: StageGraph, spec: ExperimentSpec, tokenizer: Stage,
-                  tokens: dict[str, Stage], ledger: Stage, teachers: dict[str, Stage],
+                  tokens: dict[str, Stage], teachers: dict[str, Stage],
                   run: tuple[str, int, int]) -> list[Stage]:
     """One train stage per curriculum phase, each continuing the previous one's checkpoint, for one
     run (label, seed, data_seed) of the experiment. The main run keeps the plain labels."""
@@ -533,7 +513,6 @@ def _train_stages(graph: StageGraph, spec: ExperimentSpec, tokenizer: Stage,
                        for d in sorted(phase.mixture)]
         elif teacher is not None:
             inputs.append(("teacher", teacher))
-        inputs.append(("ledger", OutputRef(ledger.id, "gate")))  # order only
         # only the last phase's checkpoint is the export that serves with YaRN
         yarn = spec.model.inference_yarn if i == len(tr.stages) - 1 else None
         model = spec.model.model_copy(update={"rope_theta": theta, "max_position_embeddings": max_pos,
@@ -547,6 +526,7 @@ def _train_stages(graph: StageGraph, spec: ExperimentSpec, tokenizer: Stage,
                 optimizer=phase_optimizer(spec, phase), reset_optimizer=phase.reset_optimizer,
                 schedule=segment, seq_len=seq_len, batch_tokens=tr.batch_tokens,
                 step_start=start, steps=n, mixture=dict(sorted(phase.mixture.items())),
+                max_epochs={d: spec.datasets[d].max_epochs for d in sorted(phase.mixture)},
                 seed=seed, data_seed=None if data_seed == seed else data_seed,
                 snapshot_steps=snapshots[i],
             ),
@@ -576,18 +556,17 @@ def _experiment(graph: StageGraph, spec: ExperimentSpec, teachers: dict[str, Sta
         for n in trained
     }
     funnels = {n: _funnel_stage(graph, n, *data[n], docs[n], tokenizer) for n in trained}
-    ledger = _ledger_stage(graph, spec, tokens)
-    runs = tuple(_run(graph, spec, tokenizer, tokens, ledger, teachers, tasks, run)
+    runs = tuple(_run(graph, spec, tokenizer, tokens, teachers, tasks, run)
                  for run in spec.experiment.runs())
-    return ExperimentStages(runs, funnels, ledger)
+    return ExperimentStages(runs, funnels)
 
 
 def _run(graph: StageGraph, spec: ExperimentSpec, tokenizer: Stage, tokens: dict[str, Stage],
-         ledger: Stage, teachers: dict[str, Stage], tasks: dict[str, Stage],
+         teachers: dict[str, Stage], tasks: dict[str, Stage],
          run: tuple[str, int, int]) -> RunStages:
     """Training and evaluation stages of one run. Every run uses the same evaluation tasks
     and lm-eval seed, so runs answer the same items and reports can pair them."""
-    trains = _train_stages(graph, spec, tokenizer, tokens, ledger, teachers, run)
+    trains = _train_stages(graph, spec, tokenizer, tokens, teachers, run)
     ev = spec.evaluation
     checkpoints: list[tuple[str, OutputRef, bool]] = []
     for i, t in enumerate(trains):
@@ -757,7 +736,8 @@ def compile_graph(specs: list[ExperimentSpec],
                     inputs.append((f"eval:{key}:{e.label}", OutputRef(e.stage.id, "metrics")))
                     if e.final:  # per-item samples, for the paired bootstrap
                         inputs.append((f"results:{key}:{e.label}", OutputRef(e.stage.id, "results")))
-            inputs.append((f"ledger:{n}", OutputRef(by_name[n].ledger.id, "metrics")))
+            # the token ledger through the main run's last phase (replicas draw the same counts)
+            inputs.append((f"ledger:{n}", OutputRef(by_name[n].main.train[-1].id, "ledger")))
             inputs += [(f"funnel:{n}:{d}", OutputRef(f.id, "metrics"))
                        for d, f in sorted(by_name[n].funnels.items())]
         report = graph.add(Stage("report", rep.name,

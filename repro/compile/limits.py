@@ -81,6 +81,12 @@ PART_FIELD = {
 """The spec field to change when a part is what makes a graph too big."""
 
 
+def _per_phase(mixture: dict[str, float]) -> int:
+    """What a train stage adds for its phase: its mixture and max_epochs (a key and a value
+    per dataset each), a tokens input per dataset, and a few scalars."""
+    return 5 * len(mixture) + 9
+
+
 def expansion(spec: ExperimentSpec) -> Expansion:
     """Upper bounds of the stages and size one spec compiles into (a ladder spec: its runs)."""
     out = Expansion(spec.name)
@@ -90,9 +96,9 @@ def expansion(spec: ExperimentSpec) -> Expansion:
         # source?, curate, split, decontaminate?, tokenize, funnel: the curate config holds
         # the dataset's settings, the others a few values; decontamination reads every task
         out.add("datasets", 6, 2 * _values(ds.model_dump(mode="json")) + 60 + local_tasks)
-    out.add("datasets", 2 + local_tasks,  # tokenizer, ledger, one evaltasks stage per task
+    out.add("datasets", 1 + local_tasks,  # tokenizer, one evaltasks stage per task
             _values(spec.tokenizer.model_dump(mode="json")) + 30 * local_tasks
-            + 4 * len(datasets) + 12 * len(spec.training.stages))
+            + 2 * len(datasets))
     tr = spec.training
     train_base = (_values(tr.model_dump(mode="json", exclude={"stages"}))
                   + _values(spec.model.model_dump(mode="json")) + 20)
@@ -100,7 +106,7 @@ def expansion(spec: ExperimentSpec) -> Expansion:
     runs = 1 + len(spec.experiment.replicas)
     if spec.ladder is not None:  # each ladder run: final evaluation only, no snapshots
         points = spec.ladder.run_count()
-        per_run = sum(train_base + 3 * len(s.mixture) + 8 for s in tr.stages) + eval_size
+        per_run = sum(train_base + _per_phase(s.mixture) for s in tr.stages) + eval_size
         out.add("ladder", points * runs * (len(tr.stages) + 1),
                 points * runs * (per_run + LADDER_RUN_COST))
         out.add("ladder", 1, points * runs * 8)  # the fit stage
@@ -109,7 +115,7 @@ def expansion(spec: ExperimentSpec) -> Expansion:
     snapshots = spec.snapshots_per_run()
     distill = tr.distillation is not None and tr.distillation.logits != "full"
     for s in tr.stages:
-        out.add("training", runs, runs * (train_base + 3 * len(s.mixture) + 8))
+        out.add("training", runs, runs * (train_base + _per_phase(s.mixture)))
         if distill:
             out.add("training", len(s.mixture), 24 * len(s.mixture))
     evaluations = runs * (snapshots + len(tr.stages))

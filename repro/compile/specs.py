@@ -10,13 +10,14 @@ from pathlib import Path
 
 from repro import paths
 from repro.compile.errors import GraphError
-from repro.compile.graph import OutputRef, StageGraph, compile_graph
+from repro.compile.graph import OutputRef, Stage, StageGraph, compile_graph
 from repro.compile.ladder import LadderError, prediction_targets
 from repro.compile.render import render_dvc_yaml, render_params_yaml
 from repro.errors import ReproError
 from repro.spec.load import SpecError, _display, experiment_files, load_raw, load_specs
 from repro.spec.safety import workspace
-from repro.stages.ledger import LedgerError, check_known_counts
+from repro.stages.configs import TrainConfig
+from repro.train.ledger import LedgerError, Phase, check_known_counts
 
 
 def compile_files(files: list[Path], specs_dir: Path, root: Path = Path(".")) -> StageGraph:
@@ -63,29 +64,58 @@ def locate(error: GraphError, file_of: dict[str, Path]) -> None:
             return
 
 
+def _measured_tokens(ref: object, root: Path) -> int | None:
+    """The token count a committed tokenize metrics file holds for the output `ref`, or None
+    (no file, or one that does not hold a whole `tokens` count)."""
+    if not isinstance(ref, OutputRef):
+        return None
+    metrics = root / str(paths.stage_metrics(ref.stage_id))
+    if not metrics.is_file():
+        return None
+    try:
+        count = json.loads(metrics.read_text(encoding="utf-8"))["tokens"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return count if type(count) is int and count >= 0 else None
+
+
+def _training_runs(graph: StageGraph) -> dict[str, list[Stage]]:
+    """Per experiment, the train stages of one of its runs, in phase order. One run is
+    enough: the round robin has no seed, so every replica draws the same window counts."""
+    runs: dict[tuple[str, int, int | None], list[Stage]] = {}
+    for stage in graph.stages.values():
+        if stage.kind == "train":
+            cfg: TrainConfig = stage.config  # type: ignore[assignment]
+            runs.setdefault((cfg.experiment, cfg.seed, cfg.data_seed), []).append(stage)
+    out: dict[str, list[Stage]] = {}
+    for (experiment, _, _), stages in sorted(runs.items(), key=lambda kv: str(kv[0])):
+        by_step = sorted(stages, key=lambda s: s.config.step_start)  # type: ignore[attr-defined]
+        out.setdefault(experiment, by_step)
+    return out
+
+
 def _ledger_gate(graph: StageGraph, files: list[Path], root: Path) -> None:
     """Refuse a mixture the token counts measured so far (committed tokenize metrics) show
-    would repeat a dataset more than its max_epochs; unknown counts (no metrics file, or one
-    that does not hold a whole `tokens` count) are left to the ledger stage, which checks
-    before training starts. Raises SpecError with one issue per refused stage."""
+    would repeat a dataset more than its max_epochs: the ledger every train stage checks
+    before it trains (repro.train.ledger), through the experiment's last phase, with each
+    phase's own steps, mixture, seq_len and limits. Unknown counts are left to the train
+    stages. Raises SpecError with one issue per refused experiment, located at the spec's
+    `training.stages`."""
     issues: list[ReproError] = []
-    for stage in graph.stages.values():
-        if stage.kind != "ledger":
-            continue
-        tokens = {}
-        for key, ref in stage.inputs:
-            metrics = root / str(paths.stage_metrics(ref.stage_id)) if isinstance(ref, OutputRef) else None
-            if key.startswith("tokens:") and metrics is not None and metrics.is_file():
-                try:
-                    count = json.loads(metrics.read_text(encoding="utf-8"))["tokens"]
-                except (OSError, ValueError, KeyError, TypeError):
-                    continue
-                if type(count) is int and count >= 0:
+    for experiment, trains in _training_runs(graph).items():
+        configs: list[TrainConfig] = [t.config for t in trains]  # type: ignore[misc]
+        tokens: dict[str, int] = {}
+        for stage in trains:
+            for key, ref in stage.inputs:
+                count = _measured_tokens(ref, root) if key.startswith("tokens:") else None
+                if count is not None:
                     tokens[key.split(":", 1)[1]] = count
+        max_epochs = {n: m for c in configs for n, m in c.max_epochs.items()}
+        phases = [Phase(c.phase, c.steps, dict(c.mixture), c.seq_len, c.batch_tokens)
+                  for c in configs]
         try:
-            check_known_counts(stage.config, tokens)
+            check_known_counts(experiment, phases, max_epochs, tokens)
         except LedgerError as e:
-            experiment = stage.config.experiment  # type: ignore[attr-defined]
             err = GraphError(e.message, e.field, e.fix, graph.spec_of.get(experiment, experiment))
             names = {}
             for f in files:  # spec names without validating again (they validated)

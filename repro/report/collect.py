@@ -8,8 +8,8 @@ and/or data subset; FACTS §4.2 averages two per variant):
   training phase (its end) or `<phase>-step<N>` (a snapshot inside it);
 - `results:<experiment>:<replica>:<checkpoint>`: evaluate results folder (per-item samples)
   of the replica's final checkpoint, for the paired bootstrap;
-and per experiment `ledger:<experiment>` and `funnel:<experiment>:<dataset>` (replicas share
-their data). A replica's final checkpoint is the end of its training phase with the largest
+and per experiment `ledger:<experiment>` (the token ledger of its main run's last training
+phase) and `funnel:<experiment>:<dataset>` (replicas share their data). A replica's final checkpoint is the end of its training phase with the largest
 `step_end`.
 
 Nothing here raises for a missing or broken input: each one becomes a `Problem` that the
@@ -126,7 +126,7 @@ class ExperimentRun:
     name: str
     replicas: tuple[Replica, ...]
     ledger: Mapping[str, Any] | None = None
-    """Token ledger metrics (repro.stages.ledger), if wired."""
+    """Token ledger metrics (repro.train.ledger), if wired."""
     funnels: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     """Dataset -> funnel metrics (repro.data.token_funnel)."""
 

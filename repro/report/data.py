@@ -119,7 +119,7 @@ def unique_funnels(runs: list[ExperimentRun]) -> list[tuple[str, Mapping[str, An
 def ledger_numbers(runs: list[ExperimentRun]) -> list[tuple[str, str, int, int, int]]:
     """(experiments, dataset, tokens available, tokens planned, tokens drawn); experiments
     with identical numbers merged. Planned = mixture weight x phase tokens, summed over
-    phases; drawn = whole windows training takes (repro.stages.ledger)."""
+    phases; drawn = whole windows training takes (repro.train.ledger)."""
     rows: list[tuple[list[str], tuple[str, int, int, int]]] = []
     for run in runs:
         if run.ledger is None:

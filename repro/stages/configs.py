@@ -26,7 +26,6 @@ from repro.spec.base import (
     MAX_DATASETS,
     MAX_LADDER_POINTS,
     MAX_SNAPSHOTS,
-    MAX_TRAINING_PHASES,
     BatchTokens,
     Bootstrap,
     Parallel,
@@ -138,33 +137,6 @@ class TokenizeConfig(Model):
     """Seed for the document shuffle."""
 
 
-class LedgerPhase(Model):
-    """What one training phase draws: a number of steps and a mixture."""
-
-    name: Name
-    """Training phase name."""
-    steps: PositiveSteps
-    """Optimizer steps (the phase's tokens // batch_tokens, as training runs them)."""
-    mixture: dict[Name, float] = Field(max_length=MAX_DATASETS)
-    """Dataset -> sampling weight."""
-
-
-class LedgerConfig(Model):
-    """An experiment's token ledger: tokens available per dataset against what its training
-    phases draw; the gate every train stage of the experiment waits for."""
-
-    experiment: Name
-    """Experiment whose training is checked (names the gate file)."""
-    seq_len: SeqLen
-    """Tokens per training sequence (a window holds seq_len + 1 tokens)."""
-    batch_tokens: BatchTokens
-    """Tokens per optimizer step."""
-    phases: list[LedgerPhase] = Field(max_length=MAX_TRAINING_PHASES)
-    """Training phases in order."""
-    max_epochs: dict[Name, Annotated[float, Field(gt=0)]] = Field(max_length=MAX_DATASETS)
-    """Dataset -> most passes training may make over its tokens (DatasetSpec.max_epochs)."""
-
-
 class TrainConfig(TrainingSettings):
     """A train stage: one curriculum phase of training. The experiment's TrainingSettings
     (micro batch, logging, objective terms, stability, monitor, kernels, processes, in-stage
@@ -197,6 +169,10 @@ class TrainConfig(TrainingSettings):
     """Optimizer steps in this phase (= tokens // batch_tokens)."""
     mixture: dict[Name, float] = Field(max_length=MAX_DATASETS)
     """Dataset -> sampling weight for this phase."""
+    max_epochs: dict[Name, Annotated[float, Field(gt=0)]] = Field(max_length=MAX_DATASETS)
+    """Dataset of the mixture -> most passes training may make over its tokens through this
+    phase (DatasetSpec.max_epochs): the stage's token ledger (repro.train.ledger) refuses to
+    train past it, and records it in its `ledger` output."""
     seed: Seed
     """Seed for init, and for the data order unless `data_seed` is set."""
     data_seed: Seed | None = None
@@ -217,6 +193,11 @@ class TrainConfig(TrainingSettings):
             raise FieldError("reset_optimizer is set on the phase that starts the run: there is "
                              "no optimizer state to reset", "set it to false",
                              at=("reset_optimizer",))
+        if set(self.max_epochs) != set(self.mixture):
+            raise FieldError(f"max_epochs names {sorted(self.max_epochs)}, the mixture "
+                             f"{sorted(self.mixture)}: the ledger limits exactly the datasets "
+                             "this phase draws from", "run `repro compile`, which writes one "
+                             "max_epochs per dataset of the mixture", at=("max_epochs",))
         if self.data_seed is not None and self.data_seed == self.seed:
             raise FieldError(f"data_seed {self.data_seed} equals seed: null already means the "
                              "seed", "set data_seed to null, or to another seed",

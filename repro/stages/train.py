@@ -9,6 +9,13 @@ metrics record the phase's name under their `stage` key, as they always have. Li
 is in repro.model (config/build/MTP) and repro.train (data, schedule, optimizers, objective,
 loop, resume, stability, monitor, distributed, checkpoint).
 
+Before anything else, the stage checks the experiment's token ledger through its phase
+(repro.train.ledger): the windows each dataset gave the earlier phases, as the `init`
+checkpoint recorded them, plus this phase's, against the windows its `tokens:<dataset>`
+inputs offer; a dataset repeated more than its `max_epochs` is a LedgerError, before a model
+is built or a window read. The book through this phase is the `ledger` output (metrics) and
+travels in the checkpoint folder to the next phase.
+
 Kernels (attention path, torch.compile of the trunk, LM-head cross-entropy) are resolved for
 the device first, by repro.train.backends: `auto` becomes a concrete choice recorded with its
 reason in perf.json's `backends`, and a choice this machine cannot run is a BackendError
@@ -50,11 +57,12 @@ from repro.model.build import (
 )
 from repro.model.mtp import build_mtp, load_mtp, save_mtp
 from repro.stages import worker
-from repro.stages.base import StageIO, atomic_dir, atomic_write_text, log, write_json
+from repro.stages.base import StageIO, atomic_dir, atomic_write_text, dumps_json, log, write_json
 from repro.stages.configs import TrainConfig
 from repro.stages.kind import ENV, METRICS, PERF, SNAPSHOT, Output, Role, StageKind, data, plot
 from repro.train import determinism
 from repro.train import distributed as dist_mod
+from repro.train import ledger
 from repro.train import resume
 from repro.train.attention_probe import MaxLogitProbe
 from repro.train.checkpoint import (
@@ -118,12 +126,14 @@ def config_fingerprint(cfg: TrainConfig, io: StageIO) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _model_and_state(cfg: TrainConfig, io: StageIO, ids: TokenIds):
-    """(model, init trainer state or None, init checkpoint path or None)."""
+def _init_state(cfg: TrainConfig, io: StageIO) -> tuple[dict[str, Any] | None, Path | None]:
+    """(the `init` checkpoint's trainer state, its path), checked to be this experiment's
+    previous phase ending where this one starts; (None, None) for a first phase. Reads only
+    trainer_state.json: the token ledger relies on it before anything else is loaded."""
     if "init" not in io.inputs:
         if cfg.step_start != 0:
             raise ValueError(f"phase {cfg.phase} starts at step {cfg.step_start} but has no `init` checkpoint")
-        return build_model(cfg.model, ids, cfg.seed), None, None
+        return None, None
     init = io.input("init")
     state = read_trainer_state(init)
     if state.get("experiment") != cfg.experiment:
@@ -138,6 +148,14 @@ def _model_and_state(cfg: TrainConfig, io: StageIO, ids: TokenIds):
             f"{cfg.phase} starts at step {cfg.step_start}; the phase budgets disagree: "
             "run `repro compile` and `dvc repro` so every stage is rebuilt consistently"
         )
+    return state, init
+
+
+def _model_and_state(cfg: TrainConfig, io: StageIO, ids: TokenIds):
+    """(model, init trainer state or None, init checkpoint path or None)."""
+    state, init = _init_state(cfg, io)
+    if init is None:
+        return build_model(cfg.model, ids, cfg.seed), None, None
     return load_model(init, cfg.model, ids), state, init
 
 
@@ -213,7 +231,35 @@ def _monitor_hooks(cfg: TrainConfig, module: TrainModule, sources: dict[str, Tok
     return monitor, (lambda: snapshot(module.model))
 
 
+def token_ledger(cfg: TrainConfig, io: StageIO, quiet: bool = False) -> dict[str, Any]:
+    """The experiment's token ledger through this phase (repro.train.ledger): the earlier
+    phases' draws as the `init` checkpoint recorded them, plus this phase's, against the
+    windows its `tokens:<dataset>` inputs offer at its seq_len; LedgerError (field
+    training.stages, with the fix) when a dataset would pass its max_epochs."""
+    tokens = io.inputs_with_prefix("tokens")
+    missing = sorted(set(cfg.mixture) - set(tokens))
+    if missing:
+        raise KeyError(f"stage {io.name}: mixture names {missing} but inputs hold tokens for "
+                       f"{sorted(tokens)}; rerun `repro compile`")
+    _, init = _init_state(cfg, io)
+    previous = ledger.read(init) if init is not None else None
+    phase = ledger.Phase(cfg.phase, cfg.steps, dict(cfg.mixture), cfg.seq_len, cfg.batch_tokens)
+    available = {n: ledger.available_tokens(tokens[n], cfg.seq_len) for n in sorted(cfg.mixture)}
+    book = ledger.add_phase(previous, cfg.experiment, phase, available, cfg.max_epochs)
+    if not quiet:
+        for n in sorted(cfg.mixture):
+            d = book["datasets"][n]
+            log(io.name, f"{n}: {d['tokens_drawn']:,} tokens drawn through this phase of "
+                f"{d['tokens_available']:,} available: {d['epochs']:.2f} epochs (max "
+                f"{d['max_epochs']:g})")
+    ledger.check(book)
+    return book
+
+
 def run(cfg: TrainConfig, io: StageIO) -> None:
+    # the ledger first: a mixture that repeats a dataset too often starts no process, builds
+    # no model and reads no window (the ranks torchrun starts check it again, quietly)
+    book = token_ledger(cfg, io, quiet=dist_mod.under_torchrun())
     if cfg.distributed.nproc > 1 and not dist_mod.under_torchrun():
         payload = Path(paths.resume_dir(io.name)) / "launch.json"
         dist_mod.relaunch_with_torchrun(cfg.distributed, worker.write_payload(payload, "train", cfg, io))
@@ -221,12 +267,12 @@ def run(cfg: TrainConfig, io: StageIO) -> None:
     ctx = dist_mod.init(cfg.distributed)
     try:
         with determinism.explain_nondeterminism():  # an op without a deterministic CUDA kernel
-            _run(cfg, io, ctx)
+            _run(cfg, io, ctx, book)
     finally:
         dist_mod.shutdown(ctx)
 
 
-def _run(cfg: TrainConfig, io: StageIO, ctx: dist_mod.DistContext) -> None:
+def _run(cfg: TrainConfig, io: StageIO, ctx: dist_mod.DistContext, book: dict[str, Any]) -> None:
     determinism.setup_torch(ctx.world, ctx.device, cfg.deterministic)
     backends = backends_for(cfg, ctx.device)  # an impossible kernel choice fails here, first
     tok_dir = io.input("tokenizer")
@@ -298,7 +344,7 @@ def _run(cfg: TrainConfig, io: StageIO, ctx: dist_mod.DistContext) -> None:
     if ctx.kind == "fsdp2" and ctx.enabled:
         module = _unsharded_copy(cfg, model, full)
     _write_outputs(cfg, io, ctx, module.model, module, optim_state, sampler, sources, start_positions,
-                   tokens_before, result, tok_dir, ids, backends)
+                   tokens_before, result, tok_dir, ids, backends, book)
     _publish_snapshots(cfg, io, staging)
     resume.clear(Path(paths.resume_dir(io.name)))
     previous.parent.mkdir(parents=True, exist_ok=True)
@@ -400,7 +446,8 @@ def steady_tokens_per_s(result, batch_tokens: int) -> tuple[float, float]:
 
 
 def _write_outputs(cfg, io, ctx, model, module, optim_state, sampler, sources, start_positions,
-                   tokens_before, result, tok_dir, ids, backends: Backends) -> None:
+                   tokens_before, result, tok_dir, ids, backends: Backends,
+                   book: dict[str, Any]) -> None:
     tokens = cfg.steps * (cfg.batch_tokens // cfg.seq_len) * cfg.seq_len
     step_end = cfg.step_start + cfg.steps
     trainer_state = {
@@ -418,6 +465,8 @@ def _write_outputs(cfg, io, ctx, model, module, optim_state, sampler, sources, s
     with atomic_dir(io.output("checkpoint")) as tmp:
         save_checkpoint(tmp, model, optim_state, tok_dir, trainer_state)
         (tmp / LEDGER_FILE).write_text(ledger_csv(cfg.step_start + 1, result.fingerprints), encoding="utf-8")
+        # the token ledger through this phase: the next phase adds its draws to it
+        (tmp / ledger.FILE).write_text(dumps_json(book), encoding="utf-8")
         if module.mtp is not None:
             save_mtp(tmp, module.mtp, cfg.mtp)
         # the export parity gate: what lm-eval will load must compute what we trained
@@ -425,6 +474,7 @@ def _write_outputs(cfg, io, ctx, model, module, optim_state, sampler, sources, s
         parity = check_export_parity(model, tmp, probe, precision=cfg.precision)
         if cfg.model.inference_yarn is not None:  # the compiler sets it on the last phase only
             export_inference_config(tmp, cfg.model)
+    write_json(io.output("ledger"), book)
     atomic_write_text(io.output("loss"), loss_csv(result.rows))
     atomic_write_text(io.output("monitor"), monitor_csv([MonitorRow(*r) for r in result.monitor_rows]))
 
@@ -532,6 +582,8 @@ def effects(cfg: TrainConfig) -> dict[str, Any]:
         "guard": cfg.stability,
         "launch": cfg.distributed,
         "labels": (cfg.experiment, cfg.phase),  # trainer_state.json
+        # the token ledger: what it refuses, and what its `ledger` output records
+        "ledger_limits": dict(cfg.max_epochs),
         # the last phase's export serves with YaRN (repro.model.build.inference_rope)
         "export": inference_rope(cfg.model),
     }
@@ -548,6 +600,8 @@ KIND = StageKind(
     outputs={
         "checkpoint": data("artifacts/checkpoints"),
         "metrics": METRICS,
+        # the experiment's token ledger through this phase (the report reads the last one's)
+        "ledger": Output(Role.METRICS, lambda stage_id, cfg: paths.stage_ledger(stage_id)),
         "loss": plot("loss.csv", x="tokens", y="loss"),
         "monitor": plot("monitor.csv", x="tokens"),
         "perf": PERF,

@@ -61,7 +61,8 @@ def test_shared_data_stages_appear_once():
     graph = _graph()
     kinds = [s.kind for s in graph.stages.values()]
     # Six experiments, one set of data stages: per dataset a source, a curate, a split, a
-    # decontaminate (same evaluation tasks), a tokenize and a funnel; 1 tokenizer; a ledger each.
+    # decontaminate (same evaluation tasks), a tokenize and a funnel; 1 tokenizer; no ledger
+    # stage (each train stage checks the token ledger through its own phase).
     n = len(load_spec(REPO / "specs/qs-nope.yaml").datasets)
     assert n == 3
     for kind in ("source", "curate", "split", "decontaminate", "tokenize", "funnel"):
@@ -73,7 +74,7 @@ def test_shared_data_stages_appear_once():
     written = [f for f in ALL if load_spec(f).ladder is None]
     assert len(written) == 7 and len(ALL) == 8
     ladder_runs = 3 * 3 + 3
-    assert kinds.count("ledger") == len(written) + ladder_runs
+    assert "ledger" not in kinds
     # two stages per run; qs-nope and qs-rope have a second run (a seed-1 replica); three
     # evaluated checkpoints per run (a snapshot after 40 steps and both stage ends)
     runs = len(written) - 1 + 2
@@ -181,9 +182,9 @@ training:
 """)
     changed = _kinds_labels(new, _changed(base, new))
     assert ("train", "qs-rope-stable") not in changed
-    # The ledger sees the new budget; the stable stage waits for it without depending on it.
+    # The decay phase's ledger sees the new budget; the stable phase's holds only its own.
     assert changed == [("evaluate", "qs-rope-decay"), ("evaluate", "qs-rope-seed1-decay"),
-                       ("ledger", "qs-rope"), ("report", "architectures"),
+                       ("report", "architectures"),
                        ("train", "qs-rope-decay"), ("train", "qs-rope-seed1-decay")]
 
 
@@ -271,7 +272,7 @@ evaluation:
 """)
     changed = _changed(base, new)
     kinds = {new.stages[i].kind for i in changed}
-    assert kinds == {"evaltasks", "decontaminate", "tokenize", "funnel", "ledger", "train",
+    assert kinds == {"evaltasks", "decontaminate", "tokenize", "funnel", "train",
                      "evaluate", "report"}
     assert len(_of_kind(new, "decontaminate")) == 6  # one per dataset and task set
     assert len(_of_kind(new, "evaltasks")) == 5  # the four shared ones and the new one
@@ -285,16 +286,18 @@ def test_ngram_change_reruns_decontamination_and_after_but_not_curation(tmp_path
     assert len(roots) == 3  # qs-rope's, one per dataset
     assert changed == roots | set().union(*(new.descendants(r) for r in roots))
     assert {new.stages[i].kind for i in changed} == {
-        "decontaminate", "tokenize", "funnel", "ledger", "train", "evaluate", "report"}
+        "decontaminate", "tokenize", "funnel", "train", "evaluate", "report"}
     kept = {base.stages[i].kind for i in _ids(base) & _ids(new)}
     assert {"source", "curate", "split", "tokenizer", "evaltasks"} <= kept
 
 
 def test_decontamination_off_tokenizes_the_split(tmp_path):
     graph = _variant_graph(tmp_path, "evaluation: {decontamination: null}\n")
-    rope = [s for s in _of_kind(graph, "ledger") if s.config.experiment == "qs-rope"][0]
+    rope = [s for s in _of_kind(graph, "train") if s.config.experiment == "qs-rope"][0]
     report = _report(graph)
     for key, ref in rope.inputs:
+        if not key.startswith("tokens:"):
+            continue
         tok = graph.stages[ref.stage_id]
         assert graph.stages[_input(tok, "docs").stage_id].kind == "split"
         funnel = graph.stages[_input(report, f"funnel:qs-rope:{key.split(':')[1]}").stage_id]
@@ -309,48 +312,49 @@ def test_standard_tasks_reach_decontamination(tmp_path):
     assert len(decs) == 3 and all(d.config.tasks == ["arc_easy", "hellaswag"] for d in decs)
 
 
-def test_every_training_stage_waits_for_its_ledger():
+def test_every_training_stage_checks_the_ledger_of_its_own_phase():
+    """No ledger stage and no gate: each train stage holds the max_epochs of exactly the
+    datasets its phase draws from (the spec's), and reads their tokens; the earlier phases'
+    draws reach it only through its `init` checkpoint, so no phase copies another's settings."""
     graph = _graph()
-    ledgers = {s.config.experiment: s for s in _of_kind(graph, "ledger")}
-    assert sorted(ledgers) == sorted({t.config.experiment for t in _of_kind(graph, "train")})
-    assert {load_spec(f).name for f in ALL if load_spec(f).ladder is None} <= set(ledgers)
+    assert not _of_kind(graph, "ledger")
+    specs = {load_spec(f).name: load_spec(f) for f in ALL}
     for train in _of_kind(graph, "train"):
-        ledger = ledgers[train.config.experiment]
-        assert _input(train, "ledger") == OutputRef(ledger.id, "gate")
-        assert graph.path_of(_input(train, "ledger")) == PurePosixPath(
-            f"data/ledger/{train.config.experiment}.ok")
-        # the ledger reads the tokens this stage trains on
-        assert {r for k, r in train.inputs if k.startswith("tokens:")} <= {r for _, r in ledger.inputs}
-    for exp, ledger in ledgers.items():
-        trains = [t.config for t in _of_kind(graph, "train")
-                  if t.config.experiment == exp and t.config.seed == 0]  # the main run
-        assert [(s.name, s.steps, s.mixture) for s in ledger.config.phases] == [
-            (t.phase, t.steps, t.mixture) for t in trains]
-        assert (ledger.config.seq_len, ledger.config.batch_tokens) == (
-            trains[0].seq_len, trains[0].batch_tokens)
-        assert ledger.config.max_epochs == {"code": 4.0, "pdf": 4.0, "web": 4.0}
+        cfg = train.config
+        assert sorted(cfg.max_epochs) == sorted(cfg.mixture)
+        datasets = specs[graph.spec_of.get(cfg.experiment, cfg.experiment)].datasets
+        assert cfg.max_epochs == {n: datasets[n].max_epochs for n in cfg.mixture}
+        keys = dict(train.inputs)
+        assert {k for k in keys if k.startswith("tokens:")} == {f"tokens:{n}" for n in cfg.mixture}
+        assert "ledger" not in keys
+        assert graph.path_of(OutputRef(train.id, "ledger")) == PurePosixPath(
+            f"metrics/{train.id}.ledger.json")
 
 
-def test_max_epochs_changes_only_the_ledger_and_report(tmp_path):
-    """The ledger's gate is an order-only input: a new limit re-checks the ledger but keeps
-    every training stage (and their DVC dependencies: the gate path is per experiment)."""
+def test_max_epochs_changes_the_phases_drawing_from_the_dataset(tmp_path):
+    """A new limit is part of the ledger each train stage writes: the phases of qs-rope that
+    draw from web (and what follows them) change, nothing of another experiment does."""
     base = _graph()
     new = _variant_graph(tmp_path, "datasets:\n  web:\n    max_epochs: 8\n")
-    assert _kinds_labels(new, _changed(base, new)) == [("ledger", "qs-rope"), ("report", "architectures")]
-    old_dvc = yaml.safe_load(render_dvc_yaml(base))["stages"]
-    new_dvc = yaml.safe_load(render_dvc_yaml(new))["stages"]
-    for sid in (s.id for s in _of_kind(new, "train")):
-        assert new_dvc[sid] == old_dvc[sid]
+    changed = _changed(base, new)
+    roots = {i for i in changed if new.stages[i].kind == "train"
+             and new.stages[i].config.step_start == 0}
+    assert {new.stages[i].config.experiment for i in changed if new.stages[i].kind == "train"
+            } == {"qs-rope"}
+    assert all(new.stages[i].config.max_epochs["web"] == 8 for i in roots)
+    assert changed == roots | set().union(*(new.descendants(r) for r in roots))
 
 
-def test_report_reads_funnels_and_ledgers():
+def test_report_reads_funnels_and_the_last_phase_ledger():
     graph = _graph()
     report = _report(graph)
     inputs = dict(report.inputs)
-    ledgers = {s.config.experiment: s.id for s in _of_kind(graph, "ledger")}
     funnels = {s.config.dataset: s.id for s in _of_kind(graph, "funnel")}
     for exp in ("qs-nope", "qs-rope"):
-        assert inputs[f"ledger:{exp}"] == OutputRef(ledgers[exp], "metrics")
+        main = [t for t in _of_kind(graph, "train")
+                if t.config.experiment == exp and t.config.seed == 0]
+        last = max(main, key=lambda t: t.config.step_start)
+        assert inputs[f"ledger:{exp}"] == OutputRef(last.id, "ledger")
         for d in ("code", "web"):
             assert inputs[f"funnel:{exp}:{d}"] == OutputRef(funnels[d], "metrics")
 

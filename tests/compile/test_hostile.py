@@ -5,8 +5,8 @@ values before the shell runs the command, inside our shell quoting; the renderer
 `${` as DVC documents (`\\${`), and `shlex` quotes the rest.
 
 The graph here is built directly, with configs made by `model_construct` (no validation), so
-every string field that reaches dvc.yaml (input keys, local input paths, report, ladder and
-experiment names in output paths, task and experiment names in plots) holds `${...}` that
+every string field that reaches dvc.yaml (input keys, local input paths, report and ladder
+names in output paths, task and experiment names in plots) holds `${...}` that
 names a real params.yaml value and one that names nothing, `$(...)`, backticks, quotes and
 `;`; a line break or other control character in a command is refused (DVC would run the text
 after it as a command of its own).
@@ -30,7 +30,13 @@ from repro.compile.errors import GraphError
 from repro.compile.graph import ExternalPath, OutputRef, Stage, StageGraph
 from repro.compile.render import DVC_ESCAPED, _cmd, dvc_literal, render_dvc_yaml, render_params_yaml
 from repro.spec.schema import EvaluationSpec, ExecutorSpec, JsonlSource
-from repro.stages.configs import CurateConfig, EvaluateConfig, FitConfig, LedgerConfig, ReportConfig
+from repro.stages.configs import (
+    CurateConfig,
+    EvaluateConfig,
+    FitConfig,
+    ReportConfig,
+    TokenizeConfig,
+)
 
 DVC = Path(sys.executable).parent / "dvc"
 PAYLOAD = "' ; touch PWNED-params ; echo '"
@@ -64,13 +70,13 @@ def _graph(end: str = "", missing: bool = True) -> tuple[StageGraph, str]:
         ((h("key", param), ExternalPath(h("path", param))),
          ("carrier", OutputRef(carrier.id, "docs")))))
     experiment = h("experiment", param)
-    ledger = graph.add(Stage("ledger", experiment, LedgerConfig.model_construct(
-        experiment=experiment, seq_len=8, batch_tokens=8, phases=[], max_epochs={}),
-        ((f"tokens:{h('dataset', param)}", OutputRef(curate.id, "docs")),)))
+    tokens = graph.add(Stage("tokenize", experiment, TokenizeConfig.model_construct(
+        dataset=h("dataset", param), seed=0),
+        ((f"docs:{h('dataset', param)}", OutputRef(curate.id, "docs")),)))
     evaluation = EvaluationSpec.model_construct(tasks=[h("task", param)], presets=[], local_tasks=[])
     evaluate = graph.add(Stage("evaluate", experiment, EvaluateConfig.model_construct(
         experiment=experiment, checkpoint="final", evaluation=evaluation, seed=0),
-        (("checkpoint", OutputRef(ledger.id, "gate")),)))
+        (("checkpoint", OutputRef(tokens.id, "tokens")),)))
     graph.add(Stage("report", h("report", param), ReportConfig.model_construct(
         name=h("report", param), baseline=experiment, experiments=[experiment]),
         ((f"eval:{experiment}", OutputRef(evaluate.id, "metrics")),)))

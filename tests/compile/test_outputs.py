@@ -151,7 +151,7 @@ def test_two_specs_with_one_report_name_are_refused_at_the_second(tmp_path):
 def test_the_compile_time_ledger_refusal_is_located(tmp_path, monkeypatch):
     """A budget the committed token counts cannot feed: the line of the spec's stages (in an
     example pipeline's spec, compiled with the default's); a metrics file that does not hold
-    a token count is left to the ledger stage."""
+    a token count is left to the train stages."""
     import shutil
 
     shutil.copytree(REPO / "specs", tmp_path / "specs")

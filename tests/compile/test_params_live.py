@@ -312,5 +312,5 @@ def _dotted_value(cfg: Any, path: Path_) -> Any:
 
 def test_the_cases_cover_both_pipelines_and_every_kind_they_use():
     kinds = {k for _, k, _ in CASES}
-    assert {"train", "curate", "evaluate", "report", "tokenize", "ledger"} <= kinds
+    assert {"train", "curate", "evaluate", "report", "tokenize"} <= kinds
     assert len(CASES) > 100

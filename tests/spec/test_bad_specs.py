@@ -413,9 +413,9 @@ def test_mixture_beyond_max_epochs_at_compile(tmp_path, monkeypatch):
     _write(tmp_path, "specs/common/base.yaml", _base_text())
     spec = _write(tmp_path, "specs/a.yaml", "extends: common/base.yaml\nexperiment: {name: a}\n")
     graph = compile_graph(load_specs([spec]))
-    ledgers = [s for s in graph.stages.values() if s.kind == "ledger"]
-    assert ledgers
-    for key, ref in ledgers[0].inputs:
+    trains = [s for s in graph.stages.values() if s.kind == "train"]
+    assert trains
+    for key, ref in (kv for t in trains for kv in t.inputs):
         if key.startswith("tokens:") and isinstance(ref, OutputRef):
             # 10k tokens of each dataset: the 655k-token stage draws web 0.6 -> ~39 epochs
             _write(tmp_path, f"out/{paths.stage_metrics(ref.stage_id)}",

@@ -74,7 +74,7 @@ def _config_models() -> list[type[BaseModel]]:
 def test_every_integer_field_of_every_stage_config_has_an_upper_limit() -> None:
     models = _config_models()
     # the walk reaches the configs' own nested models, not only the registered ones
-    assert {"LedgerPhase", "ScheduleSegment", "LadderRun", "PredictTarget"} <= {
+    assert {"ModelSpec", "ScheduleSegment", "LadderRun", "PredictTarget"} <= {
         m.__name__ for m in models}
     unbounded = [f"{m.__name__}.{name}" for m in models
                  for name, f in m.model_fields.items()

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from repro.errors import ReproError
 from repro.spec.base import FieldError
 from repro.spec.schema import AdamWSpec, ModelSpec, TrainBPETokenizer
 from repro.stages import tokenize, tokenizer, train, worker
@@ -62,13 +63,14 @@ def segment(decay_start=None, decay_end=None):
 
 
 def config(phase="s1", start=0, steps=6, mixture=None, model=MODEL, schedule=None, **kw):
+    mixture = mixture or {"web": 0.5, "code": 0.5}
     return TrainConfig(
         experiment="exp", phase=phase, model=model, optimizer=kw.pop("optimizer", AdamWSpec(lr=1e-2)),
         # as the compiler writes it: only the parts that reach this phase's updates
         schedule=(schedule or segment()).for_phase(start, steps), seq_len=32, batch_tokens=256,
         micro_batch_size=kw.pop("micro_batch_size", 4),
-        step_start=start, steps=steps, mixture=mixture or {"web": 0.5, "code": 0.5}, seed=0,
-        log_every_steps=2, **kw,
+        step_start=start, steps=steps, mixture=mixture, seed=0,
+        max_epochs=kw.pop("max_epochs", {n: 4.0 for n in mixture}), log_every_steps=2, **kw,
     )
 
 
@@ -78,6 +80,7 @@ def stage_io(data: Path, out: Path, init: Path | None = None, name: str = "train
         inputs["init"] = init
     inputs.update(extra)
     return StageIO(name, inputs, {"checkpoint": out / "ck", "metrics": out / "metrics" / "m.json",
+                                  "ledger": out / "metrics" / "ledger.json",
                                   "loss": out / "plots" / "loss.csv", "monitor": out / "plots" / "monitor.csv",
                                   "perf": out / "metrics" / "perf.json"})
 
@@ -207,6 +210,74 @@ def test_continuing_checks_step_and_architecture(data, tmp_path):
         run(data, tmp_path / "y", config("s2", 2, 2, model=MODEL.model_copy(update={"num_layers": 3})),
             init=first / "ck")
     assert not (tmp_path / "x" / "ck").exists() and not (tmp_path / "y" / "ck").exists()
+
+
+# ------------------------------------------------------------------------ token ledger
+
+def test_the_second_phase_ledger_carries_the_first_phase_draws(data, tmp_path):
+    """The ledger output of phase 2 is the experiment's through phase 2: phase 1's rows come
+    from its checkpoint, the totals are what the sampler consumed (trainer_state's data
+    positions), and the checkpoint carries the same book to the next phase."""
+    first = run(data, tmp_path / "first", config(steps=4, mixture={"web": 0.75, "code": 0.25}))
+    second = run(data, tmp_path / "second", config("s2", 4, 2), init=first / "ck")
+    book = json.loads((second / "metrics" / "ledger.json").read_text())
+    assert (second / "ck" / "token_ledger.json").read_text() == json.dumps(
+        book, indent=2, sort_keys=True) + "\n"
+    assert book["stages"] == ["s1", "s2"] and book["experiment"] == "exp"
+    positions = json.loads((second / "ck" / "trainer_state.json").read_text())["data_positions"]
+    web, code = book["datasets"]["web"], book["datasets"]["code"]
+    # 8 sequences per step: s1 4 steps at 0.75/0.25, s2 2 steps at 0.5/0.5
+    assert [web["stages"][p]["windows"] for p in ("s1", "s2")] == [24, 8]
+    assert [code["stages"][p]["windows"] for p in ("s1", "s2")] == [8, 8]
+    assert (web["windows_drawn"], code["windows_drawn"]) == (positions["web"], positions["code"])
+    assert web["tokens_drawn"] == 32 * 32 and web["stages"]["s1"]["weight"] == 0.75
+    assert web["epochs"] == round(32 / web["windows_available"], 4)
+    assert web["stages"]["s1"]["epochs_end"] == round(24 / web["windows_available"], 4)
+    assert web["max_epochs"] == 4.0
+    # phase 1's own output holds phase 1 only
+    assert json.loads((first / "metrics" / "ledger.json").read_text())["stages"] == ["s1"]
+
+
+def test_a_second_phase_past_max_epochs_is_refused_before_anything_is_built(data, tmp_path,
+                                                                           monkeypatch):
+    """The limit holds for the draws of every phase so far: phase 1 alone is within it, phase
+    1 + phase 2 is not, and phase 2 refuses with the numbers of both phases and the fix."""
+    from repro.train.ledger import LedgerError, available_tokens
+
+    windows = available_tokens(data / "tokens-web", 32)["windows"]
+    limit = {"web": 36 / windows, "code": 4.0}  # phase 1 draws 24 web windows, 1 + 2: 48
+    first = run(data, tmp_path / "first", config(steps=6, max_epochs=limit))
+    assert json.loads((first / "metrics" / "ledger.json").read_text())[
+        "datasets"]["web"]["epochs"] == round(24 / windows, 4)
+
+    def never(*a, **k):
+        raise AssertionError("the stage built something before checking its token ledger")
+
+    monkeypatch.setattr(train, "token_ids", never)
+    monkeypatch.setattr(train, "load_model", never)
+    with pytest.raises(LedgerError) as err:
+        run(data, tmp_path / "second", config("s2", 6, 6, max_epochs=limit), init=first / "ck")
+    assert err.value.field == "training.stages" and "max_epochs" in err.value.fix
+    message = err.value.message
+    assert f"dataset 'web' would be repeated {48 / windows:.2f} times" in message
+    assert "s1 768 tokens (weight 0.5), s2 768 tokens (weight 0.5)" in message
+    assert "'code'" not in message
+    assert not (tmp_path / "second").exists()
+
+
+def test_a_checkpoint_without_a_token_ledger_is_refused(data, tmp_path):
+    first = run(data, tmp_path / "first", config(steps=2))
+    (first / "ck" / "token_ledger.json").unlink()
+    with pytest.raises(ReproError, match="holds no token ledger") as err:
+        run(data, tmp_path / "second", config("s2", 2, 2), init=first / "ck")
+    assert "repro compile" in err.value.fix
+
+
+def test_max_epochs_names_exactly_the_mixture():
+    with pytest.raises(ValueError, match="max_epochs names") as e:
+        config(max_epochs={"web": 4.0})
+    err = e.value.errors()[0]["ctx"]["error"]
+    assert isinstance(err, FieldError) and err.at == ("max_epochs",) and "repro compile" in err.fix
 
 
 # ------------------------------------------------------------------ crash, resume, order

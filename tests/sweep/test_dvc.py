@@ -59,11 +59,11 @@ Worker status: 1 active, 0 idle
 
 def test_copy_roots_reach_the_first_folder_git_does_not_have():
     tracked = {"dvc.yaml", "metrics/curate-a.json", "plots/train-a/loss.csv", "params.yaml"}
-    wanted = ["dvc.lock", "metrics/ledger-b.json", "metrics/curate-a.json",
+    wanted = ["dvc.lock", "metrics/funnel-b.json", "metrics/curate-a.json",
               "plots/train-b/loss.csv", "plots/train-b/monitor.csv", "results/x/y.json"]
     assert copy_roots(wanted, tracked) == [
         "dvc.lock",                 # untracked file at the top
-        "metrics/ledger-b.json",    # metrics/ exists in the checkout: the file itself
+        "metrics/funnel-b.json",    # metrics/ exists in the checkout: the file itself
         "plots/train-b",            # plots/train-b/ does not: the folder, once
         "results"]                  # nothing under results/ is tracked
     assert copy_roots(["metrics/curate-a.json"], tracked) == []  # tracked: already there

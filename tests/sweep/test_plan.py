@@ -75,10 +75,10 @@ def test_plan_of_the_tiny_spec(tmp_path):
     assert plan.objective.metrics_file == f"metrics/{plan.objective.stage_id}.json"
     assert plan.objective.goal == "minimize"
     assert plan.baseline_point == {"lr": 0.003, "warmup": 2}
-    # uncached outputs of the stages trials skip (data, tokenizer, ledger...), not of those
+    # uncached outputs of the stages trials skip (data, tokenizer...), not of those
     # they rerun (training, evaluation, the report)
     copied = {p.split("/")[-1].split(".")[0] for p in plan.copy_paths}
-    assert any(c.startswith("ledger-ci-tiny-") for c in copied)
+    assert any(c.startswith("tokenize-web-") for c in copied)
     assert any(c.startswith("curate-web-") for c in copied)
     assert not any(c.startswith(("train-", "evaluate-ci-tiny-decay", "report-")) for c in copied)
 
