@@ -22,9 +22,9 @@ from repro import paths
 from repro.compile.errors import GraphError
 from repro.compile.graph import StageGraph, check_outputs
 from repro.compile.render import GENERATED, Placement, render_dvc_yaml, render_params_yaml
-from repro.compile.specs import compile_checked, locate
+from repro.compile.specs import compile_checked, locate, spec_names
 from repro.errors import ReproError
-from repro.spec.load import SpecError, experiment_files, load_raw
+from repro.spec.load import SpecError, experiment_files
 
 EXAMPLE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 """An example's folder name, which names examples/<name>/ and its `make example-<name>`."""
@@ -191,13 +191,7 @@ def check_disjoint(compiled: list[Compiled]) -> None:
     try:
         check_outputs(merged)
     except GraphError as e:
-        files = [f for c in compiled for f in c.pipeline.files()]
-        names = {}
-        for f in files:  # spec names without validating again (they validated)
-            written = load_raw(f).data.get("experiment")
-            if isinstance(written, dict):
-                names[written.get("name")] = f
-        locate(e, names)
+        locate(e, spec_names([f for c in compiled for f in c.pipeline.files()]))
         raise SpecError([e if e.file else e.located(str(compiled[0].pipeline.specs))]) from None
 
 
