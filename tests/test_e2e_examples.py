@@ -17,11 +17,16 @@ import yaml
 
 pytestmark = pytest.mark.slow
 
-# Differs from ci-tiny in one setting, with a report comparing it to ci-tiny (the default
-# pipeline's experiment, read by path, not trained again).
+# The default pipeline: the CI spec without its replica (fewer stages to build); the
+# example differs from it in one setting and has a report comparing the two (ci-tiny is the
+# default pipeline's experiment, read by path, not trained again).
+DEFAULT = """extends: ../ci/tiny.yaml
+experiment: {name: ci-tiny, replicas: []}
+"""
 EXAMPLE = """extends: ../../tiny.yaml
-experiment: {name: ci-tiny-rope, description: "ci-tiny with RoPE everywhere", replicas: []}
+experiment: {name: ci-tiny-rope, description: "ci-tiny with RoPE everywhere"}
 model: {nope_interval: 0}
+evaluation: {every_tokens: null}
 report: {name: ci-rope, experiments: [ci-tiny, ci-tiny-rope], baseline: ci-tiny}
 """
 
@@ -41,10 +46,10 @@ def test_an_example_pipeline_reuses_the_default_pipelines_outputs(tmp_path, make
     repo = make_workspace(tmp_path)
     # the repository's own examples are not the CI specs': compiling specs/ci removed them
     assert not list(repo.glob("examples/*/dvc.yaml"))
-    folder = repo / "specs/ci/examples/rope"
-    folder.mkdir(parents=True)
-    (folder / "rope.yaml").write_text(EXAMPLE)
-    _run([sys.executable, "-m", "repro.cli", "compile", "--specs", "specs/ci"], repo)
+    (repo / "specs/e2e/examples/rope").mkdir(parents=True)
+    (repo / "specs/e2e/tiny.yaml").write_text(DEFAULT)
+    (repo / "specs/e2e/examples/rope/rope.yaml").write_text(EXAMPLE)
+    _run([sys.executable, "-m", "repro.cli", "compile", "--specs", "specs/e2e"], repo)
     _run(["git", "add", "-A"], repo)
     _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "example"], repo)
     root = set(yaml.safe_load((repo / "dvc.yaml").read_text())["stages"])
