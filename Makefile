@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install quickstart example-architectures example-lr-sweep example-ladder test test-fast compile bench-curation bench-training bench-evaluation calibrate-language debian-corpus gpu-check gpu-wheels
+.PHONY: install quickstart example-architectures example-lr-sweep example-ladder test test-fast compile bench-curation bench-training bench-evaluation bench-stages calibrate-language debian-corpus gpu-check gpu-wheels
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -16,10 +16,18 @@ $(STAMP): requirements.lock pyproject.toml
 
 install: $(STAMP)
 
-# Fresh machine: venv + pinned deps, check the generated pipeline is current, rebuild everything.
+# Fresh machine: venv + pinned deps, check the generated pipeline is current, fetch what a
+# shared DVC cache already holds (only when a default remote is configured: README "Sharing
+# the DVC cache"; an object missing there, or a remote out of reach, is built here instead),
+# rebuild what is left, then a first screen: the report, its headline, what to try next.
 quickstart: install
 	$(BIN)/repro compile --check
+	@if $(BIN)/dvc remote default >/dev/null 2>&1; then \
+	  echo "dvc pull --allow-missing dvc.yaml  (default remote: $$($(BIN)/dvc remote default))"; \
+	  $(BIN)/dvc pull --allow-missing dvc.yaml || echo "note: dvc pull failed; building locally instead"; \
+	fi
 	$(BIN)/dvc repro
+	@$(BIN)/repro summary
 
 # The example pipelines (examples/<name>/dvc.yaml, compiled from specs/examples/<name>/):
 # each builds what it needs of the default pipeline first (once), then its own stages.
@@ -56,6 +64,9 @@ bench-training: install
 
 bench-evaluation: install
 	$(BIN)/python -m bench.evaluation
+
+bench-stages: install
+	$(BIN)/python -m bench.stage_overhead
 
 calibrate-language: install
 	$(BIN)/python bench/calibrate_language.py --write-spec

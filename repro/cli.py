@@ -9,7 +9,7 @@ import re
 import sys
 import tempfile
 import traceback
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import NoReturn
 
 import click
@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from repro import paths, yamlio
 from repro.compile.pipelines import compile_all, orphans
-from repro.environment import fingerprint
+from repro.environment import fingerprint, process_seconds
 from repro.errors import ReproError, ReproErrors
 from repro.explain import explain as run_explain
 from repro.explain import render as render_explain
@@ -37,6 +37,10 @@ from repro.stages.base import (
     set_offline_env,
     write_json,
 )
+from repro.status import as_json as status_json
+from repro.status import collect as collect_status
+from repro.status import render as render_status
+from repro.summary import render as render_summary
 from repro.sweep.cli import sweep
 from repro.verify.certificate import render_text
 from repro.verify.lockfile import check_workspace_files, declared_outputs
@@ -377,7 +381,9 @@ def stage(kind: str, stage_id: str, inputs: tuple[str, ...], outputs: tuple[str,
     except ReproError as e:  # what is wrong and the fix, said for this stage
         _exit(e, context=f"stage {stage_id}")
     if "env" in io.outputs:  # last, so a failed stage leaves no record of a run
-        write_json(io.output("env"), fingerprint())
+        # `run`: measured, read by `repro status` (how long a pipeline's last build took)
+        write_json(io.output("env"), {**fingerprint(),
+                                      "run": {"wall_seconds": round(process_seconds(), 2)}})
 
 
 @main.command()
@@ -470,6 +476,28 @@ def publish(site_dir: Path, reports_dir: Path, hub_repo: str | None) -> None:
                f"experiment(s); open {site_dir / INDEX}")
     if hub_repo:
         click.echo(f"pushed to {push_to_hub(site_dir, hub_repo)}")
+
+
+@main.command()
+@click.argument("reports", nargs=-1, type=click.Path(file_okay=False, path_type=Path))
+def summary(reports: tuple[Path, ...]) -> None:
+    """Where the report is, its headline comparison with intervals, what to try next
+    (the end of `make quickstart`). REPORTS: report folders (default: the root pipeline's)."""
+    dirs = [PurePosixPath(p.as_posix()) for p in reports] or None
+    click.echo(render_summary(Path("."), dirs), nl=False)
+
+
+@main.command()
+@click.option("--no-dvc", is_flag=True, help="Skip `dvc status`: stages and last build times only.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(no_dvc: bool, as_json: bool) -> None:
+    """Every pipeline (dvc.yaml, examples/*/dvc.yaml): stages, up to date vs to run, and how
+    long its last build took."""
+    pipelines = collect_status(Path("."), ask_dvc=not no_dvc)
+    if as_json:
+        click.echo(json.dumps(status_json(pipelines), indent=2))
+    else:
+        click.echo(render_status(pipelines), nl=False)
 
 
 main.add_command(sweep)

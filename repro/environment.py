@@ -11,6 +11,10 @@ differ instead of only *that* they do.
 The fingerprint is deterministic on one machine (no time, host name or user; only
 allow-listed environment variables, so credentials never get in) and split in two:
 `numerics` holds what can change an output's bytes, `info` what cannot (kernel, OS).
+`repro stage` adds a third section to the file, `run` (the stage's wall seconds, from
+`process_seconds`), which `repro status` sums per pipeline; it is measured, so env.json's
+bytes differ between runs (like perf.json), and nothing compares them by hash
+(`repro.paths.MACHINE_RECORD_SUFFIXES`).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import platform
 import re
 import sys
 import sysconfig
+import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -128,6 +133,25 @@ def _torch() -> dict[str, Any] | None:
         "num_threads": torch.get_num_threads(),
         "gpu": gpu,
     }
+
+
+_IMPORTED = time.monotonic()
+
+
+def process_seconds() -> float:
+    """Wall seconds since this process started: the interpreter's start-up and every import
+    count, as they are part of what a stage costs (issue 19: a small stage is mostly start-up).
+    From /proc (Linux: the process's start in clock ticks after boot vs the uptime, 10 ms
+    resolution); elsewhere, since this module was imported."""
+    try:
+        stat = Path("/proc/self/stat").read_text()
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        # fields after the command name, which is in parentheses and may hold spaces;
+        # starttime is field 22 of stat(5), the 20th after the name
+        started = int(stat.rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
+        return max(0.0, uptime - started)
+    except (OSError, ValueError, IndexError):
+        return time.monotonic() - _IMPORTED
 
 
 def fingerprint() -> dict[str, Any]:

@@ -72,8 +72,8 @@ METRICS = Output(Role.METRICS, lambda stage_id, cfg: paths.stage_metrics(stage_i
 PERF = Output(Role.METRICS, lambda stage_id, cfg: paths.stage_perf(stage_id))
 """Timings of the run (metrics/<id>.perf.json): measured, so they differ between runs."""
 ENV = Output(Role.RECORD, lambda stage_id, cfg: paths.stage_env(stage_id))
-"""The environment the stage ran in (metrics/<id>.env.json), written by `repro stage` after
-the runner succeeds; every kind declares it."""
+"""The environment the stage ran in and its wall seconds (metrics/<id>.env.json), written by
+`repro stage` after the runner succeeds; every kind declares it."""
 
 
 SNAPSHOT = "snapshot"

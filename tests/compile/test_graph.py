@@ -75,11 +75,11 @@ def test_shared_data_stages_appear_once():
     assert len(written) == 7 and len(ALL) == 8
     ladder_runs = 3 * 3 + 3
     assert "ledger" not in kinds
-    # two stages per run; qs-nope and qs-rope have a second run (a seed-1 replica); three
-    # evaluated checkpoints per run (a snapshot after 40 steps and both stage ends)
+    # two stages per run; qs-nope and qs-rope have a second run (a seed-1 replica); four
+    # evaluated checkpoints per run (snapshots after 16 and 32 steps and both stage ends)
     runs = len(written) - 1 + 2
     assert kinds.count("train") == 2 * runs + 2 + ladder_runs
-    assert kinds.count("evaluate") == 3 * runs + 1 + ladder_runs
+    assert kinds.count("evaluate") == 4 * runs + 1 + ladder_runs
     assert kinds.count("report") == 2 and kinds.count("fit") == 1  # quickstart, architectures
 
 
@@ -145,7 +145,7 @@ def test_eval_change_touches_only_evaluate_and_report(tmp_path):
     # every evaluated checkpoint of both runs (main and the seed1 replica); no training
     assert _kinds_labels(new, _changed(base, new)) == sorted([
         ("evaluate", f"qs-rope{run}-{ckpt}") for run in ("", "-seed1")
-        for ckpt in ("decay", "stable", "stable-step40")] + [("report", "architectures")])
+        for ckpt in ("decay", "stable", "stable-step16", "stable-step32")] + [("report", "architectures")])
 
 
 def test_a_setting_no_evaluation_reads_leaves_every_evaluation_alone(tmp_path):
@@ -176,14 +176,16 @@ def test_decay_stage_change_keeps_stable_stage(tmp_path):
     new = _variant_graph(tmp_path, """
 training:
   stages:
-    - {name: stable, tokens: 655360, mixture: {web: 0.6, pdf: 0.05, code: 0.35}}
-    - {name: decay, tokens: 327680, mixture: {web: 0.4, pdf: 0.1, code: 0.5}}
-  schedule: {warmup_steps: 10, decay_shape: 1-sqrt, decay_fraction: 0.3333333333333333}
+    - {name: stable, tokens: 196608, mixture: {web: 0.6, pdf: 0.05, code: 0.35}}
+    - {name: decay, tokens: 98304, mixture: {web: 0.4, pdf: 0.1, code: 0.5}}
+  schedule: {warmup_steps: 6, decay_shape: 1-sqrt, decay_fraction: 0.3333333333333333}
 """)
     changed = _kinds_labels(new, _changed(base, new))
     assert ("train", "qs-rope-stable") not in changed
     # The decay phase's ledger sees the new budget; the stable phase's holds only its own.
-    assert changed == [("evaluate", "qs-rope-decay"), ("evaluate", "qs-rope-seed1-decay"),
+    # (24 decay steps now hold a snapshot: every 16 steps, at step 64)
+    assert changed == [("evaluate", "qs-rope-decay"), ("evaluate", "qs-rope-decay-step64"),
+                       ("evaluate", "qs-rope-seed1-decay"), ("evaluate", "qs-rope-seed1-decay-step64"),
                        ("report", "architectures"),
                        ("train", "qs-rope-decay"), ("train", "qs-rope-seed1-decay")]
 
@@ -422,7 +424,8 @@ def test_replicas_add_runs_and_leave_the_main_run_untouched(tmp_path):
     # the new run (train + evaluate), and a report that now reads it; nothing else
     assert changed == [
         ("evaluate", "qs-rope-seed2-data7-decay"), ("evaluate", "qs-rope-seed2-data7-stable"),
-        ("evaluate", "qs-rope-seed2-data7-stable-step40"), ("report", "architectures"),
+        ("evaluate", "qs-rope-seed2-data7-stable-step16"), ("evaluate", "qs-rope-seed2-data7-stable-step32"),
+        ("report", "architectures"),
         ("train", "qs-rope-seed2-data7-decay"), ("train", "qs-rope-seed2-data7-stable")]
     trains = {s.label: s.config for s in _of_kind(new, "train")}
     assert (trains["qs-rope-seed1-stable"].seed, trains["qs-rope-seed1-stable"].data_seed) == (1, None)
@@ -445,32 +448,32 @@ def test_a_replica_repeating_the_main_run_is_refused(tmp_path):
 
 
 def test_every_tokens_adds_snapshots_and_their_evaluations(tmp_path):
-    # 8192 tokens per step; stable = steps 1..80, decay = 81..100
-    new = _variant_graph(tmp_path, "evaluation: {every_tokens: 245760}\n")  # 30 steps
+    # 4096 tokens per step; stable = steps 1..48, decay = 49..60
+    new = _variant_graph(tmp_path, "evaluation: {every_tokens: 57344}\n")  # 14 steps
     trains = {s.config.phase: s for s in _of_kind(new, "train")
               if s.config.experiment == "qs-rope" and s.config.seed == 0}
-    assert trains["stable"].config.snapshot_steps == [30, 60]
-    assert trains["decay"].config.snapshot_steps == [90]
+    assert trains["stable"].config.snapshot_steps == [14, 28, 42]
+    assert trains["decay"].config.snapshot_steps == [56]
     outs = trains["stable"].outputs()
-    assert outs["snapshot:30"] == PurePosixPath(f"artifacts/snapshots/{trains['stable'].id}/step-0000030")
+    assert outs["snapshot:14"] == PurePosixPath(f"artifacts/snapshots/{trains['stable'].id}/step-0000014")
     evals = {s.config.checkpoint: s for s in _of_kind(new, "evaluate")
              if s.label.startswith("qs-rope-") and not s.label.startswith("qs-rope-seed1")}
-    assert sorted(evals) == ["decay", "decay-step90", "stable", "stable-step30", "stable-step60"]
-    assert dict(evals["stable-step60"].inputs)["checkpoint"] == OutputRef(trains["stable"].id, "snapshot:60")
+    assert sorted(evals) == ["decay", "decay-step56", "stable", "stable-step14", "stable-step28", "stable-step42"]
+    assert dict(evals["stable-step42"].inputs)["checkpoint"] == OutputRef(trains["stable"].id, "snapshot:42")
     report = _report(new)
     keys = {k for k, _ in report.inputs}
-    assert {"eval:qs-rope:seed0:stable-step30", "eval:qs-rope:seed0:stable"} <= keys
+    assert {"eval:qs-rope:seed0:stable-step14", "eval:qs-rope:seed0:stable"} <= keys
     # per-item samples only of the final checkpoint (the one compared)
     assert sorted(k for k in keys if k.startswith("results:qs-rope:")) == [
         "results:qs-rope:seed0:decay", "results:qs-rope:seed1:decay"]
     dvc = yaml.safe_load(render_dvc_yaml(new))
     stage = dvc["stages"][trains["stable"].id]
-    assert f"artifacts/snapshots/{trains['stable'].id}/step-0000030" in stage["outs"]
-    assert "--out snapshot:30=" in stage["cmd"]
+    assert f"artifacts/snapshots/{trains['stable'].id}/step-0000014" in stage["outs"]
+    assert "--out snapshot:14=" in stage["cmd"]
 
 
 def test_every_tokens_must_be_a_multiple_of_the_batch(tmp_path):
-    with pytest.raises(Exception, match=r"(?s)every_tokens 10000 is not a multiple of training.batch_tokens 8192.*fix: use 8192 or 16384"):
+    with pytest.raises(Exception, match=r"(?s)every_tokens 10000 is not a multiple of training.batch_tokens 4096.*fix: use 8192 or 12288"):
         _variant(tmp_path, "evaluation: {every_tokens: 10000}\n")
 
 

@@ -30,6 +30,7 @@ from typing import Callable
 import pytest
 import yaml
 
+from repro.paths import MACHINE_RECORD_SUFFIXES
 from repro.stages.base import OutputWriteError, atomic_dir, atomic_write_text, remove_stale_temporaries
 
 POLL_S = 0.005
@@ -114,9 +115,10 @@ class Workspace:
     def stale(self) -> set[str]:
         return set(json.loads(self.dvc("status", "--json").stdout or "{}"))
 
-    def digest(self, stage: str, skip: tuple[str, ...] = ()) -> tuple[list, dict]:
+    def digest(self, stage: str, skip: tuple[str, ...] = MACHINE_RECORD_SUFFIXES) -> tuple[list, dict]:
         """(dvc.lock outs, sha256 of every output file) of a completed stage; `skip` leaves
-        out outputs measured rather than computed (perf.json: tokens/s)."""
+        out outputs measured rather than computed (perf.json: tokens/s; env.json: the run's
+        wall seconds)."""
         entry = self.lock_entry(stage)
         assert entry is not None, f"{stage} has no dvc.lock entry"
         outs = [o for o in entry["outs"] if not o["path"].endswith(skip)]
@@ -380,12 +382,12 @@ def test_sigkill_during_training_resumes_bitwise_through_dvc(ws: Workspace):
     params = yaml.safe_load((ws.root / "params.yaml").read_text())[train]
     assert resumed is not None and 1 <= resumed <= params["steps"], resumed
     assert not state.exists()  # cleared once the stage completed
-    rerun = ws.digest(train, skip=(".perf.json",))
+    rerun = ws.digest(train)
     assert any(p.endswith("model.safetensors") for files in rerun[1].values() for p in files)
 
     ws.dvc("repro", "--force", "--single-item", train)  # uninterrupted, from step 0
     assert json.loads(perf_path.read_text())["resumed_from_step"] is None
-    assert ws.digest(train, skip=(".perf.json",)) == rerun
+    assert ws.digest(train) == rerun
 
 
 def _cached_rows(cache_root: Path) -> int:

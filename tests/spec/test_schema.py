@@ -131,6 +131,7 @@ def test_training_options_are_checked(kw, message):
 def test_phase_context_must_fit_max_positions():
     base = load_spec(REPO / "specs/qs-nope.yaml").model_dump(mode="json")
     base["training"]["stages"][1]["seq_len"] = 1024
+    base["training"]["micro_batch_size"] = 4  # a divisor of the 4 sequences of 1024 tokens a step
     with pytest.raises(ValueError, match=r"training.stages\[1\] \('decay'\) trains on sequences of 1024 tokens, "
                                          r"more than model.max_position_embeddings 512"):
         ExperimentSpec.model_validate(base)
