@@ -11,6 +11,11 @@ from dataclasses import dataclass
 from pathlib import PurePath, PurePosixPath
 
 SPECS_DIR = PurePosixPath("specs")
+EXAMPLE_SPECS = PurePosixPath("examples")
+"""Under a specs folder: one folder of specs per example pipeline (specs/examples/<name>/)."""
+EXAMPLES_DIR = PurePosixPath("examples")
+"""Under the workspace: one folder per example pipeline, holding its dvc.yaml, params.yaml
+and dvc.lock (examples/<name>/; repro.compile.pipelines)."""
 DVC_YAML = PurePosixPath("dvc.yaml")
 PARAMS_YAML = PurePosixPath("params.yaml")
 DVC_LOCK = PurePosixPath("dvc.lock")  # written by DVC; read by `repro verify` and `repro explain`
@@ -34,6 +39,8 @@ RESERVED: dict[PurePosixPath, tuple[str, frozenset[str]]] = {
     DVC_YAML: ("`repro compile` writes it", frozenset()),
     PARAMS_YAML: ("`repro compile` writes it", frozenset()),
     DVC_LOCK: ("DVC writes it", frozenset()),
+    EXAMPLES_DIR: ("`repro compile` writes the example pipelines' dvc.yaml and params.yaml "
+                   "there", frozenset()),
     PurePosixPath(".git"): ("it is git's repository", frozenset()),
     PurePosixPath(".dvc"): ("it holds DVC's configuration and cache", frozenset()),
 }

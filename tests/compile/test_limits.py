@@ -16,7 +16,8 @@ from repro.compile.specs import compile_files
 from repro.spec.load import SpecError, load_specs
 
 REPO = Path(__file__).resolve().parents[2]
-QUICKSTART = sorted((REPO / "specs").glob("*.yaml"))
+QUICKSTART = sorted((REPO / "specs").glob("*.yaml")) + sorted(
+    (REPO / "specs" / "examples").glob("*/*.yaml"))  # every pipeline's experiments
 
 
 def _values(obj) -> int:
@@ -76,7 +77,7 @@ def test_too_big_a_graph_is_refused_and_located(monkeypatch, tmp_path):
 
 
 def test_a_ladder_counts_its_runs(monkeypatch):
-    [ladder] = load_specs([REPO / "specs" / "qs-ladder.yaml"])
+    [ladder] = load_specs([REPO / "specs" / "examples" / "ladder" / "qs-ladder.yaml"])
     exp = limits.expansion(ladder)
     runs = ladder.ladder.run_count()
     assert exp.runs == runs and exp.stages["ladder"] == runs * (len(ladder.training.stages) + 1) + 1
