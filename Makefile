@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install quickstart test test-deps test-fast compile bench-curation bench-training bench-evaluation bench-stages calibrate-language debian-corpus gpu-check gpu-wheels
+.PHONY: install quickstart example-architectures example-lr-sweep example-ladder test test-deps test-fast compile bench-curation bench-training bench-evaluation bench-stages calibrate-language debian-corpus gpu-check gpu-wheels
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -28,6 +28,20 @@ quickstart: install
 	fi
 	$(BIN)/dvc repro
 	@$(BIN)/repro summary
+
+# The example pipelines (examples/<name>/dvc.yaml, compiled from specs/examples/<name>/):
+# each builds what it needs of the default pipeline first (once), then its own stages.
+example-architectures: install
+	$(BIN)/repro compile --check
+	$(BIN)/dvc repro examples/architectures/dvc.yaml
+
+example-lr-sweep: install
+	$(BIN)/repro compile --check
+	$(BIN)/repro sweep specs/examples/lr-sweep/qs-lr.yaml
+
+example-ladder: install
+	$(BIN)/repro compile --check
+	$(BIN)/repro fit specs/examples/ladder/qs-ladder.yaml
 
 compile: install
 	$(BIN)/repro compile
@@ -66,7 +80,7 @@ bench-stages: install
 calibrate-language: install
 	$(BIN)/python bench/calibrate_language.py --write-spec
 
-# Optional real multilingual corpus for specs/examples/debian-reference.yaml (Debian only).
+# Optional real multilingual corpus for specs/reference/debian-reference.yaml (Debian only).
 debian-corpus:
 	scripts/fetch-debian-reference.sh data/external/debian-reference
 

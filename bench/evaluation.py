@@ -8,11 +8,14 @@
    trained here; a bpb, a cloze and a code_cloze task from synthetic held-out documents).
    Requests = lm-eval instances (one per choice of a multiple-choice question, one per
    rolling-loglikelihood document). PERF.md anchor: batch auto ~3x faster than batch 1.
-2. Response cache: the same evaluation with `cache_requests` on, cold (empty cache) vs
-   warm (every response cached); the outputs must be byte-identical (checked).
-3. A real quickstart evaluation, when its inputs exist: the `evaluate-qs-nope-decay-*`
-   stage of dvc.yaml (its checkpoint and 4 local tasks) run through the stage's own `run`
-   into a temporary folder, cold and warm cache (goal: under a minute on 2 cores).
+2. Caches: the same evaluation with `cache_requests` on, cold (empty caches) vs warm
+   (the finished result cached: nothing is scored) vs responses only (finished results
+   removed: lm-eval answers every request from its response cache); the outputs must be
+   byte-identical (checked).
+3. A real quickstart evaluation, when its inputs exist: qs-nope's main-run evaluate stage
+   of dvc.yaml (`evaluate-qs-nope-<hash>`: its snapshot and two phase ends, 4 local tasks)
+   run through the stage's own `run` into a temporary folder, cold and warm cache (goal:
+   under a minute on 2 cores).
 
 Variants alternate within each round; reported: the median over `--rounds` (default 2).
 Nothing is written outside a temporary folder.
@@ -24,6 +27,8 @@ import argparse
 import json
 import os
 import random
+import re
+import shutil
 import statistics
 import sys
 import tempfile
@@ -38,6 +43,7 @@ from repro.numerics import pin_numerics_env  # noqa: E402
 
 pin_numerics_env()
 
+from repro import paths  # noqa: E402
 from repro.jsonl import iter_rows  # noqa: E402
 from repro.eval.local_tasks import DATA_FILE, MANIFEST_FILE, Doc, build_task  # noqa: E402
 from repro.spec.schema import LocalTaskSpec  # noqa: E402
@@ -103,7 +109,7 @@ def make_checkpoint(folder: Path, texts: list[str]) -> None:
 def build_inputs(root: Path) -> dict[str, Path]:
     prose, code = prose_docs(), code_docs()
     make_checkpoint(root / "ckpt", [d.text for d in prose + code])
-    inputs = {"checkpoint": root / "ckpt"}
+    inputs = {"checkpoint:decay": root / "ckpt"}
     for spec in TASKS:
         data, manifest = build_task(spec, code if spec.kind == "code_cloze" else prose, seed=0)
         folder = root / spec.task_name
@@ -115,20 +121,22 @@ def build_inputs(root: Path) -> dict[str, Path]:
 
 
 def evaluate(cfg: EvaluateConfig, inputs: dict[str, Path], out: Path) -> tuple[float, Path]:
-    """Wall seconds of one evaluate stage run and its output folder."""
+    """Wall seconds of one evaluate stage run and its output folder (one folder per
+    checkpoint: <label>/results/, <label>/metrics.json)."""
     from repro.stages import evaluate as stage
 
+    outs = {f"{kind}:{label}": out / label / name for label in cfg.checkpoints
+            for kind, name in (("results", "results"), ("metrics", "metrics.json"))}
     start = time.perf_counter()
-    stage.run(cfg, StageIO("bench", inputs, {"results": out / "results",
-                                             "metrics": out / "metrics.json"}))
+    stage.run(cfg, StageIO("bench", inputs, outs))
     return time.perf_counter() - start, out
 
 
-def request_count(results_dir: Path) -> int:
-    """lm-eval requests of a run: one per choice (multiple choice), one per document
-    (rolling loglikelihood), from the per-sample rows."""
+def request_count(out: Path) -> int:
+    """lm-eval requests of a run (every checkpoint's): one per choice (multiple choice), one
+    per document (rolling loglikelihood), from the per-sample rows."""
     n = 0
-    for path in results_dir.glob("samples_*.jsonl"):
+    for path in out.glob("*/results/samples_*.jsonl"):
         for row in iter_rows(path):
             n += len(row["loglikelihoods"]) if "loglikelihoods" in row else 1
     return n
@@ -142,7 +150,7 @@ def same_outputs(a: Path, b: Path) -> bool:
 
 def config(local_tasks: list[dict], **evaluation) -> EvaluateConfig:
     return EvaluateConfig.model_validate({
-        "experiment": "bench", "checkpoint": "decay", "seed": 0,
+        "experiment": "bench", "checkpoints": ["decay"], "seed": 0,
         "evaluation": {"local_tasks": local_tasks, **evaluation}})
 
 
@@ -152,7 +160,7 @@ def bench_synthetic(root: Path, rounds: int) -> dict:
     inputs = build_inputs(root / "inputs")
     tasks = [t.ref().model_dump() for t in TASKS]  # built by build_inputs; the stage names them
     times: dict[str, list[float]] = {"batch_1": [], "batch_auto": [], "cache_cold": [],
-                                     "cache_warm": []}
+                                     "cache_warm": [], "responses_warm": []}
     identical = True
     requests = None
     for r in range(rounds):
@@ -163,22 +171,28 @@ def bench_synthetic(root: Path, rounds: int) -> dict:
             t, out = evaluate(config(tasks, batch_size=bs, cache_requests=False), inputs,
                               root / f"{name}-{r}")
             times[name].append(t)
-            requests = request_count(out / "results")
+            requests = request_count(out)
         t, cold = evaluate(config(tasks, batch_size="auto"), inputs, root / f"cold-{r}")
         times["cache_cold"].append(t)
         t, warm = evaluate(config(tasks, batch_size="auto"), inputs, root / f"warm-{r}")
         times["cache_warm"].append(t)
-        identical &= same_outputs(cold, warm) and same_outputs(cold, root / f"batch_auto-{r}")
+        for finished in (root / f"cache{r}").glob(f"*/{paths.EVAL_RESULTS_CACHE}"):
+            shutil.rmtree(finished)  # lm-eval's response cache alone
+        t, responses = evaluate(config(tasks, batch_size="auto"), inputs, root / f"resp-{r}")
+        times["responses_warm"].append(t)
+        identical &= (same_outputs(cold, warm) and same_outputs(cold, responses)
+                      and same_outputs(cold, root / f"batch_auto-{r}"))
     med = {k: statistics.median(v) for k, v in times.items()}
     rps = {k: requests / v for k, v in med.items()}
     return {"requests": requests, "seconds": med, "requests_per_s": rps,
             "ratio_auto_over_1": rps["batch_auto"] / rps["batch_1"],
             "ratio_warm_over_cold": rps["cache_warm"] / rps["cache_cold"],
+            "ratio_responses_over_cold": rps["responses_warm"] / rps["cache_cold"],
             "cache_outputs_identical": identical}
 
 
 def quickstart_inputs() -> tuple[str, dict[str, Path], dict] | None:
-    """The qs-nope decay evaluate stage of dvc.yaml: (name, inputs, params), if built."""
+    """qs-nope's main-run evaluate stage of dvc.yaml: (name, inputs, params), if built."""
     import yaml
 
     try:
@@ -187,7 +201,7 @@ def quickstart_inputs() -> tuple[str, dict[str, Path], dict] | None:
     except (OSError, KeyError):
         return None
     for name, stage in sorted(stages.items()):
-        if not name.startswith("evaluate-qs-nope-decay"):
+        if not re.fullmatch(r"evaluate-qs-nope-[0-9a-f]{8}", name):  # not a replica's
             continue
         words = str(stage["cmd"]).split()
         inputs = {words[i + 1].split("=", 1)[0]: _built(REPO / words[i + 1].split("=", 1)[1])
@@ -219,9 +233,10 @@ def bench_quickstart(root: Path) -> dict | None:
     cfg = EvaluateConfig.model_validate(params)
     cold, a = evaluate(cfg, inputs, root / "qs-cold")
     warm, b = evaluate(cfg, inputs, root / "qs-warm")
-    return {"stage": name, "checkpoint": str(inputs["checkpoint"].relative_to(REPO)),
-            "tasks": sorted(k.split(":", 1)[1] for k in inputs if ":" in k),
-            "requests": request_count(a / "results"), "seconds_cold": cold,
+    return {"stage": name, "checkpoints": {k.split(":", 1)[1]: str(p.relative_to(REPO))
+                                           for k, p in inputs.items() if k.startswith("checkpoint:")},
+            "tasks": sorted(k.split(":", 1)[1] for k in inputs if k.startswith("task:")),
+            "requests": request_count(a), "seconds_cold": cold,
             "seconds_warm": warm, "outputs_identical": same_outputs(a, b)}
 
 
@@ -244,17 +259,19 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"\ntorch threads {result['threads']} (cpu_count={result['cpus']})")
     print(f"synthetic: quickstart-size model, tasks {[t.task_name for t in TASKS]}, "
           f"{s['requests']} requests per run, median of {args.rounds} rounds")
-    for k in ("batch_1", "batch_auto", "cache_cold", "cache_warm"):
+    for k in ("batch_1", "batch_auto", "cache_cold", "cache_warm", "responses_warm"):
         print(f"  {k:12} {s['seconds'][k]:7.2f} s  {s['requests_per_s'][k]:8.1f} requests/s")
     print(f"ratio batch auto / batch 1 requests/s: {s['ratio_auto_over_1']:.2f} "
           "(PERF.md anchor ~3x)")
-    print(f"ratio warm / cold cache requests/s: {s['ratio_warm_over_cold']:.2f}; outputs "
+    print(f"ratio warm / cold cache requests/s: {s['ratio_warm_over_cold']:.2f} (results "
+          f"cached), {s['ratio_responses_over_cold']:.2f} (responses only); outputs "
           f"identical: {s['cache_outputs_identical']}")
     q = result["quickstart"]
     if q is None:
-        print("quickstart: evaluate-qs-nope-decay inputs not built (run `dvc repro` first)")
+        print("quickstart: qs-nope's evaluate stage inputs not built (run `dvc repro` first)")
     else:
-        print(f"quickstart {q['stage']} on {q['checkpoint']} ({len(q['tasks'])} local "
+        print(f"quickstart {q['stage']} on {len(q['checkpoints'])} checkpoints "
+              f"({len(q['tasks'])} local "
               f"tasks, {q['requests']} "
               f"requests): cold cache {q['seconds_cold']:.1f} s, warm {q['seconds_warm']:.1f} s "
               f"(goal < 60 s); outputs identical: {q['outputs_identical']}")

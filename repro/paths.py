@@ -11,6 +11,11 @@ from dataclasses import dataclass
 from pathlib import PurePath, PurePosixPath
 
 SPECS_DIR = PurePosixPath("specs")
+EXAMPLE_SPECS = PurePosixPath("examples")
+"""Under a specs folder: one folder of specs per example pipeline (specs/examples/<name>/)."""
+EXAMPLES_DIR = PurePosixPath("examples")
+"""Under the workspace: one folder per example pipeline, holding its dvc.yaml, params.yaml
+and dvc.lock (examples/<name>/; repro.compile.pipelines)."""
 DVC_YAML = PurePosixPath("dvc.yaml")
 PARAMS_YAML = PurePosixPath("params.yaml")
 DVC_LOCK = PurePosixPath("dvc.lock")  # written by DVC; read by `repro verify` and `repro explain`
@@ -34,6 +39,8 @@ RESERVED: dict[PurePosixPath, tuple[str, frozenset[str]]] = {
     DVC_YAML: ("`repro compile` writes it", frozenset()),
     PARAMS_YAML: ("`repro compile` writes it", frozenset()),
     DVC_LOCK: ("DVC writes it", frozenset()),
+    EXAMPLES_DIR: ("`repro compile` writes the example pipelines' dvc.yaml and params.yaml "
+                   "there", frozenset()),
     PurePosixPath(".git"): ("it is git's repository", frozenset()),
     PurePosixPath(".dvc"): ("it holds DVC's configuration and cache", frozenset()),
 }
@@ -120,10 +127,35 @@ def data_order_ledger(stage_id: str) -> PurePosixPath:
 
 
 def lm_eval_cache(checkpoint_sha256: str) -> PurePosixPath:
-    """lm-eval's response cache for one checkpoint (by the sha256 of its weights, so a
-    retrained checkpoint never reads another's responses). Not a DVC output: it only saves
+    """The evaluation caches of one checkpoint (by the sha256 of its weights, so a
+    retrained checkpoint never reads another's): lm-eval's response cache, and the finished
+    results of each evaluation of it (`eval_result_cache`). Not a DVC output: it only saves
     time, and removing it is always safe."""
     return STATE_DIR / "cache" / "lm_eval" / checkpoint_sha256
+
+
+EVAL_RESULTS_CACHE = "results"
+"""Folder of finished evaluation results inside a checkpoint's cache folder (the response
+caches beside it are named by a 16-hex-digit key, so they never meet it)."""
+
+
+def eval_result_cache(cache_root: PurePath, key: str) -> PurePath:
+    """One finished evaluation of a checkpoint (results folder and metrics file), keyed by
+    everything that shapes its bytes (repro.eval.result_cache), inside the checkpoint's cache
+    folder `cache_root` (lm_eval_cache, or the REPRO_LM_EVAL_CACHE override's)."""
+    return cache_root / EVAL_RESULTS_CACHE / key
+
+
+def eval_results_dir(stage_id: str, checkpoint: str) -> PurePosixPath:
+    """The results folder (results.json and per-item samples) of one checkpoint evaluated by
+    an evaluate stage (DVC-cached)."""
+    return PurePosixPath("results/eval") / stage_id / checkpoint
+
+
+def eval_metrics(stage_id: str, checkpoint: str) -> PurePosixPath:
+    """The DVC metrics file of one checkpoint evaluated by an evaluate stage (committed): a
+    folder per stage, so no checkpoint label can meet the stage's env record."""
+    return METRICS_DIR / stage_id / f"{checkpoint}.json"
 
 
 def stage_plot(stage_id: str, name: str) -> PurePosixPath:

@@ -295,6 +295,7 @@ def collect_outputs(work: Path, dvc: dict) -> dict:
                 key = "train_perf" if f.name.endswith(".perf.json") else "train_metrics"
                 out[key] = data
             elif name.startswith("evaluate-"):
+                # one metrics file per checkpoint, in training order: the last is the final
                 out["evaluation"] = data
     return out
 

@@ -28,15 +28,19 @@ def test_compile_then_check(tmp_path, monkeypatch):
     again = runner.invoke(main, ["compile"])
     assert "unchanged dvc.yaml" in again.output and (root / "dvc.yaml").read_text() == dvc_text
     assert runner.invoke(main, ["compile", "--check"]).exit_code == 0
-    spec = root / "specs/qs-rope.yaml"
+    spec = root / "specs/examples/architectures/qs-rope.yaml"
     spec.write_text(spec.read_text() + "evaluation: {limit: 5}\n")
     stale = runner.invoke(main, ["compile", "--check"])
-    assert stale.exit_code == 1 and "stale" in stale.output
+    # an example's spec: only its pipeline's files are stale
+    assert stale.exit_code == 1 and stale.output.strip() == (
+        "stale: examples/architectures/dvc.yaml, examples/architectures/params.yaml; "
+        "run `repro compile`")
 
 
 def test_compile_bad_spec_exits_2(tmp_path, monkeypatch):
     root = _project(tmp_path)
-    (root / "specs/qs-rope.yaml").write_text("extends: qs-nope.yaml\nmodel: {num_kv_heads: 3}\n")
+    (root / "specs/examples/architectures/qs-rope.yaml").write_text(
+        "extends: ../../qs-nope.yaml\nmodel: {num_kv_heads: 3}\n")
     monkeypatch.chdir(root)
     result = CliRunner().invoke(main, ["compile"])
     assert result.exit_code == 2 and "num_kv_heads" in result.output
@@ -86,7 +90,7 @@ def test_compile_refuses_a_mixture_the_measured_tokens_cannot_feed(tmp_path, mon
     monkeypatch.chdir(root)
     runner = CliRunner()
     assert runner.invoke(main, ["compile"]).exit_code == 0
-    spec = root / "specs/qs-rope.yaml"
+    spec = root / "specs/examples/architectures/qs-rope.yaml"
     base = spec.read_text()
     # 64x the quickstart's budget: web (about 230k tokens measured) would be read ~130 times
     spec.write_text(base + """training:

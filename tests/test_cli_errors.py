@@ -55,10 +55,6 @@ def ws(compiled, tmp_path, monkeypatch) -> Path:
     return root
 
 
-def _stages(root: Path) -> dict[str, dict]:
-    return yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
-
-
 def _args(cmd: str) -> list[str]:
     """`repro stage ...` of a dvc.yaml command, as CliRunner arguments."""
     words = cmd.split()
@@ -66,12 +62,24 @@ def _args(cmd: str) -> list[str]:
     return words[1:]
 
 
+def _pipelines(root: Path) -> list[Path]:
+    """The default pipeline's dvc.yaml and the examples' (a fit stage lives in the ladder's)."""
+    return [root / "dvc.yaml", *sorted(root.glob("examples/*/dvc.yaml"))]
+
+
 def _one_per_kind(root: Path) -> dict[str, list[str]]:
+    """A command per stage kind, from the default pipeline where it has one."""
     found: dict[str, list[str]] = {}
-    for entry in _stages(root).values():
-        args = _args(entry["cmd"])
-        found.setdefault(args[1], args)
+    for dvc_yaml in _pipelines(root):
+        for entry in yaml.safe_load(dvc_yaml.read_text())["stages"].values():
+            args = _args(entry["cmd"])
+            found.setdefault(args[1], args)
     return found
+
+
+def _params_file(args: list[str]) -> str:
+    """The params file a `repro stage` command reads (an example stage names its own)."""
+    return args[args.index("--params") + 1] if "--params" in args else "params.yaml"
 
 
 # ----------------------------------------------------------------------------- stage
@@ -90,21 +98,24 @@ def test_every_stage_kind_refuses_a_malformed_section(ws):
     runner = CliRunner()
     compiled = _one_per_kind(ws)
     assert len(compiled) >= len(kinds()) - 1  # the shipped specs use (nearly) every kind
-    params = yaml.safe_load((ws / "params.yaml").read_text())
     for kind in kinds():
         args = compiled.get(kind, ["stage", kind, f"{kind}-by-hand"])
+        file = ws / _params_file(args)
+        params = yaml.safe_load(file.read_text())
         for section in ([1, 2], 7, {"no_such_field": {"x": [1]}}):
-            (ws / "params.yaml").write_text(yaml.safe_dump({**params, args[2]: section}))
+            file.write_text(yaml.safe_dump({**params, args[2]: section}))
             _refused(runner.invoke(main, args), args[2])
-    (ws / "params.yaml").write_text(yaml.safe_dump(params))
+        file.write_text(yaml.safe_dump(params))
 
 
 def test_every_stage_kind_with_missing_inputs_names_the_stage_that_makes_them(ws):
     """Nothing is built in this workspace: each kind that reads inputs is refused before it
     loads anything (a train stage used to fail inside transformers with an OSError)."""
     runner = CliRunner()
-    made_by = {out if isinstance(out, str) else next(iter(out)): name
-               for name, entry in _stages(ws).items()
+    made_by = {out if isinstance(out, str) else next(iter(out)):
+               name if dvc_yaml == ws / "dvc.yaml" else f"{dvc_yaml.relative_to(ws)}:{name}"
+               for dvc_yaml in _pipelines(ws)
+               for name, entry in yaml.safe_load(dvc_yaml.read_text())["stages"].items()
                for key in ("outs", "metrics", "plots") for out in entry.get(key, [])}
     checked = []
     for kind, args in _one_per_kind(ws).items():

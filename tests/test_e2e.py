@@ -38,8 +38,8 @@ def tiny_repo(tmp_path_factory, tiny_workspace) -> Path:
 
 
 def _eval_metrics(repo: Path) -> list[Path]:
-    """The evaluate stages' metrics files (not their perf/env machine records)."""
-    return sorted(p for p in (repo / "metrics").glob("evaluate-*.json") if not is_machine_record(p))
+    """The evaluate stages' metrics files, one per checkpoint (not their env records)."""
+    return sorted(p for p in (repo / "metrics").glob("evaluate-*/*.json") if not is_machine_record(p))
 
 
 def test_tiny_spec_runs_end_to_end(tiny_repo: Path, tiny_workspace):
@@ -80,7 +80,7 @@ def test_exp_run_eval_setting_reruns_only_evaluate_and_report(tiny_repo: Path):
     metrics = json.loads(_run(["dvc", "metrics", "diff", "--json", "HEAD", exp], tiny_repo).stdout)
     # measured timings (*.perf.json) differ between any two runs by nature; leave them out
     changed = {path for path, diffs in metrics.items() if diffs and not path.endswith(".perf.json")}
-    assert f"metrics/{evaluate}.json" in changed, metrics
+    assert any(p.startswith(f"metrics/{evaluate}/") for p in changed), metrics
     assert all(p.startswith("metrics/evaluate-") for p in changed), changed
     shown = json.loads(_run(["dvc", "plots", "diff", "--json", "HEAD", exp], tiny_repo).stdout)
     curves = {k: v for k, v in shown["data"].items() if "vs tokens" in k}

@@ -73,7 +73,7 @@ from repro.stages.configs import (
     fields_of,
 )
 from repro.stages import kind as stage_kind
-from repro.stages.kind import SNAPSHOT
+from repro.stages.kind import SNAPSHOT, per_checkpoint
 from repro.train.schedule import ScheduleSegment
 
 @dataclass(frozen=True)
@@ -247,13 +247,24 @@ def check_outputs(graph: StageGraph) -> None:
 
 @dataclass(frozen=True)
 class EvaluatedCheckpoint:
-    """An evaluate stage and the checkpoint it scores: a training phase's name (its end) or
-    `<phase>-step<N>` (a snapshot inside it)."""
+    """A checkpoint of a run and the evaluate stage that scores it (one per run, scoring
+    every checkpoint of the run): a training phase's name (its end) or `<phase>-step<N>` (a
+    snapshot inside it)."""
 
     label: str
     stage: Stage
     final: bool
     """The experiment run's final checkpoint (the one reports compare)."""
+
+    @property
+    def metrics(self) -> OutputRef:
+        """Its metrics file (`metrics:<label>` of the stage)."""
+        return OutputRef(self.stage.id, per_checkpoint("metrics", self.label))
+
+    @property
+    def results(self) -> OutputRef:
+        """Its results folder, with per-item samples (`results:<label>` of the stage)."""
+        return OutputRef(self.stage.id, per_checkpoint("results", self.label))
 
 
 @dataclass(frozen=True)
@@ -583,16 +594,17 @@ def _run(graph: StageGraph, spec: ExperimentSpec, tokenizer: Stage, tokens: dict
     # the local tasks by name only: they arrive built, as the evaltasks stages' outputs
     evaluation = EvaluationSettings(**{**fields_of(ev, EvaluationSettings),
                                        "local_tasks": [t.ref() for t in ev.local_tasks]})
-    evals = tuple(
-        EvaluatedCheckpoint(ckpt, graph.add(Stage(
-            "evaluate", f"{_run_prefix(spec, run)}-{ckpt}",
-            EvaluateConfig(experiment=spec.name, checkpoint=ckpt, evaluation=evaluation,
-                           seed=spec.experiment.seed),
-            (("checkpoint", ref),
-             *((f"task:{name}", OutputRef(t.id, "task")) for name, t in sorted(tasks.items()))),
-        )), final)
-        for ckpt, ref, final in checkpoints
-    )
+    # one stage scores every checkpoint of the run (one process start, one lm-eval setup);
+    # each checkpoint's result is cached on its own (repro.eval.result_cache), so adding a
+    # snapshot reruns the stage but scores only the new one
+    stage = graph.add(Stage(
+        "evaluate", _run_prefix(spec, run),
+        EvaluateConfig(experiment=spec.name, checkpoints=[c for c, _, _ in checkpoints],
+                       evaluation=evaluation, seed=spec.experiment.seed),
+        (*((per_checkpoint("checkpoint", c), ref) for c, ref, _ in checkpoints),
+         *((f"task:{name}", OutputRef(t.id, "task")) for name, t in sorted(tasks.items()))),
+    ))
+    evals = tuple(EvaluatedCheckpoint(c, stage, final) for c, _, final in checkpoints)
     return RunStages(label, tuple(trains), evals)
 
 
@@ -678,7 +690,7 @@ def _fit_stage(graph: StageGraph, spec: ExperimentSpec, points: list[LadderPoint
                 raise GraphError(e.message, e.field, e.fix, spec.name) from e
         for run in by_name[p.spec.name].runs:
             final = next(e for e in run.evaluate if e.final)
-            inputs[f"eval:{p.spec.name}:{run.label}"] = OutputRef(final.stage.id, "metrics")
+            inputs[f"eval:{p.spec.name}:{run.label}"] = final.metrics
             runs.append(LadderRun(experiment=p.spec.name, run=run.label, size=p.size, recipe=p.recipe,
                                   n_params=n_of[p.spec.name], tokens=p.tokens))
     return graph.add(Stage("fit", ladder.name, FitConfig(
@@ -733,9 +745,9 @@ def compile_graph(specs: list[ExperimentSpec],
                     inputs += [(f"train:{key}:{phase}", OutputRef(t.id, "metrics")),
                                (f"loss:{key}:{phase}", OutputRef(t.id, "loss"))]
                 for e in run.evaluate:
-                    inputs.append((f"eval:{key}:{e.label}", OutputRef(e.stage.id, "metrics")))
+                    inputs.append((f"eval:{key}:{e.label}", e.metrics))
                     if e.final:  # per-item samples, for the paired bootstrap
-                        inputs.append((f"results:{key}:{e.label}", OutputRef(e.stage.id, "results")))
+                        inputs.append((f"results:{key}:{e.label}", e.results))
             # the token ledger through the main run's last phase (replicas draw the same counts)
             inputs.append((f"ledger:{n}", OutputRef(by_name[n].main.train[-1].id, "ledger")))
             inputs += [(f"funnel:{n}:{d}", OutputRef(f.id, "metrics"))

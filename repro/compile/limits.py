@@ -3,8 +3,8 @@ anything is built (repro.compile.graph.compile_graph checks it first).
 
 Each spec is bounded at validation (repro.spec.base: train stages, snapshot evaluations,
 ladder runs per experiment), but a graph is the sum of every spec compiled together, and
-its cost is more than its stage count: every evaluate stage's params section repeats the
-experiment's evaluation settings and reads every local task, every train stage reads every
+its cost is more than its stage count: every run's evaluate stage's params section repeats
+the experiment's evaluation settings and reads every local task and checkpoint, every train stage reads every
 dataset of its mixture. The time and memory of `repro compile` (and of `repro plan`, which
 builds one experiment's graph) grow with the values written to params.yaml plus the inputs
 written to dvc.yaml, so both are bounded here: measured on a 2-core machine shared with
@@ -119,7 +119,8 @@ def expansion(spec: ExperimentSpec) -> Expansion:
         if distill:
             out.add("training", len(s.mixture), 24 * len(s.mixture))
     evaluations = runs * (snapshots + len(tr.stages))
-    out.add("evaluation", evaluations, evaluations * eval_size + runs * snapshots)
+    # one evaluate stage per run; each checkpoint adds its label, input and two outputs
+    out.add("evaluation", runs, runs * eval_size + 8 * evaluations + runs * snapshots)
     out.runs, out.trains, out.evaluations = runs, runs * len(tr.stages), evaluations
     return out
 

@@ -1,6 +1,7 @@
-"""Spec files -> stage graph -> dvc.yaml and params.yaml: load, resolve what a ladder
-predicts (other spec files), compile, check the token ledger, render. The one path from
-files to a graph, shared by `repro compile`, `repro fit`, sweeps and the tests."""
+"""Spec files -> stage graph: load, resolve what a ladder predicts (other spec files),
+compile, check the token ledger (rendering: repro.compile.render). The one path from files
+to a graph, shared by `repro compile` (through repro.compile.pipelines), `repro fit`,
+sweeps and the tests."""
 
 from __future__ import annotations
 
@@ -12,9 +13,8 @@ from repro import paths
 from repro.compile.errors import GraphError
 from repro.compile.graph import OutputRef, Stage, StageGraph, compile_graph
 from repro.compile.ladder import LadderError, prediction_targets
-from repro.compile.render import render_dvc_yaml, render_params_yaml
 from repro.errors import ReproError
-from repro.spec.load import SpecError, _display, experiment_files, load_raw, load_specs
+from repro.spec.load import SpecError, _display, load_raw, load_specs
 from repro.spec.safety import workspace
 from repro.stages.configs import TrainConfig
 from repro.train.ledger import LedgerError, Phase, check_known_counts
@@ -43,6 +43,16 @@ def compile_files(files: list[Path], specs_dir: Path, root: Path = Path(".")) ->
 def field_loc(field: str) -> tuple[str | int, ...]:
     """`ladder.sizes[1].name` -> ("ladder", "sizes", 1, "name")."""
     return tuple(int(p) if p.isdigit() else p for p in re.findall(r"[^.\[\]]+", field))
+
+
+def spec_names(files: list[Path]) -> dict[str, Path]:
+    """Experiment name -> its spec file, without validating again (they validated)."""
+    names = {}
+    for f in files:
+        written = load_raw(f).data.get("experiment")
+        if isinstance(written, dict) and isinstance(written.get("name"), str):
+            names[written["name"]] = f
+    return names
 
 
 def locate(error: GraphError, file_of: dict[str, Path]) -> None:
@@ -117,27 +127,19 @@ def _ledger_gate(graph: StageGraph, files: list[Path], root: Path) -> None:
             check_known_counts(experiment, phases, max_epochs, tokens)
         except LedgerError as e:
             err = GraphError(e.message, e.field, e.fix, graph.spec_of.get(experiment, experiment))
-            names = {}
-            for f in files:  # spec names without validating again (they validated)
-                written = load_raw(f).data.get("experiment")
-                if isinstance(written, dict):
-                    names[written.get("name")] = f
-            locate(err, names)
+            locate(err, spec_names(files))
             issues.append(err if err.file else err.located(str(files[0])))
     if issues:
         raise SpecError(issues)
 
 
-def compiled_texts(specs_dir: Path, root: Path = Path(".")) -> tuple[str, str]:
-    """dvc.yaml and params.yaml text for the experiment specs directly under specs_dir;
-    SpecError (every issue located in its spec file) when they do not compile."""
-    files = experiment_files(specs_dir) if specs_dir.is_dir() else []
-    if not files:
-        raise SpecError([ReproError("no experiment specs (*.yaml, *.yml) found",
-                                    fix="add a spec or pass --specs", file=str(specs_dir))])
+def compile_checked(files: list[Path], specs_dir: Path, root: Path = Path("."),
+                    where: Path | None = None) -> StageGraph:
+    """compile_files, then the token-ledger gate; every error a SpecError, located in its
+    spec file and line when it concerns one spec, else in `where` (default specs_dir)."""
     try:
         graph = compile_files(files, specs_dir, root)
         _ledger_gate(graph, files, root)
-        return render_dvc_yaml(graph), render_params_yaml(graph)
-    except GraphError as e:  # located in its spec file and line when it concerns one spec
-        raise SpecError([e if e.file else e.located(str(specs_dir))]) from None
+        return graph
+    except GraphError as e:
+        raise SpecError([e if e.file else e.located(str(where or specs_dir))]) from None

@@ -266,34 +266,28 @@ def cache_key(settings: Mapping[str, Any]) -> str:
 
 
 @dataclass(frozen=True)
-class LmEvalRun:
-    raw: dict | None
-    """lm-eval's result dict (None on non-zero ranks)."""
-    failed: dict[str, str]
-    """Standard tasks left out (on_task_error: record) -> why and how to fix."""
+class PreparedTasks:
+    """Everything of an lm-eval run that does not depend on the model, built once and used
+    for every checkpoint of an evaluate stage (prepare_tasks)."""
+
+    task_manager: Any
+    loaded: LoadedTasks
+    run_limit: int | None
+    """lm-eval's `limit` (None when per-task caps go through `samples`)."""
+    samples: dict[str, list[int]] | None
+    """lm-eval's `samples`: the documents of each capped leaf task, when caps differ."""
     limits: dict[str, int | None]
     """Document cap of every evaluated task and group (leaves included)."""
 
 
-def run_lm_eval(checkpoint: Path, local_tasks: Mapping[str, tuple[dict, Path]],
-                standard_tasks: list[str], *, num_fewshot: int, limit: int | None,
-                batch_size: int | str, seed: int, device: str, workdir: Path,
-                max_length: int | None = None,
-                task_limits: Mapping[str, int | None] | None = None,
-                cache: Path | None = None, backend: str = "hf",
-                tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.9,
-                on_task_error: str = "fail", dtype: str = "float32") -> LmEvalRun:
-    """simple_evaluate on the checkpoint with every task. The result dict is None on
-    non-zero ranks of a data-parallel run (rank 0 gathers everything).
-
-    `max_length` bounds every model input (rolling-loglikelihood windows, contexts); None
-    leaves it to lm-eval (the model config's max_position_embeddings). `task_limits` caps
-    standard tasks individually (default: `limit`). `cache` is the path prefix of lm-eval's
-    sqlite response cache (`use_cache`); None computes every response. `batch_size` may be
-    "auto": lm-eval's hf model then finds the largest batch that fits on the device (it
-    halves from a first guess on out-of-memory errors; on CPU the guess itself); `dtype` is
-    the resolved weight dtype (resolve_dtype)."""
-    import lm_eval
+def prepare_tasks(local_tasks: Mapping[str, tuple[dict, Path]], standard_tasks: list[str], *,
+                  limit: int | None, workdir: Path,
+                  task_limits: Mapping[str, int | None] | None = None,
+                  on_task_error: str = "fail") -> PreparedTasks:
+    """Write the local tasks' YAMLs into `workdir` (which must outlive the scoring: their
+    data and datasets cache are read from there), index lm-eval's tasks and build every
+    task, before any model is loaded, so an unavailable task fails in seconds.
+    `task_limits` caps standard tasks individually (default: `limit`)."""
     from lm_eval.tasks import TaskManager
 
     write_local_tasks(workdir, local_tasks)
@@ -305,6 +299,43 @@ def run_lm_eval(checkpoint: Path, local_tasks: Mapping[str, tuple[dict, Path]],
     limits = {n: limit for n in local_tasks} | {n: (task_limits or {}).get(n, limit)
                                                 for n in standard_tasks}
     run_limit, samples = sample_selection(loaded.leaves, limits)
+    # The cap of every task lm-eval reports, groups' leaves included.
+    leaf_limits = {leaf: limits[name] for name, tasks in loaded.leaves.items()
+                   for leaf in [name, *tasks]}
+    return PreparedTasks(task_manager, loaded, run_limit, samples, leaf_limits)
+
+
+@dataclass(frozen=True)
+class LmEvalRun:
+    raw: dict | None
+    """lm-eval's result dict (None on non-zero ranks)."""
+    failed: dict[str, str]
+    """Standard tasks left out (on_task_error: record) -> why and how to fix."""
+    limits: dict[str, int | None]
+    """Document cap of every evaluated task and group (leaves included)."""
+
+
+def run_lm_eval(checkpoint: Path, tasks: PreparedTasks, *, num_fewshot: int,
+                batch_size: int | str, seed: int, device: str,
+                max_length: int | None = None, cache: Path | None = None, backend: str = "hf",
+                tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.9,
+                dtype: str = "float32") -> LmEvalRun:
+    """simple_evaluate on one checkpoint with the prepared tasks (prepare_tasks). The result
+    dict is None on non-zero ranks of a data-parallel run (rank 0 gathers everything).
+
+    The task objects are reused from one checkpoint to the next: simple_evaluate sets their
+    few-shot count and reseeds their few-shot sampler, and lm-eval rebuilds their requests,
+    on every call, so a checkpoint scores the same bytes whether it is evaluated first or
+    after others (tests/stages/test_evaluate.py checks it).
+
+    `max_length` bounds every model input (rolling-loglikelihood windows, contexts); None
+    leaves it to lm-eval (the model config's max_position_embeddings). `cache` is the path
+    prefix of lm-eval's sqlite response cache (`use_cache`); None computes every response.
+    `batch_size` may be "auto": lm-eval's hf model then finds the largest batch that fits on
+    the device (it halves from a first guess on out-of-memory errors; on CPU the guess
+    itself); `dtype` is the resolved weight dtype (resolve_dtype)."""
+    import lm_eval
+
     model, model_args = model_spec(backend, checkpoint, max_length=max_length, seed=seed,
                                    tensor_parallel_size=tensor_parallel_size,
                                    gpu_memory_utilization=gpu_memory_utilization, dtype=dtype)
@@ -316,22 +347,19 @@ def run_lm_eval(checkpoint: Path, local_tasks: Mapping[str, tuple[dict, Path]],
     results = lm_eval.simple_evaluate(
         model=model,
         model_args=model_args,
-        tasks=loaded.objects,
+        tasks=tasks.loaded.objects,
         num_fewshot=num_fewshot,
-        limit=run_limit,
-        samples=samples,
+        limit=tasks.run_limit,
+        samples=tasks.samples,
         batch_size=batch_size,
         device=device,
         use_cache=str(cache) if cache is not None else None,
         bootstrap_iters=BOOTSTRAP_ITERS,
         log_samples=True,
-        task_manager=task_manager,
+        task_manager=tasks.task_manager,
         random_seed=seed,
         numpy_random_seed=seed,
         torch_random_seed=seed,
         fewshot_random_seed=seed,
     )
-    # The cap of every task lm-eval reports, groups' leaves included.
-    leaf_limits = {leaf: limits[name] for name, tasks in loaded.leaves.items()
-                   for leaf in [name, *tasks]}
-    return LmEvalRun(results, loaded.failed, leaf_limits)
+    return LmEvalRun(results, tasks.loaded.failed, tasks.limits)

@@ -124,7 +124,8 @@ def plan_spec(spec: S.ExperimentSpec, spec_file: str, *, root: Path = Path("."),
     trained = sorted({n for s in spec.training.stages for n in s.mixture})
     tok_metrics = {n: measured.stage_metrics(root, ids[("tokenize", n)]) for n in trained}
     bpt = {n: m["bytes_per_token"] for n, m in tok_metrics.items() if m and m.get("bytes_per_token")}
-    evaluated = sum(1 for s in stages if s.kind == "evaluate")
+    # one evaluate stage per run scores every checkpoint of the run
+    evaluated = sum(len(s.config.checkpoints) for s in stages if s.kind == "evaluate")  # type: ignore[attr-defined]
     snapshots = sum(len(s.config.snapshot_steps) for s in stages if s.kind == "train")
     evaluation = plan_evaluation(spec, vocab or 0, evaluated,
                                  {c.name: c.kept_docs for c in curation},

@@ -18,7 +18,7 @@ from typing import NoReturn
 import click
 
 from repro import paths, yamlio
-from repro.compile.specs import compiled_texts
+from repro.compile.pipelines import compile_pipeline, pipeline_of, specs_root
 from repro.errors import ReproError
 from repro.spec.load import SpecError, load_spec
 
@@ -28,28 +28,35 @@ def _issue(spec: Path, field: str, message: str, fix: str) -> NoReturn:
 
 
 def fit_stage_id(spec_path: Path) -> str:
-    """The compiled fit stage of a ladder spec (the workspace's dvc.yaml must be current)."""
+    """The compiled fit stage of a ladder spec, as a `dvc repro` target (an example's stage
+    is named with its dvc.yaml); the pipeline's dvc.yaml and params.yaml, and the default
+    pipeline's, must be current."""
     spec = load_spec(spec_path)
     if spec.ladder is None:
         _issue(spec_path, "ladder", f"experiment {spec.name!r} has no `ladder` block",
-               "add a ladder (sizes, tokens) or pass a ladder spec, e.g. specs/qs-ladder.yaml")
+               "add a ladder (sizes, tokens) or pass a ladder spec, e.g. "
+               "specs/examples/ladder/qs-ladder.yaml")
     specs_dir = Path(str(paths.SPECS_DIR))
-    if spec_path.resolve().parent != specs_dir.resolve():
-        _issue(spec_path, "", f"only specs directly under {specs_dir}/ are compiled into the "
-               f"pipeline", f"move the spec to {specs_dir}/ and run `repro compile`")
-    dvc_text, params_text = compiled_texts(specs_dir)
+    pipeline = pipeline_of(spec_path)
+    if specs_root(pipeline).resolve() != specs_dir.resolve():
+        _issue(spec_path, "", f"only specs directly under {specs_dir}/ or in "
+               f"{specs_dir}/{paths.EXAMPLE_SPECS}/<name>/ are compiled into a pipeline",
+               f"move the spec to {specs_dir}/{paths.EXAMPLE_SPECS}/<name>/ and run "
+               "`repro compile`")
+    default, this = compile_pipeline(pipeline)
+    texts = {**default.texts(), **this.texts()}
     current = all(Path(str(p)).is_file() and Path(str(p)).read_text(encoding="utf-8") == text
-                  for p, text in ((paths.DVC_YAML, dvc_text), (paths.PARAMS_YAML, params_text)))
+                  for p, text in texts.items())
     if not current:
-        _issue(spec_path, "", "dvc.yaml / params.yaml are stale for the current specs",
-               "run `repro compile` (and commit the result)")
-    stages = yamlio.safe_load(dvc_text)["stages"]
+        _issue(spec_path, "", "the pipelines' dvc.yaml / params.yaml are stale for the "
+               "current specs", "run `repro compile` (and commit the result)")
+    stages = yamlio.safe_load(texts[pipeline.dvc_yaml])["stages"]
     name = spec.ladder.name  # type: ignore[union-attr]
     matches = [s for s in stages if s.startswith("fit-")
                and f"--out ladder={paths.ladder_dir(name)}" in stages[s]["cmd"]]
     if len(matches) != 1:  # the compiler makes exactly one per ladder; anything else is a bug
         raise RuntimeError(f"expected one fit stage for ladder {name!r}, found {matches}")
-    return matches[0]
+    return pipeline.target(matches[0])
 
 
 def _summary(report: Path) -> None:

@@ -94,8 +94,10 @@ MAX_TRAIN_STAGES = 1024
 """Train stages of one experiment: runs (main + replicas) x curriculum phases."""
 MAX_SNAPSHOTS = 2_000
 """Snapshot evaluations of one experiment (evaluation.every_tokens), over all its runs:
-each is a stage of its own (a million took 2 minutes and 4.9 GB to compile; 10,000 took 9 s
-to compile and 37 s and 950 MB to plan). FineWeb's curves have ~30 points per run."""
+each is a snapshot output of a train stage and a pair of outputs of its run's evaluate
+stage (measured when each was a stage of its own: a million took 2 minutes and 4.9 GB to
+compile; 10,000 took 9 s to compile and 37 s and 950 MB to plan). FineWeb's curves have ~30
+points per run."""
 MAX_SWEEP_POINTS = 1_000
 """Configurations of one sweep: grid points (the product of every parameter's value
 count) or trials; each is a queued DVC experiment, checked against the stage configs when

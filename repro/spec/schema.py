@@ -1273,9 +1273,11 @@ class EvaluationSettings(Model):
     (FACTS 4.3, at most 1000 documents per task) and `smollm3_base` (FACTS 4.5, its 0-shot
     cloze part). Expanded before `tasks`; see `standard_tasks`."""
     cache_requests: bool = True
-    """Keep model responses in lm-eval's sqlite cache (`use_cache`) under
-    .repro/cache/lm_eval/<checkpoint sha256>/, so an unchanged checkpoint/task pair is not
-    recomputed on a rerun. The cache never changes the outputs."""
+    """Keep each checkpoint's finished evaluation, and the model responses (lm-eval's sqlite
+    cache, `use_cache`), under .repro/cache/lm_eval/<checkpoint sha256>/, so a rerun of a
+    run's evaluate stage (a snapshot added) scores only the checkpoints not scored before,
+    and a changed task list recomputes only the new tasks. The caches never change the
+    outputs (repro.eval.result_cache)."""
     backend: Literal["hf", "accelerate", "vllm"] = "hf"
     """`hf`: one process (CUDA if available, else CPU); `accelerate`: lm-eval's hf model,
     data parallel over `num_processes` GPUs under `accelerate launch`; `vllm`: lm-eval's vllm
@@ -1358,7 +1360,9 @@ class EvaluationSpec(EvaluationSettings):
     """Also evaluate snapshots taken every this many training tokens (a multiple of
     `training.batch_tokens`), and the end of every training phase, for score-vs-tokens curves
     (FineWeb chose its early-signal tasks by how they move with tokens, FACTS 4.3-4.4). Each
-    snapshot is its own evaluate stage, cached by DVC. None: see `checkpoints`."""
+    snapshot is an output of its training stage and is scored by the run's evaluate stage,
+    its result cached on its own (a snapshot added scores only that one). None: see
+    `checkpoints`."""
 
 
 # ----------------------------------------------------------------------------- report

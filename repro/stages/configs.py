@@ -26,6 +26,7 @@ from repro.spec.base import (
     MAX_DATASETS,
     MAX_LADDER_POINTS,
     MAX_SNAPSHOTS,
+    MAX_TRAINING_PHASES,
     BatchTokens,
     Bootstrap,
     Parallel,
@@ -259,18 +260,29 @@ class EvalTasksConfig(Model):
 
 
 class EvaluateConfig(Model):
-    """Evaluate one checkpoint with lm-eval."""
+    """Evaluate every checkpoint of one training run with lm-eval, in one process (lm-eval,
+    torch and transformers are imported, and the tasks loaded, once per run)."""
 
     experiment: Name
     """Experiment evaluated."""
-    checkpoint: Name
-    """Checkpoint evaluated: a training phase's name (its end) or `<phase>-step<N>` (a
-    snapshot inside it)."""
+    checkpoints: list[Name] = Field(min_length=1, max_length=MAX_SNAPSHOTS + MAX_TRAINING_PHASES)
+    """Checkpoints evaluated, in training order: a training phase's name (its end) or
+    `<phase>-step<N>` (a snapshot inside it). Each is an input `checkpoint:<label>` and has
+    its own outputs `results:<label>` and `metrics:<label>`; the last is the run's final
+    checkpoint (the one reports compare)."""
     evaluation: EvaluationSettings
     """Tasks, few-shot, limit, batch size, backend: the spec's `evaluation` less what no
     evaluate stage reads (repro.spec.schema.EvaluationSettings)."""
     seed: Seed
     """lm-eval random seeds."""
+
+    @model_validator(mode="after")
+    def _distinct_checkpoints(self) -> EvaluateConfig:
+        if len(set(self.checkpoints)) != len(self.checkpoints):
+            raise FieldError(f"checkpoints {self.checkpoints} name a checkpoint twice: each "
+                             "has outputs of its own", "list each checkpoint once",
+                             at=("checkpoints",))
+        return self
 
 
 class ReportConfig(ReportSpec):

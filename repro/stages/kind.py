@@ -81,6 +81,13 @@ SNAPSHOT = "snapshot"
 `TrainConfig.snapshot_steps` entry (evaluate stages read them by that key)."""
 
 
+def per_checkpoint(kind: str, label: str) -> str:
+    """Output (and input) key `<kind>:<label>` of one checkpoint's part of an evaluate
+    stage: `results:<label>`, `metrics:<label>` and the input `checkpoint:<label>`
+    (repro.stages.evaluate); consumers (reports, fits, sweeps) read them by this key."""
+    return f"{kind}:{label}"
+
+
 def plot(name: str, x: str, y: str = "") -> Output:
     """A CSV of the stage plotted by DVC (plots/<id>/<name>)."""
     return Output(Role.PLOT, lambda stage_id, cfg: paths.stage_plot(stage_id, name),

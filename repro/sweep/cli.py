@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from repro.compile.pipelines import pipeline_of
 from repro.paths import sweep_report_dir as report_dir
 from repro.stages.base import read_json
 from repro.sweep.driver import Driver
@@ -18,7 +19,6 @@ from repro.sweep.plan import SweepPlan, build_plan
 from repro.sweep.report import write_report
 from repro.sweep.results import collect_results
 from repro.sweep.strategies import planned_trials
-from repro.sweep.values import overrides
 from repro.sweep.workspace import check_committed
 
 EXIT_INTERRUPTED = 130
@@ -33,17 +33,17 @@ def _describe(plan: SweepPlan, workers: int) -> str:
     for name, keys in plan.keys.items():
         lines.append(f"parameter {name} (baseline {plan.baseline_point[name]!r}) sets "
                      + ", ".join(keys))
-    lines += ["", f"dvc repro {obj.stage_id}"]
+    lines += ["", f"dvc repro {plan.target}"]
     if sweep.strategy == "optuna":
         lines.append(f"then rounds of {workers} trial(s) proposed by TPE (seed {sweep.seed}), "
                      f"{sweep.trials} in all, each queued as `dvc exp run --queue --name "
-                     f"{sweep.name}-<n> -S ... {obj.stage_id}`")
+                     f"{sweep.name}-<n> -S ... {plan.target}`")
         return "\n".join(lines)
     if plan.copy_paths:
         lines.append(f"(each trial also copies {len(plan.copy_paths)} uncached output(s) of the "
                      "stages it does not rerun, with -C, once the baseline has built them)")
     for trial in planned_trials(sweep):
-        args = queue_args(trial.name, overrides(trial.point, plan.keys), obj.stage_id)
+        args = queue_args(trial.name, plan.dvc_sets(trial.point), plan.target)
         lines.append(shlex.join(["dvc", *args]))
     lines.append(f"dvc queue start --jobs {workers}")
     return "\n".join(lines)
@@ -74,7 +74,7 @@ def sweep(spec: Path, workers: int | None, dry_run: bool, resume: bool, report_o
             return
         backend = DvcBackend(root)
         if not report_only:
-            check_committed(root)
+            check_committed(root, pipeline_of(spec))
             Driver(plan, backend, root, n,
                    echo=click.echo).run(resume=resume)
         results = collect_results(backend.experiments(), plan.sweep.name, plan.keys, plan.objective)

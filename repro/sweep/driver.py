@@ -31,7 +31,6 @@ from repro.sweep.errors import SweepInputError, SweepRunError
 from repro.sweep.plan import SweepPlan
 from repro.sweep.results import TrialResult, recorded_point, result_of, same_point, trial_index
 from repro.sweep.strategies import OptunaSearch, SearchChanged, Trial, planned_trials
-from repro.sweep.values import overrides
 
 STALL_POLLS = 3
 """Polls with trials queued and none running before the workers are started again (a
@@ -76,8 +75,8 @@ class Driver:
             self.restart()
         search = self._optuna() if self.plan.sweep.strategy == "optuna" else None
         self.echo(f"building the baseline and the stages trials share: "
-                  f"dvc repro {self.plan.objective.stage_id}")
-        self.backend.reproduce(self.plan.objective.stage_id)
+                  f"dvc repro {self.plan.target}")
+        self.backend.reproduce(self.plan.target)
         if search is None:
             self.run_trials(planned_trials(self.plan.sweep))
             return
@@ -178,8 +177,8 @@ class Driver:
             if tell is not None:
                 tell(trial, result.value)
         for trial in to_queue:
-            self.backend.queue(trial.name, overrides(trial.point, self.plan.keys),
-                               self.plan.objective.stage_id, self.plan.copy_paths)
+            self.backend.queue(trial.name, self.plan.dvc_sets(trial.point),
+                               self.plan.target, self.plan.copy_paths)
             waiting[trial.name] = trial
         return [r for _, r in done] + self._wait(waiting, tell)
 

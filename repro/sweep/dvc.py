@@ -48,7 +48,8 @@ class ExpRecord:
     state: State
     rev: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
-    """params.yaml as the experiment ran it (the queued one for queued/failed runs)."""
+    """params.yaml as the experiment ran it (the queued one for queued/failed runs), merged
+    with every other params file DVC reports (an example pipeline's)."""
     metrics: dict[str, Any] = field(default_factory=dict)
     """Metrics file -> its parsed content, for the files DVC could read."""
     error: str | None = None
@@ -75,8 +76,12 @@ def _record(exp: Mapping[str, Any]) -> ExpRecord | None:
         state = "failed" if error else "success"
     metrics = {path: entry["data"] for path, entry in (data.get("metrics") or {}).items()
                if isinstance(entry, Mapping) and "data" in entry}
-    return ExpRecord(name=name, state=state, rev=rev.get("rev"),
-                     params=_get(data, "params", "params.yaml", "data") or {},
+    params: dict[str, Any] = {}
+    for entry in (data.get("params") or {}).values():  # ./params.yaml and an example's file:
+        section = _get(entry, "data")                  # their sections are distinct stage ids
+        if isinstance(section, Mapping):
+            params.update(section)
+    return ExpRecord(name=name, state=state, rev=rev.get("rev"), params=params,
                      metrics=metrics, error=error if isinstance(error, str) else None)
 
 

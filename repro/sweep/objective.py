@@ -1,10 +1,11 @@
 """The number a sweep optimises and where it comes from.
 
-It is one metric of the experiment's main-run final evaluation: the `evaluate` stage of
-the train stage of the main run's last phase, whose metrics file (`metrics/<stage id>.json`) holds
-`tasks.<task>.<metric>`. Running that stage as the target of `dvc exp run` runs exactly
-what a trial needs: the experiment's training and evaluation, and upstream of them only
-what the trial's settings change (everything else comes from DVC's cache).
+It is one metric of the experiment's main-run final evaluation: the checkpoint of the main
+run's last phase, scored by the main run's `evaluate` stage, whose metrics file for it
+(`metrics/<stage id>/<phase>.json`) holds `tasks.<task>.<metric>`. Running that stage as the
+target of `dvc exp run` runs exactly what a trial needs: the experiment's training and
+evaluation, and upstream of them only what the trial's settings change (everything else
+comes from DVC's cache).
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from repro import paths
 from repro.compile.errors import GraphError
 from repro.compile.graph import OutputRef, StageGraph, _run_prefix
 from repro.spec.schema import ExperimentSpec
+from repro.stages.kind import per_checkpoint
 
 
 class ObjectiveError(GraphError):
@@ -28,13 +29,11 @@ class ObjectiveError(GraphError):
 class Objective:
     stage_id: str
     """The evaluate stage every trial targets."""
+    metrics_file: str
+    """The final checkpoint's metrics file (an output of that stage)."""
     task: str
     metric: str
     goal: Literal["minimize", "maximize"]
-
-    @property
-    def metrics_file(self) -> str:
-        return str(paths.stage_metrics(self.stage_id))
 
     @property
     def label(self) -> str:
@@ -69,9 +68,10 @@ def find_objective(spec: ExperimentSpec, graph: StageGraph) -> Objective:
                              f"{last!r}", "experiment.name",
                              f"put the spec in the compiled specs folder and run `repro compile`")
     ref = OutputRef(train.id, "checkpoint")
-    evaluate = next(s for s in graph.stages.values() if s.kind == "evaluate"
-                    and s.config.experiment == spec.name  # type: ignore[attr-defined]
-                    and ("checkpoint", ref) in s.inputs)
+    evaluate, key = next((s, key) for s in graph.stages.values() if s.kind == "evaluate"
+                         and s.config.experiment == spec.name  # type: ignore[attr-defined]
+                         for key, r in s.inputs if r == ref)
+    metrics = evaluate.outputs()[per_checkpoint("metrics", key.split(":", 1)[1])]
     evaluation = spec.evaluation
     tasks = [t.task_name for t in evaluation.local_tasks] + evaluation.standard_tasks
     if obj.task not in tasks:
@@ -79,4 +79,4 @@ def find_objective(spec: ExperimentSpec, graph: StageGraph) -> Objective:
             f"task {obj.task!r} is not evaluated by experiment {spec.name!r}; it evaluates "
             f"{tasks}", "sweep.objective.task",
             "name one of those tasks, or add it to evaluation.tasks / evaluation.local_tasks")
-    return Objective(evaluate.id, obj.task, obj.metric, obj.goal)
+    return Objective(evaluate.id, str(metrics), obj.task, obj.metric, obj.goal)

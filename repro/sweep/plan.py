@@ -10,7 +10,7 @@ the offending entry, through `extends`), like the spec loader's.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,27 @@ class SweepPlan:
     """Each parameter's value in the workspace's params.yaml (the baseline run's)."""
     copy_paths: tuple[str, ...] = ()
     """Uncached outputs of the stages trials do not rerun, copied into every trial
-    (repro.sweep.workspace.uncached_outputs)."""
+    (repro.sweep.workspace.uncached_outputs), and an example pipeline's dvc.lock."""
+    target: str = ""
+    """The objective's stage as a `dvc repro` / `dvc exp run` target (an example's stage is
+    named with its dvc.yaml: examples/<name>/dvc.yaml:<stage>); empty: the stage id, a
+    stage of ./dvc.yaml."""
+    params_files: Mapping[str, str] = field(default_factory=dict)
+    """Stage id -> its params file, for the stages not in ./params.yaml (an example's)."""
+
+    def __post_init__(self) -> None:
+        if not self.target:
+            object.__setattr__(self, "target", self.objective.stage_id)
+
+    def dvc_sets(self, point: Mapping[str, Scalar]) -> dict[str, Scalar]:
+        """A trial's `dvc exp run -S` overrides: `<key>` in ./params.yaml, `<file>:<key>` in
+        an example's params file (DVC 3.67 reads `-S <file>:<key>=<value>` as an override
+        of that file: dvc/utils/cli_parse.py, to_path_overrides)."""
+        out: dict[str, Scalar] = {}
+        for key, value in overrides(point, self.keys).items():
+            file = self.params_files.get(key.split(".", 1)[0])
+            out[f"{file}:{key}" if file else key] = value
+        return out
 
 
 class _Locator:
@@ -69,7 +89,7 @@ def load_sweep_spec(path: Path) -> ExperimentSpec:
         raise SweepInputError(e.issues) from None
     if spec.sweep is None:
         raise SweepInputError([ReproError("the spec has no `sweep` block", field="sweep",
-                                          fix="add one (see specs/qs-lr.yaml)", file=str(path))])
+                                          fix="add one (see specs/examples/lr-sweep/qs-lr.yaml)", file=str(path))])
     return spec
 
 
@@ -152,7 +172,7 @@ def build_plan(spec_path: Path, root: Path, require_current: bool = True
 def _build_plan(spec_path: Path, root: Path, require_current: bool) -> tuple[SweepPlan, Workspace]:
     spec = load_sweep_spec(spec_path)
     assert spec.sweep is not None
-    workspace = compile_workspace(spec_path.parent, root, require_current)
+    workspace = compile_workspace(spec_path, root, require_current)
     try:  # as the report names it: relative to the workspace, the same on every machine
         display = spec_path.resolve().relative_to(root.resolve()).as_posix()
     except ValueError:
@@ -169,5 +189,9 @@ def _build_plan(spec_path: Path, root: Path, require_current: bool) -> tuple[Swe
     touched = {k.split(".", 1)[0] for ks in keys.values() for k in ks}
     rerun = touched.union(*(workspace.graph.descendants(s) for s in touched))
     copy = uncached_outputs(workspace.dvc_yaml, sorted(usable - rerun))
+    pipeline = workspace.pipeline
+    if pipeline.name is not None:  # its stages' lock entries, as DvcBackend.queue does for ./dvc.lock
+        copy = [str(pipeline.dvc_lock), *copy]
     return SweepPlan(spec.sweep, display, spec.name, keys, objective, baseline,
-                     tuple(copy)), workspace
+                     tuple(copy), pipeline.target(objective.stage_id),
+                     workspace.params_files), workspace

@@ -1,8 +1,10 @@
 """The workspace a sweep runs in: compiled specs, current dvc.yaml/params.yaml, and the
 stages a trial can change.
 
-A trial is `dvc exp run -S` on params.yaml, so params.yaml must be what the specs compile
-to: a stale file would make every trial measure settings nobody wrote down. The check is
+A trial is `dvc exp run -S` on params.yaml (an example pipeline's trial: on its own
+examples/<name>/params.yaml, `-S examples/<name>/params.yaml:<key>=<value>`), so the params
+files must be what the specs compile to: a stale file would make every trial measure
+settings nobody wrote down. The check is
 `repro compile --check`'s (same rendering), but it keeps the stage graph, which the sweep
 needs to find its objective and the stages upstream of it.
 """
@@ -16,12 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from repro import paths, yamlio
-from repro.compile.errors import GraphError
 from repro.compile.graph import OutputRef, StageGraph
-from repro.compile.render import render_dvc_yaml, render_params_yaml
-from repro.compile.specs import compile_files
+from repro.compile.pipelines import Pipeline, compile_pipeline, pipeline_of, specs_root
 from repro.errors import ReproError
-from repro.spec.load import SpecError, experiment_files
+from repro.spec.load import SpecError
 from repro.sweep.errors import SweepInputError
 
 
@@ -30,39 +30,50 @@ class Workspace:
     """A compiled, current workspace."""
 
     root: Path
+    pipeline: Pipeline
+    """The pipeline the sweep's spec belongs to (the default one, or an example)."""
     graph: StageGraph
+    """Every stage of that pipeline and, for an example, of the default one it reads."""
     params: dict[str, Any]
-    """params.yaml as written (what every trial starts from)."""
+    """params.yaml as written (what every trial starts from), with an example's params file
+    merged in (their sections are stage ids, distinct)."""
     dvc_yaml: dict[str, Any]
-    """dvc.yaml as compiled."""
+    """dvc.yaml as compiled (an example's stages merged in)."""
+    params_files: dict[str, str]
+    """Stage id -> its params file, for the stages not in ./params.yaml (an example's)."""
 
 
-def compile_workspace(specs_dir: Path, root: Path, require_current: bool = True) -> Workspace:
-    """Compile the top-level specs of `specs_dir` and check root's dvc.yaml and params.yaml
-    are exactly what they compile to; SweepInputError otherwise. `require_current=False`
-    (rebuilding a report) reads params.yaml as it is: `dvc exp apply` may have changed it."""
-    files = experiment_files(specs_dir)
+def compile_workspace(spec: Path, root: Path, require_current: bool = True) -> Workspace:
+    """Compile the pipeline `spec` belongs to (repro.compile.pipelines.pipeline_of: the
+    top-level specs of its folder, or an example's with the default's) and check that its
+    dvc.yaml and params.yaml, and the default pipeline's, are exactly what they compile to;
+    SweepInputError otherwise. `require_current=False` (rebuilding a report) reads the params
+    files as they are: `dvc exp apply` may have changed them."""
+    pipeline = pipeline_of(spec)
     try:
-        graph = compile_files(files, specs_dir, root)
-        expected = {paths.DVC_YAML: render_dvc_yaml(graph),
-                    paths.PARAMS_YAML: render_params_yaml(graph)}
+        default, this = compile_pipeline(pipeline, root)
+        expected = {**default.texts(), **this.texts()}
     except SpecError as e:
         raise SweepInputError(e.issues) from None
-    except GraphError as e:
-        # located in its spec file and line when it concerns one spec
-        raise SweepInputError([e if e.file else e.located(str(specs_dir))]) from None
     stale = [str(rel) for rel, text in expected.items()
              if not (root / rel).is_file() or (root / rel).read_text(encoding="utf-8") != text]
     if stale and require_current:
         raise SweepInputError([ReproError(
-            f"not what the specs in {specs_dir} compile to, so trials would run other settings "
-            "than the specs say", fix=f"run `repro compile --specs {specs_dir}` (and commit the "
-            "result)", file=", ".join(stale))])
-    params_file = root / paths.PARAMS_YAML
-    text = expected[paths.PARAMS_YAML] if require_current else (
-        params_file.read_text(encoding="utf-8") if params_file.is_file() else "")
-    params = yamlio.safe_load(text) or {}
-    return Workspace(root, graph, params, yamlio.safe_load(expected[paths.DVC_YAML]) or {})
+            f"not what the specs compile to, so trials would run other settings than the "
+            f"specs say", fix=f"run `repro compile --specs {specs_root(pipeline)}` (and commit "
+            "the result)", file=", ".join(stale))])
+    params: dict[str, Any] = {}
+    dvc_stages: dict[str, Any] = {}
+    for rel in dict.fromkeys((default.pipeline.params_yaml, pipeline.params_yaml)):
+        file = root / rel
+        text = expected[rel] if require_current else (
+            file.read_text(encoding="utf-8") if file.is_file() else "")
+        params.update(yamlio.safe_load(text) or {})
+    for rel in dict.fromkeys((default.pipeline.dvc_yaml, pipeline.dvc_yaml)):
+        dvc_stages.update((yamlio.safe_load(expected[rel]) or {}).get("stages") or {})
+    files = {} if pipeline.name is None else {sid: str(pipeline.params_yaml)
+                                               for sid in this.stage_ids}
+    return Workspace(root, pipeline, this.graph, params, {"stages": dvc_stages}, files)
 
 
 def upstream(graph: StageGraph, stage_id: str) -> set[str]:
@@ -96,10 +107,11 @@ def uncached_outputs(dvc_yaml: dict[str, Any], stage_ids: Iterable[str]) -> list
     return sorted(set(out))
 
 
-def check_committed(root: Path) -> None:
+def check_committed(root: Path, pipeline: Pipeline | None = None) -> None:
     """Queued trials run in a git checkout of the workspace: DVC copies tracked files (with
     their uncommitted changes) but not untracked ones, and needs a commit to branch from.
-    Say so before queueing instead of letting every trial fail on a missing dvc.yaml."""
+    Say so before queueing instead of letting every trial fail on a missing dvc.yaml (the
+    default pipeline's, and `pipeline`'s when it is an example)."""
     def git(*args: str) -> bool:
         try:
             return subprocess.run(["git", *args], cwd=root, capture_output=True).returncode == 0
@@ -112,7 +124,9 @@ def check_committed(root: Path) -> None:
                                   "experiments branch from the current commit",
                                  fix="`git init`, then `git add -A && git commit`", file=str(root)))
     else:
-        for rel in (paths.DVC_YAML, paths.PARAMS_YAML):
+        extra = () if pipeline is None or pipeline.name is None else (
+            pipeline.dvc_yaml, pipeline.params_yaml)
+        for rel in (paths.DVC_YAML, paths.PARAMS_YAML, *extra):
             if not git("ls-files", "--error-unmatch", str(rel)):
                 issues.append(ReproError("is not tracked by git, so queued "
                                           "trials (run in a git checkout) would not see it",

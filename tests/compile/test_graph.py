@@ -21,17 +21,25 @@ from repro.stages.configs import EvaluateConfig, fields_of
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden"
 QUICKSTART = sorted((REPO / "specs").glob("*.yaml"))  # the root pipeline
+EXAMPLES = sorted((REPO / "specs/examples").glob("*/*.yaml"))
+ALL = QUICKSTART + EXAMPLES
+"""Every experiment of every pipeline. Compiled as one graph, its stages are those of every
+pipeline (ids are content hashes, the same in each: repro.compile.pipelines)."""
 
 
 def _graph(specs=None):
     if specs is None:
-        return compile_files(QUICKSTART, REPO / "specs", REPO)
+        return compile_files(ALL, REPO / "specs", REPO)
     return compile_graph(specs)
+
+
+def _root_graph():
+    return compile_files(QUICKSTART, REPO / "specs", REPO)
 
 
 @pytest.mark.parametrize("name,render", [("dvc.yaml", render_dvc_yaml), ("params.yaml", render_params_yaml)])
 def test_golden_quickstart(name, render):
-    text = render(_graph())
+    text = render(_root_graph())
     golden = GOLDEN / f"quickstart.{name}"
     if os.environ.get("REPRO_UPDATE_GOLDEN"):
         golden.write_text(text)
@@ -39,8 +47,8 @@ def test_golden_quickstart(name, render):
 
 
 def test_root_pipeline_is_the_quickstart():
-    assert (REPO / "dvc.yaml").read_text() == render_dvc_yaml(_graph())
-    assert (REPO / "params.yaml").read_text() == render_params_yaml(_graph())
+    assert (REPO / "dvc.yaml").read_text() == render_dvc_yaml(_root_graph())
+    assert (REPO / "params.yaml").read_text() == render_params_yaml(_root_graph())
 
 
 def test_render_is_byte_identical_and_headed():
@@ -63,16 +71,21 @@ def test_shared_data_stages_appear_once():
     # six quickstart experiments and qs-lr (the sweep's base run: two training stages, its
     # final checkpoint evaluated) trained as written, and qs-ladder's 3 sizes x 3 budgets
     # plus 3 code-heavy runs (its base recipe reuses the fit runs), one training stage each
-    written = [f for f in QUICKSTART if load_spec(f).ladder is None]
-    assert len(written) == 7 and len(QUICKSTART) == 8
+    written = [f for f in ALL if load_spec(f).ladder is None]
+    assert len(written) == 7 and len(ALL) == 8
     ladder_runs = 3 * 3 + 3
     assert "ledger" not in kinds
-    # two stages per run; qs-nope and qs-rope have a second run (a seed-1 replica); three
-    # evaluated checkpoints per run (a snapshot after 40 steps and both stage ends)
+    # two stages per run; qs-nope and qs-rope have a second run (a seed-1 replica); one
+    # evaluate stage per run, scoring four checkpoints (snapshots after 16 and 32 steps and
+    # both stage ends; qs-lr and the ladder runs their final one only)
     runs = len(written) - 1 + 2
     assert kinds.count("train") == 2 * runs + 2 + ladder_runs
-    assert kinds.count("evaluate") == 3 * runs + 1 + ladder_runs
-    assert kinds.count("report") == 1 and kinds.count("fit") == 1
+    assert kinds.count("evaluate") == runs + 1 + ladder_runs
+    evaluated = [s.config.checkpoints for s in graph.stages.values() if s.kind == "evaluate"]
+    assert sum(map(len, evaluated)) == 4 * runs + 1 + ladder_runs
+    assert ["stable-step16", "stable-step32", "stable", "decay"] in evaluated
+    assert ["decay"] in evaluated
+    assert kinds.count("report") == 2 and kinds.count("fit") == 1  # quickstart, architectures
 
 
 def test_each_stage_reads_only_its_params_section_and_it_validates():
@@ -109,19 +122,20 @@ def _kinds_labels(graph, ids):
 
 
 def _variant_files(tmp_path: Path, text: str) -> list[Path]:
-    """The root pipeline's spec files with `text` appended to qs-rope.yaml."""
-    for f in QUICKSTART:
-        (tmp_path / f.name).write_text(f.read_text() + (text if f.name == "qs-rope.yaml" else ""))
-    return [tmp_path / f.name for f in QUICKSTART]
+    """Every pipeline's spec files in one folder, with `text` appended to qs-rope.yaml."""
+    for f in ALL:
+        written = f.read_text().replace("extends: ../../", "extends: ")  # now side by side
+        (tmp_path / f.name).write_text(written + (text if f.name == "qs-rope.yaml" else ""))
+    return [tmp_path / f.name for f in ALL]
 
 
 def _variant(tmp_path: Path, text: str) -> list:
-    """The root pipeline's specs with `text` appended to qs-rope.yaml."""
+    """Every pipeline's specs with `text` appended to qs-rope.yaml."""
     return load_specs(_variant_files(tmp_path, text))
 
 
 def _variant_graph(tmp_path: Path, text: str):
-    """The root pipeline compiled with `text` appended to qs-rope.yaml (qs-ladder's
+    """Every pipeline compiled with `text` appended to qs-rope.yaml (qs-ladder's
     reference specs are read from the repository's specs folder)."""
     return compile_files(_variant_files(tmp_path, text), REPO / "specs", REPO)
 
@@ -133,10 +147,9 @@ def test_same_settings_same_stages(tmp_path):
 def test_eval_change_touches_only_evaluate_and_report(tmp_path):
     base = _graph()
     new = _variant_graph(tmp_path, "evaluation: {num_fewshot: 1}\n")
-    # every evaluated checkpoint of both runs (main and the seed1 replica); no training
-    assert _kinds_labels(new, _changed(base, new)) == sorted([
-        ("evaluate", f"qs-rope{run}-{ckpt}") for run in ("", "-seed1")
-        for ckpt in ("decay", "stable", "stable-step40")] + [("report", "quickstart")])
+    # the evaluation of both runs (main and the seed1 replica); no training
+    assert _kinds_labels(new, _changed(base, new)) == [
+        ("evaluate", "qs-rope"), ("evaluate", "qs-rope-seed1"), ("report", "architectures")]
 
 
 def test_a_setting_no_evaluation_reads_leaves_every_evaluation_alone(tmp_path):
@@ -152,7 +165,7 @@ def test_a_setting_no_evaluation_reads_leaves_every_evaluation_alone(tmp_path):
 def test_train_stages_hold_the_specs_training_settings_whole():
     """The compiler passes the spec's TrainingSettings to every train stage as they are (no
     field copied by hand, none left at a default of the stage config's own)."""
-    specs = {s.name: s for s in load_specs(QUICKSTART)}
+    specs = {s.name: s for s in load_specs(ALL)}
     trains = [s for s in _graph().stages.values()
               if s.kind == "train" and s.config.experiment in specs]
     assert len({s.config.experiment for s in trains}) == len(specs) - 1  # qs-ladder trains its runs
@@ -167,15 +180,17 @@ def test_decay_stage_change_keeps_stable_stage(tmp_path):
     new = _variant_graph(tmp_path, """
 training:
   stages:
-    - {name: stable, tokens: 655360, mixture: {web: 0.6, pdf: 0.05, code: 0.35}}
-    - {name: decay, tokens: 327680, mixture: {web: 0.4, pdf: 0.1, code: 0.5}}
-  schedule: {warmup_steps: 10, decay_shape: 1-sqrt, decay_fraction: 0.3333333333333333}
+    - {name: stable, tokens: 196608, mixture: {web: 0.6, pdf: 0.05, code: 0.35}}
+    - {name: decay, tokens: 98304, mixture: {web: 0.4, pdf: 0.1, code: 0.5}}
+  schedule: {warmup_steps: 6, decay_shape: 1-sqrt, decay_fraction: 0.3333333333333333}
 """)
     changed = _kinds_labels(new, _changed(base, new))
     assert ("train", "qs-rope-stable") not in changed
     # The decay phase's ledger sees the new budget; the stable phase's holds only its own.
-    assert changed == [("evaluate", "qs-rope-decay"), ("evaluate", "qs-rope-seed1-decay"),
-                       ("report", "quickstart"),
+    # (24 decay steps now hold a snapshot: every 16 steps, at step 64; each run's evaluate
+    # stage reruns, and its result cache scores only the new checkpoints)
+    assert changed == [("evaluate", "qs-rope"), ("evaluate", "qs-rope-seed1"),
+                       ("report", "architectures"),
                        ("train", "qs-rope-decay"), ("train", "qs-rope-seed1-decay")]
 
 
@@ -208,11 +223,17 @@ def test_shards_change_curation_and_descendants(tmp_path):
 
 def test_report_naming_unknown_experiment_fails():
     spec = load_spec(REPO / "specs/qs-nope.yaml")
-    with pytest.raises(GraphError, match="qs-rope"):
+    with pytest.raises(GraphError, match="qs-muon"):
         compile_graph([spec])
 
 
 # ----------------------------------------------------------- decontamination, funnel, ledger
+
+
+def _report(graph, name="architectures"):
+    """The report comparing qs-rope (the six-way one of the architectures example)."""
+    [report] = [s for s in _of_kind(graph, "report") if s.config.name == name]
+    return report
 
 
 def _of_kind(graph, kind):
@@ -279,7 +300,7 @@ def test_ngram_change_reruns_decontamination_and_after_but_not_curation(tmp_path
 def test_decontamination_off_tokenizes_the_split(tmp_path):
     graph = _variant_graph(tmp_path, "evaluation: {decontamination: null}\n")
     rope = [s for s in _of_kind(graph, "train") if s.config.experiment == "qs-rope"][0]
-    [report] = _of_kind(graph, "report")
+    report = _report(graph)
     for key, ref in rope.inputs:
         if not key.startswith("tokens:"):
             continue
@@ -303,7 +324,7 @@ def test_every_training_stage_checks_the_ledger_of_its_own_phase():
     draws reach it only through its `init` checkpoint, so no phase copies another's settings."""
     graph = _graph()
     assert not _of_kind(graph, "ledger")
-    specs = {load_spec(f).name: load_spec(f) for f in QUICKSTART}
+    specs = {load_spec(f).name: load_spec(f) for f in ALL}
     for train in _of_kind(graph, "train"):
         cfg = train.config
         assert sorted(cfg.max_epochs) == sorted(cfg.mixture)
@@ -332,7 +353,7 @@ def test_max_epochs_changes_the_phases_drawing_from_the_dataset(tmp_path):
 
 def test_report_reads_funnels_and_the_last_phase_ledger():
     graph = _graph()
-    [report] = _of_kind(graph, "report")
+    report = _report(graph)
     inputs = dict(report.inputs)
     funnels = {s.config.dataset: s.id for s in _of_kind(graph, "funnel")}
     for exp in ("qs-nope", "qs-rope"):
@@ -391,13 +412,12 @@ def test_unknown_or_cyclic_teachers_fail(tmp_path):
 
 
 def _variant_experiment(tmp_path: Path, extra: str):
-    """The root pipeline compiled with `extra` added to qs-rope's `experiment` mapping."""
-    for f in QUICKSTART:
-        text = f.read_text()
-        if f.name == "qs-rope.yaml":
-            text = text.replace('experiment: {name: qs-rope, ', 'experiment: {name: qs-rope, ' + extra + ', ')
-        (tmp_path / f.name).write_text(text)
-    return compile_files([tmp_path / f.name for f in QUICKSTART], REPO / "specs", REPO)
+    """Every pipeline compiled with `extra` added to qs-rope's `experiment` mapping."""
+    files = _variant_files(tmp_path, "")
+    rope = tmp_path / "qs-rope.yaml"
+    rope.write_text(rope.read_text().replace('experiment: {name: qs-rope, ',
+                                             'experiment: {name: qs-rope, ' + extra + ', '))
+    return compile_files(files, REPO / "specs", REPO)
 
 
 def test_replicas_add_runs_and_leave_the_main_run_untouched(tmp_path):
@@ -407,8 +427,7 @@ def test_replicas_add_runs_and_leave_the_main_run_untouched(tmp_path):
     changed = _kinds_labels(new, _changed(base, new))
     # the new run (train + evaluate), and a report that now reads it; nothing else
     assert changed == [
-        ("evaluate", "qs-rope-seed2-data7-decay"), ("evaluate", "qs-rope-seed2-data7-stable"),
-        ("evaluate", "qs-rope-seed2-data7-stable-step40"), ("report", "quickstart"),
+        ("evaluate", "qs-rope-seed2-data7"), ("report", "architectures"),
         ("train", "qs-rope-seed2-data7-decay"), ("train", "qs-rope-seed2-data7-stable")]
     trains = {s.label: s.config for s in _of_kind(new, "train")}
     assert (trains["qs-rope-seed1-stable"].seed, trains["qs-rope-seed1-stable"].data_seed) == (1, None)
@@ -417,7 +436,7 @@ def test_replicas_add_runs_and_leave_the_main_run_untouched(tmp_path):
     decay = next(s for s in _of_kind(new, "train") if s.label == "qs-rope-seed1-decay")
     stable = next(s for s in _of_kind(new, "train") if s.label == "qs-rope-seed1-stable")
     assert dict(decay.inputs)["init"] == OutputRef(stable.id, "checkpoint")
-    [report] = _of_kind(new, "report")
+    report = _report(new)
     keys = {k for k, _ in report.inputs}
     for run in ("seed0", "seed1", "seed2-data7"):
         assert {f"train:qs-rope:{run}:stable", f"loss:qs-rope:{run}:decay",
@@ -431,45 +450,56 @@ def test_a_replica_repeating_the_main_run_is_refused(tmp_path):
 
 
 def test_every_tokens_adds_snapshots_and_their_evaluations(tmp_path):
-    # 8192 tokens per step; stable = steps 1..80, decay = 81..100
-    new = _variant_graph(tmp_path, "evaluation: {every_tokens: 245760}\n")  # 30 steps
+    # 4096 tokens per step; stable = steps 1..48, decay = 49..60
+    new = _variant_graph(tmp_path, "evaluation: {every_tokens: 57344}\n")  # 14 steps
     trains = {s.config.phase: s for s in _of_kind(new, "train")
               if s.config.experiment == "qs-rope" and s.config.seed == 0}
-    assert trains["stable"].config.snapshot_steps == [30, 60]
-    assert trains["decay"].config.snapshot_steps == [90]
+    assert trains["stable"].config.snapshot_steps == [14, 28, 42]
+    assert trains["decay"].config.snapshot_steps == [56]
     outs = trains["stable"].outputs()
-    assert outs["snapshot:30"] == PurePosixPath(f"artifacts/snapshots/{trains['stable'].id}/step-0000030")
-    evals = {s.config.checkpoint: s for s in _of_kind(new, "evaluate")
-             if s.label.startswith("qs-rope-") and not s.label.startswith("qs-rope-seed1")}
-    assert sorted(evals) == ["decay", "decay-step90", "stable", "stable-step30", "stable-step60"]
-    assert dict(evals["stable-step60"].inputs)["checkpoint"] == OutputRef(trains["stable"].id, "snapshot:60")
-    [report] = _of_kind(new, "report")
+    assert outs["snapshot:14"] == PurePosixPath(f"artifacts/snapshots/{trains['stable'].id}/step-0000014")
+    [evaluate] = [s for s in _of_kind(new, "evaluate") if s.label == "qs-rope"]
+    # one stage scores the run's checkpoints in training order; the last is the final one
+    assert evaluate.config.checkpoints == ["stable-step14", "stable-step28", "stable-step42",
+                                           "stable", "decay-step56", "decay"]
+    inputs = dict(evaluate.inputs)
+    assert inputs["checkpoint:stable-step42"] == OutputRef(trains["stable"].id, "snapshot:42")
+    assert inputs["checkpoint:decay"] == OutputRef(trains["decay"].id, "checkpoint")
+    outs = evaluate.outputs()
+    assert outs["results:stable-step14"] == PurePosixPath(f"results/eval/{evaluate.id}/stable-step14")
+    assert outs["metrics:decay"] == PurePosixPath(f"metrics/{evaluate.id}/decay.json")
+    assert set(outs) == {"env"} | {f"{k}:{c}" for k in ("results", "metrics")
+                                   for c in evaluate.config.checkpoints}
+    report = _report(new)
     keys = {k for k, _ in report.inputs}
-    assert {"eval:qs-rope:seed0:stable-step30", "eval:qs-rope:seed0:stable"} <= keys
+    assert {"eval:qs-rope:seed0:stable-step14", "eval:qs-rope:seed0:stable"} <= keys
+    assert dict(report.inputs)["eval:qs-rope:seed0:stable-step14"] == \
+        OutputRef(evaluate.id, "metrics:stable-step14")
     # per-item samples only of the final checkpoint (the one compared)
     assert sorted(k for k in keys if k.startswith("results:qs-rope:")) == [
         "results:qs-rope:seed0:decay", "results:qs-rope:seed1:decay"]
     dvc = yaml.safe_load(render_dvc_yaml(new))
     stage = dvc["stages"][trains["stable"].id]
-    assert f"artifacts/snapshots/{trains['stable'].id}/step-0000030" in stage["outs"]
-    assert "--out snapshot:30=" in stage["cmd"]
+    assert f"artifacts/snapshots/{trains['stable'].id}/step-0000014" in stage["outs"]
+    assert "--out snapshot:14=" in stage["cmd"]
 
 
 def test_every_tokens_must_be_a_multiple_of_the_batch(tmp_path):
-    with pytest.raises(Exception, match=r"(?s)every_tokens 10000 is not a multiple of training.batch_tokens 8192.*fix: use 8192 or 16384"):
+    with pytest.raises(Exception, match=r"(?s)every_tokens 10000 is not a multiple of training.batch_tokens 4096.*fix: use 8192 or 12288"):
         _variant(tmp_path, "evaluation: {every_tokens: 10000}\n")
 
 
 def test_reports_declare_score_curves_as_dvc_plots():
     dvc = yaml.safe_load(render_dvc_yaml(_graph()))
     plots = {k: v for p in dvc["plots"] for k, v in p.items()}
-    curve = plots["quickstart: repro_bpb_web bits_per_byte vs tokens"]
+    curve = plots["architectures: repro_bpb_web bits_per_byte vs tokens"]
     assert curve["x"] == "tokens"
-    assert curve["y"]["plots/reports/quickstart/qs-nope.csv"] == "repro_bpb_web:bits_per_byte"
+    assert curve["y"]["plots/reports/architectures/qs-nope.csv"] == "repro_bpb_web:bits_per_byte"
     assert len(curve["y"]) == 6
-    assert "quickstart: repro_cloze_web acc_norm vs tokens" in plots
-    [report] = [v for v in dvc["stages"].values() if v["cmd"].startswith("repro stage report")]
-    assert {"plots/reports/quickstart": {"cache": False}} in report["outs"]
+    assert "architectures: repro_cloze_web acc_norm vs tokens" in plots
+    [report] = [v for v in dvc["stages"].values()
+                if v["cmd"].startswith("repro stage report report-architectures")]
+    assert {"plots/reports/architectures": {"cache": False}} in report["outs"]
 
 
 def test_rendering_one_stage_at_a_time_writes_the_whole_documents_bytes():

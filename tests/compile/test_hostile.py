@@ -75,14 +75,14 @@ def _graph(end: str = "", missing: bool = True) -> tuple[StageGraph, str]:
         ((f"docs:{h('dataset', param)}", OutputRef(curate.id, "docs")),)))
     evaluation = EvaluationSpec.model_construct(tasks=[h("task", param)], presets=[], local_tasks=[])
     evaluate = graph.add(Stage("evaluate", experiment, EvaluateConfig.model_construct(
-        experiment=experiment, checkpoint="final", evaluation=evaluation, seed=0),
-        (("checkpoint", OutputRef(tokens.id, "tokens")),)))
+        experiment=experiment, checkpoints=["final"], evaluation=evaluation, seed=0),
+        (("checkpoint:final", OutputRef(tokens.id, "tokens")),)))
     graph.add(Stage("report", h("report", param), ReportConfig.model_construct(
         name=h("report", param), baseline=experiment, experiments=[experiment]),
-        ((f"eval:{experiment}", OutputRef(evaluate.id, "metrics")),)))
+        ((f"eval:{experiment}", OutputRef(evaluate.id, "metrics:final")),)))
     graph.add(Stage("fit", h("ladder", param), FitConfig.model_construct(
         name=h("ladder", param), runs=[]),
-        ((f"eval:{experiment}", OutputRef(evaluate.id, "metrics")),)))
+        ((f"eval:{experiment}", OutputRef(evaluate.id, "metrics:final")),)))
     return graph, param
 
 

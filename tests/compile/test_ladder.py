@@ -17,7 +17,7 @@ from repro.spec.load import SpecError, load_spec, load_specs
 from repro.train.flops import param_counts
 
 REPO = Path(__file__).resolve().parents[2]
-LADDER = REPO / "specs" / "qs-ladder.yaml"
+LADDER = REPO / "specs" / "examples" / "ladder" / "qs-ladder.yaml"
 
 
 def _ladder_spec(tmp_path: Path, ladder: str, extra: str = "") -> Path:
@@ -69,7 +69,8 @@ def test_qs_ladder_expands_to_the_grid_and_the_recipe_runs():
 
 
 def test_fit_stage_reads_every_final_evaluation_and_counts_n():
-    graph = compile_files(sorted((REPO / "specs").glob("*.yaml")), REPO / "specs", REPO)
+    # the ladder example, compiled with the default pipeline as `repro compile` does
+    graph = compile_files(sorted((REPO / "specs").glob("*.yaml")) + [LADDER], REPO / "specs", REPO)
     [fit] = [s for s in graph.stages.values() if s.kind == "fit"]
     cfg = fit.config
     assert cfg.name == "qs" and cfg.parameters == "non_embedding" and cfg.recipe_tokens == 262144
@@ -80,8 +81,10 @@ def test_fit_stage_reads_every_final_evaluation_and_counts_n():
     assert len([r for r in cfg.runs if r.recipe is None]) == 9 and len(cfg.runs) == 15
     evaluations = {s.id: s for s in graph.stages.values() if s.kind == "evaluate"}
     for key, ref in fit.inputs:
-        assert key.startswith("eval:") and ref.key == "metrics"
-        assert evaluations[ref.stage_id].config.experiment == key.split(":")[1]
+        evaluate = evaluations[ref.stage_id]
+        # the final checkpoint's metrics of the run's evaluate stage
+        assert key.startswith("eval:") and ref.key == f"metrics:{evaluate.config.checkpoints[-1]}"
+        assert evaluate.config.experiment == key.split(":")[1]
     assert len(fit.inputs) == 12  # 9 fit runs + 3 code-heavy runs; base reuses the fit's
     # the reference specs' N and D, counted like the ladder's
     smol = next(t for t in cfg.predict if t.name == "reference/smollm3-3b.yaml")

@@ -16,7 +16,8 @@ from repro.compile.specs import compile_files
 from repro.spec.load import SpecError, load_specs
 
 REPO = Path(__file__).resolve().parents[2]
-QUICKSTART = sorted((REPO / "specs").glob("*.yaml"))
+QUICKSTART = sorted((REPO / "specs").glob("*.yaml")) + sorted(
+    (REPO / "specs" / "examples").glob("*/*.yaml"))  # every pipeline's experiments
 
 
 def _values(obj) -> int:
@@ -31,7 +32,11 @@ def test_the_estimate_bounds_the_graph_it_describes():
     size = sum(e.total_size for e in expansions)
     real_size = sum(_values(s.config.model_dump(mode="json")) + len(s.inputs)
                     for s in graph.stages.values())
-    assert len(graph.stages) <= stages <= 3 * len(graph.stages)
+    # an upper bound, not a wild one: most of the excess is the data stages the quickstart
+    # specs share (one set of about 23), counted once per spec, and it grew relative to the
+    # graph as each run became fewer stages (one evaluate stage per run: 76 stages, 243
+    # counted)
+    assert len(graph.stages) <= stages <= 4 * len(graph.stages)
     assert real_size <= size
 
 
@@ -72,7 +77,7 @@ def test_too_big_a_graph_is_refused_and_located(monkeypatch, tmp_path):
 
 
 def test_a_ladder_counts_its_runs(monkeypatch):
-    [ladder] = load_specs([REPO / "specs" / "qs-ladder.yaml"])
+    [ladder] = load_specs([REPO / "specs" / "examples" / "ladder" / "qs-ladder.yaml"])
     exp = limits.expansion(ladder)
     runs = ladder.ladder.run_count()
     assert exp.runs == runs and exp.stages["ladder"] == runs * (len(ladder.training.stages) + 1) + 1

@@ -75,7 +75,8 @@ def test_cli_prints_file_line_field_and_fix_and_writes_nothing(tmp_path, monkeyp
 
 
 def test_a_ladder_fit_may_write_inside_reports_ladders():
-    graph = compile_files(sorted((REPO / "specs").glob("*.yaml")), REPO / "specs", REPO)
+    files = sorted((REPO / "specs").glob("*.yaml")) + [REPO / "specs/examples/ladder/qs-ladder.yaml"]
+    graph = compile_files(files, REPO / "specs", REPO)
     fits = [s for s in graph.stages.values() if s.kind == "fit"]
     assert fits and all(s.outputs()["ladder"].parent == paths.LADDER_REPORTS_DIR for s in fits)
 
@@ -148,21 +149,23 @@ def test_two_specs_with_one_report_name_are_refused_at_the_second(tmp_path):
 
 
 def test_the_compile_time_ledger_refusal_is_located(tmp_path, monkeypatch):
-    """A budget the committed token counts cannot feed: the line of the spec's stages; a
-    metrics file that does not hold a token count is left to the train stages."""
+    """A budget the committed token counts cannot feed: the line of the spec's stages (in an
+    example pipeline's spec, compiled with the default's); a metrics file that does not hold
+    a token count is left to the train stages."""
     import shutil
 
     shutil.copytree(REPO / "specs", tmp_path / "specs")
     shutil.copytree(REPO / "metrics", tmp_path / "metrics")
     monkeypatch.chdir(tmp_path)
-    spec = tmp_path / "specs" / "qs-rope.yaml"
+    spec = tmp_path / "specs" / "examples" / "architectures" / "qs-rope.yaml"
     spec.write_text(spec.read_text() + "training:\n  stages:\n"
                     "    - {name: stable, tokens: 41943040, mixture: {web: 0.6, pdf: 0.05, code: 0.35}}\n"
                     "    - {name: decay, tokens: 10485760, mixture: {web: 0.4, pdf: 0.1, code: 0.5}}\n")
     res = CliRunner().invoke(main, ["compile"])
     assert res.exit_code == 2, res.output
     line = _line_of(spec, "  stages:")
-    assert res.output.startswith(f"specs/qs-rope.yaml:{line}: training.stages: "), res.output
+    assert res.output.startswith(f"specs/examples/architectures/qs-rope.yaml:{line}: "
+                                 "training.stages: "), res.output
     for metrics in (tmp_path / "metrics").glob("tokenize-*.json"):
         if not metrics.name.endswith((".env.json", ".perf.json")):
             metrics.write_text('{"tokens": "many"}')

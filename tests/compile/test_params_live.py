@@ -1,6 +1,7 @@
 """Every params.yaml key is live or declared execution-only (issue 18).
 
-For every stage of the quickstart pipeline (specs/*.yaml) and the CI pipeline
+For every stage of the quickstart pipeline and its examples (specs/*.yaml and
+specs/examples/*/*.yaml, compiled together as `repro compile` does) and the CI pipeline
 (specs/ci/tiny.yaml), and every leaf key of its params.yaml section, the key's value is changed
 to another valid one (validated by the stage's own config model, as `dvc exp run -S` would
 be) and then:
@@ -40,7 +41,8 @@ Path_ = tuple[str | int, ...]
 @functools.cache
 def _graphs() -> dict[str, StageGraph]:
     return {
-        "quickstart": compile_files(sorted(SPECS.glob("*.yaml")), SPECS, ROOT),
+        "quickstart": compile_files(sorted(SPECS.glob("*.yaml"))
+                                    + sorted(SPECS.glob("examples/*/*.yaml")), SPECS, ROOT),
         "ci": compile_files([SPECS / "ci" / "tiny.yaml"], SPECS / "ci", ROOT),
     }
 
@@ -137,7 +139,7 @@ UNMUTABLE: dict[str, str] = {
     "curate:executor.slurm": "only valid with executor.kind slurm, and the executor is "
                              "execution-only (its siblings are tested)",
     "train:distillation": "a whole sub-model that needs a teacher input; its keys are tested "
-                          "on the distillation stages of specs/qs-distill.yaml",
+                          "on the distillation stages of specs/examples/architectures/qs-distill.yaml",
     "train:reset_optimizer": "false is its only valid value on a run's first stage (no state "
                              "to reset); tested on the later stages",
     "train:schedule.start_step": "where a warmup counts from: 0 without one, and at most the "

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -453,44 +454,50 @@ def _cached_rows(cache_root: Path) -> int:
 
 @pytest.mark.slow
 def test_sigkill_during_evaluation_then_repro_is_identical(ws: Workspace, tmp_path: Path):
-    """An evaluate stage is killed once lm-eval has cached some responses; the cache stays a
-    valid database, the rerun reuses exactly the entries that were committed, and its
-    results equal those of an uninterrupted run with a cold cache."""
-    evaluate = next(s for s in ws.stages() if s.startswith("evaluate-ci-tiny-stable-")
-                    and "step" not in s)
+    """A run's evaluate stage (it scores every checkpoint of the run) is killed once lm-eval
+    has cached some responses; each cache stays a valid database, the rerun reuses exactly
+    the entries that were committed, and its results equal those of an uninterrupted run
+    with cold caches."""
+    evaluate = next(s for s in ws.stages() if re.fullmatch(r"evaluate-ci-tiny-[0-9a-f]{8}", s))
     ws.forget(evaluate)
     ws.build_inputs(evaluate)
     cache_before = ws.cache()
 
     ws.kill_during(evaluate, lambda: _cached_rows(ws.lm_cache) > 0, "cached lm-eval responses")
     ws.assert_nothing_recorded(evaluate, cache_before)
-    [db] = list(ws.lm_cache.rglob("responses_rank0.db"))
-    con = sqlite3.connect(db)  # a read-write open rolls back a transaction the kill cut off
-    try:
-        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        committed = dict(con.execute("SELECT key, rowid FROM unnamed"))
-        # sqlitedict writes with REPLACE INTO, which gives a rewritten entry a new rowid
-        # (max + 1): a marker row above them all makes that new rowid differ from the old
-        # one in every case. lm-eval's keys are sha256 digests: the marker is never looked up.
-        con.execute("INSERT INTO unnamed (rowid, key, value) VALUES (?, ?, ?)",
-                    (max(committed.values()) + 1_000_000, "faults-marker", b""))
-        con.commit()
-    finally:
-        con.close()
-    assert committed
+    committed: dict[Path, dict] = {}
+    for db in ws.lm_cache.rglob("responses_rank0.db"):  # one per checkpoint scored so far
+        con = sqlite3.connect(db)  # a read-write open rolls back a transaction the kill cut off
+        try:
+            assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+            committed[db] = dict(con.execute("SELECT key, rowid FROM unnamed"))
+            if not committed[db]:
+                continue
+            # sqlitedict writes with REPLACE INTO, which gives a rewritten entry a new rowid
+            # (max + 1): a marker row above them all makes that new rowid differ from the
+            # old one in every case. lm-eval's keys are sha256 digests: the marker is never
+            # looked up.
+            con.execute("INSERT INTO unnamed (rowid, key, value) VALUES (?, ?, ?)",
+                        (max(committed[db].values()) + 1_000_000, "faults-marker", b""))
+            con.commit()
+        finally:
+            con.close()
+    markers = sum(1 for rows in committed.values() if rows)
+    assert markers
 
     ws.repro(evaluate)
-    con = sqlite3.connect(db)
-    try:
-        after = dict(con.execute("SELECT key, rowid FROM unnamed"))
-    finally:
-        con.close()
-    # the committed responses were reused as they were, the rest computed and added
-    assert {k: after.get(k) for k in committed} == committed
+    for db, rows in committed.items():
+        con = sqlite3.connect(db)
+        try:
+            after = dict(con.execute("SELECT key, rowid FROM unnamed"))
+        finally:
+            con.close()
+        # the committed responses were reused as they were, the rest computed and added
+        assert {k: after.get(k) for k in rows} == rows
     rerun = ws.digest(evaluate)
 
-    # uninterrupted, every response computed: a cold cache of its own
+    # uninterrupted, every response computed: cold caches of its own
     ws.dvc("repro", "--force", "--single-item", evaluate,
            REPRO_LM_EVAL_CACHE=str(tmp_path / "cold-cache"))
-    assert _cached_rows(tmp_path / "cold-cache") == len(after) - 1  # all but the marker
+    assert _cached_rows(tmp_path / "cold-cache") == _cached_rows(ws.lm_cache) - markers
     assert ws.digest(evaluate) == rerun

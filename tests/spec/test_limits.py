@@ -294,22 +294,22 @@ def test_a_ladder_is_counted_before_it_is_expanded():
 
 
 def test_a_phase_schedule_longer_than_its_phase_is_refused(tmp_path, monkeypatch):
-    # qs-nope: the `decay` phase is 163,840 tokens = 20 steps of 8,192
+    # here the `decay` phase is 163,840 tokens = 40 steps of qs-nope's 4,096
     _refused(tmp_path, monkeypatch, X + (
         "training:\n  stages:\n"
         "    - {name: stable, tokens: 655360, mixture: {web: 1.0}}\n"
         "    - {name: decay, tokens: 163840, mixture: {web: 1.0},\n"
         "       schedule: {lr: 1.0e-3, warmup_steps: 500, decay_fraction: 1.0}}\n"),
-        "stages[1].schedule.warmup_steps 500 is longer than the 20 optimizer steps it spans",
-        "163,840 tokens / batch_tokens 8,192",
-        "fix: lower stages[1].schedule.warmup_steps to at most 20", line=6)
+        "stages[1].schedule.warmup_steps 500 is longer than the 40 optimizer steps it spans",
+        "163,840 tokens / batch_tokens 4,096",
+        "fix: lower stages[1].schedule.warmup_steps to at most 40", line=6)
 
 
 def test_the_experiment_warmup_longer_than_its_steps_is_refused(tmp_path, monkeypatch):
-    # qs-nope trains 80 + 20 steps
-    _refused(tmp_path, monkeypatch, X + "training:\n  schedule: {warmup_steps: 101}\n",
-             "schedule.warmup_steps 101 is longer than the 100 optimizer steps it spans",
-             "at most 100", line=3)
+    # qs-nope trains 48 + 12 steps
+    _refused(tmp_path, monkeypatch, X + "training:\n  schedule: {warmup_steps: 61}\n",
+             "schedule.warmup_steps 61 is longer than the 60 optimizer steps it spans",
+             "at most 60", line=3)
 
 
 def test_a_warmup_running_into_the_decay_is_refused():
@@ -361,12 +361,12 @@ def test_snapshots_are_counted_as_the_compiler_lists_them(path):
 
 
 def test_a_ladder_budget_too_small_for_the_warmup_is_refused_at_validation(tmp_path, monkeypatch):
-    # qs-nope warms up over 10 steps of 8,192 tokens and decays over the last 20%
+    # qs-nope warms up over 6 steps of 4,096 tokens and decays over the last 20%
     sizes = "".join(f"    - {{name: {n}, hidden_size: 32, num_layers: 2, num_heads: 2, "
                     f"num_kv_heads: 1, intermediate_size: 96}}\n" for n in ("a", "b", "c"))
     _refused(tmp_path, monkeypatch, X + (
         "experiment: {replicas: []}\nevaluation: {every_tokens: null}\n"
-        "ladder:\n  name: l\n  sizes:\n" + sizes + "  tokens: [65536, 131072, 262144]\n"),
-        "the smallest budget, 65,536 tokens, is 8 optimizer steps of 8,192 tokens, too few "
-        "for training.schedule's 10 warmup steps",
-        "fix: use budgets of at least 106,496 tokens", line=10)
+        "ladder:\n  name: l\n  sizes:\n" + sizes + "  tokens: [16384, 131072, 262144]\n"),
+        "the smallest budget, 16,384 tokens, is 4 optimizer steps of 4,096 tokens, too few "
+        "for training.schedule's 6 warmup steps",
+        "fix: use budgets of at least 32,768 tokens", line=10)

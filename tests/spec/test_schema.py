@@ -16,17 +16,23 @@ SHIPPED = sorted((REPO / "specs").rglob("*.yaml"))
 
 def test_specs_are_shipped():
     names = {p.relative_to(REPO / "specs").as_posix() for p in SHIPPED}
-    assert {"qs-nope.yaml", "qs-rope.yaml", "reference/smollm3-3b.yaml",
-            "reference/fineweb-ablation.yaml", "ci/tiny.yaml",
-            "examples/debian-reference.yaml"} <= names
+    assert {"qs-nope.yaml", "qs-muon.yaml", "examples/architectures/qs-rope.yaml",
+            "examples/lr-sweep/qs-lr.yaml", "examples/ladder/qs-ladder.yaml",
+            "reference/smollm3-3b.yaml", "reference/fineweb-ablation.yaml", "ci/tiny.yaml",
+            "reference/debian-reference.yaml"} <= names
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.relative_to(REPO / "specs").as_posix())
 def test_shipped_spec_compiles(path: Path):
-    """Compiled with its sibling specs, as `repro compile --specs <its folder>` would."""
+    """Compiled with its pipeline's specs, as `repro compile --specs <its folder>` would (an
+    example's with the default pipeline's: repro.compile.pipelines)."""
+    from repro.compile.pipelines import Pipeline, pipeline_of, specs_root
     from repro.compile.specs import compile_files
 
-    graph = compile_files(sorted(path.parent.glob("*.yaml")), path.parent, REPO)
+    pipeline = pipeline_of(path)
+    root = specs_root(pipeline)
+    files = pipeline.files() if pipeline.name is None else Pipeline(root).files() + pipeline.files()
+    graph = compile_files(files, root, REPO)
     spec = load_spec(path)
     if spec.ladder is not None:  # trained at every ladder point, not as written, then fitted
         assert any(s.kind == "fit" and s.config.name == spec.ladder.name for s in graph.stages.values())
@@ -125,6 +131,7 @@ def test_training_options_are_checked(kw, message):
 def test_phase_context_must_fit_max_positions():
     base = load_spec(REPO / "specs/qs-nope.yaml").model_dump(mode="json")
     base["training"]["stages"][1]["seq_len"] = 1024
+    base["training"]["micro_batch_size"] = 4  # a divisor of the 4 sequences of 1024 tokens a step
     with pytest.raises(ValueError, match=r"training.stages\[1\] \('decay'\) trains on sequences of 1024 tokens, "
                                          r"more than model.max_position_embeddings 512"):
         ExperimentSpec.model_validate(base)
@@ -133,7 +140,7 @@ def test_phase_context_must_fit_max_positions():
 
 
 def test_example_debian_reference_curates_web_and_pdf():
-    spec = load_spec(REPO / "specs/examples/debian-reference.yaml")
+    spec = load_spec(REPO / "specs/reference/debian-reference.yaml")
     assert spec.datasets["pdf"].steps[1].content == "pdf_bytes"
     assert spec.datasets["web"].steps[1].languages == ["en", "fr", "es", "de", "it", "pt"]
 
@@ -152,7 +159,7 @@ def test_fineweb_ablation_reference():
 
 def test_extends_is_a_short_ablation():
     base = load_spec(REPO / "specs/qs-nope.yaml")
-    ablation = load_spec(REPO / "specs/qs-rope.yaml")
+    ablation = load_spec(REPO / "specs/examples/architectures/qs-rope.yaml")
     assert ablation.model.nope_interval == 0 and base.model.nope_interval == 4
     assert ablation.datasets == base.datasets
     assert ablation.training == base.training

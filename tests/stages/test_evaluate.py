@@ -1,7 +1,9 @@
-"""evaluate stage: lm-eval on a tiny random SmolLM3 checkpoint and tiny local tasks.
+"""evaluate stage: lm-eval on tiny random SmolLM3 checkpoints and tiny local tasks.
 
-Checks the metrics contract, finite values, provenance, byte-identical reruns, and that
-nothing machine-specific (absolute paths) reaches the outputs."""
+Checks the metrics contract, finite values, provenance, byte-identical reruns, that nothing
+machine-specific (absolute paths) reaches the outputs, that a stage scoring several
+checkpoints writes for each the bytes a stage scoring it alone writes, and that its result
+cache scores only the checkpoints it has not scored before."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import json
 import math
 import os
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -34,7 +37,7 @@ def heldout_docs() -> list[Doc]:
         for d in range(5)]
 
 
-def make_checkpoint(folder: Path, texts: list[str]) -> None:
+def make_checkpoint(folder: Path, texts: list[str], seed: int = 0, tokens_seen: int = 4096) -> None:
     """A tiny random SmolLM3 with a byte-level BPE tokenizer trained here (special tokens
     as the tokenizer stage makes them: <|endoftext|> = bos = eos = 0, <|pad|> = 1)."""
     import torch
@@ -49,7 +52,7 @@ def make_checkpoint(folder: Path, texts: list[str]) -> None:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>",
                                    eos_token="<|endoftext|>", pad_token="<|pad|>")
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     config = SmolLM3Config(vocab_size=len(fast), hidden_size=32, intermediate_size=64,
                            num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
                            # short windows so rolling loglikelihood spans several of them
@@ -57,8 +60,9 @@ def make_checkpoint(folder: Path, texts: list[str]) -> None:
                            pad_token_id=1, bos_token_id=0, eos_token_id=0)
     SmolLM3ForCausalLM(config).save_pretrained(folder)
     fast.save_pretrained(folder)
-    (folder / "trainer_state.json").write_text(json.dumps({"global_step": 3, "tokens_seen": 4096,
-                                                                "seq_len": 32}))
+    (folder / "trainer_state.json").write_text(json.dumps({"global_step": 3,
+                                                           "tokens_seen": tokens_seen,
+                                                           "seq_len": 32}))
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +83,7 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(autouse=True)
 def response_cache_root(tmp_path, monkeypatch) -> Path:
-    """lm-eval's response cache in the test's folder, never the repository's .repro/."""
+    """The evaluation caches in the test's folder, never the repository's .repro/."""
     from repro.stages.evaluate import CACHE_ROOT_ENV
 
     root = tmp_path / "lm_eval_cache"
@@ -87,19 +91,29 @@ def response_cache_root(tmp_path, monkeypatch) -> Path:
     return root
 
 
-def config(**evaluation) -> EvaluateConfig:
+def config(checkpoints: tuple[str, ...] = ("decay",), **evaluation) -> EvaluateConfig:
     return EvaluateConfig.model_validate({
-        "experiment": "exp", "checkpoint": "decay", "seed": 0,
+        "experiment": "exp", "checkpoints": list(checkpoints), "seed": 0,
         "evaluation": {"local_tasks": [t.ref().model_dump() for t in TASKS], "batch_size": 4,
                        **evaluation}})
 
 
 def run(inputs: dict[str, Path], out: Path, cfg: EvaluateConfig | None = None) -> Path:
+    """One evaluate stage. `inputs["checkpoint"]` is the checkpoint of a one-checkpoint
+    config (outputs: out/results/, out/metrics/m.json); with several checkpoints, inputs
+    name them `checkpoint:<label>` and each writes out/<label>/{results/,metrics.json}."""
     from repro.stages import evaluate
 
-    evaluate.run(cfg or config(), StageIO("evaluate-x", inputs,
-                                          {"results": out / "results",
-                                           "metrics": out / "metrics" / "m.json"}))
+    cfg = cfg or config()
+    inputs = dict(inputs)
+    if "checkpoint" in inputs:
+        (label,) = cfg.checkpoints
+        inputs[f"checkpoint:{label}"] = inputs.pop("checkpoint")
+        outs = {f"results:{label}": out / "results", f"metrics:{label}": out / "metrics" / "m.json"}
+    else:
+        outs = {k: out / label / name for label in cfg.checkpoints
+                for k, name in ((f"results:{label}", "results"), (f"metrics:{label}", "metrics.json"))}
+    evaluate.run(cfg, StageIO("evaluate-x", inputs, outs))
     return out
 
 
@@ -165,8 +179,6 @@ def test_limit_and_missing_task_input(inputs, tmp_path):
 
 
 def test_answer_longer_than_window_is_a_clear_error(inputs, tmp_path):
-    import shutil
-
     ckpt = tmp_path / "ckpt"
     shutil.copytree(inputs["checkpoint"], ckpt)
     state = json.loads((ckpt / "trainer_state.json").read_text())
@@ -193,6 +205,7 @@ def test_response_cache_gives_identical_outputs(inputs, tmp_path, response_cache
     (sha_dir,) = response_cache_root.iterdir()
     assert len(sha_dir.name) == 64  # keyed by the checkpoint's sha256
     assert list(sha_dir.glob("*/responses_rank0.db"))
+    shutil.rmtree(sha_dir / "results")  # the finished result would be copied: test the responses
 
     def no_model(*args, **kwargs):
         raise AssertionError("the warm run computed a response")
@@ -221,7 +234,7 @@ def test_code_cloze_task_runs(inputs, tmp_path):
     (folder / DATA_FILE).write_bytes(data)
     (folder / MANIFEST_FILE).write_text(dumps_json(manifest))
     cfg = EvaluateConfig.model_validate({
-        "experiment": "exp", "checkpoint": "decay", "seed": 0,
+        "experiment": "exp", "checkpoints": ["decay"], "seed": 0,
         "evaluation": {"local_tasks": [spec.ref().model_dump()], "batch_size": 4}})
     out = run({"checkpoint": inputs["checkpoint"], f"task:{spec.task_name}": folder},
               tmp_path / "out", cfg)
@@ -234,7 +247,7 @@ def test_code_cloze_task_runs(inputs, tmp_path):
     assert 0 <= task["metrics"]["acc"] <= 1
 
 
-def test_failed_standard_task_is_recorded(inputs, tmp_path):
+def test_failed_standard_task_is_recorded(inputs, tmp_path, response_cache_root):
     """on_task_error: record: a standard task whose dataset is not available offline is
     left out with the fix, the local tasks are evaluated (indexing lm-eval's task YAMLs
     takes ~10 s). A misspelt name never gets here: spec validation refuses it."""
@@ -247,6 +260,8 @@ def test_failed_standard_task_is_recorded(inputs, tmp_path):
     results = json.loads((out / "results/results.json").read_text())
     assert results["failed_tasks"] == metrics["failed_tasks"]
     assert results["standard_tasks"] == ["arc_easy"]
+    # not kept as a finished result: the task may load on the next run
+    assert not list(response_cache_root.glob("*/results/*"))
 
 
 @pytest.mark.parametrize("backend, missing", [("vllm", "vllm package"),
@@ -274,7 +289,9 @@ def test_accelerate_launch_one_cpu_process(inputs, tmp_path):
 
     ref = outputs(run(inputs, tmp_path / "ref"))
     out = tmp_path / "acc"
-    io = StageIO("evaluate-x", inputs, {"results": out / "results", "metrics": out / "metrics" / "m.json"})
+    io = StageIO("evaluate-x", {**{k: v for k, v in inputs.items() if k != "checkpoint"},
+                                "checkpoint:decay": inputs["checkpoint"]},
+                 {"results:decay": out / "results", "metrics:decay": out / "metrics" / "m.json"})
     launch.relaunch_with_accelerate(
         1, worker.write_payload(tmp_path / "launch.json", "evaluate", config(), io), cpu=True)
     assert outputs(out) == ref
@@ -311,7 +328,9 @@ def test_bfloat16_reaches_the_model_and_the_cache_key(inputs, tmp_path, response
     a, b = (m["tasks"]["repro_bpb_web"]["bits_per_byte"] for m in (fp32, bf16))
     assert a != b and a == pytest.approx(b, rel=0.02)  # bf16 rounding, same model
     (sha_dir,) = response_cache_root.iterdir()
-    assert len(list(sha_dir.iterdir())) == 2  # one cache entry per dtype
+    # one cache entry per dtype, of responses and of finished results
+    assert len([p for p in sha_dir.iterdir() if p.name != "results"]) == 2
+    assert len(list((sha_dir / "results").iterdir())) == 2
 
 
 def test_batch_size_auto_runs_with_the_hf_backend(inputs, tmp_path):
@@ -334,3 +353,102 @@ def test_cuda_scores_in_bfloat16_with_auto_batch(inputs, tmp_path):
     metrics = json.loads((out / "metrics/m.json").read_text())
     assert metrics["settings"] == {"device": "cuda", "dtype": "bfloat16", "batch_size": "auto"}
     assert all(math.isfinite(v) for t in metrics["tasks"].values() for v in t.values())
+
+
+@pytest.fixture(scope="module")
+def run_inputs(inputs, tmp_path_factory) -> dict[str, Path]:
+    """A training run's checkpoints (other weights and token counts than `inputs`'s, which
+    is the run's final one) and the local tasks, keyed as an evaluate stage reads them."""
+    root = tmp_path_factory.mktemp("run")
+    texts = [d.text for d in heldout_docs()]
+    make_checkpoint(root / "step1", texts, seed=2, tokens_seen=1024)
+    make_checkpoint(root / "stable", texts, seed=1, tokens_seen=2048)
+    return {"checkpoint:stable-step1": root / "step1", "checkpoint:stable": root / "stable",
+            "checkpoint:decay": inputs["checkpoint"],
+            **{k: v for k, v in inputs.items() if k.startswith("task:")}}
+
+
+def _scored(monkeypatch) -> list[str]:
+    """The checkpoints lm-eval scores from now on (their folder names), and the times
+    lm-eval's tasks are prepared (as `prepare`)."""
+    from repro.stages import evaluate
+
+    calls: list[str] = []
+    real_run, real_prepare = evaluate.run_lm_eval, evaluate.prepare_tasks
+
+    def counted_run(checkpoint, *args, **kwargs):
+        calls.append(Path(checkpoint).name)
+        return real_run(checkpoint, *args, **kwargs)
+
+    def counted_prepare(*args, **kwargs):
+        calls.append("prepare")
+        return real_prepare(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "run_lm_eval", counted_run)
+    monkeypatch.setattr(evaluate, "prepare_tasks", counted_prepare)
+    return calls
+
+
+def test_each_checkpoint_scores_as_if_evaluated_alone(run_inputs, inputs, tmp_path, monkeypatch):
+    """One stage scoring a run's checkpoints prepares lm-eval once and writes, for each, the
+    same bytes as a stage scoring that checkpoint alone (the task objects are reused from
+    one checkpoint to the next; the checkpoints differ in weights and tokens seen)."""
+    calls = _scored(monkeypatch)
+    labels = ("stable", "decay")
+    together = run({k: v for k, v in run_inputs.items() if "step1" not in k}, tmp_path / "run",
+                   config(labels, cache_requests=False))
+    assert calls == ["prepare", "stable", "ckpt"]
+    for label in labels:
+        alone = run({**{k: v for k, v in inputs.items() if k != "checkpoint"},
+                     "checkpoint": run_inputs[f"checkpoint:{label}"]},
+                    tmp_path / f"alone-{label}", config((label,), cache_requests=False))
+        assert outputs(together / label / "results") == outputs(alone / "results"), label
+        assert (together / label / "metrics.json").read_bytes() == \
+            (alone / "metrics/m.json").read_bytes(), label
+    stable, decay = (json.loads((together / label / "metrics.json").read_text()) for label in labels)
+    assert (stable["checkpoint"], stable["tokens_seen"]) == ("stable", 2048)
+    assert (decay["checkpoint"], decay["tokens_seen"]) == ("decay", 4096)
+    assert stable["tasks"] != decay["tasks"]  # other weights, other scores
+
+
+def test_result_cache_scores_only_new_checkpoints(run_inputs, tmp_path, monkeypatch,
+                                                  response_cache_root):
+    """Cold, warm and uncached runs write the same bytes; a warm run scores nothing (and
+    prepares no task); adding a snapshot to the run scores that snapshot only; a setting
+    that shapes the results (batch size) or a label written in them scores again."""
+    two = {k: v for k, v in run_inputs.items() if "step1" not in k}
+    uncached = outputs(run(two, tmp_path / "off", config(("stable", "decay"), cache_requests=False)))
+    assert not response_cache_root.exists()
+    calls = _scored(monkeypatch)
+    cold = outputs(run(two, tmp_path / "cold", config(("stable", "decay"))))
+    assert calls == ["prepare", "stable", "ckpt"]
+    assert len(list(response_cache_root.glob("*/results/*"))) == 2  # one per checkpoint
+    calls.clear()
+    warm = outputs(run(two, tmp_path / "warm", config(("stable", "decay"))))
+    assert calls == [] and cold == warm == uncached
+    # a snapshot added to the run (a smaller every_tokens): only it is scored
+    three = run(run_inputs, tmp_path / "three", config(("stable-step1", "stable", "decay")))
+    assert calls == ["prepare", "step1"]
+    assert {k: v for k, v in outputs(three).items() if not k.startswith("stable-step1/")} == cold
+    assert json.loads((three / "stable-step1/metrics.json").read_text())["tokens_seen"] == 1024
+    calls.clear()
+    run(two, tmp_path / "bs2", config(("stable", "decay"), batch_size=2))
+    assert calls == ["prepare", "stable", "ckpt"]
+    calls.clear()
+    relabelled = config(("stable", "final"))
+    run({**{k: v for k, v in two.items() if k != "checkpoint:decay"},
+         "checkpoint:final": two["checkpoint:decay"]}, tmp_path / "relabel", relabelled)
+    assert calls == ["prepare", "ckpt"]  # the label is written into its results
+
+
+def test_checkpoint_inputs_must_match_the_config(run_inputs, tmp_path):
+    with pytest.raises(ValueError, match="checkpoint inputs .* do not match"):
+        run(run_inputs, tmp_path / "out", config(("stable", "decay")))
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_checkpoint_listed_twice_is_refused():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="name a checkpoint twice"):
+        config(("stable", "stable"))

@@ -3,11 +3,13 @@ found before anything is queued, located in the spec file."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 
+from repro.compile.pipelines import compile_all
 from repro.compile.render import render_dvc_yaml, render_params_yaml
 from repro.compile.specs import compile_files
 from repro.sweep.errors import SweepInputError
@@ -70,8 +72,8 @@ def test_plan_of_the_tiny_spec(tmp_path):
     # main run's final evaluation) does not read them
     assert plan.keys["lr"] == (f"{stable}.optimizer.lr", f"{decay}.optimizer.lr")
     assert plan.keys["warmup"] == (f"{stable}.schedule.warmup_steps",)
-    assert plan.objective.stage_id.startswith("evaluate-ci-tiny-decay-")
-    assert plan.objective.metrics_file == f"metrics/{plan.objective.stage_id}.json"
+    assert re.fullmatch(r"evaluate-ci-tiny-[0-9a-f]{8}", plan.objective.stage_id)
+    assert plan.objective.metrics_file == f"metrics/{plan.objective.stage_id}/decay.json"
     assert plan.objective.goal == "minimize"
     assert plan.baseline_point == {"lr": 0.003, "warmup": 2}
     # uncached outputs of the stages trials skip (data, tokenizer...), not of those
@@ -124,14 +126,22 @@ def test_a_spec_without_a_sweep(tmp_path):
 
 
 def test_the_shipped_qs_lr_spec_plans_its_grid(tmp_path):
-    specs = REPO / "specs"
-    graph = compile_files(sorted(specs.glob("*.yaml")), specs, tmp_path)
-    (tmp_path / "dvc.yaml").write_text(render_dvc_yaml(graph))
-    (tmp_path / "params.yaml").write_text(render_params_yaml(graph))
-    plan, _ = build_plan(specs / "qs-lr.yaml", tmp_path)
+    specs = tmp_path / "specs"  # in the workspace, which confines `extends: ../../qs-nope.yaml`
+    shutil.copytree(REPO / "specs", specs)
+    for compiled in compile_all(specs, tmp_path):  # the lr-sweep example's files among them
+        for rel, text in compiled.texts().items():
+            (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / rel).write_text(text)
+    plan, _ = build_plan(specs / "examples/lr-sweep/qs-lr.yaml", tmp_path)
     assert plan.sweep.strategy == "grid" and plan.objective.task == "repro_bpb_web"
     # one key per stage: the LR is stored once (optimizer.lr), the schedule is a shape
     assert len(plan.keys["lr"]) == 2 and len(plan.keys["weight_decay"]) == 2
     assert all(k.endswith(".optimizer.lr") for k in plan.keys["lr"])
     assert all(k.startswith("train-qs-lr-") for ks in plan.keys.values() for k in ks)
-    assert plan.objective.stage_id.startswith("evaluate-qs-lr-decay-")
+    assert re.fullmatch(r"evaluate-qs-lr-[0-9a-f]{8}", plan.objective.stage_id)  # the main run's
+    assert plan.objective.metrics_file == f"metrics/{plan.objective.stage_id}/decay.json"
+    # an example pipeline's trial: its dvc.yaml names the target, its params file the keys
+    assert plan.target == f"examples/lr-sweep/dvc.yaml:{plan.objective.stage_id}"
+    sets = plan.dvc_sets({"lr": 0.004, "weight_decay": 0.0})
+    assert sets and all(k.startswith("examples/lr-sweep/params.yaml:train-qs-lr-") for k in sets)
+    assert plan.copy_paths[0] == "examples/lr-sweep/dvc.lock"

@@ -28,7 +28,8 @@ def make_sweep(**fields: Any) -> SweepSpec:
     return SweepSpec.model_validate(data)
 
 
-TOY_OBJECTIVE = Objective("evaluate-toy-cccc3333", "t", "bits_per_byte", "minimize")
+TOY_OBJECTIVE = Objective("evaluate-toy-cccc3333", "metrics/evaluate-toy-cccc3333/decay.json",
+                          "t", "bits_per_byte", "minimize")
 TOY_KEYS = {"lr": ("train-toy-bbbb2222.optimizer.lr",),
             "wd": ("train-toy-bbbb2222.optimizer.weight_decay",)}
 TOY_PARAMS = {"prep-toy-aaaa1111": {"n": 3},
@@ -130,9 +131,9 @@ TOY_FILES = {
         import json, math, os
         m = json.load(open("out/model.json"))
         value = (math.log10(m["lr"]) + 2.0) ** 2 + m["wd"]   # log10 fails for lr <= 0
-        os.makedirs("metrics", exist_ok=True)
+        os.makedirs("metrics/evaluate-toy-cccc3333", exist_ok=True)
         json.dump({"tasks": {"t": {"bits_per_byte": value}}},
-                  open("metrics/evaluate-toy-cccc3333.json", "w"))
+                  open("metrics/evaluate-toy-cccc3333/decay.json", "w"))
         """,
 }
 TOY_DVC_YAML = """
@@ -157,7 +158,7 @@ stages:
     params: [evaluate-toy-cccc3333]
     deps: [evaluate.py, out/model.json]
     metrics:
-      - metrics/evaluate-toy-cccc3333.json:
+      - metrics/evaluate-toy-cccc3333/decay.json:
           cache: false
 """
 
