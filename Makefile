@@ -53,10 +53,13 @@ test-deps:
 	scripts/install-test-browser.sh
 	scripts/install-test-ocr.sh
 
-# One pytest worker per CPU (pytest-xdist); `--dist loadgroup` keeps the tests of one
-# xdist_group (those sharing a DVC workspace, in order) on one worker. TEST_WORKERS=0: serial.
+# One pytest worker per CPU (pytest-xdist). `--dist loadscope` runs each test module on one
+# worker, in file order: module fixtures are made once, and the tests that change one DVC
+# workspace test after test (test_e2e.py, faults/) see it as when run alone. (`loadgroup`
+# groups nothing with pytest 9.2: xdist 3.8 renames node ids through `item._nodeid`, which
+# pytest 9.2 no longer reads.) TEST_WORKERS=0 runs serially.
 TEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
-PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope
 
 test: install test-deps
 	$(PYTEST)

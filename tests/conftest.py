@@ -193,23 +193,3 @@ def tiny_workspace(tmp_path_factory) -> BuiltWorkspace:
     pytest-xdist each worker has its own base temporary folder, all inside the run's."""
     base = tmp_path_factory.getbasetemp()
     return _build_tiny_workspace(base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base)
-
-
-# ------------------------------------------------------ pytest-xdist: who runs with whom
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
-def pytest_collection_modifyitems(config, items) -> None:
-    """Under pytest-xdist (`make test`: --dist loadgroup), the tests of a module that share a
-    module-scoped fixture run on one worker, in file order: the fixture is made once, and
-    tests that build on each other's state (one DVC workspace, changed test after test, as
-    in test_e2e.py and faults/test_faults.py) see it as when run alone. An explicit
-    `xdist_group` mark wins."""
-    for item in items:
-        if item.get_closest_marker("xdist_group"):
-            continue
-        fixtures = getattr(item, "_fixtureinfo", None)
-        scopes = {d.scope for defs in (fixtures.name2fixturedefs.values() if fixtures else ())
-                  for d in defs}
-        if "module" in scopes:
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
