@@ -58,12 +58,20 @@ def work_sibling(path: Path) -> Path:
 
 def _proc_start(pid: int) -> tuple[str, float] | None:
     """(state, start time in seconds since the epoch) of a process, from Linux's /proc;
-    None where /proc cannot tell (another OS, or the process just ended)."""
+    None where /proc cannot tell (another OS). A process that ended since the caller saw it
+    (a zombie reaped in between: this machine's init reaps orphans a second or so late) is
+    ("X", 0.0), dead: it used to be None, which the caller takes for alive, so that the
+    killed writer's temporary was kept."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
         btime = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
                      if line.startswith("btime "))
     except (OSError, StopIteration, ValueError):
+        return None
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return "X", 0.0
+    except OSError:
         return None
     fields = stat[stat.rindex(")") + 2:].split()  # the command name may hold spaces
     return fields[0], btime + int(fields[19]) / os.sysconf("SC_CLK_TCK")
