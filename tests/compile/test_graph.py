@@ -75,10 +75,10 @@ def test_shared_data_stages_appear_once():
     assert len(written) == 7 and len(ALL) == 8
     ladder_runs = 3 * 3 + 3
     assert "ledger" not in kinds
-    # two stages per run; qs-nope and qs-rope have a second run (a seed-1 replica); one
-    # evaluate stage per run, scoring four checkpoints (snapshots after 16 and 32 steps and
-    # both stage ends; qs-lr and the ladder runs their final one only)
-    runs = len(written) - 1 + 2
+    # two stages per run; qs-nope, qs-muon and qs-rope have a second run (a seed-1 replica);
+    # one evaluate stage per run, scoring four checkpoints (snapshots after 16 and 32 steps
+    # and both stage ends; qs-lr and the ladder runs their final one only)
+    runs = len(written) - 1 + 3
     assert kinds.count("train") == 2 * runs + 2 + ladder_runs
     assert kinds.count("evaluate") == runs + 1 + ladder_runs
     evaluated = [s.config.checkpoints for s in graph.stages.values() if s.kind == "evaluate"]
@@ -441,7 +441,8 @@ def test_replicas_add_runs_and_leave_the_main_run_untouched(tmp_path):
     for run in ("seed0", "seed1", "seed2-data7"):
         assert {f"train:qs-rope:{run}:stable", f"loss:qs-rope:{run}:decay",
                 f"eval:qs-rope:{run}:decay", f"results:qs-rope:{run}:decay"} <= keys
-    assert "eval:qs-muon:seed0:decay" in keys and "eval:qs-muon:seed1:decay" not in keys
+    # qs-mtp declares no replica of its own and does not inherit qs-rope's third run
+    assert "eval:qs-mtp:seed0:decay" in keys and "eval:qs-mtp:seed2-data7:decay" not in keys
 
 
 def test_a_replica_repeating_the_main_run_is_refused(tmp_path):
