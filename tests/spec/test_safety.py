@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -589,7 +590,7 @@ def _grep_tree(root: Path, needles: list[str]) -> list[str]:
     return hits
 
 
-def test_secrets_in_the_environment_reach_no_output_log_or_metric(ws, tmp_path, monkeypatch):
+def test_secrets_in_the_environment_reach_no_output_log_or_metric(ws, monkeypatch, request):
     """Compile the shipped specs and run a curate stage through the CLI (validation,
     datatrove passes with their logs, funnel metrics, samples, environment fingerprint)
     with secrets in the environment, plus
@@ -605,8 +606,11 @@ def test_secrets_in_the_environment_reach_no_output_log_or_metric(ws, tmp_path, 
         "steps": [{"kind": "exact_dedup"}], "shards": 1,
         "executor": {"kind": "local", "tasks": 1, "workers": 1}}}
     (ws / "stage-params.yaml").write_text(yaml.safe_dump(params))
-    scratch = tmp_path / "scratch"  # the stage's temporary work folder (datatrove logs)
-    scratch.mkdir()
+    # the stage's temporary work folder (datatrove logs), on a short path: datatrove's
+    # process manager puts a Unix socket in it, whose path may not exceed 107 bytes, and
+    # tmp_path under pytest-xdist (…/popen-gw1/test_secrets_in_the_environmen0/…) is too long
+    scratch = Path(tempfile.mkdtemp(prefix="repro-safety-"))
+    request.addfinalizer(lambda: shutil.rmtree(scratch, ignore_errors=True))
     env = dict(os.environ, **SECRETS, TMPDIR=str(scratch), PYTHONPATH=str(REPO))
     # the shipped specs compiled with the secrets in the environment: dvc.yaml, params.yaml
     shutil.copytree(REPO / "specs", ws / "specs")
