@@ -1,10 +1,10 @@
 """A shared DVC cache (issue 19 item 5): what one clone built and pushed, another clone pulls
-instead of rebuilding. The tiny pipeline (specs/ci, as tests/test_e2e.py builds it) is built
-once in a git repository; `dvc push` sends its outputs to a remote (a local folder, then a
-loopback S3 server); a real `git clone` of that repository pulls them the way `make
-quickstart` does (`dvc pull --allow-missing dvc.yaml`), after which DVC finds every stage up
-to date and `dvc repro` runs none. An object missing from the remote does not fail the pull
-(the quickstart then builds that part)."""
+instead of rebuilding. The tiny pipeline (specs/ci, built once per test run:
+tests/conftest.py `tiny_workspace`) is copied into a git repository; `dvc push` sends its
+outputs to a remote (a local folder, then a loopback S3 server); a real `git clone` of that
+repository pulls them the way `make quickstart` does (`dvc pull --allow-missing dvc.yaml`),
+after which DVC finds every stage up to date and `dvc repro` runs none. An object missing
+from the remote does not fail the pull (the quickstart then builds that part)."""
 
 from __future__ import annotations
 
@@ -42,12 +42,10 @@ def _git_commit(repo: Path, message: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory, make_workspace) -> Path:
-    """The tiny pipeline built and committed (dvc.lock, metrics, reports) in a git repository."""
-    repo = make_workspace(tmp_path_factory.mktemp("origin") / "repo")
-    _run(["dvc", "repro"], repo)
-    _git_commit(repo, "built")
-    return repo
+def built(tmp_path_factory, tiny_workspace) -> Path:
+    """The tiny pipeline built and committed (dvc.lock, metrics, reports) in a git
+    repository: this module's copy of the run's shared build (tests/conftest.py)."""
+    return tiny_workspace.copy(tmp_path_factory.mktemp("origin") / "repo")
 
 
 def _stages(repo: Path) -> set[str]:
