@@ -37,6 +37,24 @@ def test_compile_then_check(tmp_path, monkeypatch):
         "run `repro compile`")
 
 
+def test_compile_drops_lock_entries_of_stages_no_longer_declared(tmp_path, monkeypatch):
+    root = _project(tmp_path)
+    monkeypatch.chdir(root)
+    runner = CliRunner()
+    assert runner.invoke(main, ["compile"]).exit_code == 0
+    live = next(line.strip()[:-1] for line in (root / "dvc.yaml").read_text().splitlines()
+                if line.startswith("  ") and not line.startswith("   "))
+    (root / "dvc.lock").write_text(f"schema: '2.0'\nstages:\n  {live}:\n    cmd: x\n"
+                                   "  train-gone-0000:\n    cmd: y\n")
+    check = runner.invoke(main, ["compile", "--check"])
+    assert check.exit_code == 1 and "dvc.lock records 1 stage(s) no dvc.yaml declares" in check.output
+    pruned = runner.invoke(main, ["compile"])
+    assert pruned.exit_code == 0 and "removed 1 entries" in pruned.output
+    text = (root / "dvc.lock").read_text()
+    assert "train-gone-0000" not in text and f"  {live}:" in text
+    assert runner.invoke(main, ["compile", "--check"]).exit_code == 0
+
+
 def test_compile_bad_spec_exits_2(tmp_path, monkeypatch):
     root = _project(tmp_path)
     (root / "specs/examples/architectures/qs-rope.yaml").write_text(

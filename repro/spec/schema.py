@@ -778,6 +778,13 @@ class MuonSpec(Model):
     adjust_lr: Literal["original", "match_rms_adamw"] = "original"
     """torch's adjust_lr_fn: `original` scales by sqrt(max(1, A/B)); `match_rms_adamw`
     by 0.2*sqrt(max(A, B)), so AdamW's LR and weight decay carry over (FACTS 5.3)."""
+    ns_dtype: Literal["auto", "bfloat16", "float32"] = "auto"
+    """Precision of the Newton-Schulz iteration. `bfloat16` is Keller Jordan's and torch's
+    (FACTS 5.1): right on GPUs, whose tensor cores run it natively. A CPU without native
+    bf16 emulates it, 24x slower than float32 for the quickstart's matrices (AMD EPYC, AVX2),
+    and a CPU with AVX512-BF16 rounds it differently from one without, so the same run gives
+    other weights on another CPU kind (issue 20). `auto`: bfloat16 on CUDA, float32
+    elsewhere."""
     adamw: AdamWParams = AdamWParams(lr=3e-4, weight_decay=0.01)
     """AdamW for the non-matrix parameters (Keller's example: lr 3e-4, betas 0.9/0.95,
     wd 0.01; FACTS 5.4)."""

@@ -87,7 +87,13 @@ from repro.train.monitor import (
     update_rms_ratios,
 )
 from repro.train.objective import ObjectiveSettings, TrainModule
-from repro.train.optim import build_optimizer, load_state, reference_lr, set_lr_multiplier
+from repro.train.optim import (
+    build_optimizer,
+    load_state,
+    reference_lr,
+    resolve_ns_dtype,
+    set_lr_multiplier,
+)
 from repro.train.qk_clip import apply_qk_clip
 from repro.train.schedule import multiplier_at
 from repro.train.stability import StabilityGuard
@@ -562,12 +568,18 @@ def effects(cfg: TrainConfig) -> dict[str, Any]:
         lrs.append(tuple(g["lr"] for g in optimizer.param_groups))
     groups = [{k: v for k, v in g.items() if k not in ("params", "lr", "names")} | {
         "params": len(g["params"])} for g in optimizer.param_groups]
+    # Newton-Schulz precision, as resolved on the CPU and on CUDA (`auto` differs by device)
+    muon = getattr(optimizer, "muon", None)
+    ns_dtypes = None if muon is None else {
+        device: str(resolve_ns_dtype(cfg.optimizer.ns_dtype, torch.device(device)))
+        for device in ("cpu", "cuda")}
     tokens = [cfg.batch_tokens * n for n in updates]  # tokens seen after update n (all phases)
     return {
         "model_config": {k: v for k, v in smollm3_config(cfg.model, ids).to_dict().items()
                          if k != "transformers_version"},
         "init_seed": cfg.seed if cfg.step_start == 0 else None,  # later phases load `init`
         "optimizer_groups": groups,
+        "muon_ns_dtype": ns_dtypes,
         "lr_per_update": lrs,
         "fresh_optimizer_state": cfg.step_start == 0 or cfg.reset_optimizer,
         "mtp_weight_per_update": [cfg.mtp.weight_at(t) for t in tokens] if cfg.mtp else None,

@@ -163,6 +163,65 @@ def build_adamw(model: torch.nn.Module, spec: AdamWSpec) -> torch.optim.AdamW:
     return torch.optim.AdamW(param_groups(model, spec), lr=spec.lr, betas=tuple(spec.betas), eps=spec.eps)
 
 
+def resolve_ns_dtype(ns_dtype: str, device: torch.device) -> torch.dtype:
+    """MuonSpec.ns_dtype on `device`: `auto` is bfloat16 on CUDA, float32 elsewhere."""
+    if ns_dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return {"bfloat16": torch.bfloat16, "float32": torch.float32}[ns_dtype]
+
+
+def newton_schulz(update: torch.Tensor, coefficients: tuple[float, float, float], steps: int,
+                  eps: float, dtype: torch.dtype) -> torch.Tensor:
+    """torch.optim.Muon's quintic Newton-Schulz orthogonalisation (Keller Jordan's; FACTS
+    5.1), the same operations in the same order, computed in `dtype`."""
+    a, b, c = coefficients
+    x = update.to(dtype)
+    tall = update.size(0) > update.size(1)
+    if tall:
+        x = x.T
+    x = x / x.norm().clamp(min=eps)  # spectral norm <= 1
+    for _ in range(steps):
+        gram = x @ x.T
+        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    return x.T if tall else x
+
+
+class Muon(torch.optim.Muon):
+    """torch.optim.Muon with the Newton-Schulz iteration in `ns_dtype`. With bfloat16 it is
+    torch's own step, bit for bit; otherwise the same update (momentum, Nesterov, decoupled
+    weight decay, adjusted LR, in torch's order) with `newton_schulz` in that dtype. Its
+    state (`momentum_buffer` per parameter) is torch's, so checkpoints load either way."""
+
+    def __init__(self, params, *, ns_dtype: torch.dtype, **settings):
+        super().__init__(params, **settings)
+        self.ns_dtype = ns_dtype
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None):
+        if self.ns_dtype == torch.bfloat16:
+            return super().step(closure)
+        from torch.optim._muon import _adjust_lr  # torch's own LR adjustment (FACTS 5.3)
+
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params: list[torch.Tensor] = []
+            grads: list[torch.Tensor] = []
+            buffers: list[torch.Tensor] = []
+            self._init_group(group, params, grads, buffers)
+            lr, momentum = float(group["lr"]), group["momentum"]
+            for param, grad, buf in zip(params, grads, buffers):
+                buf.lerp_(grad, 1 - momentum)
+                update = grad.lerp(buf, momentum) if group["nesterov"] else buf
+                update = newton_schulz(update, group["ns_coefficients"], group["ns_steps"],
+                                       group["eps"], self.ns_dtype)
+                param.mul_(1 - lr * group["weight_decay"])
+                param.add_(update, alpha=-_adjust_lr(lr, group["adjust_lr_fn"], param.shape))
+        return loss
+
+
 def build_muon(model: torch.nn.Module, spec: MuonSpec) -> MuonWithAdamW:
     """Muon on the decoder layers' 2-D weights, AdamW (spec.adamw) on the rest (FACTS 5.4)."""
     hidden, other = split_muon(model)
@@ -170,7 +229,8 @@ def build_muon(model: torch.nn.Module, spec: MuonSpec) -> MuonWithAdamW:
         raise ValueError("the model has no 2-D weights inside its decoder layers for Muon to optimise")
     s = _muon_settings(spec)
     # ns_coefficients and eps stay torch's defaults (Keller's quintic; FACTS 5.1).
-    muon = torch.optim.Muon([{"params": hidden, **s}], lr=s["lr"])
+    ns_dtype = resolve_ns_dtype(spec.ns_dtype, hidden[0][1].device)
+    muon = Muon([{"params": hidden, **s}], lr=s["lr"], ns_dtype=ns_dtype)
     adamw = torch.optim.AdamW(param_groups(model, spec.adamw, other), lr=spec.adamw.lr,
                               betas=tuple(spec.adamw.betas), eps=spec.adamw.eps)
     return MuonWithAdamW(muon, adamw)

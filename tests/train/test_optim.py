@@ -12,12 +12,14 @@ import torch.nn.functional as F
 from repro.model.build import TokenIds, build_model
 from repro.spec.schema import AdamWSpec, ModelSpec, MuonSpec
 from repro.train.optim import (
+    Muon,
     MuonWithAdamW,
     build_adamw,
     build_optimizer,
     load_state,
     param_groups,
     reference_lr,
+    resolve_ns_dtype,
     set_lr_multiplier,
 )
 
@@ -238,3 +240,60 @@ def test_match_rms_adamw_scales_the_muon_update_by_its_shape():
         steps[mode] = (lin.model.layers[0].weight.detach() - before).norm().item()
     # weight (64, 16): original scales by sqrt(64/16) = 2, match_rms_adamw by 0.2*sqrt(64) = 1.6
     assert steps["match_rms_adamw"] / steps["original"] == pytest.approx(1.6 / 2.0, rel=1e-3)
+
+
+# ----------------------------------------------------------- Newton-Schulz precision
+
+
+def _two_steps(opt, model, data):
+    for _ in range(2):
+        opt.zero_grad()
+        model(data).square().mean().backward()
+        opt.step()
+
+
+def test_muon_bfloat16_is_torch_muon_bit_for_bit():
+    torch.manual_seed(0)
+    ref = torch.nn.Linear(24, 16, bias=False)
+    ours = torch.nn.Linear(24, 16, bias=False)
+    ours.load_state_dict(ref.state_dict())
+    data = torch.randn(8, 24)
+    settings = dict(lr=0.02, momentum=0.95, nesterov=True, weight_decay=0.01)
+    _two_steps(torch.optim.Muon(ref.parameters(), **settings), ref, data)
+    _two_steps(Muon(ours.parameters(), ns_dtype=torch.bfloat16, **settings), ours, data)
+    assert torch.equal(ref.weight, ours.weight)
+
+
+@pytest.mark.parametrize("nesterov", [True, False])
+def test_muon_float32_follows_the_muon_update(nesterov):
+    """The float32 path is Muon's update written out (momentum, Nesterov, decoupled weight
+    decay, sqrt(max(1, A/B)) LR, Keller's quintic), checked against that formula, and it
+    orthogonalises: the update's singular values land in Keller's (0.5, 1.5) band."""
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(24, 16, bias=False)  # weight 16 x 24: wide, no transpose
+    w0 = layer.weight.detach().clone()
+    data = torch.randn(64, 24)  # a full-rank gradient
+    lr, mom, wd = 0.02, 0.95, 0.01
+    opt = Muon(layer.parameters(), ns_dtype=torch.float32, lr=lr, momentum=mom,
+               nesterov=nesterov, weight_decay=wd)
+    layer(data).square().mean().backward()
+    grad = layer.weight.grad.detach().clone()
+    opt.step()
+    buf = grad * (1 - mom)  # lerp from a zero buffer
+    update = grad + (buf - grad) * mom if nesterov else buf
+    x = update / update.norm()
+    for _ in range(5):
+        gram = x @ x.T
+        x = 3.4445 * x + (-4.7750 * gram + 2.0315 * gram @ gram) @ x
+    expected = w0 * (1 - lr * wd) - lr * 1.0 * x  # A/B = 16/24 < 1: no LR scaling
+    torch.testing.assert_close(layer.weight.detach(), expected, rtol=1e-5, atol=1e-6)
+    singular = torch.linalg.svdvals(x)
+    assert singular.min() > 0.3 and singular.max() < 1.6
+
+
+def test_muon_ns_dtype_auto_is_bfloat16_only_on_cuda():
+    assert resolve_ns_dtype("auto", torch.device("cpu")) == torch.float32
+    assert resolve_ns_dtype("auto", torch.device("cuda")) == torch.bfloat16
+    assert resolve_ns_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16
+    opt = build_optimizer(build_model(SPEC, IDS, 0), MUON)
+    assert opt.muon.ns_dtype == torch.float32  # built on the CPU
