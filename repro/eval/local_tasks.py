@@ -120,12 +120,28 @@ def task_rng(seed: int, task: LocalTaskSpec) -> random.Random:
 # --------------------------------------------------------------------------------- bpb
 
 
-def build_bpb_rows(docs: Sequence[Doc], max_docs: int, rng: random.Random) -> list[dict]:
-    """Up to `max_docs` documents, chosen at random, kept in id order."""
+def build_bpb_rows(docs: Sequence[Doc], max_docs: int, rng: random.Random,
+                   max_bytes: int | None = None) -> list[dict]:
+    """Up to `max_docs` documents, chosen at random, kept in id order; with `max_bytes`,
+    whole documents in draw order, passing over any that would overflow the budget."""
     if not docs:
         raise ValueError("the held-out split has no documents; raise heldout.fraction/max_docs")
-    chosen = sorted(rng.sample(range(len(docs)), min(max_docs, len(docs))))
-    return [{"id": docs[i].id, "text": docs[i].text} for i in chosen]
+    if max_bytes is None:
+        chosen = rng.sample(range(len(docs)), min(max_docs, len(docs)))
+    else:
+        chosen, used = [], 0
+        for i in rng.sample(range(len(docs)), len(docs)):
+            size = len(docs[i].text.encode("utf-8"))
+            if used + size <= max_bytes:
+                chosen.append(i)
+                used += size
+                if len(chosen) == max_docs:
+                    break
+        if not chosen:
+            smallest = min(len(d.text.encode("utf-8")) for d in docs)
+            raise ValueError(f"no held-out document fits max_bytes={max_bytes:,} (the smallest "
+                             f"has {smallest:,} bytes); raise max_bytes")
+    return [{"id": docs[i].id, "text": docs[i].text} for i in sorted(chosen)]
 
 
 # ------------------------------------------------------------------------------- cloze
@@ -343,7 +359,7 @@ def build_task(task: LocalTaskSpec, docs: Sequence[Doc], seed: int) -> tuple[byt
     """The task's data file (bytes) and manifest."""
     rng = task_rng(seed, task)
     if task.kind == "bpb":
-        rows = build_bpb_rows(docs, task.max_docs, rng)
+        rows = build_bpb_rows(docs, task.max_docs, rng, task.max_bytes)
     elif task.kind == "code_cloze":
         rows = build_code_cloze_rows(docs, task.max_docs, task.num_choices, rng)
     else:
@@ -363,6 +379,8 @@ def build_task(task: LocalTaskSpec, docs: Sequence[Doc], seed: int) -> tuple[byt
         "seed": seed,
         "version": TASK_FORMAT_VERSION,
     }
+    if task.kind == "bpb":
+        manifest["text_bytes"] = sum(len(r["text"].encode("utf-8")) for r in rows)
     if task.kind in MULTIPLE_CHOICE_KINDS:
         manifest["num_choices"] = task.num_choices
         manifest["source_docs"] = len({r["id"].rsplit("#", 1)[0] for r in rows})

@@ -1229,8 +1229,22 @@ class LocalTaskSpec(LocalTaskRef):
 
     max_docs: Docs = 100
     """Documents (bpb) or questions (cloze, code_cloze) in the task."""
+    max_bytes: PositiveInt | None = None
+    """bpb only: a budget of UTF-8 bytes for the task's text. Documents are drawn at random
+    as for `max_docs` and kept whole; one that would overflow the budget is passed over
+    (a smaller one drawn later may still fit). Scoring cost grows with the bytes, not the
+    documents: one 75 KB stdlib module costs as much as 70 short pydoc pages. None: no
+    budget."""
     num_choices: Annotated[int, Field(ge=2, le=10)] = 4
     """Choices per cloze / code_cloze question (ignored for bpb)."""
+
+    @model_validator(mode="after")
+    def _bytes_for_bpb(self) -> "LocalTaskSpec":
+        if self.max_bytes is not None and self.kind != "bpb":
+            raise FieldError(f"max_bytes is a budget for bpb tasks; this task is {self.kind}",
+                             "remove max_bytes (use max_docs to size a multiple-choice task)",
+                             at=("max_bytes",))
+        return self
 
 
 class DecontaminationSpec(Model):

@@ -36,6 +36,32 @@ def make_docs(n: int, sentences: int = 8, seed: int = 0) -> list[Doc]:
     return docs
 
 
+def test_bpb_max_bytes_keeps_whole_documents_within_the_budget():
+    docs = make_docs(20) + [Doc("huge", "A long module. " * 400)]  # 6,000 bytes
+    size = {d.id: len(d.text.encode()) for d in docs}
+    budget = 1500
+    data, manifest = build_task(LocalTaskSpec(kind="bpb", dataset="code", max_docs=100,
+                                              max_bytes=budget), docs, seed=0)
+    rows = [json.loads(line) for line in data.decode().splitlines()]
+    kept = sum(size[r["id"]] for r in rows)
+    assert kept <= budget and manifest["text_bytes"] == kept
+    assert "huge" not in {r["id"] for r in rows}
+    by_id = {d.id: d.text for d in docs}
+    assert all(by_id[r["id"]] == r["text"] for r in rows)  # whole documents
+    # full: no document left out would still fit
+    left = [d for d in docs if d.id not in {r["id"] for r in rows}]
+    assert all(kept + size[d.id] > budget for d in left)
+    assert build_task(LocalTaskSpec(kind="bpb", dataset="code", max_bytes=budget), docs, 0) == (
+        data, manifest)  # seeded
+    with pytest.raises(ValueError, match="raise max_bytes"):
+        build_task(LocalTaskSpec(kind="bpb", dataset="code", max_bytes=10), docs, 0)
+
+
+def test_max_bytes_is_for_bpb_only():
+    with pytest.raises(Exception, match="max_bytes is a budget for bpb tasks"):
+        LocalTaskSpec(kind="cloze", dataset="web", max_bytes=1000)
+
+
 def test_split_units_spans_point_into_the_text():
     text = "First sentence here. Second one follows!\n  Third on a new line? yes lower.\n"
     units = split_units(text)
