@@ -8,12 +8,12 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: install quickstart example-architectures example-lr-sweep example-ladder test test-deps test-fast compile bench-curation bench-training bench-evaluation bench-stages calibrate-language debian-corpus gpu-check gpu-wheels
 
-# The lock is installed by uv (pinned below, from PyPI): 58 s against pip's 3 min 26 s for
+# The lock is installed by uv (pinned in the lock itself, from PyPI): 58 s against pip's 3 min 26 s for
 # the same pins on a quiet 2-core machine (issue 19), bytecode compiled as pip does (these
 # machines set PYTHONDONTWRITEBYTECODE, so nothing would compile it later). uv does not read
 # pip's configuration, so pip's find-links (where a machine keeps wheels such as the CPU
 # torch build) are handed to it.
-UV_VERSION := 0.13.9
+UV_VERSION := $(shell sed -n 's/^uv==//p' requirements.lock)
 FIND_LINKS := $(strip $(PIP_FIND_LINKS) $(shell $(PY) -m pip config get global.find-links 2>/dev/null))
 UV := $(BIN)/uv pip install --python $(BIN)/python --quiet
 

@@ -17,6 +17,12 @@
    (t(N) - t(1)) / (N - 1) each, the next N (t(2N) - t(N)) / N each; their ratio is 1.0
    when DVC's cost per stage is constant and grows with the pipeline when it is not (DVC
    reads and walks the whole params.yaml once per stage that declares params).
+3. dvc.lock's size: after each stage it runs, DVC re-parses and rewrites the whole dvc.lock
+   round-trip, and it never drops the entry of a stage that left dvc.yaml (`repro compile`
+   does: repro.compile.lockfile). The same N-stage pipeline twice, its dvc.lock as DVC wrote
+   it and with `--dead` x N entries of stages no longer declared added (main once held 149
+   dead entries beside 36 live ones), each timed rerunning one stage (`dvc repro -f -s`),
+   alternating per round; the ratio is the per-stage cost the dead entries add.
 Prints every figure and the ratios last; nothing is written except `--json PATH`.
 """
 
@@ -134,11 +140,41 @@ def measure_dvc(n: int, rounds: int, scratch: Path) -> dict[str, dict[str, float
     return out
 
 
+def measure_lock(n: int, dead: int, rounds: int, scratch: Path) -> dict[str, float]:
+    from dvc.utils.serialize import dumps_yaml, parse_yaml_for_update
+
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
+    live = make_pipeline(scratch / "lock-live", n, with_params=True)
+    stale = scratch / "lock-dead"
+    shutil.copytree(live, stale)
+    lock = stale / "dvc.lock"
+    data = parse_yaml_for_update(lock.read_text(), str(lock))
+    entries = list(data["stages"].items())
+    for i in range(dead * n):
+        name, entry = entries[i % len(entries)]
+        data["stages"][f"gone-{i:04d}-{name}"] = entry
+    lock.write_text(dumps_yaml(data))
+    command = [str(BIN / "dvc"), "repro", "-f", "-s", "-q", "s001"]
+    repos = {"live entries only": live, f"+ {dead * n} dead entries": stale}
+    times: dict[str, list[float]] = {k: [] for k in repos}
+    for label, repo in repos.items():
+        _seconds(command, repo, env)  # warm
+    for _ in range(rounds):
+        for label, repo in repos.items():
+            times[label].append(_seconds(command, repo, env))
+    out = {k: statistics.median(v) for k, v in times.items()}
+    out["lock KB (live, with dead)"] = (round((live / "dvc.lock").stat().st_size / 1024),
+                                        round(lock.stat().st_size / 1024))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--stages", type=int, default=30, help="N: pipelines of 1, N and 2N stages")
-    ap.add_argument("--part", choices=("imports", "dvc", "all"), default="all")
+    ap.add_argument("--part", choices=("imports", "dvc", "lock", "all"), default="all")
+    ap.add_argument("--dead", type=int, default=4,
+                    help="dead dvc.lock entries per live stage for --part lock")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     result: dict[str, object] = {"rounds": args.rounds}
@@ -160,6 +196,19 @@ def main(argv: list[str] | None = None) -> int:
             cells = "  ".join(f"{k}: {v:.3f}{'' if k == 'ratio' else ' s'}" for k, v in row.items())
             print(f"  {label:30s} {cells}")
         result["dvc"] = dvc
+    if args.part in ("lock", "all"):
+        scratch = Path(tempfile.mkdtemp(prefix="stage-overhead-lock-"))
+        try:
+            lock = measure_lock(args.stages, args.dead, args.rounds, scratch)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        (live_label, live_s), (dead_label, dead_s) = list(lock.items())[:2]
+        print(f"One stage rerun (dvc repro -f -s) in a {args.stages}-stage pipeline, median of "
+              f"{args.rounds}; dvc.lock {lock['lock KB (live, with dead)'][0]} KB live, "
+              f"{lock['lock KB (live, with dead)'][1]} KB with the dead entries:")
+        print(f"  {live_label:30s} {live_s:6.2f} s")
+        print(f"  {dead_label:30s} {dead_s:6.2f} s  ratio {dead_s / live_s:.2f}")
+        result["lock"] = lock
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     if args.part in ("dvc", "all"):

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from repro import yamlio
+from repro.atomic import atomic_write_text
 
 
 def _entries(lock: Path) -> list[str]:
@@ -45,8 +46,6 @@ def prune(lock: Path, live: Iterable[str]) -> list[str]:
     # DVC's own round-trip reader and writer (imported only when needed): the live entries
     # keep their bytes, and the file reads as DVC would have written it
     from dvc.utils.serialize import dumps_yaml, parse_yaml_for_update
-
-    from repro.atomic import atomic_write_text
 
     data = parse_yaml_for_update(lock.read_text(encoding="utf-8"), str(lock))
     for name in dead:

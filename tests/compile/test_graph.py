@@ -272,7 +272,7 @@ def test_experiments_with_the_same_tasks_share_decontamination(tmp_path):
 evaluation:
   local_tasks:
     - {kind: bpb, dataset: web}
-    - {kind: bpb, dataset: code}
+    - {kind: bpb, dataset: code, max_bytes: 48000}
     - {kind: cloze, dataset: web}
     - {kind: cloze, dataset: code}
 """)

@@ -120,6 +120,8 @@ COMPANIONS: dict[str, dict[Path_, Any]] = {
     "evaluate:evaluation.num_processes": {("evaluation", "backend"): "accelerate"},
     "evaluate:evaluation.tensor_parallel_size": {("evaluation", "backend"): "vllm"},
     "evaluate:evaluation.gpu_memory_utilization": {("evaluation", "backend"): "vllm"},
+    # max_bytes is a bpb task's budget: another kind is tried without it
+    "evaltasks:task.kind": {("task", "max_bytes"): None},
     # set together or not at all: both set, then each changed alone
     "train:mtp.later_loss_weight": {("mtp", "later_from_tokens"): 1000,
                                     ("mtp", "later_loss_weight"): 0.1},
