@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+import yaml
+
 from repro import yamlio
 from repro.atomic import atomic_write_text
 
@@ -26,7 +28,10 @@ def _entries(lock: Path) -> list[str]:
     """The stage names a dvc.lock records (libyaml's safe loader: a fast read, no round trip)."""
     if not lock.is_file():
         return []
-    data = yamlio.safe_load(lock.read_text(encoding="utf-8")) or {}
+    try:
+        data = yamlio.safe_load(lock.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError:  # not ours to repair: DVC names the fault when it reads the file
+        return []
     stages = data.get("stages") if isinstance(data, dict) else None
     return list(stages) if isinstance(stages, dict) else []
 

@@ -49,3 +49,10 @@ def test_prune_keeps_live_entries_as_dvc_writes_them(tmp_path: Path):
     assert "eps: 1e-08" in text  # values keep their spelling
     assert lockfile.prune(lock, ["split-web-aaaa", "train-x-new"]) == []  # nothing more to do
     assert lock.read_text() == text
+
+
+def test_an_unreadable_lock_is_left_to_dvc(tmp_path: Path):
+    lock = tmp_path / "dvc.lock"
+    lock.write_text("stages: [unclosed\n")
+    assert lockfile.dead_entries(lock, ["a"]) == [] and lockfile.prune(lock, ["a"]) == []
+    assert lock.read_text() == "stages: [unclosed\n"
