@@ -15,6 +15,7 @@ reports a dvc.lock that still holds any.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import yaml
 
 from repro import yamlio
 from repro.atomic import atomic_write_text
+from repro.errors import ReproError
 
 
 def _entries(lock: Path) -> list[str]:
@@ -48,12 +50,30 @@ def prune(lock: Path, live: Iterable[str]) -> list[str]:
     dead = dead_entries(lock, live)
     if not dead:
         return []
-    # DVC's own round-trip reader and writer (imported only when needed): the live entries
-    # keep their bytes, and the file reads as DVC would have written it
+    # DVC's own round-trip reader and writer and its repository lock (imported only when
+    # needed): the live entries keep their bytes, the file reads as DVC would have written
+    # it, and a `dvc repro` running meanwhile cannot write an entry between our read and
+    # our write
+    from dvc.exceptions import NotDvcRepoError
+    from dvc.lock import LockError
+    from dvc.repo import Repo
     from dvc.utils.serialize import dumps_yaml, parse_yaml_for_update
 
-    data = parse_yaml_for_update(lock.read_text(encoding="utf-8"), str(lock))
-    for name in dead:
-        del data["stages"][name]
-    atomic_write_text(lock, dumps_yaml(data))
+    try:
+        repo = Repo(Repo.find_root(str(lock.parent)))
+    except NotDvcRepoError:
+        repo = None
+    try:
+        with repo.lock if repo is not None else contextlib.nullcontext():
+            data = parse_yaml_for_update(lock.read_text(encoding="utf-8"), str(lock))
+            for name in dead:
+                del data["stages"][name]
+            atomic_write_text(lock, dumps_yaml(data))
+    except LockError:
+        raise ReproError("a DVC command holds the repository's lock, so the entries of stages "
+                         "no longer declared were left in place", file=str(lock),
+                         fix="run `repro compile` again once that command ends") from None
+    finally:
+        if repo is not None:
+            repo.close()
     return dead

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from dvc.utils.serialize import dumps_yaml, parse_yaml_for_update
 
 from repro.compile import lockfile
@@ -56,3 +57,28 @@ def test_an_unreadable_lock_is_left_to_dvc(tmp_path: Path):
     lock.write_text("stages: [unclosed\n")
     assert lockfile.dead_entries(lock, ["a"]) == [] and lockfile.prune(lock, ["a"]) == []
     assert lock.read_text() == "stages: [unclosed\n"
+
+
+def test_prune_waits_for_no_running_dvc_command(tmp_path: Path):
+    """In a DVC repository the lock is pruned under DVC's own repository lock: while a DVC
+    command holds it, nothing is written and the error says what to do."""
+    import subprocess
+
+    from dvc.repo import Repo
+
+    from repro.errors import ReproError
+
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    Repo.init(str(tmp_path)).close()
+    lock = tmp_path / "dvc.lock"
+    lock.write_text(LOCK)
+    holder = Repo(str(tmp_path))
+    try:
+        with holder.lock:
+            with pytest.raises(ReproError, match="holds the repository's lock") as err:
+                lockfile.prune(lock, ["split-web-aaaa", "train-x-new"])
+            assert "run `repro compile` again" in err.value.fix
+            assert lock.read_text() == LOCK
+    finally:
+        holder.close()
+    assert lockfile.prune(lock, ["split-web-aaaa", "train-x-new"]) == ["train-x-old"]
