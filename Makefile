@@ -12,9 +12,9 @@ export PATH := $(abspath $(BIN)):$(PATH)
 # the same pins on a quiet 2-core machine (issue 19), bytecode compiled as pip does (these
 # machines set PYTHONDONTWRITEBYTECODE, so nothing would compile it later). uv does not read
 # pip's configuration, so pip's find-links (where a machine keeps wheels such as the CPU
-# torch build) are handed to it.
-UV_VERSION := $(shell sed -n 's/^uv==//p' requirements.lock)
-FIND_LINKS := $(strip $(PIP_FIND_LINKS) $(shell $(PY) -m pip config get global.find-links 2>/dev/null))
+# torch build) are handed to it. (`=`, not `:=`: read only when the install recipe runs.)
+UV_VERSION = $(shell sed -n 's/^uv==//p' requirements.lock)
+FIND_LINKS = $(strip $(PIP_FIND_LINKS) $(shell $(PY) -m pip config get global.find-links 2>/dev/null))
 UV := $(BIN)/uv pip install --python $(BIN)/python --quiet
 
 $(STAMP): requirements.lock pyproject.toml
