@@ -92,23 +92,42 @@ def locked_versions(lock: Path = LOCK_FILE) -> dict[str, str]:
     return pins
 
 
+_HEADER_FIELD = re.compile(r"^(Name|Version):[ \t]*(.*?)[ \t]*$", re.MULTILINE)
+
+
+def installed_versions() -> dict[str, str]:
+    """Version of every distribution installed in site-packages, by canonical name.
+
+    Read from each METADATA file's header (the lines before the first blank one) rather
+    than through `Distribution.metadata`, which parses the whole file with the email
+    package, description included, every time it is asked: 270 distributions took 0.25 s
+    that way on a quiet 2-core machine (1.5 s under load), 0.014 s this way, and every
+    stage pays it for its env record. site-packages only: sys.path can also hold vendored
+    copies (setuptools puts its `_vendor` folder there once imported), which are not
+    installed packages."""
+    site = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+    versions: dict[str, str] = {}
+    for dist in metadata.distributions(path=site):
+        text = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or ""
+        fields = dict(m.groups() for m in _HEADER_FIELD.finditer(text.split("\n\n", 1)[0]))
+        if fields.get("Name") and "Version" in fields:
+            versions.setdefault(_canonical(fields["Name"]), fields["Version"])
+    return versions
+
+
 def lock_drift(lock: Path = LOCK_FILE) -> dict[str, str]:
     """Installed distributions whose version differs from the lock, or that it does not pin
     ("name": "installed X, locked Y"). Our own package and the installer are left out."""
     pins, drift = locked_versions(lock), {}
     if not pins:
         return {}
-    # site-packages only: sys.path can also hold vendored copies (setuptools puts its
-    # `_vendor` folder there once imported), which are not installed packages
-    site = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
-    for dist in metadata.distributions(path=site):
-        name = _canonical(dist.metadata["Name"] or "")
-        if not name or name in ("repro", "pip", "setuptools", "wheel"):
+    for name, version in installed_versions().items():
+        if name in ("repro", "pip", "setuptools", "wheel"):
             continue
         locked = pins.get(name)
         # a local build tag is not drift: pip installs torch==2.13.0 as 2.13.0+cpu (OFFLINE.md)
-        if locked != dist.version.split("+", 1)[0] and locked != dist.version:
-            drift[name] = f"installed {dist.version}, locked {locked or 'not pinned'}"
+        if locked != version.split("+", 1)[0] and locked != version:
+            drift[name] = f"installed {version}, locked {locked or 'not pinned'}"
     return dict(sorted(drift.items()))
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from repro.environment import differences, fingerprint, lock_drift, locked_versions
+from repro.environment import differences, fingerprint, installed_versions, lock_drift, locked_versions
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,6 +39,21 @@ def test_installed_environment_matches_the_lock():
     import setuptools  # noqa: F401  puts its vendored packages on sys.path: not installed ones
 
     assert lock_drift() == {}, "installed packages differ from requirements.lock: " + json.dumps(lock_drift())
+
+
+def test_installed_versions_read_from_headers_equal_importlibs_full_parse():
+    """The header-only reader gives what importlib.metadata's full parse gives, for every
+    distribution in site-packages."""
+    import sysconfig
+    from importlib import metadata
+
+    site = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+    full: dict[str, str] = {}
+    for dist in metadata.distributions(path=site):
+        full.setdefault(re.sub(r"[-_.]+", "-", dist.metadata["Name"]).lower(), dist.version)
+    fast = installed_versions()
+    assert len(fast) > 100 and fast == full
+    assert fast["torch"].startswith("2.") and fast["pydantic"] == metadata.version("pydantic")
 
 
 def test_drift_is_reported_for_other_versions(tmp_path):

@@ -17,11 +17,23 @@ import sys
 import time
 from pathlib import Path
 
+import multiprocess  # datatrove's own process pools (its LocalPipelineExecutor)
 from datatrove.pipeline.base import PipelineStep
 from datatrove.utils.stats import PipelineStats
 
 from repro.errors import ReproError
 from repro.spec import schema as S
+
+FORKSERVER_PRELOAD = ("repro.data.pipeline",)
+"""Modules the local executor's forkserver imports once, before it forks any worker.
+
+datatrove's LocalPipelineExecutor runs each pass with `workers > 1` on a fresh process pool
+started from multiprocess's forkserver, and every worker then unpickles the pass's pipeline,
+importing datatrove, our steps and their libraries anew: ~0.8 s per worker per pass, and a
+curation runs up to 9 passes (measured on the tiny PDF curation, 2 tasks x 2 workers: 15.2 s
+with the bare forkserver, 10.5 s with this preload, 8.3 s on one worker). Importing them in
+the forkserver instead, which every worker is forked from, pays it once per stage. The
+forkserver (unlike plain `fork`) has no threads, so forking it stays safe."""
 
 SLURM_POLL_S = float(os.environ.get("REPRO_SLURM_POLL_S", "30"))
 """Seconds between checks on a running Slurm pass."""
@@ -45,6 +57,16 @@ def _check_complete(executor, logging_dir: Path, tasks: int, what: str) -> None:
         raise ExecutorError(
             f"{what}: {len(missing)} of {tasks} tasks did not complete (ranks {missing[:10]}); "
             f"see the logs in {logging_dir / 'logs'}")
+
+
+def _preload_forkserver(pipeline: list[PipelineStep]) -> None:
+    """Name FORKSERVER_PRELOAD and the modules of this pass's steps for the forkserver to
+    import when it starts (it starts with the first pool of the process and is then reused,
+    so the first pass's list is the one that counts; a later call changes nothing)."""
+    modules = {type(step).__module__ for step in pipeline} | set(FORKSERVER_PRELOAD)
+    # "__main__" is the forkserver's default preload: kept, so it behaves as before for
+    # anything defined there
+    multiprocess.get_context("forkserver").set_forkserver_preload(["__main__", *sorted(modules)])
 
 
 def ensure_ray(spec: S.RaySpec) -> None:
@@ -117,6 +139,7 @@ class PassRunner:
             ensure_ray(self.spec.ray)
         executor = self.build(pipeline, tasks, logging_dir)
         if self.spec.kind == "local":
+            _preload_forkserver(pipeline)
             stats = executor.run()
             _check_complete(executor, logging_dir, tasks, what)
             return stats
