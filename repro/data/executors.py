@@ -24,14 +24,15 @@ from datatrove.utils.stats import PipelineStats
 from repro.errors import ReproError
 from repro.spec import schema as S
 
-FORKSERVER_PRELOAD = ("repro.data.pipeline",)
-"""Modules the local executor's forkserver imports once, before it forks any worker.
+FORKSERVER_PRELOAD = ("datatrove.pipeline.dedup",)
+"""Modules the local executor's forkserver imports once, before it forks any worker, besides
+those of the first pass's steps (reader, filters, writers): the dedup passes' own.
 
 datatrove's LocalPipelineExecutor runs each pass with `workers > 1` on a fresh process pool
 started from multiprocess's forkserver, and every worker then unpickles the pass's pipeline,
 importing datatrove, our steps and their libraries anew: ~0.8 s per worker per pass, and a
 curation runs up to 9 passes (measured on the tiny PDF curation, 2 tasks x 2 workers: 15.2 s
-with the bare forkserver, 10.5 s with this preload, 8.3 s on one worker). Importing them in
+with the bare forkserver, 10.0-10.9 s with this preload, 8.3 s on one worker). Importing them in
 the forkserver instead, which every worker is forked from, pays it once per stage. The
 forkserver (unlike plain `fork`) has no threads, so forking it stays safe."""
 
@@ -60,7 +61,7 @@ def _check_complete(executor, logging_dir: Path, tasks: int, what: str) -> None:
 
 
 def _preload_forkserver(pipeline: list[PipelineStep]) -> None:
-    """Name FORKSERVER_PRELOAD and the modules of this pass's steps for the forkserver to
+    """Name the modules of this pass's steps and FORKSERVER_PRELOAD for the forkserver to
     import when it starts (it starts with the first pool of the process and is then reused,
     so the first pass's list is the one that counts; a later call changes nothing)."""
     modules = {type(step).__module__ for step in pipeline} | set(FORKSERVER_PRELOAD)
