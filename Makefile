@@ -67,9 +67,10 @@ test-deps:
 # worker, in file order: module fixtures are made once, and the tests that change one DVC
 # workspace test after test (test_e2e.py, faults/) see it as when run alone. (`loadgroup`
 # groups nothing with pytest 9.2: xdist 3.8 renames node ids through `item._nodeid`, which
-# pytest 9.2 no longer reads.) TEST_WORKERS=0 runs serially.
+# pytest 9.2 no longer reads.) Modules go out in the order tests/conftest.py gives them
+# (expensive first), not xdist's (most tests first). TEST_WORKERS=0 runs serially.
 TEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
-PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope
+PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 test: install test-deps
 	$(PYTEST)

@@ -187,9 +187,94 @@ def _build_tiny_workspace(shared: Path) -> BuiltWorkspace:
     return BuiltWorkspace(root, log.read_text())
 
 
+def _lock_objects(root: Path, entry: dict) -> set[Path]:
+    """The files in DVC's cache holding the outputs of a dvc.lock entry (a folder's `.dir`
+    listing and the objects it lists)."""
+    import json
+
+    files = root / ".dvc" / "cache" / "files" / "md5"
+    found = set()
+    for out in entry.get("outs", []):
+        md5 = out.get("md5")
+        if not md5:
+            continue
+        obj = files / md5[:2] / md5[2:]
+        found.add(obj)
+        if md5.endswith(".dir") and obj.exists():
+            found |= {files / f["md5"][:2] / f["md5"][2:] for f in json.loads(obj.read_text())}
+    return found
+
+
+def forget_stage(root: Path, stage: str) -> None:
+    """Return `stage` of the workspace at `root` to never having run: its declared outputs,
+    its dvc.lock entry, the cache objects no other stage's outputs hold and DVC's run cache
+    (which would restore the outputs instead of running the stage) are removed. The stages
+    it reads stay built; the next `dvc repro` runs it for real."""
+    import yaml
+
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    entry = lock["stages"].pop(stage)
+    declared = yaml.safe_load((root / "dvc.yaml").read_text())["stages"][stage]
+    for key in ("outs", "metrics", "plots"):
+        for out in declared.get(key, []):
+            path = root / (out if isinstance(out, str) else next(iter(out)))
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    kept = set().union(*(_lock_objects(root, e) for e in lock["stages"].values()))
+    for obj in _lock_objects(root, entry) - kept:
+        obj.unlink(missing_ok=True)
+    shutil.rmtree(root / ".dvc" / "cache" / "runs", ignore_errors=True)
+    (root / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
+
+
+@pytest.fixture(scope="session")
+def forget():
+    """`forget(root, stage)`: see `forget_stage`."""
+    return forget_stage
+
+
 @pytest.fixture(scope="session")
 def tiny_workspace(tmp_path_factory) -> BuiltWorkspace:
     """The tiny pipeline (specs/ci) built once per run, for every process of it: under
     pytest-xdist each worker has its own base temporary folder, all inside the run's."""
     base = tmp_path_factory.getbasetemp()
     return _build_tiny_workspace(base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base)
+
+
+# ------------------------------------------------------ the order modules run in (xdist)
+
+
+def pytest_collection_modifyitems(session, config, items) -> None:
+    """Run the expensive modules first, so that the run ends on many small ones and both
+    workers finish together (longest first: `make test` runs `--dist loadscope
+    --no-loadscope-reorder`, which hands whole modules to whichever worker is free, in this
+    order; xdist's own reordering puts modules with many tests first, which left the
+    one-test end-to-end modules for last and one worker idle for minutes).
+
+    1. the first module that needs the tiny workspace and has slow tests: its worker builds
+       the workspace (about 100 s), every other module that needs it waits for that build;
+    2. the other modules with slow tests that do not need it, for the other worker meanwhile;
+    3. the remaining modules that need the workspace, built by then;
+    4. everything else, in collection order."""
+    def module(item) -> str:
+        return item.nodeid.split("::", 1)[0]
+
+    slow, tiny, order = set(), set(), []
+    for item in items:
+        name = module(item)
+        if name not in order:
+            order.append(name)
+        if item.get_closest_marker("slow"):
+            slow.add(name)
+        if "tiny_workspace" in getattr(item, "fixturenames", ()):
+            tiny.add(name)
+    builder = next((m for m in order if m in tiny and m in slow), None)
+
+    def rank(name: str) -> int:
+        if name == builder:
+            return 0
+        if name in slow and name not in tiny:
+            return 1
+        return 2 if name in tiny else 3
+
+    position = {name: (rank(name), i) for i, name in enumerate(order)}
+    items.sort(key=lambda item: position[module(item)])  # stable: tests keep their order

@@ -54,11 +54,11 @@ def test_tiny_spec_runs_end_to_end(tiny_repo: Path, tiny_workspace):
     tasks = yaml.safe_load(eval_metrics.read_text())["tasks"]
     assert tasks["repro_bpb_web"]["bits_per_byte"] > 0
     assert 0.0 <= tasks["repro_cloze_web"]["acc"] <= 1.0
-    # evaluation over training: a snapshot inside the first stage, for both runs (replicas)
+    # evaluation over training: a snapshot inside the first stage, and both stage ends
     evaluated = {yaml.safe_load(p.read_text())["checkpoint"]
                  for p in _eval_metrics(tiny_repo)}
     assert evaluated == {"stable-step2", "stable", "decay"}
-    assert len(_eval_metrics(tiny_repo)) == 6
+    assert len(_eval_metrics(tiny_repo)) == 3
     scores = (tiny_repo / "plots/reports/ci-tiny/ci-tiny.csv").read_text().splitlines()
     assert scores[0].startswith("tokens,") and len(scores) == 4  # header + 3 checkpoints
     # Nothing changed: a second `dvc repro` runs nothing.
