@@ -133,6 +133,7 @@ def _git_dvc_init(root: Path) -> None:
         subprocess.run(args, cwd=root, env=env, check=True, capture_output=True)
 
 
+@pytest.mark.slow
 def test_status_asks_dvc_what_is_stale_in_every_pipeline(tmp_path: Path):
     """Two pipelines of trivial stages, one built: DVC's own verdict per pipeline."""
     _git_dvc_init(tmp_path)

@@ -39,6 +39,7 @@ def test_stage_order_puts_makers_first():
                 assert pos[maker] < pos[name], f"{maker} must run before {name}"
 
 
+@pytest.mark.slow
 def test_a_failed_stage_skips_its_dependents_only(tmp_path, monkeypatch):
     """The spec compiles for real; the stage commands are faked: curate-web fails, so every
     stage needing its output (directly or not) is skipped and the code chain still runs."""

@@ -81,6 +81,7 @@ def test_tiny_run_on_cpu_reports_consistent_numbers(tmp_path, monkeypatch, capsy
     assert last[-1] == f"wrote {out}"
 
 
+@pytest.mark.slow
 def test_a_failing_variant_is_recorded_and_the_others_run(monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("CUDA out of memory (simulated)")

@@ -183,6 +183,7 @@ def _markers(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob(f"{MARKER}*"))
 
 
+@pytest.mark.slow
 def test_dvc_runs_every_hostile_command_verbatim(workspace):
     root, graph, _ = workspace
     run = _dvc(workspace, "repro")

@@ -93,6 +93,7 @@ def _name(doc: dict) -> str:
     return posixpath.basename(doc["metadata"]["url"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("container", ["files", "warc"])
 def test_pdf_curation_counts_every_broken_file(tmp_path, write_warc, container, funnel_adds_up):
     files, broken = pdf_corpus()

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from repro.data import pydoc_pdf as PP
 from repro.data.pipeline import Curation
 from repro.spec import schema as S
@@ -25,6 +27,7 @@ def jsonl(folder: Path) -> list[dict]:
     return [json.loads(line) for f in sorted(folder.glob("*.jsonl")) for line in f.open()]
 
 
+@pytest.mark.slow
 def test_pdf_chain_through_curation(tmp_path):
     raw = tmp_path / "raw"
     raw.mkdir()

@@ -24,6 +24,7 @@ def originals(corpus):
     return [f for f in corpus if f.duplicate_of is None]
 
 
+@pytest.mark.slow
 def test_two_builds_give_identical_bytes(corpus, tmp_path):
     again = list(PP.iter_pdfs(N))
     assert [(f.url, f.data) for f in again] == [(f.url, f.data) for f in corpus]
@@ -110,6 +111,7 @@ def test_to_latin1_is_deterministic_and_printable():
         'caf\u00e9 -- "quoted" L\u00f3dz ?  x y'
 
 
+@pytest.mark.slow
 def test_no_module_text_leaks_the_environment(monkeypatch):
     """Every module the corpus renders, signatures included: cgi's `environ=os.environ`
     default once printed the whole environment into the PDFs."""

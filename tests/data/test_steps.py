@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from datatrove.data import Document
 
 from repro.data.steps import OfflineURLFilter, minhash_config, per_document_step
@@ -28,6 +29,7 @@ def test_minhash_config():
     assert minhash_config(S.MinhashStep(use_64bit_hashes=False)).hash_config.precision == 32
 
 
+@pytest.mark.slow
 def test_url_filter_offline():
     """tldextract gets no URL to fetch the suffix list from; the bundled lists still work.
     The banned words are read from datatrove's asset file, so none is written here."""

@@ -82,6 +82,7 @@ def test_task_name_mismatch_is_reported(tmp_path):
         write_local_tasks(tmp_path, {"repro_bpb_code": (manifest, folder)})
 
 
+@pytest.mark.slow
 def test_standard_tasks_offline_fail_with_instructions(tmp_path):
     """A known task whose dataset is on the hub, and a misspelt one (indexing lm-eval's
     built-in tasks takes ~10 s)."""

@@ -142,6 +142,7 @@ def test_the_index_is_of_the_installed_lm_eval():
         "regenerate repro/eval/lm_eval_index.py: python -m repro.eval.registry")
 
 
+@pytest.mark.slow
 def test_the_index_is_what_lm_eval_registers():
     """Regenerates the index from the installed lm-eval (~8 s of indexing) and compares."""
     fresh = registry.render_index(registry.installed_lm_eval_version(), registry.index_live())

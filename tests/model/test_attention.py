@@ -152,6 +152,7 @@ def test_switched_model_saves_a_plain_checkpoint(tmp_path):
     assert A.set_attention(model, "sdpa") == "flex" and A.kind_of(model) == "sdpa"
 
 
+@pytest.mark.slow
 def test_a_new_batch_does_not_recompile():
     """The BlockMask enters the compiled trunk as an input of fixed shape (B, T fixed per
     stage): different document layouts reuse the one graph (Dynamo only, backend eager)."""

@@ -160,6 +160,7 @@ def open_page(driver, page: Path, shot: Path) -> dict:
     return state
 
 
+@pytest.mark.slow
 def test_report_stage_html_renders(browser, stage_reports, parse_page, tmp_path):
     report = stage_reports / "quick"
     summary = json.loads((report / "summary.json").read_text())

@@ -56,6 +56,7 @@ def test_one_percent_noise_recovers_exponents_and_allocation(law: ScalingLaw) ->
     assert 0.005 < float(np.std(fit.residuals)) < 0.02
 
 
+@pytest.mark.slow
 def test_screening_top_k_finds_the_same_optimum_as_four_times_the_starts() -> None:
     # The module docstring's claim, on a noisy ladder (where local minima exist).
     points = ladder(CHINCHILLA, noise=0.01, seed=3)
@@ -120,6 +121,7 @@ def test_non_positive_or_non_finite_values_are_rejected(field: str, value: float
 # ------------------------------------------------------------------------------- bootstrap
 
 
+@pytest.mark.slow
 def test_bootstrap_intervals_cover_the_truth_on_a_noisy_ladder() -> None:
     # 95% intervals; on seeds 0-11 of this ladder they covered the true E, α, β and N_opt at
     # 1e23 every time.

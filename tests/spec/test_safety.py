@@ -590,6 +590,7 @@ def _grep_tree(root: Path, needles: list[str]) -> list[str]:
     return hits
 
 
+@pytest.mark.slow
 def test_secrets_in_the_environment_reach_no_output_log_or_metric(ws, monkeypatch, request):
     """Compile the shipped specs and run a curate stage through the CLI (validation,
     datatrove passes with their logs, funnel metrics, samples, environment fingerprint)

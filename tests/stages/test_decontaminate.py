@@ -170,6 +170,7 @@ doc_to_target: gold
                      EvalItem("toy_mc", "Question: sky colour", "blue")]
 
 
+@pytest.mark.slow
 def test_standard_task_offline_names_the_task_and_the_fix(tmp_path, monkeypatch):
     """The real path: lm-eval's registry, a hub dataset, no network and an empty cache."""
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")

@@ -117,6 +117,7 @@ def run(inputs: dict[str, Path], out: Path, cfg: EvaluateConfig | None = None) -
     return out
 
 
+@pytest.mark.slow
 def test_metrics_results_and_determinism(inputs, tmp_path):
     a = run(inputs, tmp_path / "a")
     b = run(inputs, tmp_path / "b")
@@ -193,6 +194,7 @@ def outputs(folder: Path) -> dict[str, bytes]:
             if p.is_file()}
 
 
+@pytest.mark.slow
 def test_response_cache_gives_identical_outputs(inputs, tmp_path, response_cache_root,
                                                 monkeypatch):
     """Uncached, cold-cache and warm-cache runs write the same bytes; the warm run computes
@@ -247,6 +249,7 @@ def test_code_cloze_task_runs(inputs, tmp_path):
     assert 0 <= task["metrics"]["acc"] <= 1
 
 
+@pytest.mark.slow
 def test_failed_standard_task_is_recorded(inputs, tmp_path, response_cache_root):
     """on_task_error: record: a standard task whose dataset is not available offline is
     left out with the fix, the local tasks are evaluated (indexing lm-eval's task YAMLs
@@ -333,6 +336,7 @@ def test_bfloat16_reaches_the_model_and_the_cache_key(inputs, tmp_path, response
     assert len(list((sha_dir / "results").iterdir())) == 2
 
 
+@pytest.mark.slow
 def test_batch_size_auto_runs_with_the_hf_backend(inputs, tmp_path):
     """`batch_size: auto`: lm-eval's hf model detects a batch size (on a GPU the largest
     that fits; on CPU its first guess) and the run scores every document."""
@@ -389,6 +393,7 @@ def _scored(monkeypatch) -> list[str]:
     return calls
 
 
+@pytest.mark.slow
 def test_each_checkpoint_scores_as_if_evaluated_alone(run_inputs, inputs, tmp_path, monkeypatch):
     """One stage scoring a run's checkpoints prepares lm-eval once and writes, for each, the
     same bytes as a stage scoring that checkpoint alone (the task objects are reused from
@@ -411,6 +416,7 @@ def test_each_checkpoint_scores_as_if_evaluated_alone(run_inputs, inputs, tmp_pa
     assert stable["tasks"] != decay["tasks"]  # other weights, other scores
 
 
+@pytest.mark.slow
 def test_result_cache_scores_only_new_checkpoints(run_inputs, tmp_path, monkeypatch,
                                                   response_cache_root):
     """Cold, warm and uncached runs write the same bytes; a warm run scores nothing (and

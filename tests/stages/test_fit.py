@@ -97,6 +97,7 @@ def test_fit_recovers_the_law_and_reports_everything(tmp_path):
     assert (io.outputs["ladder"] / "points.csv").read_text().count("\n") == 17
 
 
+@pytest.mark.slow
 def test_rerun_is_byte_identical(tmp_path):
     cfg, io = _stage(tmp_path / "a", bootstrap=20)
     run(cfg, io)

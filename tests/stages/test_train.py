@@ -282,6 +282,7 @@ def test_max_epochs_names_exactly_the_mixture():
 
 # ------------------------------------------------------------------ crash, resume, order
 
+@pytest.mark.slow
 def test_sigkill_then_rerun_resumes_bitwise(data, tmp_path, monkeypatch):
     import os
     import signal
@@ -372,6 +373,7 @@ def test_nonfinite_rollback_is_deterministic(data, tmp_path, monkeypatch):
     assert [int(r["step"]) for r in rows] == [2, 4, 6, 8, 10]  # steps 5-7 were redone after the rollback
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_match_one(data, tmp_path, monkeypatch):
     """torchrun with 2 gloo processes, each on half of every step's sequences, follows the
     single-process loss curve (same global batch) up to float summation order."""
@@ -507,6 +509,7 @@ def test_long_context_phase_changes_rope_and_exports_yarn(data, tmp_path):
     assert state["seq_len"] == 64 and state["global_step"] == 4
 
 
+@pytest.mark.slow
 def test_fsdp2_two_processes_match_one(data, tmp_path):
     """FSDP2 (fully_shard per decoder layer and at the root) on 2 gloo processes: same loss
     curve as one process, and rank 0 exports the gathered, unsharded model."""
