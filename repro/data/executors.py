@@ -24,9 +24,12 @@ from datatrove.utils.stats import PipelineStats
 from repro.errors import ReproError
 from repro.spec import schema as S
 
-FORKSERVER_PRELOAD = ("datatrove.pipeline.dedup",)
+FORKSERVER_PRELOAD = ("datatrove.pipeline.dedup", "spacy")
 """Modules the local executor's forkserver imports once, before it forks any worker, besides
-those of the first pass's steps (reader, filters, writers): the dedup passes' own.
+those of the first pass's steps (reader, filters, writers): the dedup passes' own, and spaCy,
+which datatrove's English word tokenizer imports on a step's first document (`import spacy`
+takes ~2.4 s, as it imports torch through thinc) in every worker of every pass with a Gopher
+filter or a MinHash signature step (a forkserver ignores a preload it cannot import).
 
 datatrove's LocalPipelineExecutor runs each pass with `workers > 1` on a fresh process pool
 started from multiprocess's forkserver, and every worker then unpickles the pass's pipeline,
