@@ -50,7 +50,8 @@ def test_slurm_spec_is_required():
 
 FAKE_SBATCH = """\
 #!{python}
-# Stand-in for sbatch: runs every index of the job array now, one after the other.
+# Stand-in for sbatch: runs every index of the job array now, side by side (as Slurm would,
+# within the array's %N limit), and returns when all have ended.
 import os, re, subprocess, sys
 args, script = sys.argv[1:-1], sys.argv[-1]
 env = dict(os.environ, SLURM_NODELIST="localhost", SLURM_ARRAY_JOB_ID="4242")
@@ -58,10 +59,16 @@ for a in args:
     if a.startswith("--export=ALL,"):
         env.update(kv.split("=", 1) for kv in a[len("--export=ALL,"):].split(","))
 text = open(script).read()
-m = re.search(r"^#SBATCH --array=0-(\\d+)", text, re.M)
-for i in range(int(m.group(1)) + 1 if m else 1):
-    subprocess.run(["bash", script], env=dict(env, SLURM_ARRAY_TASK_ID=str(i)), check=True,
-                   stdout=open(os.environ["FAKE_SLURM_LOG"] + ".out", "a"), stderr=subprocess.STDOUT)
+m = re.search(r"^#SBATCH --array=0-(\\d+)(?:%(\\d+))?", text, re.M)
+indices = list(range(int(m.group(1)) + 1 if m else 1))
+limit = int(m.group(2)) if m and m.group(2) else len(indices)
+for start in range(0, len(indices), limit):
+    procs = [subprocess.Popen(["bash", script], env=dict(env, SLURM_ARRAY_TASK_ID=str(i)),
+                              stdout=open(os.environ["FAKE_SLURM_LOG"] + ".out", "a"),
+                              stderr=subprocess.STDOUT)
+             for i in indices[start:start + limit]]
+    if any([p.wait() for p in procs]):
+        sys.exit("an array task failed")
 with open(os.environ["FAKE_SLURM_LOG"], "a") as log:
     log.write(" ".join(args) + "\\n")
 print("Submitted batch job 4242")
@@ -106,7 +113,9 @@ def test_curation_through_slurm_matches_local(tmp_path, monkeypatch):
             text = code.format(i=i % 9)  # ids 9..11 repeat 0..2: exact duplicates
             f.write(json.dumps({"id": f"m{i:02d}.py", "text": text}) + "\n")
     source = S.JsonlSource(path=str(src))
-    steps = [S.CodeQualityStep(), S.ExactDedupStep(), S.MinhashStep()]
+    # 2 buckets, not FineWeb's 14: every task of a Slurm pass is a new Python process here
+    # (~1.5 s), and the bucket pass runs one task per bucket
+    steps = [S.CodeQualityStep(), S.ExactDedupStep(), S.MinhashStep(num_buckets=2)]
 
     def curate(kind: str) -> tuple[Path, dict]:
         spec = S.ExecutorSpec(kind=kind, tasks=2, workers=2, slurm=SLURM if kind == "slurm" else None)
