@@ -16,6 +16,11 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# One torch thread in every test and every stage a test runs: the two pytest-xdist workers
+# already fill the two cores (two threads each only contend), and float reductions depend on
+# the thread count, so the shared tiny workspace's build, `repro verify`'s rebuild and the
+# fault tests' reruns compute the same bytes.
+os.environ.setdefault("REPRO_NUM_THREADS", "1")
 from repro.numerics import pin_numerics_env  # noqa: E402
 
 pin_numerics_env()  # before any test imports torch: reruns compare bitwise

@@ -88,9 +88,9 @@ def test_smollm3_flops_per_phase_and_gpu_hours():
 def test_tiny_numbers_add_up():
     plan = _plan(TINY)
     t = plan.training
-    assert t.runs == 2  # the main run and one replica
+    assert t.runs == 1  # no replica
     assert t.flops_per_run == sum(s.dense + s.attention + s.extra for s in t.phases)
-    assert t.flops == 2 * t.flops_per_run
+    assert t.flops == t.flops_per_run
     assert t.tokens_per_run == 4096 + 2048
     for c in plan.curation:
         assert c.steps and all(s.seconds_per_doc for s in c.steps)
@@ -102,12 +102,12 @@ def test_tiny_numbers_add_up():
     assert disk.total.low == pytest.approx(sum(p.low for p in disk.parts.values()))
     assert disk.total.high == pytest.approx(sum(p.high for p in disk.parts.values()))
     assert math.isfinite(disk.total.high)  # every part bounded for builtin corpora
-    # 2 runs x (snapshot after step 2 + both stage ends), as the compiler creates them
+    # one run: a snapshot after step 2 + both stage ends, as the compiler creates them
     e = plan.evaluation
-    assert e.checkpoints == 6
-    assert e.flops.high == pytest.approx(6 * e.flops_per_checkpoint.high)
-    assert disk.parts["snapshots"].value == 2 * t.params_total * 4
-    assert disk.parts["checkpoints"].value == 2 * 2 * t.params_total * 4 * 3  # AdamW: 2 states
+    assert e.checkpoints == 3
+    assert e.flops.high == pytest.approx(3 * e.flops_per_checkpoint.high)
+    assert disk.parts["snapshots"].value == t.params_total * 4
+    assert disk.parts["checkpoints"].value == 2 * t.params_total * 4 * 3  # AdamW: 2 states
 
 
 def test_json_and_table_agree(monkeypatch):
@@ -135,6 +135,12 @@ def test_json_and_table_agree(monkeypatch):
     assert q(_q(p["evaluation"]["flops"])) in text
     assert f"EVALUATION ({p['evaluation']['checkpoints']} checkpoints)" in text
     assert data["mfu"] == 0.4 and data["peak_tflops"] == 989.0
+
+
+def test_replicas_multiply_the_training_cost():
+    t = _plan("specs/qs-nope.yaml").training
+    assert t.runs == 2  # the main run and one replica
+    assert t.flops == 2 * t.flops_per_run and t.flops_per_run > 0
 
 
 # ------------------------------------------------------------ unknowns stay unknown
