@@ -146,17 +146,15 @@ def test_verify_rebuilds_everything_bit_for_bit(tiny_repo: Path, tmp_path: Path)
 
 
 def test_verify_named_stage_and_a_tampered_record(tiny_repo: Path, tmp_path: Path):
-    """One stage alone (its inputs copied from the workspace) verifies exact; a lock record
-    as another machine would leave it (other kernels, loss off by 1e-7) is judged within
-    tolerance, naming the environment change; off by 1e-2 it fails with exit code 1."""
+    """One stage alone, its inputs copied from the workspace, against a lock record as
+    another machine would leave it (other kernels, loss off by 1e-7): judged within
+    tolerance, naming the environment change, and only the changed file differs (every
+    other output of the rebuild is exact: the full rebuild above checks them all); off by
+    1e-2 it fails with exit code 1."""
     lock_path = tiny_repo / "dvc.lock"
     original_lock = lock_path.read_text()
     lock = yaml.safe_load(original_lock)
-    train = next(k for k in lock["stages"] if k.startswith("train-") and "seed1" not in k)
-    proc = _repro_cli(["verify", train, "--out", str(tmp_path)], tiny_repo)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    [verdict] = json.loads((tmp_path / "certificate.json").read_text())["stages"]
-    assert verdict["verdict"] == "exact"
+    train = next(k for k in lock["stages"] if k.startswith("train-"))
 
     metrics_rel, env_rel = f"metrics/{train}.json", f"metrics/{train}.env.json"
     saved = {rel: (tiny_repo / rel).read_text() for rel in (metrics_rel, env_rel)}
