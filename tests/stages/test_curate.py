@@ -145,10 +145,6 @@ def test_rerun_is_byte_identical(curated):
     out2, m2 = run_curate(tmp, "docs2")
     assert m2 == m
 
-    def digest(root: Path) -> dict[str, str]:
-        return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-                for p in sorted(root.rglob("*")) if p.is_file()}
-
     assert digest(out) == digest(out2)
 
 
