@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import importlib
 import json
 import os
 import re
@@ -17,15 +18,9 @@ import yaml
 from pydantic import ValidationError
 
 from repro import paths, yamlio
-from repro.compile import lockfile
-from repro.compile.pipelines import compile_all, orphans
 from repro.environment import fingerprint, process_seconds
 from repro.errors import ReproError, ReproErrors
-from repro.explain import explain as run_explain
-from repro.explain import render as render_explain
 from repro.numerics import pin_numerics_env
-from repro.report.publish import INDEX, build_site, push_to_hub
-from repro.scaling.command import fit_cmd
 from repro.spec.load import SPEC_SUFFIXES, SpecError, load_spec, validation_issues
 from repro.spec.safety import redact_text
 from repro.stages import UnknownStageKind
@@ -38,15 +33,7 @@ from repro.stages.base import (
     set_offline_env,
     write_json,
 )
-from repro.status import as_json as status_json
-from repro.status import collect as collect_status
-from repro.status import render as render_status
-from repro.summary import render as render_summary
-from repro.sweep.cli import sweep
-from repro.verify.certificate import render_text
 from repro.verify.lockfile import check_workspace_files, declared_outputs
-from repro.verify.run import verify as run_verify
-from repro.verify.tolerance import Tolerance
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 1
@@ -148,6 +135,15 @@ def _log_internal_error(error: BaseException) -> str:
     return "(no writable folder for the log)"
 
 
+LAZY_VERBS: dict[str, tuple[str, str]] = {
+    "sweep": ("repro.sweep.cli", "sweep"),
+    "fit": ("repro.scaling.command", "fit_cmd"),
+}
+"""Verbs defined in their own packages (module, attribute), imported when named or listed:
+DVC starts `repro stage` once per stage, which should not pay for the sweep and ladder code.
+The other verbs import what only they use inside their functions, for the same reason."""
+
+
 class _Main(click.Group):
     """The `repro` group: no verb ends in a traceback.
 
@@ -155,6 +151,15 @@ class _Main(click.Group):
     read or written) is rendered by render_error, naming what is wrong and the fix, exit 2
     (or the error's own exit_status); anything else is a bug, printed as one line with the
     log file that holds its traceback, exit 1."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_VERBS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in LAZY_VERBS:
+            module, attr = LAZY_VERBS[cmd_name]
+            return getattr(importlib.import_module(module), attr)
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -224,6 +229,9 @@ def validate(targets: tuple[str, ...]) -> None:
 def compile_cmd(check: bool, specs_dir: Path, root: Path) -> None:
     """Compile specs into dvc.yaml + params.yaml, and each example's into
     examples/<name>/ (byte-identical on re-run)."""
+    from repro.compile import lockfile  # per verb: `repro stage` starts once per DVC stage
+    from repro.compile.pipelines import compile_all, orphans  # the compiler: this verb only
+
     compiled = compile_all(specs_dir, root)
     targets = {root / str(rel): text for c in compiled for rel, text in c.texts().items()}
     orphaned = [root / str(rel) for rel in orphans(compiled, root)]
@@ -399,6 +407,9 @@ def stage(kind: str, stage_id: str, inputs: tuple[str, ...], outputs: tuple[str,
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def explain(as_json: bool) -> None:
     """Why `dvc repro` would run each stage: changed settings (old → new), code, inputs."""
+    from repro.explain import explain as run_explain  # per verb: `repro stage` starts once per DVC stage
+    from repro.explain import render as render_explain  # with run_explain: this verb only
+
     check_workspace_files(Path("."))  # one error naming a malformed file, not a KeyError
     try:
         runs = run_explain(Path("."))
@@ -427,6 +438,10 @@ def verify(stages: tuple[str, ...], rtol: float, atol: float, out_dir: Path,
            scratch: Path | None, keep: bool) -> None:
     """Rebuild the pipeline (or STAGES alone) in a scratch copy and certify its outputs
     against dvc.lock; exit 1 if any stage fails."""
+    from repro.verify.certificate import render_text  # per verb: `repro stage` starts once per DVC stage
+    from repro.verify.run import verify as run_verify  # imports torch: this verb only
+    from repro.verify.tolerance import Tolerance  # with run_verify: this verb only
+
     # a ReproError (e.g. an existing --scratch) is reported by _Main: exit 2, redacted
     cert, where = run_verify(Path("."), list(stages), Tolerance(rtol, atol), scratch, keep)
     text = render_text(cert)
@@ -477,6 +492,8 @@ def plan(targets: tuple[str, ...], mfu: float, peak_tflops: float, as_json: bool
                    "missing). Token: HF_TOKEN or `hf auth login`.")
 def publish(site_dir: Path, reports_dir: Path, hub_repo: str | None) -> None:
     """Build a static site of every report and experiment into DIR (replaced atomically)."""
+    from repro.report.publish import INDEX, build_site, push_to_hub  # per verb: `repro stage` starts once per DVC stage
+
     # a ReproError (e.g. DIR is not a site repro published) is reported by _Main: exit 2
     site = build_site(reports_dir, site_dir)
     for note in site.notes:
@@ -492,6 +509,8 @@ def publish(site_dir: Path, reports_dir: Path, hub_repo: str | None) -> None:
 def summary(reports: tuple[Path, ...]) -> None:
     """Where the report is, its headline comparison with intervals, what to try next
     (the end of `make quickstart`). REPORTS: report folders (default: the root pipeline's)."""
+    from repro.summary import render as render_summary  # per verb: `repro stage` starts once per DVC stage
+
     dirs = [PurePosixPath(p.as_posix()) for p in reports] or None
     click.echo(render_summary(Path("."), dirs), nl=False)
 
@@ -502,6 +521,10 @@ def summary(reports: tuple[Path, ...]) -> None:
 def status(no_dvc: bool, as_json: bool) -> None:
     """Every pipeline (dvc.yaml, examples/*/dvc.yaml): stages, up to date vs to run, and how
     long its last build took."""
+    from repro.status import as_json as status_json  # per verb: `repro stage` starts once per DVC stage
+    from repro.status import collect as collect_status  # with as_json: this verb only
+    from repro.status import render as render_status  # with as_json: this verb only
+
     pipelines = collect_status(Path("."), ask_dvc=not no_dvc)
     if as_json:
         click.echo(json.dumps(status_json(pipelines), indent=2))
@@ -509,8 +532,6 @@ def status(no_dvc: bool, as_json: bool) -> None:
         click.echo(render_status(pipelines), nl=False)
 
 
-main.add_command(sweep)
-main.add_command(fit_cmd)
 
 
 if __name__ == "__main__":

@@ -208,3 +208,30 @@ def test_validate_output_redacts_credentials(tmp_path, monkeypatch):
     result = CliRunner().invoke(main, ["validate", "s3://AKIAEXAMPLE:s3cr3t@bucket/x.yaml"])
     assert result.exit_code == 2, result.output
     assert "s3cr3t" not in result.output and "s3://***@bucket/x.yaml" in result.output
+
+
+def test_the_stage_verb_starts_without_the_other_verbs_code():
+    """DVC starts `repro stage` once per stage: importing the CLI loads neither the compiler,
+    the sweep, ladder, verify, publish and status code, nor torch (a stage that needs torch
+    imports it itself); pydantic does not re-read the spec models' source for docstrings.
+    Every verb is still listed, and the lazily loaded ones run."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, inspect; calls = []\n"
+             "for name in ('findsource', 'getsourcelines'):\n"
+             "    real = getattr(inspect, name)\n"
+             "    setattr(inspect, name, lambda *a, real=real, **k: (calls.append(1), real(*a, **k))[1])\n"
+             "import repro.cli, repro.stages.split\n"
+             "print(sorted(m for m in sys.modules if m.startswith(('repro.compile', 'repro.sweep', "
+             "'repro.scaling', 'repro.verify.run', 'repro.report', 'repro.status', 'repro.summary', "
+             "'repro.explain', 'torch')) ), len(calls))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, cwd=REPO).stdout.strip()
+    assert out == "[] 0", out
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0
+    for verb in ("compile", "stage", "sweep", "fit", "verify", "publish", "status", "summary"):
+        assert f"  {verb} " in result.output, verb
+    for verb in ("sweep", "fit"):
+        assert CliRunner().invoke(main, [verb, "--help"]).exit_code == 0, verb

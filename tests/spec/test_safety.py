@@ -265,6 +265,8 @@ DYNAMIC_IMPORTS = {
     ("repro/stages/__init__.py", "kinds"),
     # standard-library module names from sys.stdlib_module_names, never from a spec
     ("repro/data/pydoc_web.py", "_import"),
+    # a module of the constant repro.cli.LAZY_VERBS, for a verb name found in it
+    ("repro/cli.py", "get_command"),
 }
 LOADS_WITHOUT_TRUST_FLAG: set[tuple[str, str]] = set()  # every load passes the flag
 FORBIDDEN_CALLS = {"eval", "exec", "execfile", "run_path", "run_module", "exec_module",
