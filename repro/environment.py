@@ -19,6 +19,7 @@ bytes differ between runs (like perf.json), and nothing compares them by hash
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import platform
@@ -107,12 +108,28 @@ def installed_versions() -> dict[str, str]:
     installed packages."""
     site = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
     versions: dict[str, str] = {}
-    for dist in metadata.distributions(path=site):
-        text = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or ""
-        fields = dict(m.groups() for m in _HEADER_FIELD.finditer(text.split("\n\n", 1)[0]))
+    for fields in _header_fields(site):
         if fields.get("Name") and "Version" in fields:
             versions.setdefault(_canonical(fields["Name"]), fields["Version"])
     return versions
+
+
+@functools.cache
+def distribution_names() -> frozenset[str]:
+    """The `Name` of every distribution on sys.path, lower-cased (not canonicalised: as
+    datatrove compares them, repro.data.datatrove_deps), read from the METADATA headers as
+    installed_versions reads them. Cached: what is installed does not change under a stage."""
+    return frozenset(f["Name"].lower() for f in _header_fields(None) if f.get("Name"))
+
+
+def _header_fields(path: list[str] | None) -> list[dict[str, str]]:
+    """`Name` and `Version` from the METADATA (or PKG-INFO) header of every distribution on
+    `path` (sys.path when None)."""
+    found = []
+    for dist in metadata.distributions(**({"path": path} if path is not None else {})):
+        text = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or ""
+        found.append(dict(m.groups() for m in _HEADER_FIELD.finditer(text.split("\n\n", 1)[0])))
+    return found
 
 
 def lock_drift(lock: Path = LOCK_FILE) -> dict[str, str]:

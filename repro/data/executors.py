@@ -21,12 +21,15 @@ import multiprocess  # datatrove's own process pools (its LocalPipelineExecutor)
 from datatrove.pipeline.base import PipelineStep
 from datatrove.utils.stats import PipelineStats
 
+from repro.data import datatrove_deps  # noqa: F401  (datatrove's dependency check, fast: see the module)
 from repro.errors import ReproError
 from repro.spec import schema as S
 
-FORKSERVER_PRELOAD = ("datatrove.pipeline.dedup", "spacy")
+FORKSERVER_PRELOAD = ("repro.data.datatrove_deps", "datatrove.pipeline.dedup", "spacy")
 """Modules the local executor's forkserver imports once, before it forks any worker, besides
-those of the first pass's steps (reader, filters, writers): the dedup passes' own, and spaCy,
+those of the first pass's steps (reader, filters, writers): our fast answer to datatrove's
+dependency check (which every worker asks again when it unpickles the steps), the dedup
+passes' own, and spaCy,
 which datatrove's English word tokenizer imports on a step's first document (`import spacy`
 takes ~2.4 s, as it imports torch through thinc) in every worker of every pass with a Gopher
 filter or a MinHash signature step (a forkserver ignores a preload it cannot import).
@@ -37,7 +40,8 @@ importing datatrove, our steps and their libraries anew: ~0.8 s per worker per p
 curation runs up to 9 passes (measured on the tiny PDF curation, 2 tasks x 2 workers: 15.2 s
 with the bare forkserver, 10.0-10.9 s with this preload, 8.3 s on one worker). Importing them in
 the forkserver instead, which every worker is forked from, pays it once per stage. The
-forkserver (unlike plain `fork`) has no threads, so forking it stays safe."""
+forkserver runs no Python threads, loggers or pools of its own, so forking it stays safe
+(numpy's OpenBLAS keeps an idle thread pool there, which OpenBLAS re-creates after a fork)."""
 
 SLURM_POLL_S = float(os.environ.get("REPRO_SLURM_POLL_S", "30"))
 """Seconds between checks on a running Slurm pass."""
