@@ -77,3 +77,39 @@ def test_new_folder_refuses_existing_paths_and_files_in_the_way(tmp_path):
         new_folder(tmp_path / "file" / "sub")
     assert (tmp_path / "file").read_text() == "x"
     assert new_folder(tmp_path / "x" / "y") == tmp_path / "x"
+
+
+@pytest.mark.slow
+def test_no_stage_named_rebuilds_the_whole_pipeline(tmp_path, monkeypatch):
+    """`repro verify` with no STAGES: a real DVC workspace of two chained stages (no repro
+    stage: the path under test is verify's, not a stage's), built, then rebuilt whole in a
+    scratch copy seeded with nothing but the workspace's tracked files; both are judged
+    exact, and a stage whose output is not reproducible (a fresh random number) fails."""
+    import subprocess
+    import sys
+
+    from repro.verify.certificate import FAIL
+
+    bin_dir = Path(sys.executable).parent
+    monkeypatch.setenv("PATH", f"{bin_dir}:{__import__('os').environ['PATH']}")
+    root = tmp_path / "ws"
+    root.mkdir()
+    py = sys.executable
+    (root / "dvc.yaml").write_text(
+        "stages:\n"
+        f"  a:\n    cmd: {py} -c \"open('a.txt', 'w').write('a')\"\n    outs: [a.txt]\n"
+        f"  b:\n    cmd: {py} -c \"open('b.txt', 'w').write(open('a.txt').read() * 2)\"\n"
+        "    deps: [a.txt]\n    outs: [b.txt]\n"
+        f"  noise:\n    cmd: {py} -c \"import os; open('n.txt', 'w').write(os.urandom(8).hex())\"\n"
+        "    outs: [n.txt]\n")
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "repro", "-q"]):
+        subprocess.run(cmd, cwd=root, check=True, capture_output=True)
+    seen = []
+    real_make = verify_pkg.make_scratch
+    monkeypatch.setattr(verify_pkg, "make_scratch", lambda root_, scratch, inputs: (
+        seen.append(list(inputs)), real_make(root_, scratch, inputs))[1])
+    cert, _ = verify(root, [], Tolerance())
+    verdicts = {v.stage: v.verdict for v in cert.stages}
+    assert seen == [[]]  # nothing copied from the workspace: every stage rebuilt
+    assert verdicts["a"] == verdicts["b"] == "exact" and verdicts["noise"] == FAIL
+    assert not cert.passed
