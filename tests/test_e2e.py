@@ -15,6 +15,9 @@ import pytest
 import yaml
 
 from repro.paths import is_machine_record
+from repro.verify.certificate import FAIL, verify_stage
+from repro.verify.lockfile import parse_lock
+from repro.verify.tolerance import Tolerance
 
 pytestmark = pytest.mark.slow
 
@@ -164,34 +167,48 @@ def test_verify_named_stage_and_a_tampered_record(tiny_repo: Path, tmp_path: Pat
     """One stage alone, its inputs copied from the workspace, against a lock record as
     another machine would leave it (other kernels, loss off by 1e-7): judged within
     tolerance, naming the environment change, and only the changed file differs (every
-    other output of the rebuild is exact: the full rebuild above checks them all); off by
-    1e-2 it fails with exit code 1."""
+    other output of the rebuild is exact: the rebuild above checks them all); off by 1e-2
+    it fails. The second record is judged against the same rebuild (kept with `--keep`),
+    in process: a rebuild does not depend on the record it is compared with. The CLI's
+    exit code 1 on a failure: tests/verify/test_scratch.py."""
     lock_path = tiny_repo / "dvc.lock"
     original_lock = lock_path.read_text()
     lock = yaml.safe_load(original_lock)
     train = next(k for k in lock["stages"] if k.startswith("train-"))
+    scratch = tmp_path / "scratch"
 
     metrics_rel, env_rel = f"metrics/{train}.json", f"metrics/{train}.env.json"
     saved = {rel: (tiny_repo / rel).read_text() for rel in (metrics_rel, env_rel)}
+
+    def tamper(offset: float) -> None:
+        metrics = json.loads(saved[metrics_rel])
+        metrics["final_loss"] += offset * max(1.0, abs(metrics["final_loss"]))
+        (tiny_repo / metrics_rel).write_text(json.dumps(metrics))
+        env = json.loads(saved[env_rel])
+        env["numerics"]["torch"]["cpu_capability"] = "AVX512"
+        (tiny_repo / env_rel).write_text(json.dumps(env))
+        for out in lock["stages"][train]["outs"]:
+            if out["path"] == metrics_rel:
+                out["md5"] = hashlib.md5((tiny_repo / metrics_rel).read_bytes()).hexdigest()
+        lock_path.write_text(yaml.safe_dump(lock, sort_keys=False))
+
     try:
-        for offset, expected, code in ((1e-7, "within tolerance", 0), (1e-2, "FAIL", 1)):
-            metrics = json.loads(saved[metrics_rel])
-            key = "final_loss"
-            metrics[key] += offset * max(1.0, abs(metrics[key]))
-            (tiny_repo / metrics_rel).write_text(json.dumps(metrics))
-            env = json.loads(saved[env_rel])
-            env["numerics"]["torch"]["cpu_capability"] = "AVX512"
-            (tiny_repo / env_rel).write_text(json.dumps(env))
-            for out in lock["stages"][train]["outs"]:
-                if out["path"] == metrics_rel:
-                    out["md5"] = hashlib.md5((tiny_repo / metrics_rel).read_bytes()).hexdigest()
-            lock_path.write_text(yaml.safe_dump(lock, sort_keys=False))
-            proc = _repro_cli(["verify", train, "--out", str(tmp_path)], tiny_repo)
-            assert proc.returncode == code, proc.stdout[-4000:] + proc.stderr[-4000:]
-            [verdict] = json.loads((tmp_path / "certificate.json").read_text())["stages"]
-            assert verdict["verdict"] == expected, verdict
-            assert verdict["environment_changes"]["torch.cpu_capability"] == ["AVX512", "AVX2"]
-            assert [f["path"] for f in verdict["files"]] == [metrics_rel]
+        tamper(1e-7)
+        proc = _repro_cli(["verify", train, "--out", str(tmp_path), "--scratch", str(scratch),
+                           "--keep"], tiny_repo)
+        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+        [verdict] = json.loads((tmp_path / "certificate.json").read_text())["stages"]
+        assert verdict["verdict"] == "within tolerance", verdict
+        assert verdict["environment_changes"]["torch.cpu_capability"] == ["AVX512", "AVX2"]
+        assert [f["path"] for f in verdict["files"]] == [metrics_rel]
+
+        tamper(1e-2)
+        rebuilt = parse_lock((scratch / "dvc.lock").read_text())[train]
+        judged = verify_stage(train, parse_lock(lock_path.read_text())[train], rebuilt,
+                              tiny_repo, scratch, Tolerance())
+        assert judged.verdict == FAIL, judged
+        assert judged.environment_changes["torch.cpu_capability"] == ["AVX512", "AVX2"]
+        assert [f.path for f in judged.files] == [metrics_rel]
     finally:
         lock_path.write_text(original_lock)
         for rel, text in saved.items():

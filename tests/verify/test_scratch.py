@@ -3,6 +3,7 @@ run created may be used; a folder that was already there (the user's) is refused
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -84,7 +85,8 @@ def test_no_stage_named_rebuilds_the_whole_pipeline(tmp_path, monkeypatch):
     """`repro verify` with no STAGES: a real DVC workspace of two chained stages (no repro
     stage: the path under test is verify's, not a stage's), built, then rebuilt whole in a
     scratch copy seeded with nothing but the workspace's tracked files; both are judged
-    exact, and a stage whose output is not reproducible (a fresh random number) fails."""
+    exact, and a stage whose output is not reproducible (a fresh random number) fails, and
+    so does the command (exit code 1)."""
     import subprocess
     import sys
 
@@ -108,8 +110,11 @@ def test_no_stage_named_rebuilds_the_whole_pipeline(tmp_path, monkeypatch):
     real_make = verify_pkg.make_scratch
     monkeypatch.setattr(verify_pkg, "make_scratch", lambda root_, scratch, inputs: (
         seen.append(list(inputs)), real_make(root_, scratch, inputs))[1])
-    cert, _ = verify(root, [], Tolerance())
-    verdicts = {v.stage: v.verdict for v in cert.stages}
+    monkeypatch.chdir(root)
+    result = CliRunner().invoke(main, ["verify", "--out", str(tmp_path / "cert")])
+    assert result.exit_code == 1, result.output  # a failed stage fails the command
+    cert = json.loads((tmp_path / "cert" / "certificate.json").read_text())
+    verdicts = {v["stage"]: v["verdict"] for v in cert["stages"]}
     assert seen == [[]]  # nothing copied from the workspace: every stage rebuilt
-    assert verdicts["a"] == verdicts["b"] == "exact" and verdicts["noise"] == FAIL
-    assert not cert.passed
+    assert verdicts == {"a": "exact", "b": "exact", "noise": FAIL}
+    assert not cert["passed"]
