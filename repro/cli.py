@@ -532,7 +532,5 @@ def status(no_dvc: bool, as_json: bool) -> None:
         click.echo(render_status(pipelines), nl=False)
 
 
-
-
 if __name__ == "__main__":
     main()
