@@ -4,6 +4,9 @@ run created may be used; a folder that was already there (the user's) is refused
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,7 @@ from click.testing import CliRunner
 import repro.verify.run as verify_pkg
 from repro.cli import main
 from repro.errors import ReproError
+from repro.verify.certificate import FAIL
 from repro.verify.run import verify
 from repro.verify.tolerance import Tolerance
 from repro.verify.scratch import new_folder
@@ -82,18 +86,13 @@ def test_new_folder_refuses_existing_paths_and_files_in_the_way(tmp_path):
 
 @pytest.mark.slow
 def test_no_stage_named_rebuilds_the_whole_pipeline(tmp_path, monkeypatch):
-    """`repro verify` with no STAGES: a real DVC workspace of two chained stages (no repro
+    """`repro verify` with no STAGES: a real DVC workspace of two chained stages and a third (no repro
     stage: the path under test is verify's, not a stage's), built, then rebuilt whole in a
     scratch copy seeded with nothing but the workspace's tracked files; both are judged
     exact, and a stage whose output is not reproducible (a fresh random number) fails, and
     so does the command (exit code 1)."""
-    import subprocess
-    import sys
-
-    from repro.verify.certificate import FAIL
-
     bin_dir = Path(sys.executable).parent
-    monkeypatch.setenv("PATH", f"{bin_dir}:{__import__('os').environ['PATH']}")
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     root = tmp_path / "ws"
     root.mkdir()
     py = sys.executable
