@@ -36,6 +36,7 @@ from datatrove.pipeline.decont.n_grams import (
     NGramsDecontIndexer,
 )
 
+from repro.data import spacy_without_torch  # noqa: F401  (before datatrove's word tokenizer imports spaCy: see the module)
 from repro.eval.lm_eval_runner import TaskUnavailableError, load_tasks
 from repro.eval.local_tasks import DATA_FILE, read_manifest
 from repro.jsonl import iter_rows

@@ -22,17 +22,19 @@ from datatrove.pipeline.base import PipelineStep
 from datatrove.utils.stats import PipelineStats
 
 from repro.data import datatrove_deps  # noqa: F401  (datatrove's dependency check, fast: see the module)
+from repro.data import spacy_without_torch  # noqa: F401  (spaCy's import, without torch: see the module)
 from repro.errors import ReproError
 from repro.spec import schema as S
 
-FORKSERVER_PRELOAD = ("repro.data.datatrove_deps", "datatrove.pipeline.dedup", "spacy")
+FORKSERVER_PRELOAD = ("repro.data.datatrove_deps", "datatrove.pipeline.dedup",
+                      "repro.data.spacy_without_torch")
 """Modules the local executor's forkserver imports once, before it forks any worker, besides
 those of the first pass's steps (reader, filters, writers): our fast answer to datatrove's
 dependency check (which every worker asks again when it unpickles the steps), the dedup
 passes' own, and spaCy,
-which datatrove's English word tokenizer imports on a step's first document (`import spacy`
-takes ~2.4 s, as it imports torch through thinc) in every worker of every pass with a Gopher
-filter or a MinHash signature step (a forkserver ignores a preload it cannot import).
+which datatrove's English word tokenizer imports on a step's first document, in every worker
+of every pass with a Gopher filter or a MinHash signature step (imported without torch, see
+repro.data.spacy_without_torch; a forkserver ignores a preload it cannot import).
 
 datatrove's LocalPipelineExecutor runs each pass with `workers > 1` on a fresh process pool
 started from multiprocess's forkserver, and every worker then unpickles the pass's pipeline,
@@ -71,10 +73,12 @@ def _preload_forkserver(pipeline: list[PipelineStep]) -> None:
     """Name the modules of this pass's steps and FORKSERVER_PRELOAD for the forkserver to
     import when it starts (it starts with the first pool of the process and is then reused,
     so the first pass's list is the one that counts; a later call changes nothing)."""
-    modules = {type(step).__module__ for step in pipeline} | set(FORKSERVER_PRELOAD)
+    steps = sorted({type(step).__module__ for step in pipeline} - set(FORKSERVER_PRELOAD))
     # "__main__" is the forkserver's default preload: kept, so it behaves as before for
-    # anything defined there
-    multiprocess.get_context("forkserver").set_forkserver_preload(["__main__", *sorted(modules)])
+    # anything defined there. Ours next, in order: spaCy must come before anything that
+    # could import it (or torch) the usual way.
+    multiprocess.get_context("forkserver").set_forkserver_preload(
+        ["__main__", *FORKSERVER_PRELOAD, *steps])
 
 
 def ensure_ray(spec: S.RaySpec) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from repro.errors import ReproError
+from repro.eval.lm_eval_overheads import without_lm_eval_overheads
 from repro.eval.local_tasks import (
     DATA_FILE,
     METRICS,
@@ -344,22 +345,23 @@ def run_lm_eval(checkpoint: Path, tasks: PreparedTasks, *, num_fewshot: int,
         # that shapes them is in the cache path, so a hit is the response this run would
         # compute. lm-eval logs the number of cached vs computed requests.
         log.info("lm-eval response cache: %s_rank*.db", cache)
-    results = lm_eval.simple_evaluate(
-        model=model,
-        model_args=model_args,
-        tasks=tasks.loaded.objects,
-        num_fewshot=num_fewshot,
-        limit=tasks.run_limit,
-        samples=tasks.samples,
-        batch_size=batch_size,
-        device=device,
-        use_cache=str(cache) if cache is not None else None,
-        bootstrap_iters=BOOTSTRAP_ITERS,
-        log_samples=True,
-        task_manager=tasks.task_manager,
-        random_seed=seed,
-        numpy_random_seed=seed,
-        torch_random_seed=seed,
-        fewshot_random_seed=seed,
-    )
+    with without_lm_eval_overheads():  # no environment report, a batched response cache
+        results = lm_eval.simple_evaluate(
+            model=model,
+            model_args=model_args,
+            tasks=tasks.loaded.objects,
+            num_fewshot=num_fewshot,
+            limit=tasks.run_limit,
+            samples=tasks.samples,
+            batch_size=batch_size,
+            device=device,
+            use_cache=str(cache) if cache is not None else None,
+            bootstrap_iters=BOOTSTRAP_ITERS,
+            log_samples=True,
+            task_manager=tasks.task_manager,
+            random_seed=seed,
+            numpy_random_seed=seed,
+            torch_random_seed=seed,
+            fewshot_random_seed=seed,
+        )
     return LmEvalRun(results, tasks.loaded.failed, tasks.limits)
