@@ -6,13 +6,20 @@ Intervals come from the paired bootstrap (repro.report.stats) when the final che
 per-item samples are wired (`results:` inputs); otherwise, or for a metric the samples do
 not carry, from a normal approximation on lm-eval's standard errors, which ignores the
 pairing, and the report says so per row (`method`).
+
+What a difference may claim depends on the replicas behind it (`Delta.claim`). With at least
+METHOD_REPLICAS evaluated replicas on both sides the interval resamples replicas as well as
+items, so it carries the seed (and data-subset) variance and the verdict speaks for the
+method. With fewer it resamples items only: it is about these trained checkpoints, and a
+perturbation as small as another CPU kind's float rounding can flip it. Next to each
+difference stands the noise floor the replicas measured (`Delta.seed_spread`).
 """
 
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass
-from typing import Literal, Mapping
+from dataclasses import dataclass, replace
+from typing import Literal, Mapping, Sequence
 
 import numpy as np
 
@@ -22,6 +29,9 @@ from repro.report.stats import (ItemScores, bootstrap_stderr, draw_values, paire
                                 percentile_interval, replica_picks, rng_for, task_counts)
 
 Direction = Literal["lower", "higher"]
+Claim = Literal["method", "checkpoint"]
+METHOD_REPLICAS = 2
+"""Evaluated replicas each side needs before a difference is a claim about the method."""
 
 LOWER_IS_BETTER = frozenset({"bits_per_byte", "byte_perplexity", "word_perplexity",
                              "perplexity", "loss"})
@@ -99,6 +109,9 @@ class Score:
     replicas: int
     random: float | None
     normalised: float | None
+    per_replica: tuple[tuple[str, float], ...]
+    """(replica, its own value) for each replica behind `value`, in evaluation order; for
+    the aggregate, each replica's mean normalised score where it has every aggregate task."""
 
 
 @dataclass(frozen=True)
@@ -112,6 +125,52 @@ class Delta:
     method: str | None
     items: int | None
     """Paired items the bootstrap used (None without samples)."""
+    claim: Claim | None = None
+    """"method" when both sides have METHOD_REPLICAS or more replicas, else "checkpoint": the
+    verdict then holds for these trained checkpoints only (None without a difference)."""
+    seed_spread: float | None = None
+    """The noise floor the replicas measured (see `seed_spread`); None with fewer than 2
+    replicas on both sides."""
+
+    @property
+    def within_seed_noise(self) -> bool | None:
+        """|delta| is smaller than the seed spread: one retraining moves a score that much."""
+        if self.delta is None or self.seed_spread is None:
+            return None
+        return abs(self.delta) < self.seed_spread
+
+
+def claim(replicas: int, baseline_replicas: int) -> Claim:
+    return "method" if min(replicas, baseline_replicas) >= METHOD_REPLICAS else "checkpoint"
+
+
+def seed_spread(*sides: Sequence[float]) -> float | None:
+    """Pooled standard deviation of the per-replica values, each side about its own mean:
+    √(Σ_sides Σ_i (x_i − mean_side)² / Σ_sides (n_side − 1)); None when no side has 2 values.
+
+    Why this measure: it estimates σ_seed, how far retraining with another seed (and data
+    subset) moves one run's score. Both sides are trained alike, so they share it and pooling
+    uses every replica; a side with one replica adds no degrees of freedom but does not void
+    the other side's. The largest between-replica difference (the range) would grow with the
+    number of replicas, so it would not compare across reports. Runs of one replica on two
+    CPU classes, where they exist, fit as one more side: their spread is the float-rounding
+    floor under the seed noise."""
+    groups = [np.asarray(s, dtype=np.float64) for s in sides if len(s) > 1]
+    dof = sum(len(g) - 1 for g in groups)
+    if dof == 0:
+        return None
+    return float(np.sqrt(sum(float(np.sum(np.square(g - g.mean()))) for g in groups) / dof))
+
+
+def with_noise(d: Delta, a: Sequence[float], b: Sequence[float]) -> Delta:
+    """`d` with its claim (from the numbers of values a and b behind it) and seed spread."""
+    if d.delta is None:
+        return d
+    return replace(d, claim=claim(len(a), len(b)), seed_spread=seed_spread(a, b))
+
+
+def values(s: Score) -> list[float]:
+    return [v for _, v in s.per_replica]
 
 
 @dataclass(frozen=True)
@@ -176,13 +235,14 @@ def _replica_items(items: Mapping[str, Mapping[str, Mapping[str, smp.MetricItems
 
 def _score(run: ExperimentRun, col: Column, parts: list[smp.MetricItems] | None,
            st: Settings, problems: list[Problem]) -> Score:
-    vals, ses, rnds = [], [], []
+    vals, ses, rnds, names = [], [], [], []
     for rep in run.evaluated:
         m = rep.final.tasks.get(col.task) or {}  # type: ignore[union-attr]
         v = finite(m.get(col.metric))
         if v is None:
             continue
         vals.append(v)
+        names.append(rep.name)
         if (se := finite(m.get(col.metric + STDERR))) is not None:
             ses.append(se)
         r = finite((rep.final.random_baseline.get(col.task) or {}).get(col.metric))  # type: ignore[union-attr]
@@ -208,7 +268,7 @@ def _score(run: ExperimentRun, col: Column, parts: list[smp.MetricItems] | None,
         how = "lm-eval" + (" + replica spread" if len(vals) > 1 else "")
     norm = (float(normalise(value, chance, col.metric))
             if value is not None and _can_normalise(col.metric, chance) else None)
-    return Score(value, se, how, lm_se, len(vals), chance, norm)
+    return Score(value, se, how, lm_se, len(vals), chance, norm, tuple(zip(names, vals)))
 
 
 def _normal_delta(a: Score, b: Score, z: float) -> Delta:
@@ -290,7 +350,7 @@ def _aggregate_score(name: str, tasks: list[str], primary: dict[str, str],
     if not tasks or missing:
         if tasks:
             problems.append(Problem(name, f"no aggregate score: no normalised {missing}"))
-        return Score(None, None, None, None, 0, None, None)
+        return Score(None, None, None, None, 0, None, None, ())
     ss = [s for s in mine if s is not None]
     value = float(np.mean([s.normalised for s in ss]))
     se, how = None, None
@@ -306,7 +366,12 @@ def _aggregate_score(name: str, tasks: list[str], primary: dict[str, str],
                                  - normalise(0.0, s.random, primary[t]))
                   for t, s in zip(tasks, ss)]
         se, how = float(np.sqrt(np.sum(np.square(scaled))) / len(scaled)), "lm-eval, tasks independent"
-    return Score(value, se, how, None, min(s.replicas for s in ss), None, value)
+    own_values = [dict(s.per_replica) for s in ss]
+    per_replica = tuple(
+        (r, float(np.mean([normalise(v[r], s.random, primary[t])
+                           for t, s, v in zip(tasks, ss, own_values)])))
+        for r, _ in ss[0].per_replica if all(r in v for v in own_values))
+    return Score(value, se, how, None, min(s.replicas for s in ss), None, value, per_replica)
 
 
 def _aggregate_delta(name: str, baseline: str, tasks: list[str], primary: dict[str, str],
@@ -359,7 +424,9 @@ def compare(col: Collected, settings: Settings) -> Comparison:
                  for c in cols}
             d[AGGREGATE] = _aggregate_delta(run.name, baseline, agg_tasks, primary, scores,
                                             parts, settings, z, problems)
-            deltas[run.name] = d
+            deltas[run.name] = {k: with_noise(v, values(scores[run.name][k]),
+                                              values(scores[baseline][k]))
+                                for k, v in d.items()}
     evaluated = [r for run in runs for r in run.evaluated]
     if evaluated and not any(r.results for r in evaluated):
         problems.append(Problem(None, "no per-item samples (results: inputs) were given, so "

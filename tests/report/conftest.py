@@ -20,13 +20,15 @@ def _phase(name: str, step_start: int, step_end: int, loss: float) -> PhaseRun:
 @pytest.fixture
 def make_run():
     """make_run(name, tasks, random_baseline, loss, replicas=1): an experiment whose replicas
-    (seed0, seed1, ...) all score `tasks` at their final checkpoint s2 (80 tokens)."""
-    def make(name: str, tasks: dict, random_baseline: dict | None = None,
+    (seed0, seed1, ...) all score `tasks` at their final checkpoint s2 (80 tokens); `tasks` as
+    a list gives each replica its own scores (one replica per entry)."""
+    def make(name: str, tasks: dict | list[dict], random_baseline: dict | None = None,
              loss: float = 2.0, replicas: int = 1) -> ExperimentRun:
+        per_replica = tasks if isinstance(tasks, list) else [tasks] * replicas
         reps = []
-        for i in range(replicas):
+        for i, mine in enumerate(per_replica):
             phases = (_phase("s1", 0, 4, loss + 1), _phase("s2", 4, 8, loss))
-            ev = {"experiment": name, "checkpoint": "s2", "tokens_seen": 80, "tasks": tasks,
+            ev = {"experiment": name, "checkpoint": "s2", "tokens_seen": 80, "tasks": mine,
                   "random_baseline": random_baseline or {}}
             reps.append(Replica(f"seed{i}", phases, (Checkpoint("s2", "s2", None, 80, ev),),
                                 "s2"))
