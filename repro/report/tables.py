@@ -1,10 +1,13 @@
 """Every number of the report as polars tables (written as CSV) and summary.json.
 
 - `summary_table`: one row per experiment: experiment, is_baseline, replicas, final_stage,
-  step_end, tokens, final_train_loss, final_train_loss_delta, then per `<task>.<metric>`:
-  value, `_stderr`, `_stderr_lm_eval`, `_delta`, `_ci_low`, `_ci_high`, `_significant`,
-  `_random`, `_above_random`; then the same for `aggregate`.
-- `deltas_table`: one row per (experiment, metric) compared with the baseline.
+  step_end, tokens, final_train_loss, final_train_loss_delta, final_train_loss_claim,
+  final_train_loss_seed_spread, final_train_loss_within_seed_noise, then per
+  `<task>.<metric>`: value, `_stderr`, `_stderr_lm_eval`, `_delta`, `_ci_low`, `_ci_high`,
+  `_significant`, `_claim`, `_seed_spread`, `_within_seed_noise`, `_random`, `_above_random`;
+  then the same for `aggregate`.
+- `deltas_table`: one row per (experiment, metric) compared with the baseline, with its
+  claim ("method" or "checkpoint", and the replica counts behind it) and seed spread.
 - `scores_over_tokens`: one row per (experiment, replica, checkpoint, task, metric).
 - `mean_scores`: per experiment, the mean over replicas at each checkpoint, wide (the
   `scores` output for `dvc plots`).
@@ -18,11 +21,12 @@ from typing import Any
 
 from repro.report import data
 from repro.report.collect import Collected, ExperimentRun, dumps_problems, finite
-from repro.report.compare import (AGGREGATE, BOOTSTRAP, NORMAL, STDERR, TABLE_SKIP, Comparison,
-                                  Delta, Score)
+from repro.report.compare import (AGGREGATE, BOOTSTRAP, METHOD_REPLICAS, NORMAL, STDERR,
+                                  TABLE_SKIP, Comparison, Delta, Score, with_noise)
 
 PER_METRIC = ("", STDERR, "_stderr_lm_eval", "_delta", "_ci_low", "_ci_high", "_significant",
-              "_random", "_above_random")
+              "_claim", "_seed_spread", "_within_seed_noise", "_random", "_above_random")
+NOISE = ("_claim", "_seed_spread", "_within_seed_noise")
 
 
 def _mean(xs: list[float]) -> float | None:
@@ -31,7 +35,28 @@ def _mean(xs: list[float]) -> float | None:
 
 def final_train_loss(run: ExperimentRun) -> float | None:
     """Mean over replicas of the final phase's training loss."""
-    return _mean([v for r in run.replicas if (v := finite(r.final_train_loss)) is not None])
+    return _mean(final_train_losses(run))
+
+
+def final_train_losses(run: ExperimentRun) -> list[float]:
+    """Each replica's final-phase training loss, where it is a number."""
+    return [v for r in run.replicas if (v := finite(r.final_train_loss)) is not None]
+
+
+def loss_delta(run: ExperimentRun, baseline: ExperimentRun | None) -> Delta:
+    """Difference of the mean final train losses (no interval), with its claim and the
+    replicas' seed spread."""
+    a, b = final_train_losses(run), [] if baseline is None else final_train_losses(baseline)
+    if not a or not b:
+        return Delta(None, None, None, None, None, None)
+    return with_noise(Delta(sum(a) / len(a) - sum(b) / len(b), None, None, None, None, None),
+                      a, b)
+
+
+def _noise_cells(key: str, d: Delta | None) -> dict[str, Any]:
+    return {key + "_claim": None if d is None else d.claim,
+            key + "_seed_spread": None if d is None else d.seed_spread,
+            key + "_within_seed_noise": None if d is None else d.within_seed_noise}
 
 
 def _metric_cells(key: str, s: Score, d: Delta | None) -> dict[str, Any]:
@@ -40,7 +65,7 @@ def _metric_cells(key: str, s: Score, d: Delta | None) -> dict[str, Any]:
             key + "_ci_low": None if d is None else d.low,
             key + "_ci_high": None if d is None else d.high,
             key + "_significant": None if d is None else d.significant,
-            key + "_random": s.random, key + "_above_random": s.normalised}
+            **_noise_cells(key, d), key + "_random": s.random, key + "_above_random": s.normalised}
 
 
 def summary_table(col: Collected, cmp: Comparison) -> Any:
@@ -49,18 +74,17 @@ def summary_table(col: Collected, cmp: Comparison) -> Any:
 
     keys = [c.key for c in cmp.columns] + [AGGREGATE]
     base = next((r for r in col.runs if r.name == col.baseline), None)
-    base_loss = None if base is None else final_train_loss(base)
     rows = []
     for run in col.runs:
         phase = run.final_phase
-        loss = final_train_loss(run)
+        loss = loss_delta(run, base)
         row: dict[str, Any] = {
             "experiment": run.name, "is_baseline": run.name == col.baseline,
             "replicas": len(run.evaluated), "final_stage": None if phase is None else phase.name,
             "step_end": None if phase is None else phase.step_end,
-            "tokens": None if phase is None else phase.tokens_total, "final_train_loss": loss,
-            "final_train_loss_delta": (loss - base_loss if None not in (loss, base_loss)
-                                       else None),  # type: ignore[operator]
+            "tokens": None if phase is None else phase.tokens_total,
+            "final_train_loss": final_train_loss(run), "final_train_loss_delta": loss.delta,
+            **_noise_cells("final_train_loss", None if run.name == col.baseline else loss),
         }
         for k in keys:
             d = cmp.deltas.get(run.name, {}).get(k)
@@ -72,9 +96,12 @@ def summary_table(col: Collected, cmp: Comparison) -> Any:
                               "replicas": pl.Int64, "final_stage": pl.String,
                               "step_end": pl.Int64, "tokens": pl.Int64,
                               "final_train_loss": pl.Float64, "final_train_loss_delta": pl.Float64}
+    types = {"_significant": pl.Boolean, "_within_seed_noise": pl.Boolean, "_claim": pl.String}
+    for suffix in NOISE:
+        schema["final_train_loss" + suffix] = types.get(suffix, pl.Float64)
     for k in keys:
         for suffix in PER_METRIC:
-            schema[k + suffix] = pl.Boolean if suffix == "_significant" else pl.Float64
+            schema[k + suffix] = types.get(suffix, pl.Float64)
     return pl.DataFrame(rows, schema=schema, orient="row")
 
 
@@ -92,14 +119,17 @@ def deltas_table(col: Collected, cmp: Comparison) -> Any:
                          "value": s.value, "baseline_value": b.value, "delta": d.delta,
                          "ci_low": d.low, "ci_high": d.high, "significant": d.significant,
                          "confidence": cmp.settings.confidence, "method": d.method,
-                         "items": d.items, "replicas": s.replicas,
-                         "baseline_replicas": b.replicas})
+                         "items": d.items, "replicas": len(s.per_replica),
+                         "baseline_replicas": len(b.per_replica), "claim": d.claim,
+                         "seed_spread": d.seed_spread,
+                         "within_seed_noise": d.within_seed_noise})
     schema = {"experiment": pl.String, "baseline": pl.String, "column": pl.String,
               "task": pl.String, "metric": pl.String, "value": pl.Float64,
               "baseline_value": pl.Float64, "delta": pl.Float64, "ci_low": pl.Float64,
               "ci_high": pl.Float64, "significant": pl.Boolean, "confidence": pl.Float64,
               "method": pl.String, "items": pl.Int64, "replicas": pl.Int64,
-              "baseline_replicas": pl.Int64}
+              "baseline_replicas": pl.Int64, "claim": pl.String, "seed_spread": pl.Float64,
+              "within_seed_noise": pl.Boolean}
     return pl.DataFrame(rows, schema=schema, orient="row")
 
 
@@ -256,6 +286,16 @@ def summary_record(name: str, baseline: str, col: Collected, cmp: Comparison,
                       "interval": "percentile; items resampled (shared by both models) and "
                                   "each model's replicas resampled independently",
                       "fallback": NORMAL, "method": BOOTSTRAP},
+        "claims": {"method": f"both sides have at least {METHOD_REPLICAS} evaluated "
+                             "replicas; the interval includes seed (and data-subset) variance",
+                   "checkpoint": f"a side has fewer than {METHOD_REPLICAS} evaluated replicas; "
+                                 "the verdict holds for these trained checkpoints only, not "
+                                 "for the method",
+                   "min_replicas_for_method": METHOD_REPLICAS},
+        "seed_spread": "pooled standard deviation of the per-replica values of the experiment "
+                       "and the baseline, each about its own mean: sqrt(sum of squared "
+                       "deviations / sum of (replicas - 1)); null when neither side has 2 "
+                       "replicas. within_seed_noise: |delta| < seed_spread",
         "above_random": {"higher_is_better": "(score - random) / (1 - random)",
                          "bits_per_byte": "(random - score) / random"},
         "rows": [{k: (finite(v) if isinstance(v, float) else v) for k, v in row.items()}

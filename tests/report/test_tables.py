@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import io
+import math
+
+import polars as pl
 import pytest
 
 from repro.report.compare import (AGGREGATE, NORMAL, Settings, columns, compare, direction,
                                   normalise)
 from repro.report.tables import deltas_table, mean_scores, score_bands, scores_over_tokens, \
-    summary_table
+    summary_record, summary_table
 
 SETTINGS = Settings(iterations=500)
 
@@ -103,3 +107,36 @@ def test_scores_over_tokens_means_per_checkpoint(make_run):
     wide = mean_scores(bands, "a")
     assert wide.columns == ["tokens", "t:acc"] and wide["t:acc"][0] == pytest.approx(0.6)
     assert mean_scores(bands, "missing").columns == ["tokens"]
+
+
+def _acc(*values: float) -> list[dict]:
+    return [{"t": {"acc": v, "acc_stderr": 0.01}} for v in values]
+
+
+def test_machine_readable_outputs_carry_the_claim_and_seed_spread(make_run, collected):
+    runs = [make_run("base", _acc(0.50, 0.60)), make_run("solo", _acc(0.80)),
+            make_run("near", _acc(0.56, 0.58))]
+    col = collected(runs, "base")
+    cmp = compare(col, SETTINGS)
+    table, deltas = summary_table(col, cmp), deltas_table(col, cmp)
+    by = {r["experiment"]: r for r in deltas.filter(pl.col("column") == "t.acc").to_dicts()}
+    # one seed against two: a checkpoint claim, whatever its interval says
+    assert by["solo"]["claim"] == "checkpoint" and by["solo"]["significant"] is True
+    assert (by["solo"]["replicas"], by["solo"]["baseline_replicas"]) == (1, 2)
+    assert by["solo"]["seed_spread"] == pytest.approx(math.sqrt(0.005), abs=1e-15)
+    assert by["solo"]["within_seed_noise"] is False
+    # two against two, Δ = 0.02 inside sqrt((0.0025·2 + 0.0001·2) / 2) = 0.0510
+    assert by["near"]["claim"] == "method" and by["near"]["within_seed_noise"] is True
+    assert by["near"]["seed_spread"] == pytest.approx(math.sqrt(0.0026), abs=1e-15)
+    # full precision in the CSV, the same field in summary.json
+    again = pl.read_csv(io.StringIO(deltas.write_csv()))
+    assert again.filter(pl.col("experiment") == "near")["seed_spread"][0] == \
+        cmp.deltas["near"]["t.acc"].seed_spread
+    record = summary_record("r", "base", col, cmp, table, deltas)
+    solo = next(d for d in record["deltas"] if d["experiment"] == "solo" and d["column"] == "t.acc")
+    assert solo["claim"] == "checkpoint" and record["claims"]["min_replicas_for_method"] == 2
+    rows = {r["experiment"]: r for r in table.to_dicts()}
+    assert rows["solo"]["t.acc_claim"] == "checkpoint" and rows["near"]["t.acc_claim"] == "method"
+    assert rows["near"]["t.acc_within_seed_noise"] is True
+    assert rows["base"]["t.acc_claim"] is None  # the baseline is not compared with itself
+    assert rows["solo"]["final_train_loss_claim"] == "checkpoint"
