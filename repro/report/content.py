@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from repro.report import data, plots
 from repro.report.collect import Collected, ExperimentRun
-from repro.report.compare import AGGREGATE, BOOTSTRAP, NORMAL, Comparison, Delta, Direction
+from repro.report.compare import (AGGREGATE, BOOTSTRAP, METHOD_REPLICAS, NORMAL, Comparison,
+                                  Delta, Direction)
 from repro.report.render import Block, Bullets, Heading, Image, Paragraph, Table
-from repro.report.tables import final_train_loss
+from repro.report.tables import final_train_loss, final_train_losses, loss_delta
 
 DIGITS = 4
 MISSING = "—"
@@ -30,20 +31,37 @@ def _pct(confidence: float) -> str:
     return f"{confidence * 100:g}%"
 
 
-def verdict(d: Delta, better: Direction | None) -> str:
-    """better/worse/same by the metric's direction, and 'not significant' when the interval
-    covers zero."""
+CHECKPOINT_ONLY = "(this checkpoint only)"
+WITHIN_SEED_NOISE = "within seed noise"
+
+
+def verdict(d: Delta, better: Direction | None, interval: bool = True) -> str:
+    """better/worse/same by the metric's direction, marked '(this checkpoint only)' when
+    a side has a single replica (not a claim about the method); then 'not significant'
+    when the interval covers zero (with `interval`: the row has one) and 'within seed
+    noise' when |Δ| is below the replicas' seed spread."""
     if d.delta is None:
         return MISSING
     notes = []
     if better is not None:
         notes.append("same" if d.delta == 0 else
                      "better" if (d.delta < 0) == (better == "lower") else "worse")
-    if d.significant is False:
+    if d.claim == "checkpoint":
+        notes = [" ".join(notes[:1] + [CHECKPOINT_ONLY])]
+    if interval and d.significant is False:
         notes.append("not significant")
-    elif d.significant is None:
+    elif interval and d.significant is None:
         notes.append("no interval")
+    if d.within_seed_noise:
+        notes.append(WITHIN_SEED_NOISE)
     return ", ".join(notes)
+
+
+def claim_text(d: Delta, replicas: int, baseline_replicas: int) -> str:
+    """'method (seeds: 2 vs 2)' or 'checkpoint (seeds: 1 vs 2)': experiment vs baseline."""
+    if d.claim is None:
+        return MISSING
+    return f"{d.claim} (seeds: {replicas} vs {baseline_replicas})"
 
 
 def _experiment_items(col: Collected) -> tuple[str, ...]:
@@ -98,24 +116,26 @@ def _normalised_table(col: Collected, cmp: Comparison) -> Table | None:
 
 def _delta_table(col: Collected, cmp: Comparison) -> Table:
     pct = _pct(cmp.settings.confidence)
-    header = ("experiment", "metric", "value", "baseline", "Δ", f"{pct} interval", "verdict",
-              "method")
+    header = ("experiment", "metric", "value", "baseline", "Δ", "seed spread",
+              f"{pct} interval", "verdict", "claim", "method")
     body = []
+    b_run = next((r for r in col.runs if r.name == col.baseline), None)
     for run in col.runs:
         ds = cmp.deltas.get(run.name)
         if ds is None:
             continue
-        loss, base = final_train_loss(run), None
-        b_run = next((r for r in col.runs if r.name == col.baseline), None)
-        base = None if b_run is None else final_train_loss(b_run)
-        if loss is not None and base is not None:
-            d = loss - base
-            body.append((run.name, "final train loss ↓", fmt(loss), fmt(base), fmt(d, True),
-                         MISSING, verdict(Delta(d, None, None, None, None, None), "lower")
-                         .replace(", no interval", ""), "difference of means"))
+        ld = loss_delta(run, b_run)
+        if ld.delta is not None and b_run is not None:
+            losses, base = final_train_losses(run), final_train_losses(b_run)
+            body.append((run.name, "final train loss ↓", fmt(final_train_loss(run)),
+                         fmt(final_train_loss(b_run)), fmt(ld.delta, True), fmt(ld.seed_spread),
+                         MISSING, verdict(ld, "lower", interval=False),
+                         claim_text(ld, len(losses), len(base)), "difference of means"))
         for c in [*cmp.columns, None]:
             key = AGGREGATE if c is None else c.key
             d = ds[key]
+            mine = cmp.scores[run.name][key]
+            theirs = cmp.scores[col.baseline][key]  # type: ignore[index]
             better: Direction | None = "higher" if c is None else c.direction
             label = "aggregate ↑" if c is None else f"{c.task} {c.metric}{ARROW[c.direction]}"
             interval = (MISSING if d.low is None or d.high is None
@@ -124,11 +144,11 @@ def _delta_table(col: Collected, cmp: Comparison) -> Table:
                                                                              MISSING)
             if d.items is not None:
                 method += f", {d.items} items"
-            body.append((run.name, label, fmt(cmp.scores[run.name][key].value),
-                         fmt(cmp.scores[col.baseline][key].value),  # type: ignore[index]
-                         fmt(d.delta, True), interval, verdict(d, better), method))
+            body.append((run.name, label, fmt(mine.value), fmt(theirs.value),
+                         fmt(d.delta, True), fmt(d.seed_spread), interval, verdict(d, better),
+                         claim_text(d, len(mine.per_replica), len(theirs.per_replica)), method))
     return Table(header, tuple(body), ("left", "left", "right", "right", "right", "right",
-                                       "left", "left"))
+                                       "right", "left", "left", "left"))
 
 
 def _legend(col: Collected, cmp: Comparison) -> tuple[str, ...]:
@@ -153,6 +173,19 @@ def _legend(col: Collected, cmp: Comparison) -> tuple[str, ...]:
         "items both models answered (same doc_id) with replacement and, independently per "
         "model, its replicas; Δ is recomputed on each draw (bits_per_byte as a ratio of sums). "
         "'not significant': the interval covers 0.",
+        f"claim: 'method' when the experiment and the baseline each have at least "
+        f"{METHOD_REPLICAS} evaluated replicas (seeds); the interval then resamples the replicas "
+        "as well as the items, so it already includes the seed variance, and the verdict is "
+        "about the method. 'checkpoint' when either has fewer: the interval resamples the "
+        "evaluation items only, so the verdict is about these trained checkpoints and not the "
+        "method (another seed, or the same run on another CPU kind with its other float "
+        "rounding, can flip it); such verdicts read '(this checkpoint only)'. The counts are "
+        "experiment vs baseline.",
+        "seed spread: the noise floor the replicas measured, the pooled standard deviation of "
+        "the per-replica values of the experiment and the baseline, each about its own mean: "
+        "√(Σ (x − side mean)² / Σ (n − 1)). It is how far one retraining with another seed "
+        "typically moves a score; '—' when neither side has 2 replicas. 'within seed noise': "
+        "|Δ| is smaller than the seed spread.",
         "Where there are no per-item samples the interval is a normal approximation, "
         "Δ ± z·√(se² + se_baseline²), which ignores that both models answer the same items "
         "(method 'normal approx.').",
@@ -209,7 +242,10 @@ def build(name: str, baseline: str, col: Collected, cmp: Comparison,
                                 f"against (see 'Missing or incomplete')."))
     elif len(col.runs) > 1:
         blocks += [Paragraph(f"Δ = experiment − baseline with a {_pct(cmp.settings.confidence)} "
-                             f"interval; 'not significant' when the interval covers 0."),
+                             f"interval; 'not significant' when the interval covers 0. A verdict "
+                             f"is about the method only with {METHOD_REPLICAS} or more replicas "
+                             f"(seeds) on both sides; otherwise it holds for this checkpoint "
+                             f"only (see 'How to read')."),
                    _delta_table(col, cmp)]
     else:
         blocks.append(Paragraph("Only the baseline is in this report; nothing to compare."))

@@ -195,6 +195,9 @@ def test_markdown_and_html(report):
         assert f"]({png})" in md
     assert "base (baseline)" in md and "95% interval" in md
     assert "not significant" in md and "| better |" in md
+    # solo has one replica: its verdicts hold for its checkpoint only, new's for the method
+    assert "(this checkpoint only) | checkpoint (seeds: 1 vs 2) |" in md
+    assert "| method (seeds: 2 vs 2) |" in md
     assert "within noise" not in md and "Missing or incomplete" not in md
     html = (report / "report.html").read_text()
     assert html.count('src="data:image/png;base64,') == 2
