@@ -58,10 +58,14 @@ def _delta_line(d: dict[str, Any], direction: str, label: str) -> str:
     interval = (f"[{_num(d.get('ci_low'))}, {_num(d.get('ci_high'))}]"
                 if d.get("ci_low") is not None else "(no interval)")
     verdict = "" if not isinstance(delta, (int, float)) else _better(delta, direction)
+    if d.get("claim") == "checkpoint":  # a side has one seed: no claim about the method
+        verdict += " (this checkpoint only)"
     if d.get("significant") is False:
         verdict += ", not significant: the interval covers 0"
     elif d.get("significant") is None:
         verdict += ", significance unknown"
+    if d.get("within_seed_noise") is True:
+        verdict += f", within seed noise (seed spread {_num(d.get('seed_spread')).lstrip('+')})"
     return f"{label}: {_num(delta)} {interval} {verdict}".rstrip()
 
 

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from repro.cli import main
 from repro.environment import process_seconds
 from repro.status import collect, pipeline_files
+from repro.summary import headline
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -84,6 +85,21 @@ def test_summary_shows_the_report_the_headline_with_its_interval_and_next_comman
     assert "make example-sweep" in out and "dvc repro examples/ladder/dvc.yaml" in out
     assert "repro status" in out and "repro publish site/" in out and "dvc push" in out
     assert "ladders" not in out  # a fit folder (no summary.json) is not a report
+
+
+def test_headline_says_when_a_verdict_holds_for_one_checkpoint_only():
+    row = {"column": "aggregate", "delta": 0.05, "ci_low": 0.01, "ci_high": 0.09,
+           "significant": True}
+    summary = {"baseline": "base", "experiments": ["base", "solo", "twin"],
+               "replicas": {"base": ["s0", "s1"], "solo": ["s0"], "twin": ["s0", "s1"]},
+               "deltas": [{**row, "experiment": "solo", "claim": "checkpoint",
+                           "seed_spread": 0.02, "within_seed_noise": False},
+                          {**row, "experiment": "twin", "claim": "method",
+                           "seed_spread": 0.08, "within_seed_noise": True}],
+               "bootstrap": {"confidence": 0.95, "used": True, "method": "paired bootstrap"}}
+    solo, twin = [ln for ln in headline(summary) if "aggregate score" in ln]
+    assert solo.endswith("+0.0500 [+0.0100, +0.0900] better (this checkpoint only)")
+    assert twin.endswith("better, within seed noise (seed spread 0.0800)")
 
 
 def test_summary_of_a_named_report_and_of_a_missing_one(workspace: Path, tmp_path: Path):
