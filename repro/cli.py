@@ -454,6 +454,51 @@ def verify(stages: tuple[str, ...], rtol: float, atol: float, out_dir: Path,
 
 
 @main.command()
+@click.option("--params", "params_file", default=str(paths.PARAMS_YAML), show_default=True,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="The pipeline whose train stages are probed (first AdamW and Muon phases).")
+@click.option("--record", is_flag=True,
+              help="Write this machine's hashes as the reference of its numerics class "
+                   "(repro/probe/references.json; commit it).")
+@click.option("--json", "json_file", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Also write every hash and the verdict here.")
+@click.option("--vocab-size", type=click.IntRange(min=4), default=None,
+              help="The model's vocabulary, where the tokenizer is a pretrained one.")
+def probe(params_file: Path, record: bool, json_file: Path | None, vocab_size: int | None) -> None:
+    """Run one training step on fixed inputs, hash every result (tokenizer, each module's
+    output, the loss, each gradient, the AdamW and Muon steps, MTP, distillation) and compare
+    with the reference of this machine's numerics class: names the first operation that
+    differs. Exit 1 if one differs or the reference is stale, 0 on a match or a class without
+    a reference."""
+    import torch  # the probe's own verb: after pin_numerics_env (main)
+
+    from repro.probe import reference  # imports torch and the train stage: this verb only
+    from repro.probe.ops import run_probe  # with reference: this verb only
+    from repro.probe.run import probe_settings  # with reference: this verb only
+    from repro.train.determinism import setup_torch  # with reference: this verb only
+
+    settings = probe_settings(params_file, vocab_size)
+    setup_torch(1, torch.device("cpu"), deterministic=True)  # the train stage's thread count
+    ops = run_probe(settings.adamw, settings.muon, settings.vocab_size)
+    key = reference.class_key(reference.numerics_class())
+    digest = reference.settings_digest(settings.as_dict())
+    click.echo(f"probed {len(ops)} operations of {', '.join(settings.stages)} "
+               f"({params_file}); numerics class {key}")
+    if record:
+        reference.record(ops, key, digest)
+        click.echo(f"recorded as the reference of {key} in {reference.REFERENCE_FILE}")
+        return
+    verdict = reference.compare(ops, key, digest)
+    click.echo(verdict.summary())
+    if json_file is not None:
+        write_json(json_file, {"class": reference.numerics_class(), "key": key,
+                               "settings_sha256": digest, "hardware": reference.hardware(),
+                               "verdict": verdict.status, "first_difference": verdict.first_difference,
+                               "ops": [[op.name, op.digest, list(op.shape)] for op in ops]})
+    sys.exit(1 if verdict.status in ("differs", "stale") else 0)
+
+
+@main.command()
 @click.argument("targets", nargs=-1, required=True)
 @click.option("--mfu", default=0.40, show_default=True, type=click.FloatRange(0, 1, min_open=True),
               help="Assumed model FLOPs utilisation (PERF.md: SmolLM3 ~29%, nanochat ~50%).")

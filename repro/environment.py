@@ -31,7 +31,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from repro.numerics import NUMERICS_ENV
+from repro.numerics import NUMERICS_ENV, mkl_branch
 
 LOCK_FILE = Path(__file__).resolve().parents[1] / "requirements.lock"
 
@@ -166,6 +166,8 @@ def _torch() -> dict[str, Any] | None:
         "config_sha256": hashlib.sha256(torch.__config__.show().encode()).hexdigest()[:16],
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "mkl": torch.backends.mkl.is_available(),
+        # the branch MKL runs, not the one MKL_CBWR asks for: AMD runs AUTO (repro.numerics)
+        "mkl_branch": mkl_branch(),
         "num_threads": torch.get_num_threads(),
         "gpu": gpu,
     }
