@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install quickstart example-architectures example-lr-sweep example-ladder test test-deps test-fast compile bench-curation bench-training bench-evaluation bench-stages calibrate-language debian-corpus gpu-check gpu-wheels
+.PHONY: install quickstart example-architectures example-lr-sweep example-ladder test test-deps test-fast compile bench-curation bench-training bench-numerics bench-evaluation bench-stages calibrate-language debian-corpus gpu-check gpu-wheels
 
 # The lock is installed by uv (pinned in the lock itself, from PyPI): 58 s against pip's 3 min 26 s for
 # the same pins on a quiet 2-core machine (issue 19), bytecode compiled as pip does (these
@@ -84,6 +84,9 @@ bench-curation: install
 
 bench-training: install
 	$(BIN)/python -m bench.training
+
+bench-numerics: install
+	$(BIN)/python -m bench.numerics_cost
 
 bench-evaluation: install
 	$(BIN)/python -m bench.evaluation

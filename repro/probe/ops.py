@@ -140,14 +140,11 @@ def _tokenizer_ops(rec: Recorder) -> None:
     rec.add("tokenizer/encode", torch.tensor([i for e in tok.encode_batch(corpus[:20]) for i in e.ids]))
 
 
-def _train_step(rec: Recorder, variant: str, cfg: TrainConfig, ids: TokenIds,
-                windows: torch.Tensor, *, watch: str | None = None, forward: bool = True,
-                grads: bool = True, teacher: torch.nn.Module | None = None) -> None:
-    """One forward, backward, clip and optimizer step as the train stage and loop run them
-    (fp32 on the CPU: the loop's autocast is for bf16 only), recorded under `variant`:
-    forward outputs (if `forward`), gradients (if `grads`) and updated parameters of the whole
-    module, or of its submodule `watch` only; the loss parts, the total and the gradient norm
-    always."""
+def build_training(cfg: TrainConfig, ids: TokenIds, teacher: torch.nn.Module | None = None
+                   ) -> tuple[TrainModule, Any]:
+    """(TrainModule, optimizer) on the CPU, built as the train stage builds them: the model
+    from the stage's seed, MTP modules if asked, the attention path and loss its backends
+    resolve to (bench/numerics_cost.py times steps of the same)."""
     device = torch.device("cpu")
     backends = backends_for(cfg, device)
     model = build_model(cfg.model, ids, cfg.seed)
@@ -160,7 +157,18 @@ def _train_step(rec: Recorder, variant: str, cfg: TrainConfig, ids: TokenIds,
     objective = ObjectiveSettings(ids.eos, cfg.doc_masking, cfg.z_loss, cfg.mtp, cfg.distillation,
                                   cross_entropy=backends.cross_entropy, attention=backends.attention)
     module = TrainModule(model, objective, mtp=mtp, teacher=teacher)
-    optimizer = build_optimizer(module, cfg.optimizer)
+    return module, build_optimizer(module, cfg.optimizer)
+
+
+def _train_step(rec: Recorder, variant: str, cfg: TrainConfig, ids: TokenIds,
+                windows: torch.Tensor, *, watch: str | None = None, forward: bool = True,
+                grads: bool = True, teacher: torch.nn.Module | None = None) -> None:
+    """One forward, backward, clip and optimizer step as the train stage and loop run them
+    (fp32 on the CPU: the loop's autocast is for bf16 only), recorded under `variant`:
+    forward outputs (if `forward`), gradients (if `grads`) and updated parameters of the whole
+    module, or of its submodule `watch` only; the loss parts, the total and the gradient norm
+    always."""
+    module, optimizer = build_training(cfg, ids, teacher)
     watched = module if watch is None else getattr(module, watch)
     if forward:  # the initial weights: torch's CPU normal_ is vectorized (ISA-dependent)
         for name, p in watched.named_parameters():

@@ -1,0 +1,21 @@
+"""bench/numerics_cost.py: one measurement, in process (the bench runs each in a fresh
+process, as MKL reads MKL_CBWR once)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench import numerics_cost
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_a_measurement_times_real_steps_and_names_mkl_s_branch():
+    out = numerics_cost.child(str(REPO / "params.yaml"), steps=1)
+    assert out["tokens_per_s"] > 0 and out["seconds"] > 0
+    assert out["last_loss"] > 0  # a cross-entropy over a 4096-token vocabulary
+    assert out["threads"] >= 1
+    # torch's x86 wheels link MKL: the branch it runs is read back, never guessed
+    assert out["mkl_branch"] is None or out["mkl_branch"].split(",")[0] in (
+        "AUTO", "COMPATIBLE", "AVX2", "AVX512", "AVX", "SSE4_2", "SSE2", "OFF")
+    assert set(numerics_cost.VARIANTS) == {"default pins", "MKL_CBWR=COMPATIBLE"}
