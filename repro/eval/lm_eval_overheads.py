@@ -6,8 +6,9 @@ bookkeeping, against 31.7 s inside `simple_evaluate`.
 
 * `add_env_info`: lm-eval appends torch's `collect_env` report to every result dict, which
   runs ~11 subprocesses (pip list, conda, nvidia-smi, lsb_release...): 1.24 s per checkpoint.
-  We keep none of it (repro.eval.results writes the scores and settings; the stage's
-  env.json records the machine once), so `without_lm_eval_overheads` skips it.
+  We keep only the lm-eval and transformers versions it adds (repro.eval.results writes
+  them; the stage's env.json records the machine once), so `without_lm_eval_overheads`
+  adds those two and skips the report.
 * The response cache (`use_cache`): lm-eval's CachingLM opens `SqliteDict(autocommit=True)`
   and writes every response twice (once as it is computed, through the cache hook, and
   again when the batch returns), each write its own committed transaction on sqlitedict's
@@ -82,19 +83,29 @@ OPEN_CACHES: list[Any] = []
 when it returns (or raises: what was computed before an error is kept)."""
 
 
-def _skip_env_info(storage: dict[str, Any]) -> None:
-    """lm-eval's add_env_info, keeping nothing (see the module docstring)."""
+def _versions_only(storage: dict[str, Any]) -> None:
+    """lm-eval's add_env_info without its costly parts: the same `lm_eval_version` and
+    `transformers_version` (repro.eval.results writes both into results.json), no
+    `pretty_env_info` (torch's collect_env report) and no `upper_git_hash` (a git call on the
+    parent folder), which nothing of ours reads."""
+    from importlib.metadata import version
+
+    import transformers  # loaded already by the evaluation this runs in
+
+    storage.update({"lm_eval_version": version("lm_eval"),
+                    "transformers_version": transformers.__version__})
 
 
 @contextlib.contextmanager
 def without_lm_eval_overheads() -> Iterator[None]:
-    """Run one `lm_eval.simple_evaluate` call inside: no environment report, and the
+    """Run one `lm_eval.simple_evaluate` call inside: no environment report (the versions
+    only), and the
     response cache (if asked for) committed on a timer. Scores are the same bytes."""
     import lm_eval.api.model
     import lm_eval.evaluator
 
     saved = lm_eval.evaluator.add_env_info, lm_eval.api.model.CachingLM
-    lm_eval.evaluator.add_env_info = _skip_env_info
+    lm_eval.evaluator.add_env_info = _versions_only
     # simple_evaluate reads `lm_eval.api.model.CachingLM` when it wraps the model
     lm_eval.api.model.CachingLM = batched_caching_lm_class()
     try:

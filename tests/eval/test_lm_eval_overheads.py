@@ -39,11 +39,18 @@ def test_the_swap_lasts_one_call_even_when_it_raises():
     assert (lm_eval.evaluator.add_env_info, lm_eval.api.model.CachingLM) == originals
 
 
-def test_no_environment_report_is_added():
-    results: dict = {}
+def test_the_versions_are_added_and_the_environment_report_is_not():
+    """What lm-eval's own add_env_info gives for the two versions results.json records, and
+    none of its costly report."""
+    from lm_eval.loggers.utils import add_env_info
+
+    ours: dict = {}
     with without_lm_eval_overheads():
-        lm_eval.evaluator.add_env_info(results)
-    assert results == {}
+        lm_eval.evaluator.add_env_info(ours)
+    theirs: dict = {}
+    add_env_info(theirs)
+    assert ours == {k: theirs[k] for k in ("lm_eval_version", "transformers_version")}
+    assert "pretty_env_info" in theirs and "pretty_env_info" not in ours
 
 
 def test_responses_are_committed_on_the_timer_and_at_the_end(tmp_path, monkeypatch):

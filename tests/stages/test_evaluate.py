@@ -242,6 +242,11 @@ def test_code_cloze_task_runs(inputs, tmp_path):
               tmp_path / "out", cfg)
     results = json.loads((out / "results/results.json").read_text())
     task = results["tasks"]["repro_code_cloze_code"]
+    # the versions lm-eval's add_env_info gives (repro.eval.lm_eval_overheads keeps them)
+    import lm_eval
+    import transformers
+    assert results["lm_eval"]["version"] == lm_eval.__version__
+    assert results["lm_eval"]["transformers_version"] == transformers.__version__
     assert task["config"]["target_delimiter"] == "\n"
     assert task["n_samples"]["effective"] == 5 and task["limit"] is None
     assert task["random_baseline"] == {"acc": pytest.approx(1 / 3), "acc_norm": pytest.approx(1 / 3)}
