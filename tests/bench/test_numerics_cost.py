@@ -10,7 +10,7 @@ from bench import numerics_cost
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_a_measurement_times_real_steps_and_names_mkl_s_branch():
+def test_a_measurement_times_real_steps_and_reads_back_the_mkl_branch():
     out = numerics_cost.child(str(REPO / "params.yaml"), steps=1)
     assert out["tokens_per_s"] > 0 and out["seconds"] > 0
     assert out["last_loss"] > 0  # a cross-entropy over a 4096-token vocabulary
