@@ -45,10 +45,13 @@ def class_key(cls: dict[str, Any]) -> str:
 
 
 def hardware() -> dict[str, Any]:
-    """The CPU this runs on (model and vector extensions, as the stages' env records say)."""
+    """The CPU this runs on (model, vector extensions and a digest of all its flags, as the
+    stages' env records say) and the MKL branch it ran."""
     cpu = fingerprint()["numerics"]["cpu"]
+    # flags_sha256: every CPU flag, so two generations that share a model string ("AMD EPYC"
+    # in a VM) and the vector extensions listed count as other hardware, not a regression
     return {"model": cpu.get("model"), "vector_flags": cpu.get("vector_flags"),
-            "mkl_branch": mkl_branch()}
+            "flags_sha256": cpu.get("flags_sha256"), "mkl_branch": mkl_branch()}
 
 
 def settings_digest(settings: dict[str, Any]) -> str:
