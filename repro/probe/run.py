@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
 
 from repro import yamlio
 from repro.errors import ReproError
+from repro.spec.load import SpecError, validation_issues
 from repro.stages.configs import TokenizerConfig, TrainConfig
+
+M = TypeVar("M", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -34,9 +40,28 @@ def _sections(params: dict[str, Any], kind: str) -> list[tuple[str, dict[str, An
             if sid.split("-", 1)[0] == kind and isinstance(sec, dict)]
 
 
+def _validated(model: type[M], sid: str, section: dict[str, Any], display: str) -> M:
+    """A params.yaml section checked with its stage's model, errors located as `repro stage`
+    reports them (an `-S` override may have broken it)."""
+    try:
+        return model.model_validate(section)
+    except ValidationError as e:
+        raise SpecError([ReproError(i.message, fix=i.fix, file=i.file, line=i.line,
+                                    field=f"{sid}.{i.field}" if i.field else sid)
+                         for i in validation_issues(e, section, {}, display, model)]) from None
+
+
 def probe_settings(params_file: Path, vocab_size: int | None = None) -> ProbeSettings:
-    params = yamlio.safe_load(params_file.read_text(encoding="utf-8")) or {}
-    trains = [(sid, TrainConfig.model_validate(sec)) for sid, sec in _sections(params, "train")]
+    display = str(params_file)
+    try:
+        params = yamlio.safe_load(params_file.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ReproError(f"cannot read params: {e}", file=display, fix="run `repro compile`") from None
+    if not isinstance(params, dict):
+        raise ReproError("is not a mapping of stage ids to their settings", file=display,
+                         fix="run `repro compile` to rewrite it")
+    trains = [(sid, _validated(TrainConfig, sid, sec, display))
+              for sid, sec in _sections(params, "train")]
     first = [(sid, c) for sid, c in trains if c.step_start == 0]
     adamw = next(((s, c) for s, c in first if c.optimizer.kind == "adamw"), None)
     muon = next(((s, c) for s, c in first if c.optimizer.kind == "muon"), None)
@@ -46,8 +71,8 @@ def probe_settings(params_file: Path, vocab_size: int | None = None) -> ProbeSet
                          "probe", file=str(params_file),
                          fix="run `repro compile` (the quickstart's params.yaml has both), or "
                              "pass --params of a pipeline that trains with AdamW")
-    vocab = vocab_size or getattr(TokenizerConfig.model_validate(tokenizers[0][1]).tokenizer,
-                                  "vocab_size", None)
+    tokenizer = _validated(TokenizerConfig, *tokenizers[0], display).tokenizer
+    vocab = vocab_size or getattr(tokenizer, "vocab_size", None)
     if vocab is None:
         raise ReproError(f"{tokenizers[0][0]} loads a pretrained tokenizer: its vocabulary size "
                          "is not in params.yaml", file=str(params_file),

@@ -125,3 +125,20 @@ def test_this_machine_computes_the_reference_of_its_numerics_class(tmp_path):
     if result["verdict"] == "differs" and made_on != result["hardware"]:
         pytest.xfail(f"issue 20, other hardware than the reference's: {summary}")
     assert (result["verdict"], run.returncode) == ("match", 0), summary
+
+
+def test_a_broken_params_file_is_reported_with_its_field_and_fix(tmp_path):
+    """As `repro stage` reports it (an `-S` override may have broken a section), not as an
+    internal error."""
+    from repro.errors import ReproError
+    from repro.spec.load import SpecError
+
+    bad = tmp_path / "params.yaml"
+    bad.write_text("train-x-1:\n  seed: oops\n")
+    with pytest.raises(SpecError) as err:
+        probe_settings(bad)
+    fields = {i.field for i in err.value.issues}
+    assert {"train-x-1.experiment", "train-x-1.seed"} <= fields
+    bad.write_text("[1, 2]\n")
+    with pytest.raises(ReproError, match="not a mapping"):
+        probe_settings(bad)
