@@ -524,6 +524,100 @@ class SlurmSpec(Model):
     """Extra `#SBATCH --key=value` options (keys are sbatch's long option names)."""
 
 
+SBATCH_EXTRA_OPTIONS = frozenset({
+    "comment", "exclude", "exclusive", "gres", "gres-flags", "hint", "licenses", "mail-type",
+    "mail-user", "network", "nodelist", "reservation", "switches", "wckey",
+})
+"""The `#SBATCH --key=value` options a training or evaluation job's `sbatch_args` may add:
+where and alongside what the job runs, whom to mail. Not allowed: what the launcher sets
+itself (`nodes`, `ntasks-per-node`, `output`, `open-mode`, `requeue`, `signal`, `chdir`,
+the fields above) and what would run or export something (`export`, `wrap`, `get-user-env`,
+`dependency`), so the generated script stays the launcher's."""
+
+_SLURM_TIME = re.compile(r"^(?:(\d+)-(\d+)(?::(\d+)(?::(\d+))?)?|(\d+)(?::(\d+)(?::(\d+))?)?)$")
+
+
+def slurm_time_seconds(value: str) -> int:
+    """Seconds in a Slurm time limit, in any of sbatch's forms (`MM`, `MM:SS`, `HH:MM:SS`,
+    `D-HH`, `D-HH:MM`, `D-HH:MM:SS`; sbatch(1), `--time`); ValueError otherwise."""
+    m = _SLURM_TIME.match(value)
+    if m is None:
+        raise ValueError(value)
+    d, dh, dm, ds, a, b, c = (int(g) if g is not None else None for g in m.groups())
+    if d is not None:
+        return ((d * 24 + dh) * 60 + (dm or 0)) * 60 + (ds or 0)
+    if c is not None:  # HH:MM:SS
+        return (a * 60 + b) * 60 + c
+    return a * 60 + (b or 0)  # MM or MM:SS
+
+
+class SlurmLaunchSpec(SlurmSpec):
+    """Slurm settings of a training or evaluation job (repro.launch.slurm): one job of
+    `nodes` nodes with one task per node, which runs torchrun for that node's processes
+    (training) or the stage's worker (evaluation). The inherited `cpus_per_task` and
+    `mem_per_cpu_gb` are per node task; `sbatch_args` keys come from SBATCH_EXTRA_OPTIONS."""
+
+    nodes: Parallel = 1
+    """Nodes of the job. Training spreads `distributed.nproc` processes evenly over them
+    (nproc / nodes per node); evaluation runs on one."""
+    gpus_per_node: Annotated[int, Field(ge=0, le=64)] = 0
+    """GPUs requested per node (`--gpus-per-node`); 0 requests none (CPU partitions)."""
+    constraint: ScriptValue | None = None
+    """Node features the job needs (`--constraint`, e.g. `h100`)."""
+    signal_grace_s: Annotated[int, Field(ge=10, le=3600)] = 120
+    """Seconds before the time limit at which Slurm signals the job (`--signal=B:USR1@N`),
+    which then requeues itself and resumes from its last in-stage checkpoint."""
+
+    @field_validator("time")
+    @classmethod
+    def _time_form(cls, value: str) -> str:
+        try:
+            slurm_time_seconds(value)
+        except ValueError:
+            raise FieldError(f"time {value!r} is not a Slurm time limit",
+                             "write it as HH:MM:SS (or D-HH:MM:SS, or minutes)") from None
+        return value
+
+    @field_validator("sbatch_args")
+    @classmethod
+    def _allowed_options(cls, args: dict[str, str]) -> dict[str, str]:
+        for key in sorted(args):
+            if key not in SBATCH_EXTRA_OPTIONS:
+                raise FieldError(f"sbatch_args {key!r} is not an option a job may add",
+                                 f"use the launcher's own fields for what it sets, or one of "
+                                 f"{', '.join(sorted(SBATCH_EXTRA_OPTIONS))}",
+                                 at=("sbatch_args", key))
+        return args
+
+    @model_validator(mode="after")
+    def _grace_within_time(self) -> SlurmLaunchSpec:
+        if slurm_time_seconds(self.time) <= self.signal_grace_s:
+            raise FieldError(f"time {self.time} is not longer than signal_grace_s "
+                             f"{self.signal_grace_s}: the job would be told to requeue "
+                             "before it starts", "raise `time` or lower `signal_grace_s`",
+                             at=("time",))
+        return self
+
+
+class LauncherSpec(Model):
+    """Where a training or evaluation stage runs. Execution only (repro.stages.kind): the
+    launcher changes no output, so changing it reruns nothing."""
+
+    kind: Literal["local", "slurm"] = "local"
+    """`local`: on this machine (torchrun or accelerate here, as `distributed` asks);
+    `slurm`: one Slurm job, which `dvc repro` waits for (repro.launch.slurm)."""
+    slurm: SlurmLaunchSpec | None = None
+    """Slurm settings (required when kind is `slurm`; kept but unused with `local`, so
+    `dvc exp run -S <stage>.launcher.kind=local` runs a Slurm stage here)."""
+
+    @model_validator(mode="after")
+    def _backend_settings(self) -> LauncherSpec:
+        if self.kind == "slurm" and self.slurm is None:
+            raise FieldError("launcher kind `slurm` needs a `slurm:` block",
+                             "add `slurm:` with at least `partition`")
+        return self
+
+
 class RaySpec(Model):
     """Ray settings, mapped onto datatrove's RayPipelineExecutor."""
 
@@ -1043,6 +1137,10 @@ class TrainingSettings(Model):
     checkpoint_every_steps: PositiveSteps | None = 100
     """Save resumable state this often inside a train stage, so a crash costs at most this many
     steps; resuming is bitwise exact. Changes no output (not part of the stage identity)."""
+    launcher: LauncherSpec = LauncherSpec()
+    """Where each train stage runs: here (`local`) or as a Slurm job of one or more nodes
+    (`slurm`; `distributed.nproc` processes in all, nproc / nodes per node). Changes no
+    output (not part of the stage identity)."""
 
     @field_validator("compile", mode="before")
     @classmethod
@@ -1056,6 +1154,39 @@ class TrainingSettings(Model):
 class TrainingSpec(TrainingSettings):
     """Sequence length, batch, optimizer, schedule and curriculum phases; the settings every
     phase runs with (precision, kernels, monitor, ...) are TrainingSettings' fields."""
+
+    def _launcher_fits(self) -> None:
+        """A Slurm job's nodes must split the processes evenly and hold them, and a job that
+        Slurm requeues needs in-stage checkpoints to resume from (repro.launch.slurm)."""
+        slurm = self.launcher.slurm
+        if slurm is None:
+            return
+        nproc, nodes = self.distributed.nproc, slurm.nodes
+        if nodes > 1 and self.distributed.kind == "single":
+            raise FieldError(f"launcher.slurm.nodes is {nodes} but distributed.kind single runs "
+                             "one process", f"set distributed.kind ddp (or fsdp2) with nproc "
+                             f"{nodes} or a multiple of it, or nodes: 1",
+                             at=("launcher", "slurm", "nodes"))
+        if nproc % nodes:
+            raise FieldError(f"launcher.slurm.nodes {nodes} does not divide distributed.nproc "
+                             f"{nproc}, the processes over all nodes (each node runs the same "
+                             "number, and each takes an equal share of the global batch)",
+                             f"set nodes to a divisor of {nproc}, or nproc to a multiple of "
+                             f"{nodes}", at=("launcher", "slurm", "nodes"))
+        per_node = nproc // nodes
+        if slurm.gpus_per_node and per_node > slurm.gpus_per_node:
+            raise FieldError(f"distributed.nproc {nproc} over {nodes} node(s) is {per_node} "
+                             f"processes per node, more than launcher.slurm.gpus_per_node "
+                             f"{slurm.gpus_per_node} (one process per GPU)",
+                             f"use at least {-(-nproc // slurm.gpus_per_node)} nodes, or lower nproc",
+                             at=("launcher", "slurm", "gpus_per_node"))
+        if self.checkpoint_every_steps is None:
+            raise FieldError("a Slurm job that is preempted or reaches its time limit is "
+                             "requeued and resumes from its last in-stage checkpoint, but "
+                             "checkpoint_every_steps is null: it would start the stage over",
+                             "set checkpoint_every_steps (e.g. 100)",
+                             at=("checkpoint_every_steps",))
+
 
     seq_len: SeqLen = 4096
     """Tokens per training sequence (SmolLM3 pretraining: 4096)."""
@@ -1111,6 +1242,7 @@ class TrainingSpec(TrainingSettings):
                     "has no schedule of its own", "give it a `schedule` (the experiment's "
                     "schedule spans only the stages before the first restart)"
                 )
+        self._launcher_fits()
         if self.distributed.kind == "fsdp2" and self.optimizer.kind == "muon":
             raise FieldError(
                 "distributed.kind fsdp2 shards every matrix across processes, but Muon's "
@@ -1313,6 +1445,9 @@ class EvaluationSettings(Model):
     """A standard task that cannot load: `fail` the stage, or `record` it under
     `failed_tasks` in the outputs and evaluate the others (the stage still fails if no task
     is left)."""
+    launcher: LauncherSpec = LauncherSpec()
+    """Where each evaluate stage runs: here (`local`) or as a one-node Slurm job (`slurm`).
+    Changes no output (not part of the stage identity)."""
 
     @field_validator("presets")
     @classmethod
@@ -1344,6 +1479,19 @@ class EvaluationSettings(Model):
             if value != default and self.backend != "vllm":
                 raise FieldError(f"evaluation.{name} is set but backend is {self.backend!r}",
                                  "it is a vllm setting: set backend: vllm or remove it")
+        slurm = self.launcher.slurm
+        if slurm is not None and slurm.nodes != 1:
+            # lm-eval's data parallelism (accelerate) and vllm run on one node here
+            raise FieldError(f"evaluation.launcher.slurm.nodes is {slurm.nodes}, but an "
+                             "evaluation runs on one node", "set nodes: 1 (num_processes or "
+                             "tensor_parallel_size use that node's GPUs)",
+                             at=("launcher", "slurm", "nodes"))
+        gpus = 0 if slurm is None else slurm.gpus_per_node
+        wanted = max(self.num_processes, self.tensor_parallel_size)
+        if slurm is not None and gpus and wanted > gpus:
+            raise FieldError(f"evaluation uses {wanted} GPUs but launcher.slurm.gpus_per_node "
+                             f"is {gpus}", f"set gpus_per_node to at least {wanted}",
+                             at=("launcher", "slurm", "gpus_per_node"))
         return self
 
     @property

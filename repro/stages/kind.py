@@ -16,7 +16,7 @@ from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from repro import paths
-from repro.spec.schema import Model
+from repro.spec.schema import LauncherSpec, Model
 
 if TYPE_CHECKING:  # the runner's signature only
     from repro.stages.base import StageIO
@@ -117,6 +117,11 @@ class StageKind:
     `execution_only` changes them. Built by the same functions `run` uses."""
 
     def __post_init__(self) -> None:
+        # where a stage runs never changes what it makes: a launcher field is execution-only
+        # wherever a config has one, without each kind having to say so
+        launcher = launcher_field(self.config)
+        if launcher is not None:
+            object.__setattr__(self, "execution_only", self.execution_only | {launcher})
         for dotted in self.execution_only:  # a typo would silently put it back in the identity
             model: Any = self.config
             for part in dotted.split("."):
@@ -158,9 +163,34 @@ class StageKind:
 
         return keys(section, exclude, "")
 
+    def launcher(self, cfg: Any) -> LauncherSpec | None:
+        """The stage's launcher setting (repro.launch), or None for a kind without one."""
+        dotted = launcher_field(self.config)
+        if dotted is None:
+            return None
+        for part in dotted.split("."):
+            cfg = getattr(cfg, part)
+        return cfg
+
     def outputs_for(self, cfg: Any) -> dict[str, Output]:
         """Every output of a stage of this kind with config `cfg`."""
         out = dict(self.outputs)
         if self.extra_outputs is not None:
             out.update(self.extra_outputs(cfg))
         return out
+
+
+def launcher_field(config: type[Model]) -> str | None:
+    """The dotted name of the LauncherSpec field of a stage config (`launcher` of a train
+    stage, `evaluation.launcher` of an evaluate stage), looked up one level deep; None if it
+    has none."""
+    for name, info in config.model_fields.items():
+        if info.annotation is LauncherSpec:
+            return name
+    for name, info in config.model_fields.items():
+        sub = info.annotation
+        if isinstance(sub, type) and issubclass(sub, Model):
+            for inner, inner_info in sub.model_fields.items():
+                if inner_info.annotation is LauncherSpec:
+                    return f"{name}.{inner}"
+    return None

@@ -96,13 +96,13 @@ def test_each_stage_reads_only_its_params_section_and_it_validates():
     for sid, entry in dvc.items():
         kind = graph.stages[sid].kind
         if kind in ("curate", "train"):  # every field but the execution-only ones
-            skip = {"curate": {"executor"}, "train": {"checkpoint_every_steps"}}[kind]
+            skip = {"curate": {"executor"}, "train": {"checkpoint_every_steps", "launcher"}}[kind]
             fields = set(kinds()[kind].config.model_fields) - skip
             assert sorted(entry["params"]) == sorted(f"{sid}.{f}" for f in fields)
         elif kind == "evaluate":  # every evaluation setting but the response cache's switch
-            fields = set(EvaluateConfig.model_fields) - {"evaluation"}
+            fields = set(EvaluateConfig.model_fields) - {"evaluation"}  # and the launcher
             fields |= {f"evaluation.{f}" for f in EvaluationSettings.model_fields} - {
-                "evaluation.cache_requests"}
+                "evaluation.cache_requests", "evaluation.launcher"}
             assert sorted(entry["params"]) == sorted(f"{sid}.{f}" for f in fields)
         else:
             assert entry["params"] == [sid]

@@ -111,6 +111,8 @@ CANDIDATES: dict[str, Any] = {
     "evaluate:evaluation.tasks": [["hellaswag"]],
     "evaluate:evaluation.presets": [["fineweb_early_signal"]],
     "report:aggregate_tasks": [["hellaswag"]],
+    "train:launcher.slurm": [{"partition": "gpu"}],
+    "evaluate:evaluation.launcher.slurm": [{"partition": "gpu"}],
 }
 """Values to try first for keys whose valid values the generic candidates miss (a language
 code, a task name, a preset name), or a function of the section giving them."""
@@ -118,6 +120,9 @@ code, a task name, a preset name), or a function of the section giving them."""
 COMPANIONS: dict[str, dict[Path_, Any]] = {
     "train:distributed.nproc": {("distributed", "kind"): "ddp"},
     "evaluate:evaluation.num_processes": {("evaluation", "backend"): "accelerate"},
+    # a Slurm launcher needs its `slurm:` block (which `local` keeps, unused)
+    "train:launcher.kind": {("launcher", "slurm"): {"partition": "gpu"}},
+    "evaluate:evaluation.launcher.kind": {("evaluation", "launcher", "slurm"): {"partition": "gpu"}},
     "evaluate:evaluation.tensor_parallel_size": {("evaluation", "backend"): "vllm"},
     "evaluate:evaluation.gpu_memory_utilization": {("evaluation", "backend"): "vllm"},
     # max_bytes is a bpb task's budget: another kind is tried without it
