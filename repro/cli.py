@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from repro import paths, yamlio
 from repro.environment import fingerprint, process_seconds
 from repro.errors import ReproError, ReproErrors
+from repro.launch import slurm as slurm_launch
 from repro.numerics import pin_numerics_env
 from repro.spec.load import SPEC_SUFFIXES, SpecError, load_spec, validation_issues
 from repro.spec.safety import redact_text
@@ -394,7 +395,11 @@ def stage(kind: str, stage_id: str, inputs: tuple[str, ...], outputs: tuple[str,
     set_offline_env()
     seed_everything(getattr(cfg, "seed", 0))
     try:
-        declared.run(cfg, io)
+        launcher = declared.launcher(cfg)
+        if launcher is not None and launcher.kind == "slurm":  # the job runs `run` (repro.launch)
+            slurm_launch.run_stage(kind, declared, cfg, io)
+        else:
+            declared.run(cfg, io)
     except ReproError as e:  # what is wrong and the fix, said for this stage
         _exit(e, context=f"stage {stage_id}")
     if "env" in io.outputs:  # last, so a failed stage leaves no record of a run

@@ -1,0 +1,234 @@
+"""The Slurm launcher against a stand-in Slurm (tests/launch/fake_slurm.py) that runs each job
+as local processes, one per "node": the generated job, sbatch's refusals, a cluster without a
+shared filesystem, Ctrl-C, a 2-node torchrun (c10d rendezvous on localhost, gloo) whose
+outputs equal the local 2-process DDP run's byte for byte, and a preempted job that is
+requeued and resumes to the same bytes."""
+
+from __future__ import annotations
+
+import _thread
+import json
+import os
+import random
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from repro.cli import main
+from repro.launch import slurm
+from repro.launch.slurm_node import NO_SHARED_FS, TOKEN_FILE, torchrun_command
+from repro.spec.schema import AdamWSpec, ModelSpec, SlurmLaunchSpec, TrainBPETokenizer
+from repro.stages import kinds, tokenize, tokenizer
+from repro.stages.base import StageIO
+from repro.stages.configs import TokenizeConfig, TokenizerConfig, TrainConfig
+from repro.train.schedule import ScheduleSegment
+
+sys.path.insert(0, str(Path(__file__).parent))
+import fake_slurm  # noqa: E402  (the stand-in commands, next to this file)
+
+MODEL = ModelSpec(hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=64,
+                  nope_interval=2, max_position_embeddings=64)
+SID = "train-exp-s1-00000000"
+OUTPUTS = {"checkpoint": "out/ck", "metrics": "out/m.json", "ledger": "out/ledger.json",
+           "loss": "out/loss.csv", "monitor": "out/monitor.csv", "perf": "out/perf.json"}
+SLURM = {"partition": "cpu", "time": "00:10:00", "nodes": 2}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """A tokenizer and the token shards of one small synthetic dataset."""
+    root = tmp_path_factory.mktemp("data")
+    rng = random.Random(1)
+    (root / "web").mkdir()
+    with open(root / "web" / "train.jsonl", "w") as f:
+        for i in range(80):
+            text = ". ".join(f"the {rng.choice(['cat', 'dog', 'mat'])} {rng.choice(['sat', 'ran'])}"
+                             for _ in range(rng.randint(2, 10)))
+            f.write(json.dumps({"id": f"w{i}", "text": text}) + "\n")
+    tokenizer.run(TokenizerConfig(tokenizer=TrainBPETokenizer(vocab_size=280), datasets=["web"]),
+                  StageIO("tok", {"train:web": root / "web"}, {"tokenizer": root / "tok"}))
+    tokenize.run(TokenizeConfig(dataset="web", seed=0),
+                 StageIO("tz", {"docs": root / "web", "tokenizer": root / "tok"},
+                         {"tokens": root / "tokens-web", "metrics": root / "m-web.json"}))
+    return root
+
+
+@pytest.fixture
+def cluster(tmp_path, monkeypatch) -> Path:
+    """The stand-in Slurm on PATH, a fresh workspace as the working directory, fast polling.
+    Returns the fake's state folder (one JSON file per job)."""
+    state = tmp_path / "slurm-state"
+    fake_slurm.install(tmp_path / "bin", state)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_SLURM_STATE", str(state))
+    monkeypatch.setenv("REPRO_NUM_THREADS", "1")  # the same float reductions in every run
+    monkeypatch.setattr(slurm, "POLL_S", 0.2)
+    monkeypatch.setattr(slurm, "TAIL_S", 0.05)
+    monkeypatch.setattr(slurm, "PROGRESS_S", 0.0)
+    (tmp_path / "ws").mkdir()
+    monkeypatch.chdir(tmp_path / "ws")
+    return state
+
+
+def config(launcher: dict | None = None, steps: int = 4) -> TrainConfig:
+    return TrainConfig(
+        experiment="exp", phase="s1", model=MODEL, optimizer=AdamWSpec(lr=1e-2),
+        schedule=ScheduleSegment(warmup_steps=2).for_phase(0, steps), seq_len=32, batch_tokens=256,
+        micro_batch_size=2, step_start=0, steps=steps, mixture={"web": 1.0}, seed=0,
+        max_epochs={"web": 50.0}, log_every_steps=1, checkpoint_every_steps=1,
+        distributed={"kind": "ddp", "nproc": 2},
+        launcher=launcher or {"kind": "local"},
+    )
+
+
+def stage(cfg: TrainConfig, data: Path):
+    """`repro stage train` in the current directory, as dvc.yaml runs it."""
+    Path("params.yaml").write_text(json.dumps({SID: cfg.model_dump(mode="json")}))
+    args = ["stage", "train", SID, "--in", f"tokenizer={data / 'tok'}",
+            "--in", f"tokens:web={data / 'tokens-web'}"]
+    for key, path in OUTPUTS.items():
+        args += ["--out", f"{key}={path}"]
+    return CliRunner().invoke(main, args, catch_exceptions=False)
+
+
+def outputs(root: Path) -> dict[str, bytes]:
+    """Every output file but the measured timings."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted((root / "out").rglob("*"))
+            if p.is_file() and p.name != "perf.json"}
+
+
+def jobs(state: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(state.glob("*.json"))]
+
+
+def test_job_script_runs_torchrun_on_every_node_and_requeues(tmp_path):
+    spec = SlurmLaunchSpec(partition="gpu", nodes=4, gpus_per_node=8, cpus_per_task=32,
+                           mem_per_cpu_gb=4, account="proj", qos="high", constraint="h100",
+                           env_command="module load cuda", sbatch_args={"reservation": "r1"})
+    plan = slurm.plan_job(config({"kind": "slurm", "slurm": {**SLURM, "partition": "gpu"}})
+                          .model_copy(update={"distributed": config().distributed.model_copy(
+                              update={"nproc": 32})}),
+                          spec, "training.launcher", SID, Path(".repro/slurm") / SID,
+                          ["-m", "repro.stages.worker", "payload.json"], "tok")
+    assert (plan.nodes, plan.nproc_per_node, plan.torchrun) == (4, 8, True)
+    script = slurm.job_script(plan, spec, Path("/shared/proj"), "python")
+    lines = script.splitlines()
+    for expected in ("#SBATCH --partition=gpu", "#SBATCH --nodes=4", "#SBATCH --ntasks-per-node=1",
+                     "#SBATCH --gpus-per-node=8", "#SBATCH --cpus-per-task=32",
+                     "#SBATCH --mem-per-cpu=4096M", "#SBATCH --time=24:00:00",
+                     "#SBATCH --account=proj", "#SBATCH --qos=high", "#SBATCH --constraint=h100",
+                     "#SBATCH --reservation=r1", "#SBATCH --requeue", "#SBATCH --open-mode=append",
+                     "#SBATCH --signal=B:USR1@120", f"#SBATCH --job-name=repro-{SID}",
+                     f"#SBATCH --output=/shared/proj/.repro/slurm/{SID}/slurm-%j.out",
+                     "module load cuda", "trap 'requeue USR1' USR1", "trap 'requeue TERM' TERM"):
+        assert expected in lines, (expected, script)
+    srun = next(line for line in lines if line.startswith("srun "))
+    assert "--nodes=4 --ntasks-per-node=1" in srun and "--torchrun" in srun
+    assert srun.endswith("-- -m repro.stages.worker payload.json &")
+    cmd = torchrun_command(4, 8, "node01", 4242, ["-m", "repro.stages.worker", "p"])
+    assert cmd[3:9] == ["--nnodes=4", "--nproc_per_node=8", "--rdzv_backend=c10d",
+                        "--rdzv_endpoint=node01:29742", "--rdzv_id=repro-4242", "--max_restarts=0"]
+
+
+def test_progress_line_from_the_training_bar():
+    bar = "train:  40%|████      | 4/10 [00:02<00:03,  2.00step/s, loss=5.1234, lr=1.00e-02]"
+    assert slurm.progress_line("s", bar, 256) == "[s] step 4/10 · 512 tokens/s · loss 5.1234 · ETA 00:03"
+    assert slurm.progress_line("s", "[s] web: 100 tokens drawn", 256) is None
+
+
+def test_unknown_partition_is_refused_and_nothing_is_queued(cluster, data):
+    result = stage(config({"kind": "slurm", "slurm": {**SLURM, "partition": "gpu"}}), data)
+    assert result.exit_code == 2, result.output
+    assert "invalid partition specified: gpu" in result.output
+    assert "training.launcher.slurm.partition" in result.output and "sinfo -s" in result.output
+    assert jobs(cluster) == []
+
+
+def test_a_cluster_without_the_shared_filesystem_fails_with_the_fix(cluster, data, monkeypatch):
+    token = Path(".repro/slurm") / SID / TOKEN_FILE
+    monkeypatch.setenv("FAKE_SLURM_HIDE", str(token.resolve()))  # the nodes do not see it
+    result = stage(config({"kind": "slurm", "slurm": SLURM}), data)
+    assert result.exit_code == NO_SHARED_FS, result.output
+    assert "nodes do not see this directory" in result.output
+    assert "filesystem the compute nodes share" in result.output
+    log = next((Path(".repro/slurm") / SID).glob("slurm-*.out")).read_text()
+    assert log.count("does not see") == 2  # each node checked, and said why
+    assert not Path("out").exists()
+
+
+def test_ctrl_c_cancels_the_job(cluster, data):
+    def interrupt_once_running():
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if any(j["state"] == "RUNNING" for j in jobs(cluster)):
+                _thread.interrupt_main()  # KeyboardInterrupt in the waiting process
+                return
+            time.sleep(0.02)
+
+    threading.Thread(target=interrupt_once_running, daemon=True).start()
+    result = stage(config({"kind": "slurm", "slurm": SLURM}), data)
+    assert result.exit_code == slurm.INTERRUPTED, result.output
+    assert "interrupted: cancelled Slurm job" in result.output
+    (job,) = jobs(cluster)
+    assert job["state"] == "CANCELLED" and job["restarts"] == 0
+
+
+@pytest.fixture(scope="module")
+def local_ddp(data, tmp_path_factory) -> dict[str, bytes]:
+    """The stage's outputs from the local launcher: torchrun with 2 gloo processes here."""
+    ws = tmp_path_factory.mktemp("local")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(ws)
+        mp.setenv("REPRO_NUM_THREADS", "1")
+        result = stage(config(), data)
+    assert result.exit_code == 0, result.output
+    return outputs(ws)
+
+
+@pytest.mark.slow
+def test_two_nodes_match_the_local_ddp_run_byte_for_byte(cluster, data, local_ddp):
+    result = stage(config({"kind": "slurm", "slurm": SLURM}), data)
+    assert result.exit_code == 0, result.output
+    assert outputs(Path.cwd()) == local_ddp
+    (job,) = jobs(cluster)
+    assert job["state"] == "COMPLETED" and job["restarts"] == 0
+    perf = json.loads(Path(OUTPUTS["perf"]).read_text())
+    assert perf["processes"] == 2
+    streamed = result.output  # what `dvc repro` shows: the job's log and progress, echoed
+    assert "step 4/4" in streamed and "tokens/s" in streamed  # the progress line came back
+    assert f"[{SID}] steps 1..4, 1 torch threads x 2 process(es)" in streamed  # rank 0's log
+
+
+@pytest.mark.slow
+def test_a_preempted_job_is_requeued_and_resumes_to_the_same_bytes(cluster, data, local_ddp):
+    state = Path(".repro/resume") / SID / "state.pt"
+
+    def preempt_after_first_checkpoint():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not state.exists():
+            time.sleep(0.01)
+        (job,) = jobs(cluster)
+        fake_slurm.preempt(cluster, job["id"])  # SIGTERM to every process of the job
+
+    watcher = threading.Thread(target=preempt_after_first_checkpoint, daemon=True)
+    watcher.start()
+    result = stage(config({"kind": "slurm", "slurm": SLURM}), data)
+    watcher.join()
+    assert result.exit_code == 0, result.output
+    (job,) = jobs(cluster)
+    assert job["state"] == "COMPLETED" and job["restarts"] == 1
+    log = (Path(".repro/slurm") / SID / f"slurm-{job['id']}.out").read_text()
+    assert "got SIGTERM: requeueing it" in log and "attempt 2" in log
+    assert "resuming at update" in log  # from the in-stage checkpoint, not from scratch
+    assert outputs(Path.cwd()) == local_ddp
+    assert not state.parent.exists() or not state.exists()  # cleared once the stage completed
+
+
+def test_the_launcher_changes_no_stage_identity():
+    local, on_slurm = config(), config({"kind": "slurm", "slurm": SLURM})
+    exclude = kinds()["train"].identity_exclude()
+    assert local.model_dump(exclude=exclude) == on_slurm.model_dump(exclude=exclude)
