@@ -534,6 +534,7 @@ itself (`nodes`, `ntasks-per-node`, `output`, `open-mode`, `requeue`, `signal`, 
 the fields above) and what would run or export something (`export`, `wrap`, `get-user-env`,
 `dependency`), so the generated script stays the launcher's."""
 
+_SBATCH_WORD = re.compile(r"[^\s'\"\\]+")
 _SLURM_TIME = re.compile(r"^(?:(\d+)-(\d+)(?::(\d+)(?::(\d+))?)?|(\d+)(?::(\d+)(?::(\d+))?)?)$")
 
 
@@ -588,6 +589,21 @@ class SlurmLaunchSpec(SlurmSpec):
                                  f"{', '.join(sorted(SBATCH_EXTRA_OPTIONS))}",
                                  at=("sbatch_args", key))
         return args
+
+    @model_validator(mode="after")
+    def _one_word_values(self) -> SlurmLaunchSpec:
+        # sbatch splits an `#SBATCH` line into words (and honours quotes): a value with a
+        # space or a quote would add options of its own (`gpu --chdir=/elsewhere`)
+        values = [((name,), getattr(self, name)) for name in ("partition", "account", "qos",
+                                                              "constraint")]
+        values += [(("sbatch_args", key), value) for key, value in sorted(self.sbatch_args.items())]
+        for at, value in values:
+            if value is not None and not _SBATCH_WORD.fullmatch(value):
+                raise FieldError(f"{'.'.join(at)} {value!r} holds a space, a quote or a "
+                                 "backslash, which sbatch would read as more options",
+                                 "write it as one word (Slurm names and lists have no spaces: "
+                                 "`a,b`, `h100&ib`)", at=at)
+        return self
 
     @model_validator(mode="after")
     def _grace_within_time(self) -> SlurmLaunchSpec:

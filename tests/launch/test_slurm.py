@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from repro.cli import main
@@ -24,7 +25,7 @@ from repro.launch.slurm_node import NO_SHARED_FS, TOKEN_FILE, torchrun_command
 from repro.spec.schema import AdamWSpec, ModelSpec, SlurmLaunchSpec, TrainBPETokenizer
 from repro.stages import kinds, tokenize, tokenizer
 from repro.stages.base import StageIO
-from repro.stages.configs import TokenizeConfig, TokenizerConfig, TrainConfig
+from repro.stages.configs import EvaluateConfig, TokenizeConfig, TokenizerConfig, TrainConfig
 from repro.train.schedule import ScheduleSegment
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -232,3 +233,27 @@ def test_the_launcher_changes_no_stage_identity():
     local, on_slurm = config(), config({"kind": "slurm", "slurm": SLURM})
     exclude = kinds()["train"].identity_exclude()
     assert local.model_dump(exclude=exclude) == on_slurm.model_dump(exclude=exclude)
+
+
+def test_an_evaluation_job_runs_its_worker_on_one_node():
+    """An evaluate stage's launcher sits in its `evaluation` settings: the job runs the worker
+    once (it relaunches under accelerate on that node if its backend says so), with the
+    launcher reset to local inside the job."""
+    root = Path(__file__).resolve().parents[2]
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    section = next(v for k, v in params.items() if k.startswith("evaluate-"))
+    section["evaluation"]["launcher"] = {"kind": "slurm", "slurm": {**SLURM, "nodes": 1}}
+    cfg = EvaluateConfig.model_validate(section)
+    declared = kinds()["evaluate"]
+    launcher = declared.launcher(cfg)
+    assert launcher.kind == "slurm"
+    plan = slurm.plan_job(cfg, launcher.slurm, "evaluation.launcher", "evaluate-x", Path("f"),
+                          ["-m", "repro.stages.worker", "p"], "t")
+    assert (plan.nodes, plan.nproc_per_node, plan.torchrun) == (1, 1, False)
+    inside = slurm.with_local_launcher(cfg, "evaluation.launcher")
+    assert declared.launcher(inside).kind == "local"
+    assert inside.model_dump(exclude={"evaluation": {"launcher"}}) == cfg.model_dump(
+        exclude={"evaluation": {"launcher"}})
+    with pytest.raises(slurm.SlurmError, match="cannot split"):
+        slurm.plan_job(cfg, launcher.slurm.model_copy(update={"nodes": 2}), "evaluation.launcher",
+                       "evaluate-x", Path("f"), [], "t")

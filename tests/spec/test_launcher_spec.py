@@ -44,6 +44,9 @@ def test_a_valid_slurm_launcher():
     ({"time": "soon"}, {}, "time", "not a Slurm time limit"),
     ({"time": "2", "signal_grace_s": 300}, {}, "time", "before it starts"),
     ({"partition": "gpu\n#SBATCH --wrap=x"}, {}, "partition", "control"),
+    ({"partition": "gpu --chdir=/elsewhere"}, {}, "partition", "sbatch would read as more options"),
+    ({"account": "'a'"}, {}, "account", "sbatch would read as more options"),
+    ({"sbatch_args": {"comment": "two words"}}, {}, "sbatch_args.comment", "one word"),
 ])
 def test_bad_launchers_name_field_and_fix(launcher, kw, field, message):
     with pytest.raises(ValidationError) as info:
