@@ -157,7 +157,7 @@ def test_a_cluster_without_the_shared_filesystem_fails_with_the_fix(cluster, dat
     assert "nodes do not see this directory" in result.output
     assert "filesystem the compute nodes share" in result.output
     log = next((Path(".repro/slurm") / SID).glob("slurm-*.out")).read_text()
-    assert log.count("does not see") == 2  # each node checked, and said why
+    assert "does not see" in log  # the node said why (srun stops the others on its failure)
     assert not Path("out").exists()
 
 
