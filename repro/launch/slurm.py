@@ -109,10 +109,13 @@ class JobPlan:
     torchrun: bool
     worker: list[str]
     token: str
+    outputs: tuple[str, ...] = ()
+    """What the job writes (the stage's outputs but `env`, which `repro stage` writes here
+    after the job): a requeued attempt that finds them all, newer than the token, is done."""
 
 
 def plan_job(cfg: Any, slurm: SlurmLaunchSpec, field: str, stage: str, folder: Path,
-             worker_args: list[str], token: str) -> JobPlan:
+             worker_args: list[str], token: str, outputs: tuple[str, ...] = ()) -> JobPlan:
     """Nodes and processes per node: a training stage's distributed.nproc spread evenly over
     the nodes under torchrun; anything else, one process on one node. Checked again here
     because `dvc exp run -S` edits params.yaml after the spec was validated."""
@@ -123,7 +126,7 @@ def plan_job(cfg: Any, slurm: SlurmLaunchSpec, field: str, stage: str, folder: P
                          field=f"{field}.slurm.nodes",
                          fix=f"set nodes to a divisor of distributed.nproc ({nproc})")
     return JobPlan(stage, folder, slurm.nodes, nproc // slurm.nodes, nproc > 1,
-                   list(worker_args), token)
+                   list(worker_args), token, tuple(outputs))
 
 
 def sbatch_options(plan: JobPlan, slurm: SlurmLaunchSpec, log_path: Path) -> list[tuple[str, str | None]]:
@@ -164,6 +167,16 @@ def job_script(plan: JobPlan, slurm: SlurmLaunchSpec, cwd: Path, python: str) ->
         f"cd {where} || {{ echo \"repro: $(hostname) cannot enter {where}: run dvc repro from a "
         f"directory every node shares\"; exit {slurm_node.NO_SHARED_FS}; }}",
     ]
+    if plan.outputs:
+        # Slurm signals the job (USR1 before the time limit) as it finishes: the requeued
+        # attempt finds every output written by this job (newer than its token) and stops,
+        # instead of training again from scratch (the resumable state is gone by then)
+        token = shlex.quote(str(plan.folder / slurm_node.TOKEN_FILE))
+        written = " && ".join(f"[ {shlex.quote(o)} -nt {token} ]" for o in plan.outputs)
+        lines.append(f'if [ "${{SLURM_RESTART_COUNT:-0}}" -gt 0 ] && {written}; then')
+        lines.append('  echo "repro: the previous attempt wrote every output; nothing left to do"')
+        lines.append("  exit 0")
+        lines.append("fi")
     if slurm.env_command:  # checked: commands of the allowed forms only (repro.spec.safety)
         lines.append(slurm.env_command)
     lines += [
@@ -372,7 +385,8 @@ def run_stage(kind_name: str, declared: StageKind, cfg: Any, io: StageIO) -> Non
                                        with_local_launcher(cfg, config_field), io)
     token = secrets.token_hex(16)
     (folder / slurm_node.TOKEN_FILE).write_text(token + "\n", encoding="utf-8")
-    plan = plan_job(cfg, slurm, field, io.name, folder, list(worker_args), token)
+    written = tuple(str(path) for key, path in sorted(io.outputs.items()) if key != "env")
+    plan = plan_job(cfg, slurm, field, io.name, folder, list(worker_args), token, written)
     python = "python" if slurm.env_command else sys.executable
     script = folder / "job.sh"
     script.write_text(job_script(plan, slurm, Path.cwd(), python), encoding="utf-8")

@@ -10,6 +10,7 @@ import _thread
 import json
 import os
 import random
+import subprocess
 import sys
 import threading
 import time
@@ -257,3 +258,30 @@ def test_an_evaluation_job_runs_its_worker_on_one_node():
     with pytest.raises(slurm.SlurmError, match="cannot split"):
         slurm.plan_job(cfg, launcher.slurm.model_copy(update={"nodes": 2}), "evaluation.launcher",
                        "evaluate-x", Path("f"), [], "t")
+
+
+def test_a_requeued_attempt_after_the_outputs_were_written_does_nothing(tmp_path):
+    """The time-limit signal can come as the job finishes: the requeued attempt finds every
+    output newer than the job's token and ends at once instead of training again."""
+    folder = tmp_path / "job"
+    folder.mkdir()
+    (folder / TOKEN_FILE).write_text("t\n")
+    time.sleep(0.02)  # mtimes: the outputs come after the token
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "m.json").write_text("{}")
+    spec = SlurmLaunchSpec(partition="cpu", nodes=1)
+    plan = slurm.JobPlan(SID, folder, 1, 1, False, ["-c", "pass"], "t", ("out", "out/m.json"))
+    script = tmp_path / "job.sh"
+    script.write_text(slurm.job_script(plan, spec, tmp_path, sys.executable))
+    env = dict(os.environ, SLURM_JOB_ID="1", SLURM_JOB_NODELIST="localhost",
+               PATH=f"{tmp_path / 'nothing'}")  # no srun: reaching it fails
+    done = subprocess.run(["/bin/bash", str(script)], env={**env, "SLURM_RESTART_COUNT": "1"},
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and "nothing left to do" in done.stdout, done
+    first = subprocess.run(["/bin/bash", str(script)], env={**env, "SLURM_RESTART_COUNT": "0"},
+                           capture_output=True, text=True)
+    assert first.returncode != 0 and "srun" in first.stderr  # a first attempt always runs
+    os.utime(folder / TOKEN_FILE)  # a token newer than an output: written by an older job
+    stale = subprocess.run(["/bin/bash", str(script)], env={**env, "SLURM_RESTART_COUNT": "1"},
+                           capture_output=True, text=True)
+    assert stale.returncode != 0 and "srun" in stale.stderr
