@@ -234,27 +234,45 @@ def submit(script: Path, field: str) -> int:
                          fix="check `sbatch --parsable` on this machine") from None
 
 
-def queue_state(job_id: int) -> str | None:
-    """The job's state while Slurm's queue holds it (PENDING, RUNNING, ...), else None."""
-    out = subprocess.run(["squeue", "-h", "-j", str(job_id), "-o", "%T"],
-                         capture_output=True, text=True).stdout.split()
-    return out[0] if out else None
+LEFT = "LEFT"
+"""queue_state's answer for a job no longer in the queue."""
 
 
-def final_state(job_id: int, attempts: int = 6) -> tuple[str, int]:
+def queue_state(job_id: int) -> str:
+    """The job's state while Slurm's queue holds it (PENDING, RUNNING, ...); LEFT once it is
+    gone; UNKNOWN when squeue failed (a busy controller times out: ask again later)."""
+    proc = subprocess.run(["squeue", "-h", "-j", str(job_id), "-o", "%T"],
+                          capture_output=True, text=True)
+    out = proc.stdout.split()
+    if proc.returncode != 0:
+        # squeue's answer for a job past the controller's MinJobAge
+        return LEFT if "invalid job id" in proc.stderr.lower() else "UNKNOWN"
+    return out[0] if out else LEFT
+
+
+def final_state(job_id: int, attempts: int = 6) -> tuple[str, int] | None:
     """(state, exit status) of a job that left the queue, from accounting (which may lag a
-    few seconds behind the queue)."""
+    few seconds behind the queue); None while accounting shows it still running (requeued)."""
+    said = ""
     for attempt in range(attempts):
-        out = subprocess.run(["sacct", "-j", str(job_id), "-X", "-n", "-P", "-o", "State,ExitCode"],
-                             capture_output=True, text=True).stdout.split("\n")
-        fields = out[0].split("|") if out and out[0].strip() else []
+        proc = subprocess.run(["sacct", "-j", str(job_id), "-X", "-n", "-P", "-o",
+                               "State,ExitCode"], capture_output=True, text=True)
+        said = " ".join(proc.stderr.split())
+        lines = [line for line in proc.stdout.split("\n") if line.strip()]
+        fields = lines[-1].split("|") if lines else []
         state = fields[0].split()[0] if fields else ""
         if state in TERMINAL:
             code, _, sig = (fields[1] if len(fields) > 1 else "0:0").partition(":")
             status = int(code or 0) or (128 + int(sig) if sig.isdigit() and int(sig) else 0)
             return state, status
+        if state:
+            return None
         time.sleep(POLL_S / attempts * attempt)
-    return "UNKNOWN", 1
+    raise SlurmError(f"Slurm job {job_id} left the queue but accounting (`sacct`) does not "
+                     f"say how it ended{': ' + said if said else ''}",
+                     fix="the launcher needs Slurm's job accounting to tell success from "
+                         "failure: ask the cluster's admins, or set the launcher's kind to local",
+                     exit_status=1)
 
 
 _BAR = re.compile(r"(?P<n>\d+)/(?P<total>\d+) \[(?P<elapsed>[\d:]+)<(?P<eta>[\d:?]+),\s*"
@@ -316,7 +334,7 @@ def cancel(job_id: int) -> None:
     """scancel the job and wait until it has left the queue (its processes stopped)."""
     subprocess.run(["scancel", str(job_id)], capture_output=True, text=True)
     deadline = time.monotonic() + CANCEL_WAIT_S
-    while queue_state(job_id) not in (None, "CANCELLED") and time.monotonic() < deadline:
+    while queue_state(job_id) not in (LEFT, "CANCELLED") and time.monotonic() < deadline:
         time.sleep(min(POLL_S, 1.0))
 
 
@@ -328,10 +346,12 @@ def wait(job_id: int, tail: LogTail, stage: str) -> tuple[str, int]:
         if time.monotonic() - last_poll >= POLL_S:
             last_poll = time.monotonic()
             state = queue_state(job_id)
-            if state is None or state in TERMINAL:
-                tail.pump(final=True)
-                return final_state(job_id)
-            if state != seen:
+            if state == LEFT or state in TERMINAL:
+                final = final_state(job_id)
+                if final is not None:
+                    tail.pump(final=True)
+                    return final
+            elif state != seen and state != "UNKNOWN":
                 log(stage, f"Slurm job {job_id} is {state}")
                 seen = state
         time.sleep(TAIL_S)

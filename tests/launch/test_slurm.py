@@ -285,3 +285,17 @@ def test_a_requeued_attempt_after_the_outputs_were_written_does_nothing(tmp_path
     stale = subprocess.run(["/bin/bash", str(script)], env={**env, "SLURM_RESTART_COUNT": "1"},
                            capture_output=True, text=True)
     assert stale.returncode != 0 and "srun" in stale.stderr
+
+
+@pytest.mark.parametrize("stderr,expected", [
+    ("slurm_load_jobs error: Socket timed out on send/recv operation", "UNKNOWN"),
+    ("slurm_load_jobs error: Invalid job id specified", slurm.LEFT)])
+def test_a_busy_controller_is_asked_again_and_accounting_gives_the_end(tmp_path, monkeypatch,
+                                                                       stderr, expected):
+    (tmp_path / "squeue").write_text(f"#!/bin/sh\necho '{stderr}' >&2\nexit 1\n")
+    (tmp_path / "sacct").write_text("#!/bin/sh\necho 'CANCELLED by 1000|0:15'\n")
+    for tool in ("squeue", "sacct"):
+        (tmp_path / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    assert slurm.queue_state(7) == expected
+    assert slurm.final_state(7) == ("CANCELLED", 128 + 15)
