@@ -134,6 +134,29 @@ def plan_training(spec: S.ExperimentSpec, vocab: int, *, mfu: float = DEFAULT_MF
                                  f["attention"] * tokens, extra * tokens))
     if tr.mtp is not None:
         notes.append(f"extra FLOPs include {tr.mtp.depth} {tr.mtp.kind} MTP module(s)")
+    notes += _slurm_checkpoint_notes(tr, phases, mfu, peak_tflops * 1e12)
     return TrainingPlan(p["total"], p["non_embedding"], p["matmul"], vocab, phases,
                         len(spec.experiment.runs()), mfu, peak_tflops * 1e12, cpu_peak_flops,
                         list(dict.fromkeys(notes)))
+
+
+def _slurm_checkpoint_notes(tr: S.TrainingSpec, phases: list[PhaseFlops], mfu: float,
+                            peak_flops: float) -> list[str]:
+    """A GPU Slurm launcher's checkpoint interval against its time limit, at the plan's MFU
+    and peak (an estimate: the stage cannot measure its step time before the job runs). A
+    job that Slurm signals before its first in-stage checkpoint is requeued and starts over,
+    every time: that is what the note warns about (repro.launch.slurm)."""
+    slurm = tr.launcher.slurm
+    every = tr.checkpoint_every_steps
+    if tr.launcher.kind != "slurm" or slurm is None or not slurm.gpus_per_node or not every:
+        return []
+    step = max(p.total / p.steps for p in phases if p.steps)  # FLOPs of the costliest step
+    seconds = every * step / (tr.distributed.nproc * peak_flops * mfu)
+    usable = S.slurm_time_seconds(slurm.time) - slurm.signal_grace_s
+    note = (f"Slurm: a checkpoint interval ({every} steps) takes about {seconds / 60:,.1f} min "
+            f"on {tr.distributed.nproc} GPU(s) at MFU {mfu:.0%}; a job has {usable / 60:,.1f} "
+            "min before Slurm signals it to requeue")
+    if seconds < usable:
+        return [note]
+    return [note + ": it would be requeued before its first checkpoint and start over each "
+            "time; lower training.checkpoint_every_steps or raise training.launcher.slurm.time"]

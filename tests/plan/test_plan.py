@@ -224,3 +224,19 @@ def test_a_quantity_of_an_int_beyond_floats_is_infinite_not_a_crash():
 
     assert Q.exact(10**400).value == float("inf") and Q.at_most(-(10**400)).high == float("-inf")
     assert Q.exact(3).value == 3.0
+
+
+def test_a_slurm_checkpoint_interval_is_estimated_against_the_time_limit():
+    """The FineWeb reference runs on 64 GPUs with a checkpoint every 250 steps (a few
+    minutes at 40% MFU); a 10-minute job with a checkpoint every 5,000 steps would be
+    requeued before its first checkpoint, and the plan says so with the fix."""
+    (note,) = [n for n in _plan(FINEWEB).notes if n.startswith("Slurm:")]
+    assert "250 steps" in note and "64 GPU(s)" in note and "start over" not in note
+    raw = load_spec(REPO / FINEWEB).model_dump()
+    raw["training"]["checkpoint_every_steps"] = 5000
+    raw["training"]["launcher"]["slurm"]["time"] = "00:10:00"
+    raw["training"]["launcher"]["slurm"]["signal_grace_s"] = 120
+    (note,) = [n for n in _plan(FINEWEB, ExperimentSpec.model_validate(raw)).notes
+               if n.startswith("Slurm:")]
+    assert "8.0 min before Slurm signals it" in note
+    assert "lower training.checkpoint_every_steps or raise training.launcher.slurm.time" in note
