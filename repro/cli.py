@@ -394,17 +394,18 @@ def stage(kind: str, stage_id: str, inputs: tuple[str, ...], outputs: tuple[str,
         remove_stale_temporaries(out)
     set_offline_env()
     seed_everything(getattr(cfg, "seed", 0))
+    record = None  # the environment the outputs were computed in: this process's, unless
     try:
         launcher = declared.launcher(cfg)
         if launcher is not None and launcher.kind == "slurm":  # the job runs `run` (repro.launch)
-            slurm_launch.run_stage(kind, declared, cfg, io)
+            record = slurm_launch.run_stage(kind, declared, cfg, io)  # the job's node's
         else:
             declared.run(cfg, io)
     except ReproError as e:  # what is wrong and the fix, said for this stage
         _exit(e, context=f"stage {stage_id}")
     if "env" in io.outputs:  # last, so a failed stage leaves no record of a run
         # `run`: measured, read by `repro status` (how long a pipeline's last build took)
-        write_json(io.output("env"), {**fingerprint(),
+        write_json(io.output("env"), {**(record if record is not None else fingerprint()),
                                       "run": {"wall_seconds": round(process_seconds(), 2)}})
 
 

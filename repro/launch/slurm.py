@@ -28,6 +28,10 @@ starts it again, and the stage resumes bitwise from its last in-stage checkpoint
 (`checkpoint_every_steps`, repro.train.resume): the updates since then are redone. The
 log is opened in append mode, so one file holds every attempt.
 
+The stage's `env` output (repro.environment) describes the job's first node, where the batch
+step records it once the step succeeded (repro.launch.record_env), not the login node this
+process waits on; `repro stage` adds this process's wall seconds (queue time included).
+
 Here, this process blocks until the job leaves the queue: it echoes the job's log (rank 0
 logs; the other ranks print only their errors) and every PROGRESS_S seconds a progress line
 (step, tokens/s, loss, ETA, read from the training loop's progress bar in the log), exits
@@ -51,6 +55,7 @@ from typing import Any
 
 from repro import paths
 from repro.errors import ReproError
+from repro.jsonio import read_json
 from repro.launch import slurm_node
 from repro.spec.schema import LauncherSpec, SlurmLaunchSpec
 from repro.stages import worker
@@ -58,6 +63,9 @@ from repro.stages.base import StageIO, log
 from repro.stages.kind import StageKind, launcher_field
 
 NODE_MODULE = "repro.launch.slurm_node"
+RECORD_MODULE = "repro.launch.record_env"
+ENV_RECORD = "env.json"
+"""The job's environment record in its folder (repro.launch.record_env)."""
 POLL_S = 10.0
 """Seconds between `squeue` calls (the controller is shared: Slurm's docs ask users not to
 poll it in tight loops)."""
@@ -102,6 +110,7 @@ def spec_field(config_field: str) -> str:
 class JobPlan:
     """What the job runs on its nodes."""
 
+    kind: str
     stage: str
     folder: Path
     nodes: int
@@ -114,7 +123,7 @@ class JobPlan:
     after the job): a requeued attempt that finds them all, newer than the token, is done."""
 
 
-def plan_job(cfg: Any, slurm: SlurmLaunchSpec, field: str, stage: str, folder: Path,
+def plan_job(kind: str, cfg: Any, slurm: SlurmLaunchSpec, field: str, stage: str, folder: Path,
              worker_args: list[str], token: str, outputs: tuple[str, ...] = ()) -> JobPlan:
     """Nodes and processes per node: a training stage's distributed.nproc spread evenly over
     the nodes under torchrun; anything else, one process on one node. Checked again here
@@ -125,7 +134,7 @@ def plan_job(cfg: Any, slurm: SlurmLaunchSpec, field: str, stage: str, folder: P
         raise SlurmError(f"{slurm.nodes} nodes cannot split {nproc} process(es) evenly",
                          field=f"{field}.slurm.nodes",
                          fix=f"set nodes to a divisor of distributed.nproc ({nproc})")
-    return JobPlan(stage, folder, slurm.nodes, nproc // slurm.nodes, nproc > 1,
+    return JobPlan(kind, stage, folder, slurm.nodes, nproc // slurm.nodes, nproc > 1,
                    list(worker_args), token, tuple(outputs))
 
 
@@ -167,6 +176,12 @@ def job_script(plan: JobPlan, slurm: SlurmLaunchSpec, cwd: Path, python: str) ->
         f"cd {where} || {{ echo \"repro: $(hostname) cannot enter {where}: run dvc repro from a "
         f"directory every node shares\"; exit {slurm_node.NO_SHARED_FS}; }}",
     ]
+    if slurm.env_command:  # checked: commands of the allowed forms only (repro.spec.safety)
+        lines.append(slurm.env_command)
+    record = " ".join(shlex.quote(w) for w in (python, "-m", RECORD_MODULE, plan.kind,
+                                               str(plan.folder / ENV_RECORD)))
+    lines += ["record_env() {  # where the outputs were computed (repro.launch.record_env)",
+              f"  {record}", "}"]
     if plan.outputs:
         # Slurm signals the job (USR1 before the time limit) as it finishes: the requeued
         # attempt finds every output written by this job (newer than its token) and stops,
@@ -175,10 +190,9 @@ def job_script(plan: JobPlan, slurm: SlurmLaunchSpec, cwd: Path, python: str) ->
         written = " && ".join(f"[ {shlex.quote(o)} -nt {token} ]" for o in plan.outputs)
         lines.append(f'if [ "${{SLURM_RESTART_COUNT:-0}}" -gt 0 ] && {written}; then')
         lines.append('  echo "repro: the previous attempt wrote every output; nothing left to do"')
-        lines.append("  exit 0")
+        lines.append(f"  [ -e {shlex.quote(str(plan.folder / ENV_RECORD))} ] || record_env")
+        lines.append("  exit")
         lines.append("fi")
-    if slurm.env_command:  # checked: commands of the allowed forms only (repro.spec.safety)
-        lines.append(slurm.env_command)
     lines += [
         'echo "repro: job $SLURM_JOB_ID on $SLURM_JOB_NODELIST, attempt $((${SLURM_RESTART_COUNT:-0} + 1))"',
         "requeue() {",
@@ -196,6 +210,7 @@ def job_script(plan: JobPlan, slurm: SlurmLaunchSpec, cwd: Path, python: str) ->
         '  wait "$step"; status=$?',
         '  kill -0 "$step" 2>/dev/null || break  # wait ended for a signal: the step runs on',
         "done",
+        'if [ "$status" -eq 0 ]; then record_env || status=$?; fi',
         'exit "$status"',
     ]
     return "\n".join(lines) + "\n"
@@ -392,9 +407,10 @@ def _outcome(job_id: int, state: str, status: int, log_path: Path, field: str) -
                      exit_status=status or 1)
 
 
-def run_stage(kind_name: str, declared: StageKind, cfg: Any, io: StageIO) -> None:
-    """Run the stage as a Slurm job (its launcher is `slurm`); return when it completed,
-    raise SlurmError otherwise. Ctrl-C or SIGTERM cancels the job."""
+def run_stage(kind_name: str, declared: StageKind, cfg: Any, io: StageIO) -> dict[str, Any]:
+    """Run the stage as a Slurm job (its launcher is `slurm`); when it completed, the
+    environment fingerprint its first node recorded (for the stage's `env` output); raise
+    SlurmError otherwise. Ctrl-C or SIGTERM cancels the job."""
     config_field = launcher_field(declared.config)
     launcher = declared.launcher(cfg)
     assert config_field is not None and launcher is not None and launcher.slurm is not None
@@ -405,8 +421,10 @@ def run_stage(kind_name: str, declared: StageKind, cfg: Any, io: StageIO) -> Non
                                        with_local_launcher(cfg, config_field), io)
     token = secrets.token_hex(16)
     (folder / slurm_node.TOKEN_FILE).write_text(token + "\n", encoding="utf-8")
+    (folder / ENV_RECORD).unlink(missing_ok=True)  # an older job's
     written = tuple(str(path) for key, path in sorted(io.outputs.items()) if key != "env")
-    plan = plan_job(cfg, slurm, field, io.name, folder, list(worker_args), token, written)
+    plan = plan_job(kind_name, cfg, slurm, field, io.name, folder, list(worker_args), token,
+                    written)
     python = "python" if slurm.env_command else sys.executable
     script = folder / "job.sh"
     script.write_text(job_script(plan, slurm, Path.cwd(), python), encoding="utf-8")
@@ -431,3 +449,9 @@ def run_stage(kind_name: str, declared: StageKind, cfg: Any, io: StageIO) -> Non
             signal.signal(signal.SIGTERM, on_term)
     _outcome(job_id, state, status, log_path, field)
     log(io.name, f"Slurm job {job_id} completed")
+    try:
+        return read_json(folder / ENV_RECORD)
+    except (OSError, ValueError) as e:
+        raise SlurmError(f"Slurm job {job_id} completed but left no environment record "
+                         f"({folder / ENV_RECORD}: {e})", fix="rerun `dvc repro`: the "
+                         "requeued job finds its outputs written and records it") from None

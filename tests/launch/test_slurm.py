@@ -36,7 +36,8 @@ MODEL = ModelSpec(hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, int
                   nope_interval=2, max_position_embeddings=64)
 SID = "train-exp-s1-00000000"
 OUTPUTS = {"checkpoint": "out/ck", "metrics": "out/m.json", "ledger": "out/ledger.json",
-           "loss": "out/loss.csv", "monitor": "out/monitor.csv", "perf": "out/perf.json"}
+           "loss": "out/loss.csv", "monitor": "out/monitor.csv", "perf": "out/perf.json",
+           "env": "out/env.json"}
 SLURM = {"partition": "cpu", "time": "00:10:00", "nodes": 2}
 
 
@@ -98,9 +99,9 @@ def stage(cfg: TrainConfig, data: Path):
 
 
 def outputs(root: Path) -> dict[str, bytes]:
-    """Every output file but the measured timings."""
+    """Every output file but the measured records (timings, the machine)."""
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted((root / "out").rglob("*"))
-            if p.is_file() and p.name != "perf.json"}
+            if p.is_file() and p.name not in ("perf.json", "env.json")}
 
 
 def jobs(state: Path) -> list[dict]:
@@ -111,7 +112,7 @@ def test_job_script_runs_torchrun_on_every_node_and_requeues(tmp_path):
     spec = SlurmLaunchSpec(partition="gpu", nodes=4, gpus_per_node=8, cpus_per_task=32,
                            mem_per_cpu_gb=4, account="proj", qos="high", constraint="h100",
                            env_command="module load cuda", sbatch_args={"reservation": "r1"})
-    plan = slurm.plan_job(config({"kind": "slurm", "slurm": {**SLURM, "partition": "gpu"}})
+    plan = slurm.plan_job("train", config({"kind": "slurm", "slurm": {**SLURM, "partition": "gpu"}})
                           .model_copy(update={"distributed": config().distributed.model_copy(
                               update={"nproc": 32})}),
                           spec, "training.launcher", SID, Path(".repro/slurm") / SID,
@@ -200,6 +201,11 @@ def test_two_nodes_match_the_local_ddp_run_byte_for_byte(cluster, data, local_dd
     assert job["state"] == "COMPLETED" and job["restarts"] == 0
     perf = json.loads(Path(OUTPUTS["perf"]).read_text())
     assert perf["processes"] == 2
+    # the environment record is the job's node's (here the same machine), with this wall time
+    env = json.loads(Path(OUTPUTS["env"]).read_text())
+    recorded = json.loads((Path(".repro/slurm") / SID / slurm.ENV_RECORD).read_text())
+    assert env["numerics"] == recorded["numerics"] and env["run"]["wall_seconds"] > 0
+    assert env["numerics"]["torch"] is not None  # recorded after importing the stage's module
     streamed = result.output  # what `dvc repro` shows: the job's log and progress, echoed
     assert "step 4/4" in streamed and "tokens/s" in streamed  # the progress line came back
     assert f"[{SID}] steps 1..4, 1 torch threads x 2 process(es)" in streamed  # rank 0's log
@@ -248,7 +254,7 @@ def test_an_evaluation_job_runs_its_worker_on_one_node():
     declared = kinds()["evaluate"]
     launcher = declared.launcher(cfg)
     assert launcher.kind == "slurm"
-    plan = slurm.plan_job(cfg, launcher.slurm, "evaluation.launcher", "evaluate-x", Path("f"),
+    plan = slurm.plan_job("evaluate", cfg, launcher.slurm, "evaluation.launcher", "evaluate-x", Path("f"),
                           ["-m", "repro.stages.worker", "p"], "t")
     assert (plan.nodes, plan.nproc_per_node, plan.torchrun) == (1, 1, False)
     inside = slurm.with_local_launcher(cfg, "evaluation.launcher")
@@ -256,7 +262,7 @@ def test_an_evaluation_job_runs_its_worker_on_one_node():
     assert inside.model_dump(exclude={"evaluation": {"launcher"}}) == cfg.model_dump(
         exclude={"evaluation": {"launcher"}})
     with pytest.raises(slurm.SlurmError, match="cannot split"):
-        slurm.plan_job(cfg, launcher.slurm.model_copy(update={"nodes": 2}), "evaluation.launcher",
+        slurm.plan_job("evaluate", cfg, launcher.slurm.model_copy(update={"nodes": 2}), "evaluation.launcher",
                        "evaluate-x", Path("f"), [], "t")
 
 
@@ -270,7 +276,9 @@ def test_a_requeued_attempt_after_the_outputs_were_written_does_nothing(tmp_path
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "m.json").write_text("{}")
     spec = SlurmLaunchSpec(partition="cpu", nodes=1)
-    plan = slurm.JobPlan(SID, folder, 1, 1, False, ["-c", "pass"], "t", ("out", "out/m.json"))
+    (folder / slurm.ENV_RECORD).write_text("{}")  # the previous attempt recorded it
+    plan = slurm.JobPlan("train", SID, folder, 1, 1, False, ["-c", "pass"], "t",
+                         ("out", "out/m.json"))
     script = tmp_path / "job.sh"
     script.write_text(slurm.job_script(plan, spec, tmp_path, sys.executable))
     env = dict(os.environ, SLURM_JOB_ID="1", SLURM_JOB_NODELIST="localhost",
