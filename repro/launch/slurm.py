@@ -129,11 +129,19 @@ def plan_job(kind: str, cfg: Any, slurm: SlurmLaunchSpec, field: str, stage: str
     the nodes under torchrun; anything else, one process on one node. Checked again here
     because `dvc exp run -S` edits params.yaml after the spec was validated."""
     distributed = getattr(cfg, "distributed", None)
+    if distributed is None and slurm.nodes != 1:
+        raise SlurmError(f"{field}.slurm.nodes is {slurm.nodes}, but this stage runs on one "
+                         "node", field=f"{field}.slurm.nodes", fix="set nodes: 1")
     nproc = distributed.nproc if distributed is not None else 1
-    if nproc % slurm.nodes or (distributed is None and slurm.nodes != 1):
-        raise SlurmError(f"{slurm.nodes} nodes cannot split {nproc} process(es) evenly",
+    if nproc % slurm.nodes:
+        raise SlurmError(f"{slurm.nodes} nodes cannot split distributed.nproc {nproc} evenly",
                          field=f"{field}.slurm.nodes",
                          fix=f"set nodes to a divisor of distributed.nproc ({nproc})")
+    if slurm.gpus_per_node and nproc // slurm.nodes > slurm.gpus_per_node:
+        raise SlurmError(f"{nproc // slurm.nodes} processes per node, more than gpus_per_node "
+                         f"{slurm.gpus_per_node}", field=f"{field}.slurm.gpus_per_node",
+                         fix=f"use at least {-(-nproc // slurm.gpus_per_node)} nodes, or lower "
+                             "distributed.nproc")
     return JobPlan(kind, stage, folder, slurm.nodes, nproc // slurm.nodes, nproc > 1,
                    list(worker_args), token, tuple(outputs))
 

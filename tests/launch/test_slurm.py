@@ -112,10 +112,9 @@ def test_job_script_runs_torchrun_on_every_node_and_requeues(tmp_path):
     spec = SlurmLaunchSpec(partition="gpu", nodes=4, gpus_per_node=8, cpus_per_task=32,
                            mem_per_cpu_gb=4, account="proj", qos="high", constraint="h100",
                            env_command="module load cuda", sbatch_args={"reservation": "r1"})
-    plan = slurm.plan_job("train", config({"kind": "slurm", "slurm": {**SLURM, "partition": "gpu"}})
-                          .model_copy(update={"distributed": config().distributed.model_copy(
-                              update={"nproc": 32})}),
-                          spec, "training.launcher", SID, Path(".repro/slurm") / SID,
+    plan_cfg = config({"kind": "slurm", "slurm": {**SLURM, "partition": "gpu"}}).model_copy(
+        update={"distributed": config().distributed.model_copy(update={"nproc": 32})})
+    plan = slurm.plan_job("train", plan_cfg, spec, "training.launcher", SID, Path(".repro/slurm") / SID,
                           ["-m", "repro.stages.worker", "payload.json"], "tok")
     assert (plan.nodes, plan.nproc_per_node, plan.torchrun) == (4, 8, True)
     script = slurm.job_script(plan, spec, Path("/shared/proj"), "python")
@@ -132,6 +131,13 @@ def test_job_script_runs_torchrun_on_every_node_and_requeues(tmp_path):
     srun = next(line for line in lines if line.startswith("srun "))
     assert "--nodes=4 --ntasks-per-node=1" in srun and "--torchrun" in srun
     assert srun.endswith("-- -m repro.stages.worker payload.json &")
+    # params.yaml edited after the spec was checked (`dvc exp run -S`): checked again
+    for nodes, gpus, message in ((3, 8, "cannot split distributed.nproc 32"),
+                                 (2, 8, "16 processes per node, more than gpus_per_node 8")):
+        with pytest.raises(slurm.SlurmError, match=message):
+            slurm.plan_job("train", plan_cfg, spec.model_copy(update={"nodes": nodes,
+                                                                       "gpus_per_node": gpus}),
+                           "training.launcher", SID, Path("f"), [], "t")
     cmd = torchrun_command(4, 8, "node01", 4242, ["-m", "repro.stages.worker", "p"])
     assert cmd[3:9] == ["--nnodes=4", "--nproc_per_node=8", "--rdzv_backend=c10d",
                         "--rdzv_endpoint=node01:29742", "--rdzv_id=repro-4242", "--max_restarts=0"]
@@ -261,7 +267,7 @@ def test_an_evaluation_job_runs_its_worker_on_one_node():
     assert declared.launcher(inside).kind == "local"
     assert inside.model_dump(exclude={"evaluation": {"launcher"}}) == cfg.model_dump(
         exclude={"evaluation": {"launcher"}})
-    with pytest.raises(slurm.SlurmError, match="cannot split"):
+    with pytest.raises(slurm.SlurmError, match="this stage runs on one node"):
         slurm.plan_job("evaluate", cfg, launcher.slurm.model_copy(update={"nodes": 2}), "evaluation.launcher",
                        "evaluate-x", Path("f"), [], "t")
 
