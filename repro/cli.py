@@ -394,7 +394,7 @@ def stage(kind: str, stage_id: str, inputs: tuple[str, ...], outputs: tuple[str,
         remove_stale_temporaries(out)
     set_offline_env()
     seed_everything(getattr(cfg, "seed", 0))
-    record = None  # the environment the outputs were computed in: this process's, unless
+    record = None  # where the outputs were computed: here, or on a Slurm job's node
     try:
         launcher = declared.launcher(cfg)
         if launcher is not None and launcher.kind == "slurm":  # the job runs `run` (repro.launch)

@@ -3,9 +3,9 @@
 `repro stage` calls `run_stage` instead of the stage's `run` when the stage's launcher is
 `slurm`. It writes, under .repro/slurm/<stage id>/ (on the filesystem the nodes must share):
 
-- `payload.json`: the stage's worker payload (repro.stages.worker), with the launcher reset to
-  `local`, so inside the job the stage runs exactly as it does here under torchrun, and its
-  resumable state (.repro/resume/<stage id>/) is the same whichever launcher wrote it;
+- `payload.json`: the stage's worker payload (repro.stages.worker), with the launcher's kind
+  set to `local`, so inside the job the stage runs exactly as it does here under torchrun,
+  and its resumable state (.repro/resume/<stage id>/) serves either launcher;
 - `token`: a random value each node's task checks before it starts (repro.launch.slurm_node),
   so a cluster that does not share this directory fails in a second, with the fix;
 - `job.sh`: the batch script, submitted with `sbatch`; Slurm writes its log to
@@ -385,9 +385,17 @@ def _interrupt(signum, frame) -> None:
 
 
 def with_local_launcher(cfg: Any, dotted: str) -> Any:
-    """`cfg` with the launcher at `dotted` reset to `local`: what the job's processes run."""
+    """`cfg` with the launcher at `dotted` set to kind `local` (its `slurm:` block kept):
+    what the job's processes run. The train stage's resumable state records its config
+    (repro.train.resume), so this is the config `dvc exp run -S <stage>.launcher.kind=local`
+    gives: a stage started on Slurm resumes here, and the other way round."""
     head, _, rest = dotted.partition(".")
-    value = LauncherSpec() if not rest else with_local_launcher(getattr(cfg, head), rest)
+    value = getattr(cfg, head)
+    if rest:
+        value = with_local_launcher(value, rest)
+    else:
+        assert isinstance(value, LauncherSpec)
+        value = value.model_copy(update={"kind": "local"})
     return cfg.model_copy(update={head: value})
 
 
