@@ -210,9 +210,13 @@ def job_script(plan: JobPlan, slurm: SlurmLaunchSpec, cwd: Path, python: str) ->
         "}",
         "trap 'requeue USR1' USR1",
         "trap 'requeue TERM' TERM",
-        # in the background: bash runs a trap only between commands, and `wait` is one
-        f"srun --nodes={plan.nodes} --ntasks-per-node=1 --kill-on-bad-exit=1 "
-        + " ".join(shlex.quote(w) for w in node) + " &",
+        # in the background: bash runs a trap only between commands, and `wait` is one.
+        # The step's CPUs and GPUs are named again: srun does not inherit sbatch's
+        # --cpus-per-task (Slurm 22.05 on), and a step given one CPU would run every rank
+        # of the node on it
+        f"srun --nodes={plan.nodes} --ntasks-per-node=1 --cpus-per-task={slurm.cpus_per_task} "
+        + (f"--gpus-per-node={slurm.gpus_per_node} " if slurm.gpus_per_node else "")
+        + "--kill-on-bad-exit=1 " + " ".join(shlex.quote(w) for w in node) + " &",
         "step=$!",
         "while :; do",
         '  wait "$step"; status=$?',

@@ -129,7 +129,8 @@ def test_job_script_runs_torchrun_on_every_node_and_requeues(tmp_path):
                      "module load cuda", "trap 'requeue USR1' USR1", "trap 'requeue TERM' TERM"):
         assert expected in lines, (expected, script)
     srun = next(line for line in lines if line.startswith("srun "))
-    assert "--nodes=4 --ntasks-per-node=1" in srun and "--torchrun" in srun
+    assert "--nodes=4 --ntasks-per-node=1 --cpus-per-task=32 --gpus-per-node=8" in srun
+    assert "--torchrun" in srun
     assert srun.endswith("-- -m repro.stages.worker payload.json &")
     # params.yaml edited after the spec was checked (`dvc exp run -S`): checked again
     for nodes, gpus, message in ((3, 8, "cannot split distributed.nproc 32"),
