@@ -96,7 +96,9 @@ class SlurmError(ReproError):
 
 def job_folder(stage_id: str) -> Path:
     """.repro/slurm/<stage id>/: the job's payload, token, script and logs. Next to the
-    stage's resumable state (repro.paths.resume_dir); never a DVC output."""
+    stage's resumable state (repro.paths.resume_dir); never a DVC output. Built here, not in
+    repro.paths: every stage imports that module, so a function added there would change
+    every stage's code dependencies (repro.compile.code_deps) for a folder no stage reads."""
     return Path(paths.STATE_DIR) / "slurm" / stage_id
 
 
