@@ -230,11 +230,13 @@ def job_script(plan: JobPlan, slurm: SlurmLaunchSpec, cwd: Path, python: str) ->
     return "\n".join(lines) + "\n"
 
 
-_SBATCH_FIELDS = (("partition", "partition", "a partition `sinfo -s` lists"),
-                  ("account", "account", "an account `sacctmgr show assoc user=$USER` lists"),
+_SBATCH_FIELDS = (("account", "account", "an account `sacctmgr show assoc user=$USER` lists"),
                   ("qos", "qos", "a QOS `sacctmgr show assoc user=$USER` lists"),
                   ("feature", "constraint", "features `sinfo -o '%f'` lists"),
-                  ("time limit", "time", "a time within the partition's limit (`sinfo -s`)"))
+                  ("time limit", "time", "a time within the partition's limit (`sinfo -s`)"),
+                  ("partition", "partition", "a partition `sinfo -s` lists"))
+"""(word in sbatch's refusal, field, what to set it to), most specific first: sbatch says
+"Invalid account or account/partition combination specified" for an unknown account."""
 
 
 def submit(script: Path, field: str) -> int:

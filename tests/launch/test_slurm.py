@@ -315,3 +315,22 @@ def test_a_busy_controller_is_asked_again_and_accounting_gives_the_end(tmp_path,
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
     assert slurm.queue_state(7) == expected
     assert slurm.final_state(7) == ("CANCELLED", 128 + 15)
+
+
+@pytest.mark.parametrize("said,field", [
+    ("sbatch: error: Batch job submission failed: Invalid account or account/partition "
+     "combination specified", "training.launcher.slurm.account"),
+    ("sbatch: error: Batch job submission failed: Invalid qos specification",
+     "training.launcher.slurm.qos"),
+    ("sbatch: error: Batch job submission failed: Requested time limit is invalid (missing or "
+     "exceeds some limit)", "training.launcher.slurm.time"),
+    ("sbatch: error: Batch job submission failed: Invalid feature specification",
+     "training.launcher.slurm.constraint")])
+def test_sbatch_refusals_name_the_field(tmp_path, monkeypatch, said, field):
+    (tmp_path / "sbatch").write_text(f"#!/bin/sh\necho '{said}' >&2\nexit 1\n")
+    (tmp_path / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    with pytest.raises(slurm.SlurmError) as info:
+        slurm.submit(tmp_path / "job.sh", "training.launcher")
+    assert info.value.field == field and said in info.value.message
+    assert info.value.exit_status == 2 and "repro compile" in info.value.fix
