@@ -1,5 +1,6 @@
-"""What the portable MKL branch costs: training steps with the default pins against
-MKL_CBWR=COMPATIBLE, side by side in one run (issue 20; shared PERF.md).
+"""What the numerics pins and the portable MKL branch cost: training steps with the default
+pins against no pins and against MKL_CBWR=COMPATIBLE, side by side in one run (issue 20;
+shared PERF.md).
 
     python -m bench.numerics_cost      # [--rounds N] [--steps N] [--params params.yaml] [--json PATH]
 
@@ -11,8 +12,10 @@ between rounds), each building the first AdamW train stage of `--params` (the qu
 model, repro.probe.ops.build_training) and timing `--steps` training steps (forward,
 backward, clip, optimizer step; fp32, the train stage's thread count) on fixed random windows
 after 2 untimed ones. Reported: each variant's median tokens/s, the MKL branch each child
-actually ran (repro.numerics.mkl_branch), whether both computed the same loss (they should
-not, on AMD), and the ratio COMPATIBLE / default (1.0 = free).
+actually ran (repro.numerics.mkl_branch), whether each computed the default's loss (COMPATIBLE
+should not, on AMD), and the ratios default / no pins (what repro.numerics' pins cost on
+this CPU: on an AVX2 host ATen runs AVX2 kernels anyway, on an AVX-512 host the ATen pin
+gives up its AVX-512 kernels) and COMPATIBLE / default (1.0 = free).
 """
 
 from __future__ import annotations
@@ -25,14 +28,28 @@ import subprocess
 import sys
 from pathlib import Path
 
-VARIANTS = {"default pins": {}, "MKL_CBWR=COMPATIBLE": {"MKL_CBWR": "COMPATIBLE"}}
+from repro.numerics import NUMERICS_ENV
+
+NO_PINS = "REPRO_BENCH_NO_PINS"
+"""Set in a child's environment: it skips repro.numerics.pin_numerics_env (the variables it
+would set are removed from that child's environment too)."""
+VARIANTS = {"default pins": {}, "no pins": {NO_PINS: "1"},
+            "MKL_CBWR=COMPATIBLE": {"MKL_CBWR": "COMPATIBLE"}}
+
+
+def variant_env(name: str, base: dict[str, str]) -> dict[str, str]:
+    """The environment of `name`'s child: `base` without the pins (and without the no-pins
+    switch), then the variant's own settings; the default's child pins in process."""
+    kept = {k: v for k, v in base.items() if k not in NUMERICS_ENV and k != NO_PINS}
+    return kept | VARIANTS[name]
 
 
 def child(params: str, steps: int) -> dict:
     """One variant's measurement, in this (fresh) process."""
     from repro.numerics import pin_numerics_env
 
-    pin_numerics_env()  # before torch: MKL reads MKL_CBWR when it starts
+    if not os.environ.get(NO_PINS):
+        pin_numerics_env()  # before torch: MKL reads MKL_CBWR when it starts
     import time
 
     import torch
@@ -84,7 +101,7 @@ def main() -> None:
     for r in range(args.rounds):
         order = list(VARIANTS) if r % 2 == 0 else list(reversed(VARIANTS))
         for name in order:
-            env = {k: v for k, v in os.environ.items() if k != "MKL_CBWR"} | VARIANTS[name]
+            env = variant_env(name, dict(os.environ))
             out = subprocess.run([sys.executable, "-m", "bench.numerics_cost", "--child",
                                   "--params", args.params, "--steps", str(args.steps)],
                                  env=env, capture_output=True, text=True, check=True)
@@ -92,13 +109,18 @@ def main() -> None:
             print(f"round {r + 1} {name}: {runs[name][-1]['tokens_per_s']:.0f} tokens/s "
                   f"(MKL branch {runs[name][-1]['mkl_branch']})", flush=True)
     median = {name: statistics.median(x["tokens_per_s"] for x in rs) for name, rs in runs.items()}
-    (default, portable) = (median["default pins"], median["MKL_CBWR=COMPATIBLE"])
-    same_loss = runs["default pins"][0]["last_loss"] == runs["MKL_CBWR=COMPATIBLE"][0]["last_loss"]
-    result = {"median_tokens_per_s": median, "ratio_compatible_to_default": portable / default,
-              "same_loss": same_loss, "runs": runs}
+    default, unpinned, portable = (median["default pins"], median["no pins"],
+                                   median["MKL_CBWR=COMPATIBLE"])
+    same_loss = {name: rs[0]["last_loss"] == runs["default pins"][0]["last_loss"]
+                 for name, rs in runs.items() if name != "default pins"}
+    result = {"median_tokens_per_s": median, "ratio_default_to_no_pins": default / unpinned,
+              "ratio_compatible_to_default": portable / default,
+              "same_loss_as_default": same_loss, "runs": runs}
     for name, v in median.items():
         print(f"{name:>22}: {v:8.0f} tokens/s (median of {args.rounds})")
-    print(f"the same loss after {args.steps + 2} steps: {same_loss}")
+    for name, same in same_loss.items():
+        print(f"{name}: the default's loss after {args.steps + 2} steps: {same}")
+    print(f"ratio default pins / no pins: {default / unpinned:.3f}")
     print(f"ratio COMPATIBLE / default: {portable / default:.3f}")
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(result, indent=1) + "\n")
