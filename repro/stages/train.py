@@ -126,8 +126,9 @@ def load_sources(cfg: TrainConfig, io: StageIO, ids: TokenIds) -> dict[str, Toke
 
 def config_fingerprint(cfg: TrainConfig, io: StageIO) -> str:
     """What a resumable state must have been written by: this config (execution-only
-    fields aside) and these input paths."""
-    body = {"config": cfg.model_dump(mode="json", exclude={"checkpoint_every_steps"}),
+    fields aside: the checkpoint interval and the launcher, so a stage stopped under Slurm
+    resumes here and back) and these input paths."""
+    body = {"config": cfg.model_dump(mode="json", exclude=KIND.identity_exclude()),
             "inputs": {k: str(v) for k, v in sorted(io.inputs.items())}}
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -15,6 +15,7 @@ import json
 import sys
 from pathlib import Path
 
+from repro.errors import ReproError
 from repro.numerics import pin_numerics_env
 from repro.relaunch import WorkerArgs
 from repro.spec.schema import Model
@@ -48,7 +49,11 @@ def main(argv: list[str]) -> int:
     cfg = kind.config.model_validate(payload["config"])
     io = StageIO(payload["name"], {k: Path(v) for k, v in payload["inputs"].items()},
                  {k: Path(v) for k, v in payload["outputs"].items()})
-    kind.run(cfg, io)
+    try:
+        kind.run(cfg, io)
+    except ReproError as e:  # one line and its exit status, not a traceback per rank (a
+        print(f"error: {e}", file=sys.stderr)  # preempted rank: 128 + the signal)
+        return e.exit_status
     return 0
 
 

@@ -54,6 +54,7 @@ from repro.train.distributed import (DistContext, all_max_, all_mean, load_modul
                                      load_optimizer_state, module_state, optimizer_state)
 from repro.train.objective import TrainModule
 from repro.train.optim import reference_lr, set_lr_multiplier
+from repro.train.preemption import Preempted, StopRequest
 from repro.train.prefetch import BatchFeed
 from repro.train.schedule import ScheduleSegment, multiplier_at
 from repro.train.stability import StabilityGuard
@@ -309,14 +310,18 @@ class Trainer:
         cuda = self.ctx.device.type == "cuda"
         feed = BatchFeed(self.sampler, self.plan, s.steps, rank=self.ctx.rank, world=self.ctx.world,
                          pin_memory=cuda, ahead=s.prefetch)
-        with feed:
-            seconds, warmup, timed = self._updates(feed, bar, rollback_target)
+        # a resumable run stops on SIGTERM/SIGUSR1 after saving its state (repro.train.preemption)
+        stop = StopRequest() if s.resume_dir is not None else None
+        with feed, stop if stop is not None else contextlib.nullcontext():
+            seconds, warmup, timed = self._updates(feed, bar, rollback_target, stop)
         bar.close()
         return LoopResult(self.rows, self.fingerprints, [e.as_dict() for e in self.guard.events], self.qk_events,
                           self.monitor_rows, seconds, timed, resumed_from, self.lr_scale, warmup)
 
-    def _updates(self, feed: BatchFeed, bar, rollback_target: bytes | None) -> tuple[float, float, int]:
-        """The updates left to do; (seconds, seconds of the first one, updates done)."""
+    def _updates(self, feed: BatchFeed, bar, rollback_target: bytes | None,
+                 stop: StopRequest | None = None) -> tuple[float, float, int]:
+        """The updates left to do; (seconds, seconds of the first one, updates done).
+        Preempted once `stop` was signalled, after the update in progress and its state."""
         s, t = self.s, self.t
         cuda = self.ctx.device.type == "cuda"
         t0, timed, warmup = time.perf_counter(), 0, 0.0
@@ -375,10 +380,17 @@ class Trainer:
             if self.after_update is not None:
                 self.after_update(n, s.tokens_start + self.done * self.seqs * s.seq_len)
             every = t.checkpoint_every_steps
-            if every and self.done % every == 0 and self.done < s.steps:
+            saved = bool(every and self.done % every == 0 and self.done < s.steps)
+            if saved:
                 blob = self._checkpoint()
                 if rollback_target is not None:
                     rollback_target = blob
+            signum = stop.agreed(self.ctx) if stop is not None else None
+            if signum is not None and self.done < s.steps:  # after the last: just finish
+                if not saved:
+                    self._checkpoint()
+                bar.close()
+                raise Preempted(signum, self.done, s.steps, s.resume_dir)
         if cuda:
             torch.cuda.synchronize(self.ctx.device)  # the last optimizer step has run
         return time.perf_counter() - t0, warmup, timed

@@ -238,6 +238,8 @@ def test_a_preempted_job_is_requeued_and_resumes_to_the_same_bytes(cluster, data
     assert job["state"] == "COMPLETED" and job["restarts"] == 1
     log = (Path(".repro/slurm") / SID / f"slurm-{job['id']}.out").read_text()
     assert "got SIGTERM: requeueing it" in log and "attempt 2" in log
+    # every rank finished the update it was in, saved it and stopped (repro.train.preemption)
+    assert "stopped by SIGTERM after update" in log
     assert "resuming at update" in log  # from the in-stage checkpoint, not from scratch
     assert outputs(Path.cwd()) == local_ddp
     assert not state.parent.exists() or not state.exists()  # cleared once the stage completed
@@ -247,6 +249,19 @@ def test_the_launcher_changes_no_stage_identity():
     local, on_slurm = config(), config({"kind": "slurm", "slurm": SLURM})
     exclude = kinds()["train"].identity_exclude()
     assert local.model_dump(exclude=exclude) == on_slurm.model_dump(exclude=exclude)
+
+
+def test_a_state_saved_under_either_launcher_resumes_under_the_other():
+    """The resumable state's fingerprint leaves out what the stage id leaves out: a stage
+    stopped in a Slurm job resumes under `-S ...launcher.kind=local` and back."""
+    from repro.stages.train import config_fingerprint
+
+    io = StageIO(SID, {"tokenizer": Path("tok")}, {})
+    local = config()
+    assert config_fingerprint(local, io) == config_fingerprint(config({"kind": "slurm", "slurm": SLURM}), io)
+    assert config_fingerprint(local, io) == config_fingerprint(
+        local.model_copy(update={"checkpoint_every_steps": 7}), io)
+    assert config_fingerprint(local, io) != config_fingerprint(local.model_copy(update={"seed": 1}), io)
 
 
 def test_an_evaluation_job_runs_its_worker_on_one_node():
