@@ -23,10 +23,13 @@ local launcher does, atomically (repro.stages.base).
 
 Preemption and time limits: the job is submitted with `--requeue` and
 `--signal=B:USR1@<signal_grace_s>`. On USR1 (time limit near) or SIGTERM (preemption) the
-batch script asks Slurm to requeue the job (`scontrol requeue`); Slurm stops its processes and
-starts it again, and the stage resumes bitwise from its last in-stage checkpoint
-(`checkpoint_every_steps`, repro.train.resume): the updates since then are redone. The
-log is opened in append mode, so one file holds every attempt.
+batch script asks Slurm to requeue the job (`scontrol requeue`); Slurm stops its processes
+(SIGTERM, then SIGKILL after KillWait) and starts it again. On that SIGTERM each training
+rank finishes its update and the ranks save the state of the same update before exiting
+(repro.train.preemption), so the requeued job resumes bitwise from there; a rank killed
+before it could save resumes from the last periodic in-stage checkpoint
+(`checkpoint_every_steps`, repro.train.resume). The log is opened in append mode, so one
+file holds every attempt.
 
 The stage's `env` output (repro.environment) describes the job's first node, where the batch
 step records it once the step succeeded (repro.launch.record_env), not the login node this
@@ -206,8 +209,8 @@ def job_script(plan: JobPlan, slurm: SlurmLaunchSpec, cwd: Path, python: str) ->
     lines += [
         'echo "repro: job $SLURM_JOB_ID on $SLURM_JOB_NODELIST, attempt $((${SLURM_RESTART_COUNT:-0} + 1))"',
         "requeue() {",
-        '  echo "repro: job $SLURM_JOB_ID got SIG$1: requeueing it; the stage resumes from its '
-        'last in-stage checkpoint"',
+        '  echo "repro: job $SLURM_JOB_ID got SIG$1: requeueing it; a training stage saves '
+        'the update in progress and resumes from it"',
         '  scontrol requeue "$SLURM_JOB_ID" || true',
         "}",
         "trap 'requeue USR1' USR1",

@@ -567,7 +567,8 @@ class SlurmLaunchSpec(SlurmSpec):
     """Node features the job needs (`--constraint`, e.g. `h100`)."""
     signal_grace_s: Annotated[int, Field(ge=10, le=3600)] = 120
     """Seconds before the time limit at which Slurm signals the job (`--signal=B:USR1@N`),
-    which then requeues itself and resumes from its last in-stage checkpoint."""
+    which then requeues itself: a training stage saves the update in progress and resumes
+    from it (repro.train.preemption)."""
 
     @field_validator("time")
     @classmethod
