@@ -27,6 +27,7 @@ from repro.spec.schema import AdamWSpec, ModelSpec, SlurmLaunchSpec, TrainBPETok
 from repro.stages import kinds, tokenize, tokenizer
 from repro.stages.base import StageIO
 from repro.stages.configs import EvaluateConfig, TokenizeConfig, TokenizerConfig, TrainConfig
+from repro.sweep.dvc import DvcBackend, tool_path
 from repro.train.schedule import ScheduleSegment
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -349,3 +350,52 @@ def test_sbatch_refusals_name_the_field(tmp_path, monkeypatch, said, field):
         slurm.submit(tmp_path / "job.sh", "training.launcher")
     assert info.value.field == field and said in info.value.message
     assert info.value.exit_status == 2 and "repro compile" in info.value.fix
+
+
+def _trial_repo(cfg: TrainConfig, data: Path) -> None:
+    """The current directory as a committed git + DVC repository whose pipeline is the one
+    train stage `cfg` (its outputs as `repro compile` declares a train stage's)."""
+    Path("params.yaml").write_text(yaml.safe_dump({SID: cfg.model_dump(mode="json")}, sort_keys=False))
+    cmd = " ".join(["repro", "stage", "train", SID, f"--in tokenizer={data / 'tok'}",
+                    f"--in tokens:web={data / 'tokens-web'}",
+                    *(f"--out {key}={path}" for key, path in OUTPUTS.items())])
+    uncached = [{OUTPUTS[k]: {"cache": False}} for k in ("perf", "env")]
+    cached = [OUTPUTS[k] for k in ("checkpoint", "ledger", "loss", "monitor")]
+    Path("dvc.yaml").write_text(yaml.safe_dump({"stages": {SID: {
+        "cmd": cmd, "params": [SID], "outs": cached + uncached,
+        "metrics": [{OUTPUTS["metrics"]: {"cache": False}}]}}}, sort_keys=False))
+    env = dict(os.environ, PATH=tool_path())
+    for args in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"],
+                 ["git", "add", "-A"], ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "t"]):
+        proc = subprocess.run(args, env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, f"{args}: {proc.stderr}"
+
+
+@pytest.mark.slow
+def test_a_sweep_trial_submits_its_training_as_a_slurm_job(cluster, data, monkeypatch):
+    """Sweeps on the cluster (issue 21 item 6): a trial is a DVC queue experiment
+    (repro.sweep.dvc, as `repro sweep` drives it), and its train stage, launched by DVC in
+    the trial's own workspace, submits its Slurm job from there, waits for it and leaves its
+    metrics where DVC collects them, as a local trial does."""
+    monkeypatch.setenv("REPRO_SLURM_POLL_S", "0.5")  # the stage's process is DVC's child
+    one_node = config({"kind": "slurm", "slurm": {**SLURM, "nodes": 1}}).model_copy(
+        update={"distributed": config().distributed.model_copy(update={"kind": "single", "nproc": 1})})
+    _trial_repo(one_node, data)
+    backend = DvcBackend(Path.cwd(), echo=False)
+    backend.queue("lr-high", {f"{SID}.optimizer.lr": 0.02}, SID)
+    backend.start(1)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        record = backend.experiments().get("lr-high")
+        if record is not None and record.state in ("success", "failed"):
+            break
+        time.sleep(1)
+    assert record is not None and record.state == "success", backend.logs("lr-high")
+    assert record.params[SID]["optimizer"]["lr"] == 0.02
+    assert record.params[SID]["launcher"]["kind"] == "slurm"
+    assert record.metrics[OUTPUTS["metrics"]]["final_loss"] > 0
+    (job,) = jobs(cluster)
+    assert job["state"] == "COMPLETED"
+    # submitted from the trial's workspace (DVC's temporary copy), not the repository's
+    assert f".dvc{os.sep}tmp{os.sep}exps" in job["script"], job["script"]
+    assert not Path(".repro/slurm").exists()
