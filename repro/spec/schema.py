@@ -534,7 +534,7 @@ itself (`nodes`, `ntasks-per-node`, `output`, `open-mode`, `requeue`, `signal`, 
 the fields above) and what would run or export something (`export`, `wrap`, `get-user-env`,
 `dependency`), so the generated script stays the launcher's."""
 
-_SBATCH_WORD = re.compile(r"[^\s'\"\\]+")
+_SBATCH_WORD = re.compile(r"[^\s'\"\\$`]+")
 _SLURM_TIME = re.compile(r"^(?:(\d+)-(\d+)(?::(\d+)(?::(\d+))?)?|(\d+)(?::(\d+)(?::(\d+))?)?)$")
 
 
@@ -588,20 +588,23 @@ class SlurmLaunchSpec(SlurmSpec):
                 raise FieldError(f"sbatch_args {key!r} is not an option a job may add",
                                  f"use the launcher's own fields for what it sets, or one of "
                                  f"{', '.join(sorted(SBATCH_EXTRA_OPTIONS))}",
-                                 at=("sbatch_args", key))
+                                 at=(key,))  # under the field this validator checks
         return args
 
     @model_validator(mode="after")
     def _one_word_values(self) -> SlurmLaunchSpec:
         # sbatch splits an `#SBATCH` line into words (and honours quotes): a value with a
-        # space or a quote would add options of its own (`gpu --chdir=/elsewhere`)
+        # space or a quote would add options of its own (`gpu --chdir=/elsewhere`); sbatch
+        # does not expand `$(...)` there, but no Slurm name holds `$` or a backtick, and a
+        # value copied into a shell command (srun by hand) would run it
         values = [((name,), getattr(self, name)) for name in ("partition", "account", "qos",
                                                               "constraint")]
         values += [(("sbatch_args", key), value) for key, value in sorted(self.sbatch_args.items())]
         for at, value in values:
             if value is not None and not _SBATCH_WORD.fullmatch(value):
-                raise FieldError(f"{'.'.join(at)} {value!r} holds a space, a quote or a "
-                                 "backslash, which sbatch would read as more options",
+                raise FieldError(f"{'.'.join(at)} {value!r} holds a space, a quote, a "
+                                 "backslash, `$` or a backtick: sbatch would read more "
+                                 "options from it, a shell would expand it",
                                  "write it as one word (Slurm names and lists have no spaces: "
                                  "`a,b`, `h100&ib`)", at=at)
         return self

@@ -44,9 +44,11 @@ def test_a_valid_slurm_launcher():
     ({"time": "soon"}, {}, "time", "not a Slurm time limit"),
     ({"time": "2", "signal_grace_s": 300}, {}, "time", "before it starts"),
     ({"partition": "gpu\n#SBATCH --wrap=x"}, {}, "partition", "control"),
-    ({"partition": "gpu --chdir=/elsewhere"}, {}, "partition", "sbatch would read as more options"),
-    ({"account": "'a'"}, {}, "account", "sbatch would read as more options"),
+    ({"partition": "gpu --chdir=/elsewhere"}, {}, "partition", "sbatch would read more options"),
+    ({"account": "'a'"}, {}, "account", "sbatch would read more options"),
     ({"sbatch_args": {"comment": "two words"}}, {}, "sbatch_args.comment", "one word"),
+    ({"partition": "$(id)"}, {}, "partition", "a shell would expand it"),
+    ({"constraint": "h100`id`"}, {}, "constraint", "a shell would expand it"),
 ])
 def test_bad_launchers_name_field_and_fix(launcher, kw, field, message):
     with pytest.raises(ValidationError) as info:
@@ -54,6 +56,20 @@ def test_bad_launchers_name_field_and_fix(launcher, kw, field, message):
     text = str(info.value)
     assert message in text and "fix:" in text, text
     assert field.split(".")[-1] in text
+
+
+def test_a_bad_sbatch_option_is_located_at_its_key():
+    """As a spec's reader sees it (repro.spec.load): `launcher.slurm.sbatch_args.uid`,
+    the path named once."""
+    from repro.spec.load import validation_issues
+
+    data = {"seq_len": 64, "batch_tokens": 512, "micro_batch_size": 1,
+            "stages": [{"name": "a", "tokens": 5120, "mixture": {"web": 1.0}}],
+            "launcher": {"kind": "slurm", "slurm": {**SLURM, "sbatch_args": {"uid": "0"}}}}
+    with pytest.raises(ValidationError) as info:
+        TrainingSpec.model_validate(data)
+    [issue] = validation_issues(info.value, data, {}, "spec.yaml", TrainingSpec)
+    assert issue.field == "launcher.slurm.sbatch_args.uid", issue.field
 
 
 def test_slurm_launcher_needs_its_block():
