@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 from repro import yamlio
 from repro.errors import ReproError
 from repro.spec.load import SpecError, validation_issues
+from repro.stages import kind as stage_kind
 from repro.stages.configs import TokenizerConfig, TrainConfig
 
 M = TypeVar("M", bound=BaseModel)
@@ -29,8 +30,12 @@ class ProbeSettings:
     """The stage ids the settings come from (for the output)."""
 
     def as_dict(self) -> dict[str, Any]:
-        return {"adamw": self.adamw.model_dump(mode="json"),
-                "muon": self.muon.model_dump(mode="json") if self.muon else None,
+        """What the probe computes from: each config without its execution-only fields (the
+        checkpoint interval, the launcher), which change neither a stage's id nor a number
+        the probe hashes, so a reference stays valid across them."""
+        exclude = stage_kind("train").identity_exclude()
+        return {"adamw": self.adamw.model_dump(mode="json", exclude=exclude),
+                "muon": self.muon.model_dump(mode="json", exclude=exclude) if self.muon else None,
                 "vocab_size": self.vocab_size}
 
 

@@ -142,3 +142,19 @@ def test_a_broken_params_file_is_reported_with_its_field_and_fix(tmp_path):
     bad.write_text("[1, 2]\n")
     with pytest.raises(ReproError, match="not a mapping"):
         probe_settings(bad)
+
+
+def test_execution_only_settings_leave_the_reference_valid():
+    """A Slurm launcher or another checkpoint interval changes no number the probe hashes
+    (nor a stage id): the settings a reference is checked against leave them out; a seed
+    does change them."""
+    import dataclasses
+
+    settings = probe_settings(REPO / "params.yaml")
+    digest = reference.settings_digest(settings.as_dict())
+    slurm = settings.adamw.model_copy(update={
+        "checkpoint_every_steps": 7,
+        "launcher": settings.adamw.launcher.model_copy(update={"kind": "slurm"})})
+    assert reference.settings_digest(dataclasses.replace(settings, adamw=slurm).as_dict()) == digest
+    seeded = settings.adamw.model_copy(update={"seed": settings.adamw.seed + 1})
+    assert reference.settings_digest(dataclasses.replace(settings, adamw=seeded).as_dict()) != digest
