@@ -283,3 +283,85 @@ def pytest_collection_modifyitems(session, config, items) -> None:
 
     position = {name: (rank(name), i) for i, name in enumerate(order)}
     items.sort(key=lambda item: position[module(item)])  # stable: tests keep their order
+
+
+# ----------------------------------------- CPU seconds per test (next to --durations, issue 19)
+#
+# Wall durations on a shared 2-core machine say as much about the neighbours as about the
+# test; CPU seconds (this process and the children it waited for: stage subprocesses, dvc,
+# torchrun) do not, so the run ends with the tests that cost the most CPU and the total,
+# which is what `make test`'s wall time on 2 cores follows. Daemons a test starts and does not
+# wait for (DVC queue workers, a Ray head) are not counted: the wall durations show those.
+
+CPU_TOP = 20
+
+
+def _cpu_seconds() -> float:
+    import resource
+
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _timed_phase(item) -> object:
+    start = _cpu_seconds()
+    try:
+        return (yield)
+    finally:
+        item.stash[_CPU_KEY] = _cpu_seconds() - start
+
+
+_CPU_KEY = pytest.StashKey[float]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item):
+    return (yield from _timed_phase(item))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    return (yield from _timed_phase(item))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    return (yield from _timed_phase(item))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    spent = item.stash.get(_CPU_KEY, None)
+    if spent is not None:  # user_properties travel from an xdist worker to the controller
+        report.user_properties.append(("cpu_seconds", round(spent, 3)))
+        del item.stash[_CPU_KEY]
+    return report
+
+
+class _CpuSecondsReport:
+    """Sums each test's CPU seconds (setup, call and teardown; sent by the workers as report
+    properties) in the process that prints the summary, and prints the costliest."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = {}
+
+    def pytest_runtest_logreport(self, report) -> None:
+        spent = dict(report.user_properties).get("cpu_seconds")
+        if spent is not None:
+            self.totals[report.nodeid] = self.totals.get(report.nodeid, 0.0) + spent
+
+    @pytest.hookimpl(trylast=True)  # after --durations: the last lines of a CI log
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        if not self.totals:
+            return
+        top = sorted(self.totals.items(), key=lambda kv: -kv[1])[:CPU_TOP]
+        terminalreporter.write_sep("=", f"{len(top)} tests with the most CPU seconds (all "
+                                        f"{len(self.totals)}: {sum(self.totals.values()):.0f} CPU s)")
+        for nodeid, spent in top:
+            terminalreporter.write_line(f"{spent:8.1f}s cpu  {nodeid}")
+
+
+def pytest_configure(config) -> None:
+    if not hasattr(config, "workerinput"):  # not an xdist worker: the controller, or a plain run
+        config.pluginmanager.register(_CpuSecondsReport(), "repro-cpu-seconds")
