@@ -16,6 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "scripts"))
 
 import gpu_check  # noqa: E402
+from tests.bench.test_training_gpu import check_tiny_cpu_bench  # noqa: E402
 
 
 def test_stage_order_puts_makers_first():
@@ -102,6 +103,12 @@ def test_the_check_rehearsed_on_cpu(tmp_path):
     assert summary["status"] == "ok"
     bench = summary["parts"]["bench-tiny"]
     assert bench["ratios"]["ours_same_work_over_minimal"] > 0
+    # the bench's own checks, on its run here (bench.training's stdout is in the check's log)
+    bench_json = tmp_path / "out" / "bench-tiny.json"
+    log = (tmp_path / "out" / "gpu-check.log").read_text()
+    bench_output = log.split(f"--json {bench_json}", 1)[1].split("\n$ ", 1)[0]
+    check_tiny_cpu_bench(json.loads(bench_json.read_text()),
+                         bench_output.strip().splitlines(), bench_json)
     pipe = summary["parts"]["pipeline"]
     assert all(s["status"] == "ok" for s in pipe["stages"].values())
     assert any(n.startswith("evaluate-") for n in pipe["stages"])
