@@ -539,6 +539,10 @@ def plan(targets: tuple[str, ...], mfu: float, peak_tflops: float, as_json: bool
 @click.option("--reports", "reports_dir", default=str(paths.REPORTS_DIR), show_default=True,
               type=click.Path(file_okay=False, path_type=Path),
               help="Folder holding the reports to publish (and, for --model, the scores).")
+@click.option("--specs", "specs_dir", default=str(paths.SPECS_DIR), show_default=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Specs folder whose experiment descriptions the pages show (its *.yaml and "
+                   "examples/*/*.yaml).")
 @click.option("--hub-repo", metavar="ORG/NAME", default=None,
               help="Upload to this Hugging Face repository (created if missing): the site to a "
                    "static Space, --model to a model repository, --dataset to a dataset "
@@ -553,8 +557,8 @@ def plan(targets: tuple[str, ...], mfu: float, peak_tflops: float, as_json: bool
 @click.option("--license", "license_id", metavar="ID", default=None,
               help="With --model/--dataset: the hub license id written into the card's front "
                    "matter (a spec does not choose one; the card says `unknown` until then).")
-def publish(site_dir: Path | None, reports_dir: Path, hub_repo: str | None, model: str | None,
-            dataset: str | None, license_id: str | None) -> None:
+def publish(site_dir: Path | None, reports_dir: Path, specs_dir: Path, hub_repo: str | None,
+            model: str | None, dataset: str | None, license_id: str | None) -> None:
     """Build a static site of every report and experiment into DIR (replaced atomically), or
     upload a model (--model) or a curated dataset (--dataset) to --hub-repo."""
     from repro.report.publish import INDEX, PublishError, build_site, push_to_hub  # per verb: `repro stage` starts once per DVC stage
@@ -577,7 +581,7 @@ def publish(site_dir: Path | None, reports_dir: Path, hub_repo: str | None, mode
     if license_id:
         raise PublishError("--license applies to --model and --dataset (the site has no license card)")
     # a ReproError (e.g. DIR is not a site repro published) is reported by _Main: exit 2
-    site = build_site(reports_dir, site_dir)
+    site = build_site(reports_dir, site_dir, specs_dir)
     for note in site.notes:
         click.echo(f"note: {note}", err=True)
     click.echo(f"wrote {site_dir}: {site.reports} report(s), {site.experiments} "
