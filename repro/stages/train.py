@@ -8,9 +8,9 @@ positions, token ledger); it may change the sequence length and RoPE theta (long
 phases). The stage writes the two the same way (repro.train.checkpoint): `checkpoint`, a
 Hugging Face model folder with its model card, ready to upload as it is, and `state`.
 trainer_state.json and the metrics record the phase's name under their `stage` key, as they
-always have. Library code
-is in repro.model (config/build/MTP) and repro.train (data, schedule, optimizers, objective,
-loop, resume, stability, monitor, distributed, checkpoint).
+always have. Library code is in repro.model (config/build/MTP/model card) and repro.train
+(data, schedule, optimizers, objective, loop, resume, stability, monitor, distributed,
+checkpoint).
 
 Before anything else, the stage checks the experiment's token ledger through its phase
 (repro.train.ledger): the windows each dataset gave the earlier phases, as the `init`
@@ -58,6 +58,7 @@ from repro.model.build import (
     load_model,
     smollm3_config,
 )
+from repro.model.card import CardFacts, render as render_card
 from repro.model.mtp import build_mtp, load_mtp, save_mtp
 from repro.stages import worker
 from repro.stages.base import StageIO, atomic_dir, atomic_write_text, dumps_json, log, write_json
@@ -75,7 +76,6 @@ from repro.train.checkpoint import (
     save_export,
     save_state,
 )
-from repro.model.card import CardFacts, render as render_card
 from repro.train.backends import Backends, resolve
 from repro.train.data import MixtureSampler, TokenShards
 from repro.train.data_order import LEDGER_FILE, ledger_csv, read_ledger
