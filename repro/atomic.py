@@ -13,6 +13,7 @@ import contextlib
 import errno
 import os
 import shutil
+import stat
 from pathlib import Path
 from typing import Iterator
 
@@ -106,6 +107,47 @@ def _writer_alive(pid: int, tmp: Path) -> bool:
     return started <= modified + _CLOCK_SLACK_S
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux tells (/proc/self/status,
+    `Umask:`), else by the set-and-restore that is the only portable way."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def normal_modes(root: Path) -> None:
+    """Give every file and folder under `root` (itself included) the permissions a plain
+    `open(path, "w")` or `mkdir` would have given it under this process's umask: 0o666
+    (0o777 for folders and executables) less the umask, so 0644/0755 under the usual 022.
+
+    Why: some writers create their files through a private temporary and rename it, which
+    keeps the temporary's 0600: safetensors 0.8's `save_file` (and so transformers'
+    `save_pretrained`) does, since its writes go through Rust's tempfile
+    (safetensors/safetensors#782, fix pending in #789), as do Python's mkstemp and mkdtemp.
+    An output that is published (a checkpoint uploaded, a site served, a DVC cache shared
+    with a team) must be readable by others as every other file is. Only the permission bits are touched;
+    links are left alone (their target is not ours to change)."""
+    mask = _umask()
+    for folder, dirs, files in os.walk(root):
+        entries = [(Path(folder), True)] if folder == str(root) else []
+        entries += [(Path(folder) / d, True) for d in dirs]
+        entries += [(Path(folder) / f, False) for f in files]
+        for path, is_dir in entries:
+            st = path.lstat()
+            if stat.S_ISLNK(st.st_mode):
+                continue
+            executable = is_dir or bool(st.st_mode & 0o111)
+            want = (0o777 if executable else 0o666) & ~mask
+            if stat.S_IMODE(st.st_mode) != want:
+                os.chmod(path, want)
+
+
 def remove_stale_temporaries(path: Path) -> None:
     """Delete the temporaries of `path` left by writers that are no longer alive.
 
@@ -134,7 +176,8 @@ def remove_stale_temporaries(path: Path) -> None:
 
 @contextlib.contextmanager
 def atomic_dir(path: Path) -> Iterator[Path]:
-    """Yield a temporary directory that replaces `path` only if the block succeeds."""
+    """Yield a temporary directory that replaces `path` only if the block succeeds, its
+    files and folders with the permissions of ordinary ones (normal_modes)."""
     path = Path(path)
     remove_stale_temporaries(path)
     tmp = _tmp_sibling(path)
@@ -148,6 +191,7 @@ def atomic_dir(path: Path) -> Iterator[Path]:
         if error is e:
             raise
         raise error from e
+    normal_modes(tmp)
     if path.is_symlink() or path.is_file():  # a link goes, never what it points to
         path.unlink()
     elif path.exists():

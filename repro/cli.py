@@ -534,19 +534,54 @@ def plan(targets: tuple[str, ...], mfu: float, peak_tflops: float, as_json: bool
 
 
 @main.command()
-@click.argument("site_dir", metavar="DIR", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("site_dir", metavar="[DIR]", required=False,
+                type=click.Path(file_okay=False, path_type=Path))
 @click.option("--reports", "reports_dir", default=str(paths.REPORTS_DIR), show_default=True,
               type=click.Path(file_okay=False, path_type=Path),
-              help="Folder whose */summary.json are the reports to publish.")
+              help="Folder holding the reports to publish (and, for --model, the scores).")
+@click.option("--specs", "specs_dir", default=str(paths.SPECS_DIR), show_default=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Specs folder whose experiment descriptions the pages show (its *.yaml and "
+                   "examples/*/*.yaml).")
 @click.option("--hub-repo", metavar="ORG/NAME", default=None,
-              help="Also upload the site to this Hugging Face Space (static; created if "
-                   "missing). Token: HF_TOKEN or `hf auth login`.")
-def publish(site_dir: Path, reports_dir: Path, hub_repo: str | None) -> None:
-    """Build a static site of every report and experiment into DIR (replaced atomically)."""
-    from repro.report.publish import INDEX, build_site, push_to_hub  # per verb: `repro stage` starts once per DVC stage
+              help="Upload to this Hugging Face repository (created if missing): the site to a "
+                   "static Space, --model to a model repository, --dataset to a dataset "
+                   "repository. Token: HF_TOKEN or `hf auth login`.")
+@click.option("--model", "model", metavar="STAGE|PATH", default=None,
+              help="Instead of the site: upload a train stage's checkpoint (or a checkpoint "
+                   "folder) to --hub-repo, its model card stamped with the git revision and "
+                   "the reports' final scores.")
+@click.option("--dataset", "dataset", metavar="STAGE|PATH", default=None,
+              help="Instead of the site: upload a curate stage's documents (or a folder) to "
+                   "--hub-repo as a dataset repository.")
+@click.option("--license", "license_id", metavar="ID", default=None,
+              help="With --model/--dataset: the hub license id written into the card's front "
+                   "matter (a spec does not choose one; the card says `unknown` until then).")
+def publish(site_dir: Path | None, reports_dir: Path, specs_dir: Path, hub_repo: str | None,
+            model: str | None, dataset: str | None, license_id: str | None) -> None:
+    """Build a static site of every report and experiment into DIR (replaced atomically), or
+    upload a model (--model) or a curated dataset (--dataset) to --hub-repo."""
+    from repro.report.publish import INDEX, PublishError, build_site, push_to_hub  # per verb: `repro stage` starts once per DVC stage
 
+    chosen = [n for n, v in (("DIR", site_dir), ("--model", model), ("--dataset", dataset)) if v]
+    if len(chosen) != 1:
+        raise PublishError(f"give one of DIR, --model or --dataset (got {', '.join(chosen) or 'none'})",
+                           fix="`repro publish site/` for the site, `repro publish --model "
+                               "<train stage> --hub-repo ORG/NAME` for a checkpoint")
+    if model or dataset:
+        from repro.report.hub import push_folder, resolve  # per verb: `repro stage` starts once per DVC stage
+
+        kind = "model" if model else "dataset"
+        if not hub_repo:
+            raise PublishError(f"--{kind} uploads to the hub: it needs --hub-repo ORG/NAME")
+        folder = resolve(model or dataset, kind)
+        click.echo(f"pushed {folder.path} to "
+                   f"{push_folder(folder, hub_repo, kind, reports_dir=reports_dir, license=license_id)}")
+        return
+    if license_id:
+        raise PublishError("--license applies to --model and --dataset (the site has no license card)")
     # a ReproError (e.g. DIR is not a site repro published) is reported by _Main: exit 2
-    site = build_site(reports_dir, site_dir)
+    site = build_site(reports_dir, site_dir, specs_dir)
     for note in site.notes:
         click.echo(f"note: {note}", err=True)
     click.echo(f"wrote {site_dir}: {site.reports} report(s), {site.experiments} "

@@ -518,7 +518,9 @@ def _train_stages(graph: StageGraph, spec: ExperimentSpec, tokenizer: Stage,
         inputs: list[tuple[str, Input]] = [("tokenizer", OutputRef(tokenizer.id, "tokenizer"))]
         inputs += [(f"tokens:{d}", OutputRef(tokens[d].id, "tokens")) for d in sorted(phase.mixture)]
         if trains:
-            inputs.append(("init", OutputRef(trains[-1].id, "checkpoint")))
+            # the previous phase's export (weights) and its optimizer and trainer state
+            inputs += [("init", OutputRef(trains[-1].id, "checkpoint")),
+                       ("init_state", OutputRef(trains[-1].id, "state"))]
         if caches:
             inputs += [(f"teacher_targets:{d}", OutputRef(caches[(d, seq_len)].id, "targets"))
                        for d in sorted(phase.mixture)]

@@ -75,7 +75,7 @@ def smollm3_config(spec: ModelSpec, ids: TokenIds):
         bos_token_id=ids.bos,
         eos_token_id=ids.eos,
         pad_token_id=ids.pad,
-        use_cache=False,  # training; generation callers can turn it on
+        use_cache=False,  # training keeps no KV cache; the export turns it on (repro.train.checkpoint)
     )
     cfg._attn_implementation = ATTN_IMPLEMENTATION
     return cfg

@@ -7,10 +7,11 @@
                    of each trained dataset when decontamination is on
   token shards     tokens × bytes per id (uint16, or uint32 above 65,536 ids;
                    repro.stages.tokenize) + 8 bytes per document end (the .index file)
-  checkpoints      one per training phase and run: fp32 weights (save_pretrained) and the
-                   optimizer state (torch.save; AdamW: 2 fp32 tensors per parameter; Muon: 1
-                   momentum buffer per hidden matrix, AdamW's 2 for the rest), plus MTP weights
-  snapshots        fp32 weights only (repro.train.checkpoint.save_snapshot)
+  checkpoints      one per training phase and run: the export's fp32 weights (save_pretrained)
+                   and, in the stage's `state` output, the optimizer state (torch.save; AdamW:
+                   2 fp32 tensors per parameter; Muon: 1 momentum buffer per hidden matrix,
+                   AdamW's 2 for the rest), plus MTP weights
+  snapshots        fp32 weights only (repro.train.checkpoint.save_export)
   eval outputs     per-document sample rows per evaluated checkpoint
 Bytes of text are counted as characters (UTF-8, mostly ASCII), JSON overhead left out.
 Tokenizer files, metrics and plots are small and left out; so is the transient resume state.

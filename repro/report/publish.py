@@ -5,29 +5,38 @@ Layout of the site (relative links only, so it works from file:// and under any 
     index.html                      every report and every experiment, linked
     reports/<folder>/report.html    the report's own self-contained page, with links added
     reports/<folder>/<file>         the report's other files (summary.json, loss.png...)
+    reports/sweeps/<name>/...       a sweep's report.md (`repro sweep`) as a page, its files
+    reports/ladders/<name>/...      a scaling ladder's report.md (its fit stage), likewise
     experiments/<slug>.html         one experiment: stages, final scores, every checkpoint
 
 Pages are rendered with repro.report.render (inline CSS, no scripts, no external
-resources). The only input is each report's summary.json (plus report.html when present),
-read through its stable top-level keys; what is missing is said on the page, not guessed.
-The same reports give a byte-identical site: nothing depends on time or file-system order.
+resources). The inputs are each comparison report's summary.json (plus report.html when
+present), read through its stable top-level keys, every other report.md under the reports
+folder (sweeps and ladders, rendered with markdown-it, raw HTML off, images inlined), and,
+when a specs folder is given, each spec's `experiment.description`, shown on the pages of
+its experiment and of the report, sweep or ladder it defines. What is missing is said on the
+page, not guessed. The same inputs give a byte-identical site: nothing depends on time or
+file-system order.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
 import shutil
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePosixPath
+from typing import Any, Mapping
 from urllib.parse import quote
 
+from repro import paths
 from repro.errors import ReproError
-from repro.report.render import (Block, Bullets, Heading, Link, Paragraph, Table, Text, to_html,
-                                 to_html_body)
+from repro.report.render import (Block, Bullets, Heading, Link, Paragraph, Table, Text,
+                                 html_page, to_html, to_html_body)
 from repro.atomic import atomic_dir, atomic_write_bytes, atomic_write_text
+from repro.spec.load import load_spec
 
 INDEX = "index.html"
 REPORT_PAGE = "report.html"
@@ -111,12 +120,13 @@ class ReportSource:
                     None)
 
 
-def find_reports(reports_dir: Path) -> list[ReportSource]:
+def find_reports(reports_dir: Path, required: bool = True) -> list[ReportSource]:
     """Every `<reports_dir>/*/summary.json`, by folder name. Hidden folders are skipped: the
-    report stage builds into a hidden sibling before renaming it into place."""
+    report stage builds into a hidden sibling before renaming it into place. None found is
+    a PublishError when `required`."""
     files = sorted(p for p in reports_dir.glob("*/summary.json")
                    if not p.parent.name.startswith(".") and p.is_file())
-    if not files:
+    if not files and required:
         raise PublishError(
             f"no reports found: looked for {reports_dir}/*/summary.json. Reports are written "
             "by the pipeline's report stages: run `dvc repro`, or pass --reports with the "
@@ -131,6 +141,91 @@ def find_reports(reports_dir: Path) -> list[ReportSource]:
             raise PublishError(f"{path} is not a JSON object. Rebuild it with `dvc repro`.")
         sources.append(ReportSource(path.parent, summary))
     return sources
+
+
+@dataclass(frozen=True)
+class MarkdownReport:
+    """A report written as report.md alone (a sweep's, a ladder's), at `parts` under the
+    reports folder (`sweeps/qs-lr`)."""
+
+    folder: Path
+    parts: tuple[str, ...]
+    title: str
+
+    @property
+    def key(self) -> str:
+        return "/".join(self.parts)
+
+
+def find_markdown_reports(reports_dir: Path) -> list[MarkdownReport]:
+    """Every report.md under `reports_dir` in a folder without summary.json (those are
+    comparison reports, found by find_reports), hidden folders skipped, by path."""
+    found = []
+    for md in sorted(reports_dir.rglob("report.md")):
+        folder = md.parent
+        parts = folder.relative_to(reports_dir).parts
+        if not parts or any(p.startswith(".") for p in parts) or (folder / "summary.json").exists():
+            continue
+        text = md.read_text(encoding="utf-8")
+        title = next((line[2:].strip() for line in text.splitlines() if line.startswith("# ")),
+                     "/".join(parts))
+        found.append(MarkdownReport(folder, parts, title))
+    return found
+
+
+# ------------------------------------------------------------------------- descriptions
+
+
+@dataclass(frozen=True)
+class Descriptions:
+    """What the specs say they test (`experiment.description`): per experiment, and per
+    report folder (relative to the reports folder: `quickstart`, `sweeps/qs-lr`,
+    `ladders/qs`) the (experiment, description) of the spec that defines that report."""
+
+    experiments: Mapping[str, str] = field(default_factory=dict)
+    reports: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+
+def spec_descriptions(specs_dir: Path) -> Descriptions:
+    """The descriptions of the pipelines' specs: `<specs_dir>/*.yaml` and each example's
+    `<specs_dir>/examples/<name>/*.yaml`. A spec that does not load is noted and skipped
+    (publishing shows what was built; `repro validate` is where a spec is fixed)."""
+    files = sorted(specs_dir.glob("*.yaml")) + sorted(
+        specs_dir.glob(f"{paths.EXAMPLE_SPECS}/*/*.yaml"))
+    experiments: dict[str, str] = {}
+    reports: dict[str, tuple[str, str]] = {}
+    notes = []
+    sweeps = PurePosixPath(paths.SWEEP_REPORTS_DIR).relative_to(paths.REPORTS_DIR)
+    ladders = PurePosixPath(paths.LADDER_REPORTS_DIR).relative_to(paths.REPORTS_DIR)
+    for f in files:
+        try:
+            spec = load_spec(f)
+        except ReproError as e:
+            notes.append(f"{f} does not load ({str(e).splitlines()[0]}): its description is "
+                         "not shown; `repro validate` says why")
+            continue
+        name, text = spec.experiment.name, spec.experiment.description
+        experiments[name] = text
+        # the first spec naming a report defines it (the root's before the examples'): one
+        # that `extends` it inherits the block without defining another report
+        if spec.report is not None:
+            reports.setdefault(spec.report.name, (name, text))
+        if spec.sweep is not None:
+            reports.setdefault(str(sweeps / spec.sweep.name), (name, text))
+        if spec.ladder is not None:
+            reports.setdefault(str(ladders / spec.ladder.name), (name, text))
+    return Descriptions(experiments, reports, tuple(notes))
+
+
+def _description(descriptions: Descriptions, report_key: str) -> list[Block]:
+    """`What it tests` of the spec defining a report, or a line saying none says."""
+    owner = descriptions.reports.get(report_key)
+    if owner is None:
+        return []
+    experiment, text = owner
+    return [Paragraph(f"Defined by the spec of {experiment}: {text}" if text else
+                      f"Defined by the spec of {experiment}, which has no description.")]
 
 
 # -------------------------------------------------------------------------- site paths
@@ -293,7 +388,7 @@ def _checkpoint_blocks(exp: Experiment) -> list[Block]:
                   ("left", "right", "left", "left", "right", "right", "right"))]
 
 
-def experiment_page(exp: Experiment) -> str:
+def experiment_page(exp: Experiment, descriptions: Descriptions = Descriptions()) -> str:
     reports = []
     for src in exp.reports:
         role = " (baseline)" if src.summary.get("baseline") == exp.name else ""
@@ -302,6 +397,8 @@ def experiment_page(exp: Experiment) -> str:
     blocks: list[Block] = [
         Paragraph(Link(_href("..", INDEX), "← all reports and experiments")),
         Heading(1, f"Experiment: {exp.name}"),
+        *([Paragraph(descriptions.experiments[exp.name])]
+          if descriptions.experiments.get(exp.name) else []),
         Heading(2, "In reports"), Bullets(tuple(reports)), source,
     ]
     if exp.disagree:
@@ -316,13 +413,20 @@ def experiment_page(exp: Experiment) -> str:
 # ------------------------------------------------------------------------------ reports
 
 
-def _report_nav(src: ReportSource) -> list[Block]:
+def _report_nav(src: ReportSource, descriptions: Descriptions = Descriptions()) -> list[Block]:
     exps = [(experiment_href(e, 2), e) for e in src.experiments()]
-    return [Paragraph((Link(_href("..", "..", INDEX), "← all reports and experiments"),
-                       " · experiments: ", _links(exps)))]
+    blocks: list[Block] = [Paragraph((Link(_href("..", "..", INDEX), "← all reports and experiments"),
+                                      " · experiments: ", _links(exps)))]
+    blocks += _description(descriptions, src.slug)
+    described = [(Link(experiment_href(e, 2), e), f": {descriptions.experiments[e]}")
+                 for e in src.experiments() if descriptions.experiments.get(e)]
+    if described:
+        blocks.append(Bullets(tuple(described)))
+    return blocks
 
 
-def _fallback_report_page(src: ReportSource, why: str) -> str:
+def _fallback_report_page(src: ReportSource, why: str,
+                          descriptions: Descriptions = Descriptions()) -> str:
     """Built from summary.json alone, when the report's own page cannot be used."""
     head = ["experiment", "final stage", "tokens", "final train loss"]
     cols = [m["column"] for m in src.get("metrics", list) or []
@@ -334,7 +438,7 @@ def _fallback_report_page(src: ReportSource, why: str) -> str:
         rows.append((Link(experiment_href(name, 2), name), str(row.get("final_stage", MISSING)),
                      fmt_number(row.get("tokens")), fmt_number(row.get("final_train_loss")),
                      *(fmt_number(row.get(c)) for c in cols)))
-    blocks = [*_report_nav(src), Heading(1, f"Report: {src.title}"),
+    blocks = [*_report_nav(src, descriptions), Heading(1, f"Report: {src.title}"),
               Paragraph(f"{why} This page shows summary.json's final scores only; `dvc repro` "
                         "writes the full report."),
               Table(tuple(head + cols), tuple(rows),
@@ -342,22 +446,54 @@ def _fallback_report_page(src: ReportSource, why: str) -> str:
     return to_html(blocks, f"Report: {src.title}", {})
 
 
-def report_page(src: ReportSource) -> str:
-    """The report's own report.html with a navigation line added at the top of its body."""
+def report_page(src: ReportSource, descriptions: Descriptions = Descriptions()) -> str:
+    """The report's own report.html with a navigation line (and the specs' descriptions)
+    added at the top of its body."""
     path = src.folder / REPORT_PAGE
     if not path.is_file():
         src.notes.append(f"{path} is missing: its page is built from summary.json only")
-        return _fallback_report_page(src, f"{path} is missing.")
+        return _fallback_report_page(src, f"{path} is missing.", descriptions)
     page = path.read_text(encoding="utf-8")
     body = _BODY_OPEN.search(page)
     if body is None:
         src.notes.append(f"{path} has no <body>: its page is built from summary.json only")
-        return _fallback_report_page(src, f"{path} has no <body> to add links to.")
-    nav = to_html_body(_report_nav(src), {})
+        return _fallback_report_page(src, f"{path} has no <body> to add links to.", descriptions)
+    nav = to_html_body(_report_nav(src, descriptions), {})
     return page[:body.end()] + "\n" + nav + page[body.end():]
 
 
-def _copy_report_files(src: ReportSource, dest: Path) -> list[str]:
+_IMG_SRC = re.compile(r'<img src="([^"]*)"')
+
+
+def markdown_html(folder: Path) -> str:
+    """`folder`/report.md as an HTML fragment: CommonMark with tables (markdown-it-py, the
+    renderer rich already brings), raw HTML in the Markdown escaped, not passed through, and
+    images that are PNG files of the folder inlined as data URIs (the page stands alone, as
+    the comparison reports' pages do)."""
+    from markdown_it import MarkdownIt  # third party; only publishing renders Markdown
+
+    text = (folder / "report.md").read_text(encoding="utf-8")
+    rendered = MarkdownIt("commonmark", {"html": False}).enable("table").render(text)
+    names = {f.name for f in folder.iterdir() if f.is_file() and f.suffix == ".png"}
+
+    def inline(m: re.Match) -> str:
+        src = m.group(1)
+        if src not in names:
+            return m.group(0)
+        data = base64.b64encode((folder / src).read_bytes()).decode("ascii")
+        return f'<img src="data:image/png;base64,{data}"'
+
+    return _IMG_SRC.sub(inline, rendered).rstrip("\n")
+
+
+def markdown_report_page(rep: MarkdownReport, descriptions: Descriptions = Descriptions()) -> str:
+    up = ["..", *[".."] * len(rep.parts)]
+    nav = [Paragraph(Link(_href(*up, INDEX), "← all reports and experiments")),
+           *_description(descriptions, rep.key)]
+    return html_page(rep.title, to_html_body(nav, {}) + "\n" + markdown_html(rep.folder))
+
+
+def _copy_report_files(src: ReportSource | MarkdownReport, dest: Path) -> list[str]:
     """The report's other files, so links inside report.html/report.md keep resolving."""
     copied = []
     for f in sorted(src.folder.iterdir()):
@@ -371,34 +507,58 @@ def _copy_report_files(src: ReportSource, dest: Path) -> list[str]:
 # -------------------------------------------------------------------------------- index
 
 
+def _downloads(parts: tuple[str, ...], names: list[str]) -> Text:
+    return _links([(_href(REPORTS, *parts, f), f) for f in names
+                   if f.endswith((".json", ".csv", ".md"))])
+
+
+def _owner_text(owner: tuple[str, str] | None) -> str:
+    """`<experiment>: <description>` of the spec defining a report (whose description is its
+    experiment's, so the experiment is named), or MISSING."""
+    return f"{owner[0]}: {owner[1]}" if owner and owner[1] else MISSING
+
+
 def index_page(sources: list[ReportSource], experiments: list[Experiment],
-               files: dict[str, list[str]]) -> str:
+               files: dict[str, list[str]], markdown: list[MarkdownReport] = (),
+               descriptions: Descriptions = Descriptions()) -> str:
     reports = []
     for src in sources:
         baseline = src.summary.get("baseline")
-        downloads = [(_href(REPORTS, src.slug, f), f) for f in files[src.slug]
-                     if f.endswith((".json", ".csv", ".md"))]
+        owner = descriptions.reports.get(src.slug)
         reports.append((Link(report_href(src, 0), src.title),
                         Link(experiment_href(baseline, 0), baseline)
                         if isinstance(baseline, str) else MISSING,
-                        str(len(src.experiments())), _links(downloads)))
+                        str(len(src.experiments())), _downloads((src.slug,), files[src.slug]),
+                        _owner_text(owner)))
     exps = []
     for exp in experiments:
         row = exp.source.row(exp.name) or {}
         exps.append((Link(experiment_href(exp.name, 0), exp.name),
                      str(row.get("final_stage", MISSING)), fmt_number(row.get("tokens")),
                      fmt_number(row.get("final_train_loss")),
-                     _links([(report_href(s, 0), s.title) for s in exp.reports])))
+                     _links([(report_href(s, 0), s.title) for s in exp.reports]),
+                     descriptions.experiments.get(exp.name) or MISSING))
     blocks: list[Block] = [
         Heading(1, "Reports and experiments"),
         Heading(2, "Reports"),
-        Table(("report", "baseline", "experiments", "files"), tuple(reports),
-              ("left", "left", "right", "left")),
-        Heading(2, "Experiments"),
-        Table(("experiment", "final stage", "tokens", "final train loss", "reports"), tuple(exps),
-              ("left", "left", "right", "right", "left")),
+        Table(("report", "baseline", "experiments", "files", "defined by"), tuple(reports),
+              ("left", "left", "right", "left", "left")),
     ]
-    notes = [n for src in sources for n in src.notes]
+    if markdown:
+        rows = []
+        for rep in markdown:
+            owner = descriptions.reports.get(rep.key)
+            rows.append((Link(_href(REPORTS, *rep.parts, REPORT_PAGE), rep.title),
+                         _downloads(rep.parts, files[rep.key]), _owner_text(owner)))
+        blocks += [Heading(2, "Sweeps and scaling ladders"),
+                   Table(("report", "files", "defined by"), tuple(rows),
+                         ("left", "left", "left"))]
+    blocks += [
+        Heading(2, "Experiments"),
+        Table(("experiment", "final stage", "tokens", "final train loss", "reports",
+               "description"), tuple(exps), ("left", "left", "right", "right", "left", "left")),
+    ]
+    notes = [n for src in sources for n in src.notes] + list(descriptions.notes)
     if notes:
         blocks += [Heading(2, "Missing from the reports"), Bullets(tuple(notes))]
     return to_html(blocks, "Reports and experiments", {})
@@ -435,26 +595,35 @@ def _check_replaceable(site_dir: Path, reports_dir: Path) -> None:
                            "replaces the whole folder (nothing was removed)", fix=fix)
 
 
-def build_site(reports_dir: Path, site_dir: Path) -> Site:
-    """Write the site into a temporary sibling of `site_dir`, then rename it into place."""
-    sources = find_reports(reports_dir)
+def build_site(reports_dir: Path, site_dir: Path, specs_dir: Path | None = None) -> Site:
+    """Write the site into a temporary sibling of `site_dir`, then rename it into place.
+    `specs_dir`: where the specs whose descriptions the pages show are (None: none shown)."""
+    markdown = find_markdown_reports(reports_dir) if reports_dir.is_dir() else []
+    sources = find_reports(reports_dir, required=not markdown)
     _check_replaceable(site_dir, reports_dir)
     experiments = collect_experiments(sources)
+    descriptions = spec_descriptions(specs_dir) if specs_dir is not None else Descriptions()
     with atomic_dir(site_dir) as out:
         files: dict[str, list[str]] = {}
         for src in sources:
             dest = out / REPORTS / src.slug
             dest.mkdir(parents=True)
             files[src.slug] = _copy_report_files(src, dest)
-            atomic_write_text(dest / REPORT_PAGE, report_page(src))
+            atomic_write_text(dest / REPORT_PAGE, report_page(src, descriptions))
+        for rep in markdown:
+            dest = out / REPORTS / Path(*rep.parts)
+            dest.mkdir(parents=True)
+            files[rep.key] = _copy_report_files(rep, dest)
+            atomic_write_text(dest / REPORT_PAGE, markdown_report_page(rep, descriptions))
         (out / EXPERIMENTS).mkdir()
         for exp in experiments:
             atomic_write_text(out / EXPERIMENTS / f"{experiment_slug(exp.name)}.html",
-                              experiment_page(exp))
-        atomic_write_text(out / INDEX, index_page(sources, experiments, files))
+                              experiment_page(exp, descriptions))
+        atomic_write_text(out / INDEX, index_page(sources, experiments, files, markdown,
+                                                  descriptions))
         atomic_write_bytes(out / MARKER, MARKER_TEXT.encode("utf-8"))
-    return Site(site_dir, len(sources), len(experiments),
-                tuple(n for src in sources for n in src.notes))
+    return Site(site_dir, len(sources) + len(markdown), len(experiments),
+                tuple(n for src in sources for n in src.notes) + descriptions.notes)
 
 
 # ----------------------------------------------------------------------------------- hub

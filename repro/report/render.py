@@ -184,8 +184,13 @@ def to_html_body(blocks: list[Block], images: Mapping[str, bytes]) -> str:
     return "\n".join(_html_block(b, images) for b in blocks)
 
 
-def to_html(blocks: list[Block], title: str, images: Mapping[str, bytes]) -> str:
-    body = to_html_body(blocks, images)
+def html_page(title: str, body: str) -> str:
+    """A whole page around an HTML fragment `body` (already safe HTML): inline CSS, nothing
+    external."""
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             f"<title>{_esc(title)}</title>\n<style>\n{CSS}</style>\n</head>\n<body>\n"
             f"{body}\n</body>\n</html>\n")
+
+
+def to_html(blocks: list[Block], title: str, images: Mapping[str, bytes]) -> str:
+    return html_page(title, to_html_body(blocks, images))

@@ -2,19 +2,22 @@
 `training.stages`; "phase" in code, so that "stage" always means a DVC stage).
 
 The first phase builds the model from the spec with torch seeded by cfg.seed; a later phase
-gets the previous phase's checkpoint as `init` and continues its model, optimizer state
-(unless `reset_optimizer`), MTP modules, global step and per-source data positions; it may
-change the sequence length and RoPE theta (long-context phases). trainer_state.json and the
-metrics record the phase's name under their `stage` key, as they always have. Library code
-is in repro.model (config/build/MTP) and repro.train (data, schedule, optimizers, objective,
-loop, resume, stability, monitor, distributed, checkpoint).
+gets the previous phase's export as `init` (its model) and its state as `init_state`
+(optimizer state unless `reset_optimizer`, MTP modules, global step, per-source data
+positions, token ledger); it may change the sequence length and RoPE theta (long-context
+phases). The stage writes the two the same way (repro.train.checkpoint): `checkpoint`, a
+Hugging Face model folder with its model card, ready to upload as it is, and `state`.
+trainer_state.json and the metrics record the phase's name under their `stage` key, as they
+always have. Library code is in repro.model (config/build/MTP/model card) and repro.train
+(data, schedule, optimizers, objective, loop, resume, stability, monitor, distributed,
+checkpoint).
 
 Before anything else, the stage checks the experiment's token ledger through its phase
 (repro.train.ledger): the windows each dataset gave the earlier phases, as the `init`
 checkpoint recorded them, plus this phase's, against the windows its `tokens:<dataset>`
 inputs offer; a dataset repeated more than its `max_epochs` is a LedgerError, before a model
 is built or a window read. The book through this phase is the `ledger` output (metrics) and
-travels in the checkpoint folder to the next phase.
+travels in the state folder to the next phase.
 
 Kernels (attention path, torch.compile of the trunk, LM-head cross-entropy) are resolved for
 the device first, by repro.train.backends: `auto` becomes a concrete choice recorded with its
@@ -55,6 +58,7 @@ from repro.model.build import (
     load_model,
     smollm3_config,
 )
+from repro.model.card import CardFacts, render as render_card
 from repro.model.mtp import build_mtp, load_mtp, save_mtp
 from repro.stages import worker
 from repro.stages.base import StageIO, atomic_dir, atomic_write_text, dumps_json, log, write_json
@@ -69,8 +73,8 @@ from repro.train.checkpoint import (
     check_export_parity,
     load_optimizer_state,
     read_trainer_state,
-    save_checkpoint,
-    save_snapshot,
+    save_export,
+    save_state,
 )
 from repro.train.backends import Backends, resolve
 from repro.train.data import MixtureSampler, TokenShards
@@ -134,14 +138,19 @@ def config_fingerprint(cfg: TrainConfig, io: StageIO) -> str:
 
 
 def _init_state(cfg: TrainConfig, io: StageIO) -> tuple[dict[str, Any] | None, Path | None]:
-    """(the `init` checkpoint's trainer state, its path), checked to be this experiment's
-    previous phase ending where this one starts; (None, None) for a first phase. Reads only
-    trainer_state.json: the token ledger relies on it before anything else is loaded."""
+    """(the previous phase's trainer state, the folder holding it: the `init_state` input),
+    checked to be this experiment's previous phase ending where this one starts; (None,
+    None) for a first phase. Reads only trainer_state.json: the token ledger relies on it
+    before anything else is loaded."""
     if "init" not in io.inputs:
         if cfg.step_start != 0:
             raise ValueError(f"phase {cfg.phase} starts at step {cfg.step_start} but has no `init` checkpoint")
         return None, None
-    init = io.input("init")
+    if "init_state" not in io.inputs:
+        raise ValueError(f"phase {cfg.phase} continues the checkpoint {io.input('init')} but has "
+                         "no `init_state` input (its optimizer and trainer state): run "
+                         "`repro compile`, then `dvc repro`")
+    init = io.input("init_state")
     state = read_trainer_state(init)
     if state.get("experiment") != cfg.experiment:
         raise ValueError(
@@ -159,14 +168,16 @@ def _init_state(cfg: TrainConfig, io: StageIO) -> tuple[dict[str, Any] | None, P
 
 
 def _model_and_state(cfg: TrainConfig, io: StageIO, ids: TokenIds):
-    """(model, init trainer state or None, init checkpoint path or None)."""
+    """(model, init trainer state or None, init state folder or None)."""
     state, init = _init_state(cfg, io)
     if init is None:
         return build_model(cfg.model, ids, cfg.seed), None, None
-    return load_model(init, cfg.model, ids), state, init
+    return load_model(io.input("init"), cfg.model, ids), state, init
 
 
 def _mtp_modules(cfg: TrainConfig, model, init: Path | None):
+    """The MTP modules: built for a first phase, else from the previous phase's state folder
+    `init` (training-only weights: an export holds the plain model)."""
     if cfg.mtp is None:
         return None
     if init is not None and (init / "mtp.safetensors").exists():
@@ -333,7 +344,7 @@ def _run(cfg: TrainConfig, io: StageIO, ctx: dist_mod.DistContext, book: dict[st
     trainer = Trainer(module, optimizer, sampler, settings, ctx, StabilityGuard(cfg.stability),
                       train_forward=forward, monitor=monitor, monitor_snapshot=snap,
                       max_logit_probe=probe_factory, apply_qk_clip=qk_apply,
-                      after_update=_snapshot_hook(cfg, ctx, module, model, tok_dir, staging)
+                      after_update=_snapshot_hook(cfg, ctx, module, model, tok_dir, staging, io.name)
                       if cfg.snapshot_steps else None)
     if ctx.is_main:
         log(io.name, f"steps {cfg.step_start + 1}..{cfg.step_start + cfg.steps}, "
@@ -370,10 +381,11 @@ def _snapshot_staging(stage_id: str) -> Path:
 
 
 def _snapshot_hook(cfg: TrainConfig, ctx: dist_mod.DistContext, module: TrainModule, model,
-                   tok_dir: Path, staging: Path):
-    """after_update callback saving the model after each of cfg.snapshot_steps: weights,
-    tokenizer and trainer_state.json (tokens seen, seq_len), no optimizer state; enough for
-    the evaluate stage. Saving reads the weights only, so training is unchanged by it."""
+                   tok_dir: Path, staging: Path, io_name: str):
+    """after_update callback saving the model after each of cfg.snapshot_steps: an export
+    (weights, tokenizer, trainer_state.json with tokens seen and seq_len, model card), no
+    optimizer state; enough for the evaluate stage. Saving reads the weights only, so
+    training is unchanged by it."""
     wanted = set(cfg.snapshot_steps)
     seqs = cfg.batch_tokens // cfg.seq_len
 
@@ -389,8 +401,9 @@ def _snapshot_hook(cfg: TrainConfig, ctx: dist_mod.DistContext, module: TrainMod
                  "tokens_seen": tokens_seen, "seq_len": cfg.seq_len, "seed": cfg.seed,
                  "data_seed": cfg.seed if cfg.data_seed is None else cfg.data_seed,
                  "snapshot": True, "sequences_per_step": seqs}
+        card = model_card(cfg, io_name, export, state, (step - cfg.step_start) * cfg.batch_tokens)
         with atomic_dir(staging / _snapshot_name(step)) as tmp:
-            save_snapshot(tmp, export, tok_dir, state)
+            save_export(tmp, export, tok_dir, state, card)
 
     return after_update
 
@@ -452,6 +465,38 @@ def steady_tokens_per_s(result, batch_tokens: int) -> tuple[float, float]:
     return (result.steps_timed - 1) * batch_tokens / steady_seconds, total
 
 
+def model_card(cfg: TrainConfig, stage_id: str, model, trainer_state: dict[str, Any],
+               tokens_phase: int, state_path: str = "") -> str:
+    """The export's README.md (repro.model.card) from this stage's settings: the same
+    settings and weights give the same bytes. `tokens_phase`: tokens this phase trained on
+    up to the export (a snapshot's are fewer than the phase's)."""
+    total, non_emb = count_params(model)
+    extra: dict[str, Any] = {"intra-document attention masking": cfg.doc_masking}
+    if cfg.mtp is not None:
+        extra["multi-token prediction (training only; not in this folder)"] = (
+            f"{cfg.mtp.kind}, depth {cfg.mtp.depth}")
+    if cfg.distillation is not None:
+        extra["distilled from"] = (f"{cfg.distillation.teacher} (alpha {cfg.distillation.alpha:g}, "
+                                   f"T {cfg.distillation.temperature:g}, {cfg.distillation.logits} logits)")
+    if cfg.z_loss:
+        extra["z-loss"] = cfg.z_loss
+    if cfg.qk_clip is not None:
+        extra["QK-Clip tau"] = cfg.qk_clip.tau
+    arch = cfg.model.model_dump(mode="json", exclude_none=True)
+    facts = CardFacts(
+        stage_id=stage_id, experiment=cfg.experiment, phase=cfg.phase,
+        architecture=arch, params_total=total, params_non_embedding=non_emb,
+        mixture=dict(cfg.mixture), tokens_phase=tokens_phase,
+        tokens_total=trainer_state["tokens_seen"], global_step=trainer_state["global_step"],
+        steps=tokens_phase // cfg.batch_tokens, seq_len=cfg.seq_len,
+        batch_tokens=cfg.batch_tokens, optimizer=cfg.optimizer.model_dump(mode="json", exclude_none=True),
+        schedule=cfg.schedule.model_dump(mode="json", exclude_none=True), seed=cfg.seed,
+        data_seed=cfg.seed if cfg.data_seed is None else cfg.data_seed,
+        precision=cfg.precision, state_path=state_path,
+        snapshot=bool(trainer_state.get("snapshot")), extra=extra)
+    return render_card(facts)
+
+
 def _write_outputs(cfg, io, ctx, model, module, optim_state, sampler, sources, start_positions,
                    tokens_before, result, tok_dir, ids, backends: Backends,
                    book: dict[str, Any]) -> None:
@@ -469,13 +514,18 @@ def _write_outputs(cfg, io, ctx, model, module, optim_state, sampler, sources, s
         "lr_scale": result.lr_scale,  # < 1 after stability rollbacks
     }
     model.eval()
-    with atomic_dir(io.output("checkpoint")) as tmp:
-        save_checkpoint(tmp, model, optim_state, tok_dir, trainer_state)
+    with atomic_dir(io.output("state")) as tmp:
+        save_state(tmp, optim_state, trainer_state)
         (tmp / LEDGER_FILE).write_text(ledger_csv(cfg.step_start + 1, result.fingerprints), encoding="utf-8")
         # the token ledger through this phase: the next phase adds its draws to it
         (tmp / ledger.FILE).write_text(dumps_json(book), encoding="utf-8")
-        if module.mtp is not None:
+        if module.mtp is not None:  # training-only modules: the export is the plain model
             save_mtp(tmp, module.mtp, cfg.mtp)
+    # where the state lies seen from the export (a workspace-independent path: same bytes)
+    state_path = os.path.relpath(io.output("state"), io.output("checkpoint"))
+    card = model_card(cfg, io.name, model, trainer_state, tokens, state_path=state_path)
+    with atomic_dir(io.output("checkpoint")) as tmp:
+        save_export(tmp, model, tok_dir, trainer_state, card)
         # the export parity gate: what lm-eval will load must compute what we trained
         probe = torch.from_numpy(sources[sorted(sources)[0]].window(0)[None, :-1].copy())
         parity = check_export_parity(model, tmp, probe, precision=cfg.precision)
@@ -611,7 +661,11 @@ def _snapshot_outputs(cfg: TrainConfig) -> dict[str, Output]:
 KIND = StageKind(
     config=TrainConfig,
     outputs={
+        # the export: a Hugging Face model folder (weights, config, tokenizer, model card)
         "checkpoint": data("artifacts/checkpoints"),
+        # what the next phase continues from: optimizer and trainer state, token ledger,
+        # data order, MTP modules (repro.train.checkpoint)
+        "state": data("artifacts/train-state"),
         "metrics": METRICS,
         # the experiment's token ledger through this phase (the report reads the last one's)
         "ledger": Output(Role.METRICS, lambda stage_id, cfg: paths.stage_ledger(stage_id)),

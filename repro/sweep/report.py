@@ -6,6 +6,7 @@ sibling, then rename), and figures of parameters no longer in the sweep are remo
 from __future__ import annotations
 
 import dataclasses
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from repro.sweep.analysis import Analysis, analyse
 from repro.sweep.plan import SweepPlan
 from repro.sweep.plots import parameter_png
 from repro.sweep.results import TrialResult
+from repro.sweep.values import override_text
 
 REPORT_MD, RESULTS_JSON = "report.md", "results.json"
 
@@ -27,6 +29,22 @@ def _num(x: float | None) -> str:
 
 def _val(v: Scalar | None) -> str:
     return "n/a" if v is None else (f"{v:.6g}" if isinstance(v, float) else str(v))
+
+
+def trial_command(plan: SweepPlan, trial: TrialResult) -> str:
+    """The `dvc exp run` that reruns `trial` in any clone of the repository: its name, the
+    `-S` override of every key its parameters set (the values it recorded), its target.
+
+    Why it is needed: DVC keeps experiments as git refs (refs/exps/...) in the repository
+    that ran them; `git clone` does not fetch them, so `dvc exp apply <trial>` fails in a
+    fresh clone (unknown revision) unless someone ran `dvc exp push`. The overrides are
+    committed with the report, so a trial stays reproducible without the refs. Without
+    `--queue` the run uses the workspace itself, so the `-C` copies a queued trial needs
+    are not."""
+    args = ["dvc", "exp", "run", "--name", trial.name]
+    for key, value in plan.dvc_sets(trial.point).items():
+        args += ["-S", override_text(key, value)]
+    return shlex.join([*args, plan.target])
 
 
 def results_json(plan: SweepPlan, analysis: Analysis, baseline: float | None) -> dict[str, Any]:
@@ -40,7 +58,8 @@ def results_json(plan: SweepPlan, analysis: Analysis, baseline: float | None) ->
                            **p.model_dump(mode="json", exclude={"keys"}, exclude_none=True)}
                        for n, p in sweep.parameters.items()},
         "baseline": {"value": baseline, "point": plan.baseline_point},
-        "trials": [dataclasses.asdict(r) for r in analysis.ranked],
+        "trials": [{**dataclasses.asdict(r), "command": trial_command(plan, r)}
+                   for r in analysis.ranked],
         "best": dataclasses.asdict(analysis.best) if analysis.best else None,
         "sensitivity": {n: {"main_effect": e.main_effect, "importance": e.importance,
                             "levels": [dataclasses.asdict(lv) for lv in e.levels]}
@@ -115,26 +134,40 @@ def report_blocks(plan: SweepPlan, analysis: Analysis, baseline: float | None) -
         keys = [(k, best.point[n]) for n in names if n in best.point for k in plan.keys[n]]
         blocks += [
             Paragraph("dvc exp apply (below) restores the trial's params.yaml and outputs "
-                      "into the workspace, to inspect or continue from. params.yaml is "
-                      "generated, so to keep the configuration, write these values into the "
-                      "spec and run repro compile:"),
+                      "into the workspace, to inspect or continue from, in the repository "
+                      "that ran the sweep (DVC keeps experiments as git refs, which git clone "
+                      "does not fetch; in a clone, rerun the trial as the next section says). "
+                      "params.yaml is generated, so to keep the configuration, write these "
+                      "values into the spec and run repro compile:"),
             Bullets(tuple(f"{k} = {_val(v)}" for k, v in keys)),
         ]
+    blocks += [
+        Heading(2, "Reproduce a trial from a fresh clone"),
+        Paragraph("Each command below reruns one trial in any clone, best first: the params.yaml "
+                  "overrides it ran with, recorded here and in results.json (each trial's "
+                  "command), on the objective's stage; DVC builds or pulls what it needs "
+                  "first. To share the experiments themselves instead, run dvc exp push origin "
+                  "with the trial's name where the sweep ran, then dvc exp pull origin in the "
+                  "clone."),
+    ]
     return blocks
 
 
-def commands(plan: SweepPlan, analysis: Analysis) -> str:
-    """The shell commands for the best trial, as a fenced block (kept out of the Markdown
-    escaping, which would garble them)."""
-    if analysis.best is None:
-        return ""
-    name = analysis.best.name
-    return ("\n```\n"
-            f"dvc exp show --sort-by {plan.objective.metrics_file}:tasks.{plan.objective.task}."
-            f"{plan.objective.metric}\n"
-            f"dvc exp apply {name}\n"
-            f"dvc exp branch {name} {plan.sweep.name}-best   # or keep it as a git branch\n"
-            "```\n")
+def commands(plan: SweepPlan, analysis: Analysis) -> tuple[str, str]:
+    """The shell commands, as fenced blocks (kept out of the Markdown escaping, which would
+    garble them): applying the best trial, and rerunning each trial from a clone (in rank
+    order; the report's last section)."""
+    apply = ""
+    if analysis.best is not None:
+        name = analysis.best.name
+        apply = ("\n```\n"
+                 f"dvc exp show --sort-by {plan.objective.metrics_file}:tasks.{plan.objective.task}."
+                 f"{plan.objective.metric}\n"
+                 f"dvc exp apply {name}\n"
+                 f"dvc exp branch {name} {plan.sweep.name}-best   # or keep it as a git branch\n"
+                 "```\n")
+    rerun = "".join(f"{trial_command(plan, r)}\n" for r in analysis.ranked)
+    return apply, ("\n```\n" + rerun + "```\n") if rerun else "\nNo trial has finished yet.\n"
 
 
 def write_report(plan: SweepPlan, results: list[TrialResult], baseline: float | None,
@@ -148,6 +181,12 @@ def write_report(plan: SweepPlan, results: list[TrialResult], baseline: float | 
         if stale.name not in figures:
             stale.unlink()
     atomic_write_text(out_dir / RESULTS_JSON, dumps_json(results_json(plan, analysis, baseline)))
-    atomic_write_text(out_dir / REPORT_MD,
-                      to_markdown(report_blocks(plan, analysis, baseline)) + commands(plan, analysis))
+    blocks = report_blocks(plan, analysis, baseline)
+    # the fenced commands go after the section that introduces them: applying the best
+    # under "Apply the best configuration", the reruns under the last section
+    last = next(i for i, b in enumerate(blocks)
+                if isinstance(b, Heading) and b.text == "Reproduce a trial from a fresh clone")
+    apply, rerun = commands(plan, analysis)
+    atomic_write_text(out_dir / REPORT_MD, to_markdown(blocks[:last]) + apply + "\n"
+                      + to_markdown(blocks[last:]) + rerun)
     return analysis

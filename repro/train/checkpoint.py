@@ -1,10 +1,24 @@
-"""Checkpoint folder of a training stage: what the next stage and lm-eval load.
+"""A training stage's checkpoint: the export, which lm-eval, the next user and the hub load,
+and the state, which only the next training phase reads. Two folders (two DVC outputs of the
+stage), so the export can be uploaded as it is:
 
-  config.json, generation_config.json, model.safetensors   model.save_pretrained (fp32)
-  tokenizer.json, tokenizer_config.json, ...               copied from the tokenizer stage
-  optimizer.pt                                             torch.save(optimizer.state_dict())
-  trainer_state.json                                       global_step, tokens_seen,
-                                                           data_positions, seq_len, ...
+  export (the `checkpoint` output: what `AutoModelForCausalLM` / `AutoTokenizer` load)
+    config.json, generation_config.json, model.safetensors   model.save_pretrained (fp32),
+                                                             use_cache on for generation
+    tokenizer.json, tokenizer_config.json, ...               copied from the tokenizer stage,
+                                                             model_max_length = the phase's seq_len
+    trainer_state.json                                       progress only (PROGRESS_KEYS:
+                                                             tokens seen, seq_len, ...), which
+                                                             the evaluate stage reads
+    README.md                                                the model card (repro.model.card)
+  state (the `state` output: to continue training)
+    optimizer.pt                                             torch.save(optimizer.state_dict())
+    trainer_state.json                                       the whole state: global_step,
+                                                             tokens_seen, data_positions,
+                                                             lr_scale, ...
+    (and the train stage's data order, token ledger and MTP modules)
+
+A snapshot (evaluation over training) is an export without state: it is never continued.
 Every file is byte-identical across reruns: safetensors sorts tensors and stores no time;
 torch.save's zip has no timestamps and its serialization id is derived from the content
 (checked in tests/train/test_loop.py).
@@ -13,43 +27,88 @@ torch.save's zip has no timestamps and its serialization id is derived from the 
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
 from repro.model.build import ATTN_IMPLEMENTATION
+from repro.model.card import CARD_FILE
 from repro.jsonio import dumps_json, read_json
 
 OPTIMIZER_FILE = "optimizer.pt"
 TRAINER_STATE_FILE = "trainer_state.json"
+TOKENIZER_CONFIG = "tokenizer_config.json"
+PROGRESS_KEYS = ("experiment", "stage", "global_step", "tokens_seen", "seq_len", "seed",
+                 "data_seed", "snapshot", "sequences_per_step")
+"""The trainer state an export keeps: how far training got (the evaluate stage reads tokens
+seen and seq_len, as HF Trainer's checkpoints carry num_input_tokens_seen); what only a
+continuing phase needs (data positions, LR scale) stays in the state folder."""
 
 
-def save_checkpoint(folder: Path, model, optimizer_state: dict, tokenizer_dir: Path,
-                    trainer_state: dict) -> None:
-    """optimizer_state: the optimizer's state_dict() (unsharded; see
-    repro.train.distributed.optimizer_state)."""
-    save_snapshot(folder, model, tokenizer_dir, trainer_state)
-    torch.save(optimizer_state, Path(folder) / OPTIMIZER_FILE)
+@contextlib.contextmanager
+def _for_generation(model) -> Iterator[None]:
+    """The model's config and generation config with `use_cache` on for the duration. A
+    model is built with it off (repro.model.build: training never keeps a KV cache), but a
+    user of the export generating text wants it on: transformers' SmolLM3 caches keys and
+    values for RoPE and NoPE layers alike (tests/train/test_checkpoint.py checks that
+    generation with the cache gives the tokens it gives without)."""
+    configs = [c for c in (model.config, getattr(model, "generation_config", None)) if c is not None]
+    saved = [c.use_cache for c in configs]
+    for c in configs:
+        c.use_cache = True
+    try:
+        yield
+    finally:
+        for c, value in zip(configs, saved):
+            c.use_cache = value
 
 
-def save_snapshot(folder: Path, model, tokenizer_dir: Path, trainer_state: dict) -> None:
-    """What lm-eval needs to load a model: save_pretrained weights and config, the tokenizer
-    files and trainer_state.json; no optimizer state (a snapshot is never continued)."""
-    folder = Path(folder)
-    model.save_pretrained(str(folder), safe_serialization=True)
+def _copy_tokenizer(tokenizer_dir: Path, folder: Path, seq_len: int | None) -> None:
+    """The tokenizer stage's files, never over the model's own; `model_max_length` set to the
+    context the model was trained at (the tokenizer stage knows no context length, and
+    transformers' placeholder of 1e30 means "no limit")."""
     for f in sorted(Path(tokenizer_dir).iterdir()):
-        if f.is_file() and not (folder / f.name).exists():  # never overwrite the model's files
+        if f.is_file() and not (folder / f.name).exists():
             shutil.copyfile(f, folder / f.name)
+    config = folder / TOKENIZER_CONFIG
+    if seq_len is not None and config.is_file():
+        data = json.loads(config.read_text(encoding="utf-8"))
+        data["model_max_length"] = int(seq_len)
+        config.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def save_export(folder: Path, model, tokenizer_dir: Path, trainer_state: dict,
+                card: str | None = None) -> None:
+    """What lm-eval, a user and the hub load: save_pretrained weights and config (use_cache
+    on), the tokenizer (model_max_length = trainer_state's seq_len), trainer_state.json's
+    PROGRESS_KEYS and the model card `card` (README.md); no optimizer state."""
+    folder = Path(folder)
+    with _for_generation(model):
+        model.save_pretrained(str(folder), safe_serialization=True)
+    _copy_tokenizer(tokenizer_dir, folder, trainer_state.get("seq_len"))
+    progress = {k: trainer_state[k] for k in PROGRESS_KEYS if k in trainer_state}
+    (folder / TRAINER_STATE_FILE).write_text(dumps_json(progress), encoding="utf-8")
+    if card is not None:
+        (folder / CARD_FILE).write_text(card, encoding="utf-8")
+
+
+def save_state(folder: Path, optimizer_state: dict, trainer_state: dict) -> None:
+    """What the next phase continues from: optimizer_state, the optimizer's state_dict()
+    (unsharded; see repro.train.distributed.optimizer_state), and the whole trainer state."""
+    folder = Path(folder)
+    torch.save(optimizer_state, folder / OPTIMIZER_FILE)
     (folder / TRAINER_STATE_FILE).write_text(dumps_json(trainer_state), encoding="utf-8")
 
 
 def read_trainer_state(folder: Path) -> dict:
     path = Path(folder) / TRAINER_STATE_FILE
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing; is {folder} a checkpoint written by a `train` stage?")
+        raise FileNotFoundError(f"{path} is missing; is {folder} the state output of a `train` stage?")
     return read_json(path)
 
 

@@ -5,7 +5,7 @@ from it, and the epochs that implies; refused when a dataset would be repeated m
 Each train stage checks the ledger through its own phase before it builds a model or reads
 a window (repro.stages.train), and `repro compile` checks it from committed token counts
 (repro.compile.specs). The ledger is cumulative: a phase adds its own draws to the book its
-`init` checkpoint carries (FILE, written by the previous phase), so no phase's settings are
+`init_state` carries (FILE, in the previous phase's state output), so no phase's settings are
 copied into a later phase's config, and `dvc exp run -S` on an earlier phase cannot leave a
 stale copy behind: the later phase reads the earlier one's draws from what it really wrote.
 
@@ -186,10 +186,10 @@ def check_known_counts(experiment: str, phases: list[Phase], max_epochs: Mapping
 
 
 def read(checkpoint: Path) -> dict[str, Any]:
-    """The book a train stage left in its checkpoint folder (the next phase's `init`)."""
+    """The book a train stage left in its state folder (the next phase's `init_state`)."""
     path = Path(checkpoint) / FILE
     if not path.is_file():
-        raise ReproError(f"checkpoint {checkpoint} holds no token ledger ({FILE}): it was not "
+        raise ReproError(f"{checkpoint} holds no token ledger ({FILE}): it was not "
                          "written by a train stage of this version",
                          fix="run `repro compile` and `dvc repro` so the earlier phases are "
                              "trained again")

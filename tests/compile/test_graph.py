@@ -436,6 +436,7 @@ def test_replicas_add_runs_and_leave_the_main_run_untouched(tmp_path):
     decay = next(s for s in _of_kind(new, "train") if s.label == "qs-rope-seed1-decay")
     stable = next(s for s in _of_kind(new, "train") if s.label == "qs-rope-seed1-stable")
     assert dict(decay.inputs)["init"] == OutputRef(stable.id, "checkpoint")
+    assert dict(decay.inputs)["init_state"] == OutputRef(stable.id, "state")  # optimizer etc.
     report = _report(new)
     keys = {k for k, _ in report.inputs}
     for run in ("seed0", "seed1", "seed2-data7"):

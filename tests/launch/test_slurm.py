@@ -37,7 +37,7 @@ import fake_slurm  # noqa: E402  (the stand-in commands, next to this file)
 MODEL = ModelSpec(hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=64,
                   nope_interval=2, max_position_embeddings=64)
 SID = "train-exp-s1-00000000"
-OUTPUTS = {"checkpoint": "out/ck", "metrics": "out/m.json", "ledger": "out/ledger.json",
+OUTPUTS = {"checkpoint": "out/ck", "state": "out/st", "metrics": "out/m.json", "ledger": "out/ledger.json",
            "loss": "out/loss.csv", "monitor": "out/monitor.csv", "perf": "out/perf.json",
            "env": "out/env.json"}
 SLURM = {"partition": "cpu", "time": "00:10:00", "nodes": 2}
@@ -361,7 +361,7 @@ def _trial_repo(cfg: TrainConfig, data: Path) -> None:
                     f"--in tokens:web={data / 'tokens-web'}",
                     *(f"--out {key}={path}" for key, path in OUTPUTS.items())])
     uncached = [{OUTPUTS[k]: {"cache": False}} for k in ("perf", "env")]
-    cached = [OUTPUTS[k] for k in ("checkpoint", "ledger", "loss", "monitor")]
+    cached = [OUTPUTS[k] for k in ("checkpoint", "state", "ledger", "loss", "monitor")]
     Path("dvc.yaml").write_text(yaml.safe_dump({"stages": {SID: {
         "cmd": cmd, "params": [SID], "outs": cached + uncached,
         "metrics": [{OUTPUTS["metrics"]: {"cache": False}}]}}}, sort_keys=False))

@@ -306,3 +306,110 @@ def test_push_without_token_or_with_hub_error_says_what_to_do(site, monkeypatch)
         push_to_hub(site, "org/lm-reports", api=api)
     with pytest.raises(PublishError, match="ORG/NAME"):
         push_to_hub(site, "no-slash", api=mock.Mock())
+
+
+# ------------------------------------------------- sweeps, ladders and spec descriptions
+
+
+def _specs(root: Path) -> Path:
+    """A specs folder describing the fixture's experiments (`base`, `new`) and its `quick`
+    report, written from the quickstart's own spec; and an example folder whose spec holds
+    a sweep named `toy`."""
+    import yaml
+
+    base = yaml.safe_load((REPO / "specs" / "qs-nope.yaml").read_text())
+    specs = root / "specs"
+    (specs / "examples" / "toy").mkdir(parents=True)
+    base["experiment"] = {"name": "base", "description": "the baseline <b>as is</b>"}
+    base["report"] = {"name": "quick", "experiments": ["new", "base"], "baseline": "base"}
+    (specs / "base.yaml").write_text(yaml.safe_dump(base))
+    new = {**base, "experiment": {"name": "new", "description": "the change under test"}}
+    del new["report"]
+    (specs / "new.yaml").write_text(yaml.safe_dump(new))
+    (specs / "broken.yaml").write_text("schema_version: 1\nexperiment: {name: 3}\n")
+    return specs
+
+
+def _with_markdown_reports(stage_reports: Path, root: Path) -> Path:
+    """The fixture's reports plus a sweep's and a ladder's report.md folders, as `repro
+    sweep` and a fit stage write them."""
+    import base64
+
+    reports = root / "reports"
+    shutil.copytree(stage_reports, reports)
+    png = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk"
+                           "YPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==")
+    sweep = reports / "sweeps" / "toy"
+    sweep.mkdir(parents=True)
+    (sweep / "lr.png").write_bytes(png)
+    (sweep / "results.json").write_text("{}")
+    (sweep / "report.md").write_text(
+        "# Sweep toy (base)\n\nRaw <script>alert(1)</script> stays text.\n\n"
+        "| rank | experiment |\n| ---: | :--- |\n| 1 | toy-0 |\n\n![loss vs lr](lr.png)\n\n"
+        "```\ndvc exp run --name toy-0 -S train.optimizer.lr=0.01 evaluate\n```\n")
+    ladder = reports / "ladders" / "small"
+    ladder.mkdir(parents=True)
+    (ladder / "report.md").write_text("# Scaling ladder: small\n\nFitted.\n")
+    (ladder / "fit.json").write_text("{}")
+    return reports
+
+
+def test_sweep_and_ladder_reports_are_published_with_the_specs_descriptions(
+        stage_reports, tmp_path, parse_page, monkeypatch):
+    import yaml
+
+    monkeypatch.chdir(tmp_path)  # the specs' workspace (their paths are confined to it)
+    specs = _specs(tmp_path)
+    toy = yaml.safe_load((REPO / "specs" / "examples" / "lr-sweep" / "qs-lr.yaml").read_text())
+    assert "sweep" in toy  # the example sweep spec extends the quickstart's; make it whole
+    # it also holds base's report block, as a spec extending base would: base defines it
+    (specs / "examples" / "toy" / "toy.yaml").write_text(yaml.safe_dump({
+        **yaml.safe_load((specs / "base.yaml").read_text()),
+        "experiment": {"name": "toy", "description": "an LR grid"},
+        "sweep": {**toy["sweep"], "name": "toy", "parameters": {
+            "lr": {"keys": ["train-toy-*.optimizer.lr"], "values": [0.01, 0.02]}}}}))
+    reports = _with_markdown_reports(stage_reports, tmp_path)
+    site = build_site(reports, tmp_path / "site", specs)
+    assert site.reports == 4
+    assert any("broken.yaml does not load" in n for n in site.notes)
+
+    index = parse_page(tmp_path / "site" / "index.html")
+    rows = {r[0]: r for r in index.tables["Sweeps and scaling ladders"][1:]}
+    assert rows["Sweep toy (base)"][1:] == ["report.md, results.json", "toy: an LR grid"]
+    assert rows["Scaling ladder: small"][1:] == ["fit.json, report.md", "—"]  # no spec names it
+    assert {"reports/sweeps/toy/report.html", "reports/ladders/small/report.html"} <= set(index.hrefs)
+    assert index.tables["Reports"][0][-1] == "defined by"
+    assert {r[0]: r[-1] for r in index.tables["Reports"][1:]}["quick"] == "base: the baseline <b>as is</b>"
+    assert {r[0]: r[-1] for r in index.tables["Experiments"][1:]}["new"] == "the change under test"
+
+    page = (tmp_path / "site/reports/sweeps/toy/report.html").read_text()
+    parsed = parse_page(tmp_path / "site/reports/sweeps/toy/report.html")
+    assert "<script" not in page and "Raw &lt;script&gt;alert(1)&lt;/script&gt; stays text." in page
+    assert parsed.tables["Sweep toy (base)"] == [["rank", "experiment"], ["1", "toy-0"]]
+    assert parsed.srcs == ["data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJ"
+                           "AAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="]
+    assert parsed.hrefs == ["../../../index.html"]
+    assert "Defined by the spec of toy: an LR grid" in page
+    assert "dvc exp run --name toy-0 -S train.optimizer.lr=0.01 evaluate" in page
+    assert (tmp_path / "site/reports/sweeps/toy/results.json").exists()
+
+    quick = (tmp_path / "site/reports/quick/report.html").read_text()
+    assert "Defined by the spec of base: the baseline &lt;b&gt;as is&lt;/b&gt;" in quick
+    assert ": the change under test</li>" in quick
+    assert "<p>the change under test</p>" in (tmp_path / "site/experiments/new.html").read_text()
+    # the same inputs give the same bytes
+    build_site(reports, tmp_path / "again", specs)
+    assert _files(tmp_path / "site") == _files(tmp_path / "again")
+
+
+def test_the_pipelines_specs_describe_their_reports_sweeps_and_ladders(monkeypatch):
+    from repro.report.publish import spec_descriptions
+
+    monkeypatch.chdir(REPO)
+    found = spec_descriptions(REPO / "specs")
+    assert found.notes == ()
+    assert found.reports["quickstart"][0] == "qs-nope"
+    assert found.reports["sweeps/qs-lr"] == ("qs-lr", found.experiments["qs-lr"])
+    ladder, text = found.reports["ladders/qs"]
+    assert text == found.experiments[ladder] and "L(N, D)" in text
+    assert found.experiments["qs-muon"].startswith("Muon")

@@ -61,3 +61,29 @@ def test_stage_log_lines_are_redacted(capsys):
     log("curate-x", "reading https://user:s3cr3t@example.com/data.jsonl")
     err = capsys.readouterr().err
     assert err == "[curate-x] reading https://***@example.com/data.jsonl\n"
+
+
+def test_atomic_dir_gives_files_the_modes_of_ordinary_ones(tmp_path):
+    """A library that writes through a private temporary (safetensors 0.8's save_file, 0600)
+    does not make a private output: every file and folder gets 0o666/0o777 less the umask,
+    as open() and mkdir would have given it; an executable keeps its execute bits."""
+    import os
+    import stat
+
+    import torch
+    from safetensors.torch import save_file
+
+    old = os.umask(0o027)
+    try:
+        with atomic_dir(tmp_path / "out") as tmp:
+            save_file({"w": torch.zeros(2)}, str(tmp / "model.safetensors"))
+            (tmp / "sub").mkdir(mode=0o700)
+            (tmp / "sub" / "run.sh").write_text("#!/bin/sh\n")
+            os.chmod(tmp / "sub" / "run.sh", 0o700)
+            (tmp / "plain.json").write_text("{}")
+    finally:
+        os.umask(old)
+    modes = {p.relative_to(tmp_path).as_posix(): stat.S_IMODE(p.stat().st_mode)
+             for p in [tmp_path / "out", *sorted((tmp_path / "out").rglob("*"))]}
+    assert modes == {"out": 0o750, "out/model.safetensors": 0o640, "out/plain.json": 0o640,
+                     "out/sub": 0o750, "out/sub/run.sh": 0o750}

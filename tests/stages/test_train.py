@@ -76,10 +76,11 @@ def config(phase="s1", start=0, steps=6, mixture=None, model=MODEL, schedule=Non
 
 def stage_io(data: Path, out: Path, init: Path | None = None, name: str = "train", **extra) -> StageIO:
     inputs = {"tokenizer": data / "tok", "tokens:web": data / "tokens-web", "tokens:code": data / "tokens-code"}
-    if init is not None:
+    if init is not None:  # a previous phase's export `ck`; its state `st` lies beside it
         inputs["init"] = init
+        inputs["init_state"] = init.parent / "st"
     inputs.update(extra)
-    return StageIO(name, inputs, {"checkpoint": out / "ck", "metrics": out / "metrics" / "m.json",
+    return StageIO(name, inputs, {"checkpoint": out / "ck", "state": out / "st", "metrics": out / "metrics" / "m.json",
                                   "ledger": out / "metrics" / "ledger.json",
                                   "loss": out / "plots" / "loss.csv", "monitor": out / "plots" / "monitor.csv",
                                   "perf": out / "metrics" / "perf.json"})
@@ -101,8 +102,8 @@ def test_train_is_byte_identical_and_learns(data, tmp_path):
     a, b = run(data, tmp_path / "a", cfg), run(data, tmp_path / "b", cfg)
     fa = files(a)
     assert fa == files(b)
-    assert {"ck/model.safetensors", "ck/optimizer.pt", "ck/trainer_state.json", "ck/tokenizer.json",
-            "ck/config.json", "ck/data_order.csv", "metrics/m.json", "plots/loss.csv",
+    assert {"ck/model.safetensors", "st/optimizer.pt", "ck/trainer_state.json", "ck/tokenizer.json",
+            "ck/config.json", "st/data_order.csv", "metrics/m.json", "plots/loss.csv",
             "plots/monitor.csv"} <= set(fa)
     rows = list(csv.DictReader((a / "plots" / "loss.csv").open()))
     assert [int(r["step"]) for r in rows] == [2, 4, 6, 8, 10]
@@ -112,8 +113,12 @@ def test_train_is_byte_identical_and_learns(data, tmp_path):
     assert (m["steps"], m["step_end"], m["tokens"], m["tokens_total"]) == (10, 10, 2560, 2560)
     assert m["final_loss"] == pytest.approx(float(rows[-1]["loss"]))
     assert m["mixture_planned_tokens"] == {"web": 1920, "code": 640} == m["mixture_consumed_tokens"]
-    state = json.loads(fa["ck/trainer_state.json"])
+    state = json.loads(fa["st/trainer_state.json"])
     assert state["global_step"] == 10 and state["data_positions"] == {"web": 60, "code": 20}
+    # the export keeps training progress only (tokens seen, seq_len: the evaluate stage's)
+    exported = json.loads(fa["ck/trainer_state.json"])
+    assert exported == {k: state[k] for k in ("experiment", "stage", "global_step", "tokens_seen",
+                                               "seq_len", "seed", "data_seed")}
     perf = json.loads((a / "metrics" / "perf.json").read_text())
     assert perf["backends"]["attention"] == "sdpa" and perf["backends"]["compile"] is False
     assert perf["backends"]["cross_entropy"] in ("plain", "chunked") and perf["backends"]["notes"]
@@ -134,7 +139,7 @@ def test_optimizer_lr_is_the_live_lr_and_the_schedule_holds_none(data, tmp_path)
 
     def group_lrs(cfg, out):
         run(data, out, cfg)
-        saved = torch.load(out / "ck" / "optimizer.pt", weights_only=True)
+        saved = torch.load(out / "st" / "optimizer.pt", weights_only=True)
         groups = ([*saved["muon"]["param_groups"], *saved["adamw"]["param_groups"]]
                   if saved.get("kind") == "muon+adamw" else saved["param_groups"])
         logged = [float(r["lr"]) for r in _csv(out / "plots" / "loss.csv")]
@@ -186,8 +191,8 @@ def test_second_phase_continues_exactly(data, tmp_path):
     whole = run(data, tmp_path / "whole", config(steps=8, schedule=sched))
     # 4 sequences of each source per step: the round robin is back at its start after every
     # step, so two phases see exactly the data of one, and the weights must match bit for bit
-    for f in ("model.safetensors", "optimizer.pt"):
-        assert (second / "ck" / f).read_bytes() == (whole / "ck" / f).read_bytes(), f
+    for f in ("ck/model.safetensors", "st/optimizer.pt"):
+        assert (second / f).read_bytes() == (whole / f).read_bytes(), f
     state = json.loads((second / "ck" / "trainer_state.json").read_text())
     assert state["global_step"] == 8 and state["tokens_seen"] == 2048
     rows = list(csv.DictReader((second / "plots" / "loss.csv").open()))
@@ -201,7 +206,7 @@ def test_continuing_checks_step_and_architecture(data, tmp_path):
     first = run(data, tmp_path / "first", config(steps=2))
     with pytest.raises(ValueError, match="ended at global step 2 but phase s2 starts at step 3"):
         run(data, tmp_path / "x", config("s2", 3, 2), init=first / "ck")
-    other = first / "ck" / "trainer_state.json"
+    other = first / "st" / "trainer_state.json"
     with pytest.raises(ValueError, match="written by experiment 'exp', not 'other'"):
         run(data, tmp_path / "z", config("s2", 2, 2).model_copy(update={"experiment": "other"}),
             init=first / "ck")
@@ -221,10 +226,10 @@ def test_the_second_phase_ledger_carries_the_first_phase_draws(data, tmp_path):
     first = run(data, tmp_path / "first", config(steps=4, mixture={"web": 0.75, "code": 0.25}))
     second = run(data, tmp_path / "second", config("s2", 4, 2), init=first / "ck")
     book = json.loads((second / "metrics" / "ledger.json").read_text())
-    assert (second / "ck" / "token_ledger.json").read_text() == json.dumps(
+    assert (second / "st" / "token_ledger.json").read_text() == json.dumps(
         book, indent=2, sort_keys=True) + "\n"
     assert book["stages"] == ["s1", "s2"] and book["experiment"] == "exp"
-    positions = json.loads((second / "ck" / "trainer_state.json").read_text())["data_positions"]
+    positions = json.loads((second / "st" / "trainer_state.json").read_text())["data_positions"]
     web, code = book["datasets"]["web"], book["datasets"]["code"]
     # 8 sequences per step: s1 4 steps at 0.75/0.25, s2 2 steps at 0.5/0.5
     assert [web["stages"][p]["windows"] for p in ("s1", "s2")] == [24, 8]
@@ -267,7 +272,7 @@ def test_a_second_phase_past_max_epochs_is_refused_before_anything_is_built(data
 
 def test_a_checkpoint_without_a_token_ledger_is_refused(data, tmp_path):
     first = run(data, tmp_path / "first", config(steps=2))
-    (first / "ck" / "token_ledger.json").unlink()
+    (first / "st" / "token_ledger.json").unlink()
     with pytest.raises(ReproError, match="holds no token ledger") as err:
         run(data, tmp_path / "second", config("s2", 2, 2), init=first / "ck")
     assert "repro compile" in err.value.fix
@@ -315,7 +320,7 @@ def test_sigkill_then_rerun_resumes_bitwise(data, tmp_path, monkeypatch):
     train.run(cfg, io)  # what `dvc repro` does after the crash
     perf = json.loads((work / "metrics" / "perf.json").read_text())
     assert perf["resumed_from_step"] is not None and perf["resumed_from_step"] % 5 == 0
-    for f in ("ck/model.safetensors", "ck/optimizer.pt", "ck/data_order.csv", "plots/loss.csv",
+    for f in ("ck/model.safetensors", "st/optimizer.pt", "st/data_order.csv", "plots/loss.csv",
               "metrics/m.json", "plots/monitor.csv"):
         assert (work / f).read_bytes() == (ref / f).read_bytes(), f
     assert not state.exists()  # cleaned up once the stage completed
@@ -404,7 +409,7 @@ def test_muon_trains_and_is_reproducible(data, tmp_path):
     assert files(a) == files(b)
     rows = _csv(a / "plots" / "loss.csv")
     assert float(rows[-1]["loss"]) < float(rows[0]["loss"]) - 0.3
-    opt = __import__("torch").load(a / "ck" / "optimizer.pt", weights_only=True)
+    opt = __import__("torch").load(a / "st" / "optimizer.pt", weights_only=True)
     assert opt["kind"] == "muon+adamw"
 
 
@@ -423,12 +428,12 @@ def test_mtp_trains_exports_plain_model_and_continues(data, tmp_path):
         want = float(r["ce"]) + 0.15 * (float(r["mtp_1"]) + float(r["mtp_2"]))
         assert float(r["loss"]) == pytest.approx(want, rel=1e-4)
     ck = first / "ck"
-    assert (ck / "mtp.safetensors").exists()
+    assert (first / "st" / "mtp.safetensors").exists() and not (ck / "mtp.safetensors").exists()
     with safe_open(str(ck / "model.safetensors"), "pt") as f:
         assert not any("mtp" in k or "depths" in k for k in f.keys())
     AutoModelForCausalLM.from_pretrained(str(ck))  # the plain model, no MTP
     second = run(data, tmp_path / "second", config("s2", 4, 2, mtp=mtp), init=ck)
-    assert (second / "ck" / "mtp.safetensors").read_bytes() != (ck / "mtp.safetensors").read_bytes()
+    assert (second / "st" / "mtp.safetensors").read_bytes() != (first / "st" / "mtp.safetensors").read_bytes()
 
 
 def _teacher(data, tmp_path) -> Path:
@@ -550,8 +555,8 @@ def test_snapshots_are_the_model_at_their_step_and_change_nothing(data, tmp_path
     plain = run(data, tmp_path / "plain", config(steps=6))
     short = run(data, tmp_path / "short", config(steps=2))
     # saving a snapshot reads the weights only: the stage ends exactly as without snapshots
-    for f in ("model.safetensors", "optimizer.pt", "data_order.csv"):
-        assert (out / "ck" / f).read_bytes() == (plain / "ck" / f).read_bytes(), f
+    for f in ("ck/model.safetensors", "st/optimizer.pt", "st/data_order.csv"):
+        assert (out / f).read_bytes() == (plain / f).read_bytes(), f
     # the step-2 snapshot is the model a 2-step phase ends with
     assert (out / "snaps" / "s2" / "model.safetensors").read_bytes() == \
         (short / "ck" / "model.safetensors").read_bytes()
@@ -577,7 +582,7 @@ def test_snapshot_steps_must_lie_inside_the_stage():
 def test_data_seed_changes_the_data_order_only(data, tmp_path):
     a = run(data, tmp_path / "a", config(steps=2), name="a")
     b = run(data, tmp_path / "b", config(steps=2, data_seed=5), name="b")
-    assert (a / "ck" / "data_order.csv").read_text() != (b / "ck" / "data_order.csv").read_text()
+    assert (a / "st" / "data_order.csv").read_text() != (b / "st" / "data_order.csv").read_text()
     # data_seed equal to seed would be the default order under another params.yaml value
     # (a rerun for nothing): null says it
     with pytest.raises(ValueError, match="data_seed 0 equals seed"):
@@ -585,3 +590,53 @@ def test_data_seed_changes_the_data_order_only(data, tmp_path):
     sa = json.loads((a / "ck" / "trainer_state.json").read_text())
     sb = json.loads((b / "ck" / "trainer_state.json").read_text())
     assert (sa["seed"], sa["data_seed"], sb["seed"], sb["data_seed"]) == (0, 0, 0, 5)
+
+
+def test_the_export_is_a_hub_ready_model_folder(data, tmp_path):
+    """Issue 22: what a train stage exports loads with transformers' Auto classes as it is
+    (no missing or unexpected weights), generates the same tokens with and without the KV
+    cache it now enables, knows its context length, carries a model card with the hub's
+    front matter, and is readable by others (0644 under umask 022); the optimizer and the
+    trainer state to continue from lie in the `state` output, not in it."""
+    import os
+    import stat
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from repro.model.card import split
+
+    old = os.umask(0o022)
+    try:
+        out = run(data, tmp_path / "a", config(steps=4))
+    finally:
+        os.umask(old)
+    ck = out / "ck"
+    names = sorted(p.name for p in ck.iterdir())
+    assert not set(names) & {"optimizer.pt", "data_order.csv", "token_ledger.json", "mtp.safetensors"}
+    assert {"optimizer.pt", "trainer_state.json", "data_order.csv", "token_ledger.json"} <= \
+        {p.name for p in (out / "st").iterdir()}
+    assert {n: stat.S_IMODE((ck / n).stat().st_mode) for n in names} == {n: 0o644 for n in names}
+    assert stat.S_IMODE(ck.stat().st_mode) == 0o755
+
+    assert json.loads((ck / "config.json").read_text())["use_cache"] is True
+    assert json.loads((ck / "generation_config.json").read_text())["use_cache"] is True
+    model, info = AutoModelForCausalLM.from_pretrained(str(ck), output_loading_info=True)
+    assert {k: list(v) for k, v in info.items() if v} == {}  # nothing missing, unexpected, mismatched
+    tok = AutoTokenizer.from_pretrained(str(ck))
+    assert tok.model_max_length == 32  # the phase's seq_len, not transformers' 1e30 placeholder
+    ids = tok("the cat sat on the mat. the dog", return_tensors="pt")
+    model.eval()
+    with torch.no_grad():
+        cached = model.generate(**ids, max_new_tokens=8, do_sample=False, use_cache=True)
+        plain = model.generate(**ids, max_new_tokens=8, do_sample=False, use_cache=False)
+        assert torch.equal(cached, plain) and cached.shape[1] == ids["input_ids"].shape[1] + 8
+        # a forward with the cache on (what lm-eval runs on this config) gives the same logits,
+        # bit for bit, as with it off (what the export parity gate compares)
+        assert torch.equal(model(**ids, use_cache=True).logits, model(**ids, use_cache=False).logits)
+
+    meta, body = split((ck / "README.md").read_text())
+    assert meta["library_name"] == "transformers" and meta["datasets"] == ["code", "web"]
+    assert meta["license"] and "text-generation" in meta["tags"] and meta["pipeline_tag"] == "text-generation"
+    for needed in ("## Architecture", "## Data", "- web: 0.5", "tokens trained: 1,024",
+                   "adamw", "## Scores", "## Provenance", "stage: `train`", "`../st/` relative to this folder"):
+        assert needed in body, needed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from repro.sweep.report import write_report
 from repro.sweep.results import TrialResult
@@ -70,3 +71,43 @@ def test_categorical_and_log_range_parameters_plot(tmp_path):
     write_report(make_plan(sweep), results, None, tmp_path)
     assert (tmp_path / "lr.png").read_bytes().startswith(PNG_MAGIC)
     assert (tmp_path / "wd.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_each_trial_has_the_command_that_reruns_it_in_a_fresh_clone(tmp_path):
+    """Issue 22: DVC's experiment refs are not cloned, so `dvc exp apply <trial>` fails in a
+    clone; the report records each trial's `dvc exp run -S ...` instead. DVC's own override
+    parser applied to the baseline params file gives exactly the trial's values, for the
+    root params file and for an example's (`<file>:<key>`)."""
+    import copy
+    import shlex
+
+    import yaml
+    from dvc.utils.cli_parse import to_path_overrides
+    from dvc.utils.hydra import apply_overrides
+
+    from tests.sweep.toy import TOY_PARAMS
+
+    for params_file in ("params.yaml", "examples/toy/params.yaml"):
+        plan = make_plan()
+        if params_file != "params.yaml":
+            plan = type(plan)(**{**plan.__dict__, "target": "examples/toy/dvc.yaml:evaluate-toy-cccc3333",
+                                 "params_files": {"train-toy-bbbb2222": params_file}})
+        out = tmp_path / params_file.replace("/", "_")
+        write_report(plan, _results(), 1.2, out)
+        trials = json.loads((out / "results.json").read_text())["trials"]
+        md = (out / "report.md").read_text()
+        assert md.index("## Reproduce a trial from a fresh clone") < md.index(trials[0]["command"])
+        for trial in trials:
+            assert f"\n{trial['command']}\n" in md
+            words = shlex.split(trial["command"])
+            assert words[:5] == ["dvc", "exp", "run", "--name", trial["name"]]
+            assert words[-1] == plan.target and "--queue" not in words
+            sets = [words[i + 1] for i, w in enumerate(words) if w == "-S"]
+            (ws := tmp_path / "clone" / trial["name"] / params_file).parent.mkdir(parents=True)
+            ws.write_text(yaml.safe_dump(copy.deepcopy(TOY_PARAMS)))
+            for path, overrides in to_path_overrides(sets).items():
+                assert path == params_file
+                apply_overrides(ws.parent / Path(path).name, overrides)
+            applied = yaml.safe_load(ws.read_text())["train-toy-bbbb2222"]["optimizer"]
+            assert (applied["lr"], applied["weight_decay"]) == (trial["point"]["lr"], trial["point"]["wd"])
+            assert type(applied["weight_decay"]) is type(trial["point"]["wd"])  # 0.0 stays a float

@@ -12,7 +12,7 @@ import torch
 from repro.model.build import TokenIds, build_model
 from repro.spec.schema import AdamWSpec, ModelSpec, TrainingSettings
 from repro.train.schedule import ScheduleSegment
-from repro.train.checkpoint import load_optimizer_state, read_trainer_state, save_checkpoint
+from repro.train.checkpoint import load_optimizer_state, read_trainer_state, save_export, save_state
 from repro.train.data import MixtureSampler, TokenShards
 from repro.spec.schema import StabilitySpec
 from repro.train.distributed import DistContext
@@ -65,10 +65,15 @@ def test_loop_logs_and_export_reloads_with_same_logits(tmp_path):
 
     (tmp_path / "tok").mkdir()
     (tmp_path / "tok" / "tokenizer_config.json").write_text("{}")
-    save_checkpoint(tmp_path / "ck", model, opt.state_dict(), tmp_path / "tok", {"global_step": 7})
-    assert read_trainer_state(tmp_path / "ck") == {"global_step": 7}
-    assert (tmp_path / "ck" / "tokenizer_config.json").read_text() == "{}"
-    assert int(load_optimizer_state(tmp_path / "ck")["state"][0]["step"]) == 7
+    save_export(tmp_path / "ck", model, tmp_path / "tok", {"global_step": 7, "seq_len": 9,
+                                                           "data_positions": {"a": 3}})
+    (tmp_path / "st").mkdir()
+    save_state(tmp_path / "st", opt.state_dict(), {"global_step": 7, "data_positions": {"a": 3}})
+    assert read_trainer_state(tmp_path / "st") == {"global_step": 7, "data_positions": {"a": 3}}
+    assert read_trainer_state(tmp_path / "ck") == {"global_step": 7, "seq_len": 9}  # progress only
+    assert json.loads((tmp_path / "ck" / "tokenizer_config.json").read_text()) == {"model_max_length": 9}
+    assert int(load_optimizer_state(tmp_path / "st")["state"][0]["step"]) == 7
+    assert not (tmp_path / "ck" / "optimizer.pt").exists()
     x = torch.tensor([[3, 4, 5, 6, 7, 8, 9, 10, 11]])
     model.eval()
     reloaded = AutoModelForCausalLM.from_pretrained(str(tmp_path / "ck")).eval()
