@@ -20,6 +20,7 @@ seed give byte-identical task data.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import random
@@ -31,9 +32,10 @@ from typing import Any, Callable, Iterable, Sequence
 from repro.jsonl import iter_lines, iter_rows
 from repro.spec.schema import LocalTaskSpec
 
-TASK_FORMAT_VERSION = 1
+TASK_FORMAT_VERSION = 2
 """Version of the task data format and prompt; goes into the lm-eval task `version`, so a
-change here must bump it (results of different versions are not comparable)."""
+change here must bump it (results of different versions are not comparable).
+2: cloze and code_cloze distractors matched in length to the answer (issue 22)."""
 
 DATA_FILE = "data.jsonl"
 MANIFEST_FILE = "task.json"
@@ -68,6 +70,12 @@ TRIVIAL_CODE_LINES = frozenset({
     "continue;", "} else {", "@end", "end if", "end do"})
 """Lines that say nothing about the file (block keywords); lone brackets and punctuation
 are excluded by the letter test."""
+
+LENGTH_NEIGHBOURS = 10
+"""Cloze distractors on each side of the answer's length are drawn among this many usable
+units nearest to it in byte length (our choice: enough that questions with answers of one
+length do not all share distractors, few enough that in a pool of thousands of sentences
+they lie within a few bytes of the answer)."""
 
 MULTIPLE_CHOICE_KINDS = ("cloze", "code_cloze")
 OUTPUT_TYPES = {"bpb": "loglikelihood_rolling", "cloze": "multiple_choice",
@@ -226,9 +234,12 @@ def _multiple_choice_rows(docs: Sequence[Doc], doc_units: list[list[Unit]],
         raise ValueError(
             f"a cloze task needs at least 2 held-out documents (distractors come from other "
             f"documents), got {len(docs)}; raise the dataset's heldout.fraction/max_docs")
-    # Distractor pool: every answerable unit, deduplicated by text. A unit that also
-    # occurs in the question's own document is never used (it could be a second true answer).
-    pool = sorted({u.text for units in doc_units for u in units if answerable(u)})
+    # Distractor pool: every answerable unit, deduplicated by text, in length order (see
+    # _draw_distractors). A unit that also occurs in the question's own document is never
+    # used (it could be a second true answer).
+    pool = sorted({u.text for units in doc_units for u in units if answerable(u)},
+                  key=_length_key)
+    keys = [_length_key(t) for t in pool]
 
     candidates: list[list[tuple[int, str]]] = []
     for d, units in enumerate(doc_units):
@@ -258,7 +269,7 @@ def _multiple_choice_rows(docs: Sequence[Doc], doc_units: list[list[Unit]],
     for d, i, ctx in sorted(picked, key=lambda p: (docs[p[0]].id, p[1])):
         unit = doc_units[d][i]
         own = {u.text for u in doc_units[d]}
-        distractors = _draw_distractors(pool, own, num_choices - 1, rng)
+        distractors = _draw_distractors(pool, keys, unit.text, own, num_choices - 1, rng)
         if distractors is None:
             raise ValueError(
                 f"not enough distinct {unit_name}s in documents other than {docs[d].id!r} "
@@ -318,24 +329,48 @@ def _code_choice(doc: Doc, truth: Unit, text: str) -> str:
     return line[: len(line) - len(line.lstrip())] + text
 
 
-def _draw_distractors(pool: list[str], own: set[str], k: int,
-                      rng: random.Random) -> list[str] | None:
-    """k distinct sentences from other documents, none of which appears in this one."""
-    chosen: list[str] = []
-    seen: set[str] = set()
-    # Rejection sampling is cheap while most of the pool is usable; fall back to an
-    # exhaustive shuffled scan so small pools still succeed (or fail) deterministically.
-    for _ in range(20 * k):
-        s = pool[rng.randrange(len(pool))]
-        if s not in seen and s not in own:
-            seen.add(s)
-            chosen.append(s)
-            if len(chosen) == k:
-                return chosen
-    rest = [s for s in pool if s not in seen and s not in own]
-    rng.shuffle(rest)
-    chosen += rest[: k - len(chosen)]
-    return chosen if len(chosen) == k else None
+def _length_key(text: str) -> tuple[int, str]:
+    return len(text.encode("utf-8")), text
+
+
+def _draw_distractors(pool: list[str], keys: list[tuple[int, str]], truth: str, own: set[str],
+                      k: int, rng: random.Random) -> list[str] | None:
+    """k distinct units from other documents, none of which appears in this one, matched in
+    length to the answer `truth`; None if the pool has fewer than k usable units.
+
+    Why: a log-likelihood sums over tokens, so shorter choices score higher, and with
+    distractors drawn regardless of length "pick the shortest choice" answers the question
+    (issue 22: 37 of 100 labels were the shortest choice, every model scored exactly 0.37 by
+    choosing it 88-90 times in 100, and acc_norm sat at chance). This is the length bias of
+    log-likelihood scoring that lm-eval's acc_norm (per-character) and acc_bytes only
+    partly correct (lm-eval docs, "multiple choice" metrics; Gao 2021, "Multiple Choice
+    Normalization in LM Evaluation"). So the answer's length rank among the choices is drawn
+    uniformly (`shorter` distractors are shorter than it, the rest longer), and each side's
+    distractors are drawn among the LENGTH_NEIGHBOURS usable units nearest to the answer in
+    byte length (`pool` sorted by `keys` = (bytes, text)): the shortest choice is the answer
+    in 1/num_choices of the questions, as is the longest, whatever the model.
+    An answer among the shortest (longest) units of the pool takes what its short (long)
+    side lacks from the other side; that is the only departure from a uniform rank."""
+    p = bisect.bisect_left(keys, _length_key(truth))
+
+    def side(indices: range) -> list[str]:
+        found: list[str] = []
+        for i in indices:
+            if pool[i] != truth and pool[i] not in own:
+                found.append(pool[i])
+                if len(found) == max(LENGTH_NEIGHBOURS, k):
+                    break
+        return found
+
+    below = side(range(p - 1, -1, -1))  # nearest first
+    above = side(range(p, len(pool)))
+    if len(below) + len(above) < k:
+        return None
+    shorter = rng.randrange(k + 1)
+    shorter = min(max(shorter, k - len(above)), len(below))
+    chosen = rng.sample(below, shorter) + rng.sample(above, k - shorter)
+    rng.shuffle(chosen)
+    return chosen
 
 
 # ------------------------------------------------------------------------------ output
