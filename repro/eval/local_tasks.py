@@ -27,8 +27,12 @@ import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
+import yaml
+
+from repro.eval import task_loader
+from repro.jsonio import dumps_json
 from repro.jsonl import iter_lines, iter_rows
 from repro.spec.schema import LocalTaskSpec
 
@@ -39,6 +43,8 @@ change here must bump it (results of different versions are not comparable).
 
 DATA_FILE = "data.jsonl"
 MANIFEST_FILE = "task.json"
+LOADER_FILE = "task_loader.py"
+"""repro/eval/task_loader.py, copied next to each task's YAML (its `custom_dataset`)."""
 
 # Cloze construction bounds. A "unit" is a sentence inside one line, so code datasets get
 # one statement-ish line per unit and prose gets sentences.
@@ -422,7 +428,77 @@ def build_task(task: LocalTaskSpec, docs: Sequence[Doc], seed: int) -> tuple[byt
     return data, manifest
 
 
+# ---------------------------------------------------------------------- lm-eval task YAML
+
+
+def yaml_file(name: str) -> str:
+    """The task YAML's file name in its folder: `<task name>.yaml`."""
+    return f"{name}.yaml"
+
+
+def task_config(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """The lm-eval task config of a local task, but its `custom_dataset` (a YAML tag,
+    added by task_yaml): what lm-eval scores and how."""
+    kind = manifest["kind"]
+    config: dict[str, Any] = {
+        "task": manifest["name"],
+        # passed to task_loader.load, which reads the file next to the YAML and checks it
+        "dataset_kwargs": {"data_file": manifest.get("data_file", DATA_FILE),
+                           "data_sha256": manifest["data_sha256"]},
+        "test_split": "test",
+        "output_type": manifest["output_type"],
+        "metric_list": [],
+        "metadata": {"version": manifest["version"]},
+    }
+    if kind == "bpb":
+        # As lm-eval's wikitext task: the whole document is the target of a rolling
+        # loglikelihood; word/byte counts come from the target text.
+        config |= {"doc_to_text": "", "doc_to_target": "text"}
+        config["metric_list"] = [{"metric": m} for m in METRICS["bpb"]]
+    elif kind in MULTIPLE_CHOICE_KINDS:
+        # Column names, not Jinja templates: the values reach lm-eval untouched. The
+        # delimiter is a space between sentences and a line break before a code line.
+        config |= {"doc_to_text": "context", "doc_to_choice": "choices",
+                   "doc_to_target": "label", "target_delimiter": TARGET_DELIMITERS[kind]}
+        config["metric_list"] = [{"metric": m, "aggregation": "mean", "higher_is_better": True}
+                                 for m in METRICS[kind]]
+    else:
+        raise ValueError(f"unknown local task kind {kind!r}")
+    return config
+
+
+def task_yaml(manifest: Mapping[str, Any]) -> str:
+    """The task's lm-eval YAML, as the evaltasks stage writes it next to its data. Every
+    path in it is relative to its own folder (see repro/eval/task_loader.py), so the folder
+    works from the repository root, a clone or a copy anywhere."""
+    name = manifest["name"]
+    header = (
+        f"# lm-eval task {name}: written by the evaltasks stage (repro/eval/local_tasks.py);\n"
+        "# do not edit (the evaluate stage refuses a task whose files differ from what it\n"
+        f"# would write). Data: {manifest.get('data_file', DATA_FILE)} next to this file, read by "
+        f"{LOADER_FILE}.\n"
+        "# Scores as the project's evaluate stage does, from any working directory:\n"
+        "#   lm_eval --model hf \\\n"
+        "#     --model_args pretrained=<checkpoint>,dtype=float32,max_length=<L> \\\n"
+        f"#     --include_path <this folder> --tasks {name} --batch_size <b> --device cpu\n"
+        "# <L>: the checkpoint's training seq_len (trainer_state.json:seq_len), the window\n"
+        "# the project scores in. Each evaluation records its exact command in results.json:\n"
+        f"# tasks.{name}.lm_eval_command.\n")
+    body = yaml.safe_dump(task_config(manifest), sort_keys=True, allow_unicode=True)
+    return header + f"custom_dataset: !function {Path(LOADER_FILE).stem}.load\n" + body
+
+
+def task_files(data: bytes, manifest: Mapping[str, Any]) -> dict[str, bytes]:
+    """Every file of a task folder (evaltasks output): data, manifest, lm-eval YAML and the
+    loader it names."""
+    return {DATA_FILE: data,
+            MANIFEST_FILE: dumps_json(manifest).encode("utf-8"),
+            yaml_file(manifest["name"]): task_yaml(manifest).encode("utf-8"),
+            LOADER_FILE: Path(task_loader.__file__).read_bytes()}
+
+
 def read_manifest(task_dir: Path) -> dict[str, Any]:
+    """A task folder's manifest, after checking that its data matches it."""
     path = Path(task_dir) / MANIFEST_FILE
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
@@ -434,6 +510,19 @@ def read_manifest(task_dir: Path) -> dict[str, Any]:
         raise ValueError(f"{data} does not match its manifest (sha256 {digest} != "
                          f"{manifest['data_sha256']}); rebuild the task with `dvc repro`")
     return manifest
+
+
+def check_task_files(task_dir: Path, manifest: Mapping[str, Any]) -> None:
+    """Fail unless the folder's lm-eval YAML and loader are the ones this code writes (one
+    source of truth: the evaluate stage scores with the very files `lm_eval --include_path
+    <folder>` reads, and a hand edit or an output of older code is refused)."""
+    expected = {yaml_file(manifest["name"]): task_yaml(manifest).encode("utf-8"),
+                LOADER_FILE: Path(task_loader.__file__).read_bytes()}
+    for name, content in expected.items():
+        f = Path(task_dir) / name
+        if not f.is_file() or f.read_bytes() != content:
+            raise ValueError(f"{f} is {'stale' if f.is_file() else 'missing'}: the task folder "
+                             "was written by other code or edited; rebuild it with `dvc repro`")
 
 
 def check_choices_fit(task_dir: Path, manifest: dict[str, Any], tokenizer: Any,
