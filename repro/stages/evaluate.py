@@ -190,7 +190,10 @@ def _run(cfg: EvaluateConfig, io: StageIO) -> None:
     # What every checkpoint's result cache key shares (see _result_key).
     shared = ({"request": asked, "versions": library_versions(), "code": code_digest(),
                "config": cfg.model_dump(mode="json", exclude=_KEY_EXCLUDE),
-               "tasks": {name: folder_digest(d) for name, d in sorted(task_dirs.items())}}
+               "tasks": {name: folder_digest(d) for name, d in sorted(task_dirs.items())},
+               # written into each task's lm_eval_command
+               "task_paths": {name: portable_path(d, f"<task:{name}>")
+                              for name, d in sorted(task_dirs.items())}}
               if ev.cache_requests else None)
     tasks: PreparedTasks | None = None  # built at the first checkpoint not cached
     for ckpt in checkpoints:
@@ -229,11 +232,13 @@ def _result_key(shared: dict[str, Any], cfg: EvaluateConfig, ckpt: _Checkpoint,
     """Everything that shapes one checkpoint's outputs besides its weights (which name the
     cache folder): the lm-eval request and the rest of the stage's settings, the local
     tasks' content, the library versions and this stage's code (`shared`), the resolved
-    device, dtype and window length, the labels written into the results, and the
-    checkpoint's other files (tokenizer, config, trainer_state.json: tokens seen)."""
+    device, dtype and window length, the labels written into the results, the
+    checkpoint's other files (tokenizer, config, trainer_state.json: tokens seen) and the
+    paths the recorded lm_eval commands name (a renamed stage moves its outputs)."""
     return result_key(shared | {
         "experiment": cfg.experiment, "checkpoint": ckpt.label, "model": model_settings,
-        "checkpoint_files": folder_digest(ckpt.path, skip=WEIGHT_FILES)})
+        "checkpoint_files": folder_digest(ckpt.path, skip=WEIGHT_FILES),
+        "checkpoint_path": portable_path(ckpt.path, "<checkpoint>")})  # in lm_eval_command
 
 
 def _score(cfg: EvaluateConfig, ckpt: _Checkpoint, local: dict[str, tuple[dict, Path]],

@@ -470,3 +470,22 @@ def test_a_checkpoint_listed_twice_is_refused():
 
     with pytest.raises(ValidationError, match="name a checkpoint twice"):
         config(("stable", "stable"))
+
+
+def test_result_cache_key_follows_the_paths_the_command_names(inputs, tmp_path, monkeypatch):
+    """The recorded lm_eval command names the checkpoint and task folders: a checkpoint
+    found at another path (a renamed stage) is a cache miss, not a copy of a result whose
+    command names the old path."""
+    from repro.stages import evaluate
+
+    root = tmp_path / "repo"
+    for name in ("a", "b"):
+        shutil.copytree(inputs["checkpoint"], root / name)
+    monkeypatch.chdir(root)
+    cfg = config()
+    keys = []
+    for name in ("a", "b"):
+        state = json.loads((root / name / "trainer_state.json").read_text())
+        ckpt = evaluate._Checkpoint("decay", Path(name), "0" * 64, state, 32)
+        keys.append(evaluate._result_key({"shared": 1}, cfg, ckpt, {"device": "cpu"}))
+    assert keys[0] != keys[1]
