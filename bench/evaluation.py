@@ -45,9 +45,9 @@ pin_numerics_env()
 
 from repro import paths  # noqa: E402
 from repro.jsonl import iter_rows  # noqa: E402
-from repro.eval.local_tasks import DATA_FILE, MANIFEST_FILE, Doc, build_task  # noqa: E402
+from repro.eval.local_tasks import Doc, build_task, task_files  # noqa: E402
 from repro.spec.schema import LocalTaskSpec  # noqa: E402
-from repro.stages.base import StageIO, dumps_json  # noqa: E402
+from repro.stages.base import StageIO  # noqa: E402
 from repro.stages.configs import EvaluateConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,8 +114,8 @@ def build_inputs(root: Path) -> dict[str, Path]:
         data, manifest = build_task(spec, code if spec.kind == "code_cloze" else prose, seed=0)
         folder = root / spec.task_name
         folder.mkdir()
-        (folder / DATA_FILE).write_bytes(data)
-        (folder / MANIFEST_FILE).write_text(dumps_json(manifest))
+        for name, content in task_files(data, manifest).items():  # as evaltasks writes it
+            (folder / name).write_bytes(content)
         inputs[f"task:{spec.task_name}"] = folder
     return inputs
 

@@ -1,9 +1,8 @@
 """Run lm-eval on a checkpoint: local task YAMLs, standard task loading, simple_evaluate.
 
-Local tasks are written as lm-eval YAML files into a temporary folder at run time, because
-the YAML must hold the absolute path of the task data (`dataset_kwargs.data_files`), which
-differs between machines and DVC cache locations; nothing path-dependent reaches the outputs.
-Standard lm-eval tasks (hellaswag, arc_easy, ...) are passed by name and read their data from
+Local tasks are the YAMLs the evaltasks stage wrote next to their data (one source of truth:
+the files `lm_eval --include_path <task folder>` reads by hand); lm-eval indexes each task
+folder as an include path. Standard lm-eval tasks (hellaswag, arc_easy, ...) are passed by name and read their data from
 the Hugging Face hub or a local `datasets` cache.
 """
 
@@ -18,12 +17,6 @@ from typing import Any, Mapping
 
 from repro.errors import ReproError
 from repro.eval.lm_eval_overheads import without_lm_eval_overheads
-from repro.eval.local_tasks import (
-    DATA_FILE,
-    METRICS,
-    MULTIPLE_CHOICE_KINDS,
-    TARGET_DELIMITERS,
-)
 
 BOOTSTRAP_ITERS = 100_000
 """lm-eval's default. Only metrics without a closed-form stderr are bootstrapped (none of
@@ -41,52 +34,15 @@ class BackendUnavailableError(ReproError, RuntimeError):
     """The evaluation backend the spec asks for cannot run on this machine."""
 
 
-def local_task_config(manifest: Mapping[str, Any], data_path: Path,
-                      cache_dir: Path) -> dict[str, Any]:
-    """The lm-eval task config (YAML content) of a local task built by evaltasks."""
-    kind = manifest["kind"]
-    config: dict[str, Any] = {
-        "task": manifest["name"],
-        "dataset_path": "json",
-        # The datasets cache goes into the temporary folder too: no state in ~/.cache, and
-        # no chance of reading a stale cache for a rebuilt file.
-        "dataset_kwargs": {"data_files": {"test": str(Path(data_path).resolve())},
-                           "cache_dir": str(Path(cache_dir).resolve())},
-        "test_split": "test",
-        "output_type": manifest["output_type"],
-        "metric_list": [],
-        "metadata": {"version": manifest["version"]},
-    }
-    if kind == "bpb":
-        # As lm-eval's wikitext task: the whole document is the target of a rolling
-        # loglikelihood; word/byte counts come from the target text.
-        config |= {"doc_to_text": "", "doc_to_target": "text"}
-        config["metric_list"] = [{"metric": m} for m in METRICS["bpb"]]
-    elif kind in MULTIPLE_CHOICE_KINDS:
-        # Column names, not Jinja templates: the values reach lm-eval untouched. The
-        # delimiter is a space between sentences and a line break before a code line.
-        config |= {"doc_to_text": "context", "doc_to_choice": "choices",
-                   "doc_to_target": "label", "target_delimiter": TARGET_DELIMITERS[kind]}
-        config["metric_list"] = [{"metric": m, "aggregation": "mean", "higher_is_better": True}
-                                 for m in METRICS[kind]]
-    else:
-        raise ValueError(f"unknown local task kind {kind!r}")
-    return config
-
-
-def write_local_tasks(folder: Path, tasks: Mapping[str, tuple[dict, Path]]) -> None:
-    """Write one YAML per local task (name -> (manifest, task folder)) into `folder`."""
-    import yaml
-
-    cache = folder / "hf_datasets_cache"
-    for name, (manifest, task_dir) in tasks.items():
+def check_local_tasks(tasks: Mapping[str, tuple[dict, Path]]) -> list[str]:
+    """The folders to pass lm-eval as `include_path` for the local tasks (name -> (manifest,
+    task folder), each an evaltasks output holding `<name>.yaml`), after checking that
+    each folder holds the task it is wired as."""
+    for name, (manifest, _) in tasks.items():
         if manifest["name"] != name:
             raise ValueError(f"input task:{name} holds task {manifest['name']!r}; "
                              "the compiler and evaltasks outputs disagree: rerun `repro compile`")
-        config = local_task_config(manifest, Path(task_dir) / manifest.get("data_file", DATA_FILE),
-                                   cache)
-        (folder / f"{name}.yaml").write_text(yaml.safe_dump(config, sort_keys=True),
-                                             encoding="utf-8")
+    return [str(folder) for _, folder in tasks.values()]
 
 
 @dataclass(frozen=True)
@@ -282,19 +238,20 @@ class PreparedTasks:
 
 
 def prepare_tasks(local_tasks: Mapping[str, tuple[dict, Path]], standard_tasks: list[str], *,
-                  limit: int | None, workdir: Path,
+                  limit: int | None,
                   task_limits: Mapping[str, int | None] | None = None,
                   on_task_error: str = "fail") -> PreparedTasks:
-    """Write the local tasks' YAMLs into `workdir` (which must outlive the scoring: their
-    data and datasets cache are read from there), index lm-eval's tasks and build every
-    task, before any model is loaded, so an unavailable task fails in seconds.
-    `task_limits` caps standard tasks individually (default: `limit`)."""
+    """Index lm-eval's tasks with the local tasks' folders as include paths (their YAMLs,
+    read where the evaltasks stage wrote them) and build every task, before any model is
+    loaded, so an unavailable task fails in seconds. `task_limits` caps standard tasks
+    individually (default: `limit`)."""
     from lm_eval.tasks import TaskManager
 
-    write_local_tasks(workdir, local_tasks)
+    include = check_local_tasks(local_tasks)
     # Indexing lm-eval's ~15k built-in task YAMLs takes ~9 s on this machine; skip it when
     # only local tasks are asked for.
-    task_manager = TaskManager(include_path=str(workdir), include_defaults=bool(standard_tasks))
+    task_manager = TaskManager(include_path=include or None,
+                               include_defaults=bool(standard_tasks))
     names = sorted(local_tasks) + list(standard_tasks)
     loaded = load_tasks(task_manager, names, set(standard_tasks), on_task_error)
     limits = {n: limit for n in local_tasks} | {n: (task_limits or {}).get(n, limit)

@@ -20,23 +20,31 @@ seed give byte-identical task data.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
+import yaml
+
+from repro.eval import task_loader
+from repro.jsonio import dumps_json
 from repro.jsonl import iter_lines, iter_rows
 from repro.spec.schema import LocalTaskSpec
 
-TASK_FORMAT_VERSION = 1
+TASK_FORMAT_VERSION = 2
 """Version of the task data format and prompt; goes into the lm-eval task `version`, so a
-change here must bump it (results of different versions are not comparable)."""
+change here must bump it (results of different versions are not comparable).
+2: cloze and code_cloze distractors matched in length to the answer (issue 22)."""
 
 DATA_FILE = "data.jsonl"
 MANIFEST_FILE = "task.json"
+LOADER_FILE = "task_loader.py"
+"""repro/eval/task_loader.py, copied next to each task's YAML (its `custom_dataset`)."""
 
 # Cloze construction bounds. A "unit" is a sentence inside one line, so code datasets get
 # one statement-ish line per unit and prose gets sentences.
@@ -68,6 +76,12 @@ TRIVIAL_CODE_LINES = frozenset({
     "continue;", "} else {", "@end", "end if", "end do"})
 """Lines that say nothing about the file (block keywords); lone brackets and punctuation
 are excluded by the letter test."""
+
+LENGTH_NEIGHBOURS = 10
+"""Cloze distractors on each side of the answer's length are drawn among this many usable
+units nearest to it in byte length (our choice: enough that questions with answers of one
+length do not all share distractors, few enough that in a pool of thousands of sentences
+they lie within a few bytes of the answer)."""
 
 MULTIPLE_CHOICE_KINDS = ("cloze", "code_cloze")
 OUTPUT_TYPES = {"bpb": "loglikelihood_rolling", "cloze": "multiple_choice",
@@ -226,9 +240,12 @@ def _multiple_choice_rows(docs: Sequence[Doc], doc_units: list[list[Unit]],
         raise ValueError(
             f"a cloze task needs at least 2 held-out documents (distractors come from other "
             f"documents), got {len(docs)}; raise the dataset's heldout.fraction/max_docs")
-    # Distractor pool: every answerable unit, deduplicated by text. A unit that also
-    # occurs in the question's own document is never used (it could be a second true answer).
-    pool = sorted({u.text for units in doc_units for u in units if answerable(u)})
+    # Distractor pool: every answerable unit, deduplicated by text, in length order (see
+    # _draw_distractors). A unit that also occurs in the question's own document is never
+    # used (it could be a second true answer).
+    pool = sorted({u.text for units in doc_units for u in units if answerable(u)},
+                  key=_length_key)
+    keys = [_length_key(t) for t in pool]
 
     candidates: list[list[tuple[int, str]]] = []
     for d, units in enumerate(doc_units):
@@ -258,7 +275,7 @@ def _multiple_choice_rows(docs: Sequence[Doc], doc_units: list[list[Unit]],
     for d, i, ctx in sorted(picked, key=lambda p: (docs[p[0]].id, p[1])):
         unit = doc_units[d][i]
         own = {u.text for u in doc_units[d]}
-        distractors = _draw_distractors(pool, own, num_choices - 1, rng)
+        distractors = _draw_distractors(pool, keys, unit.text, own, num_choices - 1, rng)
         if distractors is None:
             raise ValueError(
                 f"not enough distinct {unit_name}s in documents other than {docs[d].id!r} "
@@ -318,24 +335,48 @@ def _code_choice(doc: Doc, truth: Unit, text: str) -> str:
     return line[: len(line) - len(line.lstrip())] + text
 
 
-def _draw_distractors(pool: list[str], own: set[str], k: int,
-                      rng: random.Random) -> list[str] | None:
-    """k distinct sentences from other documents, none of which appears in this one."""
-    chosen: list[str] = []
-    seen: set[str] = set()
-    # Rejection sampling is cheap while most of the pool is usable; fall back to an
-    # exhaustive shuffled scan so small pools still succeed (or fail) deterministically.
-    for _ in range(20 * k):
-        s = pool[rng.randrange(len(pool))]
-        if s not in seen and s not in own:
-            seen.add(s)
-            chosen.append(s)
-            if len(chosen) == k:
-                return chosen
-    rest = [s for s in pool if s not in seen and s not in own]
-    rng.shuffle(rest)
-    chosen += rest[: k - len(chosen)]
-    return chosen if len(chosen) == k else None
+def _length_key(text: str) -> tuple[int, str]:
+    return len(text.encode("utf-8")), text
+
+
+def _draw_distractors(pool: list[str], keys: list[tuple[int, str]], truth: str, own: set[str],
+                      k: int, rng: random.Random) -> list[str] | None:
+    """k distinct units from other documents, none of which appears in this one, matched in
+    length to the answer `truth`; None if the pool has fewer than k usable units.
+
+    Why: a log-likelihood sums over tokens, so shorter choices score higher, and with
+    distractors drawn regardless of length "pick the shortest choice" answers the question
+    (issue 22: 37 of 100 labels were the shortest choice, every model scored exactly 0.37 by
+    choosing it 88-90 times in 100, and acc_norm sat at chance). This is the length bias of
+    log-likelihood scoring that lm-eval's acc_norm (per-character) and acc_bytes only
+    partly correct (lm-eval docs, "multiple choice" metrics; Gao 2021, "Multiple Choice
+    Normalization in LM Evaluation"). So the answer's length rank among the choices is drawn
+    uniformly (`shorter` distractors are shorter than it, the rest longer), and each side's
+    distractors are drawn among the LENGTH_NEIGHBOURS usable units nearest to the answer in
+    byte length (`pool` sorted by `keys` = (bytes, text)): the shortest choice is the answer
+    in 1/num_choices of the questions, as is the longest, whatever the model.
+    An answer among the shortest (longest) units of the pool takes what its short (long)
+    side lacks from the other side; that is the only departure from a uniform rank."""
+    p = bisect.bisect_left(keys, _length_key(truth))
+
+    def side(indices: range) -> list[str]:
+        found: list[str] = []
+        for i in indices:
+            if pool[i] != truth and pool[i] not in own:
+                found.append(pool[i])
+                if len(found) == max(LENGTH_NEIGHBOURS, k):
+                    break
+        return found
+
+    below = side(range(p - 1, -1, -1))  # nearest first
+    above = side(range(p, len(pool)))
+    if len(below) + len(above) < k:
+        return None
+    shorter = rng.randrange(k + 1)
+    shorter = min(max(shorter, k - len(above)), len(below))
+    chosen = rng.sample(below, shorter) + rng.sample(above, k - shorter)
+    rng.shuffle(chosen)
+    return chosen
 
 
 # ------------------------------------------------------------------------------ output
@@ -387,7 +428,77 @@ def build_task(task: LocalTaskSpec, docs: Sequence[Doc], seed: int) -> tuple[byt
     return data, manifest
 
 
+# ---------------------------------------------------------------------- lm-eval task YAML
+
+
+def yaml_file(name: str) -> str:
+    """The task YAML's file name in its folder: `<task name>.yaml`."""
+    return f"{name}.yaml"
+
+
+def task_config(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """The lm-eval task config of a local task, but its `custom_dataset` (a YAML tag,
+    added by task_yaml): what lm-eval scores and how."""
+    kind = manifest["kind"]
+    config: dict[str, Any] = {
+        "task": manifest["name"],
+        # passed to task_loader.load, which reads the file next to the YAML and checks it
+        "dataset_kwargs": {"data_file": manifest.get("data_file", DATA_FILE),
+                           "data_sha256": manifest["data_sha256"]},
+        "test_split": "test",
+        "output_type": manifest["output_type"],
+        "metric_list": [],
+        "metadata": {"version": manifest["version"]},
+    }
+    if kind == "bpb":
+        # As lm-eval's wikitext task: the whole document is the target of a rolling
+        # loglikelihood; word/byte counts come from the target text.
+        config |= {"doc_to_text": "", "doc_to_target": "text"}
+        config["metric_list"] = [{"metric": m} for m in METRICS["bpb"]]
+    elif kind in MULTIPLE_CHOICE_KINDS:
+        # Column names, not Jinja templates: the values reach lm-eval untouched. The
+        # delimiter is a space between sentences and a line break before a code line.
+        config |= {"doc_to_text": "context", "doc_to_choice": "choices",
+                   "doc_to_target": "label", "target_delimiter": TARGET_DELIMITERS[kind]}
+        config["metric_list"] = [{"metric": m, "aggregation": "mean", "higher_is_better": True}
+                                 for m in METRICS[kind]]
+    else:
+        raise ValueError(f"unknown local task kind {kind!r}")
+    return config
+
+
+def task_yaml(manifest: Mapping[str, Any]) -> str:
+    """The task's lm-eval YAML, as the evaltasks stage writes it next to its data. Every
+    path in it is relative to its own folder (see repro/eval/task_loader.py), so the folder
+    works from the repository root, a clone or a copy anywhere."""
+    name = manifest["name"]
+    header = (
+        f"# lm-eval task {name}: written by the evaltasks stage (repro/eval/local_tasks.py);\n"
+        "# do not edit (the evaluate stage refuses a task whose files differ from what it\n"
+        f"# would write). Data: {manifest.get('data_file', DATA_FILE)} next to this file, read by "
+        f"{LOADER_FILE}.\n"
+        "# Scores as the project's evaluate stage does, from any working directory:\n"
+        "#   lm_eval --model hf \\\n"
+        "#     --model_args pretrained=<checkpoint>,dtype=float32,max_length=<L> \\\n"
+        f"#     --include_path <this folder> --tasks {name} --batch_size <b> --device cpu\n"
+        "# <L>: the checkpoint's training seq_len (trainer_state.json:seq_len), the window\n"
+        "# the project scores in. Each evaluation records its exact command in results.json:\n"
+        f"# tasks.{name}.lm_eval_command.\n")
+    body = yaml.safe_dump(task_config(manifest), sort_keys=True, allow_unicode=True)
+    return header + f"custom_dataset: !function {Path(LOADER_FILE).stem}.load\n" + body
+
+
+def task_files(data: bytes, manifest: Mapping[str, Any]) -> dict[str, bytes]:
+    """Every file of a task folder (evaltasks output): data, manifest, lm-eval YAML and the
+    loader it names."""
+    return {DATA_FILE: data,
+            MANIFEST_FILE: dumps_json(manifest).encode("utf-8"),
+            yaml_file(manifest["name"]): task_yaml(manifest).encode("utf-8"),
+            LOADER_FILE: Path(task_loader.__file__).read_bytes()}
+
+
 def read_manifest(task_dir: Path) -> dict[str, Any]:
+    """A task folder's manifest, after checking that its data matches it."""
     path = Path(task_dir) / MANIFEST_FILE
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
@@ -399,6 +510,19 @@ def read_manifest(task_dir: Path) -> dict[str, Any]:
         raise ValueError(f"{data} does not match its manifest (sha256 {digest} != "
                          f"{manifest['data_sha256']}); rebuild the task with `dvc repro`")
     return manifest
+
+
+def check_task_files(task_dir: Path, manifest: Mapping[str, Any]) -> None:
+    """Fail unless the folder's lm-eval YAML and loader are the ones this code writes (one
+    source of truth: the evaluate stage scores with the very files `lm_eval --include_path
+    <folder>` reads, and a hand edit or an output of older code is refused)."""
+    expected = {yaml_file(manifest["name"]): task_yaml(manifest).encode("utf-8"),
+                LOADER_FILE: Path(task_loader.__file__).read_bytes()}
+    for name, content in expected.items():
+        f = Path(task_dir) / name
+        if not f.is_file() or f.read_bytes() != content:
+            raise ValueError(f"{f} is {'stale' if f.is_file() else 'missing'}: the task folder "
+                             "was written by other code or edited; rebuild it with `dvc repro`")
 
 
 def check_choices_fit(task_dir: Path, manifest: dict[str, Any], tokenizer: Any,

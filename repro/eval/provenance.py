@@ -1,12 +1,14 @@
-"""What identifies an evaluated checkpoint, and chance-level scores that depend on it."""
+"""What identifies an evaluated checkpoint, how to reproduce its scores, and chance-level
+scores that depend on it."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import math
+import shlex
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 TOKENS_SEEN_KEYS = ("tokens_seen", "tokens_total", "num_input_tokens_seen", "total_tokens",
                     "tokens")
@@ -85,3 +87,44 @@ def uniform_rolling_baseline(tokenizer: Any, vocab_size: int, texts: Iterable[st
     if n_words and nats / n_words < 700:  # beyond that exp() overflows a float
         out["word_perplexity"] = math.exp(nats / n_words)
     return out
+
+
+def portable_path(path: Path | str, placeholder: str) -> str:
+    """`path` as a command run from the repository root can use it: as given when relative
+    (DVC passes stage inputs relative to the root), relative to the working directory when
+    under it, else `placeholder` (an absolute path elsewhere is machine-specific and must
+    not reach an output)."""
+    p = Path(path)
+    if not p.is_absolute():
+        return p.as_posix()
+    try:
+        return p.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return placeholder
+
+
+def lm_eval_command(model: str, model_args: Mapping[str, Any], task: str, *,
+                    include_path: str | None, num_fewshot: int, batch_size: int | str,
+                    device: str, seed: int, limit: int | None,
+                    num_processes: int = 1) -> str:
+    """The `lm_eval` command line that scores `task` as the evaluate stage did: same model
+    arguments (the window `max_length` = the training seq_len, the dtype), task files
+    (`include_path`: the evaltasks folder holding `<task>.yaml`; None for lm-eval's own
+    tasks), few-shot count, batch size, device, seeds and document cap. `model_args` holds
+    strings, numbers and booleans, with `pretrained` already made portable (portable_path).
+    tests/eval/test_lm_eval_cli.py runs it and gets the stage's numbers exactly. The stage
+    scores all its tasks in one lm-eval call, which batches their requests together; a
+    float32 CPU run gives the same numbers task by task (that test), other kernels may
+    differ in the last digits."""
+    args = ",".join(f"{k}={v}" for k, v in model_args.items()
+                    if k != "trust_remote_code" or v)  # off is lm-eval's default
+    cmd = (["accelerate", "launch", "--num_processes", str(num_processes), "-m", "lm_eval"]
+           if num_processes > 1 else ["lm_eval"])
+    cmd += ["--model", model, "--model_args", args]
+    if include_path is not None:
+        cmd += ["--include_path", include_path]
+    cmd += ["--tasks", task, "--num_fewshot", str(num_fewshot), "--batch_size", str(batch_size),
+            "--device", device, "--seed", str(seed)]
+    if limit is not None:
+        cmd += ["--limit", str(limit)]
+    return shlex.join(cmd)

@@ -1,7 +1,8 @@
 """Turn an lm-eval result into the evaluate stage's outputs.
 
 - `results.json`: per task metrics, sample counts, versions, cleaned configs, provenance
-  (lm-eval version, task data hash, checkpoint hash, tokens seen, settings);
+  (lm-eval version, task data hash, checkpoint hash, tokens seen, settings, the `lm_eval`
+  command line that reproduces the task's scores);
 - `samples_<task>.jsonl`: one line per document (for paired bootstrap between runs);
 - the DVC metrics dict of the contract (numbers only).
 """
@@ -9,9 +10,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping
 
 from repro.eval.extract import bits_per_byte_stderr, clean_config, sample_rows, task_metrics
+from repro.eval.local_tasks import LOADER_FILE
 from repro.eval.provenance import uniform_rolling_baseline
 
 RESULTS_FORMAT_VERSION = 1
@@ -43,6 +46,9 @@ class RunInfo:
     """Most documents evaluated per task (groups and their leaves included)."""
     failed_tasks: dict[str, str] = field(default_factory=dict)
     """Standard tasks left out (on_task_error: record) -> reason and fix."""
+    commands: dict[str, str] = field(default_factory=dict)
+    """Task -> the `lm_eval` command line that reproduces its scores
+    (repro.eval.provenance.lm_eval_command)."""
 
 
 def _baseline(manifest: Mapping[str, Any] | None, rows: list[dict], texts: list[str],
@@ -59,6 +65,15 @@ def _baseline(manifest: Mapping[str, Any] | None, rows: list[dict], texts: list[
     if manifest["output_type"] == "multiple_choice":
         return dict(manifest["random_baseline"]), "uniform choice: 1/num_choices"
     return dict(manifest["random_baseline"]), "from the task manifest"
+
+
+def _local_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A local task's config as its YAML names its loader (lm-eval dumps the loader's
+    source code in its place)."""
+    out = dict(config)
+    if "custom_dataset" in out:
+        out["custom_dataset"] = f"!function {Path(LOADER_FILE).stem}.load"
+    return out
 
 
 CHOICE_METRICS = ("acc", "acc_norm")
@@ -122,10 +137,9 @@ def assemble(raw: Mapping[str, Any], info: RunInfo, manifests: Mapping[str, dict
             "higher_is_better": raw.get("higher_is_better", {}).get(name),
             "random_baseline": base,
             "random_baseline_definition": how,
-            "config": clean_config(
-                {k: v for k, v in config.items()
-                 if not (manifest is not None and k == "dataset_kwargs")},
-                info.path_placeholders),
+            "config": clean_config(_local_config(config) if manifest is not None else config,
+                                   info.path_placeholders),
+            "lm_eval_command": info.commands.get(name),
         }
         if manifest is not None:
             entry["source"] = {

@@ -18,7 +18,7 @@ difference stands the noise floor the replicas measured (`Delta.seed_spread`).
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Literal, Mapping, Sequence
 
 import numpy as np
@@ -173,6 +173,50 @@ def values(s: Score) -> list[float]:
     return [v for _, v in s.per_replica]
 
 
+NO_SIGNAL = "no signal at this scale"
+
+
+@dataclass(frozen=True)
+class Signal:
+    """How much one task metric separates the report's experiments, against its noise, in
+    the spirit of Signal and Noise (Heineman et al. 2025, "Signal and Noise: A Framework for
+    Reducing Uncertainty in Language Model Evaluation"): a benchmark is useful for a
+    decision when the spread between models (signal) is large against the spread of one
+    model's score across seeds (noise). Here signal is the range of the experiments' values
+    (means over replicas) and noise the pooled seed spread of every experiment's replicas
+    (seed_spread)."""
+
+    signal: float | None
+    """max − min of the experiments' values (None with fewer than 2 experiments scored)."""
+    noise: float | None
+    """Pooled seed spread over all experiments (None without 2 replicas anywhere)."""
+    scores: int
+    """Per-replica values behind both, over all experiments."""
+    flat: bool
+    """Every replica of every experiment scored the same value (at least 2 values): the
+    task does not tell these models apart at this scale, and a difference of 0 with an
+    interval of [0, 0] is not a result (issue 22: a cloze task answered by length gave
+    exactly 0.37 for all 9 models)."""
+
+    @property
+    def snr(self) -> float | None:
+        """signal / noise; None where either is missing or the noise is 0."""
+        if self.signal is None or not self.noise:
+            return None
+        return self.signal / self.noise
+
+
+def signal(scores: Sequence[Score]) -> Signal:
+    """The Signal of one column from every experiment's Score of it."""
+    means = [s.value for s in scores if s.value is not None]
+    per_replica = [values(s) for s in scores]
+    everything = [v for vs in per_replica for v in vs]
+    flat = len(everything) > 1 and max(everything) - min(everything) <= 1e-12 * max(
+        1.0, max(abs(v) for v in everything))
+    return Signal(max(means) - min(means) if len(means) > 1 else None,
+                  seed_spread(*per_replica), len(everything), flat)
+
+
 @dataclass(frozen=True)
 class Comparison:
     columns: list[Column]
@@ -186,6 +230,13 @@ class Comparison:
     settings: Settings
     bootstrapped: bool
     """Whether any interval comes from the bootstrap."""
+    signals: dict[str, Signal] = field(default_factory=dict)
+    """column key (or AGGREGATE) -> its signal and noise across the report's experiments."""
+
+    def no_signal(self, key: str) -> bool:
+        """Whether the column's scores do not move at all across experiments and replicas."""
+        sig = self.signals.get(key)
+        return sig is not None and sig.flat
 
 
 def columns(runs: list[ExperimentRun]) -> list[Column]:
@@ -441,4 +492,6 @@ def compare(col: Collected, settings: Settings) -> Comparison:
                                                   f"samples; their metrics use lm-eval's "
                                                   f"stderr and no paired bootstrap"))
     boot = any(d.method == BOOTSTRAP for ds in deltas.values() for d in ds.values())
-    return Comparison(cols, primary, agg_tasks, scores, deltas, settings, boot)
+    signals = {key: signal([scores[r.name][key] for r in runs])
+               for key in [c.key for c in cols] + [AGGREGATE]}
+    return Comparison(cols, primary, agg_tasks, scores, deltas, settings, boot, signals)

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from repro.report import data, plots
 from repro.report.collect import Collected, ExperimentRun
-from repro.report.compare import (AGGREGATE, BOOTSTRAP, METHOD_REPLICAS, NORMAL, Comparison,
-                                  Delta, Direction)
+from repro.report.compare import (AGGREGATE, BOOTSTRAP, METHOD_REPLICAS, NO_SIGNAL, NORMAL,
+                                  Comparison, Delta, Direction)
 from repro.report.render import Block, Bullets, Heading, Image, Paragraph, Table
 from repro.report.tables import final_train_loss, final_train_losses, loss_delta
 
@@ -138,17 +138,57 @@ def _delta_table(col: Collected, cmp: Comparison) -> Table:
             theirs = cmp.scores[col.baseline][key]  # type: ignore[index]
             better: Direction | None = "higher" if c is None else c.direction
             label = "aggregate ↑" if c is None else f"{c.task} {c.metric}{ARROW[c.direction]}"
-            interval = (MISSING if d.low is None or d.high is None
+            flat = cmp.no_signal(key)
+            interval = (NO_SIGNAL if flat else MISSING if d.low is None or d.high is None
                         else f"[{fmt(d.low, True)}, {fmt(d.high, True)}]")
             method = {BOOTSTRAP: "bootstrap", NORMAL: "normal approx."}.get(d.method or "",
                                                                              MISSING)
             if d.items is not None:
                 method += f", {d.items} items"
             body.append((run.name, label, fmt(mine.value), fmt(theirs.value),
-                         fmt(d.delta, True), fmt(d.seed_spread), interval, verdict(d, better),
+                         fmt(d.delta, True), fmt(d.seed_spread), interval,
+                         NO_SIGNAL if flat else verdict(d, better),
                          claim_text(d, len(mine.per_replica), len(theirs.per_replica)), method))
     return Table(header, tuple(body), ("left", "left", "right", "right", "right", "right",
                                        "right", "left", "left", "left"))
+
+
+def _label(cmp: Comparison, key: str) -> str:
+    c = next((c for c in cmp.columns if c.key == key), None)
+    return "aggregate ↑" if c is None else f"{c.task} {c.metric}{ARROW[c.direction]}"
+
+
+def _signal_blocks(col: Collected, cmp: Comparison) -> list[Block]:
+    """Signal and noise per task metric; a paragraph naming the metrics with no signal."""
+    keys = [c.key for c in cmp.columns] + [AGGREGATE]
+    sigs = {k: cmp.signals[k] for k in keys if k in cmp.signals}
+    if not sigs:
+        return []
+    body = []
+    for key, sig in sigs.items():
+        snr = MISSING if sig.snr is None else f"{sig.snr:.2f}"
+        body.append((_label(cmp, key), fmt(sig.signal), fmt(sig.noise), snr, str(sig.scores),
+                     NO_SIGNAL if sig.flat else ""))
+    blocks: list[Block] = [
+        Heading(3, "Signal and noise"),
+        Paragraph("Does a task tell these experiments apart? signal: range of the experiments' "
+                  "values; noise: seed spread of the replicas; SNR = signal / noise (see "
+                  "'How to read')."),
+        Table(("metric", "signal", "noise", "SNR", "scores", "note"), tuple(body),
+              ("left", "right", "right", "right", "right", "left"))]
+    flat = [k for k, sig in sigs.items() if sig.flat]
+    if flat:
+        scores = {k: next(s.value for s in (cmp.scores[r.name][k] for r in col.runs)
+                          if s.value is not None) for k in flat}
+        blocks.append(Paragraph(
+            f"{NO_SIGNAL.capitalize()}: " + "; ".join(
+                f"{_label(cmp, k)} (every replica of every experiment scores {fmt(scores[k])})"
+                for k in flat)
+            + ". These models are not told apart by it: its differences are 0 with an "
+              "interval of zero width, which is not a result; the differences table says "
+              f"'{NO_SIGNAL}' instead. A task at chance level, or one answered by a surface cue "
+              "(such as the choices' lengths) as every model answers it, reads so."))
+    return blocks
 
 
 def _legend(col: Collected, cmp: Comparison) -> tuple[str, ...]:
@@ -186,6 +226,13 @@ def _legend(col: Collected, cmp: Comparison) -> tuple[str, ...]:
         "√(Σ (x − side mean)² / Σ (n − 1)). It is how far one retraining with another seed "
         "typically moves a score; '—' when neither side has 2 replicas. 'within seed noise': "
         "|Δ| is smaller than the seed spread.",
+        "Signal and noise (after Heineman et al. 2025, 'Signal and Noise: A Framework for "
+        "Reducing Uncertainty in Language Model Evaluation'): signal is the range (max − min) "
+        "of the experiments' values of a metric, noise the pooled seed spread of every "
+        "experiment's replicas, SNR their ratio; a task separates the experiments only when "
+        f"its signal is well above its noise. '{NO_SIGNAL}': every replica of every "
+        "experiment scored exactly the same value, so its differences (0, interval [0, 0]) "
+        "are not results.",
         "Where there are no per-item samples the interval is a normal approximation, "
         "Δ ± z·√(se² + se_baseline²), which ignores that both models answer the same items "
         "(method 'normal approx.').",
@@ -246,7 +293,7 @@ def build(name: str, baseline: str, col: Collected, cmp: Comparison,
                              f"is about the method only with {METHOD_REPLICAS} or more replicas "
                              f"(seeds) on both sides; otherwise it holds for this checkpoint "
                              f"only (see 'How to read')."),
-                   _delta_table(col, cmp)]
+                   _delta_table(col, cmp), *_signal_blocks(col, cmp)]
     else:
         blocks.append(Paragraph("Only the baseline is in this report; nothing to compare."))
     blocks += [Heading(2, "Training curves"),

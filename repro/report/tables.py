@@ -21,8 +21,8 @@ from typing import Any
 
 from repro.report import data
 from repro.report.collect import Collected, ExperimentRun, dumps_problems, finite
-from repro.report.compare import (AGGREGATE, BOOTSTRAP, METHOD_REPLICAS, NORMAL, STDERR,
-                                  TABLE_SKIP, Comparison, Delta, Score, with_noise)
+from repro.report.compare import (AGGREGATE, BOOTSTRAP, METHOD_REPLICAS, NO_SIGNAL, NORMAL,
+                                  STDERR, TABLE_SKIP, Comparison, Delta, Score, with_noise)
 
 PER_METRIC = ("", STDERR, "_stderr_lm_eval", "_delta", "_ci_low", "_ci_high", "_significant",
               "_claim", "_seed_spread", "_within_seed_noise", "_random", "_above_random")
@@ -122,14 +122,15 @@ def deltas_table(col: Collected, cmp: Comparison) -> Any:
                          "items": d.items, "replicas": len(s.per_replica),
                          "baseline_replicas": len(b.per_replica), "claim": d.claim,
                          "seed_spread": d.seed_spread,
-                         "within_seed_noise": d.within_seed_noise})
+                         "within_seed_noise": d.within_seed_noise,
+                         "no_signal": cmp.no_signal(key)})
     schema = {"experiment": pl.String, "baseline": pl.String, "column": pl.String,
               "task": pl.String, "metric": pl.String, "value": pl.Float64,
               "baseline_value": pl.Float64, "delta": pl.Float64, "ci_low": pl.Float64,
               "ci_high": pl.Float64, "significant": pl.Boolean, "confidence": pl.Float64,
               "method": pl.String, "items": pl.Int64, "replicas": pl.Int64,
               "baseline_replicas": pl.Int64, "claim": pl.String, "seed_spread": pl.Float64,
-              "within_seed_noise": pl.Boolean}
+              "within_seed_noise": pl.Boolean, "no_signal": pl.Boolean}
     return pl.DataFrame(rows, schema=schema, orient="row")
 
 
@@ -296,6 +297,15 @@ def summary_record(name: str, baseline: str, col: Collected, cmp: Comparison,
                        "and the baseline, each about its own mean: sqrt(sum of squared "
                        "deviations / sum of (replicas - 1)); null when neither side has 2 "
                        "replicas. within_seed_noise: |delta| < seed_spread",
+        "signal": {key: {"signal": sig.signal, "noise": sig.noise, "snr": sig.snr,
+                         "scores": sig.scores, "no_signal": sig.flat}
+                   for key, sig in cmp.signals.items()},
+        "signal_definition": "signal: max - min of the experiments' values; noise: pooled "
+                             "seed spread of every experiment's replicas; snr = signal / "
+                             "noise (after Heineman et al. 2025, Signal and Noise); "
+                             f"no_signal ('{NO_SIGNAL}'): every replica of every experiment "
+                             "scored the same value, so a delta of 0 with a [0, 0] interval "
+                             "is not a result",
         "above_random": {"higher_is_better": "(score - random) / (1 - random)",
                          "bits_per_byte": "(random - score) / random"},
         "rows": [{k: (finite(v) if isinstance(v, float) else v) for k, v in row.items()}

@@ -42,18 +42,31 @@ from repro import paths
 from repro.atomic import atomic_write_bytes
 from repro.compile.code_deps import ROOT, stage_code  # reads files only: no heavy import
 from repro.eval import launch
-from repro.eval.local_tasks import check_choices_fit, jsonl_bytes, read_manifest
+from repro.eval.local_tasks import (
+    check_choices_fit,
+    check_task_files,
+    jsonl_bytes,
+    read_manifest,
+)
 from repro.eval.lm_eval_runner import (
     BOOTSTRAP_ITERS,
     PreparedTasks,
     cache_key,
     check_backend,
+    model_spec,
     prepare_tasks,
     resolve_dtype,
     run_lm_eval,
 )
 from repro.eval.presets import PRESETS
-from repro.eval.provenance import checkpoint_sha256, tokens_seen, trainer_state, training_seq_len
+from repro.eval.provenance import (
+    checkpoint_sha256,
+    lm_eval_command,
+    portable_path,
+    tokens_seen,
+    trainer_state,
+    training_seq_len,
+)
 from repro.eval.result_cache import Evaluation, ResultCache, folder_digest, result_key
 from repro.eval.results import RESULTS_FILE, RunInfo, assemble, samples_file
 from repro.spec.schema import EvaluationSettings
@@ -169,42 +182,45 @@ def _run(cfg: EvaluateConfig, io: StageIO) -> None:
         raise ValueError(f"local task inputs {sorted(task_dirs)} do not match "
                          f"evaluation.local_tasks {expected}; rerun `repro compile`")
     local = {name: (read_manifest(d), d) for name, d in task_dirs.items()}
+    for manifest, folder in local.values():
+        check_task_files(folder, manifest)  # the YAML lm-eval reads is the one we would write
     checkpoints = _checkpoints(cfg, io)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = resolve_dtype(ev.dtype, device)
     # What every checkpoint's result cache key shares (see _result_key).
     shared = ({"request": asked, "versions": library_versions(), "code": code_digest(),
                "config": cfg.model_dump(mode="json", exclude=_KEY_EXCLUDE),
-               "tasks": {name: folder_digest(d) for name, d in sorted(task_dirs.items())}}
+               "tasks": {name: folder_digest(d) for name, d in sorted(task_dirs.items())},
+               # written into each task's lm_eval_command
+               "task_paths": {name: portable_path(d, f"<task:{name}>")
+                              for name, d in sorted(task_dirs.items())}}
               if ev.cache_requests else None)
-    with tempfile.TemporaryDirectory(prefix="repro-lm-eval-") as tmp:
-        workdir = Path(tmp)
-        tasks: PreparedTasks | None = None  # built at the first checkpoint not cached
-        for ckpt in checkpoints:
-            model_settings = {"backend": ev.backend, "device": device, "dtype": dtype,
-                              "batch_size": ev.batch_size, "max_length": ckpt.max_length,
-                              "num_processes": ev.num_processes,
-                              "tensor_parallel_size": ev.tensor_parallel_size}
-            entry = None if shared is None else ResultCache(
-                cache_folder(ckpt.sha256), _result_key(shared, cfg, ckpt, model_settings))
-            evaluation = entry.load() if entry is not None else None
-            if evaluation is not None:
-                log.info("%s: finished evaluation found in %s", ckpt.label, entry.folder)
-            else:
-                if tasks is None:
-                    tasks = prepare_tasks(local, asked["standard_tasks"], limit=asked["limit"],
-                                          workdir=workdir, task_limits=asked["task_limits"],
-                                          on_task_error=asked["on_task_error"])
-                evaluation = _score(cfg, ckpt, local, tasks, workdir, model_settings)
-                gc.collect()  # the model of this checkpoint, before the next one loads
-                if device == "cuda":
-                    torch.cuda.empty_cache()
-                if evaluation is None:  # a non-zero rank of a data-parallel run
-                    continue
-                # a standard task left out (on_task_error: record) may load next time
-                if entry is not None and not tasks.loaded.failed:
-                    entry.store(evaluation)
-            _write(io, ckpt.label, evaluation)
+    tasks: PreparedTasks | None = None  # built at the first checkpoint not cached
+    for ckpt in checkpoints:
+        model_settings = {"backend": ev.backend, "device": device, "dtype": dtype,
+                          "batch_size": ev.batch_size, "max_length": ckpt.max_length,
+                          "num_processes": ev.num_processes,
+                          "tensor_parallel_size": ev.tensor_parallel_size}
+        entry = None if shared is None else ResultCache(
+            cache_folder(ckpt.sha256), _result_key(shared, cfg, ckpt, model_settings))
+        evaluation = entry.load() if entry is not None else None
+        if evaluation is not None:
+            log.info("%s: finished evaluation found in %s", ckpt.label, entry.folder)
+        else:
+            if tasks is None:
+                tasks = prepare_tasks(local, asked["standard_tasks"], limit=asked["limit"],
+                                      task_limits=asked["task_limits"],
+                                      on_task_error=asked["on_task_error"])
+            evaluation = _score(cfg, ckpt, local, tasks, model_settings)
+            gc.collect()  # the model of this checkpoint, before the next one loads
+            if device == "cuda":
+                torch.cuda.empty_cache()
+            if evaluation is None:  # a non-zero rank of a data-parallel run
+                continue
+            # a standard task left out (on_task_error: record) may load next time
+            if entry is not None and not tasks.loaded.failed:
+                entry.store(evaluation)
+        _write(io, ckpt.label, evaluation)
 
 
 _KEY_EXCLUDE: dict[str, Any] = {"checkpoints": True,  # each entry is one checkpoint's
@@ -216,16 +232,17 @@ def _result_key(shared: dict[str, Any], cfg: EvaluateConfig, ckpt: _Checkpoint,
     """Everything that shapes one checkpoint's outputs besides its weights (which name the
     cache folder): the lm-eval request and the rest of the stage's settings, the local
     tasks' content, the library versions and this stage's code (`shared`), the resolved
-    device, dtype and window length, the labels written into the results, and the
-    checkpoint's other files (tokenizer, config, trainer_state.json: tokens seen)."""
+    device, dtype and window length, the labels written into the results, the
+    checkpoint's other files (tokenizer, config, trainer_state.json: tokens seen) and the
+    paths the recorded lm_eval commands name (a renamed stage moves its outputs)."""
     return result_key(shared | {
         "experiment": cfg.experiment, "checkpoint": ckpt.label, "model": model_settings,
-        "checkpoint_files": folder_digest(ckpt.path, skip=WEIGHT_FILES)})
+        "checkpoint_files": folder_digest(ckpt.path, skip=WEIGHT_FILES),
+        "checkpoint_path": portable_path(ckpt.path, "<checkpoint>")})  # in lm_eval_command
 
 
 def _score(cfg: EvaluateConfig, ckpt: _Checkpoint, local: dict[str, tuple[dict, Path]],
-           tasks: PreparedTasks, workdir: Path, model_settings: dict[str, Any]
-           ) -> Evaluation | None:
+           tasks: PreparedTasks, model_settings: dict[str, Any]) -> Evaluation | None:
     """Score one checkpoint: its outputs as bytes, or None on a non-zero rank."""
     from transformers import AutoConfig, AutoTokenizer
 
@@ -245,8 +262,8 @@ def _score(cfg: EvaluateConfig, ckpt: _Checkpoint, local: dict[str, tuple[dict, 
     raw = evaluated.raw
     if raw is None:
         return None
-    placeholders = {str(Path(ckpt.path).resolve()): "<checkpoint>",
-                    str(workdir.resolve()): "<tasks>", str(workdir): "<tasks>"}
+    placeholders = {str(Path(ckpt.path).resolve()): "<checkpoint>"}
+    placeholders |= {str(Path(d).resolve()): f"<task:{n}>" for n, (_, d) in local.items()}
     info = RunInfo(
         experiment=cfg.experiment, checkpoint=ckpt.label, checkpoint_sha256=ckpt.sha256,
         tokens_seen=seen, tokens_seen_key=seen_key,
@@ -264,7 +281,8 @@ def _score(cfg: EvaluateConfig, ckpt: _Checkpoint, local: dict[str, tuple[dict, 
                      "source": PRESETS[p].source} for p in ev.presets},
         standard_tasks=list(ev.standard_tasks),
         task_limits=evaluated.limits,
-        failed_tasks=evaluated.failed)
+        failed_tasks=evaluated.failed,
+        commands=_commands(cfg, ckpt, local, tasks, model_settings))
     vocab_size = AutoConfig.from_pretrained(ckpt.path, trust_remote_code=False).vocab_size
     results, samples, metrics = assemble(raw, info, {n: m for n, (m, _) in local.items()},
                                          tokenizer, vocab_size)
@@ -273,6 +291,30 @@ def _score(cfg: EvaluateConfig, ckpt: _Checkpoint, local: dict[str, tuple[dict, 
     files = {RESULTS_FILE: dumps_json(results).encode("utf-8")}
     files |= {samples_file(name): jsonl_bytes(rows) for name, rows in samples.items()}
     return Evaluation(files, dumps_json(metrics).encode("utf-8"))
+
+
+def _commands(cfg: EvaluateConfig, ckpt: _Checkpoint, local: dict[str, tuple[dict, Path]],
+              tasks: PreparedTasks, model_settings: dict[str, Any]) -> dict[str, str]:
+    """Per task (a group's leaves share its command), the `lm_eval` command line that scores
+    it as this stage did (repro.eval.provenance.lm_eval_command); paths as given by DVC,
+    relative to the repository root (placeholders where a path is machine-specific)."""
+    ev = cfg.evaluation
+    model, args = model_spec(ev.backend, ckpt.path, max_length=ckpt.max_length, seed=cfg.seed,
+                             tensor_parallel_size=ev.tensor_parallel_size,
+                             gpu_memory_utilization=ev.gpu_memory_utilization,
+                             dtype=model_settings["dtype"])
+    args["pretrained"] = portable_path(ckpt.path, "<checkpoint>")
+    out = {}
+    for name, leaves in tasks.loaded.leaves.items():
+        folder = local.get(name, (None, None))[1]
+        command = lm_eval_command(
+            model, args, name,
+            include_path=None if folder is None else portable_path(folder, f"<task:{name}>"),
+            num_fewshot=ev.num_fewshot, batch_size=ev.batch_size,
+            device=model_settings["device"], seed=cfg.seed, limit=tasks.limits.get(name),
+            num_processes=ev.num_processes if ev.backend == "accelerate" else 1)
+        out |= {leaf: command for leaf in leaves} | {name: command}
+    return out
 
 
 def _write(io: StageIO, label: str, evaluation: Evaluation) -> None:

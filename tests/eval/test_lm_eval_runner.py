@@ -3,21 +3,29 @@ No model is loaded here (see tests/stages/test_evaluate.py for a full run)."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
-import yaml
 
-from repro.eval.local_tasks import DATA_FILE, MANIFEST_FILE, Doc, build_task
+from repro.eval.local_tasks import (
+    DATA_FILE,
+    LOADER_FILE,
+    Doc,
+    build_task,
+    check_task_files,
+    read_manifest,
+    task_config,
+    task_files,
+    yaml_file,
+)
 from repro.eval.lm_eval_runner import (
     TaskUnavailableError,
+    check_local_tasks,
     load_tasks,
-    local_task_config,
-    write_local_tasks,
 )
 from repro.spec.schema import LocalTaskSpec
-from repro.stages.base import dumps_json
 
 assert os.environ.get("HF_DATASETS_OFFLINE") == "1", "tests must run offline (tests/conftest.py)"
 
@@ -25,61 +33,103 @@ DOCS = [Doc(f"d{i}", f"Doc {i} starts here. It has a second sentence about item 
                      f"Then a third sentence closes document {i}.") for i in range(5)]
 
 
+def write_task(folder: Path, data: bytes, manifest: dict) -> Path:
+    """A task folder as the evaltasks stage writes it."""
+    folder.mkdir(parents=True)
+    for name, content in task_files(data, manifest).items():
+        (folder / name).write_bytes(content)
+    return folder
+
+
 def make_task(root: Path, kind: str) -> tuple[dict, Path]:
     spec = LocalTaskSpec(kind=kind, dataset="web", max_docs=4, num_choices=3)
     data, manifest = build_task(spec, DOCS, seed=0)
-    folder = root / spec.task_name
-    folder.mkdir()
-    (folder / DATA_FILE).write_bytes(data)
-    (folder / MANIFEST_FILE).write_text(dumps_json(manifest))
-    return manifest, folder
+    return manifest, write_task(root / spec.task_name, data, manifest)
 
 
 def test_local_task_configs(tmp_path):
     manifest, folder = make_task(tmp_path, "bpb")
-    cfg = local_task_config(manifest, folder / DATA_FILE, tmp_path / "cache")
-    assert cfg["output_type"] == "loglikelihood_rolling"
-    assert cfg["dataset_path"] == "json" and cfg["test_split"] == "test"
-    assert Path(cfg["dataset_kwargs"]["data_files"]["test"]).is_absolute()
+    cfg = task_config(manifest)
+    assert cfg["output_type"] == "loglikelihood_rolling" and cfg["test_split"] == "test"
+    # no path but the data file's name: it is read next to the YAML
+    assert cfg["dataset_kwargs"] == {"data_file": DATA_FILE,
+                                     "data_sha256": manifest["data_sha256"]}
     assert {m["metric"] for m in cfg["metric_list"]} == {"word_perplexity", "byte_perplexity",
                                                          "bits_per_byte"}
     assert cfg["metadata"]["version"] == manifest["version"]
+    text = (folder / yaml_file(manifest["name"])).read_text()
+    assert "custom_dataset: !function task_loader.load\n" in text
+    assert "--include_path <this folder> --tasks repro_bpb_web" in text  # how to run it
     manifest, folder = make_task(tmp_path, "cloze")
-    cfg = local_task_config(manifest, folder / DATA_FILE, tmp_path / "cache")
+    cfg = task_config(manifest)
     assert cfg["output_type"] == "multiple_choice"
     assert (cfg["doc_to_text"], cfg["doc_to_choice"], cfg["doc_to_target"]) == (
         "context", "choices", "label")
     assert {m["metric"] for m in cfg["metric_list"]} == {"acc", "acc_norm"}
 
 
-def test_written_yamls_load_in_lm_eval(tmp_path):
+def test_task_folders_load_in_lm_eval_from_anywhere(tmp_path, monkeypatch):
+    """The YAMLs the evaltasks stage writes load with their folders as include paths, from
+    another working directory and after the folder is moved (nothing absolute in them)."""
     from lm_eval.tasks import TaskManager
 
     tasks = {}
     for kind in ("bpb", "cloze"):
-        manifest, folder = make_task(tmp_path, kind)
+        manifest, folder = make_task(tmp_path / "built", kind)
         tasks[manifest["name"]] = (manifest, folder)
-    work = tmp_path / "yamls"
-    work.mkdir()
-    write_local_tasks(work, tasks)
-    assert yaml.safe_load((work / "repro_cloze_web.yaml").read_text())["task"] == "repro_cloze_web"
-    tm = TaskManager(include_path=str(work), include_defaults=False)
+    (tmp_path / "built").rename(tmp_path / "moved")
+    tasks = {n: (m, tmp_path / "moved" / f.name) for n, (m, f) in tasks.items()}
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    tm = TaskManager(include_path=check_local_tasks(tasks), include_defaults=False)
     loaded = load_tasks(tm, sorted(tasks), standard=set())
     by_name = {t.task_name: t for t in loaded.objects}
-    assert loaded.failed == {} and set(loaded.leaves) == set(tasks)
-    assert set(by_name) == set(tasks)
+    assert loaded.failed == {} and set(loaded.leaves) == set(tasks) == set(by_name)
     cloze = by_name["repro_cloze_web"]
+    rows = [json.loads(line) for line in
+            (tmp_path / "moved" / "repro_cloze_web" / DATA_FILE).read_text().splitlines()]
+    assert [dict(d) for d in cloze.test_docs()] == rows  # file order, every field
     doc = cloze.test_docs()[0]
     assert cloze.doc_to_choice(doc)[cloze.doc_to_target(doc)] in DOCS[int(doc["id"][1])].text
     assert len(by_name["repro_bpb_web"].test_docs()) == 4
-    # no datasets cache written outside the temporary folder
-    assert (work / "hf_datasets_cache").is_dir()
+    assert list(elsewhere.iterdir()) == []  # no datasets cache written anywhere here
+
+
+def test_task_folder_must_match_what_evaltasks_writes(tmp_path):
+    manifest, folder = make_task(tmp_path, "cloze")
+    assert read_manifest(folder) == manifest
+    check_task_files(folder, manifest)
+    (folder / yaml_file(manifest["name"])).write_text("task: repro_cloze_web\n")
+    with pytest.raises(ValueError, match="stale.*dvc repro"):
+        check_task_files(folder, manifest)
+    (folder / yaml_file(manifest["name"])).unlink()
+    with pytest.raises(ValueError, match="missing.*dvc repro"):
+        check_task_files(folder, manifest)
+    manifest, folder = make_task(tmp_path / "2", "cloze")
+    (folder / DATA_FILE).write_bytes((folder / DATA_FILE).read_bytes()[:-2] + b"\n")
+    with pytest.raises(ValueError, match="does not match its manifest"):
+        read_manifest(folder)
+
+
+def test_loader_refuses_data_that_does_not_match_the_task(tmp_path):
+    import importlib.util
+
+    manifest, folder = make_task(tmp_path, "bpb")
+    spec = importlib.util.spec_from_file_location("task_loader", folder / LOADER_FILE)
+    loader = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(loader)
+    ds = loader.load(data_file=DATA_FILE, data_sha256=manifest["data_sha256"], version=2,
+                     pretrained="ignored")
+    assert len(ds["test"]) == 4
+    with pytest.raises(ValueError, match="does not match its task"):
+        loader.load(data_file=DATA_FILE, data_sha256="0" * 64)
 
 
 def test_task_name_mismatch_is_reported(tmp_path):
     manifest, folder = make_task(tmp_path, "bpb")
     with pytest.raises(ValueError, match="rerun `repro compile`"):
-        write_local_tasks(tmp_path, {"repro_bpb_code": (manifest, folder)})
+        check_local_tasks({"repro_bpb_code": (manifest, folder)})
 
 
 @pytest.mark.slow
@@ -110,16 +160,10 @@ def test_code_cloze_requests_rebuild_the_file(tmp_path):
     docs = make_code_docs(4)
     spec = LocalTaskSpec(kind="code_cloze", dataset="code", max_docs=5, num_choices=3)
     data, manifest = build_task(spec, docs, seed=0)
-    folder = tmp_path / spec.task_name
-    folder.mkdir()
-    (folder / DATA_FILE).write_bytes(data)
-    (folder / MANIFEST_FILE).write_text(dumps_json(manifest))
-    cfg = local_task_config(manifest, folder / DATA_FILE, tmp_path / "cache")
+    folder = write_task(tmp_path / spec.task_name, data, manifest)
+    cfg = task_config(manifest)
     assert cfg["target_delimiter"] == "\n" and cfg["output_type"] == "multiple_choice"
-    work = tmp_path / "yamls"
-    work.mkdir()
-    write_local_tasks(work, {spec.task_name: (manifest, folder)})
-    tm = TaskManager(include_path=str(work), include_defaults=False)
+    tm = TaskManager(include_path=[str(folder)], include_defaults=False)
     (task,) = load_tasks(tm, [spec.task_name], standard=set()).objects
     task.build_all_requests(limit=None, rank=0, world_size=1)
     by_doc: dict[int, list] = {}

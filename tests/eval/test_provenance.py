@@ -1,4 +1,4 @@
-"""Checkpoint identity, tokens seen, training length, uniform baseline."""
+"""Checkpoint identity, tokens seen, training length, uniform baseline, lm_eval command."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import pytest
 
 from repro.eval.provenance import (
     checkpoint_sha256,
+    lm_eval_command,
+    portable_path,
     tokens_seen,
     trainer_state,
     training_seq_len,
@@ -58,3 +60,26 @@ def test_uniform_baseline_counts_tokens_without_specials():
     assert base["bits_per_byte"] == pytest.approx(8.0)
     assert base["byte_perplexity"] == pytest.approx(256.0)
     assert base["word_perplexity"] == pytest.approx(math.exp(6 * math.log(256) / 2))
+
+
+def test_portable_path_is_relative_to_the_root_or_a_placeholder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data/evaltasks/t").mkdir(parents=True)
+    assert portable_path("data/evaltasks/t", "<t>") == "data/evaltasks/t"  # as DVC passes it
+    assert portable_path(tmp_path / "data/evaltasks/t", "<t>") == "data/evaltasks/t"
+    assert portable_path(tmp_path.parent / "elsewhere", "<t>") == "<t>"  # machine-specific
+
+
+def test_lm_eval_command_carries_every_setting_that_shapes_the_numbers():
+    args = {"pretrained": "ckpt", "dtype": "bfloat16", "trust_remote_code": False,
+            "max_length": 256}
+    cmd = lm_eval_command("hf", args, "repro_cloze_web", include_path="data/evaltasks/x",
+                          num_fewshot=0, batch_size="auto", device="cuda", seed=3, limit=100)
+    assert cmd == ("lm_eval --model hf --model_args pretrained=ckpt,dtype=bfloat16,max_length=256"
+                   " --include_path data/evaltasks/x --tasks repro_cloze_web --num_fewshot 0"
+                   " --batch_size auto --device cuda --seed 3 --limit 100")
+    # a standard task has no include path; data parallel runs under accelerate
+    cmd = lm_eval_command("hf", args, "hellaswag", include_path=None, num_fewshot=5,
+                          batch_size=8, device="cuda", seed=0, limit=None, num_processes=4)
+    assert cmd.startswith("accelerate launch --num_processes 4 -m lm_eval --model hf ")
+    assert "--include_path" not in cmd and "--limit" not in cmd and "--num_fewshot 5" in cmd

@@ -39,7 +39,8 @@ def test_task_folder_is_deterministic(tmp_path, split, kind):
         evaltasks.run(cfg, StageIO("evaltasks-x", {"split": split}, {"task": out}))
         outs.append(out)
     files = sorted(p.name for p in outs[0].iterdir())
-    assert files == ["data.jsonl", "task.json"]
+    # the data, its manifest, the lm-eval task and the loader it names
+    assert files == ["data.jsonl", f"repro_{kind}_web.yaml", "task.json", "task_loader.py"]
     for name in files:
         assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes()
     manifest = json.loads((outs[0] / "task.json").read_text())

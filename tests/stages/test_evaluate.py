@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from repro.eval.local_tasks import DATA_FILE, MANIFEST_FILE, Doc, build_task
+from repro.eval.local_tasks import MANIFEST_FILE, Doc, build_task, task_files
 from repro.spec.schema import LocalTaskSpec
-from repro.stages.base import StageIO, dumps_json
+from repro.stages.base import StageIO
 from repro.stages.configs import EvaluateConfig
 
 assert os.environ.get("HF_HUB_OFFLINE") == "1", "tests must run offline (tests/conftest.py)"
@@ -75,8 +75,8 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
         data, manifest = build_task(spec, docs, seed=0)
         folder = root / spec.task_name
         folder.mkdir()
-        (folder / DATA_FILE).write_bytes(data)
-        (folder / MANIFEST_FILE).write_text(dumps_json(manifest))
+        for name, content in task_files(data, manifest).items():
+            (folder / name).write_bytes(content)
         found[f"task:{spec.task_name}"] = folder
     return found
 
@@ -158,6 +158,13 @@ def test_metrics_results_and_determinism(inputs, tmp_path):
     assert results["settings"]["num_fewshot"] == 0
     # scored with windows of the training length, not max_position_embeddings (64)
     assert results["settings"]["max_length"] == 32 == results["lm_eval"]["max_length"]
+    # how to reproduce it (tests/eval/test_lm_eval_cli.py runs it); the task folders are
+    # outside the working directory here, so their paths are placeholders
+    assert task["lm_eval_command"] == (
+        "lm_eval --model hf --model_args 'pretrained=<checkpoint>,dtype=float32,max_length=32' "
+        "--include_path '<task:repro_cloze_web>' --tasks repro_cloze_web --num_fewshot 0 "
+        "--batch_size 4 --device cpu --seed 0")
+    assert task["config"]["custom_dataset"] == "!function task_loader.load"
 
     rows = [json.loads(x) for x in (a / "results/samples_repro_cloze_web.jsonl").read_text().splitlines()]
     assert [r["doc_id"] for r in rows] == list(range(6))
@@ -233,8 +240,8 @@ def test_code_cloze_task_runs(inputs, tmp_path):
     data, manifest = build_task(spec, docs, seed=0)
     folder = tmp_path / spec.task_name
     folder.mkdir()
-    (folder / DATA_FILE).write_bytes(data)
-    (folder / MANIFEST_FILE).write_text(dumps_json(manifest))
+    for name, content in task_files(data, manifest).items():
+        (folder / name).write_bytes(content)
     cfg = EvaluateConfig.model_validate({
         "experiment": "exp", "checkpoints": ["decay"], "seed": 0,
         "evaluation": {"local_tasks": [spec.ref().model_dump()], "batch_size": 4}})
@@ -463,3 +470,22 @@ def test_a_checkpoint_listed_twice_is_refused():
 
     with pytest.raises(ValidationError, match="name a checkpoint twice"):
         config(("stable", "stable"))
+
+
+def test_result_cache_key_follows_the_paths_the_command_names(inputs, tmp_path, monkeypatch):
+    """The recorded lm_eval command names the checkpoint and task folders: a checkpoint
+    found at another path (a renamed stage) is a cache miss, not a copy of a result whose
+    command names the old path."""
+    from repro.stages import evaluate
+
+    root = tmp_path / "repo"
+    for name in ("a", "b"):
+        shutil.copytree(inputs["checkpoint"], root / name)
+    monkeypatch.chdir(root)
+    cfg = config()
+    keys = []
+    for name in ("a", "b"):
+        state = json.loads((root / name / "trainer_state.json").read_text())
+        ckpt = evaluate._Checkpoint("decay", Path(name), "0" * 64, state, 32)
+        keys.append(evaluate._result_key({"shared": 1}, cfg, ckpt, {"device": "cpu"}))
+    assert keys[0] != keys[1]
