@@ -166,11 +166,14 @@ def render(dataset: str, license: str, source: S.Source, steps: list[S.CurationS
         "",
         "from datatrove.pipeline.readers import JsonlReader",
         f"reader = JsonlReader(\"<this folder>/{KEPT_DIR}\")  # the kept documents alone",
+        f"# or JsonlReader(\"<this folder>\", glob_pattern=\"{KEPT_GLOB}\"); without the pattern",
+        "# it would also read this card, samples.json and removed/",
         "```", "",
         f"- `{KEPT_DIR}/`: the kept documents, one JSONL file per shard, sorted by id: "
         "`id`, `text`, `metadata`.",
-        f"- `{REMOVED_DIR}/<step>/`: the documents each filtering step removed "
-        "(`metadata.filter_reason` says why), not part of the dataset.",
+        f"- `{REMOVED_DIR}/<step>/`: the documents each filtering step removed, not part of "
+        "the dataset (quality and language filters say why in `metadata.filter_reason`; "
+        "the funnel below counts every step's reasons).",
         f"- `{SAMPLES_FILE}`: the first kept and removed documents, cut short, for a glance.", "",
         "## Document metadata", "",
         "Besides what the source and the steps record (url, date, language...), every kept "

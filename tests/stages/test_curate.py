@@ -200,10 +200,10 @@ def test_datasets_and_datatrove_read_exactly_the_kept_documents(curated, tmp_pat
         ds = load_dataset(str(folder), split="train", cache_dir=str(tmp_path / folder.name))
         assert sorted(ds["id"]) == sorted(kept)
         assert all(r["metadata"]["n_words"] > 0 for r in ds)
-    reader = JsonlReader(str(out / "data"))
-    docs = list(reader())
-    assert sorted(d.id for d in docs) == sorted(kept)
-    assert all("quality_signals" in d.metadata for d in docs)
+    for reader in (JsonlReader(str(out / "data")), JsonlReader(str(out), glob_pattern="data/*.jsonl")):
+        docs = list(reader())
+        assert sorted(d.id for d in docs) == sorted(kept)
+        assert all("quality_signals" in d.metadata for d in docs)
     # nothing else in the folder for a reader to trip on (the card, samples, removed/)
     assert {p.suffix for p in (out / "data").iterdir()} == {".jsonl"}
 
