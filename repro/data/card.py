@@ -72,19 +72,18 @@ def kept_features(kept: Path) -> Features | None:
     None when nothing was kept, or when documents disagree on a key's type (then `datasets`
     needs `features=` from the user; the card says so)."""
     schemas = []
-    for path in folder_files(kept):
-        with open(path, "rb") as f:
-            while batch := f.read(SCHEMA_CHUNK_BYTES):
-                batch += f.readline()
-                schemas.append(paj.read_json(io.BytesIO(batch)).schema)
-    if not schemas:
-        return None
     try:
-        schema = pa.unify_schemas(schemas, promote_options="permissive")
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        for path in folder_files(kept):
+            with open(path, "rb") as f:
+                while batch := f.read(SCHEMA_CHUNK_BYTES):
+                    batch += f.readline()
+                    schemas.append(paj.read_json(io.BytesIO(batch)).schema)
+        if not schemas:
+            return None
+        return Features.from_arrow_schema(pa.unify_schemas(schemas, promote_options="permissive"))
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:  # a key typed differently (in a chunk, or between)
         log.warning("kept documents disagree on a metadata type, no features in the card: %s", e)
         return None
-    return Features.from_arrow_schema(schema)
 
 
 def _languages(steps: list[S.CurationStep], source: S.Source) -> list[str] | None:

@@ -1,7 +1,8 @@
 """The dataset card (repro.data.card) on small folders made here: shards whose documents
 disagree on which metadata keys they have, or have them null, load with `datasets` through
-the card's declared features (without them `datasets` fails on such shards); a card of an
-empty dataset; the Hub's size categories."""
+the card's declared features (without them `datasets` fails on such shards); a key typed
+differently leaves the features to the user, and says so; a card of an empty dataset; the
+Hub's size categories."""
 
 from __future__ import annotations
 
@@ -60,6 +61,16 @@ def test_shards_with_different_metadata_load_through_the_card(tmp_path, monkeypa
     assert sorted(rows) == ["a", "b", "c"]
     assert rows["a"]["duplicate_count"] == 2 and rows["b"]["duplicate_count"] is None
     assert rows["b"]["date"] is None and rows["c"]["date"].year == 2020
+
+
+def test_a_key_typed_differently_leaves_features_to_the_user(tmp_path):
+    _write(tmp_path / "data" / "00000.jsonl",
+           [{"text": "a", "id": "a", "metadata": _meta(score=1.5)}])
+    _write(tmp_path / "data" / "00001.jsonl",
+           [{"text": "b", "id": "b", "metadata": _meta(score="high")}])
+    text = _card(tmp_path)
+    assert "dataset_info" not in yaml.safe_load(text.split("---\n", 2)[1])
+    assert "give `load_dataset` the `features=` you want" in text
 
 
 def test_card_of_an_empty_dataset(tmp_path):
