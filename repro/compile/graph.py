@@ -306,8 +306,8 @@ def _dataset_stages(graph: StageGraph, spec: ExperimentSpec, name: str) -> tuple
         curate_inputs.append(("raw", ExternalPath(ds.source.path)))
     curate = graph.add(Stage(
         "curate", name,
-        CurateConfig(dataset=name, source=ds.source, steps=ds.steps, shards=ds.shards,
-                     executor=ds.executor),
+        CurateConfig(dataset=name, license=ds.license, source=ds.source, steps=ds.steps,
+                     shards=ds.shards, executor=ds.executor),
         tuple(curate_inputs),
     ))
     split = graph.add(Stage(

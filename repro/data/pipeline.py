@@ -10,8 +10,9 @@ rewrites kept and removed documents as one file per shard, sorted by id: outputs
 the steps and `shards`, never on the executor or its task count. Scratch folders and
 datatrove's logs live in `work`, outside the outputs (they hold timings and paths).
 
-Outputs in `out`:
-  `<shard>.jsonl`                       kept documents, sorted by id
+Outputs in `out` (the layout is repro.data.layout's):
+  `data/<shard>.jsonl`                  kept documents, sorted by id, each with its size and
+                                        quality signals in its metadata (repro.data.signals)
   `removed/<nn>_<kind>/<shard>.jsonl`   documents each filtering step removed
 """
 
@@ -25,8 +26,10 @@ from datatrove.utils.stats import PipelineStats
 
 from repro.data.executors import PassRunner
 from repro.data.funnel import Funnel, StepCounts, Tally, removal_reasons, tally_counts
+from repro.data.layout import KEPT_DIR, REMOVED_DIR, removed_dir
 from repro.data.readers import reader_skips, source_reader
 from repro.data.shards import CanonicalShardReader, Canonicalize, ShardedJsonlWriter
+from repro.data.signals import QualitySignals
 from repro.data.steps import (
     DEFAULT_REASON,
     FILTER_KINDS,
@@ -37,10 +40,6 @@ from repro.data.steps import (
     per_document_step,
 )
 from repro.spec import schema as S
-
-REMOVED_DIR = "removed"
-"""Subfolder of the docs output holding removed documents, one folder per step."""
-
 
 def step_label(index: int, step: S.CurationStep) -> str:
     """`<nn>_<kind>`, 1-based: names the step in metrics and under removed/."""
@@ -85,15 +84,18 @@ class Curation:
         return ShardedJsonlWriter(self._removed_dir(label), self.shards)
 
     def _run_stretch(self, head: list[PipelineStep], entries: list[_Entry], dest: Path,
-                     first: bool) -> None:
+                     first: bool, last: bool = False) -> None:
         """Run head -> (step, tally)* -> writer(dest) and record the steps' counts. The first
-        stretch reads the source with the executor's tasks; later ones read canonical shards."""
+        stretch reads the source with the executor's tasks; later ones read canonical shards.
+        The last one adds the kept documents' signals before writing them."""
         pipeline = list(head)
         if first:
             pipeline.append(Tally("input"))
         start = len(pipeline)
         for e in entries:
             pipeline += [e.block, Tally(e.label)]
+        if last:
+            pipeline.append(QualitySignals(self.work / "signals"))
         pipeline.append(ShardedJsonlWriter(dest, self.shards))
         stats: PipelineStats = self.executor.run(pipeline, self.tasks if first else self.shards)
         if first:
@@ -176,8 +178,10 @@ class Curation:
             head = [CanonicalShardReader(segment, self.shards)]
             entries = [_Entry(label, step.kind, block)]
         kept = self.work / "kept"
-        self._run_stretch(head, entries, kept, first)
-        jobs = [(kept, self.out)] + [(self._removed_dir(label), self.out / REMOVED_DIR / label)
-                                     for label in self._removed]
+        self._run_stretch(head, entries, kept, first, last=True)
+        # data/ exists even when nothing was kept: readers tell "empty" from an older layout
+        (self.out / KEPT_DIR).mkdir(parents=True, exist_ok=True)
+        jobs = [(kept, self.out / KEPT_DIR)] + [
+            (self._removed_dir(label), removed_dir(self.out, label)) for label in self._removed]
         self.executor.run([Canonicalize(jobs, self.shards)], self.shards)
         return self.funnel

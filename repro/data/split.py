@@ -34,8 +34,8 @@ class Split:
 
 
 def split_documents(docs_dir: Path, fraction: float, max_docs: int, seed: int) -> Split:
-    """Read curated documents (the JSONL files directly in `docs_dir`; `removed/` is not
-    read) and split them. Both parts are sorted by (hash, id), a fixed order that does not
+    """Read curated documents (the JSONL files directly in `docs_dir`, the kept documents'
+    folder of a curated dataset: repro.data.layout.kept_dir) and split them. Both parts are sorted by (hash, id), a fixed order that does not
     follow the source's (module/alphabetical) order."""
     from tqdm import tqdm
 

@@ -27,7 +27,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from repro.data.pipeline import REMOVED_DIR
+from repro.data.layout import removed_dir as removed_folder
 from repro.data.special_tokens import text_only
 from repro.jsonl import iter_folder_rows, iter_rows
 
@@ -75,7 +75,7 @@ def curation_funnel(curated: Path, curate_metrics: dict[str, Any], kept_tokens: 
     """Curate's funnel (docs/chars per step and reasons) with tokens per step."""
     steps: dict[str, dict[str, Any]] = {}
     for label, counts in sorted(curate_metrics["steps"].items()):
-        removed_dir = Path(curated) / REMOVED_DIR / label
+        removed_dir = removed_folder(curated, label)
         removed = counts["docs_in"] - counts["docs_out"]
         if removed_dir.is_dir():
             tokens: int | None = counter.count(_texts(iter_folder_rows(removed_dir)))

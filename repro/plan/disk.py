@@ -29,6 +29,9 @@ from repro.spec import schema as S
 from repro.train.flops import param_counts
 
 FP32 = 4
+KEPT_METADATA_BYTES = 720
+"""Bytes each kept document's size measures and quality signals add to the curated folder
+(repro.data.signals; 717-735 B per document, measured on tests/stages/test_curate.py's run)."""
 
 
 @dataclass(frozen=True)
@@ -105,8 +108,10 @@ def plan_disk(spec: S.ExperimentSpec, curation: list[DatasetCuration], training:
     parts = {
         "raw corpora": total(c.raw_bytes for c in curation).with_basis(
             "builtin corpora's source stages; other sources are read in place"),
-        "curated": total(c.extracted_bytes for c in curation).with_basis(
-            "text after extraction, kept and removed documents"),
+        "curated": total(c.extracted_bytes + c.kept_docs.scale(KEPT_METADATA_BYTES, approx=True)
+                         for c in curation).with_basis(
+            f"text after extraction, kept and removed documents, + {KEPT_METADATA_BYTES} B of "
+            "signals per kept document"),
         "splits" + (" + decontaminated" if decont else ""): total(splits).with_basis(
             "kept text" + (" twice for trained datasets" if decont else "")),
         "token shards": (shards + index).with_basis(

@@ -683,11 +683,34 @@ class HeldoutSpec(Model):
     """Cap on held-out documents."""
 
 
+LICENSE_PATTERN = re.compile(r"[a-z0-9][a-z0-9.+-]{0,63}")
+"""The form of a Hugging Face license identifier (`apache-2.0`, `cc-by-4.0`, `openrail++`)."""
+
+
+def _license_id(value: str) -> str:
+    if not LICENSE_PATTERN.fullmatch(value):
+        raise FieldError(f"license {value!r} is not a Hugging Face license identifier",
+                         "write a lowercase id such as `cc-by-4.0`, `odc-by` or `apache-2.0` "
+                         "(https://huggingface.co/docs/hub/repositories-licenses), `other` for "
+                         "a license without one, or `unknown`")
+    return value
+
+
+License = Annotated[str, AfterValidator(_license_id)]
+"""A dataset's license, as a Hugging Face license identifier (checked for its form only: the
+Hub's list grows, and `other`/`unknown` are always valid)."""
+
+
 class DatasetSpec(Model):
     """One curated dataset: where it comes from and what curation keeps."""
 
     source: Source
     """Where raw documents come from."""
+    license: License = "unknown"
+    """License of the curated data, as a Hugging Face license identifier (`cc-by-4.0`,
+    `odc-by`, `apache-2.0`...: https://huggingface.co/docs/hub/repositories-licenses),
+    written into the dataset card. `unknown` by default: repro cannot tell the terms of an
+    arbitrary source, and a card must not claim any; `other` for a license without an id."""
     steps: list[CurationStep] = []
     """Curation steps in order. Readers and writers are implied; MinHash runs after the
     per-document steps, as in FineWeb."""

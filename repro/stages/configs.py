@@ -44,6 +44,7 @@ from repro.spec.schema import (
     EvaluationSettings,
     ExecutorSpec,
     HeldoutSpec,
+    License,
     LocalTaskSpec,
     Model,
     ModelSpec,
@@ -77,7 +78,9 @@ class CurateConfig(Model):
     """Run one dataset's curation pipeline."""
 
     dataset: Name
-    """Dataset name (labels metrics and samples)."""
+    """Dataset name (labels metrics and samples, titles the dataset card)."""
+    license: License = "unknown"
+    """License identifier written into the dataset card (see DatasetSpec.license)."""
     source: Source
     """Where raw documents come from (builtin corpora arrive as the `raw` input)."""
     steps: list[CurationStep]

@@ -2,9 +2,9 @@
 metrics file, so `dvc metrics diff` shows what a threshold change did all the way down to
 the tokens left for training.
 
-Inputs: `curated` (curate's docs output: removed/<nn>_<kind>/ is read), `curate_metrics`,
-`split`, `tokenizer`, and `decontaminated` when decontamination is on. Output `metrics`; the
-definitions are in repro.data.token_funnel.
+Inputs: `curated` (curate's docs output: its removed/<nn>_<kind>/ folders are read, see
+repro.data.layout), `curate_metrics`, `split`, `tokenizer`, and `decontaminated` when
+decontamination is on. Output `metrics`; the definitions are in repro.data.token_funnel.
 
 A stage of its own, per dataset and tokenizer, rather than part of `tokenize`: the counts
 need the removed documents and the held-out split, which the token shards do not, so the

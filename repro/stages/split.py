@@ -7,6 +7,7 @@ or task count); the held-out set is capped at `max_docs`, keeping the lowest has
 
 from __future__ import annotations
 
+from repro.data.layout import kept_dir
 from repro.data.split import split_documents, write_split
 from repro.stages.base import StageIO, atomic_dir, write_json
 from repro.stages.configs import SplitConfig
@@ -14,7 +15,7 @@ from repro.stages.kind import ENV, METRICS, StageKind, data
 
 
 def run(cfg: SplitConfig, io: StageIO) -> None:
-    result = split_documents(io.input("docs"), cfg.heldout.fraction, cfg.heldout.max_docs, cfg.seed)
+    result = split_documents(kept_dir(io.input("docs")), cfg.heldout.fraction, cfg.heldout.max_docs, cfg.seed)
     with atomic_dir(io.output("split")) as out:
         write_split(result, out)
     write_json(io.output("metrics"), result.metrics())

@@ -67,7 +67,7 @@ def test_declared_deps_cover_what_the_stage_loads(kind):
 @pytest.mark.parametrize("kind, needs", [
     ("decontaminate", ["repro/data/decont.py", "repro/eval/local_tasks.py"]),
     ("teacherlogits", ["repro/train/positions.py", "repro/train/determinism.py", "repro/train/distill.py"]),
-    ("funnel", ["repro/data/pipeline.py", "repro/data/token_funnel.py", "repro/jsonl.py"]),
+    ("funnel", ["repro/data/layout.py", "repro/data/token_funnel.py", "repro/jsonl.py"]),
     ("train", ["repro/train/loop.py", "repro/stages/worker.py", "repro/stages/base.py"]),
     ("evaluate", ["repro/stages/worker.py", "repro/eval/launch.py"]),
 ])

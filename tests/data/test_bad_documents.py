@@ -123,7 +123,7 @@ def test_pdf_curation_counts_every_broken_file(tmp_path, write_warc, container, 
     assert metrics["steps"]["02_exact_dedup"]["removed"] == {}
     funnel_adds_up(metrics)
 
-    kept = jsonl(out)
+    kept = jsonl(out / "data")
     assert sorted(map(_name, kept)) == sorted([*GOOD, "lying_count.pdf"])
     assert metrics["docs_out"] == len(kept)
     for doc in kept:
@@ -170,7 +170,7 @@ def test_invalid_utf8_inside_jsonl_documents_is_counted(tmp_path):
     metrics = Curation("text", S.JsonlSource(path=str(folder)), [S.ExactDedupStep()],
                        S.ExecutorSpec(), None, out, tmp_path / "work").run().as_metrics()
     assert metrics["read_skipped"] == {"invalid_utf8": 9}
-    kept = {d["id"]: d["text"] for d in jsonl(out)}
+    kept = {d["id"]: d["text"] for d in jsonl(out / "data")}
     assert sorted(kept) == ["gz-ok", "gz-ok2", "nul", "ok1", "ok2", "pair"]
     assert kept["pair"].startswith("smile \U0001F600")
     assert metrics["docs_in"] == 6 and metrics["docs_out"] == 6

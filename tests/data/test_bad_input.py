@@ -75,7 +75,7 @@ def test_bad_warc_files_are_counted_and_curation_finishes(tmp_path, write_warc, 
     assert metrics["read_skipped"] == {"corrupt_gzip": 2, "truncated_warc": 2}
     assert metrics["docs_in"] == 3 + 2 + 2 + 2  # good, odd, and the records before each cut
     funnel_adds_up(metrics)
-    kept = output_ids(out)
+    kept = output_ids(out / "data")
     assert len(kept) >= 7  # every ordinary page is extracted
     assert_complete_outputs(out)
 
@@ -146,7 +146,7 @@ def test_bad_jsonl_lines_and_files_are_counted(tmp_path, funnel_adds_up):
     out, metrics = curate(S.JsonlSource(path=str(folder)), [S.ExactDedupStep()], tmp_path)
     assert metrics["read_skipped"] == {"corrupt_gzip": 1, "empty_text": 1, "invalid_json": 3,
                                        "invalid_utf8": 2, "truncated_gzip": 1}
-    kept = output_ids(out)
+    kept = output_ids(out / "data")
     truncated = [i for i in kept if i.startswith("t")]
     assert 1 <= len(truncated) < 12
     assert truncated == sorted(f"t{i}" for i in range(len(truncated)))  # a prefix of the file
@@ -167,7 +167,7 @@ def test_builtin_corpus_skips_are_counted_once_over_tasks(tmp_path):
     metrics = Curation("code", S.BuiltinSource(name="stdlib_code"), [S.CodeQualityStep()],
                        S.ExecutorSpec(tasks=2), raw, out, work).run().as_metrics()
     assert metrics["read_skipped"] == {"invalid_json": 1}
-    assert metrics["docs_in"] == 4 and output_ids(out) == [f"m{i}.py" for i in range(4)]
+    assert metrics["docs_in"] == 4 and output_ids(out / "data") == [f"m{i}.py" for i in range(4)]
 
 
 # --------------------------------------------------------------------------- files
@@ -188,7 +188,7 @@ def test_bad_code_files_are_counted(tmp_path):
     assert metrics["read_skipped"] == {"binary_file": 1, "empty_file": 2, "invalid_utf8": 1}
     assert metrics["docs_in"] == 3
     assert metrics["steps"]["01_code_quality"]["removed"] == {"max_line_length": 1}
-    assert output_ids(out) == ["a.py", "b.py"]
+    assert output_ids(out / "data") == ["a.py", "b.py"]
     assert output_ids(out / "removed" / "01_code_quality") == ["long_line.py"]
     assert_complete_outputs(out)
 
@@ -207,7 +207,7 @@ def test_pathological_html_files_go_through_trafilatura(tmp_path, html_page, fun
     assert metrics["read_skipped"] == {"binary_file": 1, "empty_file": 1}
     assert metrics["docs_in"] == 4
     funnel_adds_up(metrics)
-    assert {"page0.html", "page1.html"} <= set(output_ids(out))
+    assert {"page0.html", "page1.html"} <= set(output_ids(out / "data"))
     assert_complete_outputs(out)
 
 

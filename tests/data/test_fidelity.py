@@ -220,7 +220,7 @@ def both(fixture_warc, tmp_path_factory):
 @pytest.mark.slow
 def test_web_chain_keeps_what_datatrove_keeps(both):
     ours, reference, ids = both
-    kept, expected = read_jsonl(ours), read_jsonl(reference)
+    kept, expected = read_jsonl(ours / "data"), read_jsonl(reference)
     assert len(expected) >= 8, "fixture too weak: the reference kept almost nothing"
     assert sorted(kept) == sorted(expected)
     for doc_id in sorted(expected):
@@ -232,7 +232,7 @@ def test_web_chain_keeps_what_datatrove_keeps(both):
 def test_each_synthetic_page_is_removed_by_its_step(both):
     """The fixture exercises every filter of the chain (else the comparison proves little)."""
     ours, _, ids = both
-    kept = read_jsonl(ours)
+    kept = read_jsonl(ours / "data")
     removed_by = {}
     for folder in sorted((ours / "removed").iterdir()):
         kind = folder.name.split("_", 1)[1]
@@ -251,7 +251,7 @@ def test_each_synthetic_page_is_removed_by_its_step(both):
 @pytest.mark.slow
 def test_pii_replaced_in_both(both):
     ours, reference, ids = both
-    for folder in (ours, reference):
+    for folder in (ours / "data", reference):
         text = read_jsonl(folder)[ids["kept_pii"]]
         assert "jane.doe@example.org" not in text and "8.8.4.4" not in text
         assert "@example" in text  # replaced by datatrove's dummy address

@@ -51,7 +51,7 @@ def test_pdf_chain_through_curation(tmp_path):
     dup = jsonl(out / "removed" / "02_exact_dedup")
     assert len(dup) == 1 and dup[0]["metadata"]["url"] in {copies[0].url, copies[0].duplicate_of}
 
-    kept = jsonl(out)
+    kept = jsonl(out / "data")
     assert len(kept) == metrics["docs_out"] > 0
     urls = [d["metadata"]["url"] for d in kept]
     assert not image_only & set(urls)
@@ -63,5 +63,5 @@ def test_pdf_chain_through_curation(tmp_path):
     # outputs do not depend on the executor's task count
     out2, metrics2 = curate(tmp_path, "b", raw, tasks=2)
     assert metrics2 == metrics
-    assert sorted(json.dumps(d, sort_keys=True) for d in jsonl(out2)) == \
+    assert sorted(json.dumps(d, sort_keys=True) for d in jsonl(out2 / "data")) == \
         sorted(json.dumps(d, sort_keys=True) for d in kept)

@@ -128,7 +128,7 @@ def test_curation_over_s3_jsonl_without_leaking_credentials(s3_root, tmp_path):
     metrics = funnel.as_metrics()
     assert metrics["docs_in"] == 6 and metrics["docs_out"] == 4
     assert metrics["steps"]["01_exact_dedup"]["removed"] == {"duplicate": 2}
-    kept = [json.loads(line) for f in sorted(out.glob("*.jsonl")) for line in f.open()]
+    kept = [json.loads(line) for f in sorted((out / "data").glob("*.jsonl")) for line in f.open()]
     assert sorted(d["id"] for d in kept) == ["d0", "d1", "d2", "d3"]
 
     written = [p for folder in (out, work) for p in folder.rglob("*") if p.is_file()]

@@ -181,6 +181,18 @@ def test_curation_chain_rules(source, steps, message):
         DatasetSpec.model_validate({"source": source, "steps": steps})
 
 
+@pytest.mark.parametrize("license", ["Apache 2.0", "MIT", "cc by 4.0", "", "-x"])
+def test_dataset_license_is_a_hub_identifier(license):
+    from repro.spec.schema import DatasetSpec
+
+    source = {"kind": "jsonl", "path": "x"}
+    assert DatasetSpec.model_validate({"source": source}).license == "unknown"
+    for ok in ("cc-by-4.0", "odc-by", "openrail++", "other"):
+        assert DatasetSpec.model_validate({"source": source, "license": ok}).license == ok
+    with pytest.raises(ValueError, match="not a Hugging Face license identifier"):
+        DatasetSpec.model_validate({"source": source, "license": license})
+
+
 def test_mtp_loss_weight_follows_deepseek_schedule():
     """DeepSeek-V3: lambda 0.3 for the first 10T tokens, 0.1 for the rest (FACTS 6.2)."""
     from repro.spec.schema import MTPSpec

@@ -1,7 +1,8 @@
 """curate stage end to end on a tiny WARC made here: the steps of the web recipe run
-through datatrove's executor with 2 tasks, the funnel adds up, removed documents land in
-removed/<nn>_<kind>/, exact and near duplicates are found across tasks, and a rerun is
-byte-identical."""
+through datatrove's executor with 2 tasks, the funnel adds up, kept documents land in data/
+with their signals, removed documents in removed/<nn>_<kind>/, exact and near duplicates are
+found across tasks, the folder reads as a dataset with `datasets` and datatrove (only the kept
+documents) and its card holds the funnel, and a rerun is byte-identical."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import random
 from pathlib import Path
 
 import pytest
+import yaml
 
 from repro.data.pydoc_web import Page
 from repro.data.warc import record_id, write_warc
@@ -126,10 +128,11 @@ def test_outputs(curated):
     assert sorted(p.name for p in removed.iterdir()) == ["02_language", "04_exact_dedup", "05_minhash"]
     assert read_ids(removed / "02_language") == {record_id("https://example.org/fr.html")}
     # one of each duplicate pair survives (they were read by different tasks)
-    kept = read_ids(out)
+    kept = read_ids(out / "data")
     assert len(kept & {record_id("https://example.org/a.html"), record_id("https://example.org/b.html")}) == 1
     assert len(kept & {record_id("https://example.org/c.html"), record_id("https://example.org/d.html")}) == 1
-    docs = [json.loads(line) for f in sorted(out.glob("*.jsonl")) for line in f.read_text().splitlines()]
+    docs = [json.loads(line) for f in sorted((out / "data").glob("*.jsonl"))
+            for line in f.read_text().splitlines()]
     contact = next(d for d in docs if d["metadata"]["url"].endswith("contact.html"))
     assert "jane.doe@mail-host.com" not in contact["text"] and "example." in contact["text"]
     for d in docs:
@@ -138,6 +141,71 @@ def test_outputs(curated):
     assert len(samples["kept"]) == 4
     assert set(samples["removed"]) == {"02_language", "04_exact_dedup", "05_minhash"}
     assert all(len(v) == 1 for v in samples["removed"].values())
+
+
+def test_kept_documents_carry_size_and_signals(curated):
+    _, out, _ = curated
+    for f in sorted((out / "data").glob("*.jsonl")):
+        for line in f.read_text().splitlines():
+            d = json.loads(line)
+            meta = d["metadata"]
+            assert meta["n_chars"] == len(d["text"]) and meta["n_bytes"] == len(d["text"].encode())
+            assert 0 < meta["n_words"] < meta["n_chars"]
+            signals = meta["quality_signals"]
+            assert {"stop_word_ratio", "line_duplicates", "punctuation_ratio"} <= set(signals)
+            assert all(0.0 <= signals[k] <= 1.0 for k in signals if k.endswith("_ratio"))
+
+
+def _front_matter(card: Path) -> dict:
+    text = card.read_text(encoding="utf-8")
+    assert text.startswith("---\n")
+    return yaml.safe_load(text.split("---\n", 2)[1])
+
+
+def test_card_holds_license_steps_and_funnel(curated):
+    _, out, m = curated
+    meta = _front_matter(out / "README.md")
+    assert meta["license"] == "unknown" and meta["pretty_name"] == "web (curated)"
+    assert meta["size_categories"] == ["n<1K"] and meta["language"] == ["en"]
+    assert meta["configs"] == [{"config_name": "default",
+                                "data_files": [{"split": "train", "path": "data/*.jsonl"}]}]
+    cur = meta["curation"]
+    assert cur["source"] == {"kind": "builtin", "name": "pydoc_web", "max_docs": None}
+    assert [s["label"] for s in cur["steps"]] == list(m["steps"])
+    assert cur["steps"][2] == {"label": "03_gopher_quality", **S.GopherQualityStep().model_dump()}
+    assert cur["funnel"]["steps"] == m["steps"] and cur["funnel"]["docs_out"] == 4
+    assert cur["kept"]["docs"] == 4 and cur["kept"]["n_chars"] == m["chars_out"]
+    # removed documents are where the card says, and only there
+    assert cur["removed"] == {label: f"removed/{label}/"
+                              for label in ("02_language", "04_exact_dedup", "05_minhash")}
+    for label, folder in cur["removed"].items():
+        removed = m["steps"][label]["docs_in"] - m["steps"][label]["docs_out"]
+        assert len(read_ids(out / folder)) == removed
+    body = (out / "README.md").read_text(encoding="utf-8")
+    assert "| 05_minhash | 5 | 4 | 9,082 | near_duplicate 1 | `removed/05_minhash/` |" in body
+
+
+def test_datasets_and_datatrove_read_exactly_the_kept_documents(curated, tmp_path, monkeypatch):
+    """The outside readers themselves: `datasets.load_dataset` on the dataset folder (through
+    the card) and on data/, datatrove's JsonlReader on data/: the kept documents, nothing
+    else, no read errors, and the metadata (signals included) comes through."""
+    from datasets import load_dataset
+    from datatrove.pipeline.readers import JsonlReader
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    _, out, _ = curated
+    kept = read_ids(out / "data")
+    assert len(kept) == 4
+    for folder in (out, out / "data"):
+        ds = load_dataset(str(folder), split="train", cache_dir=str(tmp_path / folder.name))
+        assert sorted(ds["id"]) == sorted(kept)
+        assert all(r["metadata"]["n_words"] > 0 for r in ds)
+    for reader in (JsonlReader(str(out / "data")), JsonlReader(str(out), glob_pattern="data/*.jsonl")):
+        docs = list(reader())
+        assert sorted(d.id for d in docs) == sorted(kept)
+        assert all("quality_signals" in d.metadata for d in docs)
+    # nothing else in the folder for a reader to trip on (the card, samples, removed/)
+    assert {p.suffix for p in (out / "data").iterdir()} == {".jsonl"}
 
 
 def test_rerun_is_byte_identical(curated):
@@ -165,9 +233,10 @@ def test_outputs_do_not_depend_on_task_count(curated):
 
 def test_outputs_are_one_sorted_file_per_shard(curated):
     _, out, _ = curated
-    files = sorted(p.name for p in out.glob("*.jsonl"))
+    assert not list(out.glob("*.jsonl"))
+    files = sorted(p.name for p in (out / "data").glob("*.jsonl"))
     assert files and set(files) <= {"00000.jsonl", "00001.jsonl"}
-    for f in out.glob("*.jsonl"):
+    for f in (out / "data").glob("*.jsonl"):
         ids = [json.loads(line)["id"] for line in f.read_text().splitlines()]
         assert ids == sorted(ids)
 
@@ -221,5 +290,5 @@ def test_code_recipe_with_an_empty_task(tmp_path):
     assert m["steps"]["01_code_quality"]["removed"] == {"autogenerated": 1, "max_line_length": 1}
     assert m["steps"]["02_exact_dedup"]["removed"] == {"duplicate": 1}
     assert m["steps"]["03_minhash"]["removed"] == {}
-    assert read_ids(out) == {"a.py", "c.py"}
+    assert read_ids(out / "data") == {"a.py", "c.py"}
     assert read_ids(out / "removed" / "02_exact_dedup") == {"b.py"}

@@ -29,7 +29,7 @@ def _jsonl(path: Path, rows: list[dict]) -> Path:
 def make_inputs(tmp: Path, decont: bool = True) -> dict[str, Path]:
     curated = tmp / "curated"
     kept = {**TRAIN, **HELDOUT}
-    _jsonl(curated / "00000.jsonl", [{"text": t, "id": i, "metadata": {}} for i, t in kept.items()])
+    _jsonl(curated / "data" / "00000.jsonl", [{"text": t, "id": i, "metadata": {}} for i, t in kept.items()])
     _jsonl(curated / "removed" / "02_language" / "00000.jsonl",
            [{"text": t, "id": i, "metadata": {"filter_reason": "other_language"}}
             for i, t in LANG_REMOVED.items()])

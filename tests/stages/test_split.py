@@ -1,10 +1,13 @@
-"""split stage: hash-based held-out choice, cap on held-out documents, removed/ ignored,
-deterministic output."""
+"""split stage: hash-based held-out choice, cap on held-out documents, only data/ read
+(removed/, samples.json and the card ignored), an older layout refused, deterministic output."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
+
+from repro.data.layout import LayoutError
 from repro.data.split import unit_hash
 from repro.spec.schema import HeldoutSpec
 from repro.stages import split
@@ -13,14 +16,17 @@ from repro.stages.configs import SplitConfig
 
 
 def make_docs(folder, n=200):
+    """A curated folder as repro.data.layout lays it out."""
     (folder / "removed" / "01_x").mkdir(parents=True)
+    (folder / "data").mkdir()
     for rank in range(2):
-        with open(folder / f"{rank:05d}.jsonl", "w") as f:
+        with open(folder / "data" / f"{rank:05d}.jsonl", "w") as f:
             for i in range(rank, n, 2):
                 f.write(json.dumps({"text": f"text {i}", "id": f"doc-{i}", "metadata": {"k": i}}) + "\n")
     gone = json.dumps({"text": "gone", "id": "gone"}) + "\n"
     (folder / "removed" / "01_x" / "00000.jsonl").write_text(gone)
     (folder / "samples.json").write_text("{}")
+    (folder / "README.md").write_text("---\nlicense: unknown\n---\n")
 
 
 def run_split(tmp_path, name, fraction, max_docs, seed=0):
@@ -63,3 +69,20 @@ def test_deterministic_and_seeded(tmp_path):
     _, held_other_seed, _, _ = run_split(tmp_path, "c", 0.1, 100, seed=1)
     _, held, _, _ = run_split(tmp_path, "d", 0.1, 100)
     assert {d["id"] for d in held} != {d["id"] for d in held_other_seed}
+
+
+def test_older_layout_is_refused(tmp_path):
+    """Kept shards at the top of the folder (before data/): an error naming the fix, not an
+    empty split."""
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "00000.jsonl").write_text(json.dumps({"text": "t", "id": "a"}) + "\n")
+    with pytest.raises(LayoutError, match="no data/ folder") as e:
+        run_split(tmp_path, "a", 0.1, 10)
+    assert "rerun" in e.value.fix
+
+
+def test_nothing_kept(tmp_path):
+    (tmp_path / "docs" / "data").mkdir(parents=True)
+    train, held, metrics, _ = run_split(tmp_path, "a", 0.1, 10)
+    assert train == held == [] and metrics["train_docs"] == metrics["heldout_docs"] == 0
