@@ -119,7 +119,9 @@ def dvc_literal(obj: Any) -> Any:
 
 
 def _cmd(stage: Stage, graph: StageGraph, where: Placement = ROOT) -> str:
-    parts = ["repro", "stage", stage.kind, stage.id]
+    # the name finds its params section; the id names the stage's own state folders
+    # (.repro/resume/<id>, its data-order ledger), which must not outlive a settings change
+    parts = ["repro", "stage", stage.kind, graph.name(stage.id), "--id", stage.id]
     if not where.is_root:
         parts += ["--params", str(where.params_file)]
     for key, ref in stage.inputs:
@@ -132,18 +134,18 @@ def _cmd(stage: Stage, graph: StageGraph, where: Placement = ROOT) -> str:
         # Validation refuses such paths (safety.check_local); this guards every other way in.
         if breaks_line(part):
             raise GraphError(
-                f"stage {stage.id}: argument {part[:120]!r} holds a line break or control character, "
+                f"stage {graph.name(stage.id)}: argument {part[:120]!r} holds a line break or control character, "
                 f"which DVC would run as a separate command",
                 fix="remove control characters from the names and paths in the spec")
     return shlex.join(parts)
 
 
-def _param_deps(stage: Stage, where: Placement = ROOT) -> list[Any]:
+def _param_deps(stage: Stage, name: str, where: Placement = ROOT) -> list[Any]:
     """The params.yaml keys DVC tracks for a stage: its whole section, or, where some
     fields are execution-only, every other field, so changing those reruns nothing. An
     example's stages name their params file (relative to `wdir`, the workspace root)."""
     keys = stage_kind(stage.kind).tracked_params(stage.config.model_dump(mode="json"))
-    deps = [stage.id] if keys is None else [f"{stage.id}.{key}" for key in keys]
+    deps = [name] if keys is None else [f"{name}.{key}" for key in keys]
     return deps if where.is_root else [{str(where.params_file): deps}]
 
 
@@ -154,7 +156,7 @@ def _stage_entry(stage: Stage, graph: StageGraph, where: Placement = ROOT) -> di
     entry |= {
         "cmd": _cmd(stage, graph, where),
         "deps": code + inputs,
-        "params": _param_deps(stage, where),
+        "params": _param_deps(stage, graph.name(stage.id), where),
     }
     outs: list[Any] = []
     metrics: list[Any] = []
@@ -215,7 +217,7 @@ def _report_plots(graph: StageGraph, where: Placement = ROOT) -> list[dict[str, 
 
 def render_dvc_yaml(graph: StageGraph, where: Placement = ROOT) -> str:
     # params.yaml is DVC's interpolation source, not a template: it is written as is
-    stages = {s.id: dvc_literal(_stage_entry(s, graph, where))
+    stages = {graph.name(s.id): dvc_literal(_stage_entry(s, graph, where))
               for s in graph.stages.values() if where.holds(s)}
     text = where.header() + _dump_mapping("stages", stages)
     plots = _report_plots(graph, where)
@@ -225,5 +227,5 @@ def render_dvc_yaml(graph: StageGraph, where: Placement = ROOT) -> str:
 
 
 def render_params_yaml(graph: StageGraph, where: Placement = ROOT) -> str:
-    return where.header() + _dump_mapping(None, {s.id: s.config.model_dump(mode="json")
+    return where.header() + _dump_mapping(None, {graph.name(s.id): s.config.model_dump(mode="json")
                                                  for s in graph.stages.values() if where.holds(s)})
