@@ -505,8 +505,8 @@ def test_reports_declare_score_curves_as_dvc_plots():
 
 
 def test_rendering_one_stage_at_a_time_writes_the_whole_documents_bytes():
-    """render_* dump each stage on its own (bounded memory): the same text as the whole
-    document dumped at once."""
+    """render_dvc_yaml dumps each stage on its own (bounded memory): the same text as the
+    whole document dumped at once."""
     from repro.compile import render
 
     graph = _graph()
@@ -515,4 +515,5 @@ def test_rendering_one_stage_at_a_time_writes_the_whole_documents_bytes():
     whole = {"stages": stages, "plots": render.dvc_literal(render._report_plots(graph))}
     assert render_dvc_yaml(graph) == HEADER + render._dump(whole)
     params = {graph.name(s.id): s.config.model_dump(mode="json") for s in graph.stages.values()}
-    assert render_params_yaml(graph) == HEADER + render._dump(params)
+    # params.yaml is dumped whole, in the form DVC writes it back (tests/compile/test_render.py)
+    assert render_params_yaml(graph) == HEADER + render.dump_as_dvc_writes(params)
