@@ -378,7 +378,7 @@ def stage(kind: str, stage_id: str, content_id: str, inputs: tuple[str, ...],
         raise SpecError([ReproError(f"cannot read params: {e}", fix="run `repro compile`",
                                     file=display)]) from None
     if not isinstance(params, dict):
-        raise SpecError([ReproError(f"is {_what(params)}, not a mapping of stage ids to their "
+        raise SpecError([ReproError(f"is {_what(params)}, not a mapping of stage names to their "
                                     "settings", fix="run `repro compile` to rewrite it",
                                     file=display)])
     if stage_id not in params:
