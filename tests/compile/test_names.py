@@ -146,3 +146,19 @@ def test_dvc_params_diff_and_explain_show_the_one_field_under_the_same_name(make
         "old": old_theta, "new": 100000.0, "diff": 100000.0 - old_theta} for p in ("stable", "decay")}}
     explained = {e["stage"]: e["reasons"] for e in json.loads(run("repro", "explain", "--json"))}
     assert f"setting model.rope_theta: {json.dumps(old_theta)} → 100000.0" in explained[stage]
+
+
+def test_a_label_that_reads_as_another_stages_id_is_refused():
+    """The last resort (the id) cannot clash unless a label spells another stage's label
+    and hash: refused with the fix, not renamed by guess."""
+    from repro.compile.errors import GraphError
+
+    graph = StageGraph()
+    graph.building = "exp"
+    one = graph.add(Stage("funnel", "web", FunnelConfig(dataset="web"), (("curated", ExternalPath("a")),)))
+    graph.add(Stage("funnel", "web", FunnelConfig(dataset="web"), (("curated", ExternalPath("b")),)))
+    graph.add(Stage("funnel", f"web-{one.id.rsplit('-', 1)[1]}", FunnelConfig(dataset="web"),
+                    (("curated", ExternalPath("c")),)))
+    with pytest.raises(GraphError, match=f"would both be named '{one.id}'") as e:
+        name_stages(graph)
+    assert "rename one of the datasets" in e.value.fix
