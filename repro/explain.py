@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -39,15 +41,39 @@ def _fmt(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+_YAML12_FLOAT = re.compile(r"[-+]?(?:\.[0-9]+|[0-9]+\.[0-9]*|[0-9]+)(?:[eE][-+]?[0-9]+)?"
+                           r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)")
+"""A float in YAML 1.2's core schema. DVC writes dvc.lock (and rewrites params.yaml after
+`dvc exp run -S`) with ruamel, YAML 1.2: `1e-08`, which YAML 1.1 (PyYAML, how repro reads
+both) takes for a string; as the number it is, it equals params.yaml's `1.0e-08`."""
+
+
+def _as_number(value: Any) -> Any:
+    """`value` with every string that YAML 1.2 reads as a float turned into that float."""
+    if isinstance(value, str) and _YAML12_FLOAT.fullmatch(value):
+        text = value.lower().replace(".inf", "inf").replace(".nan", "nan")
+        return float(text)
+    if isinstance(value, list):
+        return [_as_number(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _as_number(v) for k, v in value.items()}
+    return value
+
+
 def param_changes(old: Any, new: Any, prefix: str) -> list[str]:
-    """Leaf-level `key: old → new` lines of two params values."""
+    """Leaf-level `key: old → new` lines of two params values, compared as DVC reads them
+    (numbers as numbers: `1e-08` is `1.0e-08`). `prefix`: the dotted key of `old`/`new`
+    (empty: a whole section, whose fields are named from its top)."""
     if isinstance(old, dict) and isinstance(new, dict):
         out: list[str] = []
         for key in sorted(set(old) | set(new), key=str):
-            out += param_changes(old.get(key, _MISSING), new.get(key, _MISSING), f"{prefix}.{key}")
+            out += param_changes(old.get(key, _MISSING), new.get(key, _MISSING),
+                                 f"{prefix}.{key}" if prefix else str(key))
         return out
+    old, new = _as_number(old), _as_number(new)
     if old == new:
         return []
+    prefix = prefix or "(its whole section)"
     if old is _MISSING:
         return [f"setting {prefix} added: {_fmt(new)}"]
     if new is _MISSING:
@@ -156,6 +182,60 @@ def dvc_status(root: Path) -> dict[str, list]:
     return json.loads(proc.stdout or "{}")
 
 
+_ARGUMENT_WORDS = {"--in": "input", "--out": "output", "--id": "stage id (its settings hash)",
+                   "--params": "params file"}
+
+
+def _arguments(cmd: str) -> tuple[dict[str, str], list[str]]:
+    """A `repro stage` command as {what: value} for its flagged arguments (`input tokens:web`,
+    `output checkpoint`, `stage id`...) and the other words in order."""
+    flagged: dict[str, str] = {}
+    words: list[str] = []
+    parts = iter(shlex.split(cmd))
+    for part in parts:
+        if part in _ARGUMENT_WORDS:
+            value = next(parts, "")
+            key, eq, path = value.partition("=")
+            if part in ("--in", "--out") and eq:
+                flagged[f"{_ARGUMENT_WORDS[part]} {key}"] = path
+            else:
+                flagged[_ARGUMENT_WORDS[part]] = value
+        else:
+            words.append(part)
+    return flagged, words
+
+
+def command_changes(old: str, new: str) -> list[str]:
+    """How the command dvc.yaml declares differs from the one dvc.lock recorded: per input,
+    output or option, `old → new` (a changed setting changes the stage's id, and so the
+    paths of its outputs and of its descendants' inputs)."""
+    try:
+        (old_args, old_words), (new_args, new_words) = _arguments(old), _arguments(new)
+    except ValueError:  # not shell words: say it whole
+        return [f"its command changed: {_fmt(old)} → {_fmt(new)}"]
+    out = []
+    old_id, new_id = old_args.get(_ARGUMENT_WORDS["--id"]), new_args.get(_ARGUMENT_WORDS["--id"])
+    followed = 0  # output paths that differ only by the stage id they hold: said once
+    for what in sorted(set(old_args) | set(new_args)):
+        a, b = old_args.get(what), new_args.get(what)
+        if a == b:
+            continue
+        if (what.startswith("output ") and a and b and old_id and new_id
+                and a.replace(old_id, new_id) == b):
+            followed += 1
+            continue
+        out.append(f"command: {what} added: {b}" if a is None else
+                   f"command: {what} removed (was {a})" if b is None else
+                   f"command: {what}: {a} → {b}")
+    if followed:
+        what = _ARGUMENT_WORDS["--id"]
+        out = [f"command: {line[len('command: '):]}, so its {followed} output path(s) move with it"
+               if line.startswith(f"command: {what}: ") else line for line in out]
+    if old_words != new_words:
+        out.append(f"command: {_fmt(shlex.join(old_words))} → {_fmt(shlex.join(new_words))}")
+    return out or [f"its command changed: {_fmt(old)} → {_fmt(new)}"]
+
+
 def explain(root: Path, status: dict[str, list] | None = None) -> list[StageExplanation]:
     """Every stage `dvc repro` would run, in pipeline order, with its reasons."""
     dvc_stages = (yamlio.safe_load((root / str(paths.DVC_YAML)).read_text(encoding="utf-8")) or {}).get("stages", {})
@@ -171,7 +251,8 @@ def explain(root: Path, status: dict[str, list] | None = None) -> list[StageExpl
         if lock is None:
             ex.reasons.append("never run: dvc.lock has no record of it")
         else:
-            ex.reasons += _reasons(root, name, status.get(name, []), lock, params, producer)
+            ex.reasons += _reasons(root, name, status.get(name, []), lock, params, producer,
+                                   str(entry.get("cmd", "")))
         ex.upstream = sorted({producer[d] for d in entry.get("deps", [])
                               if d in producer and producer[d] in result})
         result[name] = ex
@@ -185,14 +266,19 @@ def explain(root: Path, status: dict[str, list] | None = None) -> list[StageExpl
     return runs
 
 
+def _field(name: str, key: str) -> str:
+    """A params key without its section when the section is the stage's own (the stage is
+    named above its reasons): `model.rope_theta`, not `train-x.model.rope_theta`."""
+    return "" if key == name else key[len(name) + 1:] if key.startswith(name + ".") else key
+
+
 def _reasons(root: Path, name: str, items: list, lock: LockedStage, params: dict,
-             producer: dict[str, str]) -> list[str]:
+             producer: dict[str, str], cmd: str = "") -> list[str]:
     reasons: list[str] = []
     for item in items:
         if isinstance(item, str):
             if item == "changed command":
-                reasons.append("its command changed (inputs or outputs were renamed: "
-                               "`repro compile` rewrote it)")
+                reasons += command_changes(lock.cmd, cmd)
             elif item == "always changed":
                 reasons.append("it is marked always_changed")
             else:
@@ -202,8 +288,8 @@ def _reasons(root: Path, name: str, items: list, lock: LockedStage, params: dict
             for path, state in changes.items():
                 if what == "changed deps" and isinstance(state, dict):
                     for key in sorted(state):
-                        reasons += param_changes(lock.params.get(key, _MISSING),
-                                                 _lookup(params, key), key) or [f"setting {key} {state[key]}"]
+                        reasons += param_changes(lock.params.get(key, _MISSING), _lookup(params, key),
+                                                 _field(name, key)) or [f"setting {key} {state[key]}"]
                 elif what == "changed deps":
                     if path in producer:
                         reasons.append(f"input {path} (made by {producer[path]}) {state} since the last run")

@@ -235,3 +235,23 @@ def test_the_stage_verb_starts_without_the_other_verbs_code():
         assert f"  {verb} " in result.output, verb
     for verb in ("sweep", "fit"):
         assert CliRunner().invoke(main, [verb, "--help"]).exit_code == 0, verb
+
+
+def test_stage_reads_its_section_by_name_and_keeps_state_under_its_id(tmp_path, monkeypatch):
+    """dvc.yaml runs `repro stage <kind> <name> --id <id>`: the name finds the params
+    section, the id (with the settings hash) names the stage in what it keeps outside DVC
+    and in its messages; an id of another form is refused before anything runs."""
+    root = _project(tmp_path)
+    monkeypatch.chdir(root)
+    runner = CliRunner()
+    assert runner.invoke(main, ["compile"]).exit_code == 0
+    import yaml
+
+    entry = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]["evaltasks-repro-bpb-web"]
+    words = entry["cmd"].split()
+    assert words[:6] == ["repro", "stage", "evaltasks", "evaltasks-repro-bpb-web", "--id",
+                         words[5]] and words[5].startswith("evaltasks-repro-bpb-web-")
+    result = runner.invoke(main, [*words[1:6], "--in", "split=missing", "--out", "task=t"])
+    assert result.exit_code == 2 and f"stage {words[5]}: input split (missing) does not exist" in result.output
+    bad = runner.invoke(main, [*words[1:5], "../x", "--out", "task=t"])
+    assert bad.exit_code == 2 and "is not a stage name or id" in bad.output

@@ -170,8 +170,8 @@ def test_stage_refuses_a_reserved_output_and_keeps_it(ws):
 
 @pytest.mark.parametrize("args, words", [
     (["stage", "nope", "x"], "unknown stage kind 'nope'"),
-    (["stage", "train", "../../home"], "'../../home' is not a stage id"),
-    (["stage", "train", "/etc"], "'/etc' is not a stage id"),
+    (["stage", "train", "../../home"], "'../../home' is not a stage name or id"),
+    (["stage", "train", "/etc"], "'/etc' is not a stage name or id"),
     (["stage", "evaltasks", "SID", "--out", "tasks"], "expected KEY=PATH"),
     (["stage", "evaltasks", "SID", "--out", "a=b", "--out", "a=c"], "'a' is given twice"),
     (["stage", "evaltasks", "SID", "--in", "=b"], "expected KEY=PATH"),

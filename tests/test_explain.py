@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from repro.explain import StageExplanation, dir_md5, param_changes, render
+from repro.explain import StageExplanation, command_changes, dir_md5, param_changes, render
 
 
 def test_param_changes_are_leaf_level_old_to_new():
@@ -43,3 +43,34 @@ def test_render_counts_direct_and_downstream_stages():
     assert "would run 2 stage(s): 1 changed themselves, 1 only downstream" in text
     assert "downstream of train-a" in text
     assert render([]).startswith("Everything is up to date")
+
+
+def test_numbers_compare_as_numbers_whatever_yaml_version_wrote_them():
+    # dvc.lock (ruamel, YAML 1.2) says `1e-08`, which PyYAML (YAML 1.1) reads as a string
+    assert param_changes({"eps": "1e-08", "lr": 0.002}, {"eps": 1e-08, "lr": 0.002}, "optimizer") == []
+    assert param_changes({"eps": "1e-8"}, {"eps": 1.0e-08}, "optimizer") == []
+    assert param_changes({"eps": "1e-08"}, {"eps": 2e-08}, "optimizer") == [
+        "setting optimizer.eps: 1e-08 → 2e-08"]
+    assert param_changes({"betas": ["9e-1", 0.95]}, {"betas": [0.9, 0.95]}, "x") == []
+    assert param_changes({"name": "web"}, {"name": "code"}, "") == ["setting name: web → code"]
+    assert param_changes({"v": "1e-08"}, {"v": "1e-08x"}, "") == ["setting v: 1e-08 → 1e-08x"]
+
+
+def test_a_whole_section_names_its_fields_from_the_top():
+    old = {"optimizer": {"lr": 0.001}, "seed": 0}
+    assert param_changes(old, {**old, "optimizer": {"lr": 0.002}}, "") == [
+        "setting optimizer.lr: 0.001 → 0.002"]
+
+
+def test_command_changes_name_the_argument_and_fold_paths_that_follow_the_id():
+    old = ("repro stage train train-x --id train-x-aaaaaaaa --in init=ck/train-w-11111111 "
+           "--out checkpoint=ck/train-x-aaaaaaaa --out metrics=metrics/train-x-aaaaaaaa.json")
+    new = ("repro stage train train-x --id train-x-bbbbbbbb --in init=ck/train-w-22222222 "
+           "--out checkpoint=ck/train-x-bbbbbbbb --out metrics=metrics/train-x-bbbbbbbb.json")
+    assert command_changes(old, new) == [
+        "command: input init: ck/train-w-11111111 → ck/train-w-22222222",
+        "command: stage id (its settings hash): train-x-aaaaaaaa → train-x-bbbbbbbb, so its "
+        "2 output path(s) move with it"]
+    assert command_changes("repro stage a b --out x=1", "repro stage a b --out x=2 --out y=3") == [
+        "command: output x: 1 → 2", "command: output y added: 3"]
+    assert command_changes("echo 'a", "echo b") == ["its command changed: echo 'a → echo b"]

@@ -2,12 +2,16 @@
 
 Design note. A stage's identity is the hash of (kind, its config as it will appear in
 params.yaml, the identities of its inputs). The stage id `<kind>-<label>-<hash8>` names its
-dvc.yaml entry, its params.yaml section and its output folder, so:
+output folders, so:
   * two experiments that need the same curated data, tokenizer or token shards produce the
     same stage and share it (it appears once);
-  * changing one field changes that stage's id and the ids of its descendants, nothing else;
-  * each stage's params section holds only the settings that stage reads, so
-    `dvc exp run -S <id>.<field>=...` reruns that stage and what depends on it.
+  * changing one field changes that stage's id and the ids of its descendants, nothing else.
+Its NAME (`name_stages`: `<kind>-<label>`, e.g. `train-qs-muon-stable`, `curate-web`) keys its
+dvc.yaml entry and its params.yaml section. It carries no hash, so a settings change keeps
+every name: dvc.lock still records the stage, `dvc params diff` shows the changed field under
+the same section, and `repro explain` can say `old → new`. Each stage's params section holds
+only the settings that stage reads, so `dvc exp run -S <name>.<field>=...` reruns that stage
+and what depends on it.
 A training schedule spans curriculum phases (a spec's `training.stages`; "stage" here is
 always a DVC stage), each trained by a `train` stage of its own; each gets only the slice of
 the schedule it needs (`ScheduleSegment`), so a later phase's budget enters an earlier phase
@@ -137,6 +141,53 @@ def _slug(label: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")[:40] or "x"
 
 
+def readable_name(stage: Stage) -> str:
+    """`<kind>-<label>`: what the stage is, without its settings hash."""
+    return f"{stage.kind}-{_slug(stage.label)}"
+
+
+def name_stages(graph: StageGraph, fixed: dict[str, str] | None = None) -> dict[str, str]:
+    """Stage id -> name, deterministic (a function of the graph, not of build order).
+
+    Rule. A stage is named `<kind>-<label>` (`readable_name`) unless another stage of the
+    graph, or a name in `fixed`, has that name too. Then every stage of that clash (two
+    dataset variants both called `web`, or one `web` tokenized by two tokenizers) is named
+    `<kind>-<label>-<experiment>`, after the first experiment, in name order, that uses it;
+    and if that is still not unique (labels equal after slugging or cut at 40 characters),
+    `<kind>-<label>-<hash8>`: the end of its id, as in its output folders, unique by
+    construction. So a name changes only when its clash does (an experiment using a
+    differently set-up `web` arrives or leaves), never when a setting of the stage changes.
+    `fixed`: names given already and kept (an example's compile reuses the default
+    pipeline's, so a default stage has one name everywhere, and no example stage takes a
+    default stage's name: sweeps merge both params files into one namespace)."""
+    fixed = {sid: n for sid, n in (fixed or {}).items() if sid in graph.stages}
+    taken = set(fixed.values())
+    groups: dict[str, list[str]] = {}
+    for sid, stage in graph.stages.items():
+        if sid not in fixed:
+            groups.setdefault(readable_name(stage), []).append(sid)
+    names = dict(fixed)
+    for base, sids in groups.items():
+        if len(sids) == 1 and base not in taken:
+            names[sids[0]] = base
+            continue
+        qualified = {sid: f"{base}-{_slug(min(graph.users.get(sid) or {graph.origin.get(sid, 'x')}))}"
+                     for sid in sids}
+        counts: dict[str, int] = {}
+        for n in qualified.values():
+            counts[n] = counts.get(n, 0) + 1
+        for sid, n in qualified.items():
+            names[sid] = n if counts[n] == 1 and n not in taken else sid
+    seen: dict[str, str] = {}
+    for sid, n in names.items():
+        if n in seen:  # a label that reads as another's label and hash: say so, do not guess
+            raise GraphError(f"stages {seen[n]} and {sid} would both be named {n!r} in dvc.yaml",
+                             fix="rename one of the datasets, experiments or phases they are "
+                                 "named after", experiment=min(graph.users.get(sid) or {""}))
+        seen[n] = sid
+    return names
+
+
 @dataclass
 class StageGraph:
     """Stages in topological (insertion) order, deduplicated by id."""
@@ -147,12 +198,28 @@ class StageGraph:
     ladder's fit), so an error about them points at that spec."""
     spec_of: dict[str, str] = field(default_factory=dict)
     """Generated experiment (a ladder's run) -> the experiment whose spec file defines it."""
+    users: dict[str, set[str]] = field(default_factory=dict)
+    """Stage id -> the experiments whose stages include it (shared data: several)."""
+    names: dict[str, str] = field(default_factory=dict)
+    """Stage id -> its name in dvc.yaml and params.yaml (`name_stages`)."""
+    building: str = ""
+    """The experiment whose stages `add` is adding (recorded in `users`)."""
 
     def add(self, stage: Stage) -> Stage:
         for _, ref in stage.inputs:
             if isinstance(ref, OutputRef) and ref.stage_id not in self.stages:
                 raise GraphError(f"{stage.id} reads {ref.stage_id}, which is not in the graph")
+        if self.building:
+            self.users.setdefault(stage.id, set()).add(self.building)
         return self.stages.setdefault(stage.id, stage)
+
+    def name(self, stage_id: str) -> str:
+        """The stage's name in dvc.yaml and params.yaml (its id before names were given)."""
+        return self.names.get(stage_id, stage_id)
+
+    def by_name(self) -> dict[str, str]:
+        """Stage name -> stage id."""
+        return {self.name(sid): sid for sid in self.stages}
 
     def path_of(self, ref: Input) -> PurePosixPath:
         if isinstance(ref, ExternalPath):
@@ -199,7 +266,8 @@ _NAMED_WHAT = {"report": "report", "fit": "ladder"}
 def _owner(graph: StageGraph, stage: Stage) -> str:
     """`report 'x'` for a stage whose outputs a spec names, `stage <id>` otherwise."""
     _, name, _ = _named(graph, stage)
-    return f"{_NAMED_WHAT[stage.kind]} {name!r}" if stage.kind in _NAMED_WHAT else f"stage {stage.id}"
+    return (f"{_NAMED_WHAT[stage.kind]} {name!r}" if stage.kind in _NAMED_WHAT
+            else f"stage {graph.name(stage.id)}")
 
 
 def _relation(path: tuple[str, ...], other: tuple[str, ...]) -> str:
@@ -725,7 +793,9 @@ def compile_graph(specs: list[ExperimentSpec],
         teacher = teacher_experiment(spec)
         # a student distils from the teacher experiment's main run
         teachers = {teacher: by_name[teacher].main.train[-1]} if teacher else {}
+        graph.building = spec.name
         by_name[spec.name] = _experiment(graph, spec, teachers)
+    graph.building = ""
     for spec in sorted(specs, key=lambda s: s.name):
         if spec.report is None:
             continue
@@ -764,6 +834,7 @@ def compile_graph(specs: list[ExperimentSpec],
                          (predictions or {}).get(spec.name, []), root)
         graph.origin[fit.id] = spec.name
     check_outputs(graph)
+    graph.names = name_stages(graph)
     return graph
 
 

@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 
 from repro import paths
 from repro.compile.errors import GraphError
-from repro.compile.graph import StageGraph, check_outputs
+from repro.compile.graph import StageGraph, check_outputs, name_stages
 from repro.compile.render import GENERATED, Placement, render_dvc_yaml, render_params_yaml
 from repro.compile.specs import compile_checked, locate, spec_names
 from repro.errors import ReproError
@@ -117,6 +117,11 @@ class Compiled:
         return [s for s in self.graph.stages if self.placement.stages is None
                 or s in self.placement.stages]
 
+    @property
+    def stage_names(self) -> list[str]:
+        """Its stages as its dvc.yaml (and dvc.lock) name them."""
+        return [self.graph.name(s) for s in self.stage_ids]
+
     def texts(self) -> dict[PurePosixPath, str]:
         """Its dvc.yaml and params.yaml, relative to the workspace."""
         return {self.pipeline.dvc_yaml: render_dvc_yaml(self.graph, self.placement),
@@ -139,6 +144,8 @@ def compile_example(example: Pipeline, default: Compiled, root: Path = Path(".")
     files = default.pipeline.files() + example.files()
     graph = compile_checked(files, default.pipeline.specs, root, where=example.specs)
     own = frozenset(s for s in graph.stages if s not in default.graph.stages)
+    # the default's stages keep their names; the example's own take none of them
+    graph.names = name_stages(graph, fixed=default.graph.names)
     source = f"{_shown(example.specs, root)}/*.yaml with {_shown(default.pipeline.specs, root)}/*.yaml"
     return Compiled(example, graph, Placement(example.folder, own, source))
 
@@ -178,13 +185,14 @@ def check_disjoint(compiled: list[Compiled]) -> None:
             if sid in owner:
                 experiment = str(getattr(stage.config, "experiment", "") or "")
                 raise SpecError([ReproError(
-                    f"stage {sid}{f' (experiment {experiment!r})' if experiment else ''} is "
+                    f"stage {c.graph.name(sid)}{f' (experiment {experiment!r})' if experiment else ''} is "
                     f"compiled into both {owner[sid].label} and {c.pipeline.label}; DVC "
                     "allows an output in one dvc.yaml only",
                     fix="move the experiment both need into specs/ (the default pipeline), "
                         "or keep it in one example", file=str(c.pipeline.specs))])
             owner[sid] = c.pipeline
             merged.stages[sid] = stage
+            merged.names[sid] = c.graph.name(sid)
             if sid in c.graph.origin:
                 merged.origin[sid] = c.graph.origin[sid]
         merged.spec_of.update(c.graph.spec_of)

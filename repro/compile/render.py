@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import shlex
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -119,7 +120,9 @@ def dvc_literal(obj: Any) -> Any:
 
 
 def _cmd(stage: Stage, graph: StageGraph, where: Placement = ROOT) -> str:
-    parts = ["repro", "stage", stage.kind, stage.id]
+    # the name finds its params section; the id names the stage's own state folders
+    # (.repro/resume/<id>, its data-order ledger), which must not outlive a settings change
+    parts = ["repro", "stage", stage.kind, graph.name(stage.id), "--id", stage.id]
     if not where.is_root:
         parts += ["--params", str(where.params_file)]
     for key, ref in stage.inputs:
@@ -132,18 +135,18 @@ def _cmd(stage: Stage, graph: StageGraph, where: Placement = ROOT) -> str:
         # Validation refuses such paths (safety.check_local); this guards every other way in.
         if breaks_line(part):
             raise GraphError(
-                f"stage {stage.id}: argument {part[:120]!r} holds a line break or control character, "
+                f"stage {graph.name(stage.id)}: argument {part[:120]!r} holds a line break or control character, "
                 f"which DVC would run as a separate command",
                 fix="remove control characters from the names and paths in the spec")
     return shlex.join(parts)
 
 
-def _param_deps(stage: Stage, where: Placement = ROOT) -> list[Any]:
+def _param_deps(stage: Stage, name: str, where: Placement = ROOT) -> list[Any]:
     """The params.yaml keys DVC tracks for a stage: its whole section, or, where some
     fields are execution-only, every other field, so changing those reruns nothing. An
     example's stages name their params file (relative to `wdir`, the workspace root)."""
     keys = stage_kind(stage.kind).tracked_params(stage.config.model_dump(mode="json"))
-    deps = [stage.id] if keys is None else [f"{stage.id}.{key}" for key in keys]
+    deps = [name] if keys is None else [f"{name}.{key}" for key in keys]
     return deps if where.is_root else [{str(where.params_file): deps}]
 
 
@@ -154,7 +157,7 @@ def _stage_entry(stage: Stage, graph: StageGraph, where: Placement = ROOT) -> di
     entry |= {
         "cmd": _cmd(stage, graph, where),
         "deps": code + inputs,
-        "params": _param_deps(stage, where),
+        "params": _param_deps(stage, graph.name(stage.id), where),
     }
     outs: list[Any] = []
     metrics: list[Any] = []
@@ -215,7 +218,7 @@ def _report_plots(graph: StageGraph, where: Placement = ROOT) -> list[dict[str, 
 
 def render_dvc_yaml(graph: StageGraph, where: Placement = ROOT) -> str:
     # params.yaml is DVC's interpolation source, not a template: it is written as is
-    stages = {s.id: dvc_literal(_stage_entry(s, graph, where))
+    stages = {graph.name(s.id): dvc_literal(_stage_entry(s, graph, where))
               for s in graph.stages.values() if where.holds(s)}
     text = where.header() + _dump_mapping("stages", stages)
     plots = _report_plots(graph, where)
@@ -224,6 +227,24 @@ def render_dvc_yaml(graph: StageGraph, where: Placement = ROOT) -> str:
     return text
 
 
+def dump_as_dvc_writes(obj: Any) -> str:
+    """`obj` as YAML in the form DVC writes back a file it edits: `dvc exp run -S` loads
+    params.yaml round trip and dumps it with ruamel's `YAML()`, block style
+    (dvc/utils/serialize/_yaml.py: modify_yaml, _get_yaml; DVC 3.67). Written in that form,
+    the file is a fixed point of that round trip: `-S a.b=1` changes that one line and no
+    other (PyYAML's form differed on every `null`, which ruamel writes as nothing, and would
+    on long strings, which ruamel folds at 80 columns). ruamel is pure Python, ~10x slower
+    than libyaml: ~0.3 s for the ladder example's 27 KB of params."""
+    from ruamel.yaml import YAML  # DVC's dependency; only `repro compile` writes params
+
+    writer = YAML()
+    writer.default_flow_style = False
+    stream = io.StringIO()
+    writer.dump(obj, stream)
+    return stream.getvalue()
+
+
 def render_params_yaml(graph: StageGraph, where: Placement = ROOT) -> str:
-    return where.header() + _dump_mapping(None, {s.id: s.config.model_dump(mode="json")
-                                                 for s in graph.stages.values() if where.holds(s)})
+    sections = {graph.name(s.id): s.config.model_dump(mode="json")
+                for s in graph.stages.values() if where.holds(s)}
+    return where.header() + (dump_as_dvc_writes(sections) if sections else "")

@@ -27,7 +27,7 @@ class ProbeSettings:
     vocab_size: int
     """The pipeline's tokenizer vocabulary (the model's embedding and head size)."""
     stages: tuple[str, ...]
-    """The stage ids the settings come from (for the output)."""
+    """The stages (names) the settings come from (for the output)."""
 
     def as_dict(self) -> dict[str, Any]:
         """What the probe computes from: each config without its execution-only fields (the
@@ -40,7 +40,7 @@ class ProbeSettings:
 
 
 def _sections(params: dict[str, Any], kind: str) -> list[tuple[str, dict[str, Any]]]:
-    # stage ids are `<kind>-<label>-<hash>` (repro.compile), in the compiler's order
+    # sections are stage names, `<kind>-<label>` (repro.compile.graph), in the compiler's order
     return [(sid, sec) for sid, sec in params.items()
             if sid.split("-", 1)[0] == kind and isinstance(sec, dict)]
 
@@ -63,7 +63,7 @@ def probe_settings(params_file: Path, vocab_size: int | None = None) -> ProbeSet
     except (OSError, yaml.YAMLError) as e:
         raise ReproError(f"cannot read params: {e}", file=display, fix="run `repro compile`") from None
     if not isinstance(params, dict):
-        raise ReproError("is not a mapping of stage ids to their settings", file=display,
+        raise ReproError("is not a mapping of stage names to their settings", file=display,
                          fix="run `repro compile` to rewrite it")
     trains = [(sid, _validated(TrainConfig, sid, sec, display))
               for sid, sec in _sections(params, "train")]

@@ -3,7 +3,7 @@
 `sweep`: `repro sweep SPEC` queues one DVC experiment per configuration
 (`dvc exp run --queue -S key=value ...`) over the experiment's own stages, so every trial is
 an ordinary DVC experiment (`dvc exp show`, `dvc exp apply`). Keys are params.yaml keys, with
-`*` allowed in the stage-id part (stage ids end in a content hash).
+`*` allowed in the stage-name part (`train-<experiment>-*`: every phase).
 
 `ladder`: the compiler expands the experiment into one run per (model size, token budget),
 plus one run per data recipe and size for decision accuracy, and adds a `fit` stage that
@@ -60,8 +60,8 @@ class SweepParameter(Model):
     either explicit `values` or a `low`..`high` range."""
 
     keys: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1, max_length=1000)
-    """params.yaml keys, dotted (`<stage id>.<field>.<field>`); `*` matches inside the stage
-    id, e.g. `train-qs-lr-*.optimizer.lr`. Every pattern must match at least one key."""
+    """params.yaml keys, dotted (`<stage name>.<field>.<field>`); `*` matches inside the
+    stage name, e.g. `train-qs-lr-*.optimizer.lr`. Every pattern must match at least one key."""
     values: list[Scalar] | None = Field(default=None, max_length=MAX_SWEEP_POINTS)
     """Explicit values: the grid of a `grid` sweep, the choices of `random` and `optuna`."""
     low: float | None = None

@@ -78,7 +78,7 @@ def _record(exp: Mapping[str, Any]) -> ExpRecord | None:
                if isinstance(entry, Mapping) and "data" in entry}
     params: dict[str, Any] = {}
     for entry in (data.get("params") or {}).values():  # ./params.yaml and an example's file:
-        section = _get(entry, "data")                  # their sections are distinct stage ids
+        section = _get(entry, "data")                  # their sections are distinct stage names
         if isinstance(section, Mapping):
             params.update(section)
     return ExpRecord(name=name, state=state, rev=rev.get("rev"), params=params,

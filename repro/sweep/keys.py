@@ -1,9 +1,8 @@
 """Resolve a sweep parameter's key patterns to params.yaml keys.
 
-A pattern is `<stage id>.<field>[.<field>...]`. Wildcards (fnmatch: `*`, `?`, `[...]`) are
-allowed in the stage-id part only: stage ids end in a content hash that the spec author
-cannot know (and that changes with every setting), while field paths are fixed by the
-stage configs. A pattern must name at least one value (a leaf: anything that is not a
+A pattern is `<stage name>.<field>[.<field>...]`. Wildcards (fnmatch: `*`, `?`, `[...]`)
+are allowed in the stage-name part only (`train-qs-lr-*`: every phase of an experiment),
+while field paths are fixed by the stage configs. A pattern must name at least one value (a leaf: anything that is not a
 mapping; a list is one value, as `dvc exp run -S key=[...]` sets it whole).
 """
 
@@ -67,15 +66,15 @@ def resolve_pattern(pattern: str, params: Mapping[str, Any],
     sections = [s for s, v in params.items() if isinstance(v, Mapping)]
     if not dot or not field:
         raise KeyResolutionError(
-            f"`{pattern}` names no field; a key is `<stage id>.<field>`",
+            f"`{pattern}` names no field; a key is `<stage name>.<field>`",
             "add the field path, e.g. `train-<experiment>-*.optimizer.lr`")
     stages = [s for s in sections if fnmatchcase(s, stage_part)]
     if not stages:
         hint = _did_you_mean([f"{s}.{field}" for s in _closest(stage_part, sections)])
         raise KeyResolutionError(
             f"no params.yaml section matches `{stage_part}`",
-            (hint + "; " if hint else "") + "sections are stage ids `<kind>-<label>-<hash>` "
-            "(see params.yaml); put `*` in place of the hash")
+            (hint + "; " if hint else "") + "sections are stage names `<kind>-<label>`, "
+            "e.g. `train-<experiment>-<phase>` (see params.yaml); `*` matches any part")
     found = [f"{s}.{field}" for s in stages if field in leaf_paths(params[s])]
     if not found:
         inner = [p for s in stages for p in leaf_paths(params[s]) if p.startswith(field + ".")]

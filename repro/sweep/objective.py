@@ -28,7 +28,7 @@ class ObjectiveError(GraphError):
 @dataclass(frozen=True)
 class Objective:
     stage_id: str
-    """The evaluate stage every trial targets."""
+    """The evaluate stage every trial targets, by its name in dvc.yaml."""
     metrics_file: str
     """The final checkpoint's metrics file (an output of that stage)."""
     task: str
@@ -79,4 +79,4 @@ def find_objective(spec: ExperimentSpec, graph: StageGraph) -> Objective:
             f"task {obj.task!r} is not evaluated by experiment {spec.name!r}; it evaluates "
             f"{tasks}", "sweep.objective.task",
             "name one of those tasks, or add it to evaluation.tasks / evaluation.local_tasks")
-    return Objective(evaluate.id, str(metrics), obj.task, obj.metric, obj.goal)
+    return Objective(graph.name(evaluate.id), str(metrics), obj.task, obj.metric, obj.goal)

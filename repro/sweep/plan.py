@@ -46,10 +46,10 @@ class SweepPlan:
     (repro.sweep.workspace.uncached_outputs), and an example pipeline's dvc.lock."""
     target: str = ""
     """The objective's stage as a `dvc repro` / `dvc exp run` target (an example's stage is
-    named with its dvc.yaml: examples/<name>/dvc.yaml:<stage>); empty: the stage id, a
+    named with its dvc.yaml: examples/<name>/dvc.yaml:<stage>); empty: the stage name, a
     stage of ./dvc.yaml."""
     params_files: Mapping[str, str] = field(default_factory=dict)
-    """Stage id -> its params file, for the stages not in ./params.yaml (an example's)."""
+    """Stage name -> its params file, for the stages not in ./params.yaml (an example's)."""
 
     def __post_init__(self) -> None:
         if not self.target:
@@ -182,12 +182,15 @@ def _build_plan(spec_path: Path, root: Path, require_current: bool) -> tuple[Swe
         objective = find_objective(spec, workspace.graph)
     except ObjectiveError as e:
         raise SweepInputError([where.issue(field_loc(e.field), e.message, e.fix)]) from None
-    usable = upstream(workspace.graph, objective.stage_id)
+    # graph stages are keyed by id; params.yaml sections and dvc.yaml stages by name
+    graph = workspace.graph
+    id_of = graph.by_name()
+    usable = {graph.name(s) for s in upstream(graph, id_of[objective.stage_id])}
     keys = resolve_keys(spec.sweep, workspace.params, usable, where)
     check_values(spec.sweep, keys, workspace.params, root, where)
     baseline = {n: get_path(workspace.params, ks[0]) for n, ks in keys.items()}
     touched = {k.split(".", 1)[0] for ks in keys.values() for k in ks}
-    rerun = touched.union(*(workspace.graph.descendants(s) for s in touched))
+    rerun = touched.union(*({graph.name(d) for d in graph.descendants(id_of[s])} for s in touched))
     copy = uncached_outputs(workspace.dvc_yaml, sorted(usable - rerun))
     pipeline = workspace.pipeline
     if pipeline.name is not None:  # its stages' lock entries, as DvcBackend.queue does for ./dvc.lock

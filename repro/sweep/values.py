@@ -37,7 +37,7 @@ class ValueProblem(ReproError, ValueError):
 
 
 def stage_kind(stage_id: str) -> str:
-    """`train-qs-lr-stable-1a2b3c4d` -> `train` (ids are `<kind>-<label>-<hash>`)."""
+    """`train-qs-lr-stable` -> `train` (names are `<kind>-<label>`)."""
     return stage_id.split("-", 1)[0]
 
 

@@ -36,11 +36,11 @@ class Workspace:
     """Every stage of that pipeline and, for an example, of the default one it reads."""
     params: dict[str, Any]
     """params.yaml as written (what every trial starts from), with an example's params file
-    merged in (their sections are stage ids, distinct)."""
+    merged in (their sections are stage names, distinct: repro.compile.graph.name_stages)."""
     dvc_yaml: dict[str, Any]
     """dvc.yaml as compiled (an example's stages merged in)."""
     params_files: dict[str, str]
-    """Stage id -> its params file, for the stages not in ./params.yaml (an example's)."""
+    """Stage name -> its params file, for the stages not in ./params.yaml (an example's)."""
 
 
 def compile_workspace(spec: Path, root: Path, require_current: bool = True) -> Workspace:
@@ -71,8 +71,8 @@ def compile_workspace(spec: Path, root: Path, require_current: bool = True) -> W
         params.update(yamlio.safe_load(text) or {})
     for rel in dict.fromkeys((default.pipeline.dvc_yaml, pipeline.dvc_yaml)):
         dvc_stages.update((yamlio.safe_load(expected[rel]) or {}).get("stages") or {})
-    files = {} if pipeline.name is None else {sid: str(pipeline.params_yaml)
-                                               for sid in this.stage_ids}
+    files = {} if pipeline.name is None else {name: str(pipeline.params_yaml)
+                                               for name in this.stage_names}
     return Workspace(root, pipeline, this.graph, params, {"stages": dvc_stages}, files)
 
 

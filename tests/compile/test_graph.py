@@ -92,21 +92,22 @@ def test_each_stage_reads_only_its_params_section_and_it_validates():
     graph = _graph()
     dvc = yaml.safe_load(render_dvc_yaml(graph))["stages"]
     params = yaml.safe_load(render_params_yaml(graph))
-    assert set(dvc) == set(params)
-    for sid, entry in dvc.items():
+    assert set(dvc) == set(params) == set(graph.by_name())
+    for name, entry in dvc.items():
+        sid = graph.by_name()[name]
         kind = graph.stages[sid].kind
         if kind in ("curate", "train"):  # every field but the execution-only ones
             skip = {"curate": {"executor"}, "train": {"checkpoint_every_steps", "launcher"}}[kind]
             fields = set(kinds()[kind].config.model_fields) - skip
-            assert sorted(entry["params"]) == sorted(f"{sid}.{f}" for f in fields)
+            assert sorted(entry["params"]) == sorted(f"{name}.{f}" for f in fields)
         elif kind == "evaluate":  # every evaluation setting but the response cache's switch
             fields = set(EvaluateConfig.model_fields) - {"evaluation"}  # and the launcher
             fields |= {f"evaluation.{f}" for f in EvaluationSettings.model_fields} - {
                 "evaluation.cache_requests", "evaluation.launcher"}
-            assert sorted(entry["params"]) == sorted(f"{sid}.{f}" for f in fields)
+            assert sorted(entry["params"]) == sorted(f"{name}.{f}" for f in fields)
         else:
-            assert entry["params"] == [sid]
-        assert kinds()[kind].config.model_validate(params[sid]) == graph.stages[sid].config
+            assert entry["params"] == [name]
+        assert kinds()[kind].config.model_validate(params[name]) == graph.stages[sid].config
 
 
 def _ids(graph):
@@ -481,7 +482,7 @@ def test_every_tokens_adds_snapshots_and_their_evaluations(tmp_path):
     assert sorted(k for k in keys if k.startswith("results:qs-rope:")) == [
         "results:qs-rope:seed0:decay", "results:qs-rope:seed1:decay"]
     dvc = yaml.safe_load(render_dvc_yaml(new))
-    stage = dvc["stages"][trains["stable"].id]
+    stage = dvc["stages"][new.name(trains["stable"].id)]
     assert f"artifacts/snapshots/{trains['stable'].id}/step-0000014" in stage["outs"]
     assert "--out snapshot:14=" in stage["cmd"]
 
@@ -505,13 +506,15 @@ def test_reports_declare_score_curves_as_dvc_plots():
 
 
 def test_rendering_one_stage_at_a_time_writes_the_whole_documents_bytes():
-    """render_* dump each stage on its own (bounded memory): the same text as the whole
-    document dumped at once."""
+    """render_dvc_yaml dumps each stage on its own (bounded memory): the same text as the
+    whole document dumped at once."""
     from repro.compile import render
 
     graph = _graph()
-    stages = {s.id: render.dvc_literal(render._stage_entry(s, graph)) for s in graph.stages.values()}
+    stages = {graph.name(s.id): render.dvc_literal(render._stage_entry(s, graph))
+              for s in graph.stages.values()}
     whole = {"stages": stages, "plots": render.dvc_literal(render._report_plots(graph))}
     assert render_dvc_yaml(graph) == HEADER + render._dump(whole)
-    params = {s.id: s.config.model_dump(mode="json") for s in graph.stages.values()}
-    assert render_params_yaml(graph) == HEADER + render._dump(params)
+    params = {graph.name(s.id): s.config.model_dump(mode="json") for s in graph.stages.values()}
+    # params.yaml is dumped whole, in the form DVC writes it back (tests/compile/test_render.py)
+    assert render_params_yaml(graph) == HEADER + render.dump_as_dvc_writes(params)

@@ -91,7 +91,7 @@ def test_fit_stage_reads_every_final_evaluation_and_counts_n():
     ref = load_spec(REPO / "specs/reference/smollm3-3b.yaml")
     assert smol.n_params == param_counts(ref.model, vocab_size=1)["non_embedding"]
     assert 11e12 < smol.tokens < 11.3e12  # SmolLM3's 11.2T tokens (FACTS 3)
-    entry = yaml.safe_load(render_dvc_yaml(graph))["stages"][fit.id]
+    entry = yaml.safe_load(render_dvc_yaml(graph))["stages"][graph.name(fit.id)]
     assert "reports/ladders/qs" in str(entry["outs"]) and "repro/scaling/fit.py" in entry["deps"]
 
 

@@ -290,7 +290,8 @@ def test_every_params_key_is_live_or_execution_only(sid: str, kind: str, path: P
     base, cfg = pair
     stage = Stage(stage.kind, stage.label, base, stage.inputs)
     changed = Stage(stage.kind, stage.label, cfg, stage.inputs)
-    sid, tracked = stage.id, _param_deps(stage)
+    sid = stage.id  # any section name: the tracked keys are checked under it
+    tracked = _param_deps(stage, sid)
     dotted = _dotted(path)
     if any(dotted == e or dotted.startswith(e + ".") for e in declared.execution_only):
         assert changed.id == stage.id, f"{dotted} is execution-only but changes the id"

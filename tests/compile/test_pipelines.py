@@ -85,12 +85,12 @@ def test_an_examples_inputs_are_its_own_or_the_default_pipelines_outputs(compile
 def test_an_examples_params_file_holds_only_its_stages(compiled):
     for c in compiled:
         params = yaml.safe_load(c.texts()[c.pipeline.params_yaml])
-        assert list(params) == list(_dvc(compiled, c.pipeline.name)) == c.stage_ids
+        assert list(params) == list(_dvc(compiled, c.pipeline.name)) == c.stage_names
 
 
 def test_the_architectures_report_compares_default_and_example_runs(compiled):
     stages = _dvc(compiled, "architectures")
-    [report] = [e for s, e in stages.items() if s.startswith("report-architectures-")]
+    report = stages["report-architectures"]
     root = _dvc(compiled)
     # qs-nope's and qs-muon's evaluations are the default pipeline's, read by path
     muon = [d for d in report["deps"] if d.startswith("metrics/evaluate-qs-muon-")]

@@ -3,7 +3,6 @@ command runs (these workspaces are not even git repositories)."""
 
 from __future__ import annotations
 
-import re
 
 from click.testing import CliRunner
 
@@ -25,7 +24,7 @@ def test_dry_run_prints_every_trial_command(tmp_path, monkeypatch):
     queued = [line for line in out.splitlines() if line.startswith("dvc exp run --queue")]
     assert [line.split()[5] for line in queued] == ["tiny-0", "tiny-1", "tiny-2", "tiny-3"]
     assert "optimizer.lr=0.001 " in queued[0] and "schedule.warmup_steps=2 " in queued[1]
-    assert re.fullmatch(r"evaluate-ci-tiny-[0-9a-f]{8}", queued[0].split()[-1])  # the main run's
+    assert queued[0].split()[-1] == "evaluate-ci-tiny"  # the main run's
     assert out.rstrip().endswith("dvc queue start --jobs 3")
     assert not (tmp_path / "reports").exists()
 

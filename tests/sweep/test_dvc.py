@@ -84,14 +84,14 @@ def test_parse_a_real_sample_of_the_installed_dvc(tmp_path):
     root = toy_repo(tmp_path / "repo")
     dvc = DvcBackend(root, echo=False)
     dvc.reproduce(TOY_OBJECTIVE.stage_id)
-    lr, wd = "train-toy-bbbb2222.optimizer.lr", "train-toy-bbbb2222.optimizer.weight_decay"
+    lr, wd = "train-toy-stable.optimizer.lr", "train-toy-stable.optimizer.weight_decay"
     copy = ["metrics/prep.json"]  # prep's uncached output: see DvcBackend.queue
     dvc.queue("s-0", {lr: 0.01, wd: 0.5}, TOY_OBJECTIVE.stage_id, copy)
     # captured before any worker exists: a worker lingers ~10 s after the queue empties and
     # would pick up anything queued later
     queued = parse_exp_show(dvc.exp_show(hide_queued=False))["s-0"]
     assert queued.state == "queued"
-    assert queued.params["train-toy-bbbb2222"]["optimizer"] == {"lr": 0.01, "weight_decay": 0.5}
+    assert queued.params["train-toy-stable"]["optimizer"] == {"lr": 0.01, "weight_decay": 0.5}
     assert dvc.in_flight() == {"s-0": "queued"} and "s-0" not in dvc.experiments()  # hidden
     dvc.queue("s-1", {lr: -1.0, wd: 0.0}, TOY_OBJECTIVE.stage_id, copy)  # log10 fails
     dvc.start(1)
@@ -104,10 +104,10 @@ def test_parse_a_real_sample_of_the_installed_dvc(tmp_path):
     records = parse_exp_show(raw)
     ok, bad = records["s-0"], records["s-1"]
     assert ok.state == "success" and ok.rev and len(ok.rev) == 40
-    assert ok.params["train-toy-bbbb2222"]["optimizer"] == {"lr": 0.01, "weight_decay": 0.5}
+    assert ok.params["train-toy-stable"]["optimizer"] == {"lr": 0.01, "weight_decay": 0.5}
     assert TOY_OBJECTIVE.read(ok.metrics[TOY_OBJECTIVE.metrics_file]) == 0.5
     assert bad.state == "failed" and bad.error and TOY_OBJECTIVE.metrics_file not in bad.metrics
-    assert bad.params["train-toy-bbbb2222"]["optimizer"]["lr"] == -1.0  # the queued params
+    assert bad.params["train-toy-stable"]["optimizer"]["lr"] == -1.0  # the queued params
     assert "math domain error" in dvc.logs("s-1")
     # the shared upstream output came from the cache: same hash as the workspace's build
     rows = {r["rev"]: r for r in raw}

@@ -26,7 +26,7 @@ def test_grid_sweep_on_dvc_queue_finds_the_optimum_and_resumes(tmp_path):
     keys = {n: resolve_pattern(p.keys[0], params) for n, p in sweep.parameters.items()}
     # prep's uncached metrics file is never committed: copied into each trial, prep is
     # skipped there; without it DVC would rerun prep in every trial
-    copy = uncached_outputs(yaml.safe_load((root / "dvc.yaml").read_text()), ["prep-toy-aaaa1111"])
+    copy = uncached_outputs(yaml.safe_load((root / "dvc.yaml").read_text()), ["prep-toy"])
     assert copy == ["metrics/prep.json"]
     plan = make_plan(sweep, keys, tuple(copy))
     dvc = DvcBackend(root, echo=False)
@@ -40,7 +40,7 @@ def test_grid_sweep_on_dvc_queue_finds_the_optimum_and_resumes(tmp_path):
     for name, (lr, wd) in zip(["sw-0", "sw-1", "sw-2", "sw-3"],
                               [(0.001, 0.0), (0.001, 0.5), (0.01, 0.0), (0.01, 0.5)]):
         assert records[name].state == "success"
-        assert records[name].params["train-toy-bbbb2222"]["optimizer"] == {
+        assert records[name].params["train-toy-stable"]["optimizer"] == {
             "lr": lr, "weight_decay": wd}
         value = TOY_OBJECTIVE.read(records[name].metrics[TOY_OBJECTIVE.metrics_file])
         assert value == pytest.approx(toy_value(lr, wd))

@@ -39,7 +39,7 @@ def test_report_names_the_best_its_margin_the_baseline_and_how_to_apply_it(tmp_p
     assert "sw-2: lr = 0.01, wd = 0; bits_per_byte 0." in md
     assert "Margin over the runner-up sw-3 (0.5): 0.5, 100.00%." in md
     assert "Baseline run (the workspace's params.yaml): 1.2; the best trial is 1.2 better" in md
-    assert "\ndvc exp apply sw-2\n" in md and "- train-toy-bbbb2222.optimizer.lr = 0.01" in md
+    assert "\ndvc exp apply sw-2\n" in md and "- train-toy-stable.optimizer.lr = 0.01" in md
     assert "| lr | 1 | " in md and "0.001: 1.25 (n=2); 0.01: 0.25 (n=2)" in md
     rows = [line for line in md.splitlines() if line.startswith("| ") and "sw-" in line]
     assert [row.split(" | ")[1] for row in rows] == ["sw-2", "sw-3", "sw-0", "sw-1", "sw-4"]

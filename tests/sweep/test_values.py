@@ -29,7 +29,7 @@ def tiny_params() -> dict:
 
 
 def _train(params: dict) -> str:
-    return next(s for s in params if s.startswith("train-ci-tiny-stable-"))
+    return next(s for s in params if s == "train-ci-tiny-stable")
 
 
 @pytest.mark.parametrize("value", [0.0, 1e-05, 0.002, 3.0, -1.5, 2.5e-08, 1e22, 0, 7, -3,
@@ -57,7 +57,7 @@ def test_every_key_of_a_parameter_gets_its_value():
 
 
 def test_stage_kind_is_the_id_prefix():
-    assert stage_kind("train-qs-lr-stable-1a2b3c4d") == "train"
+    assert stage_kind("train-qs-lr-stable") == "train"
 
 
 def test_valid_values_pass_and_leave_params_untouched(tiny_params):

@@ -28,13 +28,13 @@ def make_sweep(**fields: Any) -> SweepSpec:
     return SweepSpec.model_validate(data)
 
 
-TOY_OBJECTIVE = Objective("evaluate-toy-cccc3333", "metrics/evaluate-toy-cccc3333/decay.json",
+TOY_OBJECTIVE = Objective("evaluate-toy", "metrics/evaluate-toy-cccc3333/decay.json",
                           "t", "bits_per_byte", "minimize")
-TOY_KEYS = {"lr": ("train-toy-bbbb2222.optimizer.lr",),
-            "wd": ("train-toy-bbbb2222.optimizer.weight_decay",)}
-TOY_PARAMS = {"prep-toy-aaaa1111": {"n": 3},
-              "train-toy-bbbb2222": {"optimizer": {"lr": 0.003, "weight_decay": 0.1}},
-              "evaluate-toy-cccc3333": {"task": "t"}}
+TOY_KEYS = {"lr": ("train-toy-stable.optimizer.lr",),
+            "wd": ("train-toy-stable.optimizer.weight_decay",)}
+TOY_PARAMS = {"prep-toy": {"n": 3},
+              "train-toy-stable": {"optimizer": {"lr": 0.003, "weight_decay": 0.1}},
+              "evaluate-toy": {"task": "t"}}
 
 
 def toy_value(lr: float, wd: float) -> float:
@@ -87,7 +87,7 @@ class FakeDvc:
         for name, rec in list(self.records.items()):
             if rec.state != "queued":
                 continue
-            opt = rec.params["train-toy-bbbb2222"]["optimizer"]
+            opt = rec.params["train-toy-stable"]["optimizer"]
             if opt["lr"] in self.fail_lrs:
                 self.records[name] = ExpRecord(name, "failed", None, rec.params, error="boom")
             else:
@@ -122,7 +122,7 @@ TOY_FILES = {
         """,
     "train.py": """
         import json, os, yaml
-        p = yaml.safe_load(open("params.yaml"))["train-toy-bbbb2222"]["optimizer"]
+        p = yaml.safe_load(open("params.yaml"))["train-toy-stable"]["optimizer"]
         os.makedirs("out", exist_ok=True)
         json.dump({"lr": p["lr"], "wd": p["weight_decay"], "prep": open("data/prep.txt").read()},
                   open("out/model.json", "w"))
@@ -138,9 +138,9 @@ TOY_FILES = {
 }
 TOY_DVC_YAML = """
 stages:
-  prep-toy-aaaa1111:
+  prep-toy:
     cmd: python prep.py
-    params: [prep-toy-aaaa1111]
+    params: [prep-toy]
     deps: [prep.py]
     outs:
       - data/prep.txt
@@ -148,14 +148,14 @@ stages:
       # its run cache, so a trial can only skip prep if this file is there
       - metrics/prep.json:
           cache: false
-  train-toy-bbbb2222:
+  train-toy-stable:
     cmd: python train.py
-    params: [train-toy-bbbb2222]
+    params: [train-toy-stable]
     deps: [train.py, data/prep.txt]
     outs: [out/model.json]
-  evaluate-toy-cccc3333:
+  evaluate-toy:
     cmd: python evaluate.py
-    params: [evaluate-toy-cccc3333]
+    params: [evaluate-toy]
     deps: [evaluate.py, out/model.json]
     metrics:
       - metrics/evaluate-toy-cccc3333/decay.json:
