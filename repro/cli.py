@@ -556,6 +556,27 @@ def publish(site_dir: Path, reports_dir: Path, hub_repo: str | None) -> None:
 
 
 @main.command()
+@click.argument("targets", nargs=-1, required=True, metavar="SPEC...")
+@click.argument("folder", metavar="DIR", type=click.Path(file_okay=False, path_type=Path))
+def mirror(targets: tuple[str, ...], folder: Path) -> None:
+    """Fetch every hub asset the specs need (evaluation datasets, a hub tokenizer or teacher)
+    into DIR, on a machine that reaches the hub. Offline, REPRO_HUB_MIRROR=DIR makes the
+    stages read it."""
+    from repro.hub import mirror as hub  # per verb: `repro stage` starts once per DVC stage
+
+    specs = [load_spec(path) for path in _spec_files(targets)]  # a SpecError: exit 2
+    assets = hub.hub_assets(specs)
+    if not assets:
+        click.echo(f"the spec(s) need nothing from the hub; {folder} left unchanged")
+        return
+    hub.check_online_env(folder)  # before any Hugging Face library reads its settings
+    click.echo(f"mirroring {len(assets)} hub asset(s) into {folder}", err=True)
+    hub.mirror(assets, folder, lambda line: click.echo(line, err=True))
+    click.echo(f"wrote {folder}: {len(assets)} asset(s), listed in {folder / hub.MANIFEST}; "
+               f"offline, run the pipeline with {hub.MIRROR_ENV}={folder.resolve()}")
+
+
+@main.command()
 @click.argument("reports", nargs=-1, type=click.Path(file_okay=False, path_type=Path))
 def summary(reports: tuple[Path, ...]) -> None:
     """Where the report is, its headline comparison with intervals, what to try next
