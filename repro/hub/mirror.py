@@ -170,7 +170,7 @@ def _classify(asset: Asset, error: BaseException) -> MirrorError:
     text = " ".join(str(x) for x in chain)
     endpoint = _hub_endpoint()
     used = f" (needed by {', '.join(asset.used_by)})"
-    if names & {"GatedRepoError"} or "gated" in text.lower():
+    if "GatedRepoError" in names:
         return MirrorError(f"{asset.label}{used}: a gated repo on {endpoint}",
                            fix="accept its terms on the hub page, then log in "
                                "(`hf auth login` or HF_TOKEN) and rerun `repro mirror`")

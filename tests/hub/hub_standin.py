@@ -257,6 +257,7 @@ def dataset_repo(repo_id: str, configs: dict[str, dict[str, list[dict]]],
     (`configs: [{config_name, data_files: [{split, path}]}]`); one config named `default`
     lives under `data/`. `features` (datasets.Features) types the columns, e.g. ClassLabel."""
     import datasets
+    import pyarrow.parquet as pq
 
     files: dict[str, bytes] = {}
     card = ["---", "configs:"]
@@ -265,7 +266,9 @@ def dataset_repo(repo_id: str, configs: dict[str, dict[str, list[dict]]],
         card += [f"- config_name: {config}", "  data_files:"]
         for split, rows in splits.items():
             buf = io.BytesIO()
-            datasets.Dataset.from_list(rows, features=features).to_parquet(buf)
+            # the table carries the features (ClassLabel names...) in its schema metadata,
+            # as the hub's parquet files do
+            pq.write_table(datasets.Dataset.from_list(rows, features=features).data.table, buf)
             path = f"{folder}/{split}-00000-of-00001.parquet"
             files[path] = buf.getvalue()
             card += [f"  - split: {split}", f"    path: {folder}/{split}-*"]
