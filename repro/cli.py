@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from repro import paths, yamlio
 from repro.environment import fingerprint, process_seconds
 from repro.errors import ReproError, ReproErrors
+from repro.hub import mirror as hub_mirror
 from repro.launch import slurm as slurm_launch
 from repro.numerics import pin_numerics_env
 from repro.spec.load import SPEC_SUFFIXES, SpecError, load_spec, validation_issues
@@ -393,6 +394,9 @@ def stage(kind: str, stage_id: str, inputs: tuple[str, ...], outputs: tuple[str,
     for out in io.outputs.values():
         remove_stale_temporaries(out)
     set_offline_env()
+    # a hub mirror (`repro mirror`) named by REPRO_HUB_MIRROR is the cache read offline; set
+    # here, not in the stages' code, since it changes where bytes are read, not what a stage does
+    os.environ.update(hub_mirror.mirror_offline_env())
     seed_everything(getattr(cfg, "seed", 0))
     record = None  # where the outputs were computed: here, or on a Slurm job's node
     try:
@@ -562,18 +566,17 @@ def mirror(targets: tuple[str, ...], folder: Path) -> None:
     """Fetch every hub asset the specs need (evaluation datasets, a hub tokenizer or teacher)
     into DIR, on a machine that reaches the hub. Offline, REPRO_HUB_MIRROR=DIR makes the
     stages read it."""
-    from repro.hub import mirror as hub  # per verb: `repro stage` starts once per DVC stage
-
     specs = [load_spec(path) for path in _spec_files(targets)]  # a SpecError: exit 2
-    assets = hub.hub_assets(specs)
+    assets = hub_mirror.hub_assets(specs)
     if not assets:
         click.echo(f"the spec(s) need nothing from the hub; {folder} left unchanged")
         return
-    hub.check_online_env(folder)  # before any Hugging Face library reads its settings
+    hub_mirror.check_online_env(folder)  # before any Hugging Face library reads its settings
     click.echo(f"mirroring {len(assets)} hub asset(s) into {folder}", err=True)
-    hub.mirror(assets, folder, lambda line: click.echo(line, err=True))
-    click.echo(f"wrote {folder}: {len(assets)} asset(s), listed in {folder / hub.MANIFEST}; "
-               f"offline, run the pipeline with {hub.MIRROR_ENV}={folder.resolve()}")
+    hub_mirror.mirror(assets, folder, lambda line: click.echo(line, err=True))
+    click.echo(f"wrote {folder}: {len(assets)} asset(s), listed in "
+               f"{folder / hub_mirror.MANIFEST}; offline, run the pipeline with "
+               f"{hub_mirror.MIRROR_ENV}={folder.resolve()}")
 
 
 @main.command()

@@ -202,10 +202,11 @@ def _fetch_tasks(assets: list[Asset], echo: Callable[[str], None],
 
     echo("indexing lm-eval's tasks")
     manager = TaskManager()
+    registered = set(manager.all_tasks)
     out = []
     for asset in assets:
         echo(f"{position()} {asset.label}")
-        if asset.name not in set(manager.all_tasks):
+        if asset.name not in registered:
             raise MirrorError(f"{asset.label} (needed by {', '.join(asset.used_by)}): lm-eval "
                               "has no task, group or tag of that name",
                               fix="check evaluation.tasks (`lm_eval ls tasks` lists them)")

@@ -22,7 +22,6 @@ import numpy as np
 from repro.atomic import (OutputWriteError, atomic_dir, atomic_write_bytes, atomic_write_text,
                           remove_stale_temporaries, work_sibling)
 from repro.errors import ReproError
-from repro.hub.mirror import mirror_offline_env
 from repro.jsonio import dumps_json, read_json, write_json
 from repro.spec.redact import redact_text
 
@@ -91,8 +90,6 @@ OFFLINE_ENV = {
 def set_offline_env(allow_network: bool = False) -> None:
     if not allow_network:
         os.environ.update(OFFLINE_ENV)
-        # a hub mirror (`repro mirror`) named by REPRO_HUB_MIRROR is the cache read offline
-        os.environ.update(mirror_offline_env())
 
 
 def seed_everything(seed: int) -> None:

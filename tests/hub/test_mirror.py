@@ -116,7 +116,10 @@ def test_mirror_then_evaluate_offline(hub, checkpoint, online_early_signal, tmp_
         online_early_signal / "results/results.json").read_bytes()
 
     # the hub tokenizer and teacher load offline from the mirror, through repro's loaders
-    load = ("from repro.stages.base import set_offline_env; set_offline_env()\n"
+    load = ("import os\n"
+            "from repro.hub.mirror import mirror_offline_env\n"
+            "from repro.stages.base import set_offline_env\n"
+            "set_offline_env(); os.environ.update(mirror_offline_env())  # as `repro stage`\n"
             "from repro.stages.tokenizer import load_pretrained\n"
             "from repro.train.distill import load_teacher\n"
             f"tok = load_pretrained({TOKENIZER!r}, None)\n"
@@ -146,10 +149,13 @@ def test_mirror_errors_name_the_asset_and_the_fix(tmp_path, request):
     assert proc.returncode == 2 and "HF_HUB_OFFLINE is set" in proc.stderr
     # a stage pointed at a folder that is not a mirror
     env = hub_env(None, tmp_path / "home", REPRO_HUB_MIRROR=str(tmp_path / "nothing"))
-    proc = subprocess.run([sys.executable, "-c", "from repro.stages.base import "
-                           "set_offline_env; set_offline_env()"],
-                          env=env, text=True, capture_output=True, timeout=120)
-    assert proc.returncode != 0 and "is not a hub mirror" in proc.stderr
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"evaluate-x": evaluate_config(["fineweb_early_signal"])}))
+    proc = subprocess.run([sys.executable, "-m", "repro.cli", "stage", "evaluate", "evaluate-x",
+                           "--in", f"checkpoint:final={tmp_path}", "--out", "env=env.json",
+                           "--out", "results:final=r", "--out", "metrics:final=m.json"],
+                          env=env, cwd=tmp_path, text=True, capture_output=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "is not a hub mirror" in proc.stderr and "repro mirror SPEC" in proc.stderr
 
 
 def test_no_network_says_where_to_run_it():
