@@ -13,7 +13,8 @@ RevisionNotFound, EntryNotFound), which the clients turn into their typed errors
 
 Written here rather than taken from a library: huggingface_hub ships no test server, and
 the few endpoints are simpler to serve than a general mock to configure. Every byte served
-is made by the tests (`synthetic` below builds the datasets); nothing third-party.
+is made by the tests (`dataset_repo` below, from rows standard_task_data.py makes up);
+nothing third-party.
 """
 
 from __future__ import annotations
