@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from repro import paths, yamlio
 from repro.environment import fingerprint, process_seconds
 from repro.errors import ReproError, ReproErrors
+from repro.hub import mirror as hub_mirror
 from repro.launch import slurm as slurm_launch
 from repro.numerics import pin_numerics_env
 from repro.spec.load import SPEC_SUFFIXES, SpecError, load_spec, validation_issues
@@ -409,6 +410,9 @@ def stage(kind: str, stage_id: str, content_id: str, inputs: tuple[str, ...],
     for out in io.outputs.values():
         remove_stale_temporaries(out)
     set_offline_env()
+    # a hub mirror (`repro mirror`) named by REPRO_HUB_MIRROR is the cache read offline; set
+    # here, not in the stages' code, since it changes where bytes are read, not what a stage does
+    os.environ.update(hub_mirror.mirror_offline_env())
     seed_everything(getattr(cfg, "seed", 0))
     record = None  # where the outputs were computed: here, or on a Slurm job's node
     try:
@@ -604,6 +608,26 @@ def publish(site_dir: Path | None, reports_dir: Path, specs_dir: Path, hub_repo:
                f"experiment(s); open {site_dir / INDEX}")
     if hub_repo:
         click.echo(f"pushed to {push_to_hub(site_dir, hub_repo)}")
+
+
+@main.command()
+@click.argument("targets", nargs=-1, required=True, metavar="SPEC...")
+@click.argument("folder", metavar="DIR", type=click.Path(file_okay=False, path_type=Path))
+def mirror(targets: tuple[str, ...], folder: Path) -> None:
+    """Fetch every hub asset the specs need (evaluation datasets, a hub tokenizer or teacher)
+    into DIR, on a machine that reaches the hub. Offline, REPRO_HUB_MIRROR=DIR makes the
+    stages read it."""
+    specs = [load_spec(path) for path in _spec_files(targets)]  # a SpecError: exit 2
+    assets = hub_mirror.hub_assets(specs)
+    if not assets:
+        click.echo(f"the spec(s) need nothing from the hub; {folder} left unchanged")
+        return
+    hub_mirror.check_online_env(folder)  # before any Hugging Face library reads its settings
+    click.echo(f"mirroring {len(assets)} hub asset(s) into {folder}", err=True)
+    hub_mirror.mirror(assets, folder, lambda line: click.echo(line, err=True))
+    click.echo(f"wrote {folder}: {len(assets)} asset(s), listed in "
+               f"{folder / hub_mirror.MANIFEST}; offline, run the pipeline with "
+               f"{hub_mirror.MIRROR_ENV}={folder.resolve()}")
 
 
 @main.command()
