@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import subprocess
 import sys
 import tomllib
@@ -97,6 +98,9 @@ def test_differences_name_leaf_paths():
 def test_every_stage_declares_its_fingerprint():
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     for name, entry in stages.items():
+        # the record is named by the stage id (its settings hash), as its other outputs are
+        stage_id = shlex.split(entry["cmd"])[shlex.split(entry["cmd"]).index("--id") + 1]
+        assert stage_id.startswith(name.split("-")[0] + "-"), (name, stage_id)
         outs = [next(iter(o)) if isinstance(o, dict) else o for o in entry.get("outs", [])]
-        assert f"metrics/{name}.env.json" in outs, name
-        assert f"--out env=metrics/{name}.env.json" in entry["cmd"], name
+        assert f"metrics/{stage_id}.env.json" in outs, name
+        assert f"--out env=metrics/{stage_id}.env.json" in entry["cmd"], name

@@ -90,8 +90,8 @@ def test_each_trial_has_the_command_that_reruns_it_in_a_fresh_clone(tmp_path):
     for params_file in ("params.yaml", "examples/toy/params.yaml"):
         plan = make_plan()
         if params_file != "params.yaml":
-            plan = type(plan)(**{**plan.__dict__, "target": "examples/toy/dvc.yaml:evaluate-toy-cccc3333",
-                                 "params_files": {"train-toy-bbbb2222": params_file}})
+            plan = type(plan)(**{**plan.__dict__, "target": "examples/toy/dvc.yaml:evaluate-toy",
+                                 "params_files": {"train-toy-stable": params_file}})
         out = tmp_path / params_file.replace("/", "_")
         write_report(plan, _results(), 1.2, out)
         trials = json.loads((out / "results.json").read_text())["trials"]
@@ -108,6 +108,6 @@ def test_each_trial_has_the_command_that_reruns_it_in_a_fresh_clone(tmp_path):
             for path, overrides in to_path_overrides(sets).items():
                 assert path == params_file
                 apply_overrides(ws.parent / Path(path).name, overrides)
-            applied = yaml.safe_load(ws.read_text())["train-toy-bbbb2222"]["optimizer"]
+            applied = yaml.safe_load(ws.read_text())["train-toy-stable"]["optimizer"]
             assert (applied["lr"], applied["weight_decay"]) == (trial["point"]["lr"], trial["point"]["wd"])
             assert type(applied["weight_decay"]) is type(trial["point"]["wd"])  # 0.0 stays a float
