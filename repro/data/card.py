@@ -54,14 +54,18 @@ def size_category(docs: int) -> str:
     return "n>1T"
 
 
-def kept_totals(kept: Path) -> dict[str, int]:
-    """Documents, characters, bytes and words of the kept documents (from their metadata)."""
-    totals = {"docs": 0, "n_chars": 0, "n_bytes": 0, "n_words": 0}
+def kept_totals(kept: Path) -> dict[str, int | None]:
+    """Documents, characters, bytes and words of the kept documents (from their metadata);
+    words None where documents are not counted in words (code: repro.data.signals)."""
+    totals: dict[str, int | None] = {"docs": 0, "n_chars": 0, "n_bytes": 0, "n_words": 0}
     for row in iter_folder_rows(kept):
         meta = row.get("metadata") or {}
         totals["docs"] += 1
         for key in ("n_chars", "n_bytes", "n_words"):
-            totals[key] += int(meta.get(key, 0))
+            if key == "n_words" and (key not in meta or totals[key] is None):
+                totals[key] = None
+            else:
+                totals[key] += int(meta.get(key, 0))
     return totals
 
 
@@ -156,8 +160,8 @@ def render(dataset: str, license: str, source: S.Source, steps: list[S.CurationS
         f"# {data.pretty_name}", "",
         f"Dataset `{dataset}`, curated by repro with datatrove from a `{source.kind}` source; "
         f"license: `{license}`. {totals['docs']:,} documents kept of {funnel['docs_in']:,} "
-        f"read ({totals['n_chars']:,} characters, {totals['n_bytes']:,} UTF-8 bytes, "
-        f"{totals['n_words']:,} words).", "",
+        f"read ({totals['n_chars']:,} characters, {totals['n_bytes']:,} UTF-8 bytes"
+        + (f", {totals['n_words']:,} words)." if totals["n_words"] is not None else ")."), "",
         "## Reading it", "",
         "```python",
         "from datasets import load_dataset",
@@ -178,10 +182,11 @@ def render(dataset: str, license: str, source: S.Source, steps: list[S.CurationS
         "Besides what the source and the steps record (url, date, language...), every kept "
         "document has:", "",
         "- `n_chars`, `n_bytes` (UTF-8), `n_words` (datatrove's English word tokenizer, the one "
-        "the Gopher filters use; punctuation tokens count). No token count: curation runs "
-        "before any tokenizer; the funnel stage counts tokens per tokenizer.",
+        "the Gopher filters use; punctuation tokens count; not for code). No token count: "
+        "curation runs before any tokenizer; the funnel stage counts tokens per tokenizer.",
         f"- `{SIGNALS_KEY}`: datatrove's per-document statistics (`DocStats`, `WordStats`, "
-        "`LineStats`) of the final text, rounded to 4 decimals.", "",
+        "`LineStats`) of the final text, rounded to 4 decimals; code (curated with the "
+        "`code_quality` step) has no `WordStats`, English prose statistics.", "",
         *([] if features is not None or not totals["docs"] else [
             "Documents disagree on the type of a metadata key, so the card declares no "
             "`dataset_info.features`: give `load_dataset` the `features=` you want.", ""]),

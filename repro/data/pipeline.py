@@ -94,8 +94,9 @@ class Curation:
         start = len(pipeline)
         for e in entries:
             pipeline += [e.block, Tally(e.label)]
-        if last:
-            pipeline.append(QualitySignals(self.work / "signals"))
+        if last:  # word statistics for prose only (repro.data.signals)
+            prose = not any(getattr(step, "kind", None) == "code_quality" for step in self.steps)
+            pipeline.append(QualitySignals(self.work / "signals", words=prose))
         pipeline.append(ShardedJsonlWriter(dest, self.shards))
         stats: PipelineStats = self.executor.run(pipeline, self.tasks if first else self.shards)
         if first:

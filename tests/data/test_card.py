@@ -84,3 +84,28 @@ def test_card_of_an_empty_dataset(tmp_path):
                                            (2_500_000, "1M<n<10M"), (10**13, "n>1T")])
 def test_size_category(docs, category):
     assert card.size_category(docs) == category
+
+
+def test_code_gets_document_and_line_signals_without_english_word_statistics(tmp_path):
+    """repro.data.signals: prose gets datatrove's WordStats and n_words; code (words=False)
+    only DocStats and LineStats, and the card's totals then count no words."""
+    from datatrove.data import Document
+
+    from repro.data.signals import SIGNALS_KEY, QualitySignals
+
+    text = "def f(x):\n    return x + 1\n\nclass A:\n    pass\n"
+    prose, code = (next(QualitySignals(tmp_path / "s", words=w).run(iter([Document(text, "d")])))
+                   for w in (True, False))
+    assert prose.metadata["n_words"] > 0 and "stop_word_ratio" in prose.metadata[SIGNALS_KEY]
+    assert "n_words" not in code.metadata and "stop_word_ratio" not in code.metadata[SIGNALS_KEY]
+    assert code.metadata["n_chars"] == len(text) and code.metadata["n_bytes"] == len(text.encode())
+    assert set(code.metadata[SIGNALS_KEY]) < set(prose.metadata[SIGNALS_KEY])  # fewer, same
+    assert "avg_line_length" in code.metadata[SIGNALS_KEY]  # LineStats for both
+
+    from repro.data.card import kept_totals
+
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "00000.jsonl").write_text(
+        json.dumps({"id": "d", "text": text, "metadata": code.metadata}) + "\n")
+    assert kept_totals(tmp_path / "kept") == {"docs": 1, "n_chars": len(text),
+                                              "n_bytes": len(text.encode()), "n_words": None}

@@ -81,10 +81,12 @@ def make_checkpoint(folder: Path) -> Path:
     return folder
 
 
-def evaluate_config(presets: list[str]) -> dict:
-    """An evaluate stage's params section: the presets, no local task, nothing cached."""
+def evaluate_config(presets: list[str], tasks: list[str] = ()) -> dict:
+    """An evaluate stage's params section: the presets and tasks, no local task, nothing
+    cached."""
     return {"experiment": "hub", "checkpoints": ["final"], "seed": 0,
-            "evaluation": {"presets": presets, "batch_size": 16, "cache_requests": False}}
+            "evaluation": {"presets": presets, "tasks": list(tasks), "batch_size": 16,
+                           "cache_requests": False}}
 
 
 # The evaluate stage's own `run`, in a process of its own (the Hugging Face libraries read
