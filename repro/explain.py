@@ -290,6 +290,8 @@ def _reasons(root: Path, name: str, items: list, lock: LockedStage, params: dict
                     for key in sorted(state):
                         reasons += param_changes(lock.params.get(key, _MISSING), _lookup(params, key),
                                                  _field(name, key)) or [f"setting {key} {state[key]}"]
+                elif what == "changed deps" and state == "deleted" and path not in lock.deps:
+                    continue  # a new input path (its maker's id changed): the command's line says it
                 elif what == "changed deps":
                     if path in producer:
                         reasons.append(f"input {path} (made by {producer[path]}) {state} since the last run")
@@ -297,6 +299,8 @@ def _reasons(root: Path, name: str, items: list, lock: LockedStage, params: dict
                         reasons.append(code_changes(root, path, lock.deps[path].md5))
                     else:
                         reasons.append(f"dependency {path} {state}")
+                elif what == "changed outs" and state == "deleted" and path not in lock.outs:
+                    continue  # a new output path (the stage id moved): the command's line says it
                 elif what == "changed outs":
                     reasons.append(f"output {path} {state} since the last run (DVC restores it from "
                                    "its run cache if it holds this result, else reruns the stage)")

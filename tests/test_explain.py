@@ -74,3 +74,20 @@ def test_command_changes_name_the_argument_and_fold_paths_that_follow_the_id():
     assert command_changes("repro stage a b --out x=1", "repro stage a b --out x=2 --out y=3") == [
         "command: output x: 1 → 2", "command: output y added: 3"]
     assert command_changes("echo 'a", "echo b") == ["its command changed: echo 'a → echo b"]
+
+
+def test_outputs_and_inputs_at_new_paths_are_not_reported_as_deleted(tmp_path):
+    """A changed setting moves the stage's outputs (and its descendants' inputs) to paths
+    named by the new id: DVC calls those paths deleted; the command's `stage id` and `input`
+    lines already say they moved, so only a recorded path that went missing is a reason."""
+    from repro.explain import _reasons
+    from repro.verify.lockfile import LockedFile, LockedStage
+
+    lock = LockedStage("train-x", "repro stage train train-x --id train-x-aaaa1111",
+                       deps={"data/in-aaaa": LockedFile("data/in-aaaa", "1", 1, None)},
+                       outs={"ckpt/train-x-aaaa1111": LockedFile("ckpt/train-x-aaaa1111", "2", 1, None)})
+    status = [{"changed outs": {"ckpt/train-x-bbbb2222": "deleted", "ckpt/train-x-aaaa1111": "deleted"}},
+              {"changed deps": {"data/in-bbbb": "deleted"}}]
+    reasons = _reasons(tmp_path, "train-x", status, lock, {}, {"data/in-bbbb": "make-in"})
+    assert reasons == ["output ckpt/train-x-aaaa1111 deleted since the last run (DVC restores it "
+                       "from its run cache if it holds this result, else reruns the stage)"]
