@@ -207,7 +207,7 @@ def ws(tmp_path_factory, tiny_workspace, forget) -> Workspace:
     # identity and outputs are unchanged; repro.stages.train.config_fingerprint excludes it)
     params_path = root / "params.yaml"
     params = yaml.safe_load(params_path.read_text())
-    train = w.stage("train-ci-tiny-stable-")
+    train = w.stage("train-ci-tiny-stable")
     params[train]["checkpoint_every_steps"] = 1
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
     return w
@@ -289,7 +289,7 @@ def test_sigkill_during_curation_then_repro_is_identical(ws: Workspace):
     """curate-pdf (2 datatrove tasks on 2 worker processes) is killed, with DVC and all its
     workers, once its temporary output holds files; the rerun matches an uninterrupted run
     (the shared build's: curation's bytes do not depend on threads or processes)."""
-    curate = ws.stage("curate-pdf-")
+    curate = ws.stage("curate-pdf")
     uninterrupted = ws.digest(curate)
     ws.forget(curate)  # the run killed below is the stage's first
     params = yaml.safe_load((ws.root / "params.yaml").read_text())[curate]
@@ -335,7 +335,7 @@ def test_full_disk_fails_cleanly_and_dvc_caches_nothing(ws: Workspace, tmp_path:
     disk): alone, it exits 2 with a one-line error and leaves nothing at or next to its
     outputs; under `dvc repro` (the limit on the stage's shell only), DVC records and caches
     nothing for it; without the limit the rerun gives the shared build's bytes."""
-    tokenize = ws.stage("tokenize-web-")
+    tokenize = ws.stage("tokenize-web")
     uninterrupted = ws.digest(tokenize)
     ws.forget(tokenize)
     ws.build_inputs(tokenize)
@@ -387,7 +387,7 @@ def test_sigkill_during_training_resumes_bitwise_through_dvc(ws: Workspace):
     of an uninterrupted run. (tests/stages/test_train.py kills the stage's own process
     and checks more files; this goes through DVC: nothing partial recorded, the staged
     snapshot survives DVC deleting the failed stage's outputs.)"""
-    train = ws.stage("train-ci-tiny-stable-")
+    train = ws.stage("train-ci-tiny-stable")
     uninterrupted = ws.digest(train)  # the shared build's run, from step 0, one thread as here
     ws.forget(train)
     ws.build_inputs(train)
