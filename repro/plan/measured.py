@@ -5,6 +5,7 @@ of stages that already ran (`metrics/<stage id>.json`, committed by DVC, cache: 
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,18 +65,38 @@ class BuiltinRuns:
         return max(found) if found else None
 
 
+def stage_ids(root: Path) -> dict[str, str]:
+    """Stage name -> stage id, from the commands of the default pipeline's dvc.yaml: params.yaml
+    sections are keyed by name, committed metrics by id (the settings hash, `--id`)."""
+    try:
+        stages = (yamlio.safe_load((root / str(paths.DVC_YAML)).read_text(encoding="utf-8")) or {}).get("stages") or {}
+    except (OSError, yaml.YAMLError):
+        return {}
+    ids = {}
+    for name, entry in stages.items():
+        try:
+            words = shlex.split(str((entry or {}).get("cmd", "")))
+        except ValueError:
+            continue
+        if "--id" in words[:-1]:
+            ids[name] = words[words.index("--id") + 1]
+    return ids
+
+
 def builtin_runs(root: Path) -> BuiltinRuns:
     out = BuiltinRuns()
     try:
         params = yamlio.safe_load((root / str(paths.PARAMS_YAML)).read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError):
         return out
-    for stage_id, section in sorted(params.items()):
+    ids = stage_ids(root)
+    for name, section in sorted(params.items()):
         source = section.get("source") if isinstance(section, dict) else None
-        if not stage_id.startswith("curate-") or not isinstance(source, dict):
+        if not name.startswith("curate-") or not isinstance(source, dict):
             continue
         if source.get("kind") != "builtin":
             continue
+        stage_id = ids.get(name, name)
         metrics = stage_metrics(root, stage_id)
         if metrics is not None:
             out.runs.setdefault(source["name"], []).append(
