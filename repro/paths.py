@@ -23,6 +23,9 @@ PACKAGE_DIR = PurePosixPath("repro")
 REPORTS_DIR = PurePosixPath("reports")
 METRICS_DIR = PurePosixPath("metrics")
 PLOTS_DIR = PurePosixPath("plots")
+PLOT_TEMPLATES_DIR = PurePosixPath(".dvc/plots")
+"""DVC's folder of custom plot templates: a `template: <name>` in dvc.yaml is <name>.json
+there (committed; repro.compile.render.BY_LAYER_TEMPLATE)."""
 VERIFY_DIR = REPORTS_DIR / "verify"  # `repro verify`'s certificate
 SWEEP_REPORTS_DIR = REPORTS_DIR / "sweeps"
 LADDER_REPORTS_DIR = REPORTS_DIR / "ladders"
@@ -182,6 +185,13 @@ def sweep_state_dir(sweep: str) -> PurePosixPath:
 def sweep_report_dir(sweep: str) -> PurePosixPath:
     """A sweep's report: report.md, results.json, one PNG per parameter (committed)."""
     return SWEEP_REPORTS_DIR / sweep
+
+
+def report_headline(report_name: str, experiment: str) -> PurePosixPath:
+    """The DVC metrics file of one experiment of a report: the scores of the report's
+    Results table (committed). Under metrics/reports/, where no stage id can be (ids begin
+    with their kind)."""
+    return METRICS_DIR / "reports" / report_name / f"{experiment}.json"
 
 
 def report_scores_dir(report_name: str) -> PurePosixPath:

@@ -162,7 +162,8 @@ def _stage_entry(stage: Stage, graph: StageGraph, where: Placement = ROOT) -> di
     outs: list[Any] = []
     metrics: list[Any] = []
     plots: list[Any] = []
-    section = {Role.DATA: outs, Role.RECORD: outs, Role.METRICS: metrics, Role.PLOT: plots}
+    # a PLOT output is drawn by the titled top-level plots (_stage_plots), not by its path
+    section = {Role.DATA: outs, Role.RECORD: outs, Role.METRICS: metrics, Role.PLOT: outs}
     declared = stage_kind(stage.kind).outputs_for(stage.config)
     for key, path in stage.outputs().items():
         props = declared[key].dvc_properties()
@@ -216,12 +217,62 @@ def _report_plots(graph: StageGraph, where: Placement = ROOT) -> list[dict[str, 
     return plots
 
 
+BY_LAYER_TEMPLATE = "repro_by_layer"
+"""The DVC plot template (paths.PLOT_TEMPLATES_DIR/<name>.json, committed; DVC finds a
+template named in dvc.yaml there) drawing one `metric` of a long-format CSV with one line
+per `layer`: DVC's own templates draw one line per file and column, so the monitor's three
+metrics of every layer shared one line (issue 22). Vega-Lite cannot be told which metric by
+any other anchor, so it filters on the plot's `y_label`, which is the metric's name."""
+
+
+def _stage_plots(graph: StageGraph, where: Placement = ROOT) -> list[dict[str, Any]]:
+    """Top-level DVC plots of the stages' PLOT outputs (repro.stages.kind.Output): per
+    experiment (a stage kind without one: per stage) and output, one plot titled in words,
+    one line per stage drawing it (an experiment's phases and replicas), or for a long-format
+    CSV one plot per series value. The stages list these files as plain uncached outs, so
+    `dvc plots show` draws a handful of titled plots instead of one per file named by its
+    hashed path (issue 22: 65 of them)."""
+    up = PurePosixPath(where.wdir)
+    # (experiment, output key) -> (declaration, files), in stage order
+    groups: dict[tuple[str, str], tuple[Any, list[str]]] = {}
+    for stage in graph.stages.values():
+        if not where.holds(stage):
+            continue
+        declared = stage_kind(stage.kind).outputs_for(stage.config)
+        owner = getattr(stage.config, "experiment", None) or graph.name(stage.id)
+        for key, path in stage.outputs().items():
+            out = declared[key]
+            if out.role is not Role.PLOT or (out.plot_if and not out.plot_if(stage.config)):
+                continue
+            groups.setdefault((owner, key), (out, []))[1].append(str(up / path))
+    plots: list[dict[str, Any]] = []
+    for (owner, _), (out, files) in groups.items():
+        if out.plot_y:
+            plots.append({f"{owner}: {out.plot_title}": {
+                "x": out.plot_x, "y": {f: out.plot_y for f in files},
+                "title": f"{owner}: {out.plot_title} vs {out.plot_x}",
+                "x_label": out.plot_x, "y_label": out.plot_y}})
+        for metric in out.plot_series:
+            plots.append({f"{owner}: {metric} {out.plot_title}": {
+                "template": BY_LAYER_TEMPLATE,
+                "x": out.plot_x, "y": {f: "value" for f in files},
+                "title": f"{owner}: {metric.replace('_', ' ')} {out.plot_title} vs {out.plot_x}",
+                "x_label": out.plot_x,
+                "y_label": metric}})  # the template filters the rows on it: keep it the name
+    return plots
+
+
+def top_level_plots(graph: StageGraph, where: Placement = ROOT) -> list[dict[str, Any]]:
+    """dvc.yaml's `plots:`: the stages' plots, then the reports' score curves."""
+    return _stage_plots(graph, where) + _report_plots(graph, where)
+
+
 def render_dvc_yaml(graph: StageGraph, where: Placement = ROOT) -> str:
     # params.yaml is DVC's interpolation source, not a template: it is written as is
     stages = {graph.name(s.id): dvc_literal(_stage_entry(s, graph, where))
               for s in graph.stages.values() if where.holds(s)}
     text = where.header() + _dump_mapping("stages", stages)
-    plots = _report_plots(graph, where)
+    plots = top_level_plots(graph, where)
     if plots:
         text += _dump({"plots": dvc_literal(plots)})
     return text

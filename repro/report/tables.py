@@ -317,3 +317,35 @@ def summary_record(name: str, baseline: str, col: Collected, cmp: Comparison,
         "evaluations": evaluation_records(col.runs),
         "data": data.summary(col.runs),
     }
+
+
+HEADLINE_FIELDS = ("replicas", "tokens", "final_train_loss")
+"""The per-experiment cells of the Results table a headline record keeps, before its scores."""
+
+
+def headline_records(table: Any, cmp: Comparison) -> dict[str, dict[str, Any]]:
+    """Per experiment, the numbers of the report's Results table (its first): replicas,
+    tokens, final train loss, then per task `{metric: mean, metric_stderr: its standard
+    error}` and the aggregate with its standard error; missing numbers left out. The
+    report stage writes one per experiment as a DVC metrics file (`headline:<experiment>`),
+    so `dvc metrics show` and `dvc exp show` list a dozen headline columns rather than every
+    number of every stage (issue 22); the deltas and intervals stay in summary.json."""
+    records: dict[str, dict[str, Any]] = {}
+    for row in table.to_dicts():
+        rec: dict[str, Any] = {}
+        for name in HEADLINE_FIELDS:
+            value = row[name]
+            value = finite(value) if isinstance(value, float) else value
+            if value is not None:
+                rec[name] = value
+        for col in cmp.columns:
+            cells = {col.metric: finite(row[col.key]),
+                     col.metric + STDERR: finite(row[col.key + STDERR])}
+            cells = {k: v for k, v in cells.items() if v is not None}
+            if cells:
+                rec.setdefault(col.task, {}).update(cells)
+        for key in (AGGREGATE, AGGREGATE + STDERR):
+            if (value := finite(row[key])) is not None:
+                rec[key] = value
+        records[row["experiment"]] = rec
+    return records

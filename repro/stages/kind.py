@@ -28,12 +28,18 @@ class Role(enum.Enum):
     DATA = "data"
     """A DVC-cached output (`outs`): data, checkpoints, results; shared through the cache."""
     RECORD = "record"
-    """An uncached output committed to git (`outs` with `cache: false`): reports, the
-    environment record, score CSVs."""
+    """An uncached output committed to git (`outs` with `cache: false`): reports, score
+    CSVs, and the machine records (environment, timings, token ledger), which describe how
+    a stage ran rather than what it scored and would bury the scores in `dvc metrics show`
+    (issue 22: 373 columns)."""
     METRICS = "metrics"
-    """A DVC metrics file (`metrics`, uncached): `dvc metrics diff` compares it."""
+    """A DVC metrics file (`metrics`, uncached): `dvc metrics show/diff` and `dvc exp show`
+    list it."""
     PLOT = "plot"
-    """A DVC plots file (`plots`, uncached), drawn against `plot_x` (and `plot_y`)."""
+    """A CSV drawn by DVC: an uncached output (`outs`, `cache: false`) drawn by top-level
+    `plots:` entries the compiler writes with human titles, one per experiment
+    (repro.compile.render), not by its path: a stage-level plot is titled with its hashed
+    path, one per stage."""
 
 
 @dataclass(frozen=True)
@@ -49,17 +55,23 @@ class Output:
     naming the same path is then a spec error about that field (repro.compile.graph)."""
     plot_x: str = ""
     plot_y: str = ""
+    """The column drawn against `plot_x`; empty for a long-format CSV (`plot_series`)."""
+    plot_title: str = ""
+    """What the plot shows, for its title (`<experiment>: <plot_title>`)."""
+    plot_series: tuple[str, ...] = ()
+    """For a long-format CSV (columns `metric`, `layer`, `value`, ...): the values of its
+    `metric` column, each drawn as a plot of its own with one line per `layer`
+    (the template BY_LAYER_TEMPLATE)."""
+    plot_if: Callable[[Any], bool] | None = None
+    """(config) -> whether the stage's file holds data worth a plot (a train stage without
+    a monitor writes a header-only monitor.csv); None: always."""
 
     def dvc_properties(self) -> dict[str, Any]:
         """The output's options in dvc.yaml (beyond its path)."""
         if self.role is Role.DATA:
             return {}
-        props: dict[str, Any] = {"cache": False}
-        if self.plot_x:
-            props["x"] = self.plot_x
-        if self.plot_y:
-            props["y"] = self.plot_y
-        return props
+        # a plot's x and y live on the top-level plot that draws it (repro.compile.render)
+        return {"cache": False}
 
 
 def data(root: str) -> Output:
@@ -69,8 +81,9 @@ def data(root: str) -> Output:
 
 METRICS = Output(Role.METRICS, lambda stage_id, cfg: paths.stage_metrics(stage_id))
 """The stage's metrics file (metrics/<id>.json)."""
-PERF = Output(Role.METRICS, lambda stage_id, cfg: paths.stage_perf(stage_id))
-"""Timings of the run (metrics/<id>.perf.json): measured, so they differ between runs."""
+PERF = Output(Role.RECORD, lambda stage_id, cfg: paths.stage_perf(stage_id))
+"""Timings of the run (metrics/<id>.perf.json): measured, so they differ between runs; a
+record of the machine, not a metric of the result (kept out of `dvc metrics show`)."""
 ENV = Output(Role.RECORD, lambda stage_id, cfg: paths.stage_env(stage_id))
 """The environment the stage ran in and its wall seconds (metrics/<id>.env.json), written by
 `repro stage` after the runner succeeds; every kind declares it."""
@@ -88,10 +101,14 @@ def per_checkpoint(kind: str, label: str) -> str:
     return f"{kind}:{label}"
 
 
-def plot(name: str, x: str, y: str = "") -> Output:
-    """A CSV of the stage plotted by DVC (plots/<id>/<name>)."""
+def plot(name: str, x: str, title: str, y: str = "", series: tuple[str, ...] = (),
+         when: Callable[[Any], bool] | None = None) -> Output:
+    """A CSV of the stage plotted by DVC (plots/<id>/<name>): `y` against `x`, or, for a
+    long-format CSV, one plot per `series` value (see Output)."""
+    if bool(y) == bool(series):
+        raise ValueError(f"plot {name!r}: give either y (a column) or series (metric values)")
     return Output(Role.PLOT, lambda stage_id, cfg: paths.stage_plot(stage_id, name),
-                  plot_x=x, plot_y=y)
+                  plot_x=x, plot_y=y, plot_title=title, plot_series=series, plot_if=when)
 
 
 @dataclass(frozen=True)

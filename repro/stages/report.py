@@ -13,7 +13,10 @@ Outputs:
   summary.json, and loss.png, scores.png, funnel.png and ledger.png (the last two when the
   data accounts are wired);
 - `scores`: a folder with `<experiment>.csv` per experiment with an evaluation: `tokens`
-  then one column per `<task>.<metric>`, the mean over replicas (for `dvc plots`).
+  then one column per `<task>.<metric>`, the mean over replicas (for `dvc plots`);
+- `headline:<experiment>`, per experiment: metrics/reports/<report>/<experiment>.json, the
+  DVC metrics file of its Results-table row (repro.report.tables.headline_records), so
+  `dvc metrics show metrics/reports` is one row per experiment.
 Every file is a pure function of the inputs and the config (the bootstrap is seeded), so
 reruns are byte-identical.
 """
@@ -27,6 +30,15 @@ from repro.report.compare import Settings, compare
 from repro.stages.base import StageIO, atomic_dir, atomic_write_bytes, atomic_write_text, dumps_json
 from repro.stages.configs import ReportConfig
 from repro.stages.kind import ENV, Output, Role, StageKind
+
+HEADLINE = "headline"
+"""Prefix of the report's output keys `headline:<experiment>`."""
+
+
+def _headline_outputs(cfg: ReportConfig) -> dict[str, Output]:
+    return {f"{HEADLINE}:{name}": Output(
+        Role.METRICS, lambda stage_id, cfg, name=name: paths.report_headline(cfg.name, name),
+        named_by="report.name") for name in cfg.experiments}
 
 
 def run(cfg: ReportConfig, io: StageIO) -> None:
@@ -46,6 +58,10 @@ def run(cfg: ReportConfig, io: StageIO) -> None:
             images[file] = png
     blocks = content.build(cfg.name, cfg.baseline, collected, cmp, images)
     record = tables.summary_record(cfg.name, cfg.baseline, collected, cmp, summary, deltas)
+    headlines = tables.headline_records(summary, cmp)
+    for name in cfg.experiments:  # every declared output exists, empty for a run not loaded
+        atomic_write_text(io.output(f"{HEADLINE}:{name}"),
+                          dumps_json(headlines.get(name, {})))
     with atomic_dir(io.output("scores")) as out:
         for name in names:
             wide = tables.mean_scores(bands, name)
@@ -74,4 +90,5 @@ KIND = StageKind(
         "env": ENV,
     },
     run=run,
+    extra_outputs=_headline_outputs,
 )

@@ -652,6 +652,12 @@ def effects(cfg: TrainConfig) -> dict[str, Any]:
     }
 
 
+MONITOR_METRICS = ("effective_rank", "max_attn_logit", "update_rms_ratio")
+"""The values of monitor.csv's `metric` column (repro.train.monitor), each plotted on its own
+with one line per layer: on one plot their scales (ranks ~100, logits ~10, ratios ~1e-3) hid
+each other (issue 22)."""
+
+
 def _snapshot_outputs(cfg: TrainConfig) -> dict[str, Output]:
     return {f"{SNAPSHOT}:{step}": Output(
         Role.DATA, lambda stage_id, cfg, step=step: paths.snapshot_dir(stage_id, step))
@@ -668,9 +674,12 @@ KIND = StageKind(
         "state": data("artifacts/train-state"),
         "metrics": METRICS,
         # the experiment's token ledger through this phase (the report reads the last one's)
-        "ledger": Output(Role.METRICS, lambda stage_id, cfg: paths.stage_ledger(stage_id)),
-        "loss": plot("loss.csv", x="tokens", y="loss"),
-        "monitor": plot("monitor.csv", x="tokens"),
+        # a record, not a metric: ~85 counters per stage that would bury the scores in
+        # `dvc metrics show`
+        "ledger": Output(Role.RECORD, lambda stage_id, cfg: paths.stage_ledger(stage_id)),
+        "loss": plot("loss.csv", x="tokens", y="loss", title="training loss"),
+        "monitor": plot("monitor.csv", x="tokens", title="per layer", series=MONITOR_METRICS,
+                        when=lambda cfg: cfg.monitor is not None),
         "perf": PERF,
         "env": ENV,
     },

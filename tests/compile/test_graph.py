@@ -9,6 +9,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 import yaml
 
+from repro import paths
 from repro.compile.errors import GraphError
 from repro.compile.graph import OutputRef, compile_graph
 from repro.compile.render import HEADER, render_dvc_yaml, render_params_yaml
@@ -505,6 +506,42 @@ def test_reports_declare_score_curves_as_dvc_plots():
     assert {"plots/reports/architectures": {"cache": False}} in report["outs"]
 
 
+def test_stage_plots_are_titled_per_experiment_and_machine_records_are_not_metrics():
+    """Issue 22: no stage-level plots (DVC titles them with their hashed paths, one per
+    stage), one titled loss plot per experiment with a line per phase and replica, one
+    monitor plot per metric drawn per layer by the committed template; timings, environment
+    and token ledgers are uncached outs, not metrics; each report experiment has one
+    headline metrics file."""
+    from repro.compile import render
+    from repro.stages.train import MONITOR_METRICS
+
+    graph = _graph()
+    dvc = yaml.safe_load(render_dvc_yaml(graph))
+    stages = dvc["stages"]
+    assert not [name for name, v in stages.items() if "plots" in v]
+    metrics = [next(iter(m)) if isinstance(m, dict) else m
+               for v in stages.values() for m in v.get("metrics", [])]
+    assert not [m for m in metrics if m.endswith((".perf.json", ".env.json", ".ledger.json"))]
+    plots = {k: v for p in dvc["plots"] for k, v in p.items()}
+    trains = [s for s in graph.stages.values() if s.kind == "train"]
+    experiments = {s.config.experiment for s in trains}
+    for exp in experiments:
+        files = {f"plots/{s.id}/loss.csv" for s in trains if s.config.experiment == exp}
+        loss = plots[f"{exp}: training loss"]
+        assert loss["y"] == {f: "loss" for f in files} and loss["x"] == "tokens"
+        assert loss["title"] == f"{exp}: training loss vs tokens"
+        for metric in MONITOR_METRICS:
+            layer = plots[f"{exp}: {metric} per layer"]
+            assert layer["template"] == render.BY_LAYER_TEMPLATE and layer["y_label"] == metric
+            assert set(layer["y"]) == {f.replace("loss.csv", "monitor.csv") for f in files}
+    assert all("/" not in p["title"] for p in plots.values())  # no path in any title
+    assert (REPO / paths.PLOT_TEMPLATES_DIR / f"{render.BY_LAYER_TEMPLATE}.json").is_file()
+    for report in (s for s in graph.stages.values() if s.kind == "report"):
+        headlines = [m for m in metrics if m.startswith(f"metrics/reports/{report.config.name}/")]
+        assert headlines == [f"metrics/reports/{report.config.name}/{e}.json"
+                             for e in report.config.experiments]
+
+
 def test_rendering_one_stage_at_a_time_writes_the_whole_documents_bytes():
     """render_dvc_yaml dumps each stage on its own (bounded memory): the same text as the
     whole document dumped at once."""
@@ -513,7 +550,7 @@ def test_rendering_one_stage_at_a_time_writes_the_whole_documents_bytes():
     graph = _graph()
     stages = {graph.name(s.id): render.dvc_literal(render._stage_entry(s, graph))
               for s in graph.stages.values()}
-    whole = {"stages": stages, "plots": render.dvc_literal(render._report_plots(graph))}
+    whole = {"stages": stages, "plots": render.dvc_literal(render.top_level_plots(graph))}
     assert render_dvc_yaml(graph) == HEADER + render._dump(whole)
     params = {graph.name(s.id): s.config.model_dump(mode="json") for s in graph.stages.values()}
     # params.yaml is dumped whole, in the form DVC writes it back (tests/compile/test_render.py)

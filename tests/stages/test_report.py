@@ -104,11 +104,16 @@ CFG_ALL = CFG.model_copy(update={"experiments": ["new", "base", "solo"]})
 """Adds an experiment with a single replica."""
 
 
+def _outputs(root: Path, cfg: ReportConfig) -> dict[str, Path]:
+    """The report's outputs under `root`, laid out as repro.paths places them."""
+    return {"report": root / "reports" / "quick", "scores": root / "plots" / "quick",
+            **{f"headline:{e}": root / "metrics" / "reports" / "quick" / f"{e}.json"
+               for e in cfg.experiments}}
+
+
 def _run(tmp_path: Path, inputs: dict[str, Path], cfg: ReportConfig = CFG) -> Path:
-    out = tmp_path / "reports" / "quick"
-    run(cfg, StageIO("report-quick", inputs, {"report": out,
-                                              "scores": tmp_path / "plots" / "quick"}))
-    return out
+    run(cfg, StageIO("report-quick", inputs, _outputs(tmp_path, cfg)))
+    return tmp_path / "reports" / "quick"
 
 
 @pytest.fixture
@@ -188,6 +193,23 @@ def test_scores_csv_for_dvc_plots(report, tmp_path):
     assert df["repro_cloze_web:acc"][0] == pytest.approx(mean)
 
 
+def test_headline_metrics_file_per_experiment_holds_the_results_table(report, tmp_path):
+    """Issue 22: one small DVC metrics file per experiment: the Results table's row (replicas,
+    tokens, final train loss, each task metric ± standard error, the aggregate), nothing
+    else (the deltas, intervals and per-checkpoint scores stay in summary.json)."""
+    rows = {r["experiment"]: r for r in _summary(report)["rows"]}
+    for name in CFG_ALL.experiments:
+        head = json.loads((tmp_path / "metrics/reports/quick" / f"{name}.json").read_text())
+        row = rows[name]
+        assert head == {
+            "replicas": row["replicas"], "tokens": row["tokens"],
+            "final_train_loss": row["final_train_loss"],
+            BPB: {m: row[f"{BPB}.{m}"] for m in ("bits_per_byte", "bits_per_byte_stderr")},
+            CLOZE: {m: row[f"{CLOZE}.{m}"] for m in ("acc", "acc_stderr", "acc_norm",
+                                                     "acc_norm_stderr")},
+            "aggregate": row["aggregate"], "aggregate_stderr": row["aggregate_stderr"]}, name
+
+
 def test_markdown_and_html(report):
     md = (report / "report.md").read_text()
     assert md.startswith("# Report: quick\n")
@@ -213,16 +235,17 @@ def test_rerun_is_byte_identical_across_processes(tmp_path, report):
         "from repro.stages.configs import ReportConfig\n"
         "from repro.stages.report import run\n"
         "ins = {k: Path(v) for k, v in json.loads(sys.argv[1]).items()}\n"
+        "outs = {k: Path(v) for k, v in json.loads(sys.argv[2]).items()}\n"
         "run(ReportConfig(name='quick', baseline='base', experiments=['new', 'base', 'solo'],\n"
-        "                 bootstrap_iterations=2000),\n"
-        "    StageIO('report-quick', ins, {'report': Path(sys.argv[2]) / 'r',\n"
-        "                                  'scores': Path(sys.argv[2]) / 's'}))\n"
+        "                 bootstrap_iterations=2000), StageIO('report-quick', ins, outs))\n"
     )
     subprocess.run([sys.executable, "-c", code, json.dumps({k: str(v) for k, v in inputs.items()}),
-                    str(out)], check=True, cwd=Path(__file__).resolve().parents[2])
+                    json.dumps({k: str(v) for k, v in _outputs(out, CFG_ALL).items()})],
+                   check=True, cwd=Path(__file__).resolve().parents[2])
     for p in report.iterdir():
-        assert (out / "r" / p.name).read_bytes() == p.read_bytes(), p.name
-    assert (out / "s" / "new.csv").read_bytes() == (tmp_path / "plots/quick/new.csv").read_bytes()
+        assert (out / "reports/quick" / p.name).read_bytes() == p.read_bytes(), p.name
+    for rel in ("plots/quick/new.csv", *(f"metrics/reports/quick/{e}.json" for e in CFG_ALL.experiments)):
+        assert (out / rel).read_bytes() == (tmp_path / rel).read_bytes(), rel
 
 
 def test_without_samples_falls_back_to_lm_eval_stderr(tmp_path):
@@ -256,6 +279,11 @@ def test_bad_inputs_are_reported_not_fatal(tmp_path):
         assert needle in md.replace("\\_", "_"), needle
     rows = {r["experiment"]: r for r in _summary(out)["rows"]}
     assert "ghost" not in rows
+    # every declared headline file exists (DVC requires its outputs), holding what is known
+    headline = tmp_path / "metrics/reports/quick"
+    assert json.loads((headline / "ghost.json").read_text()) == {}
+    assert json.loads((headline / "solo.json").read_text()) == {
+        "replicas": 0, "tokens": 2000, "final_train_loss": 2.8}
     assert rows["solo"]["replicas"] == 0 and rows["solo"][f"{BPB}.bits_per_byte"] is None
     assert rows["solo"]["final_train_loss"] == 2.8  # training still shown
     assert rows["new"][f"{CLOZE}.acc"] is not None  # the other replica's score remains
