@@ -89,10 +89,13 @@ def test_exp_run_eval_setting_reruns_only_evaluate_and_report(tiny_repo: Path):
     # the experiment compares with the committed run through DVC's own diff commands
     exp = _run(["dvc", "exp", "list", "--name-only"], tiny_repo).stdout.split()[-1]
     metrics = json.loads(_run(["dvc", "metrics", "diff", "--json", "HEAD", exp], tiny_repo).stdout)
-    # measured timings (*.perf.json) differ between any two runs by nature; leave them out
-    changed = {path for path, diffs in metrics.items() if diffs and not path.endswith(".perf.json")}
+    # measured timings (*.perf.json) are records, not metrics: DVC never lists them
+    assert not [p for p in metrics if p.endswith((".perf.json", ".env.json", ".ledger.json"))]
+    changed = {path for path, diffs in metrics.items() if diffs}
     assert any(p.startswith(f"metrics/{_stage_id(tiny_repo, evaluate)}/") for p in changed), metrics
-    assert all(p.startswith("metrics/evaluate-") for p in changed), changed
+    # the evaluation's scores, and the report's headline file of its experiment
+    assert any(p.startswith("metrics/reports/ci-tiny/") for p in changed), changed
+    assert all(p.startswith(("metrics/evaluate-", "metrics/reports/ci-tiny/")) for p in changed), changed
     shown = json.loads(_run(["dvc", "plots", "diff", "--json", "HEAD", exp], tiny_repo).stdout)
     curves = {k: v for k, v in shown["data"].items() if "vs tokens" in k}
     assert curves, sorted(shown["data"])

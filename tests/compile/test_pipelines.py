@@ -99,8 +99,12 @@ def test_the_architectures_report_compares_default_and_example_runs(compiled):
     text = next(c for c in compiled if c.pipeline.name == "architectures").texts()[
         Path("examples/architectures/dvc.yaml")]
     plots = {k: v for p in yaml.safe_load(text)["plots"] for k, v in p.items()}
-    assert all(f.startswith("../../plots/reports/architectures/")
-               for curve in plots.values() for f in curve["y"])
+    curves = {k: v for k, v in plots.items() if k.startswith("architectures: ")}
+    assert curves and all(f.startswith("../../plots/reports/architectures/")
+                          for curve in curves.values() for f in curve["y"])
+    # and so are its training stages' titled loss and monitor plots
+    assert all(f.startswith("../../plots/train-")
+               for k, v in plots.items() if k not in curves for f in v["y"])
 
 
 @pytest.mark.parametrize("name", ["dvc.yaml", "params.yaml"])
