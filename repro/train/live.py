@@ -22,8 +22,9 @@ compile` generates (the stage kind declares the folder's files instead); `save_d
 and no report: no git or DVC experiment side effects from inside `dvc repro`; `Live.end` is
 not called (inside `dvc exp run` it `git add`s files of the folder). Per record it calls
 `log_metric(..., timestamp=False)` (appends one row: the TSVs hold no wall-clock time) and
-`make_summary`; not `next_step`/`sync`, which also post to DVC Studio after re-reading every
-TSV in full, a cost that grows with the run (quadratic over a long one).
+writes the summary as `make_summary` does, but atomically (DVC may read it mid-write); not
+`next_step`/`sync`, which also post to DVC Studio after re-reading every TSV in full, a
+cost that grows with the run (quadratic over a long one).
 
 The folder is a record of the run as it happened, not part of the result: it holds the
 measured tokens/s and, after a stability rollback, the abandoned steps as they were logged
@@ -40,10 +41,12 @@ is missing is a ReproError naming the pip command, raised before the stage build
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
+from repro.atomic import atomic_write_text
 from repro.errors import ReproError
 
 if TYPE_CHECKING:  # types only: repro.train.loop imports this module
@@ -153,7 +156,11 @@ class LiveLog:
         self.live.step = step
         for name, value in metrics.items():
             self.live.log_metric(name, value, timestamp=False)
-        self.live.make_summary()
+        # Live.make_summary's content and format, but replaced atomically: DVC may read the
+        # summary at any moment (`dvc exp show` while the stage trains) and make_summary
+        # truncates the file, then writes it
+        self.live.summary["step"] = step
+        atomic_write_text(Path(self.live.metrics_file), json.dumps(self.live.summary, indent=4) + "\n")
         for sink in self.sinks:
             sink.log(step, metrics)
 

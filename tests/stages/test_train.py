@@ -327,6 +327,12 @@ def test_sigkill_then_rerun_resumes_bitwise(data, tmp_path, monkeypatch):
               "metrics/m.json", "plots/monitor.csv"):
         assert (work / f).read_bytes() == (ref / f).read_bytes(), f
     assert not state.exists()  # cleaned up once the stage completed
+    # the live record shows the whole phase: the resumed process logged the curve its state
+    # held again (DVC would have deleted the folder with the failed stage's outputs)
+    for column in ("loss", "grad_norm"):
+        tsv = _tsv(work / "live" / "plots" / "metrics" / "train" / f"{column}.tsv")[1:]
+        assert tsv == _tsv(ref / "live" / "plots" / "metrics" / "train" / f"{column}.tsv")[1:]
+    assert len(_tsv(work / "live" / "plots" / "metrics" / "perf" / "tokens_per_s.tsv")) < len(tsv) + 1
 
 
 def test_rerun_with_a_different_data_order_stops(data, tmp_path):
@@ -730,3 +736,94 @@ def test_live_sinks_are_execution_only_and_checked_before_anything_runs(data, tm
     assert not (tmp_path / "a").exists() and not (tmp_path / ".repro").exists()
     with pytest.raises(ValueError, match="names a sink twice"):  # pydantic wraps the FieldError
         config(live_sinks=["wandb", "wandb"])
+
+
+def _dvc_repo(cfg: TrainConfig, data: Path, sid: str) -> list[str]:
+    """The current directory as a committed git + DVC repository whose pipeline is one train
+    stage, its outputs declared as `repro compile` declares them (the kind's roles and DVC
+    options); the outputs' paths."""
+    import os
+    import subprocess
+
+    import yaml
+
+    from repro.stages.kind import Role
+    from repro.sweep.dvc import tool_path
+
+    Path("params.yaml").write_text(yaml.safe_dump({sid: cfg.model_dump(mode="json")}, sort_keys=False))
+    args = ["repro", "stage", "train", sid, "--in", f"tokenizer={data / 'tok'}",
+            "--in", f"tokens:web={data / 'tokens-web'}", "--in", f"tokens:code={data / 'tokens-code'}"]
+    entry: dict = {"outs": [], "metrics": [], "plots": []}
+    section = {Role.DATA: "outs", Role.RECORD: "outs", Role.METRICS: "metrics", Role.PLOT: "plots"}
+    paths = []
+    for key, out in train.KIND.outputs_for(cfg).items():
+        path, props = str(out.path(sid, cfg)), out.dvc_properties()
+        args += ["--out", f"{key}={path}"]
+        entry[section[out.role]].append({path: props} if props else path)
+        paths.append(path)
+    Path("dvc.yaml").write_text(yaml.safe_dump({"stages": {sid: {
+        "cmd": " ".join(args), "params": [sid], **entry}}}, sort_keys=False))
+    env = dict(os.environ, PATH=tool_path())
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"],
+                ["git", "add", "-A"], ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "t"]):
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, f"{cmd}: {proc.stderr}"
+    return paths
+
+
+@pytest.mark.slow
+def test_dvc_reads_the_live_record_while_dvc_repro_trains(data, tmp_path):
+    """Issue 22, with DVC's own CLI: while `dvc repro` runs a train stage, `dvc metrics show`
+    reports the DVCLive summary of a step before the last (the run is still going), and `dvc
+    plots show` draws the curves logged so far; when it ends, `dvc exp show` holds the final
+    live values, DVCLive has written nothing into dvc.yaml, and git's index is untouched."""
+    import os
+    import subprocess
+    import time
+
+    from repro.sweep.dvc import tool_path
+
+    sid = "train-live"
+    cfg = config(steps=300, monitor={"every_steps": 100}, max_epochs={"web": 100.0, "code": 100.0})
+    _dvc_repo(cfg, data, sid)
+    dvc_yaml = Path("dvc.yaml").read_bytes()
+    env = dict(os.environ, PATH=tool_path())
+
+    def dvc(*args) -> dict:
+        proc = subprocess.run(["dvc", *args, "--json"], env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    summary = Path("live") / sid / "metrics.json"
+    repro_run = subprocess.Popen(["dvc", "repro"], env=env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and repro_run.poll() is None:
+            if summary.exists() and json.loads(summary.read_text()).get("step", 0) >= 10:
+                break  # the summary is replaced whole: never read half-written
+            time.sleep(0.05)
+        assert repro_run.poll() is None, "the stage ended before it could be watched: " + repro_run.stdout.read()
+        metrics = dvc("metrics", "show")
+        plots = dvc("plots", "show")
+        assert repro_run.poll() is None, "the stage ended while DVC read it: raise `steps`"
+    finally:
+        out, _ = repro_run.communicate(timeout=600)
+    assert repro_run.returncode == 0, out
+    live_now = metrics[""]["data"][str(summary)]["data"]  # "": the workspace
+    assert 10 <= live_now["step"] < 300, "read after the last record: raise `steps`"
+    assert live_now["train"]["loss"] > 0 and live_now["perf"]["tokens_per_s"] > 0
+    loss_tsv = str(Path("live") / sid / "plots" / "metrics" / "train" / "loss.tsv")
+    (drawn,) = plots["data"][loss_tsv]
+    steps = [int(v["step"]) for v in drawn["content"]["data"]["values"]]
+    assert steps == list(range(2, 2 * len(steps) + 1, 2)) and live_now["step"] <= steps[-1] < 300
+    # the stage's DVC outputs now hold the whole run: the live record ends as loss.csv does
+    loss = list(csv.DictReader(Path("plots", sid, "loss.csv").open()))
+    (workspace,) = [row for row in dvc("exp", "show") if row["rev"] == "workspace"]
+    final = workspace["data"]["metrics"][str(summary)]["data"]
+    assert final["step"] == 300 and final["train"]["loss"] == float(loss[-1]["loss"])
+    assert set(final["monitor"]) == {"update_rms_ratio", "effective_rank", "max_attn_logit"}
+    assert Path("dvc.yaml").read_bytes() == dvc_yaml  # DVCLive wrote nothing into dvc.yaml
+    status = subprocess.run(["git", "status", "--porcelain"], env=env, capture_output=True, text=True).stdout
+    assert all(line.startswith("??") for line in status.splitlines()), status  # nothing staged
+    assert "ALERT" not in out
