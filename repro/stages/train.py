@@ -33,6 +33,10 @@ reductions depend on it, so compare reruns made with the same count). The `perf`
 are the steady rate over the updates after this process's first; the first update (trunk
 compilation, kernel autotuning, allocator warmup) is `warmup_seconds`, and
 `tokens_per_s_with_warmup` counts every update.
+
+While it trains, the main process writes the `live` outputs, a DVCLive folder (repro.train.
+live) that DVC reads mid-run, and prints each stability event as an ALERT line on stderr;
+`live_sinks` (execution-only) copies the records to TensorBoard, W&B or trackio.
 """
 
 from __future__ import annotations
