@@ -26,6 +26,8 @@ PLOTS_DIR = PurePosixPath("plots")
 PLOT_TEMPLATES_DIR = PurePosixPath(".dvc/plots")
 """DVC's folder of custom plot templates: a `template: <name>` in dvc.yaml is <name>.json
 there (committed; repro.compile.render.BY_LAYER_TEMPLATE)."""
+LIVE_DIR = PurePosixPath("live")
+"""One DVCLive folder per train stage (live/<id>/), written in place while it trains."""
 VERIFY_DIR = REPORTS_DIR / "verify"  # `repro verify`'s certificate
 SWEEP_REPORTS_DIR = REPORTS_DIR / "sweeps"
 LADDER_REPORTS_DIR = REPORTS_DIR / "ladders"
@@ -114,13 +116,24 @@ MACHINE_RECORD_SUFFIXES = (".perf.json", ".env.json")
 
 
 def is_machine_record(path: str | PurePosixPath) -> bool:
-    return str(path).endswith(MACHINE_RECORD_SUFFIXES)
+    """An output that describes how and where a stage ran (MACHINE_RECORD_SUFFIXES), or a
+    train stage's live DVCLive files (stage_live_dir): those hold the measured tokens/s and,
+    after a stability rollback, the abandoned steps as they were logged; the curves that
+    are part of the result are loss.csv and monitor.csv, compared like any output."""
+    posix = PurePosixPath(path)
+    return str(path).endswith(MACHINE_RECORD_SUFFIXES) or posix.parts[:1] == LIVE_DIR.parts
 
 
 def resume_dir(stage_id: str) -> PurePosixPath:
     """In-stage resumable state of a training stage (not a DVC output: it must survive the
     crash DVC would clean up after). Removed when the stage completes."""
     return STATE_DIR / "resume" / stage_id
+
+
+def live_sink_dir(sink: str, stage_id: str) -> PurePosixPath:
+    """Where a train stage's optional live sink (TrainingSettings.live_sinks) writes: the
+    TensorBoard event files, W&B's local run folder. Not a DVC output: sinks change none."""
+    return STATE_DIR / sink / stage_id
 
 
 def data_order_ledger(stage_id: str) -> PurePosixPath:
@@ -164,6 +177,26 @@ def eval_metrics(stage_id: str, checkpoint: str) -> PurePosixPath:
 def stage_plot(stage_id: str, name: str) -> PurePosixPath:
     """A DVC plots file of the stage (committed)."""
     return PLOTS_DIR / stage_id / name
+
+
+def stage_live_dir(stage_id: str) -> PurePosixPath:
+    """A train stage's DVCLive folder (repro.train.live), written in place step by step while
+    the stage trains, so `dvc exp show`, `dvc metrics show` and `dvc plots show` see the run
+    as it goes (committed, uncached). Its layout is DVCLive's: stage_live_summary and
+    stage_live_curves inside it."""
+    return LIVE_DIR / stage_id
+
+
+def stage_live_summary(stage_id: str) -> PurePosixPath:
+    """DVCLive's summary of a train stage (dvclive.Live.metrics_file: the latest value of
+    every live metric and the step), declared as DVC metrics."""
+    return stage_live_dir(stage_id) / "metrics.json"
+
+
+def stage_live_curves(stage_id: str) -> PurePosixPath:
+    """DVCLive's metric histories of a train stage (dvclive.Live.plots_dir/metrics: one
+    `step<TAB>value` TSV per metric, in folders by prefix), declared as DVC plots."""
+    return stage_live_dir(stage_id) / "plots" / "metrics"
 
 
 def report_dir(report_name: str) -> PurePosixPath:

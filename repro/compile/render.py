@@ -252,6 +252,11 @@ def _stage_plots(graph: StageGraph, where: Placement = ROOT) -> list[dict[str, A
                 "x": out.plot_x, "y": {f: out.plot_y for f in files},
                 "title": f"{owner}: {out.plot_title} vs {out.plot_x}",
                 "x_label": out.plot_x, "y_label": out.plot_y}})
+        for rel, column, what in out.plot_files:
+            plots.append({f"{owner}: {out.plot_title} {what}": {
+                "x": out.plot_x, "y": {f"{f}/{rel}": column for f in files},
+                "title": f"{owner}: {what} vs {out.plot_x} ({out.plot_title}, while it trains)",
+                "x_label": out.plot_x, "y_label": column}})
         for metric in out.plot_series:
             plots.append({f"{owner}: {metric} {out.plot_title}": {
                 "template": BY_LAYER_TEMPLATE,

@@ -1031,6 +1031,10 @@ class StabilitySpec(Model):
     """Stop after this many skips/rollbacks in one phase: the run is not recovering."""
 
 
+LiveSink = Literal["tensorboard", "wandb", "trackio"]
+"""A destination for a train stage's live curves besides DVCLive (TrainingSettings.live_sinks)."""
+
+
 class MonitorSpec(Model):
     """Feature-learning monitor on a fixed probe batch: per-layer update/weight RMS ratio,
     max attention logit per layer and effective rank of hidden states."""
@@ -1151,6 +1155,14 @@ class TrainingSettings(Model):
     """NaN/Inf and loss-spike handling."""
     monitor: MonitorSpec | None = MonitorSpec()
     """Feature-learning monitor; None disables."""
+    live_sinks: list[LiveSink] = []
+    """Where each train stage also streams its live curves while it trains, besides its
+    DVCLive folder live/<stage>/ (always written; `dvc exp show` and `dvc plots show` read
+    it, repro.train.live): `tensorboard` (event files in .repro/tensorboard/<stage>/; needs
+    the tensorboard package), `wandb` (a Weights & Biases run named by the stage in project
+    <experiment>; needs wandb and `wandb login`), `trackio` (a trackio run, same names;
+    needs trackio). None by default: each is a package repro does not install and most
+    want an account or a server. Changes no output (not part of the stage identity)."""
     precision: Literal["fp32", "bf16"] = "fp32"
     """`bf16`: autocast matmuls to bfloat16 with fp32 master weights and gradient
     accumulation (SmolLM3 trained in bf16; FACTS 3.1, 3.8); `fp32` everywhere."""
@@ -1184,6 +1196,13 @@ class TrainingSettings(Model):
     """Where each train stage runs: here (`local`) or as a Slurm job of one or more nodes
     (`slurm`; `distributed.nproc` processes in all, nproc / nodes per node). Changes no
     output (not part of the stage identity)."""
+
+    @field_validator("live_sinks")
+    @classmethod
+    def _sinks_once(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise FieldError(f"live_sinks {value} names a sink twice", "list each sink once")
+        return value
 
     @field_validator("compile", mode="before")
     @classmethod

@@ -62,6 +62,10 @@ class Output:
     """For a long-format CSV (columns `metric`, `layer`, `value`, ...): the values of its
     `metric` column, each drawn as a plot of its own with one line per `layer`
     (the template BY_LAYER_TEMPLATE)."""
+    plot_files: tuple[tuple[str, str, str], ...] = ()
+    """For a folder of CSV/TSV files (a DVCLive folder): (file inside it, column drawn against
+    `plot_x`, what it shows), each a titled plot of its own per experiment; the folder's other
+    files stay out of `dvc plots show` (a per-layer curve each would bury the rest)."""
     plot_if: Callable[[Any], bool] | None = None
     """(config) -> whether the stage's file holds data worth a plot (a train stage without
     a monitor writes a header-only monitor.csv); None: always."""

@@ -33,6 +33,10 @@ reductions depend on it, so compare reruns made with the same count). The `perf`
 are the steady rate over the updates after this process's first; the first update (trunk
 compilation, kernel autotuning, allocator warmup) is `warmup_seconds`, and
 `tokens_per_s_with_warmup` counts every update.
+
+While it trains, the main process writes the `live` outputs, a DVCLive folder (repro.train.
+live) that DVC reads mid-run, and prints each stability event as an ALERT line on stderr;
+`live_sinks` (execution-only) copies the records to TensorBoard, W&B or trackio.
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ from repro.stages.kind import ENV, METRICS, PERF, SNAPSHOT, Output, Role, StageK
 from repro.train import determinism
 from repro.train import distributed as dist_mod
 from repro.train import ledger
+from repro.train import live
 from repro.train import resume
 from repro.train.attention_probe import MaxLogitProbe
 from repro.train.checkpoint import (
@@ -275,6 +280,7 @@ def token_ledger(cfg: TrainConfig, io: StageIO, quiet: bool = False) -> dict[str
 
 
 def run(cfg: TrainConfig, io: StageIO) -> None:
+    live.check_sinks(cfg.live_sinks)  # a selected live sink without its package: say so first
     # the ledger first: a mixture that repeats a dataset too often starts no process, builds
     # no model and reads no window (the ranks torchrun starts check it again, quietly)
     book = token_ledger(cfg, io, quiet=dist_mod.under_torchrun())
@@ -345,13 +351,21 @@ def _run(cfg: TrainConfig, io: StageIO, ctx: dist_mod.DistContext, book: dict[st
                       train_forward=forward, monitor=monitor, monitor_snapshot=snap,
                       max_logit_probe=probe_factory, apply_qk_clip=qk_apply,
                       after_update=_snapshot_hook(cfg, ctx, module, model, tok_dir, staging, io.name)
-                      if cfg.snapshot_steps else None)
+                      if cfg.snapshot_steps else None,
+                      live_log=live_log(cfg, io) if ctx.is_main else None)
     if ctx.is_main:
         log(io.name, f"steps {cfg.step_start + 1}..{cfg.step_start + cfg.steps}, "
             f"{torch.get_num_threads()} torch threads x {ctx.world} process(es), {ctx.device}; "
             f"attention {backends.attention}, compile {'on' if backends.compile else 'off'}, "
             f"cross-entropy {backends.cross_entropy}")
-    result = trainer.run()
+    try:
+        result = trainer.run()
+    except BaseException:
+        if trainer.live_log is not None:
+            trainer.live_log.close(ok=False)
+        raise
+    if trainer.live_log is not None:
+        trainer.live_log.close(ok=True)
     # the export is a plain HF checkpoint, loaded with sdpa (repro.model.build.ATTN_IMPLEMENTATION)
     set_attention(model, "sdpa")
     # every rank takes part: under FSDP2 the shards are gathered here
@@ -367,6 +381,15 @@ def _run(cfg: TrainConfig, io: StageIO, ctx: dist_mod.DistContext, book: dict[st
     resume.clear(Path(paths.resume_dir(io.name)))
     previous.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(previous, ledger_csv(cfg.step_start + 1, result.fingerprints))
+
+
+def live_log(cfg: TrainConfig, io: StageIO) -> live.LiveLog:
+    """The stage's live record (repro.train.live): its DVCLive folder, the `live` and
+    `live_curves` outputs, and the sinks the spec selects (execution-only)."""
+    return live.LiveLog(io.output("live"), io.output("live_curves"), io.name, cfg.experiment,
+                        sinks=cfg.live_sinks,
+                        sink_dirs={s: Path(paths.live_sink_dir(s, io.name)) for s in cfg.live_sinks},
+                        config=cfg.model_dump(mode="json"))
 
 
 def _snapshot_staging(stage_id: str) -> Path:
@@ -658,6 +681,14 @@ with one line per layer: on one plot their scales (ranks ~100, logits ~10, ratio
 each other (issue 22)."""
 
 
+LIVE_PLOTS = (("train/loss.tsv", "loss", "training loss"), ("train/lr.tsv", "lr", "learning rate"),
+              ("train/grad_norm.tsv", "grad_norm", "gradient norm"),
+              ("perf/tokens_per_s.tsv", "tokens_per_s", "tokens per second"))
+"""The DVCLive curves (repro.train.live) `dvc plots show` draws while a stage trains, one
+titled plot each per experiment; the per-layer monitor TSVs are in the folder for DVCLive's
+readers but not drawn (monitor.csv's per-metric plots show them once the stage ends)."""
+
+
 def _snapshot_outputs(cfg: TrainConfig) -> dict[str, Output]:
     return {f"{SNAPSHOT}:{step}": Output(
         Role.DATA, lambda stage_id, cfg, step=step: paths.snapshot_dir(stage_id, step))
@@ -680,13 +711,21 @@ KIND = StageKind(
         "loss": plot("loss.csv", x="tokens", y="loss", title="training loss"),
         "monitor": plot("monitor.csv", x="tokens", title="per layer", series=MONITOR_METRICS,
                         when=lambda cfg: cfg.monitor is not None),
+        # DVCLive's folder (repro.train.live), written in place while the stage trains: its
+        # summary as metrics, its per-metric step/value TSVs drawn by the experiment's live
+        # plots (repro.compile.render). Uncached like every metrics and plots file, so DVC
+        # never hides a half-written file in its cache
+        "live": Output(Role.METRICS, lambda stage_id, cfg: paths.stage_live_summary(stage_id)),
+        "live_curves": Output(Role.PLOT, lambda stage_id, cfg: paths.stage_live_curves(stage_id),
+                              plot_x="step", plot_title="live", plot_files=LIVE_PLOTS),
         "perf": PERF,
         "env": ENV,
     },
     run=run,
     # in-stage checkpoints change how a stage runs, not what it makes: a stage resumed from
-    # one ends bitwise equal (repro.train.resume)
-    execution_only=frozenset({"checkpoint_every_steps"}),
+    # one ends bitwise equal (repro.train.resume); live sinks only receive copies of the
+    # live record (repro.train.live)
+    execution_only=frozenset({"checkpoint_every_steps", "live_sinks"}),
     extra_outputs=_snapshot_outputs,
     effects=effects,
 )

@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from repro.spec.schema import OptimizerSpec, TrainingSettings
-from repro.train import resume
+from repro.train import live, resume
 from repro.train.data import MixtureSampler
 from repro.train.data_order import check_against, fingerprint
 from repro.train.distributed import (DistContext, all_max_, all_mean, load_module_state,
@@ -140,7 +140,8 @@ class Trainer:
                  monitor_snapshot: Callable[[], dict] | None = None,
                  max_logit_probe: Callable[[], contextlib.AbstractContextManager] | None = None,
                  apply_qk_clip: Callable[[dict], list] | None = None,
-                 after_update: Callable[[int, int], None] | None = None) -> None:
+                 after_update: Callable[[int, int], None] | None = None,
+                 live_log: live.LiveLog | None = None) -> None:
         self.module = module
         self.forward = train_forward or module  # DDP wrapper or the module itself
         self.optimizer = optimizer
@@ -157,6 +158,10 @@ class Trainer:
         # called with (global step, tokens seen) after every completed update, on every
         # process (the train stage saves evaluation snapshots from it)
         self.after_update = after_update
+        # the live record (repro.train.live): given (global step, {metric: value}) as the run
+        # logs each loss-curve point, monitor record and stability event, and each event's
+        # alert; the train stage gives one to the main process only
+        self.live_log = live_log
         self.seqs = sampler.sequences_per_step
         self.plan = sampler.plan(settings.steps)
         # loop state (everything below is packed into the resumable state)
@@ -302,6 +307,9 @@ class Trainer:
                 resumed_from = self.done
                 if self.ctx.is_main:
                     print(f"resuming at update {self.done} of {s.steps} from {s.resume_dir}", file=sys.stderr)
+                if self.live_log is not None:  # the live folder was cleaned with the outputs
+                    for step, metrics in live.history(self.rows, self.monitor_rows, self.guard.events):
+                        self.live_log.record(step, metrics)
         rollback_target = self.pack_state() if self.guard.spec.on_nonfinite == "rollback" or \
             self.guard.spec.on_spike == "rollback" else None
         self.module.train()
@@ -325,6 +333,9 @@ class Trainer:
         s, t = self.s, self.t
         cuda = self.ctx.device.type == "cuda"
         t0, timed, warmup = time.perf_counter(), 0, 0.0
+        # the live tokens/s: updates and wall time since the previous loss-curve point (the
+        # step's one host sync bounds how far a GPU can run ahead of this clock)
+        window_t0, window_done = t0, self.done
         while self.done < s.steps:
             k = self.done
             n = s.step_start + k + 1
@@ -344,6 +355,10 @@ class Trainer:
                 local_loss, parts = self._backward(local, local_meta, tokens_seen)
             step_loss, parts, grad_norm = self._step_values(local_loss, parts)  # the one sync
             action = self.guard.check(n, step_loss, grad_norm)
+            record: dict[str, float] = {}
+            if action != "ok":  # the guard recorded an event: alert now, not at the stage's end
+                self._alert(bar, self.guard.events[-1])
+                record[live.EVENTS] = len(self.guard.events)
             if action == "rollback":
                 self.optimizer.zero_grad(set_to_none=True)
                 self.lr_scale *= self.guard.spec.rollback_lr_factor
@@ -353,6 +368,9 @@ class Trainer:
                 self.lr_scale = scale
                 if self.ctx.is_main:
                     print(f"step {n}: rolled back to update {self.done}, LR scale now {scale:g}", file=sys.stderr)
+                if self.live_log is not None:
+                    self.live_log.record(n, record)
+                window_t0, window_done = time.perf_counter(), self.done
                 bar.n = self.done
                 bar.refresh()
                 continue
@@ -372,10 +390,21 @@ class Trainer:
                     torch.cuda.synchronize(self.ctx.device)
                 warmup = time.perf_counter() - t0
             if monitored:
-                self.monitor_rows += self.monitor(n, s.tokens_start + self.done * self.seqs * s.seq_len, before)
+                rows = self.monitor(n, s.tokens_start + self.done * self.seqs * s.seq_len, before)
+                self.monitor_rows += rows
+                record.update(live.monitor_metrics(rows))
             if n % t.log_every_steps == 0 or self.done == s.steps:
                 self._log(n, mult * self.reference_lr)
                 bar.set_postfix(loss=f"{self.rows[-1].loss:.4f}", lr=f"{self.rows[-1].lr:.2e}")
+                now = time.perf_counter()
+                record.update(live.curve_metrics(self.rows[-1]))
+                record[live.EVENTS] = len(self.guard.events)
+                if now > window_t0:
+                    record[live.TOKENS_PER_S] = round(
+                        (self.done - window_done) * self.seqs * s.seq_len / (now - window_t0), 1)
+                window_t0, window_done = now, self.done
+            if record and self.live_log is not None:
+                self.live_log.record(n, record)
             bar.update(1)
             if self.after_update is not None:
                 self.after_update(n, s.tokens_start + self.done * self.seqs * s.seq_len)
@@ -394,6 +423,13 @@ class Trainer:
         if cuda:
             torch.cuda.synchronize(self.ctx.device)  # the last optimizer step has run
         return time.perf_counter() - t0, warmup, timed
+
+    def _alert(self, bar, event) -> None:
+        """A stability event as a line on stderr, above the progress bar (main process)."""
+        if self.ctx.is_main:
+            bar.write(live.alert_line(event), file=sys.stderr)
+        if self.live_log is not None:
+            self.live_log.alert(live.alert_line(event))
 
     def _log(self, n: int, lr: float) -> None:
         losses = [w[0] for w in self.window]

@@ -25,7 +25,7 @@ from repro.compile.render import BY_LAYER_TEMPLATE, render_dvc_yaml
 from repro.compile.specs import compile_files
 from repro.report.compare import Column
 from repro.report.tables import headline_records
-from repro.stages.train import MONITOR_METRICS
+from repro.stages.train import LIVE_PLOTS, MONITOR_METRICS
 from tests.conftest import tool_env
 
 REPO = Path(__file__).resolve().parents[2]
@@ -103,7 +103,9 @@ def test_metrics_show_lists_scores_not_machine_records(workspace):
     root, dvc = workspace
     shown = json.loads(_dvc(["metrics", "show", "--json"], root))
     [files] = [rev["data"] for rev in shown.values()]
-    assert files and not [f for f in files if paths.is_machine_record(f)
+    # the live summaries (the train stages' progress, `live/`) are the only files under a
+    # machine-record path: they hold loss, LR and grad norm, not the measured tokens/s
+    assert files and not [f for f in files if (paths.is_machine_record(f) and not f.startswith("live/"))
                           or f.endswith(".ledger.json")]
     declared = {next(iter(m)) for s in dvc["stages"].values() for m in s.get("metrics", [])}
     assert set(files) == declared
@@ -125,7 +127,8 @@ def test_plots_show_draws_titled_plots_the_monitor_per_metric_and_layer(workspac
     ids = [k for p in dvc["plots"] for k in p]
     assert sorted(shown["data"]) == sorted(ids)  # no stage-level plot named by its path
     experiments = ("qs-nope", "qs-muon")
-    assert len(ids) == len(experiments) * (1 + len(MONITOR_METRICS)) + 5  # + 5 score curves
+    # per experiment: the loss, each monitor metric, the live curves; + 5 score curves
+    assert len(ids) == len(experiments) * (1 + len(MONITOR_METRICS) + len(LIVE_PLOTS)) + 5
     titles = {k: d["title"] for p in dvc["plots"] for k, d in p.items()}
     for plot_id, [plot] in shown["data"].items():
         content = plot["content"]

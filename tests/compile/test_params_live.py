@@ -112,6 +112,7 @@ CANDIDATES: dict[str, Any] = {
     "evaluate:evaluation.presets": [["fineweb_early_signal"]],
     "report:aggregate_tasks": [["hellaswag"]],
     "train:launcher.slurm": [{"partition": "gpu"}],
+    "train:live_sinks": [["tensorboard"]],
     "evaluate:evaluation.launcher.slurm": [{"partition": "gpu"}],
 }
 """Values to try first for keys whose valid values the generic candidates miss (a language

@@ -102,9 +102,11 @@ def test_the_architectures_report_compares_default_and_example_runs(compiled):
     curves = {k: v for k, v in plots.items() if k.startswith("architectures: ")}
     assert curves and all(f.startswith("../../plots/reports/architectures/")
                           for curve in curves.values() for f in curve["y"])
-    # and so are its training stages' titled loss and monitor plots
+    # and so are its training stages' titled loss and monitor plots and their live curves
+    live = {k for k in plots if k.split(": ", 1)[1].startswith("live ")}
+    assert live and all(f.startswith("../../live/train-") for k in live for f in plots[k]["y"])
     assert all(f.startswith("../../plots/train-")
-               for k, v in plots.items() if k not in curves for f in v["y"])
+               for k, v in plots.items() if k not in curves and k not in live for f in v["y"])
 
 
 @pytest.mark.parametrize("name", ["dvc.yaml", "params.yaml"])

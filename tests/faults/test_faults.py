@@ -33,7 +33,7 @@ from typing import Callable
 import pytest
 import yaml
 
-from repro.paths import MACHINE_RECORD_SUFFIXES
+from repro.paths import is_machine_record
 from repro.stages.base import OutputWriteError, atomic_dir, atomic_write_text, remove_stale_temporaries
 
 POLL_S = 0.005
@@ -125,15 +125,15 @@ class Workspace:
     def stale(self) -> set[str]:
         return set(json.loads(self.dvc("status", "--json").stdout or "{}"))
 
-    def digest(self, stage: str, skip: tuple[str, ...] = MACHINE_RECORD_SUFFIXES) -> tuple[list, dict]:
-        """(dvc.lock outs, sha256 of every output file) of a completed stage; `skip` leaves
-        out outputs measured rather than computed (perf.json: tokens/s; env.json: the run's
-        wall seconds)."""
+    def digest(self, stage: str) -> tuple[list, dict]:
+        """(dvc.lock outs, sha256 of every output file) of a completed stage, without the
+        outputs measured rather than computed (repro.paths.is_machine_record: perf.json's
+        tokens/s, env.json's wall seconds, a train stage's live DVCLive folder)."""
         entry = self.lock_entry(stage)
         assert entry is not None, f"{stage} has no dvc.lock entry"
-        outs = [o for o in entry["outs"] if not o["path"].endswith(skip)]
+        outs = [o for o in entry["outs"] if not is_machine_record(o["path"])]
         files = {str(p.relative_to(self.root)): _files(p) for p in self.outputs(stage)
-                 if not str(p).endswith(skip)}
+                 if not is_machine_record(p.relative_to(self.root))}
         return outs, files
 
     # ------------------------------------------------------------------ commands

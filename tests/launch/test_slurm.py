@@ -39,7 +39,7 @@ MODEL = ModelSpec(hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, int
 SID = "train-exp-s1-00000000"
 OUTPUTS = {"checkpoint": "out/ck", "state": "out/st", "metrics": "out/m.json", "ledger": "out/ledger.json",
            "loss": "out/loss.csv", "monitor": "out/monitor.csv", "perf": "out/perf.json",
-           "env": "out/env.json"}
+           "env": "out/env.json", "live": "out/live/metrics.json", "live_curves": "out/live/plots/metrics"}
 SLURM = {"partition": "cpu", "time": "00:10:00", "nodes": 2}
 
 
@@ -101,9 +101,10 @@ def stage(cfg: TrainConfig, data: Path):
 
 
 def outputs(root: Path) -> dict[str, bytes]:
-    """Every output file but the measured records (timings, the machine)."""
+    """Every output file but the measured records (timings, the machine, the live record)."""
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted((root / "out").rglob("*"))
-            if p.is_file() and p.name not in ("perf.json", "env.json")}
+            if p.is_file() and p.name not in ("perf.json", "env.json")
+            and p.relative_to(root / "out").parts[0] != "live"}
 
 
 def jobs(state: Path) -> list[dict]:
@@ -364,7 +365,8 @@ def _trial_repo(cfg: TrainConfig, data: Path) -> None:
     cached = [OUTPUTS[k] for k in ("checkpoint", "state", "ledger", "loss", "monitor")]
     Path("dvc.yaml").write_text(yaml.safe_dump({"stages": {SID: {
         "cmd": cmd, "params": [SID], "outs": cached + uncached,
-        "metrics": [{OUTPUTS["metrics"]: {"cache": False}}]}}}, sort_keys=False))
+        "metrics": [{OUTPUTS[k]: {"cache": False}} for k in ("metrics", "live")],
+        "plots": [{OUTPUTS["live_curves"]: {"cache": False, "x": "step"}}]}}}, sort_keys=False))
     env = dict(os.environ, PATH=tool_path())
     for args in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"],
                  ["git", "add", "-A"], ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "t"]):

@@ -83,7 +83,9 @@ def stage_io(data: Path, out: Path, init: Path | None = None, name: str = "train
     return StageIO(name, inputs, {"checkpoint": out / "ck", "state": out / "st", "metrics": out / "metrics" / "m.json",
                                   "ledger": out / "metrics" / "ledger.json",
                                   "loss": out / "plots" / "loss.csv", "monitor": out / "plots" / "monitor.csv",
-                                  "perf": out / "metrics" / "perf.json"})
+                                  "perf": out / "metrics" / "perf.json",
+                                  "live": out / "live" / "metrics.json",
+                                  "live_curves": out / "live" / "plots" / "metrics"})
 
 
 def run(data: Path, out: Path, cfg: TrainConfig, init: Path | None = None, name: str = "train", **extra) -> Path:
@@ -92,9 +94,10 @@ def run(data: Path, out: Path, cfg: TrainConfig, init: Path | None = None, name:
 
 
 def files(folder: Path) -> dict[str, bytes]:
-    """Every output file but the measured timings."""
+    """Every output file but the measured timings and the live record (which holds the
+    measured tokens/s; repro.train.live)."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != "perf.json"}
+            if p.is_file() and p.name != "perf.json" and p.relative_to(folder).parts[0] != "live"}
 
 
 def test_train_is_byte_identical_and_learns(data, tmp_path):
@@ -324,6 +327,12 @@ def test_sigkill_then_rerun_resumes_bitwise(data, tmp_path, monkeypatch):
               "metrics/m.json", "plots/monitor.csv"):
         assert (work / f).read_bytes() == (ref / f).read_bytes(), f
     assert not state.exists()  # cleaned up once the stage completed
+    # the live record shows the whole phase: the resumed process logged the curve its state
+    # held again (DVC would have deleted the folder with the failed stage's outputs)
+    for column in ("loss", "grad_norm"):
+        tsv = _tsv(work / "live" / "plots" / "metrics" / "train" / f"{column}.tsv")[1:]
+        assert tsv == _tsv(ref / "live" / "plots" / "metrics" / "train" / f"{column}.tsv")[1:]
+    assert len(_tsv(work / "live" / "plots" / "metrics" / "perf" / "tokens_per_s.tsv")) < len(tsv) + 1
 
 
 def test_rerun_with_a_different_data_order_stops(data, tmp_path):
@@ -640,3 +649,181 @@ def test_the_export_is_a_hub_ready_model_folder(data, tmp_path):
     for needed in ("## Architecture", "## Data", "- web: 0.5", "tokens trained: 1,024",
                    "adamw", "## Scores", "## Provenance", "stage: `train`", "`../st/` relative to this folder"):
         assert needed in body, needed
+
+
+# ------------------------------------------------------------------ live record (DVCLive)
+
+def _tsv(path: Path) -> list[list[str]]:
+    return list(csv.reader(path.open(), delimiter="\t"))
+
+
+def test_the_live_record_is_on_disk_as_it_trains_and_agrees_with_the_csvs(data, tmp_path, monkeypatch):
+    """Issue 22: the train stage writes its DVCLive folder record by record while it trains:
+    when a record returns, the summary holds its step and each TSV its row. At the end the
+    folder holds loss.csv's and monitor.csv's values (no timestamps), tokens/s per point,
+    and nothing else; the CSVs are what they were (the byte-identity test above)."""
+    from repro.train import live
+
+    seen: list[int] = []
+    real = live.LiveLog.record
+
+    def record(self, step, metrics):
+        real(self, step, metrics)
+        folder = Path(self.live.dir)
+        assert json.loads((folder / "metrics.json").read_text())["step"] == step
+        if "train/loss" in metrics:  # on disk now, mid-run, not when the stage ends
+            assert _tsv(folder / "plots" / "metrics" / "train" / "loss.tsv")[-1][0] == str(step)
+            assert not (tmp_path / "a" / "plots" / "loss.csv").exists()
+        seen.append(step)
+
+    monkeypatch.setattr(live.LiveLog, "record", record)
+    out = run(data, tmp_path / "a", config(steps=10, monitor={"every_steps": 4}))
+    assert seen == [2, 4, 6, 8, 10]  # loss points every 2 steps, the monitor at 4, 8 and 10
+    curves = out / "live" / "plots" / "metrics"
+    loss = list(csv.DictReader((out / "plots" / "loss.csv").open()))
+    for column in ("loss", "lr", "grad_norm", "ce", "tokens"):
+        tsv = _tsv(curves / "train" / f"{column}.tsv")
+        assert tsv[0] == ["step", column]  # no timestamp column
+        assert [(int(s), float(v)) for s, v in tsv[1:]] == [(int(r["step"]), float(r[column])) for r in loss]
+    rates = _tsv(curves / "perf" / "tokens_per_s.tsv")[1:]
+    assert [int(s) for s, _ in rates] == [2, 4, 6, 8, 10] and all(float(v) > 0 for _, v in rates)
+    monitor = list(csv.DictReader((out / "plots" / "monitor.csv").open()))
+    assert {r["step"] for r in monitor} == {"4", "8", "10"}
+    for r in monitor:
+        tsv = dict(_tsv(curves / "monitor" / r["metric"] / f"{r['layer']}.tsv")[1:])
+        assert float(tsv[r["step"]]) == float(r["value"])
+    summary = json.loads((out / "live" / "metrics.json").read_text())
+    assert summary["step"] == 10 and summary["train"]["loss"] == float(loss[-1]["loss"])
+    assert summary["stability"]["events"] == 0
+    assert sorted(p.name for p in (out / "live").iterdir()) == ["metrics.json", "plots"]
+    assert sorted(p.name for p in (out / "live" / "plots").iterdir()) == ["metrics"]
+
+
+def test_a_stability_event_is_an_alert_on_stderr_and_a_live_point(data, tmp_path, monkeypatch, capfd):
+    """A skipped update shows as an ALERT line when it happens (what `dvc repro` prints) and
+    in the live record's stability/events at its step, before the stage ends."""
+    from repro.train import objective
+
+    real = objective.TrainModule.forward
+
+    def flaky(self, windows, meta, tokens_seen):
+        loss, parts = real(self, windows, meta, tokens_seen)
+        return (loss * float("nan"), parts) if tokens_seen == 256 * 2 else (loss, parts)  # update 3
+
+    monkeypatch.setattr(objective.TrainModule, "forward", flaky)
+    out = run(data, tmp_path / "a", config(steps=4, stability={"on_nonfinite": "skip"}))
+    err = capfd.readouterr().err
+    assert "ALERT step 3: non-finite loss or gradient (loss nan" in err and "update skipped" in err
+    events = _tsv(out / "live" / "plots" / "metrics" / "stability" / "events.tsv")
+    assert events == [["step", "events"], ["2", "0"], ["3", "1"], ["4", "1"]]
+
+
+def test_live_sinks_are_execution_only_and_checked_before_anything_runs(data, tmp_path, monkeypatch):
+    """A sink changes no output (not in the stage identity nor in dvc.yaml's params) and a
+    selected sink whose package is missing stops the stage first, naming the pip command."""
+    import importlib.util
+
+    from repro.train.live import LiveSinkMissing
+
+    assert "live_sinks" in train.KIND.execution_only
+    assert train.KIND.tracked_params(config().model_dump(mode="json")) == \
+        train.KIND.tracked_params(config(live_sinks=["wandb"]).model_dump(mode="json"))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    with pytest.raises(LiveSinkMissing, match="names wandb") as err:
+        run(data, tmp_path / "a", config(steps=2, live_sinks=["wandb"]))
+    assert err.value.fix.startswith("pip install wandb")
+    assert not (tmp_path / "a").exists() and not (tmp_path / ".repro").exists()
+    with pytest.raises(ValueError, match="names a sink twice"):  # pydantic wraps the FieldError
+        config(live_sinks=["wandb", "wandb"])
+
+
+def _dvc_repo(cfg: TrainConfig, data: Path, sid: str) -> list[str]:
+    """The current directory as a committed git + DVC repository whose pipeline is one train
+    stage, its outputs declared as `repro compile` declares them (the kind's roles and DVC
+    options); the outputs' paths."""
+    import os
+    import subprocess
+
+    import yaml
+
+    from repro.stages.kind import Role
+    from repro.sweep.dvc import tool_path
+
+    Path("params.yaml").write_text(yaml.safe_dump({sid: cfg.model_dump(mode="json")}, sort_keys=False))
+    args = ["repro", "stage", "train", sid, "--in", f"tokenizer={data / 'tok'}",
+            "--in", f"tokens:web={data / 'tokens-web'}", "--in", f"tokens:code={data / 'tokens-code'}"]
+    entry: dict = {"outs": [], "metrics": [], "plots": []}
+    section = {Role.DATA: "outs", Role.RECORD: "outs", Role.METRICS: "metrics", Role.PLOT: "plots"}
+    paths = []
+    for key, out in train.KIND.outputs_for(cfg).items():
+        path, props = str(out.path(sid, cfg)), out.dvc_properties()
+        args += ["--out", f"{key}={path}"]
+        entry[section[out.role]].append({path: props} if props else path)
+        paths.append(path)
+    Path("dvc.yaml").write_text(yaml.safe_dump({"stages": {sid: {
+        "cmd": " ".join(args), "params": [sid], **entry}}}, sort_keys=False))
+    env = dict(os.environ, PATH=tool_path())
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"],
+                ["git", "add", "-A"], ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "t"]):
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, f"{cmd}: {proc.stderr}"
+    return paths
+
+
+@pytest.mark.slow
+def test_dvc_reads_the_live_record_while_dvc_repro_trains(data, tmp_path):
+    """Issue 22, with DVC's own CLI: while `dvc repro` runs a train stage, `dvc metrics show`
+    reports the DVCLive summary of a step before the last (the run is still going), and `dvc
+    plots show` draws the curves logged so far; when it ends, `dvc exp show` holds the final
+    live values, DVCLive has written nothing into dvc.yaml, and git's index is untouched."""
+    import os
+    import subprocess
+    import time
+
+    from repro.sweep.dvc import tool_path
+
+    sid = "train-live"
+    cfg = config(steps=300, monitor={"every_steps": 100}, max_epochs={"web": 100.0, "code": 100.0})
+    _dvc_repo(cfg, data, sid)
+    dvc_yaml = Path("dvc.yaml").read_bytes()
+    env = dict(os.environ, PATH=tool_path())
+
+    def dvc(*args) -> dict:
+        proc = subprocess.run(["dvc", *args, "--json"], env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    summary = Path("live") / sid / "metrics.json"
+    repro_run = subprocess.Popen(["dvc", "repro"], env=env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and repro_run.poll() is None:
+            if summary.exists() and json.loads(summary.read_text()).get("step", 0) >= 10:
+                break  # the summary is replaced whole: never read half-written
+            time.sleep(0.05)
+        assert repro_run.poll() is None, "the stage ended before it could be watched: " + repro_run.stdout.read()
+        metrics = dvc("metrics", "show")
+        plots = dvc("plots", "show")
+        assert repro_run.poll() is None, "the stage ended while DVC read it: raise `steps`"
+    finally:
+        out, _ = repro_run.communicate(timeout=600)
+    assert repro_run.returncode == 0, out
+    live_now = metrics[""]["data"][str(summary)]["data"]  # "": the workspace
+    assert 10 <= live_now["step"] < 300, "read after the last record: raise `steps`"
+    assert live_now["train"]["loss"] > 0 and live_now["perf"]["tokens_per_s"] > 0
+    loss_tsv = str(Path("live") / sid / "plots" / "metrics" / "train" / "loss.tsv")
+    (drawn,) = plots["data"][loss_tsv]
+    steps = [int(v["step"]) for v in drawn["content"]["data"]["values"]]
+    assert steps == list(range(2, 2 * len(steps) + 1, 2)) and live_now["step"] <= steps[-1] < 300
+    # the stage's DVC outputs now hold the whole run: the live record ends as loss.csv does
+    loss = list(csv.DictReader(Path("plots", sid, "loss.csv").open()))
+    (workspace,) = [row for row in dvc("exp", "show") if row["rev"] == "workspace"]
+    final = workspace["data"]["metrics"][str(summary)]["data"]
+    assert final["step"] == 300 and final["train"]["loss"] == float(loss[-1]["loss"])
+    assert set(final["monitor"]) == {"update_rms_ratio", "effective_rank", "max_attn_logit"}
+    assert Path("dvc.yaml").read_bytes() == dvc_yaml  # DVCLive wrote nothing into dvc.yaml
+    status = subprocess.run(["git", "status", "--porcelain"], env=env, capture_output=True, text=True).stdout
+    assert all(line.startswith("??") for line in status.splitlines()), status  # nothing staged
+    assert "ALERT" not in out

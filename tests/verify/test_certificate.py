@@ -147,3 +147,14 @@ stages:
     stage = parse_lock(text)["s"]
     assert stage.deps["repro/x.py"].md5 == "aa" and stage.outs["data/s"].nfiles == 2
     assert stage.params == {"s": {"lr": 1}} and parse_lock("") == {}
+
+
+def test_a_train_stages_live_record_is_not_compared(tmp_path):
+    """Issue 22: the DVCLive folder live/<stage>/ holds measured tokens/s, so a rebuild's
+    differs; like perf.json it describes the run, and the stage is still exact."""
+    live = "live/s/metrics.json"
+    old, new = _record(tmp_path / "ws", 2.5, ENV_A), _record(tmp_path / "scratch", 2.5, ENV_A)
+    old.outs[live] = LockedFile(live, _write(tmp_path / "ws", live, {"perf": {"tokens_per_s": 100.0}}))
+    new.outs[live] = LockedFile(live, _write(tmp_path / "scratch", live, {"perf": {"tokens_per_s": 120.0}}))
+    verdict = verify_stage("s", old, new, tmp_path / "ws", tmp_path / "scratch", TOL)
+    assert verdict.verdict == EXACT and verdict.outputs_checked == 1
