@@ -758,6 +758,8 @@ def _dvc_repo(cfg: TrainConfig, data: Path, sid: str) -> list[str]:
     paths = []
     for key, out in train.KIND.outputs_for(cfg).items():
         path, props = str(out.path(sid, cfg)), out.dvc_properties()
+        if out.role is Role.PLOT:  # drawn against its x as a plots output of the stage (the
+            props = {**props, "x": out.plot_x}  # compiled dvc.yaml titles them at top level)
         args += ["--out", f"{key}={path}"]
         entry[section[out.role]].append({path: props} if props else path)
         paths.append(path)
@@ -812,7 +814,7 @@ def test_dvc_reads_the_live_record_while_dvc_repro_trains(data, tmp_path):
     assert repro_run.returncode == 0, out
     live_now = metrics[""]["data"][str(summary)]["data"]  # "": the workspace
     assert 10 <= live_now["step"] < 300, "read after the last record: raise `steps`"
-    assert live_now["train"]["loss"] > 0 and live_now["perf"]["tokens_per_s"] > 0
+    assert live_now["train"]["loss"] > 0 and "perf" not in live_now  # tokens/s: its TSV
     loss_tsv = str(Path("live") / sid / "plots" / "metrics" / "train" / "loss.tsv")
     (drawn,) = plots["data"][loss_tsv]
     steps = [int(v["step"]) for v in drawn["content"]["data"]["values"]]
@@ -822,7 +824,9 @@ def test_dvc_reads_the_live_record_while_dvc_repro_trains(data, tmp_path):
     (workspace,) = [row for row in dvc("exp", "show") if row["rev"] == "workspace"]
     final = workspace["data"]["metrics"][str(summary)]["data"]
     assert final["step"] == 300 and final["train"]["loss"] == float(loss[-1]["loss"])
-    assert set(final["monitor"]) == {"update_rms_ratio", "effective_rank", "max_attn_logit"}
+    assert "monitor" not in final  # per layer: in its TSVs, not a column each in exp show
+    assert {p.name for p in (Path("live") / sid / "plots" / "metrics" / "monitor").iterdir()} == \
+        {"update_rms_ratio", "effective_rank", "max_attn_logit"}
     assert Path("dvc.yaml").read_bytes() == dvc_yaml  # DVCLive wrote nothing into dvc.yaml
     status = subprocess.run(["git", "status", "--porcelain"], env=env, capture_output=True, text=True).stdout
     assert all(line.startswith("??") for line in status.splitlines()), status  # nothing staged
