@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import shutil
 import subprocess
@@ -355,6 +356,8 @@ class _CpuSecondsReport:
     def pytest_terminal_summary(self, terminalreporter) -> None:
         if not self.totals:
             return
+        if os.environ.get("REPRO_TEST_CPU_JSON"):  # every test's CPU seconds, to see where a run goes
+            Path(os.environ["REPRO_TEST_CPU_JSON"]).write_text(json.dumps(self.totals, indent=1))
         top = sorted(self.totals.items(), key=lambda kv: -kv[1])[:CPU_TOP]
         terminalreporter.write_sep("=", f"{len(top)} tests with the most CPU seconds (all "
                                         f"{len(self.totals)}: {sum(self.totals.values()):.0f} CPU s)")
