@@ -29,7 +29,7 @@ from repro.stages.train import LIVE_PLOTS, MONITOR_METRICS
 from tests.conftest import tool_env
 
 REPO = Path(__file__).resolve().parents[2]
-EXP_SHOW_KEEP = "Experiment|Created|metrics/reports/.*:(final_train_loss|aggregate)$"
+EXP_SHOW_KEEP = "Experiment|Created|metrics/reports/quickstart/.*:(final_train_loss|aggregate)$"
 """The README's `dvc exp show --drop '.*' --keep ...` pattern (kept in step by the test)."""
 
 pytestmark = pytest.mark.slow  # several dvc commands over a 1,800-line dvc.yaml: ~15 s
