@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import re
-import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ import yaml
 
 from repro.paths import is_machine_record
 from repro.verify.certificate import FAIL, verify_stage
-from repro.verify.lockfile import parse_lock
+from repro.verify.lockfile import declared_stage_id, parse_lock
 from repro.verify.tolerance import Tolerance
 
 pytestmark = pytest.mark.slow
@@ -37,8 +36,7 @@ def _ran_stages(output: str) -> set[str]:
 def _stage_id(repo: Path, name: str) -> str:
     """The id (settings hash) a stage's command passes as `--id`: what its output paths are
     named by (its name, the dvc.yaml key, carries no hash)."""
-    words = shlex.split(yaml.safe_load((repo / "dvc.yaml").read_text())["stages"][name]["cmd"])
-    return words[words.index("--id") + 1]
+    return declared_stage_id(yaml.safe_load((repo / "dvc.yaml").read_text())["stages"][name])
 
 
 @pytest.fixture(scope="module")

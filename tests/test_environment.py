@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
 import subprocess
 import sys
 import tomllib
@@ -15,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from repro.environment import differences, fingerprint, installed_versions, lock_drift, locked_versions
+from repro.verify.lockfile import declared_stage_id
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -99,7 +99,7 @@ def test_every_stage_declares_its_fingerprint():
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     for name, entry in stages.items():
         # the record is named by the stage id (its settings hash), as its other outputs are
-        stage_id = shlex.split(entry["cmd"])[shlex.split(entry["cmd"]).index("--id") + 1]
+        stage_id = declared_stage_id(entry)
         assert stage_id.startswith(name.split("-")[0] + "-"), (name, stage_id)
         outs = [next(iter(o)) if isinstance(o, dict) else o for o in entry.get("outs", [])]
         assert f"metrics/{stage_id}.env.json" in outs, name

@@ -5,13 +5,13 @@ of stages that already ran (`metrics/<stage id>.json`, committed by DVC, cache: 
 from __future__ import annotations
 
 import json
-import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from repro import paths, yamlio
+from repro.verify.lockfile import declared_stage_id
 
 STEP_COSTS = Path("bench/results/curation_steps.json")
 """Written by `python -m bench.curation_steps` (see bench/README.md); committed."""
@@ -72,15 +72,8 @@ def stage_ids(root: Path) -> dict[str, str]:
         stages = (yamlio.safe_load((root / str(paths.DVC_YAML)).read_text(encoding="utf-8")) or {}).get("stages") or {}
     except (OSError, yaml.YAMLError):
         return {}
-    ids = {}
-    for name, entry in stages.items():
-        try:
-            words = shlex.split(str((entry or {}).get("cmd", "")))
-        except ValueError:
-            continue
-        if "--id" in words[:-1]:
-            ids[name] = words[words.index("--id") + 1]
-    return ids
+    return {name: sid for name, entry in stages.items()
+            if (sid := declared_stage_id(entry if isinstance(entry, dict) else {})) is not None}
 
 
 def builtin_runs(root: Path) -> BuiltinRuns:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -45,6 +46,18 @@ def declared_outputs(entry: dict[str, Any]) -> list[str]:
         for item in entry.get(key) or []:
             paths.append(next(iter(item)) if isinstance(item, dict) else item)
     return paths
+
+
+def declared_stage_id(entry: dict[str, Any]) -> str | None:
+    """The stage id (its settings hash) a dvc.yaml stage entry's command passes as `--id`
+    (`repro stage <kind> <name> --id <id> ...`, repro.compile.render): what its output paths
+    and the state it keeps outside DVC are named by, its name carrying no hash. None for a
+    command without one or one that is not shell words."""
+    try:
+        words = shlex.split(str((entry or {}).get("cmd", "")))
+    except ValueError:
+        return None
+    return words[words.index("--id") + 1] if "--id" in words[:-1] else None
 
 
 class WorkspaceFileError(ReproError, ValueError):

@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shlex
 import signal
 import sqlite3
 import subprocess
@@ -35,6 +34,7 @@ import yaml
 
 from repro.paths import LIVE_DIR, is_machine_record
 from repro.stages.base import OutputWriteError, atomic_dir, atomic_write_text, remove_stale_temporaries
+from repro.verify.lockfile import declared_stage_id
 
 POLL_S = 0.005
 FSIZE_LIMIT = 4096
@@ -94,8 +94,7 @@ class Workspace:
     def stage_id(self, name: str) -> str:
         """The stage's id (its settings hash, the command's `--id`): what names its outputs
         and the state it keeps outside DVC (.repro/resume/<id>)."""
-        words = shlex.split(self.stages()[name]["cmd"])
-        return words[words.index("--id") + 1]
+        return declared_stage_id(self.stages()[name])
 
     def lock_entry(self, stage: str) -> dict | None:
         lock = self.root / "dvc.lock"
