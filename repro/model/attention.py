@@ -264,6 +264,9 @@ def _flex_kernel():
     if torch.compiler.is_compiling():
         return flex_attention  # inside the compiled model: dynamo lowers it in place
     if _COMPILED_FLEX is None:
+        from repro.train.determinism import inductor_follows_torch
+
+        inductor_follows_torch()
         _COMPILED_FLEX = torch.compile(flex_attention)
     return _COMPILED_FLEX
 

@@ -230,6 +230,7 @@ def compile_trunk(model, backends: Backends):
     first update, reported as perf.json's warmup_seconds."""
     if not backends.compile:
         return None
+    determinism.inductor_follows_torch()
     return torch.compile(model.model, dynamic=False)
 
 

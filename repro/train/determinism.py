@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -80,7 +81,7 @@ def configure(deterministic: bool, device: torch.device) -> Determinism:
     if device.type != "cuda":
         # unchanged from before: CPU kernels are deterministic for a fixed thread count; a few
         # ops without a deterministic flag only warn
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        _deterministic_algorithms(True, warn_only=True)
         return outcome
     if not deterministic:
         torch.use_deterministic_algorithms(False)
@@ -101,6 +102,26 @@ def configure(deterministic: bool, device: torch.device) -> Determinism:
                  "cudnn deterministic, no benchmark"]
     settings += _inductor(True)
     return Determinism(True, "", tuple(settings))
+
+
+def _deterministic_algorithms(mode: bool, *, warn_only: bool = False) -> None:
+    """torch.use_deterministic_algorithms(mode, warn_only=...), without the import of Inductor
+    it makes to set Inductor's own flag: `import torch._inductor.config` loads torch._inductor
+    and torch._dynamo, 1.2 s of every CPU train stage (python -X importtime, issue 19), which
+    never compiles unless asked. Inductor's flag is then set by `inductor_follows_torch` before
+    the stage's first torch.compile, so a compiled CPU run is configured as before."""
+    if "torch._inductor.config" in sys.modules:  # loaded already: nothing to save
+        torch.use_deterministic_algorithms(mode, warn_only=warn_only)
+    else:
+        torch._C._set_deterministic_algorithms(mode, warn_only=warn_only)
+
+
+def inductor_follows_torch() -> None:
+    """Before a torch.compile: Inductor's `deterministic` flag as torch.use_deterministic_algorithms
+    sets it (`_deterministic_algorithms` left it unset where Inductor was not loaded yet)."""
+    from torch._inductor import config
+
+    config.deterministic = torch.are_deterministic_algorithms_enabled()
 
 
 def _inductor(deterministic: bool) -> list[str]:

@@ -53,6 +53,30 @@ def test_cpu_keeps_deterministic_kernels_that_warn_whatever_the_setting(determin
     assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
 
 
+def test_cpu_setup_leaves_inductor_unloaded_until_something_compiles():
+    """A CPU stage that never compiles does not pay for importing Inductor (~1.2 s) to set its
+    flag; the first torch.compile (repro.stages.train.compile_trunk, the flex kernel) sets it
+    as torch.use_deterministic_algorithms would have. In a fresh process: this one has
+    Inductor loaded already."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch\n"
+            "from repro.train import determinism\n"
+            "determinism.setup_torch()\n"
+            "assert torch.are_deterministic_algorithms_enabled()\n"
+            "assert torch.is_deterministic_algorithms_warn_only_enabled()\n"
+            "assert 'torch._inductor' not in sys.modules, 'Inductor was imported'\n"
+            "determinism.inductor_follows_torch()\n"
+            "from torch._inductor import config\n"
+            "assert config.deterministic is True\n"
+            "torch.use_deterministic_algorithms(False)\n"
+            "determinism.inductor_follows_torch()\n"
+            "assert config.deterministic is False\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
 def test_cuda_deterministic_sets_what_cuda_needs():
     import os
 
