@@ -8,12 +8,13 @@ the Hugging Face hub or a local `datasets` cache.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from repro.errors import ReproError
 from repro.eval.lm_eval_overheads import without_lm_eval_overheads
@@ -273,6 +274,34 @@ class LmEvalRun:
     """Document cap of every evaluated task and group (leaves included)."""
 
 
+TOO_LONG_WARNING = "Token indices sequence length is longer than the specified maximum"
+"""The start of the warning transformers' tokenizers log (once per tokenizer) when an encoding
+is longer than the model's `model_max_length`."""
+
+
+class _DropTooLongWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(TOO_LONG_WARNING)
+
+
+@contextlib.contextmanager
+def whole_documents_encoded_quietly() -> Iterator[None]:
+    """Without the tokenizer's "Token indices sequence length is longer than the specified
+    maximum sequence length for this model (1617 > 256). Running this sequence through the
+    model will result in indexing errors" inside: lm-eval's rolling loglikelihood (the
+    bits-per-byte tasks) encodes each whole document and then scores it in windows of at
+    most `max_length` tokens (lm_eval.utils.get_rolling_token_windows), so no model call sees
+    the long sequence the warning is about; it only alarmed whoever read the stage's log, once
+    per checkpoint. Every other message of the tokenizer passes."""
+    tokenizer_log = logging.getLogger("transformers.tokenization_utils_base")
+    drop = _DropTooLongWarning()
+    tokenizer_log.addFilter(drop)
+    try:
+        yield
+    finally:
+        tokenizer_log.removeFilter(drop)
+
+
 def run_lm_eval(checkpoint: Path, tasks: PreparedTasks, *, num_fewshot: int,
                 batch_size: int | str, seed: int, device: str,
                 max_length: int | None = None, cache: Path | None = None, backend: str = "hf",
@@ -302,7 +331,8 @@ def run_lm_eval(checkpoint: Path, tasks: PreparedTasks, *, num_fewshot: int,
         # that shapes them is in the cache path, so a hit is the response this run would
         # compute. lm-eval logs the number of cached vs computed requests.
         log.info("lm-eval response cache: %s_rank*.db", cache)
-    with without_lm_eval_overheads():  # no environment report, a batched response cache
+    with without_lm_eval_overheads(), whole_documents_encoded_quietly():
+        # (no environment report, a batched response cache; see whole_documents_encoded_quietly)
         results = lm_eval.simple_evaluate(
             model=model,
             model_args=model_args,

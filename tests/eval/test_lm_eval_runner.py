@@ -298,3 +298,39 @@ def test_response_cache_key_includes_the_dtype(tmp_path, monkeypatch):
     assert fp32.parent.parent == bf16.parent.parent == tmp_path / ("a" * 64)
     assert fp32 != bf16
     assert response_cache(ev, "a" * 64, settings | {"dtype": "float32"}) == fp32
+
+
+def test_the_too_long_warning_of_whole_document_encodings_is_dropped_and_nothing_else():
+    """lm-eval encodes a bits-per-byte document whole before scoring it in windows: inside
+    `whole_documents_encoded_quietly` the tokenizer's alarm about that encoding is dropped (a
+    real tokenizer, model_max_length 8); its other messages, and the same alarm outside, pass."""
+    import logging
+
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from repro.eval.lm_eval_runner import TOO_LONG_WARNING, whole_documents_encoded_quietly
+
+    def tokenizer() -> PreTrainedTokenizerFast:  # a new one: each warns once
+        tok = Tokenizer(models.WordLevel({"a": 0, "[UNK]": 1}, unk_token="[UNK]"))
+        tok.pre_tokenizer = pre_tokenizers.Whitespace()
+        return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=8)
+
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    library = logging.getLogger("transformers")  # transformers' loggers do not propagate to root
+    handler = Keep()
+    library.addHandler(handler)
+    try:
+        with whole_documents_encoded_quietly():
+            assert len(tokenizer()("a " * 20)["input_ids"]) == 20
+            logging.getLogger("transformers.tokenization_utils_base").warning("another message")
+        assert seen == ["another message"]
+        tokenizer()("a " * 20)
+        assert len(seen) == 2 and seen[1].startswith(TOO_LONG_WARNING)
+    finally:
+        library.removeHandler(handler)
