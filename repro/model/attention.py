@@ -51,6 +51,7 @@ from typing import Any
 
 import torch
 
+from repro.train.determinism import inductor_follows_torch
 from repro.train.positions import document_position_ids
 
 KINDS = ("sdpa", "flex", "flash")
@@ -264,8 +265,6 @@ def _flex_kernel():
     if torch.compiler.is_compiling():
         return flex_attention  # inside the compiled model: dynamo lowers it in place
     if _COMPILED_FLEX is None:
-        from repro.train.determinism import inductor_follows_torch
-
         inductor_follows_torch()
         _COMPILED_FLEX = torch.compile(flex_attention)
     return _COMPILED_FLEX

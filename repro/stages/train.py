@@ -88,6 +88,8 @@ from repro.train.distill import TeacherCache, load_teacher, teacher_attention
 from repro.train.flops import datasheet_peak, flops_per_token, measure_peak_flops, mfu
 from repro.train.loop import LoopSettings, Trainer, loss_csv
 from repro.train.monitor import (
+    METRICS as MONITOR_METRIC_NAMES,
+    UPDATE_RMS_RATIO,
     MonitorRow,
     monitor_csv,
     monitor_rows,
@@ -246,7 +248,7 @@ def _monitor_hooks(cfg: TrainConfig, module: TrainModule, sources: dict[str, Tok
     probe_att = attention_inputs(probe.to(device), eos, attention, cfg.doc_masking)
 
     def monitor(step: int, tokens: int, before: dict) -> list[tuple]:
-        metrics = {"update_rms_ratio": update_rms_ratios(before, module.model),
+        metrics = {UPDATE_RMS_RATIO: update_rms_ratios(before, module.model),
                    **probe_metrics(module.model, probe_att.input_ids, probe_att.position_ids,
                                    attention=probe_att)}
         # plain tuples: they travel in the resumable state (weights_only loading)
@@ -676,15 +678,15 @@ def effects(cfg: TrainConfig) -> dict[str, Any]:
     }
 
 
-MONITOR_METRICS = ("effective_rank", "max_attn_logit", "update_rms_ratio")
+MONITOR_METRICS = MONITOR_METRIC_NAMES
 """The values of monitor.csv's `metric` column (repro.train.monitor), each plotted on its own
 with one line per layer: on one plot their scales (ranks ~100, logits ~10, ratios ~1e-3) hid
 each other (issue 22)."""
 
 
-LIVE_PLOTS = (("train/loss.tsv", "loss", "training loss"), ("train/lr.tsv", "lr", "learning rate"),
-              ("train/grad_norm.tsv", "grad_norm", "gradient norm"),
-              ("perf/tokens_per_s.tsv", "tokens_per_s", "tokens per second"))
+LIVE_PLOTS = tuple((f"{name}.tsv", name.rsplit("/", 1)[1], title) for name, title in (
+    (live.LOSS, "training loss"), (live.LR, "learning rate"), (live.GRAD_NORM, "gradient norm"),
+    (live.TOKENS_PER_S, "tokens per second")))
 """The DVCLive curves (repro.train.live) `dvc plots show` draws while a stage trains, one
 titled plot each per experiment; the per-layer monitor TSVs are in the folder for DVCLive's
 readers but not drawn (monitor.csv's per-metric plots show them once the stage ends)."""

@@ -56,6 +56,7 @@ if TYPE_CHECKING:  # types only: repro.train.loop imports this module
 EVENTS = "stability/events"
 SUMMARY_LEAVES_OUT = ("monitor", "perf")
 """Top-level groups of the live metrics left out of the summary (metrics.json)."""
+LOSS, LR, GRAD_NORM, TOKENS = "train/loss", "train/lr", "train/grad_norm", "train/tokens"
 TOKENS_PER_S = "perf/tokens_per_s"
 
 # sink -> (the module that must be importable, the package that provides it)
@@ -87,8 +88,8 @@ def _round(value: float, spec: str) -> float:
 
 def curve_metrics(row: LogRow) -> dict[str, float]:
     """One loss-curve point (repro.train.loop.loss_csv's row) as live metrics."""
-    out = {"train/loss": _round(row.loss, ".6f"), "train/lr": _round(row.lr, ".6g"),
-           "train/grad_norm": _round(row.grad_norm, ".6g"), "train/tokens": row.tokens}
+    out = {LOSS: _round(row.loss, ".6f"), LR: _round(row.lr, ".6g"),
+           GRAD_NORM: _round(row.grad_norm, ".6g"), TOKENS: row.tokens}
     out.update({f"train/{k}": _round(v, ".6f") for k, v in row.parts})
     return out
 

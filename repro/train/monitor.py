@@ -33,6 +33,12 @@ from repro.train.attention_probe import MaxLogitProbe, decoder_layers
 _PARAM_LAYER_RE = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 
 
+EFFECTIVE_RANK, MAX_ATTN_LOGIT, UPDATE_RMS_RATIO = "effective_rank", "max_attn_logit", "update_rms_ratio"
+METRICS = (EFFECTIVE_RANK, MAX_ATTN_LOGIT, UPDATE_RMS_RATIO)
+"""The values of monitor.csv's `metric` column: the compiled pipeline draws one plot per metric
+(repro.stages.train.MONITOR_METRICS), so a name is written and plotted from here only."""
+
+
 def _group(name: str) -> str | None:
     """CSV layer label of a 2-D parameter, or None for parameters the monitor ignores."""
     m = _PARAM_LAYER_RE.search(name)
@@ -149,7 +155,7 @@ def probe_metrics(model: torch.nn.Module, probe_inputs: torch.Tensor,
             h.remove()
         model.train(was_training)
     logits = {str(i): float(v.max()) for i, v in probe.result().items()}
-    return {"effective_rank": ranks, "max_attn_logit": logits}
+    return {EFFECTIVE_RANK: ranks, MAX_ATTN_LOGIT: logits}
 
 
 # --------------------------------------------------------------------------- CSV
