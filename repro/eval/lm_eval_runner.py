@@ -292,7 +292,8 @@ def whole_documents_encoded_quietly() -> Iterator[None]:
     bits-per-byte tasks) encodes each whole document and then scores it in windows of at
     most `max_length` tokens (lm_eval.utils.get_rolling_token_windows), so no model call sees
     the long sequence the warning is about; it only alarmed whoever read the stage's log, once
-    per checkpoint. Every other message of the tokenizer passes."""
+    per checkpoint. Every other message of the tokenizer passes. (The stage's own count of a
+    document's tokens, repro.eval.provenance.uniform_rolling_baseline, asks for no warning.)"""
     tokenizer_log = logging.getLogger("transformers.tokenization_utils_base")
     drop = _DropTooLongWarning()
     tokenizer_log.addFilter(drop)

@@ -77,7 +77,10 @@ def uniform_rolling_baseline(tokenizer: Any, vocab_size: int, texts: Iterable[st
     measured as lm-eval measures a rolling-loglikelihood task: every token of the document,
     encoded without special tokens, is predicted once. It depends on the tokenizer (better
     compression -> fewer tokens -> fewer bits), so it is the chance level of *this* model."""
-    n_tokens = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
+    # verbose=False: a whole document is longer than the model's window by design (lm-eval
+    # scores it in windows), which the tokenizer would otherwise warn about as an error
+    n_tokens = sum(len(tokenizer(t, add_special_tokens=False, verbose=False)["input_ids"])
+                   for t in texts)
     n_bytes, n_words = sum(byte_counts), sum(word_counts)
     nats = n_tokens * math.log(vocab_size)
     out = {}

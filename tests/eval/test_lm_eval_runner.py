@@ -332,5 +332,10 @@ def test_the_too_long_warning_of_whole_document_encodings_is_dropped_and_nothing
         assert seen == ["another message"]
         tokenizer()("a " * 20)
         assert len(seen) == 2 and seen[1].startswith(TOO_LONG_WARNING)
+        # the stage's chance level counts the same whole documents' tokens, without the alarm
+        from repro.eval.provenance import uniform_rolling_baseline
+
+        baseline = uniform_rolling_baseline(tokenizer(), 2, ["a " * 20], [40], [20])
+        assert baseline["bits_per_byte"] == 20 / 40 and len(seen) == 2
     finally:
         library.removeHandler(handler)

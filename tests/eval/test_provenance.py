@@ -51,8 +51,8 @@ def test_trainer_state_keys(tmp_path):
 
 def test_uniform_baseline_counts_tokens_without_specials():
     class Tok:  # one token per character
-        def __call__(self, text, add_special_tokens):
-            assert add_special_tokens is False
+        def __call__(self, text, add_special_tokens, verbose):
+            assert add_special_tokens is False and verbose is False  # a whole document: no alarm
             return {"input_ids": list(text)}
 
     base = uniform_rolling_baseline(Tok(), 256, ["abcd", "ef"], [4, 2], [1, 1])
