@@ -9,8 +9,9 @@ export PATH := $(abspath $(BIN)):$(PATH)
 # machine sets PYTHONDONTWRITEBYTECODE (these do): otherwise every `repro stage` process
 # compiles the repro modules it imports from source again, and every pytest worker re-parses
 # and rewrites the asserts of all test modules (pytest caches that only where Python may
-# write bytecode): `make test-fast` took 204 s with it set and 175 s without, on a fresh
-# clone of a 2-core machine (issue 19). Site-packages are compiled once by the install.
+# write bytecode): the fast tests (pytest -m "not slow" -n 2) took 204-206 s with it set and
+# 175 s without, caches removed first as on a fresh clone, 2 cores (issue 19). Site-packages
+# are compiled once by the install.
 unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: install quickstart example-architectures example-lr-sweep example-ladder test test-deps test-fast compile bench-curation bench-training bench-numerics bench-evaluation bench-stages calibrate-language debian-corpus gpu-check gpu-wheels
