@@ -93,7 +93,6 @@ def test_stage_refuses_a_params_file_that_is_not_a_mapping(ws, text, words):
     _refused(CliRunner().invoke(main, args), "params.yaml", words, "repro compile")
 
 
-@pytest.mark.slow  # over the marker's ~4 s on 2 cores (pyproject.toml)
 def test_every_stage_kind_refuses_a_malformed_section(ws):
     """Each kind's section replaced by a list, a number, or a mapping of wrong types."""
     runner = CliRunner()

@@ -126,7 +126,6 @@ def test_gzip_warc_cut_anywhere_is_counted(tmp_path, write_warc, html_page):
 # --------------------------------------------------------------------------- JSONL
 
 
-@pytest.mark.slow  # over the marker's ~4 s on 2 cores (pyproject.toml)
 def test_bad_jsonl_lines_and_files_are_counted(tmp_path, funnel_adds_up):
     folder = tmp_path / "jsonl"
     folder.mkdir()

@@ -208,7 +208,6 @@ def test_datasets_and_datatrove_read_exactly_the_kept_documents(curated, tmp_pat
     assert {p.suffix for p in (out / "data").iterdir()} == {".jsonl"}
 
 
-@pytest.mark.slow  # over the marker's ~4 s on 2 cores (pyproject.toml)
 def test_rerun_is_byte_identical(curated):
     tmp, out, m = curated
     out2, m2 = run_curate(tmp, "docs2")
@@ -222,7 +221,6 @@ def digest(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-@pytest.mark.slow  # over the marker's ~4 s on 2 cores (pyproject.toml)
 def test_outputs_do_not_depend_on_task_count(curated):
     """Kept and removed documents, funnel and file layout are the same with 1 or 3 tasks:
     dedup passes read canonical shards, so the same copy of a duplicate survives."""

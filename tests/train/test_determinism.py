@@ -53,7 +53,6 @@ def test_cpu_keeps_deterministic_kernels_that_warn_whatever_the_setting(determin
     assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
 
 
-@pytest.mark.slow  # over the marker's ~4 s on 2 cores (pyproject.toml)
 def test_cpu_setup_leaves_inductor_unloaded_until_something_compiles():
     """A CPU stage that never compiles does not pay for importing Inductor (~1.2 s) to set its
     flag; the first torch.compile (repro.stages.train.compile_trunk, the flex kernel) sets it
