@@ -134,6 +134,11 @@ _RESOLVE = re.compile(r"^/(?P<kind>datasets/)?(?P<repo>[^/]+/[^/]+)/resolve/(?P<
 class _Handler(BaseHTTPRequestHandler):
     hub: HubStandin
     protocol_version = "HTTP/1.1"
+    # Headers and body go out as two writes on a kept-alive connection: with Nagle's
+    # algorithm the body waits for the ACK of the headers, which the client delays (up to
+    # 40 ms on Linux loopback), once per request. The early-signal preset's online run makes
+    # 737 requests: 30.7 s with Nagle, 16.6 s without (2 cores).
+    disable_nagle_algorithm = True
 
     def log_message(self, *args: Any) -> None:  # quiet: the test output stays readable
         pass
