@@ -28,7 +28,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from repro.numerics import NUMERICS_ENV
+from repro.numerics import NUMERICS_ENV_KEYS
 
 NO_PINS = "REPRO_BENCH_NO_PINS"
 """Set in a child's environment: it skips repro.numerics.pin_numerics_env (the variables it
@@ -40,7 +40,7 @@ VARIANTS = {"default pins": {}, "no pins": {NO_PINS: "1"},
 def variant_env(name: str, base: dict[str, str]) -> dict[str, str]:
     """The environment of `name`'s child: `base` without the pins (and without the no-pins
     switch), then the variant's own settings; the default's child pins in process."""
-    kept = {k: v for k, v in base.items() if k not in NUMERICS_ENV and k != NO_PINS}
+    kept = {k: v for k, v in base.items() if k not in NUMERICS_ENV_KEYS and k != NO_PINS}
     return kept | VARIANTS[name]
 
 

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+from repro.numerics import pin_numerics_env
+
+# Before every other import: numpy (which repro.stages.base loads), its OpenBLAS, MKL and ATen
+# each read their kernel switches once, when they load (repro/numerics.py). The imports below
+# therefore follow a statement, on purpose.
+pin_numerics_env()
+
 import datetime
 import importlib
 import json
@@ -22,7 +29,6 @@ from repro.environment import fingerprint, process_seconds
 from repro.errors import ReproError, ReproErrors
 from repro.hub import mirror as hub_mirror
 from repro.launch import slurm as slurm_launch
-from repro.numerics import pin_numerics_env
 from repro.spec.load import SPEC_SUFFIXES, SpecError, load_spec, validation_issues
 from repro.spec.safety import redact_text
 from repro.stages import UnknownStageKind
@@ -193,7 +199,7 @@ def _internal(error: BaseException) -> SystemExit:
 @click.version_option(package_name="repro")
 def main() -> None:
     """Declarative reproduction of LM pretraining experiments, compiled to DVC."""
-    pin_numerics_env()  # before any stage imports torch
+    pin_numerics_env()  # again: an in-process caller (a test's CliRunner) may have changed os.environ
 
 
 @main.command()

@@ -31,7 +31,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from repro.numerics import NUMERICS_ENV, mkl_branch
+from repro.numerics import NUMERICS_ENV_KEYS, mkl_branch
 
 LOCK_FILE = Path(__file__).resolve().parents[1] / "requirements.lock"
 
@@ -203,7 +203,7 @@ def fingerprint() -> dict[str, Any]:
             "packages": {p: _version(p) for p in KEY_PACKAGES},
             "lock_sha256": hashlib.sha256(lock_bytes).hexdigest()[:16] if lock_bytes else None,
             "lock_drift": lock_drift(),
-            "env": {k: os.environ.get(k) for k in (*NUMERICS_ENV, *THREAD_ENV)},
+            "env": {k: os.environ.get(k) for k in (*NUMERICS_ENV_KEYS, *THREAD_ENV)},
         },
         "info": {
             "os": platform.system(),

@@ -7,6 +7,12 @@ float additions, so a stage rerun on a loaded machine gave different weights (se
 quickstart's distillation stage). Pinning both costs nothing measurable here (a
 quickstart-sized matmul: 15.5 vs 15.7 ms). They must be set before MKL initialises, i.e.
 before torch is imported, so every entry point calls `pin_numerics_env()` first.
+
+numpy and the OpenBLAS that numpy and scipy ship pick their kernels by CPU too (the ladder's
+fit and the reports' bootstraps compute with them): on an AMD EPYC host with AVX-512 (Zen 5,
+2026-12-06) every quickstart and architectures output came out as the AVX2 hosts' did, but
+the ladder's fit gave other bootstrap intervals (188 -> 187 resamples fitted, E's upper end
+2.403 -> 2.238) until numpy's AVX-512 kernels were switched off; then it matched byte for byte.
 """
 
 from __future__ import annotations
@@ -15,6 +21,58 @@ import os
 import platform
 
 _X86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "x86")
+
+NUMPY_AVX512_TARGETS = "X86_V4 AVX512_ICL AVX512_SPR"
+"""numpy 2.4's AVX-512 dispatch targets on x86-64 (`numpy._core._multiarray_umath.
+__cpu_dispatch__`: X86_V3 X86_V4 AVX512_ICL AVX512_SPR): disabled, numpy runs its X86_V3
+(AVX2) kernels, as on an AVX2-only host. numpy ignores a name its build does not dispatch
+(an ImportWarning, hidden by default), so this is only set for the numpy these names are
+checked against (tests/test_numerics.py imports the locked numpy with it, warnings as errors)."""
+
+
+def _cpu_flags() -> frozenset[str]:
+    """This CPU's feature flags as Linux lists them (/proc/cpuinfo); empty elsewhere."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def _numpy_version() -> tuple[int, int] | None:
+    """The installed numpy's (major, minor), read from its metadata (numpy is not imported:
+    its kernel choice is what is being pinned)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        major, minor = version("numpy").split(".")[:2]
+        return int(major), int(minor)
+    except (PackageNotFoundError, ValueError):
+        return None
+
+
+def _blas_and_numpy_avx2(flags: frozenset[str] | None = None,
+                         numpy_version: tuple[int, int] | None = None) -> dict[str, str]:
+    """On x86 hosts with AVX2, the AVX2 kernels of numpy and of OpenBLAS, whatever else the CPU
+    has, as ATen's are pinned above. OpenBLAS (built DYNAMIC_ARCH in numpy's and scipy's
+    wheels) picks Haswell kernels on AMD hosts (threadpoolctl reports "Haswell" on the AVX-512
+    Zen 5 host too) and SkylakeX ones on Intel AVX-512 hosts; OPENBLAS_CORETYPE=Haswell makes
+    every AVX2 host run the former (not yet run on an Intel host). numpy's AVX-512 targets
+    are only named on a host that has AVX-512 (elsewhere numpy runs AVX2 kernels already) and
+    with numpy 2.4, whose target names these are (another numpy would ignore them)."""
+    if not _X86:
+        return {}
+    flags = _cpu_flags() if flags is None else flags
+    env = {}
+    if {"avx2", "fma"} <= flags:  # Haswell kernels need both; a CPU without them keeps its own
+        env["OPENBLAS_CORETYPE"] = "Haswell"
+    if "avx512f" in flags and (numpy_version or _numpy_version()) == (2, 4):
+        env["NPY_DISABLE_CPU_FEATURES"] = NUMPY_AVX512_TARGETS
+    return env
+
 
 NUMERICS_ENV = {
     "MKL_DYNAMIC": "FALSE",  # exactly the threads torch.set_num_threads asks for
@@ -30,7 +88,13 @@ NUMERICS_ENV = {
     # stages' env records (mkl_branch) and `repro probe` say which branch a run used.
     "MKL_CBWR": "AVX2,STRICT" if _X86 else "AUTO,STRICT",
     **({"ATEN_CPU_CAPABILITY": "avx2"} if _X86 else {}),
+    **_blas_and_numpy_avx2(),
 }
+
+NUMERICS_ENV_KEYS = ("MKL_DYNAMIC", "OMP_DYNAMIC", "MKL_CBWR", "ATEN_CPU_CAPABILITY",
+                     "NPY_DISABLE_CPU_FEATURES", "OPENBLAS_CORETYPE")
+"""Every variable NUMERICS_ENV may set on some host: what the stages' env records list (unset
+ones as null), so records from hosts that pin different subsets compare key by key."""
 
 
 def pin_numerics_env() -> None:

@@ -22,9 +22,10 @@ def test_a_measurement_times_real_steps_and_reads_back_the_mkl_branch():
 
 
 def test_each_variant_child_gets_only_its_own_numerics_settings():
-    from repro.numerics import NUMERICS_ENV
+    from repro.numerics import NUMERICS_ENV_KEYS as NUMERICS_ENV
 
     base = {"PATH": "/bin", "MKL_CBWR": "AVX512", "ATEN_CPU_CAPABILITY": "default",
+            "OPENBLAS_CORETYPE": "SkylakeX", "NPY_DISABLE_CPU_FEATURES": "",
             numerics_cost.NO_PINS: "1"}
     default = numerics_cost.variant_env("default pins", base)
     unpinned = numerics_cost.variant_env("no pins", base)
