@@ -12,7 +12,8 @@ numpy and the OpenBLAS that numpy and scipy ship pick their kernels by CPU too (
 fit and the reports' bootstraps compute with them): on an AMD EPYC host with AVX-512 (Zen 5,
 2026-12-06) every quickstart and architectures output came out as the AVX2 hosts' did, but
 the ladder's fit gave other bootstrap intervals (188 -> 187 resamples fitted, E's upper end
-2.403 -> 2.238) until numpy's AVX-512 kernels were switched off; then it matched byte for byte.
+2.403 -> 2.238) until numpy's AVX-512 kernels were switched off; then it matched byte for
+byte. With OpenBLAS's SkylakeX kernels (its own choice there) it differed again.
 """
 
 from __future__ import annotations
@@ -58,9 +59,10 @@ def _blas_and_numpy_avx2(flags: frozenset[str] | None = None,
                          numpy_version: tuple[int, int] | None = None) -> dict[str, str]:
     """On x86 hosts with AVX2, the AVX2 kernels of numpy and of OpenBLAS, whatever else the CPU
     has, as ATen's are pinned above. OpenBLAS (built DYNAMIC_ARCH in numpy's and scipy's
-    wheels) picks Haswell kernels on AMD hosts (threadpoolctl reports "Haswell" on the AVX-512
-    Zen 5 host too) and SkylakeX ones on Intel AVX-512 hosts; OPENBLAS_CORETYPE=Haswell makes
-    every AVX2 host run the former (not yet run on an Intel host). numpy's AVX-512 targets
+    wheels) picks its kernels by CPU: SkylakeX ones on the AVX-512 Zen 5 host (threadpoolctl),
+    where the ladder's fit then gave other bytes than with the Haswell ones, which AVX2 hosts
+    run (that host's own environment set OPENBLAS_CORETYPE=Haswell already, which is how its
+    first rebuild matched). numpy's AVX-512 targets
     are only named on a host that has AVX-512 (elsewhere numpy runs AVX2 kernels already) and
     with numpy 2.4, whose target names these are (another numpy would ignore them)."""
     if not _X86:
