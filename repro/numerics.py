@@ -62,9 +62,9 @@ def _blas_and_numpy_avx2(flags: frozenset[str] | None = None,
     wheels) picks its kernels by CPU: SkylakeX ones on the AVX-512 Zen 5 host (threadpoolctl),
     where the ladder's fit then gave other bytes than with the Haswell ones, which AVX2 hosts
     run (that host's own environment set OPENBLAS_CORETYPE=Haswell already, which is how its
-    first rebuild matched). numpy's AVX-512 targets
-    are only named on a host that has AVX-512 (elsewhere numpy runs AVX2 kernels already) and
-    with numpy 2.4, whose target names these are (another numpy would ignore them)."""
+    first rebuild matched). numpy's AVX-512 targets are only named on a host that has AVX-512
+    (elsewhere numpy runs AVX2 kernels already) and with numpy 2.4, whose target names these
+    are (another numpy would ignore them)."""
     if not _X86:
         return {}
     flags = _cpu_flags() if flags is None else flags
