@@ -31,7 +31,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from repro.numerics import NUMERICS_ENV_KEYS, mkl_branch
+from repro.numerics import NUMERICS_ENV_KEYS, cpu_flags, mkl_branch
 
 LOCK_FILE = Path(__file__).resolve().parents[1] / "requirements.lock"
 
@@ -48,18 +48,16 @@ VECTOR_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "
 
 
 def _cpu() -> dict[str, Any]:
-    model, flags = platform.processor() or platform.machine(), set()
+    model, flags = platform.processor() or platform.machine(), cpu_flags()
     try:
         text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
     except OSError:
         text = ""
     for line in text.splitlines():
         key, _, value = line.partition(":")
-        key = key.strip().lower()
-        if key in ("model name", "cpu model") and value.strip():
+        if key.strip().lower() in ("model name", "cpu model") and value.strip():
             model = value.strip()
-        elif key in ("flags", "features") and not flags:
-            flags = set(value.split())
+            break
     return {
         "arch": platform.machine(),
         "model": model,

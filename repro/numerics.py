@@ -31,13 +31,15 @@ __cpu_dispatch__`: X86_V3 X86_V4 AVX512_ICL AVX512_SPR): disabled, numpy runs it
 checked against (tests/test_numerics.py imports the locked numpy with it, warnings as errors)."""
 
 
-def _cpu_flags() -> frozenset[str]:
-    """This CPU's feature flags as Linux lists them (/proc/cpuinfo); empty elsewhere."""
+def cpu_flags() -> frozenset[str]:
+    """This CPU's feature flags as Linux lists them (/proc/cpuinfo: `flags` on x86, `Features`
+    on ARM); empty elsewhere. The env records' CPU section reads them here too."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
             for line in f:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
+                key, _, value = line.partition(":")
+                if key.strip().lower() in ("flags", "features"):
+                    return frozenset(value.split())
     except OSError:
         pass
     return frozenset()
@@ -67,7 +69,7 @@ def _blas_and_numpy_avx2(flags: frozenset[str] | None = None,
     are (another numpy would ignore them)."""
     if not _X86:
         return {}
-    flags = _cpu_flags() if flags is None else flags
+    flags = cpu_flags() if flags is None else flags
     env = {}
     if {"avx2", "fma"} <= flags:  # Haswell kernels need both; a CPU without them keeps its own
         env["OPENBLAS_CORETYPE"] = "Haswell"
