@@ -27,6 +27,7 @@ def _python(code: str, *flags: str, **env: str) -> subprocess.CompletedProcess:
                           text=True, capture_output=True, timeout=120)
 
 
+@x86_only
 def test_the_numpy_targets_are_the_locked_numpys():
     """numpy ignores a name in NPY_DISABLE_CPU_FEATURES that its build does not dispatch,
     with an ImportWarning that nobody sees (and then runs its AVX-512 kernels after all): the
