@@ -22,7 +22,7 @@ def test_a_measurement_times_real_steps_and_reads_back_the_mkl_branch():
 
 
 def test_each_variant_child_gets_only_its_own_numerics_settings():
-    from repro.numerics import NUMERICS_ENV_KEYS as NUMERICS_ENV
+    from repro.numerics import NUMERICS_ENV_KEYS
 
     base = {"PATH": "/bin", "MKL_CBWR": "AVX512", "ATEN_CPU_CAPABILITY": "default",
             "OPENBLAS_CORETYPE": "SkylakeX", "NPY_DISABLE_CPU_FEATURES": "",
@@ -31,7 +31,7 @@ def test_each_variant_child_gets_only_its_own_numerics_settings():
     unpinned = numerics_cost.variant_env("no pins", base)
     portable = numerics_cost.variant_env("MKL_CBWR=COMPATIBLE", base)
     # a pin inherited from the caller would make "default" measure the caller's choice
-    assert not set(default) & set(NUMERICS_ENV) and numerics_cost.NO_PINS not in default
-    assert not set(unpinned) & set(NUMERICS_ENV) and unpinned[numerics_cost.NO_PINS] == "1"
+    assert not set(default) & set(NUMERICS_ENV_KEYS) and numerics_cost.NO_PINS not in default
+    assert not set(unpinned) & set(NUMERICS_ENV_KEYS) and unpinned[numerics_cost.NO_PINS] == "1"
     assert portable["MKL_CBWR"] == "COMPATIBLE" and numerics_cost.NO_PINS not in portable
     assert default["PATH"] == unpinned["PATH"] == portable["PATH"] == "/bin"
