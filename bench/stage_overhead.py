@@ -11,7 +11,7 @@
    transformers; lm-eval's evaluator). Printed with the ratio to the bare interpreter.
 2. DVC's bookkeeping per stage: scratch git + DVC repositories of 1, N and 2N trivial
    stages (a chain of `cp` of a small file, each stage with its own params.yaml section,
-   sections copied from this repository's params.yaml as `repro compile` writes them; and
+   sections copied from this repository's params files as `repro compile` writes them; and
    the same pipelines without params), built once, then no-op `dvc status` and `dvc repro`
    alternating between the sizes per round. Per stage, marginal: the first N stages cost
    (t(N) - t(1)) / (N - 1) each, the next N (t(2N) - t(N)) / N each; their ratio is 1.0
@@ -84,9 +84,13 @@ def measure_imports(rounds: int) -> dict[str, float]:
 
 
 def _params_sections() -> list[dict]:
-    """Real params.yaml sections (this repository's), cycled to size the synthetic ones."""
+    """Real params sections (this repository's params.yaml and params.data.yaml), cycled to
+    size the synthetic ones."""
     try:
-        params = yaml.safe_load((REPO / "params.yaml").read_text()) or {}
+        params = {}
+        for name in ("params.yaml", "params.data.yaml"):
+            if (REPO / name).is_file():
+                params.update(yaml.safe_load((REPO / name).read_text()) or {})
     except OSError:
         params = {}
     return [v for v in params.values() if isinstance(v, dict)] or [{"x": 1}]

@@ -241,7 +241,7 @@ def explain(root: Path, status: dict[str, list] | None = None) -> list[StageExpl
     dvc_stages = (yamlio.safe_load((root / str(paths.DVC_YAML)).read_text(encoding="utf-8")) or {}).get("stages", {})
     lock_file = root / str(paths.DVC_LOCK)
     locked = parse_lock(lock_file.read_text(encoding="utf-8")) if lock_file.is_file() else {}
-    params = yamlio.safe_load((root / str(paths.PARAMS_YAML)).read_text(encoding="utf-8")) or {}
+    params = yamlio.load_params(root)
     status = dvc_status(root) if status is None else status
     producer = {out: name for name, entry in dvc_stages.items() for out in declared_outputs(entry)}
     result: dict[str, StageExplanation] = {}

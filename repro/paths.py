@@ -18,6 +18,18 @@ EXAMPLES_DIR = PurePosixPath("examples")
 and dvc.lock (examples/<name>/; repro.compile.pipelines)."""
 DVC_YAML = PurePosixPath("dvc.yaml")
 PARAMS_YAML = PurePosixPath("params.yaml")
+"""The experiment stages' settings (train, evaluate, report, fit ...): what `dvc exp run -S
+<key>=<value>` sets without naming a file."""
+DATA_PARAMS_YAML = PurePosixPath("params.data.yaml")
+"""The data stages' settings (source, curate, split, decontaminate, tokenizer, tokenize,
+funnel, evaltasks; repro.stages.kind.StageKind.params_file): `dvc exp run -S
+params.data.yaml:<key>=<value>`. Apart from params.yaml because DVC parses a stage's whole
+params file each time it checks that stage, on every `dvc repro` and `dvc status`: with one
+file, each of the default pipeline's 36 stages parsed every stage's settings (PERF.md,
+issue 19)."""
+PARAMS_FILES = (PARAMS_YAML, DATA_PARAMS_YAML)
+"""Every params file `repro compile` writes in a pipeline's folder; a stage's section (named
+as the stage) lies in exactly one of them."""
 DVC_LOCK = PurePosixPath("dvc.lock")  # written by DVC; read by `repro verify` and `repro explain`
 PACKAGE_DIR = PurePosixPath("repro")
 REPORTS_DIR = PurePosixPath("reports")
@@ -43,8 +55,9 @@ RESERVED: dict[PurePosixPath, tuple[str, frozenset[str]]] = {
     PACKAGE_DIR: ("it holds repro's code, which stages depend on", frozenset()),
     DVC_YAML: ("`repro compile` writes it", frozenset()),
     PARAMS_YAML: ("`repro compile` writes it", frozenset()),
+    DATA_PARAMS_YAML: ("`repro compile` writes it", frozenset()),
     DVC_LOCK: ("DVC writes it", frozenset()),
-    EXAMPLES_DIR: ("`repro compile` writes the example pipelines' dvc.yaml and params.yaml "
+    EXAMPLES_DIR: ("`repro compile` writes the example pipelines' dvc.yaml and params files "
                    "there", frozenset()),
     PurePosixPath(".git"): ("it is git's repository", frozenset()),
     PurePosixPath(".dvc"): ("it holds DVC's configuration and cache", frozenset()),

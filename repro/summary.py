@@ -105,7 +105,7 @@ def _example_param(root: Path, experiments: list[str]) -> str | None:
     """A real `-S` argument: the learning rate of a reported experiment's first training
     stage (ids are `train-<experiment>-...`; the first experiment that has one), doubled."""
     try:
-        params = yamlio.safe_load((root / str(paths.PARAMS_YAML)).read_text(encoding="utf-8")) or {}
+        params = yamlio.load_params(root)
     except OSError:
         return None
     lrs = {str(k): ((v.get("optimizer") or {}) if isinstance(v, dict) else {}).get("lr")

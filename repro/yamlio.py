@@ -1,4 +1,4 @@
-"""Reading the YAML files repro and DVC generate (params.yaml, dvc.yaml, dvc.lock).
+"""Reading the YAML files repro and DVC generate (params files, dvc.yaml, dvc.lock).
 
 They are plain data written by `repro compile` or DVC, but a pipeline's params.yaml runs to
 megabytes, and every `repro stage` reads it before doing anything: PyYAML's pure-Python
@@ -18,6 +18,7 @@ the rest (null, timestamps) read alike.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -69,3 +70,17 @@ def safe_load(text: str) -> Any:
         return loader.get_single_data()
     finally:
         loader.dispose()
+
+
+def load_params(folder: Path) -> dict[str, Any]:
+    """A pipeline's settings, stage name -> section, from every params file `repro compile`
+    writes in `folder` that exists (params.yaml, params.data.yaml: repro.paths.PARAMS_FILES;
+    a stage's section lies in one of them). OSError and yaml.YAMLError propagate."""
+    from repro import paths  # the layout; yamlio itself is plain YAML
+
+    merged: dict[str, Any] = {}
+    for name in paths.PARAMS_FILES:
+        path = folder / str(name)
+        if path.is_file():
+            merged.update(safe_load(path.read_text(encoding="utf-8")) or {})
+    return merged

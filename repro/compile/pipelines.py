@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 from repro import paths
 from repro.compile.errors import GraphError
 from repro.compile.graph import StageGraph, check_outputs, name_stages
-from repro.compile.render import GENERATED, Placement, render_dvc_yaml, render_params_yaml
+from repro.compile.render import GENERATED, Placement, render_dvc_yaml, render_params
 from repro.compile.specs import compile_checked, locate, spec_names
 from repro.errors import ReproError
 from repro.spec.load import SpecError, experiment_files
@@ -123,9 +123,9 @@ class Compiled:
         return [self.graph.name(s) for s in self.stage_ids]
 
     def texts(self) -> dict[PurePosixPath, str]:
-        """Its dvc.yaml and params.yaml, relative to the workspace."""
+        """Its dvc.yaml and params files, relative to the workspace."""
         return {self.pipeline.dvc_yaml: render_dvc_yaml(self.graph, self.placement),
-                self.pipeline.params_yaml: render_params_yaml(self.graph, self.placement)}
+                **render_params(self.graph, self.placement)}
 
 
 def compile_default(specs_dir: Path, root: Path = Path(".")) -> Compiled:
@@ -203,21 +203,33 @@ def check_disjoint(compiled: list[Compiled]) -> None:
         raise SpecError([e if e.file else e.located(str(compiled[0].pipeline.specs))]) from None
 
 
-def orphans(compiled: list[Compiled], root: Path) -> list[PurePosixPath]:
-    """Generated example files (dvc.yaml, params.yaml) whose example has no specs any more:
-    DVC would still read that dvc.yaml and build its stages."""
+def _generated(path: Path) -> bool:
+    """Whether `path` is a file `repro compile` wrote (its header says so)."""
+    try:
+        return path.is_file() and path.read_text(encoding="utf-8").startswith(GENERATED)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def orphans(compiled: list[Compiled], root: Path) -> dict[PurePosixPath, str]:
+    """Generated files no pipeline writes any more, with why they must go: an example's
+    dvc.yaml and params files once its specs are gone (DVC would still read that dvc.yaml and
+    build its stages), and a params file none of a pipeline's stages reads now (DVC would
+    not read it, but `dvc exp run -S <file>:...` would edit it to no effect)."""
+    found: dict[PurePosixPath, str] = {}
+    for c in compiled:
+        written = c.texts()
+        for name in paths.PARAMS_FILES:
+            rel = c.pipeline.folder / name
+            if rel not in written and _generated(root / str(rel)):
+                found[rel] = f"no stage of {c.pipeline.label} reads it any more"
     folder = root / str(paths.EXAMPLES_DIR)
     if not folder.is_dir():
-        return []
+        return found
     wanted = {c.pipeline.name for c in compiled}
-    found = []
     for sub in sorted(p for p in folder.iterdir() if p.is_dir() and p.name not in wanted):
-        for name in (paths.DVC_YAML, paths.PARAMS_YAML):
-            path = sub / str(name)
-            try:
-                generated = path.is_file() and path.read_text(encoding="utf-8").startswith(GENERATED)
-            except (OSError, UnicodeDecodeError):
-                generated = False
-            if generated:
-                found.append(paths.EXAMPLES_DIR / sub.name / name)
+        for name in (paths.DVC_YAML, *paths.PARAMS_FILES):
+            if _generated(sub / str(name)):
+                found[paths.EXAMPLES_DIR / sub.name / name] = \
+                    "its example has no specs any more"
     return found

@@ -34,10 +34,10 @@ class Placement:
     is every stage, at the workspace root. An example pipeline (repro.compile.pipelines) is
     the stages the default lacks, in `examples/<name>/`: they run from the workspace root
     (`wdir`), so every path in it stays root-relative like the default's, and each reads
-    its section of the example's own params file (`repro stage --params`)."""
+    its section of the example's own params files (`repro stage --params`)."""
 
     folder: PurePosixPath = PurePosixPath(".")
-    """The folder of the dvc.yaml and params.yaml, relative to the workspace root."""
+    """The folder of the dvc.yaml and params files, relative to the workspace root."""
     stages: Collection[str] | None = None
     """The stage ids it holds (None: every stage of the graph)."""
     source: str = "specs/*.yaml"
@@ -47,10 +47,10 @@ class Placement:
     def is_root(self) -> bool:
         return self.folder == PurePosixPath(".")
 
-    @property
-    def params_file(self) -> PurePosixPath:
-        """Relative to the workspace root, where its stages run."""
-        return self.folder / paths.PARAMS_YAML
+    def params_file(self, kind: str) -> PurePosixPath:
+        """The params file holding a stage of `kind`'s section (StageKind.params_file, in
+        the folder), relative to the workspace root, where its stages run."""
+        return self.folder / stage_kind(kind).params_file
 
     @property
     def wdir(self) -> str:
@@ -123,8 +123,8 @@ def _cmd(stage: Stage, graph: StageGraph, where: Placement = ROOT) -> str:
     # the name finds its params section; the id names the stage's own state folders
     # (.repro/resume/<id>, its data-order ledger), which must not outlive a settings change
     parts = ["repro", "stage", stage.kind, graph.name(stage.id), "--id", stage.id]
-    if not where.is_root:
-        parts += ["--params", str(where.params_file)]
+    if (params := where.params_file(stage.kind)) != paths.PARAMS_YAML:  # the CLI's default
+        parts += ["--params", str(params)]
     for key, ref in stage.inputs:
         parts += ["--in", f"{key}={graph.path_of(ref)}"]
     for key, path in stage.outputs().items():
@@ -142,12 +142,14 @@ def _cmd(stage: Stage, graph: StageGraph, where: Placement = ROOT) -> str:
 
 
 def _param_deps(stage: Stage, name: str, where: Placement = ROOT) -> list[Any]:
-    """The params.yaml keys DVC tracks for a stage: its whole section, or, where some
-    fields are execution-only, every other field, so changing those reruns nothing. An
-    example's stages name their params file (relative to `wdir`, the workspace root)."""
+    """The params keys DVC tracks for a stage: its whole section, or, where some fields
+    are execution-only, every other field, so changing those reruns nothing. A stage whose
+    section is not in ./params.yaml (DVC's default) names its file, relative to `wdir`, the
+    workspace root."""
     keys = stage_kind(stage.kind).tracked_params(stage.config.model_dump(mode="json"))
     deps = [name] if keys is None else [f"{name}.{key}" for key in keys]
-    return deps if where.is_root else [{str(where.params_file): deps}]
+    params = where.params_file(stage.kind)
+    return deps if params == paths.PARAMS_YAML else [{str(params): deps}]
 
 
 def _stage_entry(stage: Stage, graph: StageGraph, where: Placement = ROOT) -> dict[str, Any]:
@@ -300,7 +302,24 @@ def dump_as_dvc_writes(obj: Any) -> str:
     return stream.getvalue()
 
 
+def params_sections(graph: StageGraph, where: Placement = ROOT) -> dict[PurePosixPath, dict[str, Any]]:
+    """Each params file of the placement's folder (relative to the workspace root) -> its
+    sections, stage name -> settings, in graph order. params.yaml is always there (empty
+    when no stage reads it); another file only when some stage reads it."""
+    files: dict[PurePosixPath, dict[str, Any]] = {where.folder / paths.PARAMS_YAML: {}}
+    for s in graph.stages.values():
+        if where.holds(s):
+            files.setdefault(where.params_file(s.kind), {})[graph.name(s.id)] = \
+                s.config.model_dump(mode="json")
+    return files
+
+
+def render_params(graph: StageGraph, where: Placement = ROOT) -> dict[PurePosixPath, str]:
+    """The text of each params file `params_sections` lists."""
+    return {path: where.header() + (dump_as_dvc_writes(sections) if sections else "")
+            for path, sections in params_sections(graph, where).items()}
+
+
 def render_params_yaml(graph: StageGraph, where: Placement = ROOT) -> str:
-    sections = {graph.name(s.id): s.config.model_dump(mode="json")
-                for s in graph.stages.values() if where.holds(s)}
-    return where.header() + (dump_as_dvc_writes(sections) if sections else "")
+    """params.yaml's text alone (the experiment stages' sections)."""
+    return render_params(graph, where)[where.folder / paths.PARAMS_YAML]

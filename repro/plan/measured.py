@@ -79,7 +79,7 @@ def stage_ids(root: Path) -> dict[str, str]:
 def builtin_runs(root: Path) -> BuiltinRuns:
     out = BuiltinRuns()
     try:
-        params = yamlio.safe_load((root / str(paths.PARAMS_YAML)).read_text(encoding="utf-8")) or {}
+        params = yamlio.load_params(root)
     except (OSError, yaml.YAMLError):
         return out
     ids = stage_ids(root)

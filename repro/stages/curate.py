@@ -20,7 +20,7 @@ from repro.data import samples
 from repro.data.layout import CARD_FILE, KEPT_DIR, REMOVED_DIR, SAMPLES_FILE
 from repro.data.source_check import check_source
 from repro.stages.configs import CurateConfig
-from repro.stages.kind import ENV, METRICS, StageKind, data
+from repro.stages.kind import DATA_PARAMS, ENV, METRICS, StageKind, data
 
 
 def run(cfg: CurateConfig, io: StageIO) -> None:
@@ -60,5 +60,6 @@ KIND = StageKind(
     config=CurateConfig,
     outputs={"docs": data("data/curated"), "metrics": METRICS, "env": ENV},
     run=run,
+    params_file=DATA_PARAMS,
     execution_only=frozenset({"executor"}),
 )

@@ -22,7 +22,7 @@ from repro.eval.local_tasks import read_manifest
 from repro.jsonl import iter_rows
 from repro.stages.base import StageIO, atomic_dir, log, write_json
 from repro.stages.configs import DecontaminateConfig
-from repro.stages.kind import ENV, METRICS, StageKind, data
+from repro.stages.kind import DATA_PARAMS, ENV, METRICS, StageKind, data
 
 TRAIN_FILE = "train.jsonl"
 REMOVED_FILE = "removed.jsonl"
@@ -90,4 +90,5 @@ KIND = StageKind(
     config=DecontaminateConfig,
     outputs={"docs": data("data/decontaminated"), "metrics": METRICS, "env": ENV},
     run=run,
+    params_file=DATA_PARAMS,
 )

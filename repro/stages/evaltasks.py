@@ -12,7 +12,7 @@ from __future__ import annotations
 from repro.eval.local_tasks import build_task, read_heldout, task_files
 from repro.stages.base import StageIO, atomic_dir
 from repro.stages.configs import EvalTasksConfig
-from repro.stages.kind import ENV, StageKind, data
+from repro.stages.kind import DATA_PARAMS, ENV, StageKind, data
 
 
 def run(cfg: EvalTasksConfig, io: StageIO) -> None:
@@ -30,4 +30,5 @@ KIND = StageKind(
     config=EvalTasksConfig,
     outputs={"task": data("data/evaltasks"), "env": ENV},
     run=run,
+    params_file=DATA_PARAMS,
 )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from repro.stages.base import StageIO, read_json, write_json
 from repro.stages.configs import FunnelConfig
-from repro.stages.kind import ENV, METRICS, StageKind
+from repro.stages.kind import DATA_PARAMS, ENV, METRICS, StageKind
 
 
 def run(cfg: FunnelConfig, io: StageIO) -> None:
@@ -35,4 +35,5 @@ KIND = StageKind(
     config=FunnelConfig,
     outputs={"metrics": METRICS, "env": ENV},
     run=run,
+    params_file=DATA_PARAMS,
 )

@@ -91,6 +91,8 @@ record of the machine, not a metric of the result (kept out of `dvc metrics show
 ENV = Output(Role.RECORD, lambda stage_id, cfg: paths.stage_env(stage_id))
 """The environment the stage ran in and its wall seconds (metrics/<id>.env.json), written by
 `repro stage` after the runner succeeds; every kind declares it."""
+DATA_PARAMS = paths.DATA_PARAMS_YAML
+"""`params_file` of the data stages, whose sections live apart from the experiments'."""
 
 
 SNAPSHOT = "snapshot"
@@ -129,6 +131,9 @@ class StageKind:
     """Config fields (dotted for a field of a sub-model: `evaluation.cache_requests`) that
     change how the stage runs, not what it makes: left out of its identity and of its
     params.yaml dependencies (so changing them reruns nothing)."""
+    params_file: PurePosixPath = paths.PARAMS_YAML
+    """The params file of the pipeline's folder that holds the stage's section: params.yaml,
+    or params.data.yaml for the data stages (`DATA_PARAMS`; why: repro.paths)."""
     extra_outputs: Callable[[Any], Mapping[str, Output]] | None = None
     """Outputs that depend on the config (a training stage's `snapshot:<step>` folders)."""
     effects: Callable[[Any], Any] | None = None

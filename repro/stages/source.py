@@ -15,7 +15,7 @@ from repro.data.stdlib_code import iter_documents, write_jsonl
 from repro.data.warc import write_warc
 from repro.stages.base import StageIO, atomic_dir
 from repro.stages.configs import SourceConfig
-from repro.stages.kind import ENV, StageKind, data
+from repro.stages.kind import DATA_PARAMS, ENV, StageKind, data
 
 
 def run(cfg: SourceConfig, io: StageIO) -> None:
@@ -40,4 +40,5 @@ KIND = StageKind(
     config=SourceConfig,
     outputs={"corpus": data("data/raw"), "env": ENV},
     run=run,
+    params_file=DATA_PARAMS,
 )

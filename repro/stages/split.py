@@ -11,7 +11,7 @@ from repro.data.layout import kept_dir
 from repro.data.split import split_documents, write_split
 from repro.stages.base import StageIO, atomic_dir, write_json
 from repro.stages.configs import SplitConfig
-from repro.stages.kind import ENV, METRICS, StageKind, data
+from repro.stages.kind import DATA_PARAMS, ENV, METRICS, StageKind, data
 
 
 def run(cfg: SplitConfig, io: StageIO) -> None:
@@ -25,4 +25,5 @@ KIND = StageKind(
     config=SplitConfig,
     outputs={"split": data("data/split"), "metrics": METRICS, "env": ENV},
     run=run,
+    params_file=DATA_PARAMS,
 )

@@ -41,7 +41,7 @@ from datatrove.pipeline.tokens import DocumentTokenizer
 from repro.data.special_tokens import text_only
 from repro.stages.base import StageIO, atomic_dir, dumps_json, write_json
 from repro.stages.configs import TokenizeConfig
-from repro.stages.kind import ENV, METRICS, StageKind, data
+from repro.stages.kind import DATA_PARAMS, ENV, METRICS, StageKind, data
 
 SAVE_FILENAME = "train"
 TRAIN_FILE = "train.jsonl"
@@ -138,4 +138,5 @@ KIND = StageKind(
     config=TokenizeConfig,
     outputs={"tokens": data("data/tokens"), "metrics": METRICS, "env": ENV},
     run=run,
+    params_file=DATA_PARAMS,
 )

@@ -30,7 +30,7 @@ from repro.errors import ReproError
 from repro.jsonl import iter_rows
 from repro.stages.base import StageIO, atomic_dir
 from repro.stages.configs import TokenizerConfig
-from repro.stages.kind import ENV, StageKind, data
+from repro.stages.kind import DATA_PARAMS, ENV, StageKind, data
 
 BYTE_SYMBOLS = 256
 """Byte-level BPE always holds the 256 byte symbols besides the special tokens."""
@@ -139,4 +139,5 @@ KIND = StageKind(
     config=TokenizerConfig,
     outputs={"tokenizer": data("artifacts/tokenizer"), "env": ENV},
     run=run,
+    params_file=DATA_PARAMS,
 )

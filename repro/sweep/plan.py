@@ -49,7 +49,8 @@ class SweepPlan:
     named with its dvc.yaml: examples/<name>/dvc.yaml:<stage>); empty: the stage name, a
     stage of ./dvc.yaml."""
     params_files: Mapping[str, str] = field(default_factory=dict)
-    """Stage name -> its params file, for the stages not in ./params.yaml (an example's)."""
+    """Stage name -> its params file, for the stages not in ./params.yaml (the data stages',
+    an example's)."""
 
     def __post_init__(self) -> None:
         if not self.target:
@@ -57,7 +58,7 @@ class SweepPlan:
 
     def dvc_sets(self, point: Mapping[str, Scalar]) -> dict[str, Scalar]:
         """A trial's `dvc exp run -S` overrides: `<key>` in ./params.yaml, `<file>:<key>` in
-        an example's params file (DVC 3.67 reads `-S <file>:<key>=<value>` as an override
+        another (params.data.yaml, an example's; DVC 3.67 reads `-S <file>:<key>=<value>` as an override
         of that file: dvc/utils/cli_parse.py, to_path_overrides)."""
         out: dict[str, Scalar] = {}
         for key, value in overrides(point, self.keys).items():

@@ -1,8 +1,8 @@
 """The workspace a sweep runs in: compiled specs, current dvc.yaml/params.yaml, and the
 stages a trial can change.
 
-A trial is `dvc exp run -S` on params.yaml (an example pipeline's trial: on its own
-examples/<name>/params.yaml, `-S examples/<name>/params.yaml:<key>=<value>`), so the params
+A trial is `dvc exp run -S` on params.yaml (a data stage's key: on params.data.yaml, an
+example pipeline's: on its own examples/<name>/params.yaml, `-S <file>:<key>=<value>`), so the params
 files must be what the specs compile to: a stale file would make every trial measure
 settings nobody wrote down. The check is
 `repro compile --check`'s (same rendering), but it keeps the stage graph, which the sweep
@@ -14,7 +14,7 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from repro import paths, yamlio
@@ -35,12 +35,14 @@ class Workspace:
     graph: StageGraph
     """Every stage of that pipeline and, for an example, of the default one it reads."""
     params: dict[str, Any]
-    """params.yaml as written (what every trial starts from), with an example's params file
-    merged in (their sections are stage names, distinct: repro.compile.graph.name_stages)."""
+    """The params files as written (what every trial starts from): params.yaml,
+    params.data.yaml and an example's, merged (their sections are stage names, distinct:
+    repro.compile.graph.name_stages)."""
     dvc_yaml: dict[str, Any]
     """dvc.yaml as compiled (an example's stages merged in)."""
     params_files: dict[str, str]
-    """Stage name -> its params file, for the stages not in ./params.yaml (an example's)."""
+    """Stage name -> its params file, for the stages not in ./params.yaml (the data stages',
+    an example's)."""
 
 
 def compile_workspace(spec: Path, root: Path, require_current: bool = True) -> Workspace:
@@ -64,15 +66,17 @@ def compile_workspace(spec: Path, root: Path, require_current: bool = True) -> W
             "the result)", file=", ".join(stale))])
     params: dict[str, Any] = {}
     dvc_stages: dict[str, Any] = {}
-    for rel in dict.fromkeys((default.pipeline.params_yaml, pipeline.params_yaml)):
+    for rel in (r for r in expected if r.name != paths.DVC_YAML.name):  # the params files
         file = root / rel
         text = expected[rel] if require_current else (
             file.read_text(encoding="utf-8") if file.is_file() else "")
         params.update(yamlio.safe_load(text) or {})
     for rel in dict.fromkeys((default.pipeline.dvc_yaml, pipeline.dvc_yaml)):
         dvc_stages.update((yamlio.safe_load(expected[rel]) or {}).get("stages") or {})
-    files = {} if pipeline.name is None else {name: str(pipeline.params_yaml)
-                                               for name in this.stage_names}
+    # a stage whose section is not in ./params.yaml: a trial names its file in `-S`
+    files = {c.graph.name(sid): str(rel)
+             for c in ([default] if this is default else [default, this]) for sid in c.stage_ids
+             if (rel := c.placement.params_file(c.graph.stages[sid].kind)) != paths.PARAMS_YAML}
     return Workspace(root, pipeline, this.graph, params, {"stages": dvc_stages}, files)
 
 
@@ -124,9 +128,12 @@ def check_committed(root: Path, pipeline: Pipeline | None = None) -> None:
                                   "experiments branch from the current commit",
                                  fix="`git init`, then `git add -A && git commit`", file=str(root)))
     else:
-        extra = () if pipeline is None or pipeline.name is None else (
-            pipeline.dvc_yaml, pipeline.params_yaml)
-        for rel in (paths.DVC_YAML, paths.PARAMS_YAML, *extra):
+        folders = [PurePosixPath(".")] if pipeline is None or pipeline.name is None else [
+            PurePosixPath("."), pipeline.folder]
+        # dvc.yaml and params.yaml always; another params file where compile wrote one
+        wanted = [f / name for f in folders for name in (paths.DVC_YAML, *paths.PARAMS_FILES)
+                  if name in (paths.DVC_YAML, paths.PARAMS_YAML) or (root / str(f / name)).is_file()]
+        for rel in wanted:
             if not git("ls-files", "--error-unmatch", str(rel)):
                 issues.append(ReproError("is not tracked by git, so queued "
                                           "trials (run in a git checkout) would not see it",

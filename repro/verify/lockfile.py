@@ -61,12 +61,13 @@ def declared_stage_id(entry: dict[str, Any]) -> str | None:
 
 
 class WorkspaceFileError(ReproError, ValueError):
-    """dvc.yaml, dvc.lock or params.yaml is not what DVC and `repro compile` write."""
+    """dvc.yaml, dvc.lock or a params file is not what DVC and `repro compile` write."""
 
 
 _FIXES = {"dvc.lock": "restore it from git (`git checkout dvc.lock`) or rebuild it with `dvc repro`",
           "dvc.yaml": "run `repro compile` to rewrite it",
-          "params.yaml": "run `repro compile` to rewrite it"}
+          "params.yaml": "run `repro compile` to rewrite it",
+          "params.data.yaml": "run `repro compile` to rewrite it"}
 
 
 def _a(value: Any) -> str:
@@ -127,7 +128,7 @@ def parse_lock(text: str, source: str = "dvc.lock") -> dict[str, LockedStage]:
 
 
 def check_workspace_files(root: Path) -> None:
-    """dvc.yaml (required), dvc.lock and params.yaml (when present) have the shapes DVC and
+    """dvc.yaml (required), dvc.lock and the params files (when present) have the shapes DVC and
     `repro compile` write; WorkspaceFileError naming the file and the fix otherwise, before
     a command reads them field by field."""
     dvc_yaml = root / str(paths.DVC_YAML)
@@ -142,6 +143,7 @@ def check_workspace_files(root: Path) -> None:
     lock = root / str(paths.DVC_LOCK)
     if lock.is_file():
         parse_lock(lock.read_text(encoding="utf-8"), str(paths.DVC_LOCK))
-    params = root / str(paths.PARAMS_YAML)
-    if params.is_file():
-        load_mapping(params.read_text(encoding="utf-8"), str(paths.PARAMS_YAML))
+    for name in paths.PARAMS_FILES:
+        params = root / str(name)
+        if params.is_file():
+            load_mapping(params.read_text(encoding="utf-8"), str(name))
