@@ -358,12 +358,13 @@ def _check_io(io, kind: str) -> None:
                    "default: NAME.")
 @click.option("--in", "inputs", multiple=True, metavar="KEY=PATH", help="Stage input.")
 @click.option("--out", "outputs", multiple=True, metavar="KEY=PATH", help="Stage output.")
-@click.option("--params", "params_file", default=str(paths.PARAMS_YAML), show_default=True,
+@click.option("--params", "params_file", default=None,
               type=click.Path(dir_okay=False, path_type=Path),
-              help="The params file holding the stage's section (dvc.yaml names it: "
-                   "params.data.yaml for the data stages).")
+              help="The params file holding the stage's section (an example pipeline's "
+                   "stages name theirs).  [default: params.data.yaml for a data stage, "
+                   "else params.yaml]")
 def stage(kind: str, stage_id: str, content_id: str, inputs: tuple[str, ...],
-          outputs: tuple[str, ...], params_file: Path) -> None:
+          outputs: tuple[str, ...], params_file: Path | None) -> None:
     """Run one pipeline stage (called by the commands in dvc.yaml).
 
     Reads the stage's section of its params file (so `dvc exp run -S` overrides apply) and
@@ -381,6 +382,8 @@ def stage(kind: str, stage_id: str, content_id: str, inputs: tuple[str, ...],
             raise click.BadParameter(f"{redact_text(value)!r} is not a stage name or id "
                                      "(lowercase letters, digits, `_` and `-`, as in dvc.yaml)",
                                      param_hint=hint)
+    if params_file is None:
+        params_file = Path(str(declared.params_file))
     display = str(params_file)
     try:
         params = yamlio.safe_load(params_file.read_text(encoding="utf-8")) or {}

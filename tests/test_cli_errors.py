@@ -38,7 +38,7 @@ def _refused(result: Result, *needles: str) -> str:
 
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory) -> Path:
-    """The shipped specs compiled (dvc.yaml, params.yaml); tests copy it."""
+    """The shipped specs compiled (dvc.yaml, the params files); tests copy it."""
     root = tmp_path_factory.mktemp("compiled")
     shutil.copytree(REPO / "specs", root / "specs")
     proc = subprocess.run([sys.executable, "-m", "repro.cli", "compile"], cwd=root,
@@ -78,8 +78,11 @@ def _one_per_kind(root: Path) -> dict[str, list[str]]:
 
 
 def _params_file(args: list[str]) -> str:
-    """The params file a `repro stage` command reads (an example stage names its own)."""
-    return args[args.index("--params") + 1] if "--params" in args else "params.yaml"
+    """The params file a `repro stage` command reads (a data stage's and an example stage's
+    name theirs)."""
+    if "--params" in args:
+        return args[args.index("--params") + 1]
+    return str(kinds()[args[1]].params_file)
 
 
 # ----------------------------------------------------------------------------- stage
@@ -89,8 +92,8 @@ def _params_file(args: list[str]) -> str:
                                          ("'text'\n", "is a string"), ("a: [\n", "cannot read")])
 def test_stage_refuses_a_params_file_that_is_not_a_mapping(ws, text, words):
     args = next(iter(_one_per_kind(ws).values()))
-    (ws / "params.yaml").write_text(text)
-    _refused(CliRunner().invoke(main, args), "params.yaml", words, "repro compile")
+    (ws / _params_file(args)).write_text(text)
+    _refused(CliRunner().invoke(main, args), _params_file(args), words, "repro compile")
 
 
 def test_every_stage_kind_refuses_a_malformed_section(ws):

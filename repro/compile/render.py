@@ -123,8 +123,8 @@ def _cmd(stage: Stage, graph: StageGraph, where: Placement = ROOT) -> str:
     # the name finds its params section; the id names the stage's own state folders
     # (.repro/resume/<id>, its data-order ledger), which must not outlive a settings change
     parts = ["repro", "stage", stage.kind, graph.name(stage.id), "--id", stage.id]
-    if (params := where.params_file(stage.kind)) != paths.PARAMS_YAML:  # the CLI's default
-        parts += ["--params", str(params)]
+    if not where.is_root:  # at the root, the kind's own file is `repro stage`'s default
+        parts += ["--params", str(where.params_file(stage.kind))]
     for key, ref in stage.inputs:
         parts += ["--in", f"{key}={graph.path_of(ref)}"]
     for key, path in stage.outputs().items():
@@ -141,13 +141,17 @@ def _cmd(stage: Stage, graph: StageGraph, where: Placement = ROOT) -> str:
     return shlex.join(parts)
 
 
-def _param_deps(stage: Stage, name: str, where: Placement = ROOT) -> list[Any]:
-    """The params keys DVC tracks for a stage: its whole section, or, where some fields
-    are execution-only, every other field, so changing those reruns nothing. A stage whose
-    section is not in ./params.yaml (DVC's default) names its file, relative to `wdir`, the
-    workspace root."""
+def param_keys(stage: Stage, name: str) -> list[str]:
+    """The params keys DVC tracks for a stage named `name`: its whole section, or, where
+    some fields are execution-only, every other field, so changing those reruns nothing."""
     keys = stage_kind(stage.kind).tracked_params(stage.config.model_dump(mode="json"))
-    deps = [name] if keys is None else [f"{name}.{key}" for key in keys]
+    return [name] if keys is None else [f"{name}.{key}" for key in keys]
+
+
+def _param_deps(stage: Stage, name: str, where: Placement = ROOT) -> list[Any]:
+    """dvc.yaml's `params` of a stage: `param_keys`, under the name of their file (relative
+    to `wdir`, the workspace root) when that is not ./params.yaml, DVC's default."""
+    deps = param_keys(stage, name)
     params = where.params_file(stage.kind)
     return deps if params == paths.PARAMS_YAML else [{str(params): deps}]
 

@@ -12,7 +12,7 @@ import yaml
 from repro import paths
 from repro.compile.errors import GraphError
 from repro.compile.graph import OutputRef, compile_graph
-from repro.compile.render import HEADER, render_dvc_yaml, render_params_yaml
+from repro.compile.render import HEADER, params_sections, render_dvc_yaml, render_params, render_params_yaml
 from repro.compile.specs import compile_files
 from repro.spec.load import load_spec, load_specs
 from repro.spec.schema import EvaluationSettings, TrainingSettings
@@ -38,7 +38,10 @@ def _root_graph():
     return compile_files(QUICKSTART, REPO / "specs", REPO)
 
 
-@pytest.mark.parametrize("name,render", [("dvc.yaml", render_dvc_yaml), ("params.yaml", render_params_yaml)])
+@pytest.mark.parametrize("name,render", [
+    ("dvc.yaml", render_dvc_yaml),
+    ("params.yaml", render_params_yaml),
+    ("params.data.yaml", lambda graph: render_params(graph)[paths.DATA_PARAMS_YAML])])
 def test_golden_quickstart(name, render):
     text = render(_root_graph())
     golden = GOLDEN / f"quickstart.{name}"
@@ -49,7 +52,31 @@ def test_golden_quickstart(name, render):
 
 def test_root_pipeline_is_the_quickstart():
     assert (REPO / "dvc.yaml").read_text() == render_dvc_yaml(_root_graph())
-    assert (REPO / "params.yaml").read_text() == render_params_yaml(_root_graph())
+    for path, text in render_params(_root_graph()).items():
+        assert (REPO / str(path)).read_text() == text
+
+
+def test_data_stages_read_params_data_yaml_and_experiments_params_yaml():
+    """The data stages' sections lie in params.data.yaml, every other in params.yaml (DVC
+    parses a stage's whole params file each time it checks it: repro.paths); each section
+    in exactly one file, the one `repro stage` reads by default for its kind."""
+    graph = _root_graph()
+    files = params_sections(graph)
+    assert set(files) == {paths.PARAMS_YAML, paths.DATA_PARAMS_YAML}
+    data = {"source", "curate", "split", "decontaminate", "tokenizer", "tokenize", "funnel",
+            "evaltasks"}
+    dvc = yaml.safe_load(render_dvc_yaml(graph))["stages"]
+    for name, sid in graph.by_name().items():
+        kind = graph.stages[sid].kind
+        where = paths.DATA_PARAMS_YAML if kind in data else paths.PARAMS_YAML
+        assert [f for f, sections in files.items() if name in sections] == [where], name
+        assert kinds()[kind].params_file == where  # `repro stage`'s default, so no --params
+        assert "--params" not in dvc[name]["cmd"].split()
+        tracked = dvc[name]["params"]
+        if where == paths.PARAMS_YAML:
+            assert all(isinstance(k, str) for k in tracked)
+        else:
+            assert len(tracked) == 1 and list(tracked[0]) == [str(where)]
 
 
 def test_render_is_byte_identical_and_headed():
@@ -92,11 +119,14 @@ def test_shared_data_stages_appear_once():
 def test_each_stage_reads_only_its_params_section_and_it_validates():
     graph = _graph()
     dvc = yaml.safe_load(render_dvc_yaml(graph))["stages"]
-    params = yaml.safe_load(render_params_yaml(graph))
+    params = {name: section for sections in params_sections(graph).values()
+              for name, section in sections.items()}
     assert set(dvc) == set(params) == set(graph.by_name())
     for name, entry in dvc.items():
         sid = graph.by_name()[name]
         kind = graph.stages[sid].kind
+        if isinstance(entry["params"][0], dict):  # under its file's name (params.data.yaml)
+            (entry["params"],) = entry["params"][0].values()
         if kind in ("curate", "train"):  # every field but the execution-only ones
             skip = {"curate": {"executor"},
                     "train": {"checkpoint_every_steps", "launcher", "live_sinks"}}[kind]
@@ -553,6 +583,6 @@ def test_rendering_one_stage_at_a_time_writes_the_whole_documents_bytes():
               for s in graph.stages.values()}
     whole = {"stages": stages, "plots": render.dvc_literal(render.top_level_plots(graph))}
     assert render_dvc_yaml(graph) == HEADER + render._dump(whole)
-    params = {graph.name(s.id): s.config.model_dump(mode="json") for s in graph.stages.values()}
-    # params.yaml is dumped whole, in the form DVC writes it back (tests/compile/test_render.py)
-    assert render_params_yaml(graph) == HEADER + render.dump_as_dvc_writes(params)
+    # each params file is dumped whole, in the form DVC writes it back (tests/compile/test_render.py)
+    for path, sections in params_sections(graph).items():
+        assert render_params(graph)[path] == HEADER + render.dump_as_dvc_writes(sections)

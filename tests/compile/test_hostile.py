@@ -28,7 +28,7 @@ from repro import paths
 from repro.compile.code_deps import stage_code
 from repro.compile.errors import GraphError
 from repro.compile.graph import ExternalPath, OutputRef, Stage, StageGraph
-from repro.compile.render import DVC_ESCAPED, _cmd, dvc_literal, render_dvc_yaml, render_params_yaml
+from repro.compile.render import DVC_ESCAPED, _cmd, dvc_literal, render_dvc_yaml, render_params
 from repro.spec.schema import EvaluationSpec, ExecutorSpec, JsonlSource
 from repro.stages.configs import (
     CurateConfig,
@@ -57,10 +57,13 @@ def _graph(end: str = "", missing: bool = True) -> tuple[StageGraph, str]:
     key of the payload."""
     graph = StageGraph()
     source = JsonlSource.model_construct(path="data/external/x", text_key=PAYLOAD)
-    # a first stage with the payload in its params section, for `${<id>.source.text_key}`
-    carrier = graph.add(Stage("curate", "carrier", CurateConfig.model_construct(
-        dataset="carrier", source=source, steps=[], shards=1, executor=ExecutorSpec())))
-    param = f"{carrier.id}.source.text_key"
+    # a first stage with the payload in its params section, for `${<id>.experiment}`: an
+    # evaluate stage, whose section lies in params.yaml, DVC's interpolation source (a data
+    # stage's, in params.data.yaml, is not one unless dvc.yaml names it under `vars`)
+    carrier = graph.add(Stage("evaluate", "carrier", EvaluateConfig.model_construct(
+        experiment=PAYLOAD, checkpoints=["final"], seed=0, evaluation=EvaluationSpec.model_construct(
+            tasks=[], presets=[], local_tasks=[]))))
+    param = f"{carrier.id}.experiment"
 
     def h(tag: str, param: str) -> str:
         return _hostile(tag, param, end, missing)
@@ -68,7 +71,7 @@ def _graph(end: str = "", missing: bool = True) -> tuple[StageGraph, str]:
     curate = graph.add(Stage("curate", h("label", param), CurateConfig.model_construct(
         dataset=h("dataset", param), source=source, steps=[], shards=1, executor=ExecutorSpec()),
         ((h("key", param), ExternalPath(h("path", param))),
-         ("carrier", OutputRef(carrier.id, "docs")))))
+         ("carrier", OutputRef(carrier.id, "metrics:final")))))
     experiment = h("experiment", param)
     tokens = graph.add(Stage("tokenize", experiment, TokenizeConfig.model_construct(
         dataset=h("dataset", param), seed=0),
@@ -122,7 +125,7 @@ def test_dvc_resolves_an_escaped_string_to_itself(value):
 
 
 def _workspace(root: Path, dvc_yaml: str, graph: StageGraph) -> dict[str, str]:
-    """A git + DVC repository at `root` holding `dvc_yaml`, the graph's params.yaml and every
+    """A git + DVC repository at `root` holding `dvc_yaml`, the graph's params files and every
     input it reads, and a fake `repro` first on PATH that records its arguments and writes
     the outputs it is given (so DVC runs every command for real, in milliseconds); returns
     the environment to run DVC in."""
@@ -130,7 +133,8 @@ def _workspace(root: Path, dvc_yaml: str, graph: StageGraph) -> dict[str, str]:
         pytest.skip("dvc is not installed beside this interpreter")
     root.mkdir(parents=True, exist_ok=True)
     (root / paths.DVC_YAML).write_text(dvc_yaml)
-    (root / paths.PARAMS_YAML).write_text(render_params_yaml(graph))
+    for path, text in render_params(graph).items():
+        (root / str(path)).write_text(text)
     for stage in graph.stages.values():
         for p in stage_code(stage.kind):
             (root / p).parent.mkdir(parents=True, exist_ok=True)

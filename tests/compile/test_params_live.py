@@ -1,8 +1,8 @@
-"""Every params.yaml key is live or declared execution-only (issue 18).
+"""Every params key is live or declared execution-only (issue 18).
 
 For every stage of the quickstart pipeline and its examples (specs/*.yaml and
 specs/examples/*/*.yaml, compiled together as `repro compile` does) and the CI pipeline
-(specs/ci/tiny.yaml), and every leaf key of its params.yaml section, the key's value is changed
+(specs/ci/tiny.yaml), and every leaf key of its params section, the key's value is changed
 to another valid one (validated by the stage's own config model, as `dvc exp run -S` would
 be) and then:
 
@@ -28,7 +28,7 @@ from pydantic import BaseModel, ValidationError
 
 from repro.compile import code_deps
 from repro.compile.graph import Stage, StageGraph
-from repro.compile.render import _param_deps
+from repro.compile.render import param_keys
 from repro.compile.specs import compile_files
 from repro.stages import kind as stage_kind
 
@@ -292,7 +292,7 @@ def test_every_params_key_is_live_or_execution_only(sid: str, kind: str, path: P
     stage = Stage(stage.kind, stage.label, base, stage.inputs)
     changed = Stage(stage.kind, stage.label, cfg, stage.inputs)
     sid = stage.id  # any section name: the tracked keys are checked under it
-    tracked = _param_deps(stage, sid)
+    tracked = param_keys(stage, sid)
     dotted = _dotted(path)
     if any(dotted == e or dotted.startswith(e + ".") for e in declared.execution_only):
         assert changed.id == stage.id, f"{dotted} is execution-only but changes the id"

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from repro.cli import main
 from repro.compile.code_deps import stage_code
 from repro.compile.pipelines import compile_all, example_pipelines, pipeline_of
+from repro.compile.render import GENERATED
 from repro.spec.load import SpecError
 from repro.stages import kinds
 from repro.verify.lockfile import declared_outputs
@@ -82,10 +83,15 @@ def test_an_examples_inputs_are_its_own_or_the_default_pipelines_outputs(compile
                                                              "tokenizer", "tokenize"}
 
 
-def test_an_examples_params_file_holds_only_its_stages(compiled):
+def test_an_examples_params_files_hold_only_its_stages(compiled):
     for c in compiled:
-        params = yaml.safe_load(c.texts()[c.pipeline.params_yaml])
-        assert list(params) == list(_dvc(compiled, c.pipeline.name)) == c.stage_names
+        files = {rel: yaml.safe_load(text) or {} for rel, text in c.texts().items()
+                 if rel.name != "dvc.yaml"}
+        assert c.pipeline.params_yaml in files
+        sections = [name for params in files.values() for name in params]
+        assert sorted(sections) == sorted(_dvc(compiled, c.pipeline.name)) == sorted(c.stage_names)
+        for params in files.values():  # each file in pipeline order
+            assert list(params) == [n for n in c.stage_names if n in params]
 
 
 def test_the_architectures_report_compares_default_and_example_runs(compiled):
@@ -159,11 +165,23 @@ def test_check_fails_on_a_missing_stale_or_orphaned_example_and_compile_fixes_it
     assert runner.invoke(main, ["compile"]).exit_code == 0
     shutil.move(root / "specs/examples/one", root / "one-moved-away")
     orphan = runner.invoke(main, ["compile", "--check"])
-    assert orphan.exit_code == 1 and "no specs for examples/one/dvc.yaml" in orphan.output
+    assert orphan.exit_code == 1 and ("examples/one/dvc.yaml is generated but its example has "
+                                      "no specs any more") in orphan.output
     (root / "examples/one/notes.txt").write_text("mine")
     fixed = runner.invoke(main, ["compile"])
     assert fixed.exit_code == 0 and "removed examples/one/dvc.yaml" in fixed.output
     assert sorted(p.name for p in (root / "examples/one").iterdir()) == ["notes.txt"]
+    assert runner.invoke(main, ["compile", "--check"]).exit_code == 0
+    # a generated params file no stage reads any more (an example's data stages gone): DVC
+    # would not read it, and `dvc exp run -S` would edit it to no effect
+    shutil.move(root / "one-moved-away", root / "specs/examples/one")
+    assert runner.invoke(main, ["compile"]).exit_code == 0
+    assert not (root / "examples/one/params.data.yaml").exists()  # no data stage of its own
+    (root / "examples/one/params.data.yaml").write_text(GENERATED + "\ncurate-x: {}\n")
+    stale = runner.invoke(main, ["compile", "--check"])
+    assert stale.exit_code == 1 and ("examples/one/params.data.yaml is generated but no stage "
+                                     "of example 'one' reads it any more") in stale.output
+    assert "removed examples/one/params.data.yaml" in runner.invoke(main, ["compile"]).output
     assert runner.invoke(main, ["compile", "--check"]).exit_code == 0
 
 

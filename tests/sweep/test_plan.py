@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from repro.compile.pipelines import compile_all
-from repro.compile.render import render_dvc_yaml, render_params_yaml
+from repro.compile.render import render_dvc_yaml, render_params
 from repro.compile.specs import compile_files
 from repro.sweep.errors import SweepInputError
 from repro.sweep.plan import build_plan
@@ -43,14 +43,15 @@ def _in_workspace(tmp_path, monkeypatch):
 
 def tiny_workspace(root: Path, sweep: str = SWEEP) -> Path:
     """specs/tiny.yaml (the CI spec, with its seed-1 replica, plus `sweep`) compiled into
-    root's dvc.yaml and params.yaml."""
+    root's dvc.yaml and params files."""
     shutil.copy(REPO / "specs/qs-nope.yaml", root / "qs-nope.yaml")  # tiny extends ../qs-nope
     (root / "specs").mkdir()
     spec = root / "specs/tiny.yaml"
     spec.write_text((REPO / "specs/ci/tiny.yaml").read_text() + sweep)
     graph = compile_files([spec], root / "specs", root)
     (root / "dvc.yaml").write_text(render_dvc_yaml(graph))
-    (root / "params.yaml").write_text(render_params_yaml(graph))
+    for path, text in render_params(graph).items():
+        (root / str(path)).write_text(text)
     return spec
 
 
