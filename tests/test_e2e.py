@@ -113,11 +113,11 @@ def _stale_stages(repo: Path) -> set[str]:
 
 
 def test_threshold_change_reruns_curation_and_downstream_only(tiny_repo: Path):
-    """A curation threshold edited in params.yaml (as `dvc exp run -S` would) makes the
-    curate stage stale and nothing upstream (DVC then reruns what reads its changed output:
-    the compiler tests check that set); an executor change (execution only) makes nothing
-    stale."""
-    params_path = tiny_repo / "params.yaml"
+    """A curation threshold edited in params.data.yaml (as `dvc exp run -S
+    params.data.yaml:...` would) makes the curate stage stale and nothing upstream (DVC then
+    reruns what reads its changed output: the compiler tests check that set); an executor
+    change (execution only) makes nothing stale."""
+    params_path = tiny_repo / "params.data.yaml"
     original = params_path.read_text()
     params = yaml.safe_load(original)
     curate = next(k for k in params if k.startswith("curate-") and any(

@@ -301,7 +301,7 @@ def test_sigkill_during_curation_then_repro_is_identical(ws: Workspace):
     curate = ws.stage("curate-pdf")
     uninterrupted = ws.digest(curate)
     ws.forget(curate)  # the run killed below is the stage's first
-    params = yaml.safe_load((ws.root / "params.yaml").read_text())[curate]
+    params = yaml.safe_load((ws.root / "params.data.yaml").read_text())[curate]
     assert params["executor"]["tasks"] >= 2 and params["executor"]["workers"] >= 2
     ws.build_inputs(curate)
     cache_before = ws.cache()

@@ -7,10 +7,9 @@ import typing
 from pathlib import Path
 
 import pytest
-import yaml
 from pydantic import BaseModel, ValidationError
 
-from repro.compile.render import render_params_yaml
+from repro.compile.render import params_sections
 from repro.compile.specs import compile_files
 from repro.spec.base import MAX_SEED, MAX_STEPS
 from repro.stages import kinds
@@ -85,7 +84,8 @@ def test_every_integer_field_of_every_stage_config_has_an_upper_limit() -> None:
 @pytest.fixture(scope="module")
 def tiny_params() -> dict:
     graph = compile_files([REPO / "specs/ci/tiny.yaml"], REPO / "specs/ci", REPO)
-    return yaml.safe_load(render_params_yaml(graph))
+    return {name: section for sections in params_sections(graph).values()  # every file's
+            for name, section in sections.items()}
 
 
 def test_a_sweep_value_beyond_the_step_limit_is_refused_before_it_is_queued(tiny_params) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from repro.compile.render import render_params_yaml
+from repro.compile.render import params_sections
 from repro.compile.specs import compile_files
 from repro.sweep.values import (
     ValueProblem,
@@ -25,7 +25,8 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def tiny_params() -> dict:
     graph = compile_files([REPO / "specs/ci/tiny.yaml"], REPO / "specs/ci", REPO)
-    return yaml.safe_load(render_params_yaml(graph))
+    return {name: section for sections in params_sections(graph).values()  # every file's
+            for name, section in sections.items()}
 
 
 def _train(params: dict) -> str:
