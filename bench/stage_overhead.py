@@ -1,7 +1,7 @@
 """A DVC stage's fixed cost, apart from its work (issue 19 item 3), side by side in one run
 (shared PERF.md).
 
-    python -m bench.stage_overhead     # [--rounds N] [--stages N] [--json PATH] [--part imports|dvc]
+    python -m bench.stage_overhead     # [--rounds N] [--stages N] [--json PATH] [--part imports|dvc|lock|layout]
 
 1. Process start and imports: what every `repro stage` process pays before it does any work,
    each a fresh interpreter, variants interleaved per round, median wall seconds: a bare
@@ -23,6 +23,10 @@
    it and with `--dead` x N entries of stages no longer declared added (main once held 149
    dead entries beside 36 live ones), each timed rerunning one stage (`dvc repro -f -s`),
    alternating per round; the ratio is the per-stage cost the dead entries add.
+4. The params layout: one trivial stage per stage of this repository's default pipeline, each
+   declaring exactly the params keys its real stage declares, with every section in one
+   params.yaml (the layout before issue 19) vs params.yaml + params.data.yaml as `repro
+   compile` writes them; no-op `dvc repro` alternating per round; the ratio is split / one.
 Prints every figure and the ratios last; nothing is written except `--json PATH`.
 """
 
@@ -172,11 +176,58 @@ def measure_lock(n: int, dead: int, rounds: int, scratch: Path) -> dict[str, flo
     return out
 
 
+def _layout_pipeline(root: Path, split: bool) -> Path:
+    """A git + DVC repository with one trivial stage (a `cp` chain) per stage of this
+    repository's default pipeline, each declaring the params keys its real stage declares
+    (dvc.yaml), in the real params files (`split`: params.yaml and params.data.yaml as
+    compiled) or all in one params.yaml (the layout before issue 19 split them); built once."""
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
+    real = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    files = {name: yaml.safe_load((REPO / name).read_text()) or {}
+             for name in ("params.yaml", "params.data.yaml") if (REPO / name).is_file()}
+    root.mkdir(parents=True)
+    for args in (["git", "init", "-q"], ["dvc", "init", "-q"],
+                 ["dvc", "config", "core.analytics", "false"]):
+        subprocess.run(args, cwd=root, env=env, check=True, capture_output=True)
+    (root / "s000.txt").write_text("seed\n")
+    stages = {}
+    for i, (name, entry) in enumerate(real.items(), start=1):
+        declared = entry.get("params") or []
+        keys = [k for d in declared for k in ([d] if isinstance(d, str) else next(iter(d.values())))]
+        stages[name] = {"cmd": f"cp s{i - 1:03d}.txt s{i:03d}.txt", "deps": [f"s{i - 1:03d}.txt"],
+                        "params": declared if split else keys, "outs": [f"s{i:03d}.txt"]}
+    (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
+    if split:
+        for name in files:
+            shutil.copy(REPO / name, root / name)
+    else:
+        merged = {k: v for sections in files.values() for k, v in sections.items()}
+        (root / "params.yaml").write_text(yaml.safe_dump(merged, sort_keys=False))
+    subprocess.run(["dvc", "repro", "-q"], cwd=root, env=env, check=True, capture_output=True)
+    return root
+
+
+def measure_layout(rounds: int, scratch: Path) -> dict[str, float]:
+    """No-op `dvc repro` of the default pipeline's stages and params, trivial commands: one
+    params.yaml vs params.yaml + params.data.yaml, alternating per round (median seconds)."""
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
+    repos = {"one params.yaml": _layout_pipeline(scratch / "one", split=False),
+             "params.yaml + params.data.yaml": _layout_pipeline(scratch / "split", split=True)}
+    command = [str(BIN / "dvc"), "repro", "-q"]
+    times: dict[str, list[float]] = {k: [] for k in repos}
+    for repo in repos.values():
+        _seconds(command, repo, env)  # warm: DVC's state database, page cache
+    for _ in range(rounds):
+        for label, repo in repos.items():
+            times[label].append(_seconds(command, repo, env))
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--stages", type=int, default=30, help="N: pipelines of 1, N and 2N stages")
-    ap.add_argument("--part", choices=("imports", "dvc", "lock", "all"), default="all")
+    ap.add_argument("--part", choices=("imports", "dvc", "lock", "layout", "all"), default="all")
     ap.add_argument("--dead", type=int, default=4,
                     help="dead dvc.lock entries per live stage for --part lock")
     ap.add_argument("--json", type=Path, default=None)
@@ -213,6 +264,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {live_label:30s} {live_s:6.2f} s")
         print(f"  {dead_label:30s} {dead_s:6.2f} s  ratio {dead_s / live_s:.2f}")
         result["lock"] = lock
+    if args.part in ("layout", "all"):
+        scratch = Path(tempfile.mkdtemp(prefix="stage-overhead-layout-"))
+        try:
+            layout = measure_layout(args.rounds, scratch)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        (one_label, one_s), (split_label, split_s) = layout.items()
+        print(f"No-op dvc repro, the default pipeline's {len(yaml.safe_load((REPO / 'dvc.yaml').read_text())['stages'])} "
+              f"stages and params (trivial commands), median of {args.rounds}:")
+        print(f"  {one_label:32s} {one_s:6.2f} s")
+        print(f"  {split_label:32s} {split_s:6.2f} s  ratio {split_s / one_s:.2f}")
+        result["layout"] = layout
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     if args.part in ("dvc", "all"):

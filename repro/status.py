@@ -10,8 +10,8 @@ that field, or that never ran, is counted as not timed.
 
 What is stale comes from DVC itself, one `dvc status --json` for the whole repository (it
 covers every dvc.yaml in one process: one start-up, one index). Its cost grows faster than
-the number of stages (DVC re-reads a stage's whole params file for every stage; bench/stage_overhead.py
-measures it), so `--no-dvc` skips it and shows only what the files say.
+the number of stages (DVC re-reads a stage's whole params file for every stage;
+bench/stage_overhead.py measures it), so `--no-dvc` skips it and shows only what the files say.
 """
 
 from __future__ import annotations
