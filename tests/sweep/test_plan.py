@@ -87,6 +87,32 @@ def test_plan_of_the_tiny_spec(tmp_path):
     assert not any(c.startswith(("train-", "evaluate-ci-tiny-decay", "report-")) for c in copied)
 
 
+DATA_SWEEP = """
+sweep:
+  name: tiny-vocab
+  objective: {task: repro_bpb_web}
+  parameters:
+    vocab:
+      keys: [tokenizer-*.tokenizer.vocab_size]
+      values: [512, 1024]
+"""
+
+
+def test_a_data_setting_is_swept_in_params_data_yaml(tmp_path):
+    """A data stage's key lies in params.data.yaml, so a trial names that file in `-S`
+    (a bare key would be read as params.yaml's, which has no such section)."""
+    plan, workspace = build_plan(tiny_workspace(tmp_path, DATA_SWEEP), tmp_path)
+    assert plan.keys["vocab"] == ("tokenizer-bpe512.tokenizer.vocab_size",)
+    assert plan.dvc_sets({"vocab": 1024}) == {
+        "params.data.yaml:tokenizer-bpe512.tokenizer.vocab_size": 1024}
+    assert workspace.params_files["tokenizer-bpe512"] == "params.data.yaml"
+    assert "train-ci-tiny-stable" not in workspace.params_files  # in ./params.yaml
+    stale = tmp_path / "params.data.yaml"
+    stale.write_text(stale.read_text().replace("vocab_size: 512", "vocab_size: 256", 1))
+    (issue,) = _issues(tmp_path / "specs/tiny.yaml", tmp_path)
+    assert issue.file == "params.data.yaml" and "repro compile" in issue.fix
+
+
 def test_a_stale_params_yaml_is_refused(tmp_path):
     spec = tiny_workspace(tmp_path)
     params = tmp_path / "params.yaml"
