@@ -117,6 +117,25 @@ def _example_param(root: Path, experiments: list[str]) -> str | None:
     return None
 
 
+def _example_data_param(root: Path) -> str | None:
+    """A real data ablation's `-S` argument (FineWeb-style): the first curation step with a
+    `min_doc_words` threshold, raised by 10, in params.data.yaml, named with its file (a
+    bare key means params.yaml, which holds no data stage)."""
+    try:
+        params = yamlio.safe_load((root / str(paths.DATA_PARAMS_YAML)).read_text(encoding="utf-8")) or {}
+    except OSError:
+        return None
+    for name, section in params.items():
+        steps = section.get("steps") if isinstance(section, dict) else None
+        if not str(name).startswith("curate-") or not isinstance(steps, list):
+            continue
+        for i, step in enumerate(steps):
+            words = step.get("min_doc_words") if isinstance(step, dict) else None
+            if isinstance(words, int) and not isinstance(words, bool):
+                return f"{paths.DATA_PARAMS_YAML}:{name}.steps.{i}.min_doc_words={words + 10}"
+    return None
+
+
 def _make_targets(root: Path) -> set[str]:
     try:
         text = (root / "Makefile").read_text(encoding="utf-8")
@@ -130,6 +149,10 @@ def next_commands(root: Path, experiments: list[str] = ()) -> list[tuple[str, st
     param = _example_param(root, list(experiments))
     if param:
         cmds.append((f"dvc exp run -S '{param}'", "an experiment: reruns only what reads it"))
+    data_param = _example_data_param(root)
+    if data_param:
+        cmds.append((f"dvc exp run -S '{data_param}'",
+                     "a data ablation: reruns that curation and all downstream"))
     cmds.append(("dvc exp show ; dvc plots diff", "compare experiments, loss and score curves"))
     targets = _make_targets(root)
     for f in pipeline_files(root):

@@ -35,7 +35,8 @@ def _load(relative: str):
 def workspace(tmp_path_factory) -> Path:
     """reports/quick written by the report stage (tests/stages/test_report.py's inputs and
     config: `new` vs the baseline `base`), named as an output of a root dvc.yaml, with a
-    params.yaml holding one training stage per experiment, a Makefile with one example
+    params.yaml holding one training stage per experiment, a params.data.yaml holding a
+    curation stage, a Makefile with one example
     target, and an example pipeline."""
     stage = _load("tests/stages/test_report.py")
     root = tmp_path_factory.mktemp("ws")
@@ -48,6 +49,9 @@ def workspace(tmp_path_factory) -> Path:
     (root / "params.yaml").write_text(yaml.safe_dump({
         "train-base-stable-1": {"optimizer": {"lr": 0.003}},
         "train-new-stable-2": {"optimizer": {"lr": 0.01}}}))
+    (root / "params.data.yaml").write_text(yaml.safe_dump({
+        "curate-web": {"steps": [{"kind": "trafilatura"},
+                                 {"kind": "gopher_quality", "min_doc_words": 50}]}}))
     (root / "Makefile").write_text("example-sweep:\n\tdvc repro examples/sweep/dvc.yaml\n")
     for name in ("sweep", "ladder"):
         (root / "examples" / name).mkdir(parents=True)
@@ -82,6 +86,8 @@ def test_summary_shows_the_report_the_headline_with_its_interval_and_next_comman
     # the next commands: a real -S key of a compared experiment, the example pipelines
     # (a Makefile target where one exists), status, publish, the shared cache
     assert "dvc exp run -S 'train-new-stable-2.optimizer.lr=0.02'" in out
+    # a data ablation names params.data.yaml, where the data stages' settings are
+    assert "dvc exp run -S 'params.data.yaml:curate-web.steps.1.min_doc_words=60'" in out
     assert "make example-sweep" in out and "dvc repro examples/ladder/dvc.yaml" in out
     assert "repro status" in out and "repro publish site/" in out and "dvc push" in out
     assert "ladders" not in out  # a fit folder (no summary.json) is not a report
