@@ -101,20 +101,38 @@ def headline(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _example_param(root: Path, experiments: list[str]) -> str | None:
-    """A real `-S` argument: the learning rate of a reported experiment's first training
-    stage (ids are `train-<experiment>-...`; the first experiment that has one), doubled."""
+_COMMAND_COLUMN = 60
+"""The widest command whose comment stays on its line in `repro summary`'s next steps."""
+
+
+def _example_params(root: Path, experiments: list[str]) -> list[str]:
+    """Real `-S` arguments: a reported experiment's learning rate doubled (the first
+    experiment that has training stages), in every training phase of its main run: each
+    phase's section holds the run's LR (`optimizer.lr`), and setting one phase alone would
+    give the run an LR jump at the phase boundary. The main run's phase stages are named
+    `train-<experiment>-<phase>` (a replica's carry its seed: repro.compile.graph)."""
     try:
         params = yamlio.load_params(root)
     except OSError:
-        return None
-    lrs = {str(k): ((v.get("optimizer") or {}) if isinstance(v, dict) else {}).get("lr")
-           for k, v in params.items() if str(k).startswith("train-")}
+        return []
+    trains = {str(k): v for k, v in params.items()
+              if str(k).startswith("train-") and isinstance(v, dict)}
+    for experiment in experiments:
+        sets = []
+        for name, section in trains.items():
+            lr = (section.get("optimizer") or {}).get("lr")
+            if name == f"train-{experiment}-{section.get('phase')}" and isinstance(lr, (int, float)):
+                sets.append(f"{name}.optimizer.lr={lr * 2:g}")
+        if sets:
+            return sets
+    # no phase names the main run (settings written otherwise): one stage, a reported
+    # experiment's first
     for prefix in [f"train-{e}-" for e in experiments] + ["train-"]:
-        for stage_id, lr in lrs.items():
-            if stage_id.startswith(prefix) and isinstance(lr, (int, float)):
-                return f"{stage_id}.optimizer.lr={lr * 2:g}"
-    return None
+        for name, section in trains.items():
+            lr = (section.get("optimizer") or {}).get("lr")
+            if name.startswith(prefix) and isinstance(lr, (int, float)):
+                return [f"{name}.optimizer.lr={lr * 2:g}"]
+    return []
 
 
 def _example_data_param(root: Path) -> str | None:
@@ -146,9 +164,10 @@ def _make_targets(root: Path) -> set[str]:
 
 def next_commands(root: Path, experiments: list[str] = ()) -> list[tuple[str, str]]:
     cmds: list[tuple[str, str]] = []
-    param = _example_param(root, list(experiments))
-    if param:
-        cmds.append((f"dvc exp run -S '{param}'", "an experiment: reruns only what reads it"))
+    sets = _example_params(root, list(experiments))
+    if sets:
+        cmds.append(("dvc exp run " + " ".join(f"-S '{s}'" for s in sets),
+                     "an experiment (the LR doubled): reruns only what reads it"))
     data_param = _example_data_param(root)
     if data_param:
         cmds.append((f"dvc exp run -S '{data_param}'",
@@ -198,7 +217,10 @@ def render(root: Path, dirs: list[PurePosixPath] | None = None) -> str:
             lines.append(f"  {len(problems)} problem(s) noted in the report: see report.md")
         lines.append("")
     cmds = next_commands(root, experiments)
-    width = max(len(c) for c, _ in cmds)
+    # comments in one column; a command too long for it gets its comment on the next line
+    width = max((len(c) for c, _ in cmds if len(c) <= _COMMAND_COLUMN), default=0)
     lines.append("Next, with `source .venv/bin/activate`:")
-    lines += [f"  {c.ljust(width)}  # {why}" for c, why in cmds]
+    for c, why in cmds:
+        lines += ([f"  {c}", f"  {'':{width}}  # {why}"] if len(c) > width
+                  else [f"  {c.ljust(width)}  # {why}"])
     return "\n".join(lines) + "\n"

@@ -47,8 +47,11 @@ def workspace(tmp_path_factory) -> Path:
         "fit-ladder-1": {"cmd": "repro stage fit ...", "outs": ["reports/ladders/x"]}}}))
     (root / "reports/ladders/x").mkdir(parents=True)
     (root / "params.yaml").write_text(yaml.safe_dump({
-        "train-base-stable-1": {"optimizer": {"lr": 0.003}},
-        "train-new-stable-2": {"optimizer": {"lr": 0.01}}}))
+        "train-base-stable": {"phase": "stable", "optimizer": {"lr": 0.003}},
+        "train-base-decay": {"phase": "decay", "optimizer": {"lr": 0.003}},
+        "train-new-seed1-stable": {"phase": "stable", "optimizer": {"lr": 0.01}},
+        "train-new-stable": {"phase": "stable", "optimizer": {"lr": 0.01}},
+        "train-new-decay": {"phase": "decay", "optimizer": {"lr": 0.01}}}, sort_keys=False))
     (root / "params.data.yaml").write_text(yaml.safe_dump({
         "curate-web": {"steps": [{"kind": "trafilatura"},
                                  {"kind": "gopher_quality", "min_doc_words": 50}]}}))
@@ -85,7 +88,9 @@ def test_summary_shows_the_report_the_headline_with_its_interval_and_next_comman
     assert "95% interval" in out
     # the next commands: a real -S key of a compared experiment, the example pipelines
     # (a Makefile target where one exists), status, publish, the shared cache
-    assert "dvc exp run -S 'train-new-stable-2.optimizer.lr=0.02'" in out
+    # (the main run's every phase: each section holds the run's LR; not the replica's)
+    assert ("  dvc exp run -S 'train-new-stable.optimizer.lr=0.02' "
+            "-S 'train-new-decay.optimizer.lr=0.02'\n") in out  # its comment on the next line
     # a data ablation names params.data.yaml, where the data stages' settings are
     assert "dvc exp run -S 'params.data.yaml:curate-web.steps.1.min_doc_words=60'" in out
     assert "make example-sweep" in out and "dvc repro examples/ladder/dvc.yaml" in out
