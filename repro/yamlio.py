@@ -23,6 +23,8 @@ from typing import Any
 
 import yaml
 
+from repro import paths
+
 _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml where installed
 
 _BOOL, _INT, _FLOAT = (f"tag:yaml.org,2002:{t}" for t in ("bool", "int", "float"))
@@ -76,8 +78,6 @@ def load_params(folder: Path) -> dict[str, Any]:
     """A pipeline's settings, stage name -> section, from every params file `repro compile`
     writes in `folder` that exists (params.yaml, params.data.yaml: repro.paths.PARAMS_FILES;
     a stage's section lies in one of them). OSError and yaml.YAMLError propagate."""
-    from repro import paths  # the layout; yamlio itself is plain YAML
-
     merged: dict[str, Any] = {}
     for name in paths.PARAMS_FILES:
         path = folder / str(name)

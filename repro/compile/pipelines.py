@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 from repro import paths
 from repro.compile.errors import GraphError
 from repro.compile.graph import StageGraph, check_outputs, name_stages
-from repro.compile.render import GENERATED, Placement, render_dvc_yaml, render_params
+from repro.compile.render import GENERATED, Placement, params_sections, render_dvc_yaml, render_params
 from repro.compile.specs import compile_checked, locate, spec_names
 from repro.errors import ReproError
 from repro.spec.load import SpecError, experiment_files
@@ -218,7 +218,7 @@ def orphans(compiled: list[Compiled], root: Path) -> dict[PurePosixPath, str]:
     not read it, but `dvc exp run -S <file>:...` would edit it to no effect)."""
     found: dict[PurePosixPath, str] = {}
     for c in compiled:
-        written = c.texts()
+        written = params_sections(c.graph, c.placement)  # the files, without rendering them
         for name in paths.PARAMS_FILES:
             rel = c.pipeline.folder / name
             if rel not in written and _generated(root / str(rel)):

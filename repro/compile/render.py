@@ -318,12 +318,16 @@ def params_sections(graph: StageGraph, where: Placement = ROOT) -> dict[PurePosi
     return files
 
 
+def _params_text(sections: dict[str, Any], where: Placement) -> str:
+    return where.header() + (dump_as_dvc_writes(sections) if sections else "")
+
+
 def render_params(graph: StageGraph, where: Placement = ROOT) -> dict[PurePosixPath, str]:
     """The text of each params file `params_sections` lists."""
-    return {path: where.header() + (dump_as_dvc_writes(sections) if sections else "")
+    return {path: _params_text(sections, where)
             for path, sections in params_sections(graph, where).items()}
 
 
 def render_params_yaml(graph: StageGraph, where: Placement = ROOT) -> str:
     """params.yaml's text alone (the experiment stages' sections)."""
-    return render_params(graph, where)[where.folder / paths.PARAMS_YAML]
+    return _params_text(params_sections(graph, where)[where.folder / paths.PARAMS_YAML], where)
