@@ -115,22 +115,20 @@ def _example_params(root: Path, experiments: list[str]) -> list[str]:
         params = yamlio.load_params(root)
     except OSError:
         return []
-    trains = {str(k): v for k, v in params.items()
-              if str(k).startswith("train-") and isinstance(v, dict)}
+    sections = {str(k): v for k, v in params.items()
+                if str(k).startswith("train-") and isinstance(v, dict)}
+    lrs = {name: lr for name, v in sections.items()
+           if isinstance(lr := (v.get("optimizer") or {}).get("lr"), (int, float))}
     for experiment in experiments:
-        sets = []
-        for name, section in trains.items():
-            lr = (section.get("optimizer") or {}).get("lr")
-            if name == f"train-{experiment}-{section.get('phase')}" and isinstance(lr, (int, float)):
-                sets.append(f"{name}.optimizer.lr={lr * 2:g}")
+        sets = [f"{name}.optimizer.lr={lr * 2:g}" for name, lr in lrs.items()
+                if name == f"train-{experiment}-{sections[name].get('phase')}"]
         if sets:
             return sets
     # no phase names the main run (settings written otherwise): one stage, a reported
     # experiment's first
     for prefix in [f"train-{e}-" for e in experiments] + ["train-"]:
-        for name, section in trains.items():
-            lr = (section.get("optimizer") or {}).get("lr")
-            if name.startswith(prefix) and isinstance(lr, (int, float)):
+        for name, lr in lrs.items():
+            if name.startswith(prefix):
                 return [f"{name}.optimizer.lr={lr * 2:g}"]
     return []
 
