@@ -63,13 +63,19 @@ def _as_number(value: Any) -> Any:
 def param_changes(old: Any, new: Any, prefix: str) -> list[str]:
     """Leaf-level `key: old → new` lines of two params values, compared as DVC reads them
     (numbers as numbers: `1e-08` is `1.0e-08`). `prefix`: the dotted key of `old`/`new`
-    (empty: a whole section, whose fields are named from its top)."""
+    (empty: a whole section, whose fields are named from its top). Lists of one length are
+    compared item by item, named by index as `dvc exp run -S` sets them (a curation
+    threshold: `curate-web.steps.3.min_doc_words: 50 → 60`, not the whole list of steps);
+    a list that grew or shrank is shown whole."""
     if isinstance(old, dict) and isinstance(new, dict):
         out: list[str] = []
         for key in sorted(set(old) | set(new), key=str):
             out += param_changes(old.get(key, _MISSING), new.get(key, _MISSING),
                                  f"{prefix}.{key}" if prefix else str(key))
         return out
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new) and old:
+        return [line for i, (a, b) in enumerate(zip(old, new))
+                for line in param_changes(a, b, f"{prefix}.{i}" if prefix else str(i))]
     old, new = _as_number(old), _as_number(new)
     if old == new:
         return []

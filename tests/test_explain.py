@@ -21,6 +21,15 @@ def test_param_changes_are_leaf_level_old_to_new():
         "setting train-x.optimizer.lr: 0.003 → 0.001", "setting train-x.seed added: 1"]
     assert param_changes({"a": 1}, {}, "s") == ["setting s.a removed (was 1)"]
     assert param_changes(old, old, "s") == []
+    # a list of one length item by item, named by index as `dvc exp run -S` sets it
+    steps = [{"kind": "trafilatura"}, {"kind": "gopher_quality", "min_doc_words": 50}]
+    raised = [steps[0], {**steps[1], "min_doc_words": 60}]
+    assert param_changes(steps, raised, "curate-web.steps") == [
+        "setting curate-web.steps.1.min_doc_words: 50 → 60"]
+    assert param_changes([0.9, 0.95], [0.9, 0.99], "betas") == ["setting betas.1: 0.95 → 0.99"]
+    assert param_changes(steps, steps[:1], "curate-web.steps") == [  # shrank: shown whole
+        'setting curate-web.steps: [{"kind": "trafilatura"}, {"kind": "gopher_quality", '
+        '"min_doc_words": 50}] → [{"kind": "trafilatura"}]']
 
 
 def test_dir_md5_matches_what_dvc_records(tmp_path):
