@@ -16,6 +16,8 @@ import re
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import yaml
+
 from repro import paths, yamlio
 from repro.errors import ReproError
 from repro.status import pipeline_files
@@ -105,16 +107,23 @@ _COMMAND_COLUMN = 60
 """The widest command whose comment stays on its line in `repro summary`'s next steps."""
 
 
-def _example_params(root: Path, experiments: list[str]) -> list[str]:
+def _settings(root: Path, name: PurePosixPath) -> dict[str, Any]:
+    """A params file's sections, or none where it is missing or not what `repro compile`
+    writes (the suggestions are then left out; the stages themselves report such a file)."""
+    try:
+        params = yamlio.safe_load((root / str(name)).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return {}
+    return params if isinstance(params, dict) else {}
+
+
+def _example_params(params: dict[str, Any], experiments: list[str]) -> list[str]:
     """Real `-S` arguments: a reported experiment's learning rate doubled (the first
     experiment that has training stages), in every training phase of its main run: each
     phase's section holds the run's LR (`optimizer.lr`), and setting one phase alone would
     give the run an LR jump at the phase boundary. The main run's phase stages are named
-    `train-<experiment>-<phase>` (a replica's carry its seed: repro.compile.graph)."""
-    try:
-        params = yamlio.load_params(root)
-    except OSError:
-        return []
+    `train-<experiment>-<phase>` (a replica's carry its seed: repro.compile.graph).
+    `params`: params.yaml's sections, where the training stages' lie."""
     sections = {str(k): v for k, v in params.items()
                 if str(k).startswith("train-") and isinstance(v, dict)}
     lrs = {name: lr for name, v in sections.items()
@@ -133,14 +142,10 @@ def _example_params(root: Path, experiments: list[str]) -> list[str]:
     return []
 
 
-def _example_data_param(root: Path) -> str | None:
+def _example_data_param(params: dict[str, Any]) -> str | None:
     """A real data ablation's `-S` argument (FineWeb-style): the first curation step with a
-    `min_doc_words` threshold, raised by 10, in params.data.yaml, named with its file (a
-    bare key means params.yaml, which holds no data stage)."""
-    try:
-        params = yamlio.safe_load((root / str(paths.DATA_PARAMS_YAML)).read_text(encoding="utf-8")) or {}
-    except OSError:
-        return None
+    `min_doc_words` threshold, raised by 10, named with its file (a bare key means
+    params.yaml, which holds no data stage). `params`: params.data.yaml's sections."""
     for name, section in params.items():
         steps = section.get("steps") if isinstance(section, dict) else None
         if not str(name).startswith("curate-") or not isinstance(steps, list):
@@ -162,11 +167,11 @@ def _make_targets(root: Path) -> set[str]:
 
 def next_commands(root: Path, experiments: list[str] = ()) -> list[tuple[str, str]]:
     cmds: list[tuple[str, str]] = []
-    sets = _example_params(root, list(experiments))
+    sets = _example_params(_settings(root, paths.PARAMS_YAML), list(experiments))
     if sets:
         cmds.append(("dvc exp run " + " ".join(f"-S '{s}'" for s in sets),
                      "an experiment (the LR doubled): reruns only what reads it"))
-    data_param = _example_data_param(root)
+    data_param = _example_data_param(_settings(root, paths.DATA_PARAMS_YAML))
     if data_param:
         cmds.append((f"dvc exp run -S '{data_param}'",
                      "a data ablation: reruns that curation and all downstream"))

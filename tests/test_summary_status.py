@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from repro.cli import main
 from repro.environment import process_seconds
 from repro.status import collect, pipeline_files
-from repro.summary import headline
+from repro.summary import headline, next_commands
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -186,3 +186,15 @@ def test_process_seconds_counts_from_process_start():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert 0.4 <= float(out.stdout) < 60
     assert 0 < process_seconds()
+
+
+def test_next_commands_skip_what_a_broken_params_file_cannot_suggest(tmp_path: Path):
+    """A params file that is not a mapping (or not YAML) leaves its suggestion out; the
+    other commands are still listed, and nothing raises."""
+    (tmp_path / "params.yaml").write_text("train-x-stable: {phase: stable, optimizer: {lr: 0.01}}\n")
+    (tmp_path / "params.data.yaml").write_text("curate-web: [\n")  # a -S typo left it broken
+    cmds = [c for c, _ in next_commands(tmp_path, ["x"])]
+    assert cmds[0] == "dvc exp run -S 'train-x-stable.optimizer.lr=0.02'"
+    assert not any("params.data.yaml" in c for c in cmds) and "repro status" in cmds
+    (tmp_path / "params.yaml").write_text("- 1\n")
+    assert not any(c.startswith("dvc exp run") for c, _ in next_commands(tmp_path, ["x"]))
