@@ -21,6 +21,8 @@ from repro.cli import main
 from repro.errors import ReproError
 from repro.stages import kinds
 
+FAST_YAML = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the four dvc.yaml, per test
+
 REPO = Path(__file__).resolve().parents[1]
 BAD_SPECS = REPO.parent / "shared" / "bad-specs-2-public"  # beside the checkout (CI has it)
 
@@ -71,7 +73,7 @@ def _one_per_kind(root: Path) -> dict[str, list[str]]:
     """A command per stage kind, from the default pipeline where it has one."""
     found: dict[str, list[str]] = {}
     for dvc_yaml in _pipelines(root):
-        for entry in yaml.safe_load(dvc_yaml.read_text())["stages"].values():
+        for entry in yaml.load(dvc_yaml.read_text(), Loader=FAST_YAML)["stages"].values():
             args = _args(entry["cmd"])
             found.setdefault(args[1], args)
     return found

@@ -36,6 +36,9 @@ from repro.paths import LIVE_DIR, is_machine_record
 from repro.stages.base import OutputWriteError, atomic_dir, atomic_write_text, remove_stale_temporaries
 from repro.verify.lockfile import declared_stage_id
 
+FAST_YAML = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+"""libyaml where installed: these tests read dvc.yaml and dvc.lock many times."""
+
 POLL_S = 0.005
 FSIZE_LIMIT = 4096
 """Bytes a process under the simulated full disk may write to one file: the stage starts
@@ -85,7 +88,7 @@ class Workspace:
 
     # ---------------------------------------------------------------- reading state
     def stages(self) -> dict:
-        return yaml.safe_load((self.root / "dvc.yaml").read_text())["stages"]
+        return yaml.load((self.root / "dvc.yaml").read_text(), Loader=FAST_YAML)["stages"]
 
     def stage(self, prefix: str) -> str:
         [name] = [s for s in self.stages() if s.startswith(prefix)]
@@ -100,18 +103,19 @@ class Workspace:
         lock = self.root / "dvc.lock"
         if not lock.exists():
             return None
-        return (yaml.safe_load(lock.read_text()).get("stages") or {}).get(stage)
+        return (yaml.load(lock.read_text(), Loader=FAST_YAML).get("stages") or {}).get(stage)
 
-    def outputs(self, stage: str) -> list[Path]:
+    def outputs(self, stage: str, stages: dict | None = None) -> list[Path]:
         """Every path the stage declares to DVC (outs, metrics, plots)."""
-        spec = self.stages()[stage]
+        spec = (stages or self.stages())[stage]
         entries = [e for key in ("outs", "metrics", "plots") for e in spec.get(key, [])]
         return [self.root / (e if isinstance(e, str) else next(iter(e))) for e in entries]
 
     def producers(self, stage: str) -> list[str]:
         """The stages whose outputs `stage` depends on."""
-        made_by = {str(p.relative_to(self.root)): s for s in self.stages() for p in self.outputs(s)}
-        return sorted({made_by[d] for d in self.stages()[stage].get("deps", []) if d in made_by})
+        stages = self.stages()  # read once: dvc.yaml has thousands of lines
+        made_by = {str(p.relative_to(self.root)): s for s in stages for p in self.outputs(s, stages)}
+        return sorted({made_by[d] for d in stages[stage].get("deps", []) if d in made_by})
 
     def cache(self) -> set[str]:
         return {str(p.relative_to(self.root)) for p in (self.root / ".dvc" / "cache").rglob("*")
