@@ -218,9 +218,11 @@ def forget_stage(root: Path, stage: str) -> None:
     it reads stay built; the next `dvc repro` runs it for real."""
     import yaml
 
-    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    from repro.yamlio import safe_load  # libyaml: a fault test forgets stages several times
+
+    lock = safe_load((root / "dvc.lock").read_text())
     entry = lock["stages"].pop(stage)
-    declared = yaml.safe_load((root / "dvc.yaml").read_text())["stages"][stage]
+    declared = safe_load((root / "dvc.yaml").read_text())["stages"][stage]
     for key in ("outs", "metrics", "plots"):
         for out in declared.get(key, []):
             path = root / (out if isinstance(out, str) else next(iter(out)))

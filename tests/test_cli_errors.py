@@ -20,8 +20,7 @@ import repro.stages.source
 from repro.cli import main
 from repro.errors import ReproError
 from repro.stages import kinds
-
-FAST_YAML = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the four dvc.yaml, per test
+from repro.yamlio import safe_load  # libyaml: the four dvc.yaml, per test
 
 REPO = Path(__file__).resolve().parents[1]
 BAD_SPECS = REPO.parent / "shared" / "bad-specs-2-public"  # beside the checkout (CI has it)
@@ -73,7 +72,7 @@ def _one_per_kind(root: Path) -> dict[str, list[str]]:
     """A command per stage kind, from the default pipeline where it has one."""
     found: dict[str, list[str]] = {}
     for dvc_yaml in _pipelines(root):
-        for entry in yaml.load(dvc_yaml.read_text(), Loader=FAST_YAML)["stages"].values():
+        for entry in safe_load(dvc_yaml.read_text())["stages"].values():
             args = _args(entry["cmd"])
             found.setdefault(args[1], args)
     return found
@@ -120,7 +119,7 @@ def test_every_stage_kind_with_missing_inputs_names_the_stage_that_makes_them(ws
     made_by = {out if isinstance(out, str) else next(iter(out)):
                name if dvc_yaml == ws / "dvc.yaml" else f"{dvc_yaml.relative_to(ws)}:{name}"
                for dvc_yaml in _pipelines(ws)
-               for name, entry in yaml.safe_load(dvc_yaml.read_text())["stages"].items()
+               for name, entry in safe_load(dvc_yaml.read_text())["stages"].items()
                for key in ("outs", "metrics", "plots") for out in entry.get(key, [])}
     checked = []
     for kind, args in _one_per_kind(ws).items():

@@ -35,9 +35,7 @@ import yaml
 from repro.paths import LIVE_DIR, is_machine_record
 from repro.stages.base import OutputWriteError, atomic_dir, atomic_write_text, remove_stale_temporaries
 from repro.verify.lockfile import declared_stage_id
-
-FAST_YAML = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-"""libyaml where installed: these tests read dvc.yaml and dvc.lock many times."""
+from repro.yamlio import safe_load  # libyaml: these tests read dvc.yaml and dvc.lock often
 
 POLL_S = 0.005
 FSIZE_LIMIT = 4096
@@ -88,7 +86,7 @@ class Workspace:
 
     # ---------------------------------------------------------------- reading state
     def stages(self) -> dict:
-        return yaml.load((self.root / "dvc.yaml").read_text(), Loader=FAST_YAML)["stages"]
+        return safe_load((self.root / "dvc.yaml").read_text())["stages"]
 
     def stage(self, prefix: str) -> str:
         [name] = [s for s in self.stages() if s.startswith(prefix)]
@@ -103,7 +101,7 @@ class Workspace:
         lock = self.root / "dvc.lock"
         if not lock.exists():
             return None
-        return (yaml.load(lock.read_text(), Loader=FAST_YAML).get("stages") or {}).get(stage)
+        return (safe_load(lock.read_text()).get("stages") or {}).get(stage)
 
     def outputs(self, stage: str, stages: dict | None = None) -> list[Path]:
         """Every path the stage declares to DVC (outs, metrics, plots)."""

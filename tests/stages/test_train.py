@@ -129,11 +129,10 @@ def test_train_is_byte_identical_and_learns(data, tmp_path):
     assert perf["tokens_per_s"] > 0 and perf["tokens_per_s_with_warmup"] > 0
     # CPU: MFU against the fp32 matmul peak measured in the run; no datasheet peak
     assert perf["peak_flops_dtype"] == "float32" and perf["peak_flops_measured"] > 0
-    # measured for a tenth of the training time within bounds, not a fixed half second (a
-    # short run: the lower bound; the slack is the warmup matmuls)
-    low, high = train.PEAK_SECONDS_CPU
-    budget = min(high, max(low, train.PEAK_SHARE * perf["seconds"]))
-    assert budget <= 0.1 and low <= perf["peak_flops_seconds"] < budget + 0.2
+    # measured for a tenth of the training time (within train.PEAK_SECONDS_CPU), not for a
+    # fixed half second: this run trains for well under 4 s, so its peak takes well under
+    # 0.4 s (at least five 1024² matmuls, ~20 ms each here)
+    assert perf["seconds"] < 4 and 0 < perf["peak_flops_seconds"] < 0.4
     assert perf["peak_flops_datasheet"] is None and perf["mfu_datasheet"] is None
 
 
